@@ -1,0 +1,63 @@
+//! The HTTP API under `/api/v1`: one module per resource, errors in one shape.
+
+pub mod auth;
+pub mod me;
+pub mod media;
+pub mod openapi;
+pub mod ops;
+pub mod sessions;
+pub mod share_links;
+pub mod usage_log;
+
+use actix_web::{middleware, web, HttpRequest};
+
+use crate::error::{extract, Error};
+
+/// Registers `/api/v1/...` and `/metrics`.
+pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
+    cfg.route("/metrics", web::get().to(ops::metrics)).service(
+        web::scope("/api/v1")
+            .wrap(middleware::from_fn(usage_log::record))
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(max_json_bytes)
+                    .error_handler(extract::json),
+            )
+            .app_data(web::PathConfig::default().error_handler(extract::path))
+            .app_data(web::QueryConfig::default().error_handler(extract::query))
+            .service(auth::signup)
+            .service(auth::login)
+            .service(auth::logout)
+            .service(me::me)
+            .service(me::usage)
+            .service(me::export)
+            .service(me::delete_me)
+            .service(sessions::create)
+            .service(sessions::list)
+            .service(sessions::get_one)
+            .service(sessions::update)
+            .service(sessions::delete_one)
+            .service(sessions::members)
+            .service(sessions::add_member)
+            .service(sessions::remove_member)
+            .service(share_links::create)
+            .service(share_links::list)
+            .service(share_links::revoke)
+            .service(media::upload)
+            .service(media::list)
+            .service(media::download)
+            .service(media::delete_one)
+            .service(ops::healthz)
+            .service(ops::readyz)
+            .service(openapi::openapi_json)
+            .default_service(web::to(not_found)),
+    );
+}
+
+async fn not_found(req: HttpRequest) -> actix_web::HttpResponse {
+    actix_web::ResponseError::error_response(&Error::NoRoute(format!(
+        "no API route {} {}",
+        req.method(),
+        req.path()
+    )))
+}

@@ -1,0 +1,208 @@
+//! Studio sessions and their members.
+
+use actix_web::{delete, get, patch, post, web, HttpResponse};
+use atelier_protocol::ids::{AccountId, SessionId};
+use atelier_protocol::Role;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::normalize_email;
+use crate::auth::{AccountAuth, Auth};
+use crate::authz::{authorize, Action};
+use crate::db::sessions::{Member, StudioSession};
+use crate::error::{Error, Result};
+use crate::state::AppState;
+
+pub const MAX_TITLE_CHARS: usize = 200;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSession {
+    pub title: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSession {
+    pub title: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddMember {
+    pub email: String,
+    pub role: Role,
+}
+
+/// A session as the caller sees it, with the caller's role.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionView {
+    #[serde(flatten)]
+    pub session: StudioSession,
+    pub role: Role,
+}
+
+fn check_title(raw: &str) -> Result<String> {
+    let title = raw.trim();
+    if title.is_empty() {
+        return Err(Error::invalid("title must not be empty"));
+    }
+    if title.chars().count() > MAX_TITLE_CHARS || title.chars().any(char::is_control) {
+        return Err(Error::invalid(format!(
+            "title must be at most {MAX_TITLE_CHARS} printable characters"
+        )));
+    }
+    Ok(title.to_string())
+}
+
+/// Create a studio session; the caller becomes its owner.
+#[utoipa::path(tag = "sessions", request_body = CreateSession,
+    responses((status = 201, body = SessionView), (status = 400), (status = 401)))]
+#[post("/sessions")]
+pub async fn create(
+    state: web::Data<AppState>,
+    auth: AccountAuth,
+    body: web::Json<CreateSession>,
+) -> Result<HttpResponse> {
+    let title = check_title(&body.title)?;
+    let session = state.db.create_session(auth.account.id, &title).await?;
+    Ok(HttpResponse::Created().json(SessionView {
+        session,
+        role: Role::Owner,
+    }))
+}
+
+/// The sessions the caller is a member of.
+#[utoipa::path(tag = "sessions", responses((status = 200, body = Vec<SessionView>), (status = 401)))]
+#[get("/sessions")]
+pub async fn list(
+    state: web::Data<AppState>,
+    auth: AccountAuth,
+) -> Result<web::Json<Vec<SessionView>>> {
+    let sessions = state.db.sessions_of(auth.account.id).await?;
+    Ok(web::Json(
+        sessions
+            .into_iter()
+            .map(|(session, role)| SessionView { session, role })
+            .collect(),
+    ))
+}
+
+#[utoipa::path(tag = "sessions", params(("id" = SessionId, Path,)),
+    responses((status = 200, body = SessionView), (status = 401), (status = 404)))]
+#[get("/sessions/{id}")]
+pub async fn get_one(
+    state: web::Data<AppState>,
+    auth: Auth,
+    id: web::Path<SessionId>,
+) -> Result<web::Json<SessionView>> {
+    let (session, access) = authorize(&state, &auth.principal, *id, Action::View).await?;
+    Ok(web::Json(SessionView {
+        session,
+        role: access.role,
+    }))
+}
+
+/// Rename a session (owners and editors).
+#[utoipa::path(tag = "sessions", params(("id" = SessionId, Path,)), request_body = UpdateSession,
+    responses((status = 200, body = SessionView), (status = 400), (status = 403), (status = 404)))]
+#[patch("/sessions/{id}")]
+pub async fn update(
+    state: web::Data<AppState>,
+    auth: Auth,
+    id: web::Path<SessionId>,
+    body: web::Json<UpdateSession>,
+) -> Result<web::Json<SessionView>> {
+    let (mut session, access) = authorize(&state, &auth.principal, *id, Action::Rename).await?;
+    let title = check_title(&body.title)?;
+    state.db.rename_session(session.id, &title).await?;
+    session.title = title;
+    Ok(web::Json(SessionView {
+        session,
+        role: access.role,
+    }))
+}
+
+/// Delete a session and its document, members and share links (owners only).
+#[utoipa::path(tag = "sessions", params(("id" = SessionId, Path,)),
+    responses((status = 204), (status = 403), (status = 404)))]
+#[delete("/sessions/{id}")]
+pub async fn delete_one(
+    state: web::Data<AppState>,
+    auth: Auth,
+    id: web::Path<SessionId>,
+) -> Result<HttpResponse> {
+    let (session, _) = authorize(&state, &auth.principal, *id, Action::Delete).await?;
+    state.db.delete_session(session.id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The session's members (members only).
+#[utoipa::path(tag = "sessions", params(("id" = SessionId, Path,)),
+    responses((status = 200, body = Vec<Member>), (status = 403), (status = 404)))]
+#[get("/sessions/{id}/members")]
+pub async fn members(
+    state: web::Data<AppState>,
+    auth: Auth,
+    id: web::Path<SessionId>,
+) -> Result<web::Json<Vec<Member>>> {
+    let (session, _) = authorize(&state, &auth.principal, *id, Action::ViewMembers).await?;
+    Ok(web::Json(state.db.members(session.id).await?))
+}
+
+/// Add a member by email, or change a member's role (owners only).
+#[utoipa::path(tag = "sessions", params(("id" = SessionId, Path,)), request_body = AddMember,
+    responses((status = 200, body = Member), (status = 400), (status = 403), (status = 404)))]
+#[post("/sessions/{id}/members")]
+pub async fn add_member(
+    state: web::Data<AppState>,
+    auth: Auth,
+    id: web::Path<SessionId>,
+    body: web::Json<AddMember>,
+) -> Result<web::Json<Member>> {
+    let (session, _) = authorize(&state, &auth.principal, *id, Action::ManageMembers).await?;
+    let email = normalize_email(&body.email)?;
+    let account = state
+        .db
+        .account_by_email(&email)
+        .await?
+        .ok_or_else(|| Error::invalid(format!("no account has the email {email}")))?;
+    if account.id == session.owner_id && body.role != Role::Owner {
+        return Err(Error::invalid(
+            "the session's creator always stays an owner",
+        ));
+    }
+    state
+        .db
+        .upsert_member(session.id, account.id, body.role)
+        .await?;
+    let member = state
+        .db
+        .members(session.id)
+        .await?
+        .into_iter()
+        .find(|m| m.account_id == account.id)
+        .ok_or_else(|| Error::Internal("member vanished after insert".into()))?;
+    Ok(web::Json(member))
+}
+
+/// Remove a member (owners only; the creator cannot be removed).
+#[utoipa::path(tag = "sessions", params(("id" = SessionId, Path,), ("account_id" = AccountId, Path,)),
+    responses((status = 204), (status = 400), (status = 403), (status = 404)))]
+#[delete("/sessions/{id}/members/{account_id}")]
+pub async fn remove_member(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<(SessionId, AccountId)>,
+) -> Result<HttpResponse> {
+    let (session_id, account_id) = path.into_inner();
+    let (session, _) =
+        authorize(&state, &auth.principal, session_id, Action::ManageMembers).await?;
+    if account_id == session.owner_id {
+        return Err(Error::invalid("the session's creator cannot be removed"));
+    }
+    if !state.db.remove_member(session.id, account_id).await? {
+        return Err(Error::NotFound("member"));
+    }
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,8 @@
+//! Who is calling: passwords, tokens, the request principal, CSRF, and auth rate limits.
+
+pub mod password;
+pub mod principal;
+pub mod rate_limit;
+pub mod tokens;
+
+pub use principal::{AccountAuth, Auth, Principal};

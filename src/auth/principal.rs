@@ -1,0 +1,183 @@
+//! The request principal: an account (by bearer token or session cookie) or a share link.
+//!
+//! A token that is unknown, revoked or expired is refused with 401; it never falls back to
+//! anonymous access.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::{header, Method};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
+use atelier_protocol::ids::AccountId;
+
+use super::tokens;
+use crate::db::accounts::Account;
+use crate::db::now_ms;
+use crate::db::share_links::ShareLink;
+use crate::error::{Error, Result};
+use crate::state::AppState;
+
+pub const SESSION_COOKIE: &str = "atelier_session";
+pub const CSRF_COOKIE: &str = "atelier_csrf";
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+#[derive(Debug, Clone)]
+pub enum Principal {
+    Account(Account),
+    ShareLink(ShareLink),
+}
+
+impl Principal {
+    pub fn account_id(&self) -> Option<AccountId> {
+        match self {
+            Principal::Account(a) => Some(a.id),
+            Principal::ShareLink(_) => None,
+        }
+    }
+}
+
+/// Marks the request with its account for the usage log.
+#[derive(Clone, Copy)]
+pub struct UsageAccount(pub AccountId);
+
+/// Any authenticated caller.
+pub struct Auth {
+    pub principal: Principal,
+    /// The token the caller presented (hashed), so logout can delete exactly it.
+    pub token_hash: String,
+}
+
+/// An authenticated account; share links are refused.
+pub struct AccountAuth {
+    pub account: Account,
+    pub token_hash: String,
+}
+
+/// Resolves a raw token (from a header, cookie or query) to a principal.
+pub async fn resolve_token(state: &AppState, token: &str) -> Result<(Principal, String)> {
+    let hash = tokens::hash(token);
+    if token.starts_with(tokens::ACCOUNT_PREFIX) {
+        let owner = state.db.token_owner(&hash).await?.ok_or_else(|| {
+            Error::InvalidCredentials("the token is unknown or has been logged out".into())
+        })?;
+        return Ok((Principal::Account(owner.account), hash));
+    }
+    if token.starts_with(tokens::SHARE_LINK_PREFIX) {
+        let link = state
+            .db
+            .share_link_by_token(&hash)
+            .await?
+            .ok_or_else(|| Error::InvalidCredentials("the share link is unknown".into()))?;
+        if link.revoked_at.is_some() {
+            return Err(Error::InvalidCredentials(
+                "the share link has been revoked".into(),
+            ));
+        }
+        if !link.is_active(now_ms()) {
+            return Err(Error::InvalidCredentials(
+                "the share link has expired".into(),
+            ));
+        }
+        return Ok((Principal::ShareLink(link), hash));
+    }
+    Err(Error::InvalidCredentials(
+        "the token is not an Atelier token".into(),
+    ))
+}
+
+fn bearer(req: &HttpRequest) -> Result<Option<String>> {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| Error::InvalidCredentials("the Authorization header is not text".into()))?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() => {
+            Ok(Some(token.trim().to_string()))
+        }
+        _ => Err(Error::InvalidCredentials(
+            "the Authorization header must be `Bearer <token>`".into(),
+        )),
+    }
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+async fn authenticate(req: HttpRequest) -> Result<Auth> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| Error::Internal("application state missing".into()))?
+        .clone();
+    let (principal, token_hash) = if let Some(token) = bearer(&req)? {
+        resolve_token(&state, &token).await?
+    } else if let Some(cookie) = req.cookie(SESSION_COOKIE) {
+        let token = cookie.value();
+        if !token.starts_with(tokens::ACCOUNT_PREFIX) {
+            return Err(Error::InvalidCredentials(
+                "the session cookie is invalid".into(),
+            ));
+        }
+        let hash = tokens::hash(token);
+        let owner = state.db.token_owner(&hash).await?.ok_or_else(|| {
+            Error::InvalidCredentials("the session has ended; log in again".into())
+        })?;
+        // Cookies ride along on cross-site requests; a mutation must also prove it came from our
+        // page by echoing the CSRF token, which another site cannot read.
+        if !is_safe(req.method()) {
+            let sent = req
+                .headers()
+                .get(CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if sent.is_empty() || sent != owner.csrf_token {
+                return Err(Error::CsrfRejected(
+                    "cookie-authenticated changes need the X-CSRF-Token header from login".into(),
+                ));
+            }
+        }
+        (Principal::Account(owner.account), hash)
+    } else {
+        return Err(Error::Unauthenticated);
+    };
+    if let Some(id) = principal.account_id() {
+        req.extensions_mut().insert(UsageAccount(id));
+    }
+    Ok(Auth {
+        principal,
+        token_hash,
+    })
+}
+
+impl FromRequest for Auth {
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self>>>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        Box::pin(authenticate(req.clone()))
+    }
+}
+
+impl FromRequest for AccountAuth {
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self>>>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let auth = authenticate(req).await?;
+            match auth.principal {
+                Principal::Account(account) => Ok(AccountAuth {
+                    account,
+                    token_hash: auth.token_hash,
+                }),
+                Principal::ShareLink(_) => Err(Error::forbidden(
+                    "a share link only gives access to its session; log in for this",
+                )),
+            }
+        })
+    }
+}

@@ -1,0 +1,130 @@
+//! Typed configuration: every flag is also an `ATELIER_*` environment variable.
+//!
+//! The doc comment of each field is the configuration reference (`atelier serve --help`
+//! prints it); the README's table is generated from the same words.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "atelier",
+    version,
+    about = "A server for collaborative AI studios"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP + WebSocket server.
+    Serve(Box<ServeConfig>),
+    /// Apply database migrations and exit.
+    Migrate(DatabaseConfig),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseConfig {
+    /// Database URL: `sqlite://path` or `postgres://user@host/db`. Missing SQLite files are created.
+    #[arg(
+        long,
+        env = "ATELIER_DATABASE_URL",
+        default_value = "sqlite://./data/atelier.db"
+    )]
+    pub database_url: String,
+
+    /// Maximum open database connections.
+    #[arg(long, env = "ATELIER_DATABASE_MAX_CONNECTIONS", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub database_max_connections: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address to listen on. Port 0 picks a free port (the chosen address is printed).
+    #[arg(long, env = "ATELIER_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+
+    /// Object storage: `file://path`, `memory://`, or `s3://bucket/prefix` (credentials and region
+    /// from the standard AWS_* variables).
+    #[arg(
+        long,
+        env = "ATELIER_STORAGE_URL",
+        default_value = "file://./data/objects"
+    )]
+    pub storage_url: String,
+
+    /// Redis URL for multi-node deployments; unset runs as a single node.
+    #[arg(long, env = "ATELIER_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Log format on stderr.
+    #[arg(long, env = "ATELIER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+
+    /// Largest accepted upload, in bytes.
+    #[arg(long, env = "ATELIER_MAX_UPLOAD_BYTES", default_value_t = 25 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_upload_bytes: u64,
+
+    /// Media storage quota per account, in bytes.
+    #[arg(long, env = "ATELIER_STORAGE_QUOTA_BYTES", default_value_t = 1024 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub storage_quota_bytes: u64,
+
+    /// Largest accepted JSON request body, in bytes.
+    #[arg(long, env = "ATELIER_MAX_JSON_BYTES", default_value_t = 64 * 1024,
+          value_parser = clap::value_parser!(u64).range(64..))]
+    pub max_json_bytes: u64,
+
+    /// Signup and login attempts allowed per client IP per minute (429 beyond it).
+    #[arg(long, env = "ATELIER_AUTH_RATE_PER_MINUTE", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub auth_rate_per_minute: u32,
+
+    /// Credits (millicredits) granted to every new account.
+    #[arg(long, env = "ATELIER_SIGNUP_CREDITS", default_value_t = 0)]
+    pub signup_credits: i64,
+
+    /// Secret for verifying payment-provider webhooks.
+    #[arg(long, env = "ATELIER_PAYMENT_WEBHOOK_SECRET", hide_env_values = true)]
+    pub payment_webhook_secret: Option<String>,
+
+    /// Directory holding model files and their manifests.
+    #[arg(long, env = "ATELIER_MODELS_DIR", default_value = "./models")]
+    pub models_dir: PathBuf,
+
+    /// Base URL that links (share links) are built from; defaults to `http://<bind>`.
+    #[arg(long, env = "ATELIER_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Mark the session cookie `Secure` (set this when served over HTTPS).
+    #[arg(long, env = "ATELIER_SECURE_COOKIES", default_value_t = false)]
+    pub secure_cookies: bool,
+
+    /// Seconds to wait for in-flight requests on shutdown.
+    #[arg(long, env = "ATELIER_SHUTDOWN_TIMEOUT_S", default_value_t = 10)]
+    pub shutdown_timeout_s: u64,
+}
+
+impl ServeConfig {
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.bind),
+        }
+    }
+}

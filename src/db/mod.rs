@@ -1,0 +1,175 @@
+//! The database: one schema on SQLite and PostgreSQL through sqlx's `Any` driver.
+//!
+//! Queries are written once in the dialect both engines accept (`$1` parameters, BIGINT epoch
+//! milliseconds, UUIDs as TEXT) and grouped by entity in the submodules. Where the engines must
+//! differ (migrations, locking), [`Dialect`] says which one is connected.
+
+pub mod accounts;
+pub mod media;
+pub mod sessions;
+pub mod share_links;
+pub mod usage;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A cheap-to-clone handle to the connection pool.
+#[derive(Clone)]
+pub struct Db {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("ATELIER_DATABASE_URL must start with sqlite:// or postgres://, got {0:?}")]
+    UnsupportedScheme(String),
+    #[error("could not create the directory for the SQLite file {path}: {source}")]
+    CreateDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("could not connect to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("could not apply migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl Db {
+    /// Connects (creating a missing SQLite file and its directory) and applies migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Db, ConnectError> {
+        sqlx::any::install_default_drivers();
+        let (dialect, url) = if let Some(rest) = url.strip_prefix("sqlite://") {
+            (Dialect::Sqlite, prepare_sqlite_url(rest).await?)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Dialect::Postgres, url.to_string())
+        } else {
+            return Err(ConnectError::UnsupportedScheme(redact(url)));
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        // WAL lets readers run beside the writer; busy_timeout makes concurrent
+                        // writers wait for the lock instead of failing with SQLITE_BUSY.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(ConnectError::Connect)?;
+        let db = Db { pool, dialect };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        match self.dialect {
+            Dialect::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await,
+            Dialect::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await,
+        }
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// `sqlite://./data/atelier.db` → makes sure `./data` exists and asks SQLite to create the file.
+async fn prepare_sqlite_url(rest: &str) -> Result<String, ConnectError> {
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path != ":memory:" && !path.is_empty() {
+        if let Some(dir) = std::path::Path::new(path).parent() {
+            if !dir.as_os_str().is_empty() {
+                tokio::fs::create_dir_all(dir)
+                    .await
+                    .map_err(|source| ConnectError::CreateDir {
+                        path: path.to_string(),
+                        source,
+                    })?;
+            }
+        }
+    }
+    let query = if query.contains("mode=") {
+        query.to_string()
+    } else if query.is_empty() {
+        "mode=rwc".to_string()
+    } else {
+        format!("{query}&mode=rwc")
+    };
+    Ok(format!("sqlite://{path}?{query}"))
+}
+
+/// Hides a password in a URL before it is shown in an error.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Milliseconds since the Unix epoch: how every time is stored.
+pub fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Reads a UUID stored as TEXT.
+pub(crate) fn uuid_col(row: &AnyRow, col: &str) -> Result<Uuid> {
+    let text: String = row.try_get(col)?;
+    Uuid::from_str(&text).map_err(|e| Error::Internal(format!("bad uuid in column {col}: {e}")))
+}
+
+pub(crate) fn opt_uuid_col(row: &AnyRow, col: &str) -> Result<Option<Uuid>> {
+    let text: Option<String> = row.try_get(col)?;
+    text.map(|t| {
+        Uuid::from_str(&t).map_err(|e| Error::Internal(format!("bad uuid in column {col}: {e}")))
+    })
+    .transpose()
+}
+
+/// True when the error is a unique-constraint violation (both engines).
+pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}

@@ -1,0 +1,195 @@
+//! Studio sessions and their members.
+
+use atelier_protocol::ids::{AccountId, SessionId};
+use atelier_protocol::Role;
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use utoipa::ToSchema;
+
+use super::{now_ms, uuid_col, Db};
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StudioSession {
+    pub id: SessionId,
+    pub title: String,
+    pub owner_id: AccountId,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Member {
+    pub account_id: AccountId,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    pub added_at: i64,
+}
+
+fn session_from_row(row: &AnyRow) -> Result<StudioSession> {
+    Ok(StudioSession {
+        id: SessionId(uuid_col(row, "id")?),
+        title: row.try_get("title")?,
+        owner_id: AccountId(uuid_col(row, "owner_id")?),
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+pub(crate) fn role_col(row: &AnyRow, col: &str) -> Result<Role> {
+    let text: String = row.try_get(col)?;
+    text.parse()
+        .map_err(|_| Error::Internal(format!("unknown role {text:?} in column {col}")))
+}
+
+impl Db {
+    /// Creates a session and makes its creator the owner member, in one transaction.
+    pub async fn create_session(&self, owner: AccountId, title: &str) -> Result<StudioSession> {
+        let now = now_ms();
+        let session = StudioSession {
+            id: SessionId::new(),
+            title: title.to_string(),
+            owner_id: owner,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(
+            "INSERT INTO studio_sessions (id, owner_id, title, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(session.id.to_string())
+        .bind(owner.to_string())
+        .bind(title)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO session_members (session_id, account_id, role, added_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(session.id.to_string())
+        .bind(owner.to_string())
+        .bind(Role::Owner.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(session)
+    }
+
+    pub async fn session(&self, id: SessionId) -> Result<Option<StudioSession>> {
+        let row = sqlx::query(
+            "SELECT id, owner_id, title, created_at, updated_at FROM studio_sessions WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    /// Sessions the account is a member of, newest first, with the account's role in each.
+    pub async fn sessions_of(&self, account: AccountId) -> Result<Vec<(StudioSession, Role)>> {
+        let rows = sqlx::query(
+            "SELECT s.id, s.owner_id, s.title, s.created_at, s.updated_at, m.role \
+             FROM studio_sessions s JOIN session_members m ON m.session_id = s.id \
+             WHERE m.account_id = $1 ORDER BY s.created_at DESC, s.id",
+        )
+        .bind(account.to_string())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| Ok((session_from_row(row)?, role_col(row, "role")?)))
+            .collect()
+    }
+
+    pub async fn rename_session(&self, id: SessionId, title: &str) -> Result<()> {
+        sqlx::query("UPDATE studio_sessions SET title = $1, updated_at = $2 WHERE id = $3")
+            .bind(title)
+            .bind(now_ms())
+            .bind(id.to_string())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete_session(&self, id: SessionId) -> Result<()> {
+        sqlx::query("DELETE FROM studio_sessions WHERE id = $1")
+            .bind(id.to_string())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn member_role(
+        &self,
+        session: SessionId,
+        account: AccountId,
+    ) -> Result<Option<Role>> {
+        let row = sqlx::query(
+            "SELECT role FROM session_members WHERE session_id = $1 AND account_id = $2",
+        )
+        .bind(session.to_string())
+        .bind(account.to_string())
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(|r| role_col(r, "role")).transpose()
+    }
+
+    /// Adds a member or changes an existing member's role.
+    pub async fn upsert_member(
+        &self,
+        session: SessionId,
+        account: AccountId,
+        role: Role,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO session_members (session_id, account_id, role, added_at) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (session_id, account_id) DO UPDATE SET role = excluded.role",
+        )
+        .bind(session.to_string())
+        .bind(account.to_string())
+        .bind(role.to_string())
+        .bind(now_ms())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Removes a member; true when there was one.
+    pub async fn remove_member(&self, session: SessionId, account: AccountId) -> Result<bool> {
+        let res =
+            sqlx::query("DELETE FROM session_members WHERE session_id = $1 AND account_id = $2")
+                .bind(session.to_string())
+                .bind(account.to_string())
+                .execute(self.pool())
+                .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    pub async fn members(&self, session: SessionId) -> Result<Vec<Member>> {
+        let rows = sqlx::query(
+            "SELECT a.id, a.email, a.name, m.role, m.added_at \
+             FROM session_members m JOIN accounts a ON a.id = m.account_id \
+             WHERE m.session_id = $1 ORDER BY m.added_at, a.email",
+        )
+        .bind(session.to_string())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Member {
+                    account_id: AccountId(uuid_col(row, "id")?),
+                    email: row.try_get("email")?,
+                    name: row.try_get("name")?,
+                    role: role_col(row, "role")?,
+                    added_at: row.try_get("added_at")?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,113 @@
+//! Share links: viewer access to one session by a random token (stored only as its hash).
+
+use atelier_protocol::ids::{AccountId, SessionId, ShareLinkId};
+use atelier_protocol::Role;
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use utoipa::ToSchema;
+
+use super::sessions::role_col;
+use super::{now_ms, uuid_col, Db};
+use crate::error::Result;
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ShareLink {
+    pub id: ShareLinkId,
+    pub session_id: SessionId,
+    pub role: Role,
+    pub created_by: AccountId,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+impl ShareLink {
+    /// Usable now: not revoked and not expired.
+    pub fn is_active(&self, now_ms: i64) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|at| at > now_ms)
+    }
+}
+
+fn link_from_row(row: &AnyRow) -> Result<ShareLink> {
+    Ok(ShareLink {
+        id: ShareLinkId(uuid_col(row, "id")?),
+        session_id: SessionId(uuid_col(row, "session_id")?),
+        role: role_col(row, "role")?,
+        created_by: AccountId(uuid_col(row, "created_by")?),
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+const COLUMNS: &str = "id, session_id, role, created_by, created_at, expires_at, revoked_at";
+
+impl Db {
+    pub async fn create_share_link(
+        &self,
+        session: SessionId,
+        created_by: AccountId,
+        token_hash: &str,
+        expires_at: Option<i64>,
+    ) -> Result<ShareLink> {
+        let link = ShareLink {
+            id: ShareLinkId::new(),
+            session_id: session,
+            role: Role::Viewer,
+            created_by,
+            created_at: now_ms(),
+            expires_at,
+            revoked_at: None,
+        };
+        sqlx::query(
+            "INSERT INTO share_links \
+             (id, session_id, token_hash, role, created_by, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(link.id.to_string())
+        .bind(session.to_string())
+        .bind(token_hash)
+        .bind(link.role.to_string())
+        .bind(created_by.to_string())
+        .bind(link.created_at)
+        .bind(expires_at)
+        .execute(self.pool())
+        .await?;
+        Ok(link)
+    }
+
+    pub async fn share_links(&self, session: SessionId) -> Result<Vec<ShareLink>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM share_links WHERE session_id = $1 ORDER BY created_at, id"
+        )))
+        .bind(session.to_string())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(link_from_row).collect()
+    }
+
+    pub async fn share_link_by_token(&self, token_hash: &str) -> Result<Option<ShareLink>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM share_links WHERE token_hash = $1"
+        )))
+        .bind(token_hash)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(link_from_row).transpose()
+    }
+
+    /// Revokes a link of the session; false when the session has no such link.
+    pub async fn revoke_share_link(&self, session: SessionId, link: ShareLinkId) -> Result<bool> {
+        let res = sqlx::query(
+            "UPDATE share_links SET revoked_at = COALESCE(revoked_at, $1) \
+             WHERE id = $2 AND session_id = $3",
+        )
+        .bind(now_ms())
+        .bind(link.to_string())
+        .bind(session.to_string())
+        .execute(self.pool())
+        .await?;
+        Ok(res.rows_affected() > 0)
+    }
+}

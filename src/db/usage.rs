@@ -1,0 +1,67 @@
+//! The API usage log: one row per request (account, route, status, duration).
+
+use atelier_protocol::ids::AccountId;
+use serde::Serialize;
+use sqlx::Row;
+use utoipa::ToSchema;
+
+use super::{now_ms, Db};
+use crate::error::Result;
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UsageEntry {
+    pub method: String,
+    /// The route pattern, e.g. `/api/v1/sessions/{id}` (ids are not logged).
+    pub route: String,
+    pub status: i64,
+    pub duration_ms: i64,
+    pub at: i64,
+}
+
+impl Db {
+    pub async fn record_usage(
+        &self,
+        account: Option<AccountId>,
+        method: &str,
+        route: &str,
+        status: u16,
+        duration_ms: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO api_usage (account_id, method, route, status, duration_ms, at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(account.map(|a| a.to_string()))
+        .bind(method)
+        .bind(route)
+        .bind(i64::from(status))
+        .bind(duration_ms)
+        .bind(now_ms())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The account's most recent requests, newest first.
+    pub async fn usage_of(&self, account: AccountId, limit: i64) -> Result<Vec<UsageEntry>> {
+        let rows = sqlx::query(
+            "SELECT method, route, status, duration_ms, at FROM api_usage \
+             WHERE account_id = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(account.to_string())
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(UsageEntry {
+                    method: row.try_get("method")?,
+                    route: row.try_get("route")?,
+                    status: row.try_get("status")?,
+                    duration_ms: row.try_get("duration_ms")?,
+                    at: row.try_get("at")?,
+                })
+            })
+            .collect()
+    }
+}

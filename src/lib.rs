@@ -1,0 +1,26 @@
+//! # Atelier — the server crate
+//!
+//! Layout:
+//! - [`config`]: the command line and `ATELIER_*` environment (clap); its doc comments are the
+//!   configuration reference.
+//! - [`server`]: builds the actix-web application and runs it until a shutdown signal.
+//! - [`api`]: the HTTP API under `/api/v1`, one module per resource, plus `/metrics`.
+//! - [`auth`]: passwords, tokens, the request principal, CSRF and auth rate limits.
+//! - [`authz`]: the one place that decides who may do what in a studio session.
+//! - [`db`]: sqlx on SQLite or PostgreSQL — one schema, queries grouped by entity.
+//! - [`storage`]: object storage (object_store) for media bytes.
+//! - [`error`]: the one error type, mapped to `{"error":{"code","message"}}` at the edge.
+//! - [`telemetry`]: logs and metrics.
+//!
+//! The wire types live in `atelier-protocol`; the live-session actors in `atelier-actors`.
+
+pub mod api;
+pub mod auth;
+pub mod authz;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod server;
+pub mod state;
+pub mod storage;
+pub mod telemetry;

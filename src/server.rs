@@ -1,0 +1,98 @@
+//! Builds the application and runs the HTTP server until SIGINT/SIGTERM, then drains and closes.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{web, App, HttpResponse, HttpServer};
+
+use crate::auth::rate_limit::AuthRateLimit;
+use crate::config::ServeConfig;
+use crate::db::Db;
+use crate::state::AppState;
+use crate::storage::Blobs;
+use crate::{api, telemetry};
+
+/// Placeholder studio page until the web front-end is built.
+const INDEX_HTML: &str = include_str!("../web/index.html");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Database(#[from] crate::db::ConnectError),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageConfigError),
+    #[error("{0}")]
+    Metrics(String),
+    #[error("could not listen on {addr} (ATELIER_BIND): {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub async fn run(config: ServeConfig) -> Result<(), StartError> {
+    let metrics = telemetry::init_metrics().map_err(StartError::Metrics)?;
+    let db = Db::connect(
+        &config.database.database_url,
+        config.database.database_max_connections,
+    )
+    .await?;
+    let blobs = Blobs::from_url(&config.storage_url).await?;
+    let rate = NonZeroU32::new(config.auth_rate_per_minute).unwrap_or(NonZeroU32::MIN);
+    let auth_rate_limit = AuthRateLimit::per_minute(rate);
+    let config = Arc::new(config);
+    let state = web::Data::new(AppState {
+        db: db.clone(),
+        blobs,
+        config: config.clone(),
+        auth_rate_limit: auth_rate_limit.clone(),
+        metrics,
+    });
+
+    let max_json = usize::try_from(config.max_json_bytes).unwrap_or(usize::MAX);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .configure(|cfg| api::configure(cfg, max_json))
+            .route("/", web::get().to(index))
+    })
+    .shutdown_timeout(config.shutdown_timeout_s)
+    .bind(config.bind)
+    .map_err(|source| StartError::Bind {
+        addr: config.bind,
+        source,
+    })?;
+    let addrs = server.addrs();
+    let server = server.run();
+
+    // Forget idle rate-limit entries now and then so the table stays small.
+    let pruner = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            auth_rate_limit.prune();
+        }
+    });
+
+    for addr in &addrs {
+        tracing::info!(%addr, "listening");
+        // One machine-readable line on stdout: scripts and tests read the chosen port from it.
+        println!("atelier listening on http://{addr}");
+    }
+    // actix-web handles SIGINT/SIGTERM: stops accepting, drains in-flight requests, then returns.
+    let result = server.await;
+    pruner.abort();
+    tracing::info!("shutting down: closing the database");
+    db.close().await;
+    result.map_err(StartError::Io)
+}
+
+async fn index() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
+        .body(INDEX_HTML)
+}

@@ -1,0 +1,18 @@
+//! Shared application state: a cheap-to-clone bundle of handles given to every handler.
+
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::auth::rate_limit::AuthRateLimit;
+use crate::config::ServeConfig;
+use crate::db::Db;
+use crate::storage::Blobs;
+
+pub struct AppState {
+    pub db: Db,
+    pub blobs: Blobs,
+    pub config: Arc<ServeConfig>,
+    pub auth_rate_limit: AuthRateLimit,
+    pub metrics: PrometheusHandle,
+}
