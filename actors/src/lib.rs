@@ -1,0 +1,1 @@
+//! The live-session actors (arrive with the live-sessions work).
