@@ -1,6 +1,27 @@
-//! Wire types (the live-session framing and events arrive with the live-sessions work).
+//! Atelier wire types, sans-IO: no sockets, no database, nothing that blocks. Everything here can
+//! be fuzzed and unit-tested on byte slices.
+//!
+//! Layout:
+//! - [`ysync`] — y-protocols framing for the live session WebSocket (`/ws/{session_id}`): the
+//!   [`ysync::Frame`] enum (sync, awareness, auth, query-awareness, plus Atelier's type 100
+//!   studio events and type 101 previews), [`ysync::decode_frame`] / [`ysync::encode_frame`], and
+//!   bounded validators for the Yjs payloads inside frames ([`ysync::decode_update`],
+//!   [`ysync::decode_awareness`], [`ysync::decode_state_vector`]). Decoders never panic and never
+//!   trust a length prefix; errors carry the close code to answer with.
+//! - [`events`] — [`events::StudioEvent`], the JSON carried by type-100 frames.
+//! - [`ids`] — typed id newtypes (`SessionId`, `JobId`, …) made by one macro.
+//! - [`role`] — [`Role`]: `owner`, `editor`, `viewer`.
+//! - [`close_code`] — the WebSocket close codes the server uses, named.
+//! - `lib0` (private) — the bounds-checked lib0 varint/bytes reader behind every decoder.
+//!
+//! The wire format is described in `protocol/README.md`; fuzzing lives in `protocol/fuzz/`.
 
+pub mod close_code;
+pub mod events;
 pub mod ids;
+mod lib0;
 pub mod role;
+pub mod ysync;
 
+pub use ids::{AccountId, ConnectionId, JobId, LeaseId, MediaId, SessionId, ShareLinkId, WorkerId};
 pub use role::Role;

@@ -1,0 +1,17 @@
+//! WebSocket close codes (RFC 6455 §7.4.1) used by the live-session endpoint, named for why
+//! Atelier sends them.
+
+/// Normal closure.
+pub const NORMAL: u16 = 1000;
+/// The server is shutting down, or the peer stopped answering pings.
+pub const GOING_AWAY: u16 = 1001;
+/// A malformed frame (see `FrameError::close_code`).
+pub const PROTOCOL_ERROR: u16 = 1002;
+/// A text frame, or a message type the server does not accept.
+pub const UNSUPPORTED_DATA: u16 = 1003;
+/// Policy: rate limit exceeded, client too slow to keep up, access revoked.
+pub const POLICY_VIOLATION: u16 = 1008;
+/// A message larger than the configured maximum.
+pub const MESSAGE_TOO_BIG: u16 = 1009;
+/// The server failed (storage error, session restarted); reconnecting resyncs the client.
+pub const INTERNAL_ERROR: u16 = 1011;
