@@ -149,7 +149,7 @@ pub async fn upload(
             "storage quota exceeded: {used} of {quota} bytes used, this file needs {size} more; delete media to make room"
         )));
     }
-    let id = MediaId::new();
+    let id = MediaId::new_random();
     let key = format!("media/{}/{}", auth.account.id, id);
     state.blobs.put(&key, bytes).await?;
     let inserted = state

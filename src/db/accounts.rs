@@ -45,7 +45,7 @@ impl Db {
         password_hash: &str,
     ) -> Result<Account> {
         let account = Account {
-            id: AccountId::new(),
+            id: AccountId::new_random(),
             email: email.to_string(),
             name: name.to_string(),
             created_at: now_ms(),

@@ -49,7 +49,7 @@ impl Db {
     pub async fn create_session(&self, owner: AccountId, title: &str) -> Result<StudioSession> {
         let now = now_ms();
         let session = StudioSession {
-            id: SessionId::new(),
+            id: SessionId::new_random(),
             title: title.to_string(),
             owner_id: owner,
             created_at: now,

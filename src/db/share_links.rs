@@ -52,7 +52,7 @@ impl Db {
         expires_at: Option<i64>,
     ) -> Result<ShareLink> {
         let link = ShareLink {
-            id: ShareLinkId::new(),
+            id: ShareLinkId::new_random(),
             session_id: session,
             role: Role::Viewer,
             created_by,

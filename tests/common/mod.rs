@@ -1,0 +1,386 @@
+//! Test harness: starts the real `atelier` binary on a free port against SQLite (a temp dir) or
+//! PostgreSQL (a fresh database per server, dropped afterwards), and talks HTTP to it.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    /// Base URL of a PostgreSQL server (from ATELIER_TEST_POSTGRES_URL).
+    Postgres(String),
+}
+
+impl Backend {
+    pub fn postgres() -> Option<Backend> {
+        std::env::var("ATELIER_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .map(Backend::Postgres)
+    }
+}
+
+/// Runs an async test body on SQLite, and again on PostgreSQL when ATELIER_TEST_POSTGRES_URL is set.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::common::Backend::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                match $crate::common::Backend::postgres() {
+                    Some(backend) => super::$name(backend).await,
+                    None => eprintln!("ATELIER_TEST_POSTGRES_URL is not set: PostgreSQL run skipped"),
+                }
+            }
+        }
+    )*};
+}
+
+/// A fresh PostgreSQL database, dropped when this value is dropped.
+pub struct PgDatabase {
+    pub base: String,
+    pub name: String,
+}
+
+impl PgDatabase {
+    pub fn create(base: &str) -> PgDatabase {
+        let name = format!("atelier_test_{}", uuid::Uuid::new_v4().simple());
+        run_pg(base, &format!("CREATE DATABASE {name}"));
+        PgDatabase {
+            base: base.to_string(),
+            name,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        let mut url = url::Url::parse(&self.base).expect("ATELIER_TEST_POSTGRES_URL is a URL");
+        url.set_path(&self.name);
+        url.to_string()
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        run_pg(
+            &self.base,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+/// Runs one statement on its own thread and runtime (usable from Drop and from async tests).
+fn run_pg(base: &str, sql: &str) {
+    let base = base.to_string();
+    let sql = sql.to_string();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use sqlx::Connection;
+            let mut conn = sqlx::postgres::PgConnection::connect(&base)
+                .await
+                .expect("connect to ATELIER_TEST_POSTGRES_URL");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut conn)
+                .await
+                .expect("run admin statement");
+        });
+    })
+    .join()
+    .unwrap();
+}
+
+/// A running `atelier serve`. Killed on drop.
+pub struct TestServer {
+    pub base: String,
+    pub dir: tempfile::TempDir,
+    pub database_url: String,
+    pub child: Child,
+    pub pg: Option<PgDatabase>,
+    pub client: reqwest::Client,
+}
+
+pub struct ServerOptions {
+    pub extra_args: Vec<String>,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> TestServer {
+        TestServer::start_with(backend, &[]).await
+    }
+
+    pub async fn start_with(backend: Backend, extra_args: &[&str]) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let (database_url, pg) = match backend {
+            Backend::Sqlite => (
+                format!("sqlite://{}/atelier.db", dir.path().display()),
+                None,
+            ),
+            Backend::Postgres(base) => {
+                let db = PgDatabase::create(&base);
+                (db.url(), Some(db))
+            }
+        };
+        let mut server = TestServer {
+            base: String::new(),
+            database_url,
+            child: Command::new("true").spawn().unwrap(),
+            pg,
+            client: reqwest::Client::new(),
+            dir,
+        };
+        server.spawn(extra_args);
+        server
+    }
+
+    pub fn objects_dir(&self) -> PathBuf {
+        self.dir.path().join("objects")
+    }
+
+    /// (Re)starts the process on the same database and storage.
+    pub fn spawn(&mut self, extra_args: &[&str]) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_atelier"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("ATELIER_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.arg("serve")
+            .args(["--bind", "127.0.0.1:0"])
+            .args(["--database-url", &self.database_url])
+            .args([
+                "--storage-url",
+                &format!("file://{}", self.objects_dir().display()),
+            ])
+            .args(extra_args)
+            .current_dir(self.dir.path())
+            // A generous default that a test's own flag overrides.
+            .env("ATELIER_AUTH_RATE_PER_MINUTE", "100000")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("start atelier");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let mut sent = false;
+            while let Some(Ok(line)) = lines.next() {
+                if !sent {
+                    if let Some(url) = line.strip_prefix("atelier listening on ") {
+                        let _ = tx.send(url.to_string());
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("server printed its address");
+        self.base = url;
+        let _ = self.child.kill();
+        self.child = child;
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn api(&self, path: &str) -> String {
+        format!("{}/api/v1{}", self.base, path)
+    }
+
+    /// Sends a JSON request with an optional bearer token; returns status and JSON body (or Null).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, self.api(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.expect("request sent");
+        let status = res.status();
+        let bytes = res.bytes().await.expect("body read");
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, value)
+    }
+
+    pub async fn signup(&self, name: &str) -> User {
+        let email = format!(
+            "{}-{}@example.com",
+            name.to_lowercase(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/auth/signup",
+                None,
+                Some(json!({"email": email, "password": PASSWORD, "name": name})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "signup: {body}");
+        User {
+            id: body["account"]["id"].as_str().unwrap().to_string(),
+            email,
+            token: body["token"].as_str().unwrap().to_string(),
+        }
+    }
+
+    pub async fn login(&self, email: &str) -> String {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/auth/login",
+                None,
+                Some(json!({"email": email, "password": PASSWORD})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "login: {body}");
+        body["token"].as_str().unwrap().to_string()
+    }
+
+    pub async fn create_session(&self, token: &str, title: &str) -> String {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/sessions",
+                Some(token),
+                Some(json!({"title": title})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "create session: {body}");
+        body["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn add_member(&self, owner: &str, session: &str, email: &str, role: &str) {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                &format!("/sessions/{session}/members"),
+                Some(owner),
+                Some(json!({"email": email, "role": role})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "add member: {body}");
+    }
+
+    /// Returns (link id, token).
+    pub async fn share_link(
+        &self,
+        token: &str,
+        session: &str,
+        expires_in_s: Option<i64>,
+    ) -> (String, String) {
+        let mut body = json!({"role": "viewer"});
+        if let Some(s) = expires_in_s {
+            body["expires_in_s"] = json!(s);
+        }
+        let (status, body) = self
+            .call(
+                Method::POST,
+                &format!("/sessions/{session}/share-links"),
+                Some(token),
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "share link: {body}");
+        (
+            body["id"].as_str().unwrap().to_string(),
+            body["token"].as_str().unwrap().to_string(),
+        )
+    }
+
+    pub async fn upload(
+        &self,
+        token: &str,
+        bytes: Vec<u8>,
+        filename: &str,
+        session: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes).file_name(filename.to_string()),
+        );
+        if let Some(s) = session {
+            form = form.text("session_id", s.to_string());
+        }
+        let res = self
+            .client
+            .post(self.api("/media"))
+            .bearer_auth(token)
+            .multipart(form)
+            .send()
+            .await
+            .expect("upload sent");
+        let status = res.status();
+        let value = res.json().await.unwrap_or(Value::Null);
+        (status, value)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub token: String,
+}
+
+/// A valid PNG of the given size (real encoder output, not just a magic number).
+pub fn png(width: u32, height: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut out, width, height);
+        encoder.set_color(png::ColorType::Grayscale);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().unwrap();
+        let data: Vec<u8> = (0..width * height).map(|i| (i % 251) as u8).collect();
+        writer.write_image_data(&data).unwrap();
+    }
+    out
+}
+
+/// Asserts the error body shape and returns the code.
+pub fn error_code(body: &Value) -> &str {
+    let code = body["error"]["code"].as_str();
+    assert!(code.is_some(), "expected an error body, got {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "error without message: {body}"
+    );
+    code.unwrap()
+}
