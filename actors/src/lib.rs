@@ -1,1 +1,42 @@
-//! The live-session actors (arrive with the live-sessions work).
+//! The live-session core of Atelier: actix actors plus the ports (traits) they need. Actors see
+//! only the ports; `src/` implements them on SQLite/PostgreSQL.
+//!
+//! Layout:
+//! - [`registry`] — [`SessionRegistryHandle`]: finds or starts the one [`SessionActor`] of each
+//!   live session (under an actix `Supervisor`), plus helpers the HTTP API calls (revoke a share
+//!   link, change a role, broadcast a job event, flush, shutdown).
+//! - [`session`] — [`SessionActor`]: owns a session's yrs document and awareness, its
+//!   participants, group-committed persistence and compaction; its [`session::messages`].
+//! - [`connection`] — [`ConnectionActor`] and [`start_connection`]: one WebSocket each
+//!   (actix-web-actors lives only there): heartbeat, rate and size limits, decoding.
+//! - [`outbound`] — [`Outbound`], what a session sends a connection, and the bounded [`Outbox`].
+//! - [`store`] — the [`DocStore`] port; [`memory_store`] — [`MemoryDocStore`] for tests.
+//! - [`jobs`] — the [`JobsSnapshot`] port (`session.hello`'s job list).
+//! - [`limits`] — [`ConnectionLimits`], [`SessionLimits`]; [`telemetry`] — metric names.
+//!
+//! The flow of one edit: socket → `ConnectionActor` (size, rate, `decode_frame`) →
+//! [`session::messages::Inbound`] → `SessionActor` (role check, validation, size limit) →
+//! [`DocStore::append`] (batched) → apply to the document → [`Outbound`] to the other
+//! connections.
+
+pub mod connection;
+pub mod jobs;
+pub mod limits;
+pub mod memory_store;
+pub mod outbound;
+pub mod registry;
+pub mod session;
+pub mod store;
+pub mod telemetry;
+
+pub use connection::{start_connection, ConnectionActor, ConnectionConfig};
+pub use jobs::{JobsSnapshot, NoJobs};
+pub use limits::{ConnectionLimits, SessionLimits};
+pub use memory_store::MemoryDocStore;
+pub use outbound::{Outbound, OutboundFrame, Outbox};
+pub use registry::{RegistryConfig, SessionRegistryHandle};
+pub use session::{Identity, Participant, SessionActor};
+pub use store::{BoxError, BoxFuture, DocStore, DocStoreError, StoredDoc};
+
+#[cfg(test)]
+mod tests;

@@ -162,6 +162,16 @@ pub fn encode_frame(frame: &Frame) -> Vec<u8> {
     out
 }
 
+/// Encodes a sync update frame (`[0, 2, varBytes(update)]`) straight from a borrowed update —
+/// what a session fans out for every stored update, without building a [`Frame`] first.
+pub fn encode_update_frame(update: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(update.len() + 7);
+    write_var_u64(&mut out, MESSAGE_SYNC);
+    write_var_u64(&mut out, SYNC_UPDATE);
+    write_var_bytes(&mut out, update);
+    out
+}
+
 /// Decodes one WebSocket binary message. Any malformed, truncated, oversized-prefix, unknown or
 /// trailing input is an error; see [`FrameError::close_code`] for how to answer it.
 pub fn decode_frame(bytes: &[u8]) -> Result<Frame, FrameError> {

@@ -81,6 +81,7 @@ fn wire_layout_matches_y_protocols() {
     let update = sample_update();
     let mut expected = vec![0, 2];
     write_var_bytes(&mut expected, &update);
+    assert_eq!(encode_update_frame(&update), expected);
     assert_eq!(encode_frame(&Frame::update(update)), expected);
 }
 

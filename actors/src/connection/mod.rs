@@ -1,0 +1,337 @@
+//! `ConnectionActor`: one live-session WebSocket (actix-web-actors is confined to this module).
+//!
+//! It owns the socket and everything per-connection: heartbeat, rate limit, message size limit,
+//! frame decoding, and the outbound side of the [`Outbox`] the session writes to. It never
+//! interprets the document — decoded frames go to the [`SessionActor`], which decides (roles,
+//! storage, fan-out). Every refusal closes the socket with a code and a reason:
+//!
+//! | condition | close |
+//! |---|---|
+//! | text frame, or a server-only type (100/101) | 1003 |
+//! | malformed frame (see `FrameError::close_code`) | 1002 (1003 for unknown types) |
+//! | message over `max_message_bytes` | 1009 |
+//! | over the message rate | 1008 |
+//! | outbound queue full (client too slow) | 1008 (decided by the session) |
+//! | no frame from the client for `client_timeout` | 1001 |
+//! | session failed or restarted | 1011 |
+
+mod rate_limit;
+
+use actix::prelude::*;
+use actix_http::ws::Item;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web_actors::ws;
+use atelier_protocol::close_code;
+use atelier_protocol::ids::{ConnectionId, SessionId};
+use atelier_protocol::ysync::decode_frame;
+use bytes::{Bytes, BytesMut};
+use tokio::time::Instant;
+
+use self::rate_limit::TokenBucket;
+use crate::limits::ConnectionLimits;
+use crate::outbound::{Outbound, Outbox};
+use crate::registry::SessionRegistryHandle;
+use crate::session::messages::{Inbound, JoinError, Leave};
+use crate::session::{Participant, SessionActor};
+use crate::telemetry;
+
+/// The codec's own frame-size limit sits this far above `max_message_bytes`, so that messages a
+/// little too large reach our check (which answers 1009 with the actual size) and only absurd
+/// frames hit the codec's backstop (`ProtocolError::Overflow`, also answered with 1009).
+const CODEC_SLACK_BYTES: usize = 64 * 1024;
+
+/// A close reason must fit a control frame (125 bytes, 2 of them for the code).
+const MAX_CLOSE_REASON_BYTES: usize = 123;
+
+/// Everything a connection needs; see [`ConnectionActor::new`].
+#[derive(Clone)]
+pub struct ConnectionConfig {
+    pub registry: SessionRegistryHandle,
+    pub session_id: SessionId,
+    pub participant: Participant,
+    pub limits: ConnectionLimits,
+}
+
+/// Upgrades the request to a WebSocket served by a [`ConnectionActor`] joined to `session_id`.
+/// The caller has already authenticated the request and decided the participant's role.
+pub fn start_connection(
+    req: &HttpRequest,
+    stream: web::Payload,
+    registry: SessionRegistryHandle,
+    session_id: SessionId,
+    participant: Participant,
+    limits: ConnectionLimits,
+) -> Result<HttpResponse, actix_web::Error> {
+    let frame_size = limits.max_message_bytes.saturating_add(CODEC_SLACK_BYTES);
+    let actor = ConnectionActor::new(ConnectionConfig {
+        registry,
+        session_id,
+        participant,
+        limits,
+    });
+    ws::WsResponseBuilder::new(actor, req, stream)
+        .frame_size(frame_size)
+        .start()
+}
+
+/// One participant's WebSocket.
+pub struct ConnectionActor {
+    config: ConnectionConfig,
+    /// Set once the session accepted the join.
+    session: Option<(Addr<SessionActor>, ConnectionId)>,
+    last_heard: Instant,
+    rate: TokenBucket,
+    /// A fragmented binary message being reassembled.
+    fragments: Option<BytesMut>,
+    closing: bool,
+}
+
+impl ConnectionActor {
+    pub fn new(config: ConnectionConfig) -> Self {
+        let rate = TokenBucket::new(
+            config.limits.max_messages_per_sec,
+            config.limits.message_burst,
+        );
+        Self {
+            config,
+            session: None,
+            last_heard: Instant::now(),
+            rate,
+            fragments: None,
+            closing: false,
+        }
+    }
+
+    /// Sends a close frame and stops. The close frame follows every frame already queued.
+    fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: u16, reason: &str) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        tracing::debug!(
+            session = %self.config.session_id,
+            code,
+            reason,
+            "closing live-session connection"
+        );
+        ctx.close(Some(ws::CloseReason {
+            code: ws::CloseCode::from(code),
+            description: Some(truncate_reason(reason).to_owned()),
+        }));
+        ctx.stop();
+    }
+
+    fn join(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let outbox = Outbox::new(
+            ctx.address().recipient(),
+            self.config.limits.outbound_queue_frames,
+        );
+        let registry = self.config.registry.clone();
+        let session_id = self.config.session_id;
+        let participant = self.config.participant.clone();
+        // `wait`: no inbound frame is processed before the session has accepted us.
+        ctx.wait(
+            async move { registry.join(session_id, outbox, participant).await }
+                .into_actor(self)
+                .map(|result, act, ctx| match result {
+                    Ok((addr, joined)) => act.session = Some((addr, joined.connection_id)),
+                    Err(JoinError::ShuttingDown) => {
+                        act.close(ctx, close_code::GOING_AWAY, "server shutting down");
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "could not join session");
+                        act.close(
+                            ctx,
+                            close_code::INTERNAL_ERROR,
+                            "session unavailable; retry",
+                        );
+                    }
+                }),
+        );
+    }
+
+    fn heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.last_heard.elapsed() > self.config.limits.client_timeout {
+            self.close(ctx, close_code::GOING_AWAY, "ping timeout");
+        } else {
+            ctx.ping(b"");
+        }
+    }
+
+    /// One complete binary message from the client.
+    fn on_message(&mut self, bytes: &[u8], ctx: &mut ws::WebsocketContext<Self>) {
+        let max = self.config.limits.max_message_bytes;
+        if bytes.len() > max {
+            let reason = format!("message of {} bytes exceeds {max}", bytes.len());
+            self.close(ctx, close_code::MESSAGE_TOO_BIG, &reason);
+            return;
+        }
+        metrics::counter!(telemetry::WS_BYTES_IN).increment(bytes.len() as u64);
+        let frame = match decode_frame(bytes) {
+            Ok(frame) => frame,
+            Err(error) => {
+                self.close(ctx, error.close_code(), &error.to_string());
+                return;
+            }
+        };
+        if frame.is_server_only() {
+            let reason = format!("message type {} is server-only", frame.message_type());
+            self.close(ctx, close_code::UNSUPPORTED_DATA, &reason);
+            return;
+        }
+        let Some((session, connection_id)) = self.session.clone() else {
+            return;
+        };
+        // `send` + `wait`: one message of ours at a time in the session's mailbox, so a fast
+        // client is slowed down (TCP backpressure) instead of flooding the session.
+        ctx.wait(
+            session
+                .send(Inbound {
+                    connection_id,
+                    frame,
+                })
+                .into_actor(self)
+                .map(|result, act, ctx| {
+                    if result.is_err() {
+                        act.close(
+                            ctx,
+                            close_code::INTERNAL_ERROR,
+                            "session unavailable; retry",
+                        );
+                    }
+                }),
+        );
+    }
+
+    fn on_fragment(&mut self, item: Item, ctx: &mut ws::WebsocketContext<Self>) {
+        let max = self.config.limits.max_message_bytes;
+        let (start, chunk, last) = match item {
+            Item::FirstText(_) => {
+                self.close(ctx, close_code::UNSUPPORTED_DATA, "binary frames only");
+                return;
+            }
+            Item::FirstBinary(chunk) => (true, chunk, false),
+            Item::Continue(chunk) => (false, chunk, false),
+            Item::Last(chunk) => (false, chunk, true),
+        };
+        let buffer = match (start, self.fragments.as_mut()) {
+            (true, None) => self.fragments.insert(BytesMut::new()),
+            (false, Some(buffer)) => buffer,
+            _ => {
+                self.close(
+                    ctx,
+                    close_code::PROTOCOL_ERROR,
+                    "unexpected continuation frame",
+                );
+                return;
+            }
+        };
+        if buffer.len() + chunk.len() > max {
+            let reason = format!("fragmented message exceeds {max} bytes");
+            self.close(ctx, close_code::MESSAGE_TOO_BIG, &reason);
+            return;
+        }
+        buffer.extend_from_slice(&chunk);
+        if last {
+            if let Some(message) = self.fragments.take() {
+                self.on_message(&message, ctx);
+            }
+        }
+    }
+}
+
+impl Actor for ConnectionActor {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        metrics::gauge!(telemetry::WS_CONNECTIONS).increment(1.0);
+        ctx.run_interval(self.config.limits.ping_interval, |act, ctx| {
+            act.heartbeat(ctx)
+        });
+        self.join(ctx);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        metrics::gauge!(telemetry::WS_CONNECTIONS).decrement(1.0);
+        if let Some((session, connection_id)) = self.session.take() {
+            session.do_send(Leave { connection_id });
+        }
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for ConnectionActor {
+    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        if self.closing {
+            return;
+        }
+        let msg = match msg {
+            Ok(msg) => msg,
+            Err(ws::ProtocolError::Overflow) => {
+                let max = self.config.limits.max_message_bytes;
+                self.close(
+                    ctx,
+                    close_code::MESSAGE_TOO_BIG,
+                    &format!("message exceeds {max} bytes"),
+                );
+                return;
+            }
+            Err(error) => {
+                self.close(ctx, close_code::PROTOCOL_ERROR, &error.to_string());
+                return;
+            }
+        };
+        self.last_heard = Instant::now();
+        if !matches!(msg, ws::Message::Pong(_)) && !self.rate.take() {
+            self.close(ctx, close_code::POLICY_VIOLATION, "rate limit exceeded");
+            return;
+        }
+        match msg {
+            ws::Message::Binary(bytes) => self.on_message(&bytes, ctx),
+            ws::Message::Continuation(item) => self.on_fragment(item, ctx),
+            ws::Message::Text(_) => {
+                self.close(ctx, close_code::UNSUPPORTED_DATA, "binary frames only");
+            }
+            ws::Message::Ping(payload) => ctx.pong(&payload),
+            ws::Message::Pong(_) | ws::Message::Nop => {}
+            ws::Message::Close(reason) => {
+                self.closing = true;
+                ctx.close(reason);
+                ctx.stop();
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        // The client went away without a close frame.
+        ctx.stop();
+    }
+}
+
+impl Handler<Outbound> for ConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Outbound, ctx: &mut Self::Context) {
+        match msg {
+            Outbound::Frame(frame) => {
+                if self.closing {
+                    return;
+                }
+                let bytes: Bytes = frame.into_bytes();
+                metrics::counter!(telemetry::WS_BYTES_OUT).increment(bytes.len() as u64);
+                ctx.binary(bytes);
+            }
+            Outbound::Close { code, reason } => self.close(ctx, code, &reason),
+        }
+    }
+}
+
+fn truncate_reason(reason: &str) -> &str {
+    if reason.len() <= MAX_CLOSE_REASON_BYTES {
+        return reason;
+    }
+    let mut end = MAX_CLOSE_REASON_BYTES;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason.get(..end).unwrap_or_default()
+}

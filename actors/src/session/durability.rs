@@ -1,0 +1,321 @@
+//! Making updates durable: group commit, compaction, flush.
+//!
+//! An accepted update is queued; at most one `append` is in flight, and everything that arrives
+//! meanwhile goes into the next one, as one transaction, in arrival order (group commit). Only
+//! when an append succeeds are its updates applied to the document and fanned out — so no peer
+//! ever receives an update that a crash could lose. If an append fails, the connections whose
+//! updates were in it are closed with 1011 (their clients resend on resync); nothing is dropped
+//! silently.
+//!
+//! Compaction replaces the stored tail with a snapshot of the document, after
+//! `compact_every_updates` stored updates, after `compact_interval`, and on flush. It covers
+//! only updates already applied (`seq <= last_seq`), so it can run while an append is in flight.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::time::Duration;
+
+use actix::prelude::*;
+use atelier_protocol::close_code;
+use atelier_protocol::ids::ConnectionId;
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use yrs::{Transact, Update};
+
+use super::{doc, SessionActor};
+use crate::store::DocStoreError;
+use crate::telemetry;
+
+/// After a failed compaction, wait this long before the count/timer triggers retry it.
+const COMPACTION_RETRY: Duration = Duration::from_secs(5);
+
+/// An accepted update waiting to be stored.
+pub(crate) struct PendingUpdate {
+    pub(crate) from: ConnectionId,
+    pub(crate) update: Update,
+    /// The v1 bytes to store (moved out when the batch is sent).
+    pub(crate) bytes: Vec<u8>,
+    /// The encoded sync-update frame to fan out once stored.
+    pub(crate) frame: Bytes,
+    pub(crate) len: usize,
+}
+
+type FlushReply = oneshot::Sender<Result<(), DocStoreError>>;
+
+#[derive(Default)]
+pub(crate) struct Durability {
+    pending: VecDeque<PendingUpdate>,
+    appending: bool,
+    /// Bytes of updates accepted but not yet applied (queued or in flight).
+    unapplied_bytes: usize,
+    /// Estimated size of the stored document: exact after load or compaction, then grown by
+    /// each applied update.
+    doc_bytes: usize,
+    compacting: bool,
+    compact_requested: bool,
+    /// `seq` of the last stored update; everything up to it is applied.
+    last_seq: i64,
+    /// Stored updates not yet folded into a snapshot.
+    since_compact: usize,
+    last_compact: Option<Instant>,
+    retry_compaction_at: Option<Instant>,
+    waiters: Vec<FlushReply>,
+    /// First failure seen while waiters were waiting; reported to them.
+    waiter_error: Option<DocStoreError>,
+}
+
+impl Durability {
+    pub(crate) fn loaded(&mut self, last_seq: i64, tail: usize, doc_bytes: usize) {
+        self.last_seq = last_seq;
+        self.since_compact = tail;
+        self.doc_bytes = doc_bytes;
+        self.last_compact = Some(Instant::now());
+    }
+
+    pub(crate) fn request_compaction(&mut self) {
+        self.compact_requested = true;
+    }
+
+    /// Nothing queued, in flight or being compacted.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.pending.is_empty() && !self.appending && !self.compacting
+    }
+
+    /// Size the document would reach with `extra` more bytes, by the running estimate.
+    pub(crate) fn projected_bytes(&self, extra: usize) -> usize {
+        self.doc_bytes
+            .saturating_add(self.unapplied_bytes)
+            .saturating_add(extra)
+    }
+
+    /// Replaces the running estimate with an exact measurement of the applied document.
+    pub(crate) fn set_doc_bytes(&mut self, doc_bytes: usize) {
+        self.doc_bytes = doc_bytes;
+    }
+
+    /// Forgets everything (restart): waiters learn their flush did not happen.
+    pub(crate) fn abandon(&mut self, error: DocStoreError) {
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.send(Err(error.clone()));
+        }
+        *self = Self::default();
+    }
+
+    fn note_error(&mut self, error: &DocStoreError) {
+        if !self.waiters.is_empty() && self.waiter_error.is_none() {
+            self.waiter_error = Some(error.clone());
+        }
+    }
+}
+
+impl SessionActor {
+    /// Queues a validated update from `from` for the next append.
+    pub(crate) fn enqueue_update(
+        &mut self,
+        from: ConnectionId,
+        update: Update,
+        bytes: Vec<u8>,
+        ctx: &mut Context<Self>,
+    ) {
+        let frame = Bytes::from(atelier_protocol::ysync::encode_update_frame(&bytes));
+        let len = bytes.len();
+        self.durability.unapplied_bytes += len;
+        self.durability.pending.push_back(PendingUpdate {
+            from,
+            update,
+            bytes,
+            frame,
+            len,
+        });
+        self.progress(ctx);
+    }
+
+    /// A receiver that resolves once everything accepted so far is stored and compacted.
+    pub(crate) fn flush_waiter(
+        &mut self,
+        ctx: &mut Context<Self>,
+    ) -> oneshot::Receiver<Result<(), DocStoreError>> {
+        let (tx, rx) = oneshot::channel();
+        self.durability.waiters.push(tx);
+        self.progress(ctx);
+        rx
+    }
+
+    /// Drives persistence forward; called after every event that could unblock it.
+    pub(crate) fn progress(&mut self, ctx: &mut Context<Self>) {
+        if !self.accepts_work() {
+            return;
+        }
+        self.start_append(ctx);
+        self.start_compaction(ctx);
+        self.resolve_waiters();
+    }
+
+    pub(crate) fn on_compact_tick(&mut self, ctx: &mut Context<Self>) {
+        let d = &mut self.durability;
+        let due = d
+            .last_compact
+            .is_none_or(|at| at.elapsed() >= self.deps.limits.compact_interval);
+        if d.since_compact > 0 && due {
+            d.compact_requested = true;
+            self.progress(ctx);
+        }
+    }
+
+    fn start_append(&mut self, ctx: &mut Context<Self>) {
+        let d = &mut self.durability;
+        if d.appending || d.pending.is_empty() {
+            return;
+        }
+        let mut batch: Vec<PendingUpdate> = d.pending.drain(..).collect();
+        let payload: Vec<Vec<u8>> = batch
+            .iter_mut()
+            .map(|p| std::mem::take(&mut p.bytes))
+            .collect();
+        d.appending = true;
+        let store = self.deps.store.clone();
+        let id = self.id;
+        let started = Instant::now();
+        ctx.spawn(
+            async move { store.append(id, payload).await }
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    metrics::histogram!(telemetry::PERSIST_SECONDS, "op" => "append")
+                        .record(started.elapsed().as_secs_f64());
+                    act.durability.appending = false;
+                    act.guard(ctx, |act, ctx| act.finish_append(batch, result, ctx));
+                }),
+        );
+    }
+
+    fn finish_append(
+        &mut self,
+        batch: Vec<PendingUpdate>,
+        result: Result<i64, DocStoreError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let batch_bytes: usize = batch.iter().map(|p| p.len).sum();
+        self.durability.unapplied_bytes =
+            self.durability.unapplied_bytes.saturating_sub(batch_bytes);
+        match result {
+            Ok(last_seq) => {
+                let d = &mut self.durability;
+                d.last_seq = last_seq;
+                d.since_compact += batch.len();
+                d.doc_bytes = d.doc_bytes.saturating_add(batch_bytes);
+                if d.since_compact >= self.deps.limits.compact_every_updates {
+                    d.compact_requested = true;
+                }
+                for pending in batch {
+                    let applied = self
+                        .awareness
+                        .doc()
+                        .transact_mut()
+                        .apply_update(pending.update);
+                    match applied {
+                        Ok(()) => {
+                            metrics::counter!(telemetry::DOC_UPDATES).increment(1);
+                            self.peers
+                                .broadcast(&pending.frame, |id, _| id != pending.from);
+                        }
+                        // Stored but refused by yrs: not fanned out (it would not apply for
+                        // other peers either); the next compaction drops it.
+                        Err(error) => tracing::warn!(
+                            session = %self.id, %error, "stored update could not be applied"
+                        ),
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::error!(
+                    session = %self.id,
+                    %error,
+                    updates = batch.len(),
+                    "append failed; closing the connections whose updates were not stored"
+                );
+                self.durability.note_error(&error);
+                let authors: BTreeSet<ConnectionId> = batch.iter().map(|p| p.from).collect();
+                // Their queued updates build on the lost ones; the clients resend all of it when
+                // they resync after reconnecting.
+                let d = &mut self.durability;
+                d.pending.retain(|p| !authors.contains(&p.from));
+                d.unapplied_bytes = d.pending.iter().map(|p| p.len).sum();
+                for author in authors {
+                    self.remove_peer(
+                        author,
+                        Some((
+                            close_code::INTERNAL_ERROR,
+                            "storage error; reconnect to resync",
+                        )),
+                    );
+                }
+            }
+        }
+        self.settle();
+        self.progress(ctx);
+    }
+
+    fn start_compaction(&mut self, ctx: &mut Context<Self>) {
+        let d = &self.durability;
+        if d.compacting {
+            return;
+        }
+        let flushing = !d.waiters.is_empty()
+            && d.pending.is_empty()
+            && !d.appending
+            && d.since_compact > 0
+            && d.waiter_error.is_none();
+        let backing_off = d.retry_compaction_at.is_some_and(|at| Instant::now() < at);
+        if !(flushing || (d.compact_requested && !backing_off)) {
+            return;
+        }
+        let snapshot = doc::full_state(self.awareness.doc());
+        let d = &mut self.durability;
+        let upto_seq = d.last_seq;
+        let covered = d.since_compact;
+        d.compacting = true;
+        d.compact_requested = false;
+        d.doc_bytes = snapshot.len();
+        let store = self.deps.store.clone();
+        let id = self.id;
+        let started = Instant::now();
+        ctx.spawn(
+            async move { store.compact(id, snapshot, upto_seq).await }
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    metrics::histogram!(telemetry::PERSIST_SECONDS, "op" => "compact")
+                        .record(started.elapsed().as_secs_f64());
+                    let d = &mut act.durability;
+                    d.compacting = false;
+                    match result {
+                        Ok(()) => {
+                            d.since_compact = d.since_compact.saturating_sub(covered);
+                            d.last_compact = Some(Instant::now());
+                            d.retry_compaction_at = None;
+                        }
+                        Err(error) => {
+                            // Nothing is lost: the updates stay in the log until a later try.
+                            tracing::warn!(session = %act.id, %error, "compaction failed");
+                            d.retry_compaction_at = Some(Instant::now() + COMPACTION_RETRY);
+                            d.note_error(&error);
+                        }
+                    }
+                    act.guard(ctx, |act, ctx| act.progress(ctx));
+                }),
+        );
+    }
+
+    fn resolve_waiters(&mut self) {
+        let d = &mut self.durability;
+        if d.waiters.is_empty() || !d.is_idle() {
+            return;
+        }
+        if d.since_compact > 0 && d.waiter_error.is_none() {
+            return; // start_compaction has just been asked to run; wait for it
+        }
+        let result = d.waiter_error.take().map_or(Ok(()), Err);
+        for waiter in d.waiters.drain(..) {
+            let _ = waiter.send(result.clone());
+        }
+    }
+}

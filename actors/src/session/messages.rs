@@ -1,0 +1,344 @@
+//! The messages a [`SessionActor`] accepts (one struct per message, reply type on it) and their
+//! handlers. Every handler body runs under [`SessionActor::guard`].
+
+use actix::prelude::*;
+use atelier_protocol::close_code;
+use atelier_protocol::events::StudioEvent;
+use atelier_protocol::ids::{AccountId, ConnectionId, JobId, ShareLinkId};
+use atelier_protocol::ysync::Frame;
+use atelier_protocol::Role;
+use bytes::Bytes;
+use thiserror::Error;
+
+use super::{Identity, Participant, Phase, SessionActor};
+use crate::outbound::Outbox;
+use crate::store::DocStoreError;
+
+/// A connection enters the session. Answered once the document is loaded.
+#[derive(Message)]
+#[rtype(result = "Result<Joined, JoinError>")]
+pub struct Join {
+    /// Where the session sends this connection's frames (and its close).
+    pub outbox: Outbox,
+    pub participant: Participant,
+}
+
+/// Reply to [`Join`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Joined {
+    /// Use it in [`Inbound`] and [`Leave`].
+    pub connection_id: ConnectionId,
+    pub role: Role,
+    pub wants_events: bool,
+}
+
+/// Why a [`Join`] was refused.
+#[derive(Debug, Clone, Error)]
+pub enum JoinError {
+    /// This actor is unloading or restarting; ask the registry again (its `join` does).
+    #[error("session is being unloaded; retry")]
+    Unloaded,
+    #[error("session document could not be loaded: {0}")]
+    Storage(DocStoreError),
+    #[error("server is shutting down")]
+    ShuttingDown,
+}
+
+/// A connection is gone (its socket closed).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leave {
+    pub connection_id: ConnectionId,
+}
+
+/// A decoded frame from a connection.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Inbound {
+    pub connection_id: ConnectionId,
+    pub frame: Frame,
+}
+
+/// A share link was revoked: its connections are closed (1008) before this returns.
+/// Replies with how many connections were closed.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct RevokeShareLink {
+    pub link_id: ShareLinkId,
+}
+
+/// An account's membership changed. `None`: removed — its connections are closed (1008).
+/// `Some(role)`: its connections get the new role at once (a downgrade makes them read-only)
+/// and a `role.changed` event. Replies with how many connections were affected.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct SetRole {
+    pub account_id: AccountId,
+    pub role: Option<Role>,
+}
+
+/// A studio event for every events-enabled connection (job progress, runtime meter…).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct BroadcastEvent {
+    pub event: StudioEvent,
+}
+
+/// A job preview image for every events-enabled connection (frame type 101).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct BroadcastPreview {
+    pub job_id: JobId,
+    pub step: u32,
+    pub mime: String,
+    pub image: Vec<u8>,
+}
+
+/// Resolves once every update accepted so far is stored and the log is compacted.
+#[derive(Message)]
+#[rtype(result = "Result<(), DocStoreError>")]
+pub struct Flush;
+
+/// Server shutdown: closes every connection (1001), stores what is pending, compacts, and
+/// unloads the session.
+#[derive(Message)]
+#[rtype(result = "Result<(), DocStoreError>")]
+pub struct Shutdown;
+
+/// The session was deleted: everyone gets `session.kicked` and a close (1000); pending updates
+/// are discarded and the session unloads.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseSession {
+    pub reason: String,
+}
+
+/// Debug hook: panics inside the session to exercise supervision (tests only).
+#[cfg(any(test, feature = "test-hooks"))]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InjectPanic;
+
+/// A snapshot of the session's state, for tests and diagnostics.
+#[derive(Message)]
+#[rtype(result = "SessionStats")]
+pub struct GetStats;
+
+/// Reply to [`GetStats`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionStats {
+    pub participants: usize,
+    /// Everything accepted is stored and nothing is being compacted.
+    pub persisted: bool,
+    /// The full document state (v1), as a snapshot would store it.
+    pub document: Vec<u8>,
+}
+
+impl Handler<Join> for SessionActor {
+    type Result = Result<Joined, JoinError>;
+
+    fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) -> Self::Result {
+        self.guard(ctx, |act, ctx| {
+            let joined = act.join(msg.outbox, msg.participant)?;
+            if joined.wants_events {
+                act.send_hello(joined.connection_id, ctx);
+            }
+            act.settle();
+            Ok(joined)
+        })
+        .unwrap_or(Err(JoinError::Unloaded))
+    }
+}
+
+impl Handler<Leave> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Leave, ctx: &mut Context<Self>) {
+        self.guard(ctx, |act, _| {
+            act.remove_peer(msg.connection_id, None);
+            act.settle();
+        });
+    }
+}
+
+impl Handler<Inbound> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Inbound, ctx: &mut Context<Self>) {
+        self.guard(ctx, |act, ctx| {
+            act.receive(msg.connection_id, msg.frame, ctx)
+        });
+    }
+}
+
+impl Handler<RevokeShareLink> for SessionActor {
+    type Result = usize;
+
+    fn handle(&mut self, msg: RevokeShareLink, ctx: &mut Context<Self>) -> usize {
+        self.guard(ctx, |act, _| {
+            let doomed: Vec<ConnectionId> = act
+                .peers
+                .iter()
+                .filter(|(_, p)| p.participant.identity == Identity::ShareLink(msg.link_id))
+                .map(|(id, _)| id)
+                .collect();
+            for id in &doomed {
+                act.kick(*id, close_code::POLICY_VIOLATION, "share link revoked");
+            }
+            act.settle();
+            doomed.len()
+        })
+        .unwrap_or(0)
+    }
+}
+
+impl Handler<SetRole> for SessionActor {
+    type Result = usize;
+
+    fn handle(&mut self, msg: SetRole, ctx: &mut Context<Self>) -> usize {
+        self.guard(ctx, |act, _| {
+            let affected: Vec<ConnectionId> = act
+                .peers
+                .iter()
+                .filter(|(_, p)| p.participant.identity == Identity::Account(msg.account_id))
+                .map(|(id, _)| id)
+                .collect();
+            for id in &affected {
+                match msg.role {
+                    None => act.kick(*id, close_code::POLICY_VIOLATION, "removed from session"),
+                    Some(role) => {
+                        if let Some(peer) = act.peers.get_mut(*id) {
+                            peer.participant.role = role;
+                        }
+                        act.peers
+                            .send_event(*id, &StudioEvent::RoleChanged { role });
+                    }
+                }
+            }
+            act.settle();
+            affected.len()
+        })
+        .unwrap_or(0)
+    }
+}
+
+impl Handler<BroadcastEvent> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: BroadcastEvent, ctx: &mut Context<Self>) {
+        self.guard(ctx, |act, _| {
+            act.peers.broadcast_event(&msg.event, |_, _| true);
+            act.settle();
+        });
+    }
+}
+
+impl Handler<BroadcastPreview> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: BroadcastPreview, ctx: &mut Context<Self>) {
+        self.guard(ctx, |act, _| {
+            if !act.peers.iter().any(|(_, p)| p.participant.wants_events) {
+                return;
+            }
+            let frame = Frame::Preview {
+                job_id: msg.job_id,
+                step: msg.step,
+                mime: msg.mime,
+                image: msg.image,
+            };
+            let bytes = Bytes::from(frame.encode());
+            act.peers
+                .broadcast(&bytes, |_, p| p.participant.wants_events);
+            act.settle();
+        });
+    }
+}
+
+impl Handler<Flush> for SessionActor {
+    type Result = ResponseFuture<Result<(), DocStoreError>>;
+
+    fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) -> Self::Result {
+        let flushed = self.guard(ctx, |act, ctx| act.flush_waiter(ctx));
+        Box::pin(async move {
+            match flushed {
+                Some(rx) => rx.await.unwrap_or_else(|_| Err(restarted())),
+                None => Err(restarted()),
+            }
+        })
+    }
+}
+
+impl Handler<Shutdown> for SessionActor {
+    type Result = ResponseActFuture<Self, Result<(), DocStoreError>>;
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
+        let flushed = self.guard(ctx, |act, ctx| {
+            if matches!(act.phase, Phase::Ready) {
+                act.phase = Phase::ShuttingDown;
+            }
+            // Stop accepting first, then store what was already accepted.
+            for id in act.peers.ids() {
+                act.remove_peer(id, Some((close_code::GOING_AWAY, "server shutting down")));
+            }
+            act.peers.take_slow();
+            act.flush_waiter(ctx)
+        });
+        Box::pin(
+            async move {
+                match flushed {
+                    Some(rx) => rx.await.unwrap_or_else(|_| Err(restarted())),
+                    None => Err(restarted()),
+                }
+            }
+            .into_actor(self)
+            .map(|result, act, ctx| {
+                act.phase = Phase::Unloaded;
+                act.leave_registry(ctx);
+                result
+            }),
+        )
+    }
+}
+
+impl Handler<CloseSession> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: CloseSession, ctx: &mut Context<Self>) {
+        self.guard(ctx, |act, ctx| {
+            for id in act.peers.ids() {
+                act.kick(id, close_code::NORMAL, &msg.reason);
+            }
+            act.peers.take_slow();
+            act.durability
+                .abandon(DocStoreError::backend("session closed"));
+            act.phase = Phase::Unloaded;
+            act.leave_registry(ctx);
+        });
+    }
+}
+
+#[cfg(any(test, feature = "test-hooks"))]
+impl Handler<InjectPanic> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, _: InjectPanic, ctx: &mut Context<Self>) {
+        self.guard(ctx, |act, _| panic!("injected panic in session {}", act.id));
+    }
+}
+
+impl Handler<GetStats> for SessionActor {
+    type Result = MessageResult<GetStats>;
+
+    fn handle(&mut self, _: GetStats, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(SessionStats {
+            participants: self.peers.len(),
+            persisted: self.durability.is_idle(),
+            document: super::doc::full_state(self.awareness.doc()),
+        })
+    }
+}
+
+fn restarted() -> DocStoreError {
+    DocStoreError::backend("session restarted before flushing")
+}
