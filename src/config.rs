@@ -115,6 +115,11 @@ pub struct ServeConfig {
     #[arg(long, env = "ATELIER_SECURE_COOKIES", default_value_t = false)]
     pub secure_cookies: bool,
 
+    /// The built studio page (`web/dist`), served at `/`. When missing, a placeholder page says
+    /// how to build it.
+    #[arg(long, env = "ATELIER_WEB_DIR", default_value = "./web/dist")]
+    pub web_dir: PathBuf,
+
     /// Seconds to wait for in-flight requests on shutdown.
     #[arg(long, env = "ATELIER_SHUTDOWN_TIMEOUT_S", default_value_t = 10)]
     pub shutdown_timeout_s: u64,

@@ -14,8 +14,8 @@ use crate::state::AppState;
 use crate::storage::Blobs;
 use crate::{api, telemetry};
 
-/// Placeholder studio page until the web front-end is built.
-const INDEX_HTML: &str = include_str!("../web/index.html");
+/// Shown at `/` when the studio page has not been built (`web/dist` missing).
+const PLACEHOLDER_HTML: &str = include_str!("../web/placeholder.html");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -54,11 +54,23 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     });
 
     let max_json = usize::try_from(config.max_json_bytes).unwrap_or(usize::MAX);
+    let web_dir = config.web_dir.clone();
+    let has_web = tokio::fs::try_exists(web_dir.join("index.html"))
+        .await
+        .unwrap_or(false);
+    if !has_web {
+        tracing::warn!(dir = %web_dir.display(), "studio page not built; serving a placeholder at /");
+    }
     let server = HttpServer::new(move || {
-        App::new()
+        let app = App::new()
             .app_data(state.clone())
-            .configure(|cfg| api::configure(cfg, max_json))
-            .route("/", web::get().to(index))
+            .configure(|cfg| api::configure(cfg, max_json));
+        if has_web {
+            // The studio is a single page with hash routes: files as they are, index at `/`.
+            app.service(actix_files::Files::new("/", &web_dir).index_file("index.html"))
+        } else {
+            app.route("/", web::get().to(placeholder))
+        }
     })
     .shutdown_timeout(config.shutdown_timeout_s)
     .bind(config.bind)
@@ -91,8 +103,8 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     result.map_err(StartError::Io)
 }
 
-async fn index() -> HttpResponse {
+async fn placeholder() -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
-        .body(INDEX_HTML)
+        .body(PLACEHOLDER_HTML)
 }

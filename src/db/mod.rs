@@ -5,6 +5,7 @@
 //! differ (migrations, locking), [`Dialect`] says which one is connected.
 
 pub mod accounts;
+pub mod documents;
 pub mod media;
 pub mod sessions;
 pub mod share_links;

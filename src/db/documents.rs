@@ -1,0 +1,152 @@
+//! Session documents on SQLite/PostgreSQL: the `DocStore` port of the live-session actors.
+//!
+//! Appends are group commits: one transaction per batch, sequence numbers taken from the
+//! document's `last_seq` (whose row update also serialises concurrent appends to one session).
+
+use atelier_actors::store::{BoxFuture, DocStore, DocStoreError, StoredDoc};
+use atelier_protocol::ids::SessionId;
+use sqlx::Row;
+
+use super::Db;
+
+/// Rows per INSERT statement; keeps the parameter count well under both engines' limits.
+const INSERT_CHUNK: usize = 200;
+
+fn backend(e: sqlx::Error) -> DocStoreError {
+    DocStoreError::backend(e)
+}
+
+fn is_fk_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_foreign_key_violation())
+}
+
+impl Db {
+    pub async fn load_document(&self, session: SessionId) -> Result<StoredDoc, DocStoreError> {
+        let sid = session.to_string();
+        let snapshot: Option<Vec<u8>> =
+            sqlx::query("SELECT snapshot FROM documents WHERE session_id = $1")
+                .bind(&sid)
+                .fetch_optional(self.pool())
+                .await
+                .map_err(backend)?
+                .map(|row| row.try_get("snapshot"))
+                .transpose()
+                .map_err(backend)?
+                .flatten();
+        let rows =
+            sqlx::query("SELECT seq, data FROM doc_updates WHERE session_id = $1 ORDER BY seq")
+                .bind(&sid)
+                .fetch_all(self.pool())
+                .await
+                .map_err(backend)?;
+        let updates = rows
+            .iter()
+            .map(|row| Ok((row.try_get("seq")?, row.try_get("data")?)))
+            .collect::<Result<Vec<(i64, Vec<u8>)>, sqlx::Error>>()
+            .map_err(backend)?;
+        Ok(StoredDoc { snapshot, updates })
+    }
+
+    pub async fn append_updates(
+        &self,
+        session: SessionId,
+        updates: Vec<Vec<u8>>,
+    ) -> Result<i64, DocStoreError> {
+        let sid = session.to_string();
+        let n = i64::try_from(updates.len()).map_err(|e| DocStoreError::backend(e.to_string()))?;
+        let mut tx = self.pool().begin().await.map_err(backend)?;
+        let head = sqlx::query(
+            "INSERT INTO documents (session_id, last_seq) VALUES ($1, $2) \
+             ON CONFLICT (session_id) DO UPDATE SET last_seq = documents.last_seq + $2 \
+             RETURNING last_seq",
+        )
+        .bind(&sid)
+        .bind(n)
+        .fetch_one(&mut *tx)
+        .await;
+        let last: i64 = match head {
+            Ok(row) => row.try_get("last_seq").map_err(backend)?,
+            Err(e) if is_fk_violation(&e) => return Err(DocStoreError::SessionNotFound(session)),
+            Err(e) => return Err(backend(e)),
+        };
+        let mut seq = last - n;
+        for chunk in updates.chunks(INSERT_CHUNK) {
+            let mut sql = String::from("INSERT INTO doc_updates (session_id, seq, data) VALUES ");
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                let p = i * 3;
+                sql.push_str(&format!("(${}, ${}, ${})", p + 1, p + 2, p + 3));
+            }
+            // Only placeholders are formatted in; every value is bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for update in chunk {
+                seq += 1;
+                query = query.bind(sid.clone()).bind(seq).bind(update.clone());
+            }
+            query.execute(&mut *tx).await.map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(last)
+    }
+
+    pub async fn compact_document(
+        &self,
+        session: SessionId,
+        snapshot: Vec<u8>,
+        upto_seq: i64,
+    ) -> Result<(), DocStoreError> {
+        let sid = session.to_string();
+        let mut tx = self.pool().begin().await.map_err(backend)?;
+        let res = sqlx::query(
+            "UPDATE documents SET snapshot = $1, snapshot_seq = $2 \
+             WHERE session_id = $3 AND snapshot_seq <= $2",
+        )
+        .bind(snapshot)
+        .bind(upto_seq)
+        .bind(&sid)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if res.rows_affected() == 0 {
+            // No document row (session deleted) or a newer snapshot already: leave it be.
+            return Ok(());
+        }
+        sqlx::query("DELETE FROM doc_updates WHERE session_id = $1 AND seq <= $2")
+            .bind(&sid)
+            .bind(upto_seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(())
+    }
+}
+
+/// The `DocStore` port over the database.
+#[derive(Clone)]
+pub struct SqlDocStore(pub Db);
+
+impl DocStore for SqlDocStore {
+    fn load(&self, session: SessionId) -> BoxFuture<'_, Result<StoredDoc, DocStoreError>> {
+        Box::pin(self.0.load_document(session))
+    }
+
+    fn append(
+        &self,
+        session: SessionId,
+        updates: Vec<Vec<u8>>,
+    ) -> BoxFuture<'_, Result<i64, DocStoreError>> {
+        Box::pin(self.0.append_updates(session, updates))
+    }
+
+    fn compact(
+        &self,
+        session: SessionId,
+        snapshot: Vec<u8>,
+        upto_seq: i64,
+    ) -> BoxFuture<'_, Result<(), DocStoreError>> {
+        Box::pin(self.0.compact_document(session, snapshot, upto_seq))
+    }
+}
