@@ -137,7 +137,7 @@ impl SessionRegistryHandle {
         Err(JoinError::Unloaded)
     }
 
-    /// Closes (1008) every live connection using the share link; returns how many.
+    /// Closes (4403) every live connection using the share link; returns how many.
     pub async fn revoke_share_link(&self, session_id: SessionId, link_id: ShareLinkId) -> usize {
         match self.get(session_id) {
             Some(addr) => addr.send(RevokeShareLink { link_id }).await.unwrap_or(0),

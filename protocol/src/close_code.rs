@@ -15,3 +15,12 @@ pub const POLICY_VIOLATION: u16 = 1008;
 pub const MESSAGE_TOO_BIG: u16 = 1009;
 /// The server failed (storage error, session restarted); reconnecting resyncs the client.
 pub const INTERNAL_ERROR: u16 = 1011;
+
+// Private-use codes (4000–4999). y-websocket (3.1+) treats 4400–4499 like HTTP 4xx — a
+// deliberate decision that reconnecting cannot fix — and stops reconnecting; every other code
+// makes it reconnect with backoff.
+
+/// Access was taken away on an open socket: share link revoked, member removed.
+pub const ACCESS_REVOKED: u16 = 4403;
+/// The session was deleted.
+pub const SESSION_DELETED: u16 = 4404;

@@ -13,6 +13,8 @@
 //! | over the message rate | 1008 |
 //! | outbound queue full (client too slow) | 1008 (decided by the session) |
 //! | no frame from the client for `client_timeout` | 1001 |
+//! | share link revoked, member removed (decided by the session) | 4403 (no reconnect) |
+//! | session deleted (decided by the session) | 4404 (no reconnect) |
 //! | session failed or restarted | 1011 |
 
 mod rate_limit;

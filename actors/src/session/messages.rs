@@ -59,7 +59,8 @@ pub struct Inbound {
     pub frame: Frame,
 }
 
-/// A share link was revoked: its connections are closed (1008) before this returns.
+/// A share link was revoked: its connections get `session.kicked` and are closed with 4403
+/// (stock y-websocket does not reconnect) before this returns.
 /// Replies with how many connections were closed.
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -67,7 +68,7 @@ pub struct RevokeShareLink {
     pub link_id: ShareLinkId,
 }
 
-/// An account's membership changed. `None`: removed — its connections are closed (1008).
+/// An account's membership changed. `None`: removed — its connections are closed (4403).
 /// `Some(role)`: its connections get the new role at once (a downgrade makes them read-only)
 /// and a `role.changed` event. Replies with how many connections were affected.
 #[derive(Message)]
@@ -105,7 +106,7 @@ pub struct Flush;
 #[rtype(result = "Result<(), DocStoreError>")]
 pub struct Shutdown;
 
-/// The session was deleted: everyone gets `session.kicked` and a close (1000); pending updates
+/// The session was deleted: everyone gets `session.kicked` and a close (4404); pending updates
 /// are discarded and the session unloads.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -183,7 +184,7 @@ impl Handler<RevokeShareLink> for SessionActor {
                 .map(|(id, _)| id)
                 .collect();
             for id in &doomed {
-                act.kick(*id, close_code::POLICY_VIOLATION, "share link revoked");
+                act.kick(*id, close_code::ACCESS_REVOKED, "share link revoked");
             }
             act.settle();
             doomed.len()
@@ -205,7 +206,7 @@ impl Handler<SetRole> for SessionActor {
                 .collect();
             for id in &affected {
                 match msg.role {
-                    None => act.kick(*id, close_code::POLICY_VIOLATION, "removed from session"),
+                    None => act.kick(*id, close_code::ACCESS_REVOKED, "removed from session"),
                     Some(role) => {
                         if let Some(peer) = act.peers.get_mut(*id) {
                             peer.participant.role = role;
@@ -307,7 +308,7 @@ impl Handler<CloseSession> for SessionActor {
     fn handle(&mut self, msg: CloseSession, ctx: &mut Context<Self>) {
         self.guard(ctx, |act, ctx| {
             for id in act.peers.ids() {
-                act.kick(id, close_code::NORMAL, &msg.reason);
+                act.kick(id, close_code::SESSION_DELETED, &msg.reason);
             }
             act.peers.take_slow();
             act.durability

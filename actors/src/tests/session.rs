@@ -130,7 +130,7 @@ async fn revoking_a_share_link_disconnects_its_viewers() {
         }
     };
     assert_eq!(kicked, "share link revoked");
-    assert_eq!(guest.recv_close().await.0, close_code::POLICY_VIOLATION);
+    assert_eq!(guest.recv_close().await.0, close_code::ACCESS_REVOKED);
 
     // The other guest (another link) stays, and hears that someone left.
     let left = loop {
@@ -406,7 +406,7 @@ async fn downgrade_to_viewer_makes_a_connection_read_only() {
 
     // Removal disconnects.
     assert_eq!(registry.set_role(session, account, None).await, 1);
-    assert_eq!(editor.recv_close().await.0, close_code::POLICY_VIOLATION);
+    assert_eq!(editor.recv_close().await.0, close_code::ACCESS_REVOKED);
 }
 
 #[actix::test]
