@@ -23,7 +23,7 @@ mod update;
 pub use awareness::{check_awareness, decode_awareness, encode_awareness};
 pub use error::FrameError;
 pub use state_vector::decode_state_vector;
-pub use update::{check_update_v1, decode_update, MAX_ANY_DEPTH};
+pub use update::{check_update_v1, decode_update, MAX_ANY_DEPTH, SUBDOCUMENTS_UNSUPPORTED};
 pub use yrs::sync::SyncMessage;
 
 use yrs::updates::encoder::Encode;

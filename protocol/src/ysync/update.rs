@@ -8,6 +8,9 @@
 //! backed by bytes that are really present, nesting is shallow and all ids are in range, so the
 //! yrs decoder cannot be driven into any of those paths.
 //!
+//! One deliberate difference: updates that create subdocuments are refused (see
+//! [`SUBDOCUMENTS_UNSUPPORTED`]).
+//!
 //! The walk mirrors yrs 0.28's v1 decoder (`Update::decode`, `Update::decode_block`,
 //! `ItemContent::decode`, `TypeRef::decode`, `Any::decode`, `IdSet::decode`), including its
 //! quirks, so that both agree on where every field starts.
@@ -17,6 +20,9 @@ use yrs::Update;
 
 use crate::lib0::Reader;
 use crate::ysync::FrameError;
+
+/// Why an update containing a subdocument is refused.
+pub const SUBDOCUMENTS_UNSUPPORTED: &str = "subdocuments are not supported";
 
 /// Deepest `Any` nesting accepted (Yjs documents hold JSON-like values; real ones are shallow).
 pub const MAX_ANY_DEPTH: usize = 64;
@@ -133,10 +139,10 @@ fn content(r: &mut Reader<'_>, content_ref: u8) -> Result<u64, FrameError> {
             }
             Ok(u64::from(len))
         }
-        CONTENT_DOC => {
-            r.var_str()?;
-            any(r, 0).map(|_| 1)
-        }
+        // Subdocuments: yrs leaks the subdocument's store (a reference cycle, found by fuzzing
+        // under LeakSanitizer) every time one is decoded and integrated, and the session
+        // document has no use for them (nodes, edges, outputs and meta are plain maps).
+        CONTENT_DOC => Err(FrameError::Malformed(SUBDOCUMENTS_UNSUPPORTED)),
         _ => Err(FrameError::Malformed("unknown item content type")),
     }
 }
