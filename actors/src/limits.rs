@@ -10,7 +10,9 @@ pub struct ConnectionLimits {
     pub max_message_bytes: usize,
     /// Sustained inbound messages per second. Exceeded: close 1008.
     pub max_messages_per_sec: u32,
-    /// Messages allowed in a burst above the sustained rate (token bucket size).
+    /// Messages allowed in a burst (token bucket size). Generous on purpose: y-websocket sends
+    /// one message per local transaction, so a script or a paste of many small transactions
+    /// arrives as hundreds of messages at once.
     pub message_burst: u32,
     /// Frames the server may have queued for this client before it counts as too slow
     /// (close 1008 "too slow; resync"). Frames are never dropped from an open connection.
@@ -26,7 +28,7 @@ impl Default for ConnectionLimits {
         Self {
             max_message_bytes: 1024 * 1024,
             max_messages_per_sec: 200,
-            message_burst: 400,
+            message_burst: 1000,
             outbound_queue_frames: 1024,
             ping_interval: Duration::from_secs(5),
             client_timeout: Duration::from_secs(30),

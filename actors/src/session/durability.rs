@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use yrs::{Transact, Update};
 
-use super::{doc, SessionActor};
+use super::{doc, Phase, SessionActor};
 use crate::store::DocStoreError;
 use crate::telemetry;
 
@@ -136,8 +136,19 @@ impl SessionActor {
         ctx: &mut Context<Self>,
     ) -> oneshot::Receiver<Result<(), DocStoreError>> {
         let (tx, rx) = oneshot::channel();
-        self.durability.waiters.push(tx);
-        self.progress(ctx);
+        match &self.phase {
+            Phase::Ready | Phase::ShuttingDown => {
+                self.durability.waiters.push(tx);
+                self.progress(ctx);
+            }
+            // Nothing can be accepted in these phases, so there is nothing to wait for.
+            Phase::Failed(error) => {
+                let _ = tx.send(Err(error.clone()));
+            }
+            Phase::Loading | Phase::Unloaded => {
+                let _ = tx.send(Ok(()));
+            }
+        }
         rx
     }
 

@@ -546,3 +546,46 @@ async fn poison_update_restarts_the_session_and_is_purged_from_storage() {
         Some("works")
     );
 }
+
+#[actix::test]
+async fn compaction_also_runs_on_a_timer() {
+    tokio::time::pause();
+    let store = Arc::new(MemoryDocStore::new());
+    let limits = SessionLimits {
+        compact_interval: Duration::from_secs(10),
+        idle_unload: Duration::from_secs(3600),
+        ..SessionLimits::default()
+    };
+    let registry = registry_with_limits(store.clone(), limits);
+    let session = SessionId::new_random();
+    let alice = joined(&registry, session, Role::Editor).await;
+    alice.send_edit("n1", "v1").await;
+    alice.send_edit("n2", "v2").await;
+    settle().await;
+    assert_eq!(store.stored(session).updates.len(), 2);
+    assert!(store.stored(session).snapshot.is_none());
+
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let stored = store.stored(session);
+    assert!(stored.updates.is_empty() && stored.snapshot.is_some());
+    assert_eq!(stored_node(&stored, "n2").as_deref(), Some("v2"));
+}
+
+#[actix::test]
+async fn flush_of_a_session_whose_load_failed_does_not_hang() {
+    let store = Arc::new(MemoryDocStore::new());
+    store.set_failing(true);
+    let registry = registry(store.clone());
+    let session = SessionId::new_random();
+    let addr = registry.get_or_start(session);
+    let flushed = addr.send(crate::session::messages::Flush).await.unwrap();
+    assert!(flushed.is_err());
+    // A failed load takes the actor out of the registry, so the next join retries the load.
+    assert!(registry.get(session).is_none());
+    store.set_failing(false);
+    let mut alice = Client::join(&registry, session, participant(Role::Editor)).await;
+    assert!(matches!(
+        alice.recv_frame().await,
+        Frame::Sync(SyncMessage::SyncStep1(_))
+    ));
+}

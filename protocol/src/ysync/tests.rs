@@ -160,6 +160,12 @@ fn nasty_inputs() -> Vec<(Vec<u8>, FrameError)> {
             vec![1, 6, 1, 1, 1, 2, b'{', b'x'],
             FrameError::Malformed("awareness state is not valid JSON"),
         ),
+        // Found by fuzzing: an embed whose JSON yrs cannot parse (the validator now parses it
+        // exactly as yrs does, so "validated" keeps meaning "yrs decodes it").
+        (
+            vec![0, 2, 11, 1, 1, 6, 2, 5, 1, 1, 11, 1, 0, 0],
+            FrameError::Malformed("embedded value is not valid JSON"),
+        ),
         (vec![2, 0, 2, 0xc3, 0x28], FrameError::InvalidUtf8),
         (vec![100, 1, 0xff], FrameError::InvalidUtf8),
         (
@@ -243,7 +249,10 @@ fn exercise(bytes: &[u8]) {
         // differ: overlong varints and upper-case UUIDs are accepted but written canonically).
         assert_eq!(decode_frame(&encode_frame(&frame)).as_ref(), Ok(&frame));
         if let Some(update) = frame.document_update() {
-            let _ = decode_update(update);
+            assert!(
+                decode_update(update).is_ok(),
+                "validated update did not decode"
+            );
         }
         if let Frame::Awareness(payload) = &frame {
             assert!(decode_awareness(payload).is_ok());

@@ -119,10 +119,10 @@ fn content(r: &mut Reader<'_>, content_ref: u8) -> Result<u64, FrameError> {
         CONTENT_BINARY => r.var_bytes().map(|_| 1),
         // yrs counts UTF-16 units; the UTF-8 byte length is an upper bound for the overflow check.
         CONTENT_STRING => Ok(r.var_str()?.len() as u64),
-        CONTENT_EMBED => r.var_str().map(|_| 1),
+        CONTENT_EMBED => json(r).map(|_| 1),
         CONTENT_FORMAT => {
             r.var_str()?;
-            r.var_str().map(|_| 1)
+            json(r).map(|_| 1)
         }
         CONTENT_TYPE => {
             // yrs reads the type reference as a single byte.
@@ -177,6 +177,14 @@ fn any(r: &mut Reader<'_>, depth: usize) -> Result<(), FrameError> {
         116 => r.var_bytes().map(drop),
         _ => Err(FrameError::Malformed("unknown value type")),
     }
+}
+
+/// A JSON string that yrs will parse into an `Any` (embeds and format values). Parsed the same
+/// way yrs does (serde_json bounds the nesting depth), so "valid" means "yrs decodes it".
+fn json(r: &mut Reader<'_>) -> Result<(), FrameError> {
+    yrs::Any::from_json(r.var_str()?)
+        .map(drop)
+        .map_err(|_| FrameError::Malformed("embedded value is not valid JSON"))
 }
 
 /// An item id: `varUint(client)` `varUint(clock)`.
