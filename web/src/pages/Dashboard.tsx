@@ -1,0 +1,268 @@
+// Your sessions (create, open, rename, delete), credits and recent usage.
+import { useCallback, useEffect, useState } from 'react'
+import { api, ApiError, errorMessage, type Account, type SessionView, type UsageEntry } from '../lib/api'
+import { credits, dateTime } from '../lib/format'
+import { loadBalance } from '../studio/RuntimePanel'
+
+function SessionRow({ s, onChanged, onError }: { s: SessionView; onChanged: () => void; onError: (m: string) => void }) {
+  const [renaming, setRenaming] = useState(false)
+  const [title, setTitle] = useState(s.title)
+  const [confirming, setConfirming] = useState(false)
+  const canRename = s.role === 'owner' || s.role === 'editor'
+  const rename = async () => {
+    try {
+      await api('PATCH', `/sessions/${s.id}`, { title })
+      setRenaming(false)
+      onChanged()
+    } catch (e) {
+      onError(errorMessage(e))
+    }
+  }
+  const remove = async () => {
+    try {
+      await api('DELETE', `/sessions/${s.id}`)
+      onChanged()
+    } catch (e) {
+      onError(errorMessage(e))
+    }
+  }
+  return (
+    <li className="session-row" data-session-id={s.id}>
+      {renaming ? (
+        <form
+          className="row grow"
+          onSubmit={(e) => {
+            e.preventDefault()
+            void rename()
+          }}
+        >
+          <label htmlFor={`rename-${s.id}`} className="sr-only">
+            New title for {s.title}
+          </label>
+          <input id={`rename-${s.id}`} type="text" value={title} maxLength={200} required autoFocus onChange={(e) => setTitle(e.target.value)} />
+          <button type="submit" className="primary small">
+            Save
+          </button>
+          <button type="button" className="small" onClick={() => (setRenaming(false), setTitle(s.title))}>
+            Cancel
+          </button>
+        </form>
+      ) : (
+        <div className="grow">
+          <a href={`#/s/${s.id}`} className="session-title">
+            {s.title}
+          </a>
+          <div className="muted small-text">
+            {s.role} · updated {dateTime(s.updated_at)}
+          </div>
+        </div>
+      )}
+      {!renaming && (
+        <div className="row">
+          <a className="button small" href={`#/s/${s.id}`} aria-label={`Open ${s.title}`}>
+            Open
+          </a>
+          {canRename && (
+            <button type="button" className="small" onClick={() => setRenaming(true)} aria-label={`Rename ${s.title}`}>
+              Rename
+            </button>
+          )}
+          {s.role === 'owner' &&
+            (confirming ? (
+              <>
+                <button type="button" className="small danger" onClick={remove} aria-label={`Confirm deleting ${s.title}`}>
+                  Delete for good
+                </button>
+                <button type="button" className="small" onClick={() => setConfirming(false)}>
+                  Keep
+                </button>
+              </>
+            ) : (
+              <button type="button" className="small danger" onClick={() => setConfirming(true)} aria-label={`Delete ${s.title}`}>
+                Delete
+              </button>
+            ))}
+        </div>
+      )}
+    </li>
+  )
+}
+
+export function Dashboard({ account, onLogout }: { account: Account; onLogout: () => void }) {
+  const [sessions, setSessions] = useState<SessionView[] | null>(null)
+  const [title, setTitle] = useState('')
+  const [error, setError] = useState<string | null>(null)
+  const [billing, setBilling] = useState<{ available: boolean; balance?: number; error?: string } | null>(null)
+  const [usage, setUsage] = useState<UsageEntry[] | null>(null)
+  const [ledger, setLedger] = useState<Record<string, unknown>[] | null>(null)
+  const [buyMsg, setBuyMsg] = useState<string | null>(null)
+
+  const load = useCallback(async () => {
+    try {
+      setSessions(await api<SessionView[]>('GET', '/sessions'))
+    } catch (e) {
+      setError(errorMessage(e))
+    }
+  }, [])
+
+  useEffect(() => {
+    void load()
+    loadBalance().then(setBilling)
+    api<UsageEntry[]>('GET', '/me/usage?limit=10').then(setUsage, () => setUsage([]))
+    api<unknown>('GET', '/billing/ledger').then(
+      (raw) => {
+        const list = Array.isArray(raw) ? raw : ((raw as { entries?: unknown[] } | null)?.entries ?? [])
+        setLedger((list as Record<string, unknown>[]).slice(0, 10))
+      },
+      () => setLedger(null),
+    )
+  }, [load])
+
+  const create = async () => {
+    setError(null)
+    try {
+      const s = await api<SessionView>('POST', '/sessions', { title })
+      setTitle('')
+      await load()
+      window.location.hash = `#/s/${s.id}`
+    } catch (e) {
+      setError(errorMessage(e))
+    }
+  }
+
+  const buy = async () => {
+    setBuyMsg(null)
+    try {
+      const res = await api<{ url?: string; checkout_url?: string }>('POST', '/billing/checkout', {})
+      const url = res?.url ?? res?.checkout_url
+      if (url && /^https?:\/\//.test(url)) window.location.href = url
+      else setBuyMsg('Buying credits is not configured on this server.')
+    } catch (e) {
+      if (e instanceof ApiError && (e.status === 404 || e.status === 501 || e.status === 503)) setBuyMsg('Buying credits is not configured on this server.')
+      else setBuyMsg(errorMessage(e))
+    }
+  }
+
+  return (
+    <div className="page">
+      <header className="topbar">
+        <span className="brand">
+          <span className="logo" aria-hidden="true">◆</span> Atelier
+        </span>
+        <span className="grow" />
+        <span className="muted" data-testid="account-name">
+          {account.name}
+        </span>
+        <button type="button" className="subtle" onClick={onLogout}>
+          Log out
+        </button>
+      </header>
+      <div className="dash">
+        <section className="card" aria-labelledby="sessions-h">
+          <h1 id="sessions-h">Your sessions</h1>
+          <form
+            className="row wrap"
+            onSubmit={(e) => {
+              e.preventDefault()
+              void create()
+            }}
+          >
+            <label htmlFor="new-title">New session title</label>
+            <input id="new-title" type="text" required maxLength={200} value={title} onChange={(e) => setTitle(e.target.value)} placeholder="e.g. Terrain study" />
+            <button type="submit" className="primary">
+              Create session
+            </button>
+          </form>
+          {error && (
+            <p className="alert alert-error" role="alert">
+              {error}
+            </p>
+          )}
+          {sessions === null ? (
+            <p className="muted">Loading…</p>
+          ) : sessions.length === 0 ? (
+            <p className="muted">No sessions yet. Create one above.</p>
+          ) : (
+            <ul className="sessions" aria-label="Sessions">
+              {sessions.map((s) => (
+                <SessionRow key={s.id} s={s} onChanged={load} onError={setError} />
+              ))}
+            </ul>
+          )}
+        </section>
+        <div className="dash-side">
+          <section className="card" aria-labelledby="credits-h">
+            <h2 id="credits-h">Credits</h2>
+            {billing === null ? (
+              <p className="muted">Loading…</p>
+            ) : !billing.available ? (
+              <p className="muted" data-testid="billing-unavailable">
+                Billing is not available on this server yet.
+              </p>
+            ) : billing.error ? (
+              <p className="error-text">{billing.error}</p>
+            ) : (
+              <p className="balance" data-testid="balance">
+                <strong>{credits(billing.balance)}</strong> credits
+              </p>
+            )}
+            <button type="button" onClick={buy}>
+              Buy credits
+            </button>
+            {buyMsg && (
+              <p className="muted" role="status">
+                {buyMsg}
+              </p>
+            )}
+            {ledger && ledger.length > 0 && (
+              <>
+                <h3>Recent charges and credits</h3>
+                <ul className="ledger">
+                  {ledger.map((e, i) => (
+                    <li key={i}>
+                      <span>{String(e.reason ?? e.kind ?? e.description ?? 'entry')}</span>
+                      <span className="mono">{credits(typeof e.amount === 'number' ? e.amount : undefined)}</span>
+                    </li>
+                  ))}
+                </ul>
+              </>
+            )}
+          </section>
+          <section className="card" aria-labelledby="usage-h">
+            <h2 id="usage-h">Recent usage</h2>
+            {usage === null ? (
+              <p className="muted">Loading…</p>
+            ) : usage.length === 0 ? (
+              <p className="muted">Nothing recorded yet.</p>
+            ) : (
+              <div className="table-wrap">
+                <table className="usage">
+                  <thead>
+                    <tr>
+                      <th scope="col">When</th>
+                      <th scope="col">Request</th>
+                      <th scope="col">Status</th>
+                      <th scope="col">ms</th>
+                    </tr>
+                  </thead>
+                  <tbody>
+                    {usage.map((u, i) => (
+                      <tr key={i}>
+                        <td>{dateTime(u.at)}</td>
+                        <td className="mono">
+                          {u.method} {u.route.replace('/api/v1', '')}
+                        </td>
+                        <td>{u.status}</td>
+                        <td>{u.duration_ms}</td>
+                      </tr>
+                    ))}
+                  </tbody>
+                </table>
+              </div>
+            )}
+          </section>
+        </div>
+      </div>
+    </div>
+  )
+}

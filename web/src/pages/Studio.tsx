@@ -1,0 +1,316 @@
+// The studio: the session's graph bound to its Yjs document, presence, runs and their
+// progress, Pro runtime, outputs and sharing. The same page, read-only, is the viewer page
+// (share links and members with the viewer role).
+import { useCallback, useEffect, useMemo, useState } from 'react'
+import { ReactFlowProvider } from '@xyflow/react'
+import { api, ApiError, errorMessage, type Account, type SessionView } from '../lib/api'
+import { readGraph, type GraphState } from '../lib/graph'
+import { loadNodeTypes, type NodeTypesResult } from '../lib/nodeTypes'
+import { navigate } from '../lib/router'
+import { Graph } from '../studio/Graph'
+import { Inspector } from '../studio/Inspector'
+import { JobsPanel } from '../studio/JobsPanel'
+import { nodeProgress } from '../studio/liveState'
+import { Outputs } from '../studio/Outputs'
+import { Palette } from '../studio/Palette'
+import { Presence } from '../studio/Presence'
+import { RuntimePanel } from '../studio/RuntimePanel'
+import { ShareDialog } from '../studio/ShareDialog'
+import { useStudioEvents } from '../studio/useEvents'
+import { useLiveDoc } from '../studio/useLiveDoc'
+
+export interface StudioProps {
+  sessionId: string
+  /** Bearer token for the API and sockets: the login token, a share link's token, or null (cookie). */
+  token: string | null
+  account: Account | null
+  shareLink: boolean
+  onLogout?: () => void
+}
+
+const EMPTY: GraphState = { nodes: [], edges: [], outputs: {}, title: null }
+
+function endedText(reason: string, shareLink: boolean): string {
+  const r = reason.toLowerCase()
+  if (shareLink && /revok|expired|link|401|403|invalid/.test(r)) return 'This viewer link has been revoked or has expired. The live view has ended.'
+  if (/revok/.test(r)) return `Your access to this session was revoked (${reason}). The live view has ended.`
+  if (/remov|member/.test(r)) return 'You were removed from this session. The live view has ended.'
+  if (/delet|not found|404/.test(r)) return 'This session no longer exists or you no longer have access. The live view has ended.'
+  return `The live view has ended: ${reason}`
+}
+
+export function Studio({ sessionId, token, account, shareLink, onLogout }: StudioProps) {
+  const [session, setSession] = useState<SessionView | null>(null)
+  const [loadError, setLoadError] = useState<{ text: string; status: number } | null>(null)
+  const [types, setTypes] = useState<NodeTypesResult | null>(null)
+  const [ended, setEnded] = useState<string | null>(null)
+  const [graph, setGraph] = useState<GraphState>(EMPTY)
+  const [selectedId, setSelectedId] = useState<string | null>(null)
+  const [shareOpen, setShareOpen] = useState(false)
+
+  useEffect(() => {
+    let live = true
+    setSession(null)
+    setLoadError(null)
+    setEnded(null)
+    api<SessionView>('GET', `/sessions/${sessionId}`, undefined, { token }).then(
+      (s) => live && setSession(s),
+      (e) => {
+        if (!live) return
+        const status = e instanceof ApiError ? e.status : 0
+        if (status === 401 && !shareLink) {
+          navigate('/login')
+          return
+        }
+        const text =
+          status === 401
+            ? 'This viewer link is not valid: it has been revoked or has expired.'
+            : status === 404
+              ? 'This session does not exist, or you do not have access to it.'
+              : errorMessage(e)
+        setLoadError({ text, status })
+      },
+    )
+    loadNodeTypes(token).then((t) => live && setTypes(t))
+    return () => {
+      live = false
+    }
+  }, [sessionId, token, shareLink])
+
+  const onAccessLost = useCallback((reason: string) => setEnded((prev) => prev ?? reason), [])
+
+  const checkAccess = useCallback(async (): Promise<boolean> => {
+    try {
+      await api('GET', `/sessions/${sessionId}`, undefined, { token })
+      return true
+    } catch (e) {
+      if (e instanceof ApiError && [401, 403, 404].includes(e.status)) {
+        onAccessLost(e.status === 401 ? (shareLink ? 'link revoked' : 'signed out') : 'session not found')
+        return false
+      }
+      return true
+    }
+  }, [sessionId, token, shareLink, onAccessLost])
+
+  const user = useMemo(() => {
+    if (!session) return null
+    if (account) return { name: account.name, role: session.role, key: account.id }
+    return { name: 'Guest viewer', role: 'viewer', key: `guest-${Math.random()}` }
+  }, [session, account])
+
+  const live = useLiveDoc(sessionId, token, ended ? null : user, {
+    onTerminalClose: (code, reason) => onAccessLost(reason || (code === 4403 ? 'access revoked' : `closed (${code})`)),
+    onConnectionLost: (code) => {
+      if (code === 1006 || code === 1008) void checkAccess()
+    },
+  })
+  const events = useStudioEvents(sessionId, token, !!session && !ended, { onTerminalClose: (code, reason) => onAccessLost(reason || `closed (${code})`), checkAccess })
+
+  useEffect(() => {
+    if (events.state.kicked) onAccessLost(events.state.kicked)
+  }, [events.state.kicked, onAccessLost])
+
+  useEffect(() => {
+    if (!ended) return
+    live.stop()
+    events.stop()
+    setShareOpen(false)
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [ended])
+
+  // The document → graph state, at most once per frame.
+  useEffect(() => {
+    const doc = live.doc
+    let frame = 0
+    const refresh = () => {
+      if (frame) return
+      frame = requestAnimationFrame(() => {
+        frame = 0
+        setGraph(readGraph(doc))
+      })
+    }
+    const maps = ['nodes', 'edges', 'outputs', 'meta'].map((k) => doc.getMap(k))
+    for (const m of maps) m.observeDeep(refresh)
+    setGraph(readGraph(doc))
+    return () => {
+      for (const m of maps) m.unobserveDeep(refresh)
+      if (frame) cancelAnimationFrame(frame)
+    }
+  }, [live.doc])
+
+  const role = events.state.role ?? session?.role ?? 'viewer'
+  const readOnly = role === 'viewer' || !!ended || shareLink
+  const canManage = !readOnly && !shareLink
+
+  const select = useCallback(
+    (id: string | null) => {
+      setSelectedId(id)
+      live.setSelected(id)
+    },
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+    [live.provider],
+  )
+  useEffect(() => {
+    if (selectedId && !graph.nodes.some((n) => n.id === selectedId)) select(null)
+  }, [graph.nodes, selectedId, select])
+
+  const remote = useMemo(() => {
+    const out: Record<string, { name: string; color: string }[]> = {}
+    for (const p of live.participants) {
+      if (p.self || !p.selected) continue
+      ;(out[p.selected] ??= []).push({ name: p.name, color: p.color })
+    }
+    return out
+  }, [live.participants])
+
+  const progress = useMemo(() => nodeProgress(events.state), [events.state])
+  const defs = useMemo(() => new Map((types?.types ?? []).map((t) => [t.type, t])), [types])
+
+  const outputItems = useMemo(() => {
+    const items: { id: string; caption: string }[] = []
+    const seen = new Set<string>()
+    for (const n of graph.nodes) {
+      for (const id of graph.outputs[n.id] ?? []) {
+        if (seen.has(id)) continue
+        seen.add(id)
+        items.push({ id, caption: `${defs.get(n.type)?.label ?? n.type} ${n.id}` })
+      }
+    }
+    for (const [nodeId, ids] of Object.entries(graph.outputs)) {
+      for (const id of ids) if (!seen.has(id)) (seen.add(id), items.push({ id, caption: nodeId }))
+    }
+    for (const jid of events.state.order) {
+      for (const id of events.state.jobs[jid]?.outputs ?? []) if (!seen.has(id)) (seen.add(id), items.push({ id, caption: `job ${jid.slice(0, 8)}` }))
+    }
+    return items
+  }, [graph, defs, events.state])
+
+  if (loadError) {
+    return (
+      <div className="page narrow">
+        <h1>Atelier</h1>
+        <div className="alert alert-error" role="alert">
+          <p>{loadError.text}</p>
+        </div>
+        {account ? <a href="#/sessions">Back to your sessions</a> : <a href="#/login">Log in</a>}
+      </div>
+    )
+  }
+  if (!session) {
+    return (
+      <div className="page narrow" aria-busy="true">
+        <p className="muted">Opening the session…</p>
+      </div>
+    )
+  }
+
+  const title = graph.title || session.title
+  const selectedNode = graph.nodes.find((n) => n.id === selectedId) ?? null
+  const connState = ended ? 'ended' : live.status === 'connected' ? (live.synced ? 'live' : 'syncing') : live.status
+  const deniedRecently = live.denied && !shareLink && role !== 'viewer'
+
+  return (
+    <ReactFlowProvider>
+      <div className={`studio${readOnly ? ' read-only' : ''}${ended ? ' ended' : ''}`} data-role={role} data-conn={connState}>
+        <header className="studio-bar">
+          {account && !shareLink ? (
+            <a href="#/sessions" className="brand" aria-label="Back to your sessions">
+              ← Atelier
+            </a>
+          ) : (
+            <span className="brand">Atelier</span>
+          )}
+          <h1 className="studio-title" title={title}>
+            {title}
+          </h1>
+          <span className={`pill pill-${connState}`} role="status" aria-label={`Connection: ${connState}`} data-testid="connection">
+            {connState === 'live' ? 'Live' : connState === 'syncing' ? 'Syncing…' : connState === 'connecting' ? 'Connecting…' : connState === 'ended' ? 'Ended' : 'Disconnected'}
+          </span>
+          {readOnly && (
+            <span className="pill pill-readonly" aria-label="You are viewing: read-only">
+              View only
+            </span>
+          )}
+          <Presence participants={ended ? [] : live.participants} />
+          <div className="bar-actions">
+            {canManage && (
+              <button type="button" onClick={() => setShareOpen(true)}>
+                Share
+              </button>
+            )}
+            {account && !shareLink && onLogout && (
+              <button type="button" className="subtle" onClick={onLogout}>
+                Log out
+              </button>
+            )}
+          </div>
+        </header>
+        <div className="banners">
+          {ended && (
+            <div className="alert alert-error" role="alert" data-testid="ended">
+              <strong>{endedText(ended, shareLink)}</strong>
+              {account && !shareLink && (
+                <p>
+                  <a href="#/sessions">Back to your sessions</a>
+                </p>
+              )}
+            </div>
+          )}
+          {!ended && live.status === 'disconnected' && (
+            <div className="alert alert-warn" role="alert">
+              Disconnected from the server — reconnecting. Changes you make now are kept and sent when the connection is back.
+            </div>
+          )}
+          {!ended && readOnly && (
+            <div className="alert alert-info" role="note">
+              {shareLink ? 'You are watching through a viewer link: read-only.' : 'You are a viewer in this session: read-only.'}
+            </div>
+          )}
+          {!ended && deniedRecently && (
+            <div className="alert alert-error" role="alert">
+              The server refused your change ({live.denied!.reason}): you cannot edit this session.
+            </div>
+          )}
+          {types && !types.fromServer && !readOnly && <div className="alert alert-info small-text">{types.message}</div>}
+          {events.state.notices.map((n) => (
+            <div key={n.id} className={`alert ${n.level === 'error' ? 'alert-error' : 'alert-info'}`} role="alert">
+              <span>{n.text}</span>
+              <button type="button" className="small subtle" onClick={() => events.dispatch({ kind: 'dismiss', id: n.id })} aria-label="Dismiss message">
+                ×
+              </button>
+            </div>
+          ))}
+        </div>
+        <div className="studio-body">
+          {!readOnly && types && (
+            <aside className="side side-left">
+              <Palette doc={live.doc} types={types.types} onAdded={select} />
+            </aside>
+          )}
+          <main className="canvas" aria-label="Graph canvas">
+            <Graph doc={live.doc} graph={graph} defs={defs} readOnly={readOnly} selectedId={selectedId} onSelect={select} remote={remote} progress={progress} />
+            {live.status !== 'connected' && !live.synced && graph.nodes.length === 0 && !ended && <div className="canvas-note">Connecting to the live session…</div>}
+          </main>
+          <aside className="side side-right">
+            <Inspector doc={live.doc} graph={graph} node={selectedNode} defs={defs} readOnly={readOnly} onSelect={select} />
+            <JobsPanel
+              sessionId={sessionId}
+              token={token}
+              canRun={!readOnly}
+              live={events.state}
+              dispatch={events.dispatch}
+              previews={events.previews}
+              graph={graph}
+              defs={defs}
+              selectedId={selectedId}
+              eventsConnected={events.status === 'open' || !!ended}
+            />
+            <RuntimePanel sessionId={sessionId} token={token} canManage={canManage} isAccount={!!account && !shareLink} runtime={events.state.runtime} liveBalance={events.state.balance} dispatch={events.dispatch} />
+            <Outputs items={outputItems} token={token} />
+          </aside>
+        </div>
+        {shareOpen && <ShareDialog sessionId={sessionId} role={role} onClose={() => setShareOpen(false)} />}
+      </div>
+    </ReactFlowProvider>
+  )
+}

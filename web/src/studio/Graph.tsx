@@ -1,0 +1,226 @@
+// The node graph, bound to the Y.Doc: React Flow shows it, and every edit (move, connect,
+// delete) is written to the document, which is what the other participants receive.
+import { useCallback, useEffect, useMemo, useRef, useState } from 'react'
+import {
+  Background,
+  Controls,
+  MiniMap,
+  ReactFlow,
+  applyNodeChanges,
+  useNodesInitialized,
+  useReactFlow,
+  type Connection,
+  type Edge,
+  type EdgeChange,
+  type NodeChange,
+  type OnSelectionChangeParams,
+} from '@xyflow/react'
+import type * as Y from 'yjs'
+import { connect, deleteEdges, deleteNodes, moveNode, type GraphState } from '../lib/graph'
+import type { NodeTypeDef, PortDef } from '../lib/nodeTypes'
+import { StudioNode, type StudioFlowNode } from './StudioNode'
+
+const nodeTypes = { studio: StudioNode }
+const DRAG_WRITE_MS = 60
+
+export interface GraphProps {
+  doc: Y.Doc
+  graph: GraphState
+  defs: Map<string, NodeTypeDef>
+  readOnly: boolean
+  selectedId: string | null
+  onSelect: (id: string | null) => void
+  remote: Record<string, { name: string; color: string }[]>
+  progress: Record<string, { step: number; total: number; done: boolean; status: string }>
+}
+
+/** Ports of a node: from its type, plus any that edges in the document use (unknown types). */
+export function portsOf(nodeId: string, type: string, defs: Map<string, NodeTypeDef>, graph: GraphState): { inputs: PortDef[]; outputs: PortDef[] } {
+  const def = defs.get(type)
+  const inputs = [...(def?.inputs ?? [])]
+  const outputs = [...(def?.outputs ?? [])]
+  for (const e of graph.edges) {
+    if (e.target === nodeId && e.target_port && !inputs.some((p) => p.name === e.target_port)) inputs.push({ name: e.target_port })
+    if (e.source === nodeId && e.source_port && !outputs.some((p) => p.name === e.source_port)) outputs.push({ name: e.source_port })
+  }
+  return { inputs, outputs }
+}
+
+export function Graph({ doc, graph, defs, readOnly, selectedId, onSelect, remote, progress }: GraphProps) {
+  const [nodes, setNodes] = useState<StudioFlowNode[]>([])
+  const [selectedEdges, setSelectedEdges] = useState<Set<string>>(new Set())
+  const dragging = useRef<Set<string>>(new Set())
+  const lastWrite = useRef<Map<string, number>>(new Map())
+
+  // The document is the truth; local drag positions win only while a drag is in progress.
+  useEffect(() => {
+    setNodes((prev) => {
+      const old = new Map(prev.map((n) => [n.id, n]))
+      return graph.nodes.map((g) => {
+        const before = old.get(g.id)
+        const { inputs, outputs } = portsOf(g.id, g.type, defs, graph)
+        const p = progress[g.id]
+        return {
+          id: g.id,
+          type: 'studio' as const,
+          position: before && dragging.current.has(g.id) ? before.position : { x: g.x, y: g.y },
+          measured: before?.measured,
+          selected: g.id === selectedId,
+          draggable: !readOnly,
+          connectable: !readOnly,
+          deletable: !readOnly,
+          ariaLabel: `${defs.get(g.type)?.label ?? g.type} node ${g.id}`,
+          data: {
+            graphNode: g,
+            def: defs.get(g.type),
+            inputs,
+            outputs,
+            remote: remote[g.id] ?? [],
+            progress: p,
+            outputCount: graph.outputs[g.id]?.length ?? 0,
+            readOnly,
+          },
+        }
+      })
+    })
+  }, [graph, defs, readOnly, selectedId, remote, progress])
+
+  const edges: Edge[] = useMemo(
+    () =>
+      graph.edges.map((e) => ({
+        id: e.id,
+        source: e.source,
+        sourceHandle: e.source_port || null,
+        target: e.target,
+        targetHandle: e.target_port || null,
+        selected: selectedEdges.has(e.id),
+        deletable: !readOnly,
+        focusable: true,
+        animated: progress[e.target]?.status === 'running' && !progress[e.target]?.done,
+        ariaLabel: `Connection from ${e.source} ${e.source_port} to ${e.target} ${e.target_port}`,
+      })),
+    [graph.edges, selectedEdges, readOnly, progress],
+  )
+
+  const onNodesChange = useCallback(
+    (changes: NodeChange<StudioFlowNode>[]) => {
+      const local: NodeChange<StudioFlowNode>[] = []
+      const removed: string[] = []
+      for (const c of changes) {
+        if (c.type === 'remove') {
+          if (!readOnly) removed.push(c.id)
+          continue
+        }
+        if (c.type === 'position') {
+          if (readOnly) continue
+          if (c.dragging) {
+            dragging.current.add(c.id)
+            const now = performance.now()
+            if (c.position && now - (lastWrite.current.get(c.id) ?? 0) >= DRAG_WRITE_MS) {
+              lastWrite.current.set(c.id, now)
+              moveNode(doc, c.id, c.position.x, c.position.y)
+            }
+          } else {
+            dragging.current.delete(c.id)
+            if (c.position) moveNode(doc, c.id, c.position.x, c.position.y)
+          }
+        }
+        local.push(c)
+      }
+      if (local.length) setNodes((nds) => applyNodeChanges(local, nds))
+      if (removed.length) deleteNodes(doc, removed)
+    },
+    [doc, readOnly],
+  )
+
+  const onNodeDragStop = useCallback(
+    (_: unknown, _node: StudioFlowNode, dragged: StudioFlowNode[]) => {
+      if (readOnly) return
+      for (const n of dragged) {
+        dragging.current.delete(n.id)
+        moveNode(doc, n.id, n.position.x, n.position.y)
+      }
+    },
+    [doc, readOnly],
+  )
+
+  const onEdgesChange = useCallback(
+    (changes: EdgeChange[]) => {
+      const removed: string[] = []
+      let sel: Set<string> | null = null
+      for (const c of changes) {
+        if (c.type === 'remove' && !readOnly) removed.push(c.id)
+        if (c.type === 'select') {
+          sel = sel ?? new Set(selectedEdges)
+          if (c.selected) sel.add(c.id)
+          else sel.delete(c.id)
+        }
+      }
+      if (sel) setSelectedEdges(sel)
+      if (removed.length) deleteEdges(doc, removed)
+    },
+    [doc, readOnly, selectedEdges],
+  )
+
+  const onConnect = useCallback(
+    (c: Connection) => {
+      if (readOnly || !c.source || !c.target) return
+      connect(doc, c.source, c.sourceHandle ?? '', c.target, c.targetHandle ?? '')
+    },
+    [doc, readOnly],
+  )
+
+  const onSelectionChange = useCallback(
+    ({ nodes: sel }: OnSelectionChangeParams) => {
+      const id = sel[0]?.id ?? null
+      if (id !== selectedId) onSelect(id)
+    },
+    [onSelect, selectedId],
+  )
+
+  return (
+    <ReactFlow<StudioFlowNode, Edge>
+      nodes={nodes}
+      edges={edges}
+      nodeTypes={nodeTypes}
+      onNodesChange={onNodesChange}
+      onEdgesChange={onEdgesChange}
+      onConnect={onConnect}
+      onNodeDragStop={onNodeDragStop}
+      onSelectionChange={onSelectionChange}
+      isValidConnection={(c) => c.source !== c.target}
+      nodesDraggable={!readOnly}
+      nodesConnectable={!readOnly}
+      elementsSelectable
+      nodesFocusable
+      edgesFocusable
+      deleteKeyCode={readOnly ? null : ['Delete', 'Backspace']}
+      multiSelectionKeyCode={null}
+      selectionKeyCode={null}
+      fitView
+      fitViewOptions={{ padding: 0.3, maxZoom: 1.2 }}
+      minZoom={0.2}
+      maxZoom={2}
+      aria-label={readOnly ? 'Workflow graph (read-only)' : 'Workflow graph'}
+    >
+      <AutoFit />
+      <Background gap={20} />
+      <Controls showInteractive={false} aria-label="Zoom controls" />
+      <MiniMap pannable zoomable ariaLabel="Mini map" className="minimap" />
+    </ReactFlow>
+  )
+}
+
+/** Fits the view once, when the first nodes of the synced document have been measured. */
+function AutoFit() {
+  const initialized = useNodesInitialized()
+  const { fitView } = useReactFlow()
+  const done = useRef(false)
+  useEffect(() => {
+    if (initialized && !done.current) {
+      done.current = true
+      void fitView({ padding: 0.3, maxZoom: 1.2 })
+    }
+  }, [initialized, fitView])
+  return null
+}

@@ -1,0 +1,179 @@
+// Run and Cancel, each job's state and progress, queue position, and the live preview.
+import { useState } from 'react'
+import { api, ApiError, errorDetails, errorMessage } from '../lib/api'
+import { shortId } from '../lib/format'
+import type { GraphState } from '../lib/graph'
+import type { NodeTypeDef } from '../lib/nodeTypes'
+import { isActive, type JobState, type LiveAction, type LiveState } from './liveState'
+import type { Preview } from './useEvents'
+
+const STATUS_TEXT: Record<string, string> = {
+  submitted: 'Submitted',
+  queued: 'Queued',
+  running: 'Running',
+  succeeded: 'Done',
+  failed: 'Failed',
+  cancelled: 'Cancelled',
+  ended: 'Finished',
+}
+
+export interface RunError {
+  text: string
+  details: string[]
+  kind: 'error' | 'unavailable' | 'credits'
+}
+
+function runError(e: unknown, what: string): RunError {
+  if (e instanceof ApiError) {
+    if (e.notAvailable) return { kind: 'unavailable', text: `${what} is not available on this server yet.`, details: [] }
+    if (e.insufficientCredits) return { kind: 'credits', text: `Insufficient credits: ${e.message}`, details: errorDetails(e) }
+    if (e.status === 400 || e.status === 422) return { kind: 'error', text: `The graph cannot run: ${e.message}`, details: errorDetails(e) }
+    if (e.status === 403) return { kind: 'error', text: `Not allowed: ${e.message}`, details: [] }
+  }
+  return { kind: 'error', text: errorMessage(e), details: errorDetails(e) }
+}
+
+function JobRow({ job, graph, defs, canCancel, onCancel }: { job: JobState; graph: GraphState; defs: Map<string, NodeTypeDef>; canCancel: boolean; onCancel: (id: string) => void }) {
+  const nodeLabel = (id: string) => {
+    const n = graph.nodes.find((x) => x.id === id)
+    return n ? (defs.get(n.type)?.label ?? n.type) : id
+  }
+  const cur = job.currentNode ? job.nodes[job.currentNode] : undefined
+  const nodeIds = Object.keys(job.nodes)
+  const doneCount = nodeIds.filter((k) => job.nodes[k].done).length
+  const pct = cur && cur.total > 0 ? Math.min(100, Math.round((cur.step / cur.total) * 100)) : job.status === 'succeeded' ? 100 : 0
+  return (
+    <li className={`job job-${job.status}`} data-job-id={job.id} data-status={job.status}>
+      <div className="job-head">
+        <span className={`badge badge-${job.status}`}>{STATUS_TEXT[job.status] ?? job.status}</span>
+        <span className="mono" title={job.id}>
+          job {shortId(job.id)}
+        </span>
+        {job.device && <span className="muted">on {job.device}</span>}
+        {canCancel && isActive(job) && (
+          <button type="button" className="small" onClick={() => onCancel(job.id)} aria-label={`Cancel job ${shortId(job.id)}`}>
+            Cancel
+          </button>
+        )}
+      </div>
+      {job.status === 'queued' && job.position !== undefined && (
+        <p className="queue" data-queue-position={job.position}>
+          Position in queue: <strong>{job.position}</strong>
+        </p>
+      )}
+      {(job.status === 'running' || cur) && (
+        <div className="job-progress">
+          <div className="bar" role="progressbar" aria-label={`Job ${shortId(job.id)} progress`} aria-valuemin={0} aria-valuemax={100} aria-valuenow={pct}>
+            <div className={`bar-fill${job.status === 'succeeded' ? ' done' : ''}`} style={{ width: `${pct}%` }} />
+          </div>
+          <span className="muted">
+            {cur && job.currentNode ? `${nodeLabel(job.currentNode)}: step ${cur.step}/${cur.total}` : 'starting…'}
+            {nodeIds.length > 1 ? ` · ${doneCount}/${nodeIds.length} nodes done` : ''}
+          </span>
+        </div>
+      )}
+      {job.status === 'failed' && job.error && (
+        <p className="error-text" role="alert">
+          {/lost|heartbeat|worker/i.test(job.error) ? 'Worker lost: ' : 'Failed: '}
+          {job.error}
+        </p>
+      )}
+      {job.status === 'cancelled' && job.reason && <p className="muted">{job.reason}</p>}
+    </li>
+  )
+}
+
+export interface JobsPanelProps {
+  sessionId: string
+  token: string | null
+  canRun: boolean
+  live: LiveState
+  dispatch: (a: LiveAction) => void
+  previews: Record<string, Preview>
+  graph: GraphState
+  defs: Map<string, NodeTypeDef>
+  selectedId: string | null
+  eventsConnected: boolean
+}
+
+export function JobsPanel({ sessionId, token, canRun, live, dispatch, previews, graph, defs, selectedId, eventsConnected }: JobsPanelProps) {
+  const [busy, setBusy] = useState(false)
+  const [error, setError] = useState<RunError | null>(null)
+  const jobs = live.order.map((id) => live.jobs[id]).filter(Boolean)
+  const active = jobs.filter(isActive)
+
+  const run = async (nodes?: string[]) => {
+    setBusy(true)
+    setError(null)
+    try {
+      const job = await api<unknown>('POST', `/sessions/${sessionId}/jobs`, nodes ? { nodes } : {}, { token })
+      dispatch({ kind: 'submitted', job })
+    } catch (e) {
+      setError(runError(e, 'Running jobs'))
+    } finally {
+      setBusy(false)
+    }
+  }
+  const cancel = async (id: string) => {
+    setError(null)
+    try {
+      await api('POST', `/jobs/${id}/cancel`, {}, { token })
+    } catch (e) {
+      setError(runError(e, 'Cancelling jobs'))
+    }
+  }
+  const latest = Object.values(previews).sort((a, b) => b.at - a.at)[0]
+  return (
+    <section className="panel" aria-labelledby="run-h">
+      <h2 id="run-h">Run</h2>
+      {canRun && (
+        <div className="row wrap">
+          <button type="button" className="primary" onClick={() => run()} disabled={busy || graph.nodes.length === 0}>
+            {busy ? 'Starting…' : 'Run'}
+          </button>
+          <button type="button" onClick={() => selectedId && run([selectedId])} disabled={busy || !selectedId} title="Run the selected node and what it needs">
+            Run selected
+          </button>
+          <button type="button" onClick={() => active.forEach((j) => cancel(j.id))} disabled={active.length === 0}>
+            Cancel
+          </button>
+        </div>
+      )}
+      {error && (
+        <div className={`alert ${error.kind === 'unavailable' ? 'alert-info' : 'alert-error'}`} role="alert">
+          <p>{error.text}</p>
+          {error.kind === 'credits' && (
+            <p>
+              <a href="#/sessions">Buy credits on the dashboard</a>
+            </p>
+          )}
+          {error.details.length > 0 && (
+            <ul>
+              {error.details.map((d, i) => (
+                <li key={i}>{d}</li>
+              ))}
+            </ul>
+          )}
+        </div>
+      )}
+      {!eventsConnected && <p className="muted">Live progress is reconnecting…</p>}
+      {jobs.length === 0 ? (
+        <p className="muted">No jobs yet.</p>
+      ) : (
+        <ul className="jobs" aria-label="Jobs">
+          {jobs.slice(0, 6).map((j) => (
+            <JobRow key={j.id} job={j} graph={graph} defs={defs} canCancel={canRun} onCancel={cancel} />
+          ))}
+        </ul>
+      )}
+      {latest && (
+        <figure className="preview" data-preview-job={latest.jobId} data-preview-step={latest.step}>
+          <img src={latest.url} alt={`Live preview of job ${shortId(latest.jobId)}, step ${latest.step}`} />
+          <figcaption>
+            Preview · job {shortId(latest.jobId)} · step {latest.step}
+          </figcaption>
+        </figure>
+      )}
+    </section>
+  )
+}
