@@ -20,6 +20,7 @@ pub mod authz;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod inference;
 pub mod server;
 pub mod state;
 pub mod storage;

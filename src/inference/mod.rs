@@ -1,0 +1,378 @@
+//! # Inference: running the catalog's models on a worker with ONNX Runtime
+//!
+//! - [`runtime`]: loads ONNX Runtime ([`ort::init_from`], `load-dynamic`) and picks the execution
+//!   provider ([`ExecutionProvider`]: `auto`, `cuda`, `cpu`) → a [`Device`] (`"cpu"`, `"cuda:0"`).
+//! - [`catalog`]: the models directory's manifests → [`ModelCatalog`], node types, parameter checks.
+//! - [`sampler`]: the multistep consistency sampler, generic over a [`Denoiser`](sampler::Denoiser).
+//! - [`session`]: one model's ONNX Runtime session, one denoising step per run, and the
+//!   [`CancelToken`] that terminates a running step (`RunOptions::terminate`).
+//! - [`image`]: heights → 16-bit grayscale PNG, and 8-bit previews.
+//! - [`bench`]: per-step timing of a model, for comparing against the Python runtime.
+//!
+//! ```no_run
+//! # use atelier::inference::*;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let engine = Engine::load(&EngineConfig::new("models"))?; // errors name the model and why
+//! println!("{} models on {}", engine.catalog().names().len(), engine.device());
+//! let cancel = CancelToken::new(); // keep a clone to cancel from another thread
+//! let params = Params::from([("steps".to_string(), 4.into()), ("difficulty".to_string(), 70.into())]);
+//! let out = engine.run("terrain", &params, 7, |p: StepProgress| {
+//!     println!("step {}/{} ({} byte preview)", p.step, p.total, p.preview_png.len());
+//! }, &cancel)?;
+//! std::fs::write("terrain.png", &out.png)?;
+//! # Ok(()) }
+//! ```
+//!
+//! **Threads.** [`Engine::load`] and [`Engine::run`] block (model loading takes a second, a terrain
+//! step about one second on one CPU core). Call them from `tokio::task::spawn_blocking` or a
+//! dedicated thread, never on the async executor. The engine is `Send + Sync`: share it in an
+//! `Arc`. Runs of the same model are serialised (one session per model); runs of different models
+//! proceed in parallel.
+//!
+//! **Files.** `scripts/fetch-models` fetches everything into gitignored places: ONNX Runtime's
+//! `libonnxruntime.so.1.31.1` (CPU, from the `onnxruntime==1.31.1` wheel) into
+//! `.tools/onnxruntime/`, and the models into `models/` (`ATELIER_MODELS_DIR`).
+//!
+//! **GPU hosts.** `ort` is built with CUDA support; a GPU host needs only a CUDA-enabled ONNX
+//! Runtime: `pip install onnxruntime-gpu==1.31.1` (into any venv) with CUDA 13 and cuDNN 9 on the
+//! library path (the `nvidia-*-cu13` and `nvidia-cudnn-cu13` wheels, or the system packages), then
+//! `ORT_DYLIB_PATH=<venv>/lib/python3.X/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1`
+//! and `--execution-provider cuda` (fails at start-up with the reason when CUDA cannot be used) or
+//! `auto` (falls back to the CPU, with a warning in the log and `cpu` as the reported device).
+
+pub mod bench;
+pub mod catalog;
+pub mod image;
+pub mod runtime;
+pub mod sampler;
+pub mod session;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+pub use catalog::{
+    CatalogError, ModelCatalog, ModelEntry, NodeType, ParamError, ParamSpec, ParamType, Params,
+    ResolvedParams,
+};
+pub use runtime::{Device, ExecutionProvider, RuntimeError};
+pub use session::CancelToken;
+
+use catalog::{Decode, SamplerSpec};
+use runtime::{OpenError, SessionSettings};
+use sampler::ConsistencySampler;
+use session::ModelSession;
+
+/// The longest side of a progress preview, in pixels.
+pub const PREVIEW_MAX_SIDE: u32 = 64;
+
+/// How to start the engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The models directory (`ATELIER_MODELS_DIR`, default `./models`).
+    pub models_dir: PathBuf,
+    /// The ONNX Runtime library; `None`: `ORT_DYLIB_PATH`, else
+    /// `.tools/onnxruntime/libonnxruntime.so.1.31.1` relative to the working directory.
+    pub ort_dylib_path: Option<PathBuf>,
+    pub execution_provider: ExecutionProvider,
+    /// The CUDA device when CUDA is used.
+    pub device_id: i32,
+    /// ONNX Runtime intra-op threads per session; 0 lets ONNX Runtime decide.
+    pub intra_threads: usize,
+}
+
+impl EngineConfig {
+    /// `auto` provider, device 0, ONNX Runtime's default thread count.
+    pub fn new(models_dir: impl Into<PathBuf>) -> Self {
+        EngineConfig {
+            models_dir: models_dir.into(),
+            ort_dylib_path: None,
+            execution_provider: ExecutionProvider::Auto,
+            device_id: 0,
+            intra_threads: 0,
+        }
+    }
+
+    /// `ATELIER_MODELS_DIR` (default `./models`) and `ORT_DYLIB_PATH`, other settings default.
+    pub fn from_env() -> Self {
+        let dir = std::env::var_os("ATELIER_MODELS_DIR")
+            .filter(|d| !d.is_empty())
+            .map_or_else(|| PathBuf::from("models"), PathBuf::from);
+        Self::new(dir)
+    }
+}
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("unknown model '{0}'")]
+    UnknownModel(String),
+    #[error(transparent)]
+    Param(#[from] ParamError),
+    #[error("cancelled")]
+    Cancelled,
+    #[error("model '{model}' failed: {reason}")]
+    Inference { model: String, reason: String },
+    #[error("cannot encode the output image: {0}")]
+    Image(String),
+    #[error("internal inference error: {0}")]
+    Internal(String),
+}
+
+/// Progress after a denoising step: `step` of `total` (1-based), with a preview of the current
+/// estimate (8-bit grayscale PNG, at most [`PREVIEW_MAX_SIDE`] on a side).
+#[derive(Debug, Clone)]
+pub struct StepProgress {
+    pub step: u32,
+    pub total: u32,
+    pub sigma: f32,
+    pub preview_png: Vec<u8>,
+    /// Time since the first step started (waiting for the model's session is not counted).
+    pub elapsed: Duration,
+}
+
+/// A finished run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Output {
+    /// 16-bit grayscale PNG, min–max normalised; the range is in its `value_min`/`value_max` text
+    /// chunks and in [`Output::value_min`]/[`Output::value_max`].
+    #[serde(skip)]
+    pub png: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+    pub value_min: f32,
+    pub value_max: f32,
+    /// `"m"` for heights, else `None`.
+    pub unit: Option<&'static str>,
+    pub model: String,
+    pub seed: u64,
+    pub steps: u32,
+    /// The parameters used, defaults filled in.
+    pub params: ResolvedParams,
+    pub device: String,
+    pub elapsed_ms: u64,
+}
+
+/// The loaded models, ready to run. See the [module docs](self).
+pub struct Engine {
+    device: Device,
+    catalog: ModelCatalog,
+    sessions: BTreeMap<String, Mutex<ModelSession>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("device", &self.device)
+            .field("models", &self.catalog.names())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Loads ONNX Runtime, reads the catalog and opens a session for every model. Fails with the
+    /// first problem: the library (missing, too old), the provider (`cuda` without CUDA), or a
+    /// model (missing manifest or file, corrupt file, inputs not as the manifest says) — naming
+    /// the model and why. Blocks: see the module docs.
+    pub fn load(config: &EngineConfig) -> Result<Engine, EngineError> {
+        let path = runtime::dylib_path(config.ort_dylib_path.as_deref());
+        let env = runtime::environment(&path)?;
+        let settings = SessionSettings {
+            intra_threads: config.intra_threads,
+            device_id: config.device_id,
+        };
+        if config.execution_provider == ExecutionProvider::Cuda {
+            runtime::probe_cuda(&env, settings)
+                .map_err(|reason| RuntimeError::CudaUnavailable { reason })?;
+        }
+        let catalog = ModelCatalog::load(&config.models_dir)?;
+
+        let mut device: Option<Device> = None;
+        let mut sessions = BTreeMap::new();
+        for entry in catalog.models() {
+            let started = Instant::now();
+            let opened = match device {
+                None => runtime::open_first(&env, &entry.file, config.execution_provider, settings)
+                    .map(|(s, d)| {
+                        device = Some(d);
+                        s
+                    }),
+                Some(d) => runtime::open(&env, &entry.file, d, settings),
+            };
+            let session = opened.map_err(|e| match e {
+                OpenError::Runtime(r) => EngineError::Runtime(r),
+                OpenError::Model(reason) => EngineError::Catalog(CatalogError::CorruptFile {
+                    model: entry.name().to_string(),
+                    path: entry.file.clone(),
+                    reason,
+                }),
+            })?;
+            let session = ModelSession::new(session, entry)?;
+            tracing::info!(
+                model = entry.name(),
+                file = %entry.file.display(),
+                ms = started.elapsed().as_millis() as u64,
+                "model loaded"
+            );
+            sessions.insert(entry.name().to_string(), Mutex::new(session));
+        }
+        let device = match (device, config.execution_provider) {
+            (Some(d), _) => d,
+            (None, ExecutionProvider::Cpu) => Device::Cpu,
+            // No model to try CUDA on: the probe decides.
+            (None, _) => match runtime::probe_cuda(&env, settings) {
+                Ok(()) => Device::Cuda {
+                    device_id: config.device_id,
+                },
+                Err(_) => Device::Cpu,
+            },
+        };
+        tracing::info!(
+            device = %device,
+            requested = %config.execution_provider,
+            models = ?catalog.names(),
+            "inference engine ready"
+        );
+        Ok(Engine {
+            device,
+            catalog,
+            sessions,
+        })
+    }
+
+    /// Where the models run: `"cpu"` or `"cuda:<id>"`.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    pub fn catalog(&self) -> &ModelCatalog {
+        &self.catalog
+    }
+
+    /// Every model as a node type (serialisable).
+    pub fn node_types(&self) -> Vec<NodeType> {
+        self.catalog.node_types()
+    }
+
+    /// Checks parameters for `model` without running it.
+    pub fn validate(&self, model: &str, params: &Params) -> Result<ResolvedParams, RunError> {
+        if self.catalog.get(model).is_none() {
+            return Err(RunError::UnknownModel(model.to_string()));
+        }
+        Ok(self.catalog.validate_params(model, params)?)
+    }
+
+    /// Runs `model` with `params` and `seed`: validates the parameters, samples (calling `on_step`
+    /// after every step, on this thread), and encodes the result. `cancel` stops the run within
+    /// one step, with [`RunError::Cancelled`]. Blocks for the whole run: see the module docs.
+    pub fn run(
+        &self,
+        model: &str,
+        params: &Params,
+        seed: u64,
+        mut on_step: impl FnMut(StepProgress),
+        cancel: &CancelToken,
+    ) -> Result<Output, RunError> {
+        let started = Instant::now();
+        let entry = self
+            .catalog
+            .get(model)
+            .ok_or_else(|| RunError::UnknownModel(model.to_string()))?;
+        let session = self
+            .sessions
+            .get(model)
+            .ok_or_else(|| RunError::UnknownModel(model.to_string()))?;
+        let resolved = entry.validate_params(params)?;
+        let m = &entry.manifest;
+        let steps = resolved
+            .get_u32("steps")
+            .ok_or_else(|| RunError::Internal("no 'steps' parameter".into()))?;
+        let width = resolved.get_u32("width").unwrap_or(m.size.width);
+        let height = resolved.get_u32("height").unwrap_or(m.size.height);
+        let SamplerSpec::Consistency {
+            sigma_min,
+            sigma_max,
+            rho,
+            ..
+        } = m.sampler;
+        let sampler = ConsistencySampler {
+            sigma_min,
+            sigma_max,
+            rho,
+        };
+        cancel.check()?;
+
+        let mut guard = session.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((h, w)) = guard.fixed_size() {
+            if (h, w) != (height as usize, width as usize) {
+                return Err(RunError::Internal(format!(
+                    "model '{model}' only takes {w}x{h} images, asked for {width}x{height}"
+                )));
+            }
+        }
+        let (w, h) = (width as usize, height as usize);
+        let sampling_started = Instant::now();
+        let mut denoiser = guard.denoiser(h, w, &resolved, cancel)?;
+        let decode = m.decode;
+        tracing::debug!(model, seed, steps, width, height, "run started");
+        let estimate = sampler.sample(&mut denoiser, w * h, steps, seed, cancel, |s| {
+            let values = image::decode(s.denoised, &decode);
+            let preview_png = match image::preview_png(&values, width, height, PREVIEW_MAX_SIDE) {
+                Ok(png) => png,
+                Err(e) => {
+                    tracing::warn!(error = %e, "preview failed");
+                    Vec::new()
+                }
+            };
+            on_step(StepProgress {
+                step: s.step,
+                total: s.total,
+                sigma: s.sigma,
+                preview_png,
+                elapsed: sampling_started.elapsed(),
+            });
+        })?;
+        drop(guard);
+
+        let values = image::decode(&estimate, &decode);
+        let (value_min, value_max) = image::range(&values);
+        let unit = match decode {
+            Decode::Asinh { .. } => Some("m"),
+            Decode::Linear => None,
+        };
+        let png = image::heightmap_png(&values, width, height, unit).map_err(RunError::Image)?;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(model, seed, steps, elapsed_ms, device = %self.device, "run finished");
+        Ok(Output {
+            png,
+            width,
+            height,
+            value_min,
+            value_max,
+            unit,
+            model: model.to_string(),
+            seed,
+            steps,
+            params: resolved,
+            device: self.device.name(),
+            elapsed_ms,
+        })
+    }
+
+    /// The model file and directory of `model`, if it is in the catalog.
+    pub fn model_file(&self, model: &str) -> Option<&Path> {
+        self.catalog.get(model).map(|e| e.file.as_path())
+    }
+}
