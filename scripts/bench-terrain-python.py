@@ -52,9 +52,9 @@ def main() -> None:
         os.path.join(model_dir, manifest["file"]), sess_options=options, providers=["CPUExecutionProvider"]
     )
 
-    # The same deterministic noise-like input as the Rust bench (f32 arithmetic throughout).
-    i = np.arange(width * height, dtype=np.float32)
-    x = np.modf(np.sin(i * np.float32(12.9898)) * np.float32(43758.547))[0].astype(np.float32) * np.float32(sigma_max)
+    # The Rust bench's deterministic noise-like input, bit for bit (f32 arithmetic throughout).
+    i = np.arange(width * height, dtype=np.int64)
+    x = (((i * 7919) % 2001).astype(np.float32) / np.float32(1000.0) - np.float32(1.0)) * np.float32(sigma_max)
     feeds = {}
     for spec in manifest["inputs"]:
         if spec["role"] == "noisy":

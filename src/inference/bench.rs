@@ -97,9 +97,9 @@ pub fn per_step(config: &BenchConfig) -> Result<BenchReport, BenchError> {
             .unwrap_or(entry.manifest.size.height) as usize,
     );
     let super::catalog::SamplerSpec::Consistency { sigma_max, .. } = entry.manifest.sampler;
-    // Deterministic, noise-like input (the values do not change the work done).
+    // A deterministic, noise-like input, bit-identical to the Python bench's.
     let x: Vec<f32> = (0..w * h)
-        .map(|i| ((i as f32 * 12.9898).sin() * 43758.547).fract() * sigma_max)
+        .map(|i| (((i * 7919) % 2001) as f32 / 1000.0 - 1.0) * sigma_max)
         .collect();
     let cancel = CancelToken::new();
     let mut denoiser = session.denoiser(h, w, &params, &cancel)?;

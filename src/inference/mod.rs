@@ -376,3 +376,35 @@ impl Engine {
         self.catalog.get(model).map(|e| e.file.as_path())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_and_cancel_token_can_be_shared_across_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Engine>();
+        shared::<CancelToken>();
+        shared::<Output>();
+    }
+
+    #[test]
+    fn execution_provider_parses_and_prints() {
+        for (text, p) in [
+            ("auto", ExecutionProvider::Auto),
+            ("CUDA", ExecutionProvider::Cuda),
+            (" cpu ", ExecutionProvider::Cpu),
+        ] {
+            assert_eq!(text.parse::<ExecutionProvider>(), Ok(p));
+            assert_eq!(p.to_string(), text.trim().to_lowercase());
+        }
+        assert!("tpu"
+            .parse::<ExecutionProvider>()
+            .unwrap_err()
+            .contains("auto, cuda or cpu"));
+        assert_eq!(Device::Cuda { device_id: 0 }.name(), "cuda:0");
+        assert_eq!(Device::Cpu.name(), "cpu");
+        assert_eq!(ExecutionProvider::default(), ExecutionProvider::Auto);
+    }
+}
