@@ -266,3 +266,36 @@ pub fn open_first(
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The library unit tests never load the real library, so these see a process without one.
+    // (Once a library is loaded, `environment` returns it whatever the path: see its docs.)
+
+    #[test]
+    fn a_missing_library_is_an_error_not_a_panic() {
+        let err = environment(Path::new("/nonexistent/libonnxruntime.so.1.31.1")).unwrap_err();
+        assert!(matches!(err, RuntimeError::Missing { .. }), "{err}");
+        assert!(err.to_string().contains("scripts/fetch-models"), "{err}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_the_library_is_an_error_not_a_panic() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fake = tmp.path().join("libonnxruntime.so.1.31.1");
+        std::fs::write(&fake, b"not a shared library").unwrap();
+        let err = environment(&fake).unwrap_err();
+        assert!(matches!(err, RuntimeError::Load { .. }), "{err}");
+        assert!(err.to_string().contains("cannot load ONNX Runtime from"), "{err}");
+    }
+
+    #[test]
+    fn dylib_path_prefers_the_configured_path() {
+        assert_eq!(
+            dylib_path(Some(Path::new("/x/libonnxruntime.so"))),
+            PathBuf::from("/x/libonnxruntime.so")
+        );
+    }
+}
