@@ -288,7 +288,10 @@ mod tests {
         std::fs::write(&fake, b"not a shared library").unwrap();
         let err = environment(&fake).unwrap_err();
         assert!(matches!(err, RuntimeError::Load { .. }), "{err}");
-        assert!(err.to_string().contains("cannot load ONNX Runtime from"), "{err}");
+        assert!(
+            err.to_string().contains("cannot load ONNX Runtime from"),
+            "{err}"
+        );
     }
 
     #[test]
