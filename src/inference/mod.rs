@@ -33,12 +33,21 @@
 //! `libonnxruntime.so.1.31.1` (CPU, from the `onnxruntime==1.31.1` wheel) into
 //! `.tools/onnxruntime/`, and the models into `models/` (`ATELIER_MODELS_DIR`).
 //!
-//! **GPU hosts.** `ort` is built with CUDA support; a GPU host needs only a CUDA-enabled ONNX
-//! Runtime: `pip install onnxruntime-gpu==1.31.1` (into any venv) with CUDA 13 and cuDNN 9 on the
-//! library path (the `nvidia-*-cu13` and `nvidia-cudnn-cu13` wheels, or the system packages), then
-//! `ORT_DYLIB_PATH=<venv>/lib/python3.X/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1`
-//! and `--execution-provider cuda` (fails at start-up with the reason when CUDA cannot be used) or
-//! `auto` (falls back to the CPU, with a warning in the log and `cpu` as the reported device).
+//! **GPU hosts.** `ort` is built with CUDA support (feature `cuda`); what decides is the library.
+//! A GPU host installs the CUDA build of the same ONNX Runtime and points `ORT_DYLIB_PATH` at it:
+//!
+//! ```sh
+//! python3 -m venv /opt/ort-gpu
+//! /opt/ort-gpu/bin/pip install onnxruntime-gpu==1.31.1 nvidia-cudnn-cu13   # cuDNN 9 for CUDA 13
+//! # CUDA 13 runtime libraries on the loader path (NVIDIA's CUDA 13 packages, or its pip wheels):
+//! #   libcudart.so.13 libcublasLt.so.13 libcublas.so.13 libnvrtc.so.13 libcurand.so.10 libcufft.so.12
+//! #   and cuDNN 9's libcudnn*.so.9 — e.g. export LD_LIBRARY_PATH=/usr/local/cuda-13/lib64:<cudnn>/lib
+//! export ORT_DYLIB_PATH=$(echo /opt/ort-gpu/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1)
+//! ```
+//!
+//! (`libonnxruntime_providers_cuda.so` sits next to that library and is found there.) Then the
+//! `cuda` execution provider fails at start-up with ONNX Runtime's reason when CUDA cannot be used,
+//! and `auto` falls back to the CPU with a warning in the log and `cpu` as the reported device.
 
 pub mod bench;
 pub mod catalog;
