@@ -4,7 +4,7 @@
 import { useCallback, useEffect, useMemo, useState } from 'react'
 import { ReactFlowProvider } from '@xyflow/react'
 import { api, ApiError, errorMessage, type Account, type SessionView } from '../lib/api'
-import { readGraph, type GraphState } from '../lib/graph'
+import { nodesOf, readGraph, type GraphState } from '../lib/graph'
 import { loadNodeTypes, type NodeTypesResult } from '../lib/nodeTypes'
 import { navigate } from '../lib/router'
 import { Graph } from '../studio/Graph'
@@ -150,9 +150,10 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
     // eslint-disable-next-line react-hooks/exhaustive-deps
     [live.provider],
   )
+  // A selected node that someone deletes is no longer selected.
   useEffect(() => {
-    if (selectedId && !graph.nodes.some((n) => n.id === selectedId)) select(null)
-  }, [graph.nodes, selectedId, select])
+    if (selectedId && !nodesOf(live.doc).has(selectedId)) select(null)
+  }, [graph.nodes, selectedId, select, live.doc])
 
   const remote = useMemo(() => {
     const out: Record<string, { name: string; color: string }[]> = {}

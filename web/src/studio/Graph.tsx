@@ -13,7 +13,6 @@ import {
   type Edge,
   type EdgeChange,
   type NodeChange,
-  type OnSelectionChangeParams,
 } from '@xyflow/react'
 import type * as Y from 'yjs'
 import { connect, deleteEdges, deleteNodes, moveNode, type GraphState } from '../lib/graph'
@@ -50,6 +49,8 @@ export function Graph({ doc, graph, defs, readOnly, selectedId, onSelect, remote
   const [nodes, setNodes] = useState<StudioFlowNode[]>([])
   const [selectedEdges, setSelectedEdges] = useState<Set<string>>(new Set())
   const dragging = useRef<Set<string>>(new Set())
+  const selectedRef = useRef(selectedId)
+  selectedRef.current = selectedId
   const lastWrite = useRef<Map<string, number>>(new Map())
 
   // The document is the truth; local drag positions win only while a drag is in progress.
@@ -106,7 +107,15 @@ export function Graph({ doc, graph, defs, readOnly, selectedId, onSelect, remote
     (changes: NodeChange<StudioFlowNode>[]) => {
       const local: NodeChange<StudioFlowNode>[] = []
       const removed: string[] = []
+      // Selection is ours (it is also announced to the others): React Flow only proposes it,
+      // on a click, Enter on a focused node, or a click on the empty pane.
+      let picked: string | null | undefined
       for (const c of changes) {
+        if (c.type === 'select') {
+          if (c.selected) picked = c.id
+          else if (c.id === selectedRef.current && picked === undefined) picked = null
+          continue
+        }
         if (c.type === 'remove') {
           if (!readOnly) removed.push(c.id)
           continue
@@ -129,8 +138,9 @@ export function Graph({ doc, graph, defs, readOnly, selectedId, onSelect, remote
       }
       if (local.length) setNodes((nds) => applyNodeChanges(local, nds))
       if (removed.length) deleteNodes(doc, removed)
+      if (picked !== undefined && picked !== selectedRef.current) onSelect(picked)
     },
-    [doc, readOnly],
+    [doc, readOnly, onSelect],
   )
 
   const onNodeDragStop = useCallback(
@@ -170,14 +180,6 @@ export function Graph({ doc, graph, defs, readOnly, selectedId, onSelect, remote
     [doc, readOnly],
   )
 
-  const onSelectionChange = useCallback(
-    ({ nodes: sel }: OnSelectionChangeParams) => {
-      const id = sel[0]?.id ?? null
-      if (id !== selectedId) onSelect(id)
-    },
-    [onSelect, selectedId],
-  )
-
   return (
     <ReactFlow<StudioFlowNode, Edge>
       nodes={nodes}
@@ -187,7 +189,6 @@ export function Graph({ doc, graph, defs, readOnly, selectedId, onSelect, remote
       onEdgesChange={onEdgesChange}
       onConnect={onConnect}
       onNodeDragStop={onNodeDragStop}
-      onSelectionChange={onSelectionChange}
       isValidConnection={(c) => c.source !== c.target}
       nodesDraggable={!readOnly}
       nodesConnectable={!readOnly}

@@ -6,11 +6,28 @@ import { defaultParams, type NodeTypeDef } from '../lib/nodeTypes'
 export function Palette({ doc, types, note, onAdded }: { doc: Y.Doc; types: NodeTypeDef[]; note?: string; onAdded: (id: string) => void }) {
   const flow = useReactFlow()
   const add = (def: NodeTypeDef) => {
-    // Near the middle of what is on screen, a little apart from the last one.
+    // Near the middle of what is on screen, on a free spot (nodes must not hide each other).
     const pane = document.querySelector('.react-flow')?.getBoundingClientRect()
     const center = pane ? flow.screenToFlowPosition({ x: pane.left + pane.width / 2, y: pane.top + pane.height / 2 }) : { x: 0, y: 0 }
-    const jitter = () => Math.round((Math.random() - 0.5) * 120)
-    const id = addNode(doc, def.type, center.x - 90 + jitter(), center.y - 40 + jitter(), defaultParams(def))
+    const boxes = flow.getNodes().map((n) => ({ x: n.position.x, y: n.position.y, w: n.measured?.width ?? 200, h: n.measured?.height ?? 140 }))
+    const W = 210
+    const H = 160
+    const free = (x: number, y: number) => boxes.every((b) => x + W <= b.x - 10 || x >= b.x + b.w + 10 || y + H <= b.y - 10 || y >= b.y + b.h + 10)
+    let spot = { x: center.x - W / 2, y: center.y - H / 2 }
+    search: for (let ring = 0; ring < 12; ring++) {
+      for (let dx = -ring; dx <= ring; dx++) {
+        for (let dy = -ring; dy <= ring; dy++) {
+          if (Math.max(Math.abs(dx), Math.abs(dy)) !== ring) continue
+          const x = center.x - W / 2 + dx * (W + 30)
+          const y = center.y - H / 2 + dy * (H + 30)
+          if (free(x, y)) {
+            spot = { x, y }
+            break search
+          }
+        }
+      }
+    }
+    const id = addNode(doc, def.type, spot.x, spot.y, defaultParams(def))
     onAdded(id)
   }
   return (
@@ -21,7 +38,7 @@ export function Palette({ doc, types, note, onAdded }: { doc: Y.Doc; types: Node
         {types.map((t) => (
           <li key={t.type}>
             <button type="button" onClick={() => add(t)} aria-label={`Add node: ${t.label}`} title={t.description ?? t.label}>
-              <span aria-hidden="true">＋</span> {t.label}
+              <span aria-hidden="true" className="plus">+</span> {t.label}
             </button>
           </li>
         ))}

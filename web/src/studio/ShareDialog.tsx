@@ -32,6 +32,19 @@ async function copyText(text: string, input: HTMLInputElement | null): Promise<b
   return false
 }
 
+/** The server's URL for the link; this page's own origin when the server has no usable public URL. */
+function usableUrl(link: CreatedShareLink): string {
+  try {
+    const u = new URL(link.url)
+    if (u.port === '0' || u.hostname === '0.0.0.0' || u.hostname === '[::]') {
+      return `${window.location.origin}/${u.hash}`
+    }
+    return link.url
+  } catch {
+    return link.url
+  }
+}
+
 function linkState(l: ShareLink): string {
   if (l.revoked_at) return 'revoked'
   if (l.expires_at && l.expires_at <= Date.now()) return 'expired'
@@ -79,7 +92,7 @@ export function ShareDialog({ sessionId, role, onClose }: { sessionId: string; r
       const body: Record<string, unknown> = { role: 'viewer' }
       if (seconds) body.expires_in_s = seconds
       const link = await api<CreatedShareLink>('POST', `/sessions/${sessionId}/share-links`, body)
-      setCreated(link)
+      setCreated({ ...link, url: usableUrl(link) })
       await load()
       setTimeout(() => urlRef.current?.select(), 0)
     } catch (e) {
