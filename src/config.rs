@@ -120,6 +120,9 @@ pub struct ServeConfig {
     #[arg(long, env = "ATELIER_WEB_DIR", default_value = "./web/dist")]
     pub web_dir: PathBuf,
 
+    #[command(flatten)]
+    pub live: LiveConfig,
+
     /// Seconds to wait for in-flight requests on shutdown.
     #[arg(long, env = "ATELIER_SHUTDOWN_TIMEOUT_S", default_value_t = 10)]
     pub shutdown_timeout_s: u64,
@@ -130,6 +133,69 @@ impl ServeConfig {
         match &self.public_url {
             Some(url) => url.trim_end_matches('/').to_string(),
             None => format!("http://{}", self.bind),
+        }
+    }
+}
+
+/// Live-session limits (WebSocket and document).
+#[derive(Debug, Clone, Args)]
+pub struct LiveConfig {
+    /// Largest WebSocket message accepted; larger closes the socket with 1009.
+    #[arg(long, env = "ATELIER_WS_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
+    pub ws_max_message_bytes: u64,
+
+    /// Sustained messages per second per connection; more closes the socket with 1008.
+    #[arg(long, env = "ATELIER_WS_MAX_MESSAGES_PER_SEC", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub ws_max_messages_per_sec: u32,
+
+    /// Frames queued for one slow client before it is disconnected (it resyncs on reconnect).
+    #[arg(long, env = "ATELIER_WS_OUTBOUND_QUEUE_FRAMES", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(16..))]
+    pub ws_outbound_queue_frames: u64,
+
+    /// Largest session document, in bytes; updates beyond it are refused.
+    #[arg(long, env = "ATELIER_MAX_DOC_BYTES", default_value_t = 16 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..))]
+    pub max_doc_bytes: u64,
+
+    /// Compact a document's update log into a snapshot after this many updates.
+    #[arg(long, env = "ATELIER_COMPACT_EVERY_UPDATES", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub compact_every_updates: u64,
+
+    /// Also compact when updates have waited this many seconds.
+    #[arg(long, env = "ATELIER_COMPACT_INTERVAL_S", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub compact_interval_s: u64,
+
+    /// Unload a session from memory after it has had no participants this many seconds.
+    #[arg(long, env = "ATELIER_SESSION_IDLE_UNLOAD_S", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub session_idle_unload_s: u64,
+}
+
+impl LiveConfig {
+    pub fn connection_limits(&self) -> atelier_actors::ConnectionLimits {
+        let per_sec = self.ws_max_messages_per_sec;
+        atelier_actors::ConnectionLimits {
+            max_message_bytes: usize::try_from(self.ws_max_message_bytes).unwrap_or(usize::MAX),
+            max_messages_per_sec: per_sec,
+            message_burst: per_sec.saturating_mul(2),
+            outbound_queue_frames: usize::try_from(self.ws_outbound_queue_frames)
+                .unwrap_or(usize::MAX),
+            ..Default::default()
+        }
+    }
+
+    pub fn session_limits(&self) -> atelier_actors::SessionLimits {
+        atelier_actors::SessionLimits {
+            max_doc_bytes: usize::try_from(self.max_doc_bytes).unwrap_or(usize::MAX),
+            compact_every_updates: usize::try_from(self.compact_every_updates)
+                .unwrap_or(usize::MAX),
+            compact_interval: std::time::Duration::from_secs(self.compact_interval_s),
+            idle_unload: std::time::Duration::from_secs(self.session_idle_unload_s),
         }
     }
 }

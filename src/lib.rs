@@ -11,6 +11,7 @@
 //! - [`storage`]: object storage (object_store) for media bytes.
 //! - [`error`]: the one error type, mapped to `{"error":{"code","message"}}` at the edge.
 //! - [`telemetry`]: logs and metrics.
+//! - [`ws`]: the live-session WebSocket endpoint (auth, role), handing sockets to the actors.
 //!
 //! The wire types live in `atelier-protocol`; the live-session actors in `atelier-actors`.
 
@@ -25,3 +26,4 @@ pub mod server;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
+pub mod ws;

@@ -7,12 +7,15 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::{web, App, HttpResponse, HttpServer};
 
+use atelier_actors::{RegistryConfig, SessionRegistryHandle};
+
 use crate::auth::rate_limit::AuthRateLimit;
 use crate::config::ServeConfig;
+use crate::db::documents::SqlDocStore;
 use crate::db::Db;
 use crate::state::AppState;
 use crate::storage::Blobs;
-use crate::{api, telemetry};
+use crate::{api, telemetry, ws};
 
 /// Shown at `/` when the studio page has not been built (`web/dist` missing).
 const PLACEHOLDER_HTML: &str = include_str!("../web/placeholder.html");
@@ -44,6 +47,9 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     let blobs = Blobs::from_url(&config.storage_url).await?;
     let rate = NonZeroU32::new(config.auth_rate_per_minute).unwrap_or(NonZeroU32::MIN);
     let auth_rate_limit = AuthRateLimit::per_minute(rate);
+    let mut registry = RegistryConfig::new(Arc::new(SqlDocStore(db.clone())));
+    registry.limits = config.live.session_limits();
+    let live = SessionRegistryHandle::new(registry);
     let config = Arc::new(config);
     let state = web::Data::new(AppState {
         db: db.clone(),
@@ -51,6 +57,7 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         config: config.clone(),
         auth_rate_limit: auth_rate_limit.clone(),
         metrics,
+        live: live.clone(),
     });
 
     let max_json = usize::try_from(config.max_json_bytes).unwrap_or(usize::MAX);
@@ -64,7 +71,8 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     let server = HttpServer::new(move || {
         let app = App::new()
             .app_data(state.clone())
-            .configure(|cfg| api::configure(cfg, max_json));
+            .configure(|cfg| api::configure(cfg, max_json))
+            .service(ws::live_session);
         if has_web {
             // The studio is a single page with hash routes: files as they are, index at `/`.
             app.service(actix_files::Files::new("/", &web_dir).index_file("index.html"))
@@ -98,7 +106,11 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     // actix-web handles SIGINT/SIGTERM: stops accepting, drains in-flight requests, then returns.
     let result = server.await;
     pruner.abort();
-    tracing::info!("shutting down: closing the database");
+    tracing::info!("shutting down: flushing live sessions");
+    if let Err(e) = live.shutdown().await {
+        tracing::error!(error = %e, "a live session could not be flushed");
+    }
+    tracing::info!("closing the database");
     db.close().await;
     result.map_err(StartError::Io)
 }

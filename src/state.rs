@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use atelier_actors::SessionRegistryHandle;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::auth::rate_limit::AuthRateLimit;
@@ -15,4 +16,6 @@ pub struct AppState {
     pub config: Arc<ServeConfig>,
     pub auth_rate_limit: AuthRateLimit,
     pub metrics: PrometheusHandle,
+    /// Live studio sessions (one actor each).
+    pub live: SessionRegistryHandle,
 }

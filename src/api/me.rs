@@ -156,6 +156,16 @@ pub async fn delete_me(state: web::Data<AppState>, auth: AccountAuth) -> Result<
     let media = state.db.media_of(account).await?;
     // Rows first (one cascade), then objects: a failure in between leaves unreachable objects,
     // never rows that point at deleted bytes. Object failures are retried once and logged.
+    for (session, _) in state.db.sessions_of(account).await? {
+        if session.owner_id == account {
+            state
+                .live
+                .close_session(session.id, "the session was deleted")
+                .await;
+        } else {
+            state.live.set_role(session.id, account, None).await;
+        }
+    }
     state.db.delete_account(account).await?;
     for m in media {
         if let Err(first) = state.blobs.delete(&m.object_key).await {

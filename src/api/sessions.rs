@@ -133,6 +133,10 @@ pub async fn delete_one(
     id: web::Path<SessionId>,
 ) -> Result<HttpResponse> {
     let (session, _) = authorize(&state, &auth.principal, *id, Action::Delete).await?;
+    state
+        .live
+        .close_session(session.id, "the session was deleted")
+        .await;
     state.db.delete_session(session.id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -176,6 +180,11 @@ pub async fn add_member(
         .db
         .upsert_member(session.id, account.id, body.role)
         .await?;
+    // Open sockets follow the new role at once (a downgrade makes them read-only).
+    state
+        .live
+        .set_role(session.id, account.id, Some(body.role))
+        .await;
     let member = state
         .db
         .members(session.id)
@@ -204,5 +213,6 @@ pub async fn remove_member(
     if !state.db.remove_member(session.id, account_id).await? {
         return Err(Error::NotFound("member"));
     }
+    state.live.set_role(session.id, account_id, None).await;
     Ok(HttpResponse::NoContent().finish())
 }

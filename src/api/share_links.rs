@@ -113,5 +113,7 @@ pub async fn revoke(
     if !state.db.revoke_share_link(session.id, link_id).await? {
         return Err(Error::NotFound("share link"));
     }
+    // Open sockets of this link close now, not at their next reconnect.
+    state.live.revoke_share_link(session.id, link_id).await;
     Ok(HttpResponse::NoContent().finish())
 }
