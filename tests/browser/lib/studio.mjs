@@ -66,6 +66,9 @@ export async function paramShown (page, nodeId, name) {
   return (await dd.textContent())?.trim() ?? null
 }
 
+/** The node's position on the canvas, rounded to whole pixels (the document stores integers). */
 export async function nodePosition (page, id) {
-  return await page.locator(nodeSel(id)).evaluate((e) => e.style.transform)
+  const t = await page.locator(nodeSel(id)).evaluate((e) => e.style.transform)
+  const m = t.match(/translate\(\s*(-?[\d.]+)px\s*,\s*(-?[\d.]+)px/)
+  return m ? `${Math.round(Number(m[1]))},${Math.round(Number(m[2]))}` : t
 }

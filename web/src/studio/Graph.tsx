@@ -9,6 +9,7 @@ import {
   applyNodeChanges,
   useNodesInitialized,
   useReactFlow,
+  useStore,
   type Connection,
   type Edge,
   type EdgeChange,
@@ -122,6 +123,8 @@ export function Graph({ doc, graph, defs, readOnly, selectedId, onSelect, remote
         }
         if (c.type === 'position') {
           if (readOnly) continue
+          // The document keeps whole pixels; so does the local copy, so both agree.
+          if (c.position) c.position = { x: Math.round(c.position.x), y: Math.round(c.position.y) }
           if (c.dragging) {
             dragging.current.add(c.id)
             const now = performance.now()
@@ -207,21 +210,28 @@ export function Graph({ doc, graph, defs, readOnly, selectedId, onSelect, remote
       <AutoFit />
       <Background gap={20} />
       <Controls showInteractive={false} aria-label="Zoom controls" />
-      <MiniMap pannable zoomable ariaLabel="Mini map" className="minimap" />
+      <MiniMap pannable zoomable ariaLabel="Mini map" className="minimap" style={{ width: 150, height: 100 }} />
     </ReactFlow>
   )
 }
 
-/** Fits the view once, when the first nodes of the synced document have been measured. */
+/**
+ * Fits the view when the first nodes of the synced document have been measured, and again when
+ * the canvas changes size a lot (a phone turned, a window resized to half).
+ */
 function AutoFit() {
   const initialized = useNodesInitialized()
   const { fitView } = useReactFlow()
-  const done = useRef(false)
+  const width = useStore((s) => s.width)
+  const height = useStore((s) => s.height)
+  const fitted = useRef<{ w: number; h: number } | null>(null)
   useEffect(() => {
-    if (initialized && !done.current) {
-      done.current = true
-      void fitView({ padding: 0.3, maxZoom: 1.2 })
-    }
-  }, [initialized, fitView])
+    if (!initialized || width === 0 || height === 0) return
+    const last = fitted.current
+    const changed = !last || Math.abs(width - last.w) > last.w * 0.25 || Math.abs(height - last.h) > last.h * 0.25
+    if (!changed) return
+    fitted.current = { w: width, h: height }
+    void fitView({ padding: 0.2, maxZoom: 1.2 })
+  }, [initialized, width, height, fitView])
   return null
 }
