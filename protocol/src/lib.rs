@@ -11,6 +11,7 @@
 //! - [`events`] — [`events::StudioEvent`], the JSON carried by type-100 frames.
 //! - [`ids`] — typed id newtypes (`SessionId`, `JobId`, …) made by one macro.
 //! - [`role`] — [`Role`]: `owner`, `editor`, `viewer`.
+//! - [`worker`] — the worker protocol (JSON frames on `/api/v1/workers/ws`).
 //! - [`close_code`] — the WebSocket close codes the server uses, named.
 //! - `lib0` (private) — the bounds-checked lib0 varint/bytes reader behind every decoder.
 //!
@@ -21,6 +22,7 @@ pub mod events;
 pub mod ids;
 mod lib0;
 pub mod role;
+pub mod worker;
 pub mod ysync;
 
 pub use ids::{AccountId, ConnectionId, JobId, LeaseId, MediaId, SessionId, ShareLinkId, WorkerId};

@@ -1,0 +1,139 @@
+//! The worker protocol: JSON text frames on `GET /api/v1/workers/ws` between the server and a
+//! worker host. Binary payloads (previews, outputs) travel base64-encoded inside the JSON so that
+//! one frame is always one self-describing message.
+//!
+//! A worker connects with `Authorization: Bearer <worker token>`, sends [`WorkerMessage::Hello`],
+//! gets [`ServerMessage::Welcome`], then heartbeats and takes jobs. Each job is one
+//! [`ServerMessage::Assign`]; the worker answers with progress, previews and node outputs, and
+//! ends it with exactly one of `Succeeded`, `Failed` or `Cancelled`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{JobId, SessionId, WorkerId};
+
+/// A compute device a worker offers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// e.g. `cuda:0` or `cpu`.
+    pub name: String,
+    /// e.g. `NVIDIA A100-SXM4-80GB`, or the CPU model.
+    pub description: String,
+    /// Device memory in MiB, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    /// ONNX Runtime execution provider: `cuda` or `cpu`.
+    pub execution_provider: String,
+}
+
+/// One model run of a job: a node of the session graph.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobStep {
+    pub node_id: String,
+    /// The model (node type) to run.
+    pub model: String,
+    /// Parameters as validated by the server (defaults filled in).
+    pub params: serde_json::Map<String, serde_json::Value>,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WorkerMessage {
+    Hello {
+        name: String,
+        version: String,
+        devices: Vec<Device>,
+        /// Models this worker can run.
+        models: Vec<String>,
+    },
+    Heartbeat,
+    /// A denoising step of a node finished.
+    Progress {
+        job_id: JobId,
+        node_id: String,
+        step: u32,
+        total: u32,
+    },
+    Preview {
+        job_id: JobId,
+        node_id: String,
+        step: u32,
+        mime: String,
+        /// base64 (standard alphabet, padded).
+        data: String,
+    },
+    /// A node produced its output image.
+    NodeOutput {
+        job_id: JobId,
+        node_id: String,
+        mime: String,
+        /// base64 (standard alphabet, padded).
+        data: String,
+    },
+    Succeeded {
+        job_id: JobId,
+    },
+    Failed {
+        job_id: JobId,
+        error: String,
+    },
+    Cancelled {
+        job_id: JobId,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    Welcome {
+        worker_id: WorkerId,
+        /// Send a heartbeat at least this often.
+        heartbeat_interval_ms: u64,
+    },
+    Assign {
+        job_id: JobId,
+        session_id: SessionId,
+        steps: Vec<JobStep>,
+    },
+    Cancel {
+        job_id: JobId,
+    },
+    /// The server refuses this worker (e.g. a hello it cannot accept); the socket closes next.
+    Refused {
+        reason: String,
+    },
+}
+
+impl WorkerMessage {
+    /// The job a message is about, if any.
+    pub fn job_id(&self) -> Option<JobId> {
+        match self {
+            Self::Hello { .. } | Self::Heartbeat => None,
+            Self::Progress { job_id, .. }
+            | Self::Preview { job_id, .. }
+            | Self::NodeOutput { job_id, .. }
+            | Self::Succeeded { job_id }
+            | Self::Failed { job_id, .. }
+            | Self::Cancelled { job_id } => Some(*job_id),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_as_tagged_json() {
+        let msg = WorkerMessage::Progress {
+            job_id: JobId::new_random(),
+            node_id: "n1".into(),
+            step: 2,
+            total: 4,
+        };
+        let json = serde_json::to_string(&msg).unwrap();
+        assert!(json.contains("\"type\":\"progress\""));
+        assert_eq!(serde_json::from_str::<WorkerMessage>(&json).unwrap(), msg);
+        assert!(serde_json::from_str::<WorkerMessage>("{\"type\":\"nope\"}").is_err());
+    }
+}
