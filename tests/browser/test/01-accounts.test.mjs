@@ -22,6 +22,7 @@ test('sign up, log out, log in, create a session: the dashboard shows it', async
     await page.goto('/')
     // Signed out: the page sends us to log in.
     await page.getByRole('heading', { name: 'Log in' }).waitFor()
+    await page.screenshot({ path: artifact('login.png') })
     await signupViaUi(page, { name: 'Ada Lovelace', email, password: PASSWORD })
     assert.equal(await page.getByTestId('account-name').textContent(), 'Ada Lovelace')
 

@@ -54,6 +54,7 @@ test('a viewer link shows the graph read-only with presence; edits never reach o
     const url = await dialog.getByLabel(/New viewer link/).inputValue()
     assert.match(url, new RegExp(`#/share/${session}\\?token=ats_`))
     await dialog.locator('[data-state="active"]').first().waitFor()
+    await a.page.screenshot({ path: artifact('share-dialog.png') })
     await dialog.getByRole('button', { name: 'Close sharing' }).click()
 
     // The viewer: the graph, read-only.

@@ -157,12 +157,13 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
 
   const remote = useMemo(() => {
     const out: Record<string, { name: string; color: string }[]> = {}
+    if (ended) return out
     for (const p of live.participants) {
       if (p.self || !p.selected) continue
       ;(out[p.selected] ??= []).push({ name: p.name, color: p.color })
     }
     return out
-  }, [live.participants])
+  }, [live.participants, ended])
 
   const progress = useMemo(() => nodeProgress(events.state), [events.state])
   const defs = useMemo(() => new Map((types?.types ?? []).map((t) => [t.type, t])), [types])
@@ -269,7 +270,10 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
           )}
           {!ended && deniedRecently && (
             <div className="alert alert-error" role="alert">
-              The server refused your change ({live.denied!.reason}): you cannot edit this session.
+              <span>The server refused your change ({live.denied!.reason}): you cannot edit this session. What you see may differ from the saved document.</span>
+              <button type="button" className="small" onClick={() => window.location.reload()}>
+                Reload
+              </button>
             </div>
           )}
           {types && !types.fromServer && !readOnly && <div className="alert alert-info small-text">{types.message}</div>}
