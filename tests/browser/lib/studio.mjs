@@ -7,10 +7,13 @@ export async function nodeIds (page) {
   return await page.locator('.react-flow__node').evaluateAll((els) => els.map((e) => e.getAttribute('data-id')))
 }
 
-/** Clicks a palette button (the i-th node type) and returns the new node's id. */
-export async function addNode (page, index = 0) {
+/** Clicks a palette button (the i-th node type, or the one with this label) and returns the new node's id. */
+export async function addNode (page, which = 0) {
   const before = new Set(await nodeIds(page))
-  await page.getByRole('button', { name: /^Add node:/ }).nth(index).click()
+  const button = typeof which === 'number'
+    ? page.getByRole('button', { name: /^Add node:/ }).nth(which)
+    : page.getByRole('button', { name: `Add node: ${which}`, exact: true })
+  await button.click()
   let id = null
   try {
     await until(async () => {

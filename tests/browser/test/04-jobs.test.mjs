@@ -58,7 +58,14 @@ function plan (types) {
     }
     return at
   }
-  add(goal, 0)
+  const last = add(goal, 0)
+  // The job system's built-in sink (listed by the server, or added by the page) marks the output.
+  const image = goal.outputs.find(isImage)
+  if (image) {
+    const at = types.findIndex((t) => t.type === 'output')
+    nodes.push({ type: 'output', index: at >= 0 ? at : 'Output' })
+    edges.push({ from: last, fromPort: image.name, to: nodes.length - 1, toPort: 'image' })
+  }
   return { nodes, edges }
 }
 

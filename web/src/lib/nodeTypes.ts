@@ -32,6 +32,16 @@ export interface NodeTypeDef {
   params: ParamDef[]
 }
 
+/** The built-in sink: one `image` input; what is wired to it is the job's output. */
+export const OUTPUT_NODE: NodeTypeDef = {
+  type: 'output',
+  label: 'Output',
+  description: 'Marks the images that are the job’s outputs',
+  inputs: [{ name: 'image', type: 'image' }],
+  outputs: [],
+  params: [],
+}
+
 export const FALLBACK_NODE_TYPES: NodeTypeDef[] = [
   {
     type: 'prompt',
@@ -214,6 +224,8 @@ export async function loadNodeTypes(token?: string | null): Promise<NodeTypesRes
     if (types.length === 0) {
       return { types: FALLBACK_NODE_TYPES, fromServer: false, message: 'The server lists no node types; showing the built-in list.' }
     }
+    // The job system's built-in sink marks which images are a job's outputs (src/jobs/graph.rs).
+    if (!types.some((t) => t.type === OUTPUT_NODE.type)) types.push(OUTPUT_NODE)
     return { types, fromServer: true }
   } catch (e) {
     const msg =
