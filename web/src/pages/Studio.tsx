@@ -294,7 +294,11 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
           )}
           <main className="canvas" aria-label="Graph canvas">
             <Graph doc={live.doc} graph={graph} defs={defs} readOnly={readOnly} selectedId={selectedId} onSelect={select} remote={remote} progress={progress} />
-            {live.status !== 'connected' && !live.synced && graph.nodes.length === 0 && !ended && <div className="canvas-note">Connecting to the live session…</div>}
+            {graph.nodes.length === 0 && !ended && (
+              <div className="canvas-note">
+                {!live.synced ? 'Connecting to the live session…' : readOnly ? 'The graph is empty.' : 'The graph is empty: add a node from “Add a node”.'}
+              </div>
+            )}
           </main>
           <aside className="side side-right">
             <Inspector doc={live.doc} graph={graph} node={selectedNode} defs={defs} readOnly={readOnly} onSelect={select} />

@@ -53,9 +53,11 @@ export function normalizeLease(raw: unknown): RuntimeState | null {
     charged: n(o.charged) ?? 0,
     balance: n(o.balance),
     running,
-    reason: s(o.reason),
+    reason: s(o.stop_reason) ?? s(o.reason),
     refunded: n(o.refunded),
-    prepaidMinutes: n(o.prepaid_minutes),
+    prepaidMinutes: n(o.prepaid_minutes) ?? (n(o.prepaid_ms) !== undefined ? Math.round(n(o.prepaid_ms)! / 60000) : undefined),
+    status: status || undefined,
+    pricePerMinute: n(o.price_per_minute),
   }
 }
 
@@ -186,8 +188,20 @@ export function RuntimePanel({ sessionId, token, canManage, isAccount, runtime, 
               </div>
               <div>
                 <dt>State</dt>
-                <dd>{runtime.running ? 'running' : `stopped${runtime.reason ? ` (${runtime.reason.replace(/_/g, ' ')})` : ''}`}</dd>
+                <dd data-runtime-state={runtime.status ?? (runtime.running ? 'running' : 'stopped')}>
+                  {runtime.running
+                    ? runtime.status === 'starting'
+                      ? 'starting — waiting for a worker'
+                      : (runtime.status ?? 'running')
+                    : `stopped${runtime.reason ? ` (${runtime.reason.replace(/_/g, ' ')})` : ''}`}
+                </dd>
               </div>
+              {runtime.pricePerMinute !== undefined && (
+                <div>
+                  <dt>Price</dt>
+                  <dd>{credits(runtime.pricePerMinute)} / min</dd>
+                </div>
+              )}
               {runtime.prepaidMinutes !== undefined && (
                 <div>
                   <dt>Prepaid</dt>

@@ -36,6 +36,9 @@ export interface RuntimeState {
   reason?: string
   refunded?: number
   prepaidMinutes?: number
+  /** The lease's own word for its state when known (starting, running, stopping, stopped). */
+  status?: string
+  pricePerMinute?: number
 }
 
 export interface Notice {
@@ -217,7 +220,7 @@ function applyEvent(state: LiveState, e: StudioEvent): LiveState {
     case 'runtime.started': {
       const leaseId = s(e.lease_id) ?? ''
       const prev = state.runtime && state.runtime.leaseId === leaseId ? state.runtime : null
-      return { ...state, runtime: { ...(prev ?? { usedMs: 0, charged: 0 }), leaseId, gpuClass: s(e.gpu_class), running: true, reason: undefined, refunded: undefined } }
+      return { ...state, runtime: { ...(prev ?? { usedMs: 0, charged: 0 }), leaseId, gpuClass: s(e.gpu_class), running: true, status: 'running', reason: undefined, refunded: undefined } }
     }
     case 'runtime.meter': {
       const leaseId = s(e.lease_id) ?? state.runtime?.leaseId ?? ''
@@ -235,7 +238,7 @@ function applyEvent(state: LiveState, e: StudioEvent): LiveState {
       const reason = s(e.reason) ?? 'stopped'
       const next: LiveState = {
         ...state,
-        runtime: { ...(prev ?? { leaseId }), leaseId, running: false, reason, usedMs: n(e.used_ms) ?? prev?.usedMs ?? 0, charged: n(e.charged) ?? prev?.charged ?? 0, refunded: n(e.refunded), balance: prev?.balance },
+        runtime: { ...(prev ?? { leaseId }), leaseId, running: false, status: 'stopped', reason, usedMs: n(e.used_ms) ?? prev?.usedMs ?? 0, charged: n(e.charged) ?? prev?.charged ?? 0, refunded: n(e.refunded), balance: prev?.balance },
       }
       if (/credit/i.test(reason)) return notice(next, 'error', 'Pro runtime stopped: out of credits. The running job was interrupted.')
       return next
