@@ -1,6 +1,6 @@
 //! An in-memory [`DocStore`] for tests (and for trying the actors without a database).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
@@ -24,6 +24,7 @@ pub struct MemoryDocStore {
     docs: Mutex<HashMap<SessionId, Stored>>,
     failing: AtomicBool,
     batches: Mutex<Vec<usize>>,
+    deleted: Mutex<HashSet<SessionId>>,
 }
 
 impl MemoryDocStore {
@@ -34,6 +35,17 @@ impl MemoryDocStore {
     /// While `true`, every call fails with [`DocStoreError::Backend`].
     pub fn set_failing(&self, failing: bool) {
         self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Deletes a session's document; from now on every call for it fails with
+    /// [`DocStoreError::SessionNotFound`] (like a database whose session row is gone).
+    pub fn delete_session(&self, session: SessionId) {
+        if let Ok(mut docs) = self.docs.lock() {
+            docs.remove(&session);
+        }
+        if let Ok(mut deleted) = self.deleted.lock() {
+            deleted.insert(session);
+        }
     }
 
     /// Sizes of all batches passed to `append`, in call order.
@@ -50,19 +62,26 @@ impl MemoryDocStore {
             .unwrap_or_default()
     }
 
-    fn check(&self) -> Result<(), DocStoreError> {
+    fn check(&self, session: SessionId) -> Result<(), DocStoreError> {
         if self.failing.load(Ordering::SeqCst) {
-            Err(DocStoreError::backend("memory store told to fail"))
-        } else {
-            Ok(())
+            return Err(DocStoreError::backend("memory store told to fail"));
         }
+        let deleted = self
+            .deleted
+            .lock()
+            .map_err(|_| DocStoreError::backend("memory store lock poisoned"))?;
+        if deleted.contains(&session) {
+            return Err(DocStoreError::SessionNotFound(session));
+        }
+        Ok(())
     }
 
     fn with_docs<T>(
         &self,
+        session: SessionId,
         f: impl FnOnce(&mut HashMap<SessionId, Stored>) -> T,
     ) -> Result<T, DocStoreError> {
-        self.check()?;
+        self.check(session)?;
         let mut docs = self
             .docs
             .lock()
@@ -73,7 +92,7 @@ impl MemoryDocStore {
 
 impl DocStore for MemoryDocStore {
     fn load(&self, session: SessionId) -> BoxFuture<'_, Result<StoredDoc, DocStoreError>> {
-        let result = self.with_docs(|docs| {
+        let result = self.with_docs(session, |docs| {
             docs.get(&session)
                 .map(|s| s.doc.clone())
                 .unwrap_or_default()
@@ -87,7 +106,7 @@ impl DocStore for MemoryDocStore {
         updates: Vec<Vec<u8>>,
     ) -> BoxFuture<'_, Result<i64, DocStoreError>> {
         let count = updates.len();
-        let result = self.with_docs(|docs| {
+        let result = self.with_docs(session, |docs| {
             let stored = docs.entry(session).or_default();
             for update in updates {
                 stored.next_seq += 1;
@@ -109,7 +128,7 @@ impl DocStore for MemoryDocStore {
         snapshot: Vec<u8>,
         upto_seq: i64,
     ) -> BoxFuture<'_, Result<(), DocStoreError>> {
-        let result = self.with_docs(|docs| {
+        let result = self.with_docs(session, |docs| {
             let stored = docs.entry(session).or_default();
             stored.doc.snapshot = Some(snapshot);
             stored.doc.updates.retain(|(seq, _)| *seq > upto_seq);

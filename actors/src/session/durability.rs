@@ -237,6 +237,11 @@ impl SessionActor {
                     }
                 }
             }
+            Err(DocStoreError::SessionNotFound(_)) => {
+                tracing::info!(session = %self.id, "session deleted while live");
+                self.end("the session was deleted", ctx);
+                return;
+            }
             Err(error) => {
                 tracing::error!(
                     session = %self.id,

@@ -306,16 +306,7 @@ impl Handler<CloseSession> for SessionActor {
     type Result = ();
 
     fn handle(&mut self, msg: CloseSession, ctx: &mut Context<Self>) {
-        self.guard(ctx, |act, ctx| {
-            for id in act.peers.ids() {
-                act.kick(id, close_code::SESSION_DELETED, &msg.reason);
-            }
-            act.peers.take_slow();
-            act.durability
-                .abandon(DocStoreError::backend("session closed"));
-            act.phase = Phase::Unloaded;
-            act.leave_registry(ctx);
-        });
+        self.guard(ctx, |act, ctx| act.end(&msg.reason, ctx));
     }
 }
 

@@ -370,6 +370,19 @@ impl SessionActor {
         }
     }
 
+    /// The session is gone for good (deleted): everyone is told and closed with 4404, pending
+    /// updates are discarded, and the actor unloads.
+    pub(crate) fn end(&mut self, reason: &str, ctx: &mut Context<Self>) {
+        for id in self.peers.ids() {
+            self.kick(id, close_code::SESSION_DELETED, reason);
+        }
+        self.peers.take_slow();
+        self.durability
+            .abandon(DocStoreError::backend("session closed"));
+        self.phase = Phase::Unloaded;
+        self.leave_registry(ctx);
+    }
+
     fn accepts_work(&self) -> bool {
         matches!(self.phase, Phase::Ready | Phase::ShuttingDown)
     }

@@ -589,3 +589,47 @@ async fn flush_of_a_session_whose_load_failed_does_not_hang() {
         Frame::Sync(SyncMessage::SyncStep1(_))
     ));
 }
+
+#[actix::test]
+async fn deleting_the_session_under_live_participants_closes_them_for_good() {
+    let store = Arc::new(MemoryDocStore::new());
+    let registry = registry(store.clone());
+    let session = SessionId::new_random();
+    let mut alice = joined(&registry, session, Role::Editor).await;
+    let mut bob = joined(&registry, session, Role::Viewer).await;
+    settle().await;
+
+    // Deleted behind the session's back: the next append finds no session.
+    store.delete_session(session);
+    alice.send_edit("n1", "orphan").await;
+    assert_eq!(alice.recv_close().await.0, close_code::SESSION_DELETED);
+    assert_eq!(bob.recv_close().await.0, close_code::SESSION_DELETED);
+    settle().await;
+    assert!(registry.get(session).is_none());
+
+    // The explicit way (DELETE /sessions/{id}) does the same, with session.kicked first.
+    let other = SessionId::new_random();
+    let mut studio = participant(Role::Editor);
+    studio.wants_events = true;
+    let mut carol = Client::join(&registry, other, studio).await;
+    settle().await;
+    registry
+        .close_session(other, "the session was deleted")
+        .await;
+    let kicked = loop {
+        match carol.recv().await {
+            Received::Frame(Frame::Event(json)) => {
+                if let StudioEvent::SessionKicked { reason } =
+                    StudioEvent::from_json(&json).unwrap()
+                {
+                    break reason;
+                }
+            }
+            Received::Frame(_) => {}
+            Received::Close(..) => panic!("closed before session.kicked"),
+        }
+    };
+    assert_eq!(kicked, "the session was deleted");
+    assert_eq!(carol.recv_close().await.0, close_code::SESSION_DELETED);
+    assert!(registry.get(other).is_none());
+}

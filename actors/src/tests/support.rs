@@ -9,7 +9,7 @@ use atelier_protocol::ysync::{decode_frame, Frame, SyncMessage};
 use atelier_protocol::Role;
 use tokio::sync::{mpsc, Semaphore};
 use yrs::updates::decoder::Decode;
-use yrs::{Doc, GetString, Map, ReadTxn, StateVector, Transact, Update};
+use yrs::{Doc, Map, ReadTxn, Transact, Update};
 
 use crate::session::messages::{Inbound, Joined, Leave};
 use crate::store::{BoxFuture, DocStore, DocStoreError, StoredDoc};
@@ -247,13 +247,6 @@ pub fn stored_node(stored: &StoredDoc, key: &str) -> Option<String> {
     nodes.get(&txn, key).map(|v| v.to_string(&txn))
 }
 
-/// Text of a plain Yjs text, to check documents built from several updates.
-#[allow(dead_code)]
-pub fn text(doc: &Doc, name: &str) -> String {
-    let text = doc.get_or_insert_text(name);
-    text.get_string(&doc.transact())
-}
-
 /// A store whose appends wait for a permit, to hold a batch "in flight" as long as a test needs.
 pub struct GatedStore {
     pub inner: Arc<MemoryDocStore>,
@@ -317,9 +310,4 @@ pub fn expect_update(frame: Frame) -> Vec<u8> {
         Frame::Sync(SyncMessage::Update(update)) => update,
         other => panic!("expected an update, got {other:?}"),
     }
-}
-
-#[allow(dead_code)]
-pub fn empty_sv() -> StateVector {
-    StateVector::default()
 }
