@@ -14,6 +14,10 @@
 //! - [`jobs`] — the [`JobsSnapshot`] port (`session.hello`'s job list).
 //! - [`limits`] — [`ConnectionLimits`], [`SessionLimits`]; [`telemetry`] — metric names.
 //!
+//! Tests (`src/tests/`) drive sessions with fake connections and [`MemoryDocStore`], and
+//! connections over real WebSockets. The `test-hooks` feature exposes
+//! `session::messages::InjectPanic` for supervision tests elsewhere (e.g. the server's).
+//!
 //! The flow of one edit: socket → `ConnectionActor` (size, rate, `decode_frame`) →
 //! [`session::messages::Inbound`] → `SessionActor` (role check, validation, size limit) →
 //! [`DocStore::append`] (batched) → apply to the document → [`Outbound`] to the other

@@ -1,5 +1,5 @@
 //! The messages a [`SessionActor`] accepts (one struct per message, reply type on it) and their
-//! handlers. Every handler body runs under [`SessionActor::guard`].
+//! handlers. Every handler body runs under `SessionActor::guard`.
 
 use actix::prelude::*;
 use atelier_protocol::close_code;

@@ -8,7 +8,7 @@
 //! - `doc`: rebuilding the yrs document from storage; "does this update add anything?".
 //!
 //! Supervision: the actor runs under [`actix::Supervisor`]. Every handler body runs inside
-//! [`SessionActor::guard`], which turns a panic into `ctx.stop()`; the supervisor then calls
+//! `SessionActor::guard`, which turns a panic into `ctx.stop()`; the supervisor then calls
 //! [`Supervised::restarting`], which closes every connection with 1011 (so clients reconnect and
 //! resync) and resets the state, and `started` reloads the document from storage. Nothing outside
 //! this session is affected, and its address stays valid.
