@@ -21,6 +21,8 @@ pub enum Action {
     EditDocument,
     RunJobs,
     CancelJobs,
+    /// Start or stop the session's Pro runtime lease (paid by the caller's own credits).
+    ManageRuntime,
 }
 
 impl Action {
@@ -35,6 +37,7 @@ impl Action {
             Action::EditDocument => "edit this session",
             Action::RunJobs => "run jobs in this session",
             Action::CancelJobs => "cancel jobs in this session",
+            Action::ManageRuntime => "start or stop this session's Pro runtime",
         }
     }
 }
@@ -56,7 +59,8 @@ pub fn allows(access: Access, action: Action) -> bool {
         | Action::ManageShareLinks
         | Action::EditDocument
         | Action::RunJobs
-        | Action::CancelJobs => matches!(access.role, Role::Owner | Role::Editor),
+        | Action::CancelJobs
+        | Action::ManageRuntime => matches!(access.role, Role::Owner | Role::Editor),
         Action::Delete | Action::ManageMembers => access.role == Role::Owner,
     }
 }
@@ -158,5 +162,8 @@ mod tests {
         assert!(allows(link, Action::View));
         assert!(!allows(link, Action::EditDocument));
         assert!(!allows(editor, Action::ManageMembers));
+        assert!(allows(editor, Action::ManageRuntime));
+        assert!(!allows(viewer, Action::ManageRuntime));
+        assert!(!allows(link, Action::ManageRuntime));
     }
 }

@@ -123,6 +123,9 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub live: LiveConfig,
 
+    #[command(flatten)]
+    pub billing: BillingConfig,
+
     /// Seconds to wait for in-flight requests on shutdown.
     #[arg(long, env = "ATELIER_SHUTDOWN_TIMEOUT_S", default_value_t = 10)]
     pub shutdown_timeout_s: u64,
@@ -198,4 +201,40 @@ impl LiveConfig {
             idle_unload: std::time::Duration::from_secs(self.session_idle_unload_s),
         }
     }
+}
+
+/// Pro runtime pricing and metering.
+#[derive(Debug, Clone, Args)]
+pub struct BillingConfig {
+    /// GPU classes offered and their prices in millicredits per minute, e.g.
+    /// `cpu=100,t4=2000,a100=12000`.
+    #[arg(long, env = "ATELIER_GPU_PRICES", default_value = "cpu=100",
+          value_parser = crate::billing::prices::PriceTable::parse)]
+    pub gpu_prices: crate::billing::prices::PriceTable,
+
+    /// How often a lease's time is metered and `runtime.meter` sent, in milliseconds.
+    #[arg(long, env = "ATELIER_METER_INTERVAL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    pub meter_interval_ms: u64,
+
+    /// How often a lease's use so far is charged to the ledger, in seconds (what a crash can
+    /// leave unbilled, in the user's favour).
+    #[arg(long, env = "ATELIER_CHECKPOINT_INTERVAL_S", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub checkpoint_interval_s: u64,
+
+    /// A lease with no job activity for this many seconds stops by itself.
+    #[arg(long, env = "ATELIER_LEASE_IDLE_TIMEOUT_S", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub lease_idle_timeout_s: u64,
+
+    /// Most prepaid minutes one lease may hold.
+    #[arg(long, env = "ATELIER_MAX_PREPAID_MINUTES", default_value_t = 600,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_prepaid_minutes: u32,
+
+    /// At start-up, leases left open by a crash are resumed when they were alive this many
+    /// seconds before; older ones are settled at their last checkpoint. Downtime is never billed.
+    #[arg(long, env = "ATELIER_LEASE_RESUME_WINDOW_S", default_value_t = 120)]
+    pub lease_resume_window_s: u64,
 }

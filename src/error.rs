@@ -35,6 +35,15 @@ pub enum Error {
     QuotaExceeded(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 402: the action needs Pro runtime (an active lease) that the session does not have.
+    #[error("{0}")]
+    PaymentRequired(String),
+    /// 402: the account's available credits do not cover the action.
+    #[error("{0}")]
+    InsufficientCredits(String),
+    /// 400: a signed request (payment webhook) whose signature does not verify.
+    #[error("{0}")]
+    InvalidSignature(String),
     #[error("too many requests; retry in {} s", .retry_after.as_secs().max(1))]
     RateLimited { retry_after: Duration },
     #[error("database error")]
@@ -78,6 +87,9 @@ impl Error {
             Error::PayloadTooLarge(_) => "payload_too_large",
             Error::QuotaExceeded(_) => "quota_exceeded",
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
+            Error::PaymentRequired(_) => "payment_required",
+            Error::InsufficientCredits(_) => "insufficient_credits",
+            Error::InvalidSignature(_) => "invalid_signature",
             Error::RateLimited { .. } => "rate_limited",
             Error::Database(_) | Error::Storage(_) | Error::Internal(_) => "internal",
         }
@@ -96,7 +108,10 @@ impl Error {
 impl ResponseError for Error {
     fn status_code(&self) -> StatusCode {
         match self {
-            Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
+            Error::InvalidInput(_) | Error::InvalidSignature(_) => StatusCode::BAD_REQUEST,
+            Error::PaymentRequired(_) | Error::InsufficientCredits(_) => {
+                StatusCode::PAYMENT_REQUIRED
+            }
             Error::Unauthenticated | Error::InvalidCredentials(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) | Error::CsrfRejected(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) | Error::NoRoute(_) => StatusCode::NOT_FOUND,

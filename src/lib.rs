@@ -7,6 +7,8 @@
 //! - [`api`]: the HTTP API under `/api/v1`, one module per resource, plus `/metrics`.
 //! - [`auth`]: passwords, tokens, the request principal, CSRF and auth rate limits.
 //! - [`authz`]: the one place that decides who may do what in a studio session.
+//! - [`billing`]: credits, Pro runtime leases (worker lease + billing meter actors), payment
+//!   webhooks.
 //! - [`db`]: sqlx on SQLite or PostgreSQL — one schema, queries grouped by entity.
 //! - [`storage`]: object storage (object_store) for media bytes.
 //! - [`error`]: the one error type, mapped to `{"error":{"code","message"}}` at the edge.
@@ -18,6 +20,7 @@
 pub mod api;
 pub mod auth;
 pub mod authz;
+pub mod billing;
 pub mod config;
 pub mod db;
 pub mod error;

@@ -10,6 +10,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use atelier_actors::{RegistryConfig, SessionRegistryHandle};
 
 use crate::auth::rate_limit::AuthRateLimit;
+use crate::billing::{Billing, BillingSettings, InProcessWorkerPool};
 use crate::config::ServeConfig;
 use crate::db::documents::SqlDocStore;
 use crate::db::Db;
@@ -28,6 +29,8 @@ pub enum StartError {
     Storage(#[from] crate::storage::StorageConfigError),
     #[error("{0}")]
     Metrics(String),
+    #[error("could not recover the runtime leases left open: {0}")]
+    Billing(String),
     #[error("could not listen on {addr} (ATELIER_BIND): {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -50,6 +53,24 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     let mut registry = RegistryConfig::new(Arc::new(SqlDocStore(db.clone())));
     registry.limits = config.live.session_limits();
     let live = SessionRegistryHandle::new(registry);
+    // Billing: meters run on this (the system) arbiter. Leases left open by a crash are resumed
+    // or settled at their last checkpoint before the first request.
+    let billing = Billing::new(
+        db.clone(),
+        BillingSettings::from_config(&config),
+        Arc::new(live.clone()),
+        Arc::new(InProcessWorkerPool::new(
+            config.billing.gpu_prices.classes(),
+            "cpu",
+        )),
+    );
+    let recovery = billing
+        .recover()
+        .await
+        .map_err(|e| StartError::Billing(e.to_string()))?;
+    if recovery.resumed + recovery.settled > 0 {
+        tracing::info!(resumed = recovery.resumed, settled = recovery.settled, "runtime leases recovered");
+    }
     let config = Arc::new(config);
     let state = web::Data::new(AppState {
         db: db.clone(),
@@ -58,6 +79,7 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         auth_rate_limit: auth_rate_limit.clone(),
         metrics,
         live: live.clone(),
+        billing: billing.clone(),
     });
 
     let max_json = usize::try_from(config.max_json_bytes).unwrap_or(usize::MAX);
@@ -106,6 +128,8 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     // actix-web handles SIGINT/SIGTERM: stops accepting, drains in-flight requests, then returns.
     let result = server.await;
     pruner.abort();
+    tracing::info!("shutting down: settling runtime leases");
+    billing.shutdown().await;
     tracing::info!("shutting down: flushing live sessions");
     if let Err(e) = live.shutdown().await {
         tracing::error!(error = %e, "a live session could not be flushed");

@@ -6,6 +6,7 @@ use atelier_actors::SessionRegistryHandle;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::auth::rate_limit::AuthRateLimit;
+use crate::billing::Billing;
 use crate::config::ServeConfig;
 use crate::db::Db;
 use crate::storage::Blobs;
@@ -18,4 +19,6 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Live studio sessions (one actor each).
     pub live: SessionRegistryHandle,
+    /// Credits, Pro runtime leases and their meters.
+    pub billing: Billing,
 }

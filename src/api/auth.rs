@@ -135,6 +135,7 @@ pub async fn signup(
     password::check_strength(&body.password)?;
     let hash = password::hash(body.password).await?;
     let account = state.db.create_account(&email, &name, &hash).await?;
+    state.billing.signup_grant(account.id).await?;
     tracing::info!(account = %account.id, "account created");
     start_login(&state, account, actix_web::http::StatusCode::CREATED).await
 }

@@ -1,10 +1,12 @@
 //! The HTTP API under `/api/v1`: one module per resource, errors in one shape.
 
 pub mod auth;
+pub mod billing;
 pub mod me;
 pub mod media;
 pub mod openapi;
 pub mod ops;
+pub mod runtime;
 pub mod sessions;
 pub mod share_links;
 pub mod usage_log;
@@ -47,6 +49,14 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
             .service(media::list)
             .service(media::download)
             .service(media::delete_one)
+            .service(runtime::start)
+            .service(runtime::get_one)
+            .service(runtime::stop)
+            .service(billing::prices)
+            .service(billing::balance)
+            .service(billing::ledger)
+            .service(billing::usage)
+            .service(billing::webhook)
             .service(ops::healthz)
             .service(ops::readyz)
             .service(openapi::openapi_json)

@@ -4,7 +4,7 @@ use actix_web::{get, web};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, me, media, ops, sessions, share_links};
+use super::{auth, billing, me, media, ops, runtime, sessions, share_links};
 
 struct Security;
 
@@ -36,6 +36,8 @@ impl Modify for Security {
         share_links::create, share_links::list, share_links::revoke,
         media::upload, media::list, media::download, media::delete_one,
         ops::healthz, ops::readyz,
+        runtime::start, runtime::get_one, runtime::stop,
+        billing::prices, billing::balance, billing::ledger, billing::usage, billing::webhook,
     )
 )]
 pub struct ApiDoc;

@@ -133,6 +133,15 @@ pub async fn delete_one(
     id: web::Path<SessionId>,
 ) -> Result<HttpResponse> {
     let (session, _) = authorize(&state, &auth.principal, *id, Action::Delete).await?;
+    // A running Pro runtime is settled first (its payer is refunded the unused part).
+    match state
+        .billing
+        .stop_lease(session.id, crate::billing::reason::SESSION_DELETED)
+        .await
+    {
+        Ok(_) | Err(Error::NotFound(_)) => {}
+        Err(e) => return Err(e),
+    }
     state
         .live
         .close_session(session.id, "the session was deleted")

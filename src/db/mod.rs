@@ -6,6 +6,8 @@
 
 pub mod accounts;
 pub mod documents;
+pub mod leases;
+pub mod ledger;
 pub mod media;
 pub mod sessions;
 pub mod share_links;
@@ -173,4 +175,52 @@ pub(crate) fn opt_uuid_col(row: &AnyRow, col: &str) -> Result<Option<Uuid>> {
 /// True when the error is a unique-constraint violation (both engines).
 pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// How often [`Db::retrying`] runs a transaction that lost a race before giving up.
+const TX_ATTEMPTS: u32 = 8;
+
+impl Db {
+    /// Runs `attempt` (one whole transaction: begin, statements, commit) and runs it again when
+    /// the database refused it for a reason that a retry cures: a PostgreSQL serialization
+    /// failure or deadlock, SQLite busy/locked, or a unique violation from a concurrent insert of
+    /// the same idempotency key (the retry then finds the row and treats the call as a replay).
+    pub(crate) async fn retrying<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match attempt().await {
+                Err(Error::Database(e)) if tries < TX_ATTEMPTS && self.is_retryable(&e) => {
+                    tracing::debug!(what, tries, error = %e, "transaction retried");
+                    let jitter = u64::from(rand::random::<u8>() % 20);
+                    tokio::time::sleep(Duration::from_millis(5 * u64::from(tries) + jitter)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn is_retryable(&self, err: &sqlx::Error) -> bool {
+        let sqlx::Error::Database(db) = err else {
+            return false;
+        };
+        if db.is_unique_violation() {
+            return true;
+        }
+        let Some(code) = db.code() else {
+            return false;
+        };
+        match self.dialect {
+            // serialization_failure, deadlock_detected
+            Dialect::Postgres => code == "40001" || code == "40P01",
+            // SQLITE_BUSY and SQLITE_LOCKED, with their extended codes (BUSY_SNAPSHOT = 517).
+            Dialect::Sqlite => code
+                .parse::<i32>()
+                .is_ok_and(|n| matches!(n & 0xff, 5 | 6)),
+        }
+    }
 }

@@ -1,0 +1,480 @@
+//! `BillingMeterActor`: one per runtime lease; the one owner of the lease's billing state.
+//!
+//! Life of a lease:
+//! 1. Started with the stored lease (its hold already placed), it starts a
+//!    [`WorkerLeaseActor`] to get a worker.
+//! 2. On assignment it records a new metering segment in the database (so a restart never
+//!    meters the time the server was down), tells the session `runtime.started`, and ticks every
+//!    `meter_interval`: `runtime.meter` to the session, and every `checkpoint_interval` a
+//!    checkpoint that charges what was used so far (idempotency key from the lease and the
+//!    checkpoint number).
+//! 3. It stops — prepaid time used up (`out_of_credits`), idle for `idle_timeout` (`idle`),
+//!    worker lost (`worker_lost`, billed to its last heartbeat), asked to (`stopped_by_user`,
+//!    `session_deleted`, `payment_reversed`, `server_shutdown`) — by interrupting the session's
+//!    jobs through [`RuntimeHooks`](super::RuntimeHooks), giving the worker back, and settling:
+//!    the used part charged, the rest of the hold released, `runtime.stopped` to everyone.
+//!
+//! Used time is `segment_base_ms + (billable_until − segment_started_at)`, capped at the
+//! prepaid time, where `billable_until` is now (or the worker's last heartbeat, if older).
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use atelier_protocol::events::StudioEvent;
+use atelier_protocol::ids::WorkerId;
+use tokio::sync::{oneshot, watch};
+
+use super::lease::{LeaseNews, ReleaseWorker, WorkerHeartbeat, WorkerLeaseActor};
+use super::prices::cost;
+use super::Billing;
+use crate::db::leases::{LeaseStatus, RuntimeLease, Settlement};
+use crate::db::now_ms;
+use crate::error::{Error, Result};
+
+/// How long a failed settlement waits before it is tried again (doubling up to the maximum).
+const SETTLE_RETRY_MIN: Duration = Duration::from_millis(500);
+const SETTLE_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Stop reasons, as `runtime.stopped {reason}` carries them.
+pub mod reason {
+    pub const STOPPED_BY_USER: &str = "stopped_by_user";
+    pub const OUT_OF_CREDITS: &str = "out_of_credits";
+    pub const IDLE: &str = "idle";
+    pub const WORKER_LOST: &str = "worker_lost";
+    pub const NO_WORKER: &str = "no_worker";
+    pub const SESSION_DELETED: &str = "session_deleted";
+    pub const PAYMENT_REVERSED: &str = "payment_reversed";
+    pub const SERVER_SHUTDOWN: &str = "server_shutdown";
+    pub const SERVER_RESTARTED: &str = "server_restarted";
+    pub const LEASE_DELETED: &str = "lease_deleted";
+    pub const INTERNAL_ERROR: &str = "internal_error";
+}
+
+/// Timing of every meter.
+#[derive(Debug, Clone, Copy)]
+pub struct MeterSettings {
+    /// How often lease time is metered and `runtime.meter` sent.
+    pub meter_interval: Duration,
+    /// How often what was used is charged to the database.
+    pub checkpoint_interval: Duration,
+    /// A lease without job activity this long stops by itself.
+    pub idle_timeout: Duration,
+}
+
+/// Stops the lease; the reply carries the settlement.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopLease {
+    pub reason: String,
+    pub reply: oneshot::Sender<Result<Settlement>>,
+}
+
+/// A job started, progressed or finished: the lease is not idle.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct JobActivity;
+
+/// The lease as the meter sees it now.
+#[derive(Message)]
+#[rtype(result = "LeaseSnapshot")]
+pub struct Snapshot;
+
+#[derive(Debug, Clone)]
+pub struct LeaseSnapshot {
+    pub lease: RuntimeLease,
+    pub status: LeaseStatus,
+    pub used_ms: i64,
+    pub charged: i64,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Tick;
+
+#[derive(Debug, Clone, PartialEq)]
+enum Phase {
+    /// Waiting for a worker.
+    Waiting,
+    Running,
+    Stopping { reason: String, used_ms: i64 },
+    Stopped,
+}
+
+pub struct BillingMeterActor {
+    billing: Billing,
+    lease: RuntimeLease,
+    phase: Phase,
+    /// Used time before the current segment.
+    base_ms: i64,
+    segment_started_at: Option<i64>,
+    heartbeat: Option<watch::Receiver<WorkerHeartbeat>>,
+    /// Set when the worker was lost: billing ends here.
+    lost_at: Option<i64>,
+    /// What the database has (last checkpoint).
+    checkpoint_seq: i64,
+    checkpointed_used_ms: i64,
+    checkpointed_charged: i64,
+    checkpointed_at: i64,
+    checkpointing: bool,
+    /// The payer's balance as of the last write.
+    balance: i64,
+    last_activity: i64,
+    lease_actor: Option<Addr<WorkerLeaseActor>>,
+    waiters: Vec<oneshot::Sender<Result<Settlement>>>,
+    settle_retry: Duration,
+}
+
+impl BillingMeterActor {
+    /// A meter for a stored lease that is not stopped (new, or recovered after a restart).
+    pub fn new(billing: Billing, lease: RuntimeLease, balance: i64) -> Self {
+        let now = now_ms();
+        BillingMeterActor {
+            billing,
+            base_ms: lease.used_ms,
+            checkpoint_seq: lease.checkpoint_seq,
+            checkpointed_used_ms: lease.used_ms,
+            checkpointed_charged: lease.charged,
+            checkpointed_at: now,
+            lease,
+            phase: Phase::Waiting,
+            segment_started_at: None,
+            heartbeat: None,
+            lost_at: None,
+            checkpointing: false,
+            balance,
+            last_activity: now,
+            lease_actor: None,
+            waiters: Vec::new(),
+            settle_retry: SETTLE_RETRY_MIN,
+        }
+    }
+
+    fn billable_until(&self, now: i64) -> i64 {
+        let heartbeat = self
+            .heartbeat
+            .as_ref()
+            .map_or(WorkerHeartbeat::InProcess, |h| *h.borrow());
+        let until = heartbeat.billable_until(now);
+        self.lost_at.map_or(until, |lost| lost.min(until))
+    }
+
+    /// Used time as of `until` (epoch ms), capped at the prepaid time.
+    fn used_ms_at(&self, until: i64) -> i64 {
+        let used = match self.segment_started_at {
+            Some(start) => self.base_ms + (until - start).max(0),
+            None => self.base_ms,
+        };
+        used.clamp(self.checkpointed_used_ms, self.lease.prepaid_ms)
+    }
+
+    fn used_ms_now(&self) -> i64 {
+        self.used_ms_at(self.billable_until(now_ms()))
+    }
+
+    fn cost(&self, used_ms: i64) -> i64 {
+        cost(self.lease.price_per_minute, used_ms).min(self.lease.hold_amount)
+    }
+
+    fn snapshot(&self) -> LeaseSnapshot {
+        let (status, used_ms) = match &self.phase {
+            Phase::Waiting => (LeaseStatus::Starting, self.base_ms),
+            Phase::Running => (LeaseStatus::Running, self.used_ms_now()),
+            Phase::Stopping { used_ms, .. } => (LeaseStatus::Stopping, *used_ms),
+            Phase::Stopped => (LeaseStatus::Stopped, self.checkpointed_used_ms),
+        };
+        LeaseSnapshot {
+            lease: self.lease.clone(),
+            status,
+            used_ms,
+            charged: self.cost(used_ms).max(self.checkpointed_charged),
+        }
+    }
+
+    fn on_assigned(
+        &mut self,
+        worker_id: WorkerId,
+        device: String,
+        heartbeat: watch::Receiver<WorkerHeartbeat>,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.phase != Phase::Waiting {
+            return;
+        }
+        let at = now_ms();
+        self.heartbeat = Some(heartbeat);
+        let db = self.billing.db().clone();
+        let lease_id = self.lease.id;
+        let device_for_db = device.clone();
+        let fut = async move {
+            db.lease_segment_started(lease_id, worker_id, &device_for_db, at)
+                .await
+        };
+        // Nothing else happens to this lease until its segment is stored.
+        ctx.wait(fut.into_actor(self).map(move |result, act, ctx| {
+            match result {
+                Ok(Some(lease)) => {
+                    act.base_ms = lease.segment_base_ms;
+                    act.segment_started_at = Some(at);
+                    act.last_activity = at;
+                    act.lease = lease;
+                    act.phase = Phase::Running;
+                    act.billing.note_assigned(act.lease.session_id, act.lease.id, worker_id, device);
+                    act.billing.send_event(
+                        act.lease.session_id,
+                        StudioEvent::RuntimeStarted {
+                            lease_id: act.lease.id,
+                            gpu_class: act.lease.gpu_class.clone(),
+                        },
+                    );
+                    ctx.run_interval(act.billing.settings().meter_interval, |_, ctx| {
+                        ctx.notify(Tick);
+                    });
+                }
+                Ok(None) => {
+                    // Settled elsewhere (a concurrent stop): nothing to meter.
+                    act.begin_stop(reason::STOPPED_BY_USER.into(), None, ctx);
+                }
+                Err(error) => {
+                    tracing::error!(lease = %act.lease.id, %error, "could not start metering");
+                    act.begin_stop(reason::INTERNAL_ERROR.into(), None, ctx);
+                }
+            }
+        }));
+    }
+
+    fn on_tick(&mut self, ctx: &mut Context<Self>) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let now = now_ms();
+        let used = self.used_ms_now();
+        if used >= self.lease.prepaid_ms {
+            self.begin_stop(
+                reason::OUT_OF_CREDITS.into(),
+                Some(self.lease.prepaid_ms),
+                ctx,
+            );
+            return;
+        }
+        let idle_ms = i64::try_from(self.billing.settings().idle_timeout.as_millis())
+            .unwrap_or(i64::MAX);
+        if now - self.last_activity >= idle_ms {
+            self.begin_stop(reason::IDLE.into(), None, ctx);
+            return;
+        }
+        let charged = self.cost(used).max(self.checkpointed_charged);
+        self.billing.send_event(
+            self.lease.session_id,
+            StudioEvent::RuntimeMeter {
+                lease_id: self.lease.id,
+                used_ms: u64::try_from(used).unwrap_or(0),
+                charged,
+                // Estimated between checkpoints: the stored balance less what is not yet stored.
+                balance: self.balance - (charged - self.checkpointed_charged),
+            },
+        );
+        let every = i64::try_from(self.billing.settings().checkpoint_interval.as_millis())
+            .unwrap_or(i64::MAX);
+        if !self.checkpointing && now - self.checkpointed_at >= every {
+            self.checkpoint(used, ctx);
+        }
+    }
+
+    fn checkpoint(&mut self, used_ms: i64, ctx: &mut Context<Self>) {
+        if used_ms <= self.checkpointed_used_ms {
+            self.checkpointed_at = now_ms();
+            return;
+        }
+        self.checkpointing = true;
+        let db = self.billing.db().clone();
+        let lease_id = self.lease.id;
+        let seq = self.checkpoint_seq + 1;
+        let charged = self.cost(used_ms);
+        let fut = async move { db.lease_checkpoint(lease_id, seq, used_ms, charged).await };
+        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
+            act.checkpointing = false;
+            act.checkpointed_at = now_ms();
+            match result {
+                Ok(cp) => {
+                    act.checkpoint_seq = cp.lease.checkpoint_seq;
+                    act.checkpointed_used_ms = act.checkpointed_used_ms.max(cp.lease.used_ms);
+                    act.checkpointed_charged = act.checkpointed_charged.max(cp.lease.charged);
+                    act.balance = cp.balance.balance;
+                    if cp.lease.status == LeaseStatus::Stopped && act.phase == Phase::Running {
+                        // Settled behind our back (cannot happen with one meter per lease).
+                        act.begin_stop(reason::STOPPED_BY_USER.into(), None, ctx);
+                    }
+                }
+                Err(Error::NotFound(_)) => {
+                    // The payer's account (and with it the lease) was deleted.
+                    act.begin_stop(reason::LEASE_DELETED.into(), None, ctx);
+                }
+                Err(error) => {
+                    tracing::warn!(lease = %act.lease.id, %error, "checkpoint failed; will retry");
+                }
+            }
+        }));
+    }
+
+    /// Starts stopping (once): interrupts jobs, gives the worker back, settles.
+    fn begin_stop(&mut self, reason: String, used_override: Option<i64>, ctx: &mut Context<Self>) {
+        let used_ms = match self.phase {
+            Phase::Waiting => self.base_ms,
+            Phase::Running => used_override.unwrap_or_else(|| self.used_ms_now()),
+            Phase::Stopping { .. } | Phase::Stopped => return,
+        }
+        .clamp(self.checkpointed_used_ms, self.lease.prepaid_ms);
+        tracing::info!(lease = %self.lease.id, session = %self.lease.session_id, %reason, used_ms, "runtime lease stopping");
+        self.phase = Phase::Stopping {
+            reason: reason.clone(),
+            used_ms,
+        };
+        self.billing.note_stopping(self.lease.session_id, self.lease.id);
+        self.billing.interrupt_jobs(self.lease.session_id, &reason);
+        if let Some(lease_actor) = self.lease_actor.take() {
+            lease_actor.do_send(ReleaseWorker);
+        }
+        self.settle(ctx);
+    }
+
+    fn settle(&mut self, ctx: &mut Context<Self>) {
+        let Phase::Stopping { reason, used_ms } = self.phase.clone() else {
+            return;
+        };
+        let db = self.billing.db().clone();
+        let lease_id = self.lease.id;
+        let charged = self.cost(used_ms);
+        let fut = async move { db.settle_lease(lease_id, used_ms, charged, &reason).await };
+        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| match result {
+            Ok(settlement) => act.finish(settlement, ctx),
+            Err(Error::NotFound(_)) => {
+                let settlement = Settlement {
+                    lease_id: act.lease.id,
+                    session_id: act.lease.session_id,
+                    account_id: act.lease.account_id,
+                    used_ms: act.checkpointed_used_ms,
+                    charged: act.checkpointed_charged,
+                    refunded: 0,
+                    reason: reason::LEASE_DELETED.into(),
+                    balance: 0,
+                };
+                act.finish(settlement, ctx);
+            }
+            Err(error) => {
+                tracing::error!(lease = %act.lease.id, %error, retry_in = ?act.settle_retry, "settling a lease failed");
+                for waiter in act.waiters.drain(..) {
+                    let _ = waiter.send(Err(Error::Internal(format!(
+                        "the lease could not be settled yet ({error}); it will be retried"
+                    ))));
+                }
+                let delay = act.settle_retry;
+                act.settle_retry = (act.settle_retry * 2).min(SETTLE_RETRY_MAX);
+                ctx.run_later(delay, |act, ctx| act.settle(ctx));
+            }
+        }));
+    }
+
+    fn finish(&mut self, settlement: Settlement, ctx: &mut Context<Self>) {
+        self.phase = Phase::Stopped;
+        self.checkpointed_used_ms = settlement.used_ms;
+        self.checkpointed_charged = settlement.charged;
+        self.billing.send_event(
+            settlement.session_id,
+            StudioEvent::RuntimeStopped {
+                lease_id: settlement.lease_id,
+                reason: settlement.reason.clone(),
+                used_ms: u64::try_from(settlement.used_ms).unwrap_or(0),
+                charged: settlement.charged,
+                refunded: settlement.refunded,
+            },
+        );
+        self.billing.forget(self.lease.session_id, self.lease.id);
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.send(Ok(settlement.clone()));
+        }
+        ctx.stop();
+    }
+}
+
+impl Actor for BillingMeterActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let lease_actor = WorkerLeaseActor::new(
+            self.lease.id,
+            self.lease.gpu_class.clone(),
+            self.billing.worker_pool(),
+            ctx.address().recipient(),
+        )
+        .start();
+        self.lease_actor = Some(lease_actor);
+    }
+
+    fn stopping(&mut self, _ctx: &mut Self::Context) -> Running {
+        if let Some(lease_actor) = self.lease_actor.take() {
+            lease_actor.do_send(ReleaseWorker);
+        }
+        Running::Stop
+    }
+}
+
+impl Handler<LeaseNews> for BillingMeterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: LeaseNews, ctx: &mut Self::Context) {
+        match msg {
+            LeaseNews::Assigned {
+                worker_id,
+                device,
+                heartbeat,
+            } => self.on_assigned(worker_id, device, heartbeat, ctx),
+            LeaseNews::AssignFailed(error) => {
+                tracing::warn!(lease = %self.lease.id, %error, "no worker for the lease");
+                self.begin_stop(reason::NO_WORKER.into(), None, ctx);
+            }
+            LeaseNews::WorkerLost { last_heartbeat_ms } => {
+                tracing::warn!(lease = %self.lease.id, last_heartbeat_ms, "worker lost");
+                self.lost_at = Some(last_heartbeat_ms);
+                self.begin_stop(reason::WORKER_LOST.into(), None, ctx);
+            }
+        }
+    }
+}
+
+impl Handler<Tick> for BillingMeterActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Tick, ctx: &mut Self::Context) {
+        self.on_tick(ctx);
+    }
+}
+
+impl Handler<StopLease> for BillingMeterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: StopLease, ctx: &mut Self::Context) {
+        self.waiters.push(msg.reply);
+        match self.phase {
+            Phase::Waiting | Phase::Running => self.begin_stop(msg.reason, None, ctx),
+            // Already settling: the waiter gets that settlement; after a failure, try again now.
+            Phase::Stopping { .. } => {}
+            Phase::Stopped => {}
+        }
+    }
+}
+
+impl Handler<JobActivity> for BillingMeterActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: JobActivity, _ctx: &mut Self::Context) {
+        self.last_activity = now_ms();
+    }
+}
+
+impl Handler<Snapshot> for BillingMeterActor {
+    type Result = MessageResult<Snapshot>;
+
+    fn handle(&mut self, _msg: Snapshot, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.snapshot())
+    }
+}

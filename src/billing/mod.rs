@@ -1,0 +1,665 @@
+//! Billing: credits, Pro runtime leases and their meters, payment webhooks.
+//!
+//! Layout:
+//! - [`prices`]: the price table (`--gpu-prices`) and the time → credits arithmetic.
+//! - [`lease`]: the [`WorkerPool`] port, the in-process pool, and `WorkerLeaseActor` (one per
+//!   lease: owns its worker assignment).
+//! - [`meter`]: `BillingMeterActor` (one per lease: meters, checkpoints, stops and settles).
+//! - [`webhook`]: Stripe-style signature verification and the payment events understood.
+//! - The ledger and lease queries are in [`crate::db::ledger`] and [`crate::db::leases`].
+//!
+//! [`Billing`] is the cheap-to-clone handle the API and the job system use. It keeps the active
+//! lease of each session in a std `Mutex`ed map (short synchronous sections, never held across
+//! an `.await`); each lease's state is owned by its meter actor and reached by messages.
+//!
+//! For the job system: call [`Billing::require_active_lease`] before running a job (402
+//! `payment_required` without a running lease), [`Billing::note_job_activity`] when a job
+//! starts, progresses or ends (the idle timer), and attach a [`RuntimeHooks`] with
+//! [`Billing::set_hooks`] so a stopping lease can interrupt the session's jobs. Replace the
+//! in-process pool with [`Billing::set_worker_pool`].
+
+pub mod lease;
+pub mod meter;
+pub mod prices;
+pub mod webhook;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
+
+use actix::prelude::*;
+use atelier_actors::SessionRegistryHandle;
+use atelier_protocol::events::StudioEvent;
+use atelier_protocol::ids::{AccountId, LeaseId, SessionId, WorkerId};
+use serde::Serialize;
+use tokio::sync::oneshot;
+use utoipa::ToSchema;
+
+pub use lease::{InProcessWorkerPool, PoolError, WorkerAssignment, WorkerHeartbeat, WorkerPool};
+pub use meter::{reason, MeterSettings};
+
+use self::meter::{BillingMeterActor, JobActivity, Snapshot, StopLease};
+use self::prices::{hold_for, PriceTable};
+use self::webhook::{PaymentAction, PaymentEvent};
+use crate::db::leases::{LeaseStatus, NewLease, RuntimeLease, Settlement};
+use crate::db::ledger::EntryKind;
+use crate::db::{now_ms, Db};
+use crate::error::{Error, Result};
+
+/// What the job system does when a lease stops: interrupt the session's running job(s), with
+/// `job.cancelled {reason}` to the session. Called from the meter actor: must not block.
+pub trait RuntimeHooks: Send + Sync + 'static {
+    fn interrupt_session_jobs(&self, session: SessionId, reason: &str);
+}
+
+/// No job system attached.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoJobs;
+
+impl RuntimeHooks for NoJobs {
+    fn interrupt_session_jobs(&self, _session: SessionId, _reason: &str) {}
+}
+
+/// Where studio events go (the live sessions; a recorder in tests).
+pub trait EventSink: Send + Sync + 'static {
+    fn send(&self, session: SessionId, event: StudioEvent);
+}
+
+impl EventSink for SessionRegistryHandle {
+    fn send(&self, session: SessionId, event: StudioEvent) {
+        self.broadcast_event(session, event);
+    }
+}
+
+/// The running lease a job may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseInfo {
+    pub lease_id: LeaseId,
+    pub session_id: SessionId,
+    /// Who pays.
+    pub account_id: AccountId,
+    pub gpu_class: String,
+    pub worker_id: WorkerId,
+    pub device: String,
+}
+
+/// Billing configuration (from `ServeConfig`).
+#[derive(Debug, Clone)]
+pub struct BillingSettings {
+    pub prices: PriceTable,
+    pub meter: MeterSettings,
+    pub max_prepaid_minutes: u32,
+    /// Open leases whose last sign of life is older than this at start-up are settled at their
+    /// last checkpoint instead of resumed.
+    pub resume_window: Duration,
+    /// Millicredits granted at signup.
+    pub signup_credits: i64,
+}
+
+impl BillingSettings {
+    pub fn from_config(config: &crate::config::ServeConfig) -> Self {
+        let b = &config.billing;
+        BillingSettings {
+            prices: b.gpu_prices.clone(),
+            meter: MeterSettings {
+                meter_interval: Duration::from_millis(b.meter_interval_ms),
+                checkpoint_interval: Duration::from_secs(b.checkpoint_interval_s),
+                idle_timeout: Duration::from_secs(b.lease_idle_timeout_s),
+            },
+            max_prepaid_minutes: b.max_prepaid_minutes,
+            resume_window: Duration::from_secs(b.lease_resume_window_s),
+            signup_credits: config.signup_credits,
+        }
+    }
+}
+
+/// A lease as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LeaseView {
+    pub lease_id: LeaseId,
+    pub session_id: SessionId,
+    pub gpu_class: String,
+    pub status: LeaseStatus,
+    /// Millicredits per minute.
+    pub price_per_minute: i64,
+    pub prepaid_minutes: f64,
+    pub prepaid_ms: i64,
+    /// Millicredits reserved when the lease started.
+    pub hold: i64,
+    /// Metered lease time so far (final once stopped).
+    pub used_ms: i64,
+    /// Millicredits charged so far (final once stopped).
+    pub charged: i64,
+    /// Prepaid time left.
+    pub remaining_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refunded: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<WorkerId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    pub created_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assigned_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<i64>,
+}
+
+impl LeaseView {
+    fn new(lease: &RuntimeLease, status: LeaseStatus, used_ms: i64, charged: i64) -> Self {
+        LeaseView {
+            lease_id: lease.id,
+            session_id: lease.session_id,
+            gpu_class: lease.gpu_class.clone(),
+            status,
+            price_per_minute: lease.price_per_minute,
+            prepaid_minutes: lease.prepaid_ms as f64 / prices::MINUTE_MS as f64,
+            prepaid_ms: lease.prepaid_ms,
+            hold: lease.hold_amount,
+            used_ms,
+            charged,
+            remaining_ms: (lease.prepaid_ms - used_ms).max(0),
+            refunded: lease.refunded,
+            reason: lease.stop_reason.clone(),
+            worker_id: lease.worker_id,
+            device: lease.device.clone(),
+            created_at: lease.created_at,
+            assigned_at: lease.assigned_at,
+            stopped_at: lease.stopped_at,
+        }
+    }
+
+    fn stored(lease: &RuntimeLease) -> Self {
+        LeaseView::new(lease, lease.status, lease.used_ms, lease.charged)
+    }
+}
+
+/// What a payment webhook did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentOutcome {
+    Credited,
+    Reversed,
+    /// Seen before: nothing changed.
+    Duplicate,
+    Ignored,
+}
+
+/// What start-up recovery did with the leases left open by the previous run.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Recovery {
+    pub resumed: usize,
+    pub settled: usize,
+}
+
+struct ActiveLease {
+    lease_id: LeaseId,
+    account_id: AccountId,
+    gpu_class: String,
+    meter: Addr<BillingMeterActor>,
+    worker: Option<(WorkerId, String)>,
+    stopping: bool,
+}
+
+struct Shared {
+    db: Db,
+    settings: BillingSettings,
+    events: Arc<dyn EventSink>,
+    hooks: RwLock<Arc<dyn RuntimeHooks>>,
+    pool: RwLock<Arc<dyn WorkerPool>>,
+    leases: Mutex<HashMap<SessionId, ActiveLease>>,
+    /// Meters live on the system arbiter, not on an HTTP worker's (which stops first on
+    /// shutdown).
+    arbiter: ArbiterHandle,
+}
+
+/// The billing handle (cheap to clone).
+#[derive(Clone)]
+pub struct Billing {
+    shared: Arc<Shared>,
+}
+
+impl Billing {
+    /// Must be called inside an actix system: meters run on its arbiter.
+    pub fn new(
+        db: Db,
+        settings: BillingSettings,
+        events: Arc<dyn EventSink>,
+        pool: Arc<dyn WorkerPool>,
+    ) -> Self {
+        Billing {
+            shared: Arc::new(Shared {
+                db,
+                settings,
+                events,
+                hooks: RwLock::new(Arc::new(NoJobs)),
+                pool: RwLock::new(pool),
+                leases: Mutex::new(HashMap::new()),
+                arbiter: System::current().arbiter().clone(),
+            }),
+        }
+    }
+
+    /// Attaches the job system's hooks.
+    pub fn set_hooks(&self, hooks: Arc<dyn RuntimeHooks>) {
+        *self
+            .shared
+            .hooks
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = hooks;
+    }
+
+    /// Replaces the worker pool (for leases started from now on).
+    pub fn set_worker_pool(&self, pool: Arc<dyn WorkerPool>) {
+        *self
+            .shared
+            .pool
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = pool;
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.shared.db
+    }
+
+    pub fn prices(&self) -> &PriceTable {
+        &self.shared.settings.prices
+    }
+
+    pub fn settings(&self) -> &MeterSettings {
+        &self.shared.settings.meter
+    }
+
+    pub fn max_prepaid_minutes(&self) -> u32 {
+        self.shared.settings.max_prepaid_minutes
+    }
+
+    fn leases(&self) -> MutexGuard<'_, HashMap<SessionId, ActiveLease>> {
+        // Every critical section is one map operation: a panic cannot leave it half-done.
+        self.shared
+            .leases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn worker_pool(&self) -> Arc<dyn WorkerPool> {
+        self.shared
+            .pool
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn send_event(&self, session: SessionId, event: StudioEvent) {
+        self.shared.events.send(session, event);
+    }
+
+    pub(crate) fn interrupt_jobs(&self, session: SessionId, reason: &str) {
+        let hooks = self
+            .shared
+            .hooks
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        hooks.interrupt_session_jobs(session, reason);
+    }
+
+    pub(crate) fn note_assigned(
+        &self,
+        session: SessionId,
+        lease: LeaseId,
+        worker: WorkerId,
+        device: String,
+    ) {
+        if let Some(active) = self.leases().get_mut(&session) {
+            if active.lease_id == lease {
+                active.worker = Some((worker, device));
+            }
+        }
+    }
+
+    pub(crate) fn note_stopping(&self, session: SessionId, lease: LeaseId) {
+        if let Some(active) = self.leases().get_mut(&session) {
+            if active.lease_id == lease {
+                active.stopping = true;
+            }
+        }
+    }
+
+    pub(crate) fn forget(&self, session: SessionId, lease: LeaseId) {
+        let mut leases = self.leases();
+        if leases.get(&session).is_some_and(|a| a.lease_id == lease) {
+            leases.remove(&session);
+        }
+    }
+
+    /// Starts a meter (and through it a worker lease) for a stored open lease.
+    fn start_meter(&self, lease: RuntimeLease, balance: i64) {
+        let mut leases = self.leases();
+        let session = lease.session_id;
+        let entry_lease = lease.id;
+        let account_id = lease.account_id;
+        let gpu_class = lease.gpu_class.clone();
+        let billing = self.clone();
+        // Started under the map's lock so the meter cannot `forget` itself before it is listed.
+        let meter = BillingMeterActor::start_in_arbiter(&self.shared.arbiter, move |_| {
+            BillingMeterActor::new(billing, lease, balance)
+        });
+        leases.insert(
+            session,
+            ActiveLease {
+                lease_id: entry_lease,
+                account_id,
+                gpu_class,
+                meter,
+                worker: None,
+                stopping: false,
+            },
+        );
+    }
+
+    /// Starts a Pro runtime lease paid by `account`: holds `prepaid_ms` at the class's price
+    /// and asks for a worker. 402 `insufficient_credits`, 409 if the session has one already.
+    pub async fn start_lease(
+        &self,
+        session: SessionId,
+        account: AccountId,
+        gpu_class: &str,
+        prepaid_ms: i64,
+    ) -> Result<LeaseView> {
+        let price = self.prices().price(gpu_class).ok_or_else(|| {
+            Error::invalid(format!(
+                "unknown gpu_class {gpu_class:?}; offered: {}",
+                self.prices().classes().join(", ")
+            ))
+        })?;
+        let max_ms = i64::from(self.max_prepaid_minutes()) * prices::MINUTE_MS;
+        if prepaid_ms < 1000 || prepaid_ms > max_ms {
+            return Err(Error::invalid(format!(
+                "prepaid_minutes must be at least one second and at most {} minutes",
+                self.max_prepaid_minutes()
+            )));
+        }
+        if self
+            .leases()
+            .get(&session)
+            .is_some_and(|a| a.meter.connected())
+        {
+            return Err(Error::Conflict(
+                "this session already has a Pro runtime; stop it before starting another".into(),
+            ));
+        }
+        let lease = self
+            .db()
+            .create_lease(&NewLease {
+                id: LeaseId::new_random(),
+                session_id: session,
+                account_id: account,
+                gpu_class,
+                price_per_minute: price,
+                prepaid_ms,
+                hold_amount: hold_for(price, prepaid_ms),
+            })
+            .await?;
+        tracing::info!(lease = %lease.id, %session, %account, gpu_class, prepaid_ms, hold = lease.hold_amount, "runtime lease started");
+        let balance = self.db().balance(account).await?.balance;
+        let view = LeaseView::stored(&lease);
+        self.start_meter(lease, balance);
+        Ok(view)
+    }
+
+    /// The session's active lease (live numbers), else its latest stopped one, else `None`.
+    pub async fn lease_view(&self, session: SessionId) -> Result<Option<LeaseView>> {
+        let meter = self.leases().get(&session).map(|a| a.meter.clone());
+        if let Some(meter) = meter {
+            if let Ok(snap) = meter.send(Snapshot).await {
+                return Ok(Some(LeaseView::new(
+                    &snap.lease,
+                    snap.status,
+                    snap.used_ms,
+                    snap.charged,
+                )));
+            }
+        }
+        Ok(self.db().latest_lease(session).await?.map(|lease| {
+            let mut view = LeaseView::stored(&lease);
+            if lease.status != LeaseStatus::Stopped {
+                // Open in the database without a meter: being recovered or settled.
+                view.status = LeaseStatus::Stopping;
+            }
+            view
+        }))
+    }
+
+    /// Stops the session's lease and settles it. 404 when the session has no open lease.
+    pub async fn stop_lease(&self, session: SessionId, reason: &str) -> Result<Settlement> {
+        let meter = self.leases().get(&session).map(|a| a.meter.clone());
+        if let Some(meter) = meter {
+            let (reply, rx) = oneshot::channel();
+            let sent = meter
+                .send(StopLease {
+                    reason: reason.to_string(),
+                    reply,
+                })
+                .await;
+            if sent.is_ok() {
+                if let Ok(result) = rx.await {
+                    return result;
+                }
+            }
+        }
+        // No live meter: settle what is stored (idempotent), at its last checkpoint.
+        match self.db().latest_lease(session).await? {
+            Some(lease) if lease.status != LeaseStatus::Stopped => {
+                let s = self
+                    .db()
+                    .settle_lease(lease.id, lease.used_ms, lease.charged, reason)
+                    .await?;
+                self.send_event(session, stopped_event(&s));
+                Ok(s)
+            }
+            _ => Err(Error::NotFound("runtime lease")),
+        }
+    }
+
+    /// For the job system, before running a job of `session`: the running lease, or 402
+    /// `payment_required` (409 while the lease waits for its worker).
+    pub fn require_active_lease(&self, session: SessionId) -> Result<LeaseInfo> {
+        let leases = self.leases();
+        let Some(active) = leases
+            .get(&session)
+            .filter(|a| !a.stopping && a.meter.connected())
+        else {
+            return Err(Error::PaymentRequired(
+                "this session has no Pro runtime: start one (POST /api/v1/sessions/{id}/runtime) \
+                 to run jobs"
+                    .into(),
+            ));
+        };
+        let Some((worker_id, device)) = active.worker.clone() else {
+            return Err(Error::Conflict(
+                "the Pro runtime is starting (no worker assigned yet); try again in a moment"
+                    .into(),
+            ));
+        };
+        Ok(LeaseInfo {
+            lease_id: active.lease_id,
+            session_id: session,
+            account_id: active.account_id,
+            gpu_class: active.gpu_class.clone(),
+            worker_id,
+            device,
+        })
+    }
+
+    /// For the job system: a job of this lease started, progressed or finished (resets the idle
+    /// timer).
+    pub fn note_job_activity(&self, lease: LeaseId) {
+        let meter = self
+            .leases()
+            .values()
+            .find(|a| a.lease_id == lease)
+            .map(|a| a.meter.clone());
+        if let Some(meter) = meter {
+            meter.do_send(JobActivity);
+        }
+    }
+
+    /// Grants the signup credits (`ATELIER_SIGNUP_CREDITS`) once per account.
+    pub async fn signup_grant(&self, account: AccountId) -> Result<()> {
+        let credits = self.shared.settings.signup_credits;
+        if credits > 0 {
+            let key = format!("signup:{account}");
+            self.db()
+                .credit(account, EntryKind::Grant, credits, &key, None)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Applies a verified payment event to the ledger.
+    pub async fn apply_payment(&self, event: &PaymentEvent) -> Result<PaymentOutcome> {
+        match &event.action {
+            PaymentAction::Purchase {
+                account,
+                credits,
+                key,
+                reference,
+            } => {
+                if self.db().account(*account).await?.is_none() {
+                    tracing::error!(event = %event.id, %account, "payment for an unknown account ignored");
+                    return Ok(PaymentOutcome::Ignored);
+                }
+                let posted = self
+                    .db()
+                    .credit(
+                        *account,
+                        EntryKind::Purchase,
+                        *credits,
+                        key,
+                        Some(reference),
+                    )
+                    .await?;
+                if posted.is_replay() {
+                    return Ok(PaymentOutcome::Duplicate);
+                }
+                tracing::info!(event = %event.id, %account, credits, "credits purchased");
+                Ok(PaymentOutcome::Credited)
+            }
+            PaymentAction::Reversal {
+                chargeback,
+                reference,
+                target,
+                key,
+            } => {
+                let kind = if *chargeback {
+                    EntryKind::Chargeback
+                } else {
+                    EntryKind::PurchaseRefund
+                };
+                let Some(posted) = self
+                    .db()
+                    .reverse_purchase(reference, kind, *target, key)
+                    .await?
+                else {
+                    return Ok(PaymentOutcome::Ignored);
+                };
+                if posted.is_replay() {
+                    return Ok(PaymentOutcome::Duplicate);
+                }
+                let account = posted.entry().account_id;
+                tracing::warn!(event = %event.id, %account, amount = posted.entry().amount, kind = kind.as_str(), "purchase reversed");
+                if self.db().balance(account).await?.available < 0 {
+                    self.stop_account_leases(account, reason::PAYMENT_REVERSED)
+                        .await;
+                }
+                Ok(PaymentOutcome::Reversed)
+            }
+            PaymentAction::Ignore { why } => {
+                tracing::debug!(event = %event.id, kind = %event.kind, why, "payment event ignored");
+                Ok(PaymentOutcome::Ignored)
+            }
+        }
+    }
+
+    /// Stops every running lease the account pays for (its balance went negative).
+    async fn stop_account_leases(&self, account: AccountId, reason: &str) {
+        let sessions: Vec<SessionId> = self
+            .leases()
+            .iter()
+            .filter(|(_, a)| a.account_id == account)
+            .map(|(s, _)| *s)
+            .collect();
+        for session in sessions {
+            if let Err(error) = self.stop_lease(session, reason).await {
+                tracing::error!(%session, %error, "could not stop a lease");
+            }
+        }
+    }
+
+    /// At start-up: every lease left open by the previous run is resumed (a new metering
+    /// segment from when its worker is assigned again, so the downtime is not billed) if it was
+    /// alive within the resume window, else settled at its last checkpoint.
+    pub async fn recover(&self) -> Result<Recovery> {
+        let mut recovery = Recovery::default();
+        let now = now_ms();
+        let window = i64::try_from(self.shared.settings.resume_window.as_millis())
+            .unwrap_or(i64::MAX);
+        for lease in self.db().open_leases().await? {
+            let last_alive = [
+                Some(lease.created_at),
+                lease.segment_started_at,
+                lease.checkpointed_at,
+            ]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(lease.created_at);
+            let resumable = now - last_alive <= window && lease.used_ms < lease.prepaid_ms;
+            if resumable {
+                tracing::info!(lease = %lease.id, used_ms = lease.used_ms, "resuming a runtime lease after a restart");
+                let balance = self.db().balance(lease.account_id).await?.balance;
+                self.start_meter(lease, balance);
+                recovery.resumed += 1;
+            } else {
+                let s = self
+                    .db()
+                    .settle_lease(
+                        lease.id,
+                        lease.used_ms,
+                        lease.charged,
+                        reason::SERVER_RESTARTED,
+                    )
+                    .await?;
+                tracing::info!(lease = %lease.id, used_ms = s.used_ms, charged = s.charged, refunded = s.refunded, "settled a runtime lease left open by the previous run");
+                recovery.settled += 1;
+            }
+        }
+        Ok(recovery)
+    }
+
+    /// Graceful shutdown: stops and settles every lease (`server_shutdown`).
+    pub async fn shutdown(&self) {
+        let sessions: Vec<SessionId> = self.leases().keys().copied().collect();
+        for session in sessions {
+            if let Err(error) = self.stop_lease(session, reason::SERVER_SHUTDOWN).await {
+                tracing::error!(%session, %error, "a lease could not be settled on shutdown; it will be recovered at the next start");
+            }
+        }
+    }
+}
+
+fn stopped_event(s: &Settlement) -> StudioEvent {
+    StudioEvent::RuntimeStopped {
+        lease_id: s.lease_id,
+        reason: s.reason.clone(),
+        used_ms: u64::try_from(s.used_ms).unwrap_or(0),
+        charged: s.charged,
+        refunded: s.refunded,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,141 @@
+//! The price table: GPU classes and their price in millicredits per minute, plus the arithmetic
+//! that turns lease time into credits.
+//!
+//! Lease time is metered in milliseconds and charged proportionally, rounded down to a whole
+//! millicredit: `cost(ms) = floor(price_per_minute × ms / 60 000)`. A hold for prepaid time
+//! rounds up, so `cost(prepaid) ≤ hold` always; whatever the hold does not charge is released.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+/// Milliseconds in a minute.
+pub const MINUTE_MS: i64 = 60_000;
+/// Longest GPU class name accepted in `--gpu-prices`.
+pub const MAX_CLASS_CHARS: usize = 32;
+
+/// GPU class → millicredits per minute. Parsed from `cpu=100,t4=2000,a100=12000`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriceTable(BTreeMap<String, i64>);
+
+impl PriceTable {
+    /// Price per minute of a class, if it is offered.
+    pub fn price(&self, gpu_class: &str) -> Option<i64> {
+        self.0.get(gpu_class).copied()
+    }
+
+    /// Classes with their prices, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, i64)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), *v))
+    }
+
+    pub fn classes(&self) -> Vec<String> {
+        self.0.keys().cloned().collect()
+    }
+
+    /// For clap: `value_parser = PriceTable::parse`.
+    pub fn parse(text: &str) -> Result<PriceTable, String> {
+        text.parse()
+    }
+}
+
+impl FromStr for PriceTable {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut map = BTreeMap::new();
+        for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (name, price) = item.split_once('=').ok_or_else(|| {
+                format!("expected class=price (e.g. `t4=2000`), got {item:?}")
+            })?;
+            let name = name.trim();
+            let valid_name = !name.is_empty()
+                && name.len() <= MAX_CLASS_CHARS
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+            if !valid_name {
+                return Err(format!(
+                    "GPU class {name:?} must be 1-{MAX_CLASS_CHARS} characters of a-z, 0-9, - or _"
+                ));
+            }
+            let price: i64 = price.trim().parse().map_err(|_| {
+                format!("the price of {name:?} must be a whole number of millicredits per minute, got {price:?}")
+            })?;
+            if !(1..=1_000_000_000).contains(&price) {
+                return Err(format!(
+                    "the price of {name:?} must be between 1 and 1000000000 millicredits per minute"
+                ));
+            }
+            if map.insert(name.to_string(), price).is_some() {
+                return Err(format!("GPU class {name:?} is listed twice"));
+            }
+        }
+        if map.is_empty() {
+            return Err("at least one GPU class with a price is required".into());
+        }
+        Ok(PriceTable(map))
+    }
+}
+
+impl fmt::Display for PriceTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for (name, price) in &self.0 {
+            if !first {
+                f.write_str(",")?;
+            }
+            first = false;
+            write!(f, "{name}={price}")?;
+        }
+        Ok(())
+    }
+}
+
+fn clamp_i64(value: i128) -> i64 {
+    i64::try_from(value).unwrap_or(if value < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// Credits owed for `used_ms` of lease time: proportional, rounded down.
+pub fn cost(price_per_minute: i64, used_ms: i64) -> i64 {
+    let used = i128::from(used_ms.max(0));
+    clamp_i64(i128::from(price_per_minute) * used / i128::from(MINUTE_MS))
+}
+
+/// Credits to hold for `prepaid_ms` of lease time: proportional, rounded up.
+pub fn hold_for(price_per_minute: i64, prepaid_ms: i64) -> i64 {
+    let prepaid = i128::from(prepaid_ms.max(0));
+    let minute = i128::from(MINUTE_MS);
+    clamp_i64((i128::from(price_per_minute) * prepaid + minute - 1) / minute)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_table() {
+        let t: PriceTable = "cpu=100, t4=2000,a100=12000".parse().unwrap();
+        assert_eq!(t.price("t4"), Some(2000));
+        assert_eq!(t.price("h100"), None);
+        assert_eq!(t.to_string(), "a100=12000,cpu=100,t4=2000");
+        for bad in ["", "cpu", "cpu=", "cpu=-1", "cpu=0", "CPU=1", "cpu=1,cpu=2", "c pu=3"] {
+            assert!(bad.parse::<PriceTable>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cost_rounds_down_and_holds_round_up() {
+        assert_eq!(cost(2000, 60_000), 2000);
+        assert_eq!(cost(2000, 1_000), 33);
+        assert_eq!(cost(2000, 29), 0);
+        assert_eq!(hold_for(2000, 60_000), 2000);
+        assert_eq!(hold_for(2000, 1_000), 34);
+        for prepaid in [1, 999, 1_000, 6_000, 59_999, 3_600_000] {
+            for price in [1, 7, 100, 2000, 12_000] {
+                assert!(cost(price, prepaid) <= hold_for(price, prepaid));
+                assert!(hold_for(price, prepaid) - cost(price, prepaid) <= 1);
+            }
+        }
+    }
+}

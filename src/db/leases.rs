@@ -1,0 +1,490 @@
+//! Pro runtime leases: the lease row, its hold, its checkpoints and its settlement.
+//!
+//! Every change that moves credits runs in one transaction under the payer's ledger lock (see
+//! [`super::ledger`]) and re-reads the lease row inside it, so a checkpoint racing a settlement
+//! cannot charge twice: whichever commits second sees the other's result.
+//!
+//! Idempotency keys: `lease:{id}:hold`, `lease:{id}:charge:{seq}` for the checkpoint numbered
+//! `seq`, `lease:{id}:charge:final` and `lease:{id}:release` for the settlement.
+
+use atelier_protocol::ids::{AccountId, LeaseId, SessionId, WorkerId};
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+use utoipa::ToSchema;
+
+use super::ledger::{
+    charge_hold_in, hold_in, lock_account, place_hold_in, settle_hold_in, Balance, HoldId,
+};
+use super::{now_ms, opt_uuid_col, uuid_col, Db};
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseStatus {
+    /// Credits held; waiting for a worker.
+    Starting,
+    /// A worker is assigned and the meter runs.
+    Running,
+    /// Being settled (in memory only; stored leases are starting, running or stopped).
+    Stopping,
+    /// Settled: used part charged, the rest released.
+    Stopped,
+}
+
+impl LeaseStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaseStatus::Starting => "starting",
+            LeaseStatus::Running => "running",
+            LeaseStatus::Stopping => "stopping",
+            LeaseStatus::Stopped => "stopped",
+        }
+    }
+}
+
+/// A lease as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeLease {
+    pub id: LeaseId,
+    pub session_id: SessionId,
+    /// Who pays: the account that started the lease.
+    pub account_id: AccountId,
+    pub gpu_class: String,
+    /// Millicredits per minute, as priced when the lease started.
+    pub price_per_minute: i64,
+    pub prepaid_ms: i64,
+    pub hold_id: HoldId,
+    pub hold_amount: i64,
+    pub status: LeaseStatus,
+    pub worker_id: Option<WorkerId>,
+    pub device: Option<String>,
+    pub created_at: i64,
+    pub assigned_at: Option<i64>,
+    /// When the current metering segment began (assignment, or a resume after a restart).
+    pub segment_started_at: Option<i64>,
+    /// Used time before the current segment.
+    pub segment_base_ms: i64,
+    /// Used time as of the last checkpoint (final once stopped).
+    pub used_ms: i64,
+    /// Charged as of the last checkpoint (final once stopped).
+    pub charged: i64,
+    pub checkpoint_seq: i64,
+    pub checkpointed_at: Option<i64>,
+    pub stopped_at: Option<i64>,
+    pub stop_reason: Option<String>,
+    pub refunded: Option<i64>,
+}
+
+/// What starting a lease needs.
+pub struct NewLease<'a> {
+    pub id: LeaseId,
+    pub session_id: SessionId,
+    pub account_id: AccountId,
+    pub gpu_class: &'a str,
+    pub price_per_minute: i64,
+    pub prepaid_ms: i64,
+    pub hold_amount: i64,
+}
+
+/// The result of a checkpoint.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// The lease after the checkpoint (or as it was, when nothing was applied).
+    pub lease: RuntimeLease,
+    /// The payer's totals after the checkpoint.
+    pub balance: Balance,
+    /// False when the checkpoint had been applied before (a retry) or the lease is stopped.
+    pub applied: bool,
+}
+
+/// A settled lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Settlement {
+    pub lease_id: LeaseId,
+    #[serde(skip)]
+    pub session_id: SessionId,
+    #[serde(skip)]
+    pub account_id: AccountId,
+    /// Metered lease time, in milliseconds.
+    pub used_ms: i64,
+    /// Millicredits charged for it.
+    pub charged: i64,
+    /// Millicredits of the hold given back (`charged + refunded` = the hold).
+    pub refunded: i64,
+    pub reason: String,
+    /// The payer's balance after settling.
+    pub balance: i64,
+}
+
+/// GPU time of one session, class and UTC day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    pub session_id: SessionId,
+    pub session_title: Option<String>,
+    pub gpu_class: String,
+    /// Days since 1970-01-01 (UTC).
+    pub epoch_day: i64,
+    pub used_ms: i64,
+    pub charged: i64,
+}
+
+const LEASE_COLUMNS: &str = "id, session_id, account_id, gpu_class, price_per_minute, \
+     prepaid_ms, hold_id, hold_amount, status, worker_id, device, created_at, assigned_at, \
+     segment_started_at, segment_base_ms, used_ms, charged, checkpoint_seq, checkpointed_at, \
+     stopped_at, stop_reason, refunded";
+
+fn lease_from_row(row: &AnyRow) -> Result<RuntimeLease> {
+    let status: String = row.try_get("status")?;
+    Ok(RuntimeLease {
+        id: LeaseId(uuid_col(row, "id")?),
+        session_id: SessionId(uuid_col(row, "session_id")?),
+        account_id: AccountId(uuid_col(row, "account_id")?),
+        gpu_class: row.try_get("gpu_class")?,
+        price_per_minute: row.try_get("price_per_minute")?,
+        prepaid_ms: row.try_get("prepaid_ms")?,
+        hold_id: HoldId(uuid_col(row, "hold_id")?),
+        hold_amount: row.try_get("hold_amount")?,
+        status: match status.as_str() {
+            "starting" => LeaseStatus::Starting,
+            "running" => LeaseStatus::Running,
+            "stopped" => LeaseStatus::Stopped,
+            other => return Err(Error::Internal(format!("unknown lease status {other:?}"))),
+        },
+        worker_id: opt_uuid_col(row, "worker_id")?.map(WorkerId),
+        device: row.try_get("device")?,
+        created_at: row.try_get("created_at")?,
+        assigned_at: row.try_get("assigned_at")?,
+        segment_started_at: row.try_get("segment_started_at")?,
+        segment_base_ms: row.try_get("segment_base_ms")?,
+        used_ms: row.try_get("used_ms")?,
+        charged: row.try_get("charged")?,
+        checkpoint_seq: row.try_get("checkpoint_seq")?,
+        checkpointed_at: row.try_get("checkpointed_at")?,
+        stopped_at: row.try_get("stopped_at")?,
+        stop_reason: row.try_get("stop_reason")?,
+        refunded: row.try_get("refunded")?,
+    })
+}
+
+async fn lease_in(conn: &mut AnyConnection, id: LeaseId) -> Result<Option<RuntimeLease>> {
+    let sql = format!("SELECT {LEASE_COLUMNS} FROM runtime_leases WHERE id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.as_ref().map(lease_from_row).transpose()
+}
+
+impl RuntimeLease {
+    fn settlement(&self, balance: i64) -> Settlement {
+        Settlement {
+            lease_id: self.id,
+            session_id: self.session_id,
+            account_id: self.account_id,
+            used_ms: self.used_ms,
+            charged: self.charged,
+            refunded: self.refunded.unwrap_or(0),
+            reason: self.stop_reason.clone().unwrap_or_default(),
+            balance,
+        }
+    }
+}
+
+impl Db {
+    /// Holds the prepaid credits and records a new lease (status `starting`), in one
+    /// transaction. Fails with `insufficient_credits` (402) or `conflict` (409, the session has
+    /// a lease that is not stopped).
+    pub async fn create_lease(&self, new: &NewLease<'_>) -> Result<RuntimeLease> {
+        let hold_id = HoldId::new_random();
+        self.retrying("create lease", || async move {
+            let mut tx = self.pool().begin().await?;
+            let mut bal = lock_account(&mut tx, new.account_id).await?;
+            let active = sqlx::query(
+                "SELECT id FROM runtime_leases WHERE session_id = $1 AND status <> 'stopped'",
+            )
+            .bind(new.session_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if active.is_some() {
+                return Err(Error::Conflict(
+                    "this session already has a Pro runtime; stop it before starting another"
+                        .into(),
+                ));
+            }
+            let key = format!("lease:{}:hold", new.id);
+            place_hold_in(
+                &mut tx,
+                &mut bal,
+                new.account_id,
+                hold_id,
+                new.hold_amount,
+                &key,
+                Some(new.id),
+            )
+            .await?;
+            let now = now_ms();
+            sqlx::query(
+                "INSERT INTO runtime_leases (id, session_id, account_id, gpu_class, \
+                 price_per_minute, prepaid_ms, hold_id, hold_amount, status, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'starting', $9)",
+            )
+            .bind(new.id.to_string())
+            .bind(new.session_id.to_string())
+            .bind(new.account_id.to_string())
+            .bind(new.gpu_class)
+            .bind(new.price_per_minute)
+            .bind(new.prepaid_ms)
+            .bind(hold_id.to_string())
+            .bind(new.hold_amount)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let lease = lease_in(&mut tx, new.id)
+                .await?
+                .ok_or_else(|| Error::Internal("a new lease vanished".into()))?;
+            tx.commit().await?;
+            Ok(lease)
+        })
+        .await
+    }
+
+    /// A worker was assigned (or the lease resumed after a restart): metering starts a new
+    /// segment at `at` on top of the time already checkpointed. `None` if the lease is stopped.
+    pub async fn lease_segment_started(
+        &self,
+        id: LeaseId,
+        worker: WorkerId,
+        device: &str,
+        at: i64,
+    ) -> Result<Option<RuntimeLease>> {
+        let res = sqlx::query(
+            "UPDATE runtime_leases SET status = 'running', worker_id = $1, device = $2, \
+             assigned_at = COALESCE(assigned_at, $3), segment_started_at = $3, \
+             segment_base_ms = used_ms WHERE id = $4 AND status <> 'stopped'",
+        )
+        .bind(worker.to_string())
+        .bind(device)
+        .bind(at)
+        .bind(id.to_string())
+        .execute(self.pool())
+        .await?;
+        if res.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.lease(id).await
+    }
+
+    /// Records that the lease has used `used_ms` in total and owes `charged_total`: charges the
+    /// difference from its hold under the key `lease:{id}:charge:{seq}`. A checkpoint whose
+    /// `seq` was already applied, or on a stopped lease, changes nothing.
+    pub async fn lease_checkpoint(
+        &self,
+        id: LeaseId,
+        seq: i64,
+        used_ms: i64,
+        charged_total: i64,
+    ) -> Result<Checkpoint> {
+        let account = self
+            .lease(id)
+            .await?
+            .ok_or(Error::NotFound("lease"))?
+            .account_id;
+        self.retrying("lease checkpoint", || async move {
+            let mut tx = self.pool().begin().await?;
+            let mut bal = lock_account(&mut tx, account).await?;
+            let lease = lease_in(&mut tx, id)
+                .await?
+                .ok_or(Error::NotFound("lease"))?;
+            if lease.status == LeaseStatus::Stopped || lease.checkpoint_seq >= seq {
+                return Ok(Checkpoint {
+                    lease,
+                    balance: bal,
+                    applied: false,
+                });
+            }
+            let used = used_ms.clamp(lease.used_ms, lease.prepaid_ms);
+            let total = charged_total.clamp(lease.charged, lease.hold_amount);
+            let delta = total - lease.charged;
+            if delta > 0 {
+                let mut hold = hold_in(&mut tx, lease.hold_id)
+                    .await?
+                    .ok_or(Error::NotFound("hold"))?;
+                let key = format!("lease:{id}:charge:{seq}");
+                charge_hold_in(
+                    &mut tx,
+                    &mut bal,
+                    &mut hold,
+                    delta,
+                    &key,
+                    Some(id),
+                    Some(used - lease.used_ms),
+                )
+                .await?;
+            }
+            let now = now_ms();
+            sqlx::query(
+                "UPDATE runtime_leases SET used_ms = $1, charged = $2, checkpoint_seq = $3, \
+                 checkpointed_at = $4 WHERE id = $5",
+            )
+            .bind(used)
+            .bind(total)
+            .bind(seq)
+            .bind(now)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+            let lease = lease_in(&mut tx, id)
+                .await?
+                .ok_or(Error::NotFound("lease"))?;
+            tx.commit().await?;
+            Ok(Checkpoint {
+                lease,
+                balance: bal,
+                applied: true,
+            })
+        })
+        .await
+    }
+
+    /// Stops a lease once: charges up to `charged_total` in all (never less than already
+    /// charged, never more than the hold), releases the rest of the hold and records the final
+    /// used time. Settling a stopped lease returns its recorded settlement.
+    pub async fn settle_lease(
+        &self,
+        id: LeaseId,
+        used_ms: i64,
+        charged_total: i64,
+        reason: &str,
+    ) -> Result<Settlement> {
+        let account = self
+            .lease(id)
+            .await?
+            .ok_or(Error::NotFound("lease"))?
+            .account_id;
+        self.retrying("settle lease", || async move {
+            let mut tx = self.pool().begin().await?;
+            let mut bal = lock_account(&mut tx, account).await?;
+            let lease = lease_in(&mut tx, id)
+                .await?
+                .ok_or(Error::NotFound("lease"))?;
+            if lease.status == LeaseStatus::Stopped {
+                return Ok(lease.settlement(bal.balance));
+            }
+            let used = used_ms.clamp(lease.used_ms, lease.prepaid_ms);
+            let total = charged_total.clamp(lease.charged, lease.hold_amount);
+            let mut hold = hold_in(&mut tx, lease.hold_id)
+                .await?
+                .ok_or(Error::NotFound("hold"))?;
+            let charge_key = format!("lease:{id}:charge:final");
+            let release_key = format!("lease:{id}:release");
+            let settled = settle_hold_in(
+                &mut tx,
+                &mut bal,
+                &mut hold,
+                total - lease.charged,
+                &charge_key,
+                &release_key,
+                Some(id),
+                Some(used - lease.used_ms),
+            )
+            .await?;
+            let now = now_ms();
+            sqlx::query(
+                "UPDATE runtime_leases SET status = 'stopped', used_ms = $1, charged = $2, \
+                 refunded = $3, stopped_at = $4, stop_reason = $5 WHERE id = $6",
+            )
+            .bind(used)
+            .bind(settled.hold.charged)
+            .bind(settled.hold.released)
+            .bind(now)
+            .bind(reason)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+            let lease = lease_in(&mut tx, id)
+                .await?
+                .ok_or(Error::NotFound("lease"))?;
+            tx.commit().await?;
+            Ok(lease.settlement(bal.balance))
+        })
+        .await
+    }
+
+    pub async fn lease(&self, id: LeaseId) -> Result<Option<RuntimeLease>> {
+        let mut conn = self.pool().acquire().await?;
+        lease_in(&mut conn, id).await
+    }
+
+    /// The session's newest lease (active or not).
+    pub async fn latest_lease(&self, session: SessionId) -> Result<Option<RuntimeLease>> {
+        let sql = format!(
+            "SELECT {LEASE_COLUMNS} FROM runtime_leases WHERE session_id = $1 \
+             ORDER BY (CASE WHEN status = 'stopped' THEN 0 ELSE 1 END) DESC, created_at DESC \
+             LIMIT 1"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(session.to_string())
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(lease_from_row).transpose()
+    }
+
+    /// Every lease that is not stopped (recovered at start-up).
+    pub async fn open_leases(&self) -> Result<Vec<RuntimeLease>> {
+        let sql = format!(
+            "SELECT {LEASE_COLUMNS} FROM runtime_leases WHERE status <> 'stopped' \
+             ORDER BY created_at"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(lease_from_row).collect()
+    }
+
+    /// The account's leases that are not stopped.
+    pub async fn open_leases_of(&self, account: AccountId) -> Result<Vec<RuntimeLease>> {
+        let sql = format!(
+            "SELECT {LEASE_COLUMNS} FROM runtime_leases WHERE account_id = $1 \
+             AND status <> 'stopped' ORDER BY created_at"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(account.to_string())
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(lease_from_row).collect()
+    }
+
+    /// GPU time the account paid for since `since_ms`, per session, GPU class and UTC day (the
+    /// day its charge was recorded; charges are checkpointed every few seconds).
+    pub async fn runtime_usage(&self, account: AccountId, since_ms: i64) -> Result<Vec<UsageRow>> {
+        let rows = sqlx::query(
+            "SELECT l.session_id AS session_id, s.title AS session_title, \
+             l.gpu_class AS gpu_class, (e.created_at / 86400000) AS epoch_day, \
+             CAST(SUM(COALESCE(e.usage_ms, 0)) AS BIGINT) AS used_ms, \
+             CAST(SUM(-e.amount) AS BIGINT) AS charged \
+             FROM ledger_entries e \
+             JOIN runtime_leases l ON l.id = e.lease_id \
+             LEFT JOIN studio_sessions s ON s.id = l.session_id \
+             WHERE e.account_id = $1 AND e.kind = 'charge' AND e.created_at >= $2 \
+             GROUP BY l.session_id, s.title, l.gpu_class, (e.created_at / 86400000) \
+             ORDER BY epoch_day DESC, l.session_id, l.gpu_class",
+        )
+        .bind(account.to_string())
+        .bind(since_ms)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(UsageRow {
+                    session_id: SessionId(uuid_col(row, "session_id")?),
+                    session_title: row.try_get("session_title")?,
+                    gpu_class: row.try_get("gpu_class")?,
+                    epoch_day: row.try_get("epoch_day")?,
+                    used_ms: row.try_get("used_ms")?,
+                    charged: row.try_get("charged")?,
+                })
+            })
+            .collect()
+    }
+}
