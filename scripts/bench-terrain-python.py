@@ -91,8 +91,8 @@ def main() -> None:
     else:
         print(
             f"{report['model']} on cpu with {args.threads} thread(s) [{report['runtime']}]: "
-            f"median {report['median_ms']:.1f} ms, mean {report['mean_ms']:.1f} ms, "
-            f"min {report['min_ms']:.1f} ms, max {report['max_ms']:.1f} ms per step ({len(times)} steps)"
+            f"median {report['median_ms']:.2f} ms, mean {report['mean_ms']:.2f} ms, "
+            f"min {report['min_ms']:.2f} ms, max {report['max_ms']:.2f} ms per step ({len(times)} steps)"
         )
     if not all(math.isfinite(t) for t in times):
         sys.exit("non-finite timing")

@@ -45,7 +45,7 @@ impl std::fmt::Display for BenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} on {} with {} thread(s): median {:.1} ms, mean {:.1} ms, min {:.1} ms, max {:.1} ms per step ({} steps)",
+            "{} on {} with {} thread(s): median {:.2} ms, mean {:.2} ms, min {:.2} ms, max {:.2} ms per step ({} steps)",
             self.model,
             self.device,
             self.threads,
