@@ -185,36 +185,41 @@ impl Actor for WorkerLeaseActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let acquire = self.pool.acquire(self.lease, &self.gpu_class);
-        ctx.spawn(acquire.into_actor(self).map(|result, act, ctx| match result {
-            Ok(assignment) => {
-                act.worker = Some(assignment.worker_id);
-                let mut watch = assignment.heartbeat.clone();
-                let lost = async move {
-                    loop {
-                        if let WorkerHeartbeat::Lost { last_heartbeat_ms } = *watch.borrow() {
-                            return last_heartbeat_ms;
-                        }
-                        if watch.changed().await.is_err() {
-                            // The pool dropped the worker without a word: lost as of now.
-                            let last = *watch.borrow();
-                            return last.billable_until(crate::db::now_ms());
-                        }
+        ctx.spawn(
+            acquire
+                .into_actor(self)
+                .map(|result, act, ctx| match result {
+                    Ok(assignment) => {
+                        act.worker = Some(assignment.worker_id);
+                        let mut watch = assignment.heartbeat.clone();
+                        let lost = async move {
+                            loop {
+                                if let WorkerHeartbeat::Lost { last_heartbeat_ms } = *watch.borrow()
+                                {
+                                    return last_heartbeat_ms;
+                                }
+                                if watch.changed().await.is_err() {
+                                    // The pool dropped the worker without a word: lost as of now.
+                                    let last = *watch.borrow();
+                                    return last.billable_until(crate::db::now_ms());
+                                }
+                            }
+                        };
+                        ctx.spawn(lost.into_actor(act).map(|last_heartbeat_ms, act, _| {
+                            if act.worker.is_some() {
+                                act.meter
+                                    .do_send(LeaseNews::WorkerLost { last_heartbeat_ms });
+                            }
+                        }));
+                        act.meter.do_send(LeaseNews::Assigned {
+                            worker_id: assignment.worker_id,
+                            device: assignment.device,
+                            heartbeat: assignment.heartbeat,
+                        });
                     }
-                };
-                ctx.spawn(lost.into_actor(act).map(|last_heartbeat_ms, act, _| {
-                    if act.worker.is_some() {
-                        act.meter
-                            .do_send(LeaseNews::WorkerLost { last_heartbeat_ms });
-                    }
-                }));
-                act.meter.do_send(LeaseNews::Assigned {
-                    worker_id: assignment.worker_id,
-                    device: assignment.device,
-                    heartbeat: assignment.heartbeat,
-                });
-            }
-            Err(error) => act.meter.do_send(LeaseNews::AssignFailed(error)),
-        }));
+                    Err(error) => act.meter.do_send(LeaseNews::AssignFailed(error)),
+                }),
+        );
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {

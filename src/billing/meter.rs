@@ -96,7 +96,10 @@ enum Phase {
     /// Waiting for a worker.
     Waiting,
     Running,
-    Stopping { reason: String, used_ms: i64 },
+    Stopping {
+        reason: String,
+        used_ms: i64,
+    },
     Stopped,
 }
 
@@ -218,7 +221,12 @@ impl BillingMeterActor {
                     act.last_activity = at;
                     act.lease = lease;
                     act.phase = Phase::Running;
-                    act.billing.note_assigned(act.lease.session_id, act.lease.id, worker_id, device);
+                    act.billing.note_assigned(
+                        act.lease.session_id,
+                        act.lease.id,
+                        worker_id,
+                        device,
+                    );
                     act.billing.send_event(
                         act.lease.session_id,
                         StudioEvent::RuntimeStarted {
@@ -256,8 +264,8 @@ impl BillingMeterActor {
             );
             return;
         }
-        let idle_ms = i64::try_from(self.billing.settings().idle_timeout.as_millis())
-            .unwrap_or(i64::MAX);
+        let idle_ms =
+            i64::try_from(self.billing.settings().idle_timeout.as_millis()).unwrap_or(i64::MAX);
         if now - self.last_activity >= idle_ms {
             self.begin_stop(reason::IDLE.into(), None, ctx);
             return;
@@ -329,7 +337,8 @@ impl BillingMeterActor {
             reason: reason.clone(),
             used_ms,
         };
-        self.billing.note_stopping(self.lease.session_id, self.lease.id);
+        self.billing
+            .note_stopping(self.lease.session_id, self.lease.id);
         self.billing.interrupt_jobs(self.lease.session_id, &reason);
         if let Some(lease_actor) = self.lease_actor.take() {
             lease_actor.do_send(ReleaseWorker);

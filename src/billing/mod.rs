@@ -605,8 +605,8 @@ impl Billing {
     pub async fn recover(&self) -> Result<Recovery> {
         let mut recovery = Recovery::default();
         let now = now_ms();
-        let window = i64::try_from(self.shared.settings.resume_window.as_millis())
-            .unwrap_or(i64::MAX);
+        let window =
+            i64::try_from(self.shared.settings.resume_window.as_millis()).unwrap_or(i64::MAX);
         for lease in self.db().open_leases().await? {
             let last_alive = [
                 Some(lease.created_at),

@@ -45,9 +45,9 @@ impl FromStr for PriceTable {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let mut map = BTreeMap::new();
         for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (name, price) = item.split_once('=').ok_or_else(|| {
-                format!("expected class=price (e.g. `t4=2000`), got {item:?}")
-            })?;
+            let (name, price) = item
+                .split_once('=')
+                .ok_or_else(|| format!("expected class=price (e.g. `t4=2000`), got {item:?}"))?;
             let name = name.trim();
             let valid_name = !name.is_empty()
                 && name.len() <= MAX_CLASS_CHARS
@@ -119,7 +119,16 @@ mod tests {
         assert_eq!(t.price("t4"), Some(2000));
         assert_eq!(t.price("h100"), None);
         assert_eq!(t.to_string(), "a100=12000,cpu=100,t4=2000");
-        for bad in ["", "cpu", "cpu=", "cpu=-1", "cpu=0", "CPU=1", "cpu=1,cpu=2", "c pu=3"] {
+        for bad in [
+            "",
+            "cpu",
+            "cpu=",
+            "cpu=-1",
+            "cpu=0",
+            "CPU=1",
+            "cpu=1,cpu=2",
+            "c pu=3",
+        ] {
             assert!(bad.parse::<PriceTable>().is_err(), "{bad}");
         }
     }

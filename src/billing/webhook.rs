@@ -61,7 +61,9 @@ pub fn verify_signature(secret: &str, header: &str, body: &[u8], now_s: i64) -> 
         }
     }
     let t = timestamp.ok_or_else(|| bad("no timestamp (t=)"))?;
-    let t_secs: i64 = t.parse().map_err(|_| bad("the timestamp is not a number"))?;
+    let t_secs: i64 = t
+        .parse()
+        .map_err(|_| bad("the timestamp is not a number"))?;
     if candidates.is_empty() {
         return Err(bad("no v1 signature"));
     }
@@ -122,7 +124,10 @@ struct EnvelopeData {
 }
 
 fn str_field<'a>(object: &'a Value, name: &str) -> Option<&'a str> {
-    object.get(name).and_then(Value::as_str).filter(|s| !s.is_empty())
+    object
+        .get(name)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 fn int_field(object: &Value, name: &str) -> Option<i64> {
@@ -168,9 +173,8 @@ pub fn parse_event(body: &[u8]) -> Result<PaymentEvent> {
         "charge.dispute.created" => {
             let dispute = str_field(object, "id")
                 .ok_or_else(|| Error::invalid("charge.dispute.created without a dispute id"))?;
-            let reference = str_field(object, "payment_intent").ok_or_else(|| {
-                Error::invalid("charge.dispute.created without a payment_intent")
-            })?;
+            let reference = str_field(object, "payment_intent")
+                .ok_or_else(|| Error::invalid("charge.dispute.created without a payment_intent"))?;
             PaymentAction::Reversal {
                 chargeback: true,
                 reference: reference.to_string(),
@@ -190,8 +194,8 @@ pub fn parse_event(body: &[u8]) -> Result<PaymentEvent> {
 }
 
 fn purchase(object: &Value) -> Result<PaymentAction> {
-    let checkout = str_field(object, "id")
-        .ok_or_else(|| Error::invalid("checkout session without an id"))?;
+    let checkout =
+        str_field(object, "id").ok_or_else(|| Error::invalid("checkout session without an id"))?;
     if str_field(object, "payment_status") != Some("paid") {
         // Delayed payment methods complete later with `async_payment_succeeded`.
         return Ok(PaymentAction::Ignore {
@@ -202,7 +206,9 @@ fn purchase(object: &Value) -> Result<PaymentAction> {
     let account = str_field(&metadata, "account_id")
         .or_else(|| str_field(object, "client_reference_id"))
         .ok_or_else(|| {
-            Error::invalid("the checkout names no account (metadata.account_id or client_reference_id)")
+            Error::invalid(
+                "the checkout names no account (metadata.account_id or client_reference_id)",
+            )
         })?;
     let account: AccountId = account
         .parse()

@@ -639,7 +639,10 @@ impl Db {
         reference: Option<&str>,
     ) -> Result<Posted> {
         if !matches!(kind, EntryKind::Grant | EntryKind::Purchase) {
-            return Err(Error::Internal(format!("{} is not a credit", kind.as_str())));
+            return Err(Error::Internal(format!(
+                "{} is not a credit",
+                kind.as_str()
+            )));
         }
         if amount <= 0 {
             return Err(Error::invalid("credits must be a positive amount"));
@@ -723,8 +726,8 @@ impl Db {
             let wanted = match target {
                 ReversalTarget::All => purchased,
                 ReversalTarget::Fraction { refunded, of } if of > 0 => {
-                    let part = i128::from(purchased) * i128::from(refunded.clamp(0, of))
-                        / i128::from(of);
+                    let part =
+                        i128::from(purchased) * i128::from(refunded.clamp(0, of)) / i128::from(of);
                     i64::try_from(part).unwrap_or(purchased)
                 }
                 ReversalTarget::Fraction { .. } => 0,
@@ -899,4 +902,4 @@ impl Db {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
