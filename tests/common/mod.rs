@@ -384,3 +384,155 @@ pub fn error_code(body: &Value) -> &str {
     );
     code.unwrap()
 }
+
+// ---- billing helpers ----------------------------------------------------------------------------
+
+/// An events-enabled WebSocket participant of a session (`/ws/{session}?token=…&events=1`).
+pub struct EventsClient {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+/// Reads a lib0 varUint at `*pos`.
+fn read_var_uint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    let mut shift = 0;
+    loop {
+        let byte = *buf.get(*pos)?;
+        *pos += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+        shift += 7;
+        if shift > 63 {
+            return None;
+        }
+    }
+}
+
+/// The JSON of a type-100 frame (`varUint(100) varString(json)`), if it is one.
+pub fn decode_event_frame(frame: &[u8]) -> Option<Value> {
+    let mut pos = 0;
+    if read_var_uint(frame, &mut pos)? != 100 {
+        return None;
+    }
+    let len = usize::try_from(read_var_uint(frame, &mut pos)?).ok()?;
+    let json = frame.get(pos..pos + len)?;
+    serde_json::from_slice(json).ok()
+}
+
+impl EventsClient {
+    pub async fn connect(server: &TestServer, session: &str, token: &str) -> EventsClient {
+        let url = format!(
+            "{}/ws/{session}?token={token}&events=1",
+            server.base.replacen("http://", "ws://", 1)
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("events WebSocket");
+        let mut client = EventsClient { ws };
+        client
+            .wait_for("session.hello", Duration::from_secs(10))
+            .await;
+        client
+    }
+
+    /// The next studio event, or None after `timeout` (or when the socket closes).
+    pub async fn next_event(&mut self, timeout: Duration) -> Option<Value> {
+        use futures_util::StreamExt;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()??
+                .ok()?;
+            if let tokio_tungstenite::tungstenite::Message::Binary(bytes) = msg {
+                if let Some(event) = decode_event_frame(&bytes) {
+                    return Some(event);
+                }
+            }
+        }
+    }
+
+    /// Skips events until one of type `kind` arrives; panics after `timeout`.
+    pub async fn wait_for(&mut self, kind: &str, timeout: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_event(left).await {
+                Some(event) if event["type"] == kind => return event,
+                Some(_) => {}
+                None => panic!("no {kind} event within {timeout:?}"),
+            }
+        }
+    }
+}
+
+/// A `Stripe-Signature` header for `body` signed with `secret` at unix time `t`.
+pub fn stripe_signature(secret: &str, t: i64, body: &str) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.{body}").as_bytes());
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+impl TestServer {
+    /// POSTs a raw webhook body with the given signature header (None: no header).
+    pub async fn webhook(&self, body: &str, signature: Option<&str>) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .post(self.api("/billing/webhook"))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(sig) = signature {
+            req = req.header("Stripe-Signature", sig);
+        }
+        let res = req.send().await.expect("webhook sent");
+        let status = res.status();
+        let value = res.json().await.unwrap_or(Value::Null);
+        (status, value)
+    }
+
+    /// `GET /billing/balance` → (balance, held, available).
+    pub async fn balance(&self, token: &str) -> (i64, i64, i64) {
+        let (status, b) = self
+            .call(Method::GET, "/billing/balance", Some(token), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "balance: {b}");
+        (
+            b["balance"].as_i64().unwrap(),
+            b["held"].as_i64().unwrap(),
+            b["available"].as_i64().unwrap(),
+        )
+    }
+
+    /// Every ledger entry of the caller, oldest first (follows the pages).
+    pub async fn ledger(&self, token: &str) -> Vec<Value> {
+        let mut entries = Vec::new();
+        let mut before: Option<i64> = None;
+        loop {
+            let path = match before {
+                Some(b) => format!("/billing/ledger?limit=50&before={b}"),
+                None => "/billing/ledger?limit=50".to_string(),
+            };
+            let (status, page) = self.call(Method::GET, &path, Some(token), None).await;
+            assert_eq!(status, StatusCode::OK, "ledger: {page}");
+            entries.extend(page["entries"].as_array().unwrap().iter().cloned());
+            match page["next_before"].as_i64() {
+                Some(b) => before = Some(b),
+                None => break,
+            }
+        }
+        entries.reverse();
+        entries
+    }
+}
