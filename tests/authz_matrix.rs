@@ -187,6 +187,27 @@ fn session_endpoints() -> Vec<Endpoint> {
             body: None,
             expect: [401, 404, 403, 403, 204, 403, 401, 401],
         },
+        // Pro runtime: everyone who sees the session sees its lease; owners and editors start
+        // and stop it (paid from their own credits — none here, hence 402 once authorized;
+        // nothing to stop, hence 404).
+        Endpoint {
+            method: Method::GET,
+            path: |f, _| format!("/sessions/{}/runtime", f.session),
+            body: None,
+            expect: [401, 404, 200, 200, 200, 200, 401, 401],
+        },
+        Endpoint {
+            method: Method::POST,
+            path: |f, _| format!("/sessions/{}/runtime", f.session),
+            body: Some(|_| json!({"gpu_class": "cpu", "prepaid_minutes": 1})),
+            expect: [401, 404, 403, 402, 402, 403, 401, 401],
+        },
+        Endpoint {
+            method: Method::DELETE,
+            path: |f, _| format!("/sessions/{}/runtime", f.session),
+            body: None,
+            expect: [401, 404, 403, 404, 404, 403, 401, 401],
+        },
     ]
 }
 
@@ -228,6 +249,38 @@ fn account_endpoints() -> Vec<Endpoint> {
             path: |_, _| "/media".into(),
             body: None,
             expect: [401, 200, 200, 200, 200, 403, 401, 401],
+        },
+        // Billing is per account: a share link has no credits.
+        Endpoint {
+            method: Method::GET,
+            path: |_, _| "/billing/balance".into(),
+            body: None,
+            expect: [401, 200, 200, 200, 200, 403, 401, 401],
+        },
+        Endpoint {
+            method: Method::GET,
+            path: |_, _| "/billing/ledger".into(),
+            body: None,
+            expect: [401, 200, 200, 200, 200, 403, 401, 401],
+        },
+        Endpoint {
+            method: Method::GET,
+            path: |_, _| "/billing/usage".into(),
+            body: None,
+            expect: [401, 200, 200, 200, 200, 403, 401, 401],
+        },
+        // Prices are public; the webhook authenticates by signature only (none here: 400).
+        Endpoint {
+            method: Method::GET,
+            path: |_, _| "/billing/prices".into(),
+            body: None,
+            expect: [200, 200, 200, 200, 200, 200, 200, 200],
+        },
+        Endpoint {
+            method: Method::POST,
+            path: |_, _| "/billing/webhook".into(),
+            body: Some(|_| json!({"id": "evt_x", "type": "checkout.session.completed"})),
+            expect: [400, 400, 400, 400, 400, 400, 400, 400],
         },
         // Public endpoints answer everyone, whatever token they carry.
         Endpoint {
