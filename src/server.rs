@@ -69,7 +69,11 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         .await
         .map_err(|e| StartError::Billing(e.to_string()))?;
     if recovery.resumed + recovery.settled > 0 {
-        tracing::info!(resumed = recovery.resumed, settled = recovery.settled, "runtime leases recovered");
+        tracing::info!(
+            resumed = recovery.resumed,
+            settled = recovery.settled,
+            "runtime leases recovered"
+        );
     }
     let config = Arc::new(config);
     let state = web::Data::new(AppState {

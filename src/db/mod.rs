@@ -218,9 +218,7 @@ impl Db {
             // serialization_failure, deadlock_detected
             Dialect::Postgres => code == "40001" || code == "40P01",
             // SQLITE_BUSY and SQLITE_LOCKED, with their extended codes (BUSY_SNAPSHOT = 517).
-            Dialect::Sqlite => code
-                .parse::<i32>()
-                .is_ok_and(|n| matches!(n & 0xff, 5 | 6)),
+            Dialect::Sqlite => code.parse::<i32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6)),
         }
     }
 }
