@@ -185,7 +185,8 @@ impl LiveConfig {
         atelier_actors::ConnectionLimits {
             max_message_bytes: usize::try_from(self.ws_max_message_bytes).unwrap_or(usize::MAX),
             max_messages_per_sec: per_sec,
-            message_burst: per_sec.saturating_mul(2),
+            // Stock clients send a burst on (re)connect and on big local changes.
+            message_burst: per_sec.saturating_mul(5).max(1000),
             outbound_queue_frames: usize::try_from(self.ws_outbound_queue_frames)
                 .unwrap_or(usize::MAX),
             ..Default::default()

@@ -133,5 +133,10 @@ export const synced = (provider, ms = 5000) =>
   until(() => provider.synced, ms, 'provider sync')
 
 export function destroyAll (...providers) {
-  for (const p of providers) p?.destroy()
+  for (const p of providers) {
+    if (!p) continue
+    p.destroy()
+    // The awareness keeps a renewal timer of its own that would keep node alive.
+    p.awareness?.destroy()
+  }
 }
