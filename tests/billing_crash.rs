@@ -181,3 +181,52 @@ on_both_backends!(
     killed_lease_resumes_without_billing_the_downtime,
     killed_lease_is_settled_at_its_last_checkpoint,
 );
+
+/// A graceful stop (SIGTERM) settles every lease before the process exits.
+async fn graceful_shutdown_settles_leases(backend: Backend) {
+    let mut server = TestServer::start_with(backend, &args("120")).await;
+    let owner = server.signup("Owner").await;
+    let session = server.create_session(&owner.token, "Shutdown").await;
+    let (status, lease) = server
+        .call(
+            Method::POST,
+            &format!("/sessions/{session}/runtime"),
+            Some(&owner.token),
+            Some(json!({"gpu_class": "cpu", "prepaid_minutes": 1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{lease}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pid = server.child.id().to_string();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the server did not stop on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.spawn(&args("120"));
+    let stored = lease_of(&server, &owner.token, &session).await;
+    assert_eq!(stored["status"], "stopped", "{stored}");
+    assert_eq!(stored["reason"], "server_shutdown");
+    let settled = json!({
+        "used_ms": stored["used_ms"],
+        "charged": stored["charged"],
+        "refunded": stored["refunded"],
+    });
+    check_settled(
+        &server,
+        &owner.token,
+        lease["lease_id"].as_str().unwrap(),
+        &settled,
+    )
+    .await;
+}
+
+on_both_backends!(graceful_shutdown_settles_leases);
