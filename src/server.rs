@@ -107,6 +107,9 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         }
     })
     .shutdown_timeout(config.shutdown_timeout_s)
+    // Our own handlers (below) replace actix's: it installs them only when the server is first
+    // polled, after the address has been announced, and a SIGTERM in between killed the process.
+    .disable_signals()
     .bind(config.bind)
     .map_err(|source| StartError::Bind {
         addr: config.bind,
@@ -114,6 +117,7 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     })?;
     let addrs = server.addrs();
     let server = server.run();
+    let signals = stop_on_signals(server.handle())?;
 
     // Forget idle rate-limit entries now and then so the table stays small.
     let pruner = tokio::spawn(async move {
@@ -129,9 +133,10 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         // One machine-readable line on stdout: scripts and tests read the chosen port from it.
         println!("atelier listening on http://{addr}");
     }
-    // actix-web handles SIGINT/SIGTERM: stops accepting, drains in-flight requests, then returns.
+    // Runs until a signal stops it: SIGTERM stops accepting, drains in-flight requests, returns.
     let result = server.await;
     pruner.abort();
+    signals.abort();
     tracing::info!("shutting down: settling runtime leases");
     billing.shutdown().await;
     tracing::info!("shutting down: flushing live sessions");
@@ -141,6 +146,39 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     tracing::info!("closing the database");
     db.close().await;
     result.map_err(StartError::Io)
+}
+
+/// Stops the server on SIGTERM (gracefully: in-flight requests drain for up to the shutdown
+/// timeout) and on SIGINT/SIGQUIT (at once), as actix-server would. The handlers are installed
+/// here, before the address is announced, so a signal sent right after start-up is never met by
+/// the default action (immediate termination).
+fn stop_on_signals(
+    server: actix_web::dev::ServerHandle,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut quit = signal(SignalKind::quit())?;
+        Ok(tokio::spawn(async move {
+            let graceful = tokio::select! {
+                _ = term.recv() => true,
+                _ = int.recv() => false,
+                _ = quit.recv() => false,
+            };
+            tracing::info!(graceful, "shutdown signal received; stopping the server");
+            server.stop(graceful).await;
+        }))
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                server.stop(false).await;
+            }
+        }))
+    }
 }
 
 async fn placeholder() -> HttpResponse {
