@@ -23,6 +23,11 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP + WebSocket server.
     Serve(Box<ServeConfig>),
+    /// Run a worker host that connects to a server and takes its jobs.
+    Worker(WorkerConfig),
+    /// Administration: `create-worker-token`.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Apply database migrations and exit.
     Migrate(DatabaseConfig),
 }
@@ -103,10 +108,6 @@ pub struct ServeConfig {
     #[arg(long, env = "ATELIER_PAYMENT_WEBHOOK_SECRET", hide_env_values = true)]
     pub payment_webhook_secret: Option<String>,
 
-    /// Directory holding model files and their manifests.
-    #[arg(long, env = "ATELIER_MODELS_DIR", default_value = "./models")]
-    pub models_dir: PathBuf,
-
     /// Base URL that links (share links) are built from; defaults to `http://<bind>`.
     #[arg(long, env = "ATELIER_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -122,6 +123,9 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub live: LiveConfig,
+
+    #[command(flatten)]
+    pub jobs: JobsConfig,
 
     #[command(flatten)]
     pub billing: BillingConfig,
@@ -238,4 +242,115 @@ pub struct BillingConfig {
     /// seconds before; older ones are settled at their last checkpoint. Downtime is never billed.
     #[arg(long, env = "ATELIER_LEASE_RESUME_WINDOW_S", default_value_t = 120)]
     pub lease_resume_window_s: u64,
+}
+
+/// The inference engine (ONNX Runtime) of a worker, in-process or remote.
+#[derive(Debug, Clone, Args)]
+pub struct EngineArgs {
+    /// Directory holding model files and their manifests.
+    #[arg(long, env = "ATELIER_MODELS_DIR", default_value = "./models")]
+    pub models_dir: PathBuf,
+
+    /// `auto` (CUDA when available, else CPU, and says so), `cuda` (fails without CUDA), `cpu`.
+    #[arg(long, env = "ATELIER_EXECUTION_PROVIDER", default_value = "auto")]
+    pub execution_provider: crate::inference::ExecutionProvider,
+
+    /// ONNX Runtime intra-op threads per model; 0 lets ONNX Runtime decide.
+    #[arg(long, env = "ATELIER_INTRA_THREADS", default_value_t = 0)]
+    pub intra_threads: usize,
+}
+
+impl EngineArgs {
+    pub fn engine_config(&self) -> crate::inference::EngineConfig {
+        let mut c = crate::inference::EngineConfig::new(self.models_dir.clone());
+        c.ort_dylib_path = std::env::var_os("ORT_DYLIB_PATH")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from);
+        c.execution_provider = self.execution_provider;
+        c.intra_threads = self.intra_threads;
+        c
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InProcessWorker {
+    /// Run one when the models directory has models; otherwise say so and run without.
+    Auto,
+    /// Always: failing to load ONNX Runtime or a model stops start-up.
+    On,
+    /// Never: jobs wait for remote workers.
+    Off,
+}
+
+/// Jobs and workers.
+#[derive(Debug, Clone, Args)]
+pub struct JobsConfig {
+    /// The worker inside `atelier serve`.
+    #[arg(long, env = "ATELIER_IN_PROCESS_WORKER", value_enum, default_value_t = InProcessWorker::Auto)]
+    pub in_process_worker: InProcessWorker,
+
+    #[command(flatten)]
+    pub engine: EngineArgs,
+
+    /// Jobs one account may have waiting (429 beyond it).
+    #[arg(long, env = "ATELIER_MAX_QUEUED_JOBS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_queued_jobs: u64,
+
+    /// Jobs one account may have running at once.
+    #[arg(long, env = "ATELIER_MAX_RUNNING_JOBS", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_running_jobs: u64,
+
+    /// A worker silent this long loses its job ("worker lost").
+    #[arg(long, env = "ATELIER_WORKER_HEARTBEAT_TIMEOUT_S", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub worker_heartbeat_timeout_s: u64,
+
+    /// At most one preview frame per job per this many milliseconds.
+    #[arg(long, env = "ATELIER_PREVIEW_MIN_INTERVAL_MS", default_value_t = 200)]
+    pub preview_min_interval_ms: u64,
+}
+
+impl JobsConfig {
+    pub fn limits(&self) -> crate::jobs::JobLimits {
+        let timeout = std::time::Duration::from_secs(self.worker_heartbeat_timeout_s);
+        crate::jobs::JobLimits {
+            max_queued_per_account: usize::try_from(self.max_queued_jobs).unwrap_or(usize::MAX),
+            max_running_per_account: usize::try_from(self.max_running_jobs).unwrap_or(usize::MAX),
+            heartbeat_timeout: timeout,
+            heartbeat_interval: (timeout / 4).max(std::time::Duration::from_millis(250)),
+            preview_min_interval: std::time::Duration::from_millis(self.preview_min_interval_ms),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerConfig {
+    /// The server's base URL, e.g. `http://127.0.0.1:8080`.
+    #[arg(long, env = "ATELIER_SERVER")]
+    pub server: String,
+
+    /// A worker token from `atelier admin create-worker-token`.
+    #[arg(long, env = "ATELIER_WORKER_TOKEN", hide_env_values = true)]
+    pub token: String,
+
+    /// The name this worker shows.
+    #[arg(long, env = "ATELIER_WORKER_NAME", default_value = "worker")]
+    pub name: String,
+
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a token a worker host connects with; prints it once.
+    CreateWorkerToken {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        /// A name for the worker (shown in logs).
+        #[arg(long, default_value = "worker")]
+        name: String,
+    },
 }

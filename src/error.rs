@@ -38,6 +38,8 @@ pub enum Error {
     /// 402: the action needs Pro runtime (an active lease) that the session does not have.
     #[error("{0}")]
     PaymentRequired(String),
+    #[error("{0}")]
+    TooManyJobs(String),
     /// 402: the account's available credits do not cover the action.
     #[error("{0}")]
     InsufficientCredits(String),
@@ -88,6 +90,7 @@ impl Error {
             Error::QuotaExceeded(_) => "quota_exceeded",
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
             Error::PaymentRequired(_) => "payment_required",
+            Error::TooManyJobs(_) => "too_many_jobs",
             Error::InsufficientCredits(_) => "insufficient_credits",
             Error::InvalidSignature(_) => "invalid_signature",
             Error::RateLimited { .. } => "rate_limited",
@@ -118,7 +121,7 @@ impl ResponseError for Error {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::PayloadTooLarge(_) | Error::QuotaExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::RateLimited { .. } | Error::TooManyJobs(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Database(_) | Error::Storage(_) | Error::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use atelier::config::{Cli, Command};
+use atelier::config::{AdminCommand, Cli, Command};
 use atelier::{db, server, telemetry};
 use clap::Parser;
 
@@ -25,6 +25,29 @@ fn main() -> ExitCode {
             actix_web::rt::System::with_tokio_rt(|| runtime)
                 .block_on(server::run(*config))
                 .map_err(|e| e.to_string())
+        }
+        Command::Worker(config) => {
+            telemetry::init_logs(atelier::config::LogFormat::Human);
+            runtime
+                .block_on(atelier::worker::run_remote(config))
+                .map_err(|e| e.to_string())
+        }
+        Command::Admin(AdminCommand::CreateWorkerToken { database, name }) => {
+            telemetry::init_logs(atelier::config::LogFormat::Human);
+            runtime.block_on(async {
+                let db = db::Db::connect(&database.database_url, database.database_max_connections)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let token = atelier::auth::tokens::generate(
+                    atelier::jobs::worker_socket::WORKER_TOKEN_PREFIX,
+                );
+                db.insert_worker_token(&name, &atelier::auth::tokens::hash(&token))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                db.close().await;
+                println!("{token}");
+                Ok(())
+            })
         }
         Command::Migrate(config) => {
             telemetry::init_logs(atelier::config::LogFormat::Human);

@@ -11,9 +11,12 @@ use atelier_actors::{RegistryConfig, SessionRegistryHandle};
 
 use crate::auth::rate_limit::AuthRateLimit;
 use crate::billing::{Billing, BillingSettings, InProcessWorkerPool};
+use crate::config::InProcessWorker;
 use crate::config::ServeConfig;
 use crate::db::documents::SqlDocStore;
 use crate::db::Db;
+use crate::inference::{Engine, ModelCatalog};
+use crate::jobs::{JobBoard, JobService};
 use crate::state::AppState;
 use crate::storage::Blobs;
 use crate::{api, telemetry, ws};
@@ -36,6 +39,8 @@ pub enum StartError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Jobs(String),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -50,8 +55,22 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     let blobs = Blobs::from_url(&config.storage_url).await?;
     let rate = NonZeroU32::new(config.auth_rate_per_minute).unwrap_or(NonZeroU32::MIN);
     let auth_rate_limit = AuthRateLimit::per_minute(rate);
+    // Jobs that were queued or running when the server last stopped cannot continue.
+    let ended = db
+        .fail_unfinished_jobs("the server restarted while the job was unfinished")
+        .await
+        .map_err(|e| StartError::Jobs(e.to_string()))?;
+    if ended > 0 {
+        tracing::warn!(
+            jobs = ended,
+            "unfinished jobs from before the restart marked failed"
+        );
+    }
+    let (catalog, engine) = load_models(&config).await?;
+    let board = JobBoard::default();
     let mut registry = RegistryConfig::new(Arc::new(SqlDocStore(db.clone())));
     registry.limits = config.live.session_limits();
+    registry.jobs = Arc::new(board.clone());
     let live = SessionRegistryHandle::new(registry);
     // Billing: meters run on this (the system) arbiter. Leases left open by a crash are resumed
     // or settled at their last checkpoint before the first request.
@@ -75,6 +94,18 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
             "runtime leases recovered"
         );
     }
+    let jobs = JobService::new(
+        board,
+        db.clone(),
+        blobs.clone(),
+        live.clone(),
+        billing.clone(),
+        config.jobs.limits(),
+    );
+    billing.set_hooks(Arc::new(jobs.clone()));
+    if let Some(engine) = engine {
+        crate::worker::start_in_process(engine, jobs.clone());
+    }
     let config = Arc::new(config);
     let state = web::Data::new(AppState {
         db: db.clone(),
@@ -84,6 +115,8 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         metrics,
         live: live.clone(),
         billing: billing.clone(),
+        jobs,
+        catalog,
     });
 
     let max_json = usize::try_from(config.max_json_bytes).unwrap_or(usize::MAX);
@@ -185,4 +218,46 @@ async fn placeholder() -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
         .body(PLACEHOLDER_HTML)
+}
+
+/// The model catalog (for validating graphs and listing node types) and, when configured, the
+/// engine of the in-process worker. A missing or corrupt model is an error here, at start-up.
+async fn load_models(
+    config: &ServeConfig,
+) -> Result<(Arc<ModelCatalog>, Option<Arc<Engine>>), StartError> {
+    let engine_config = config.jobs.engine.engine_config();
+    let dir = engine_config.models_dir.clone();
+    let has_models = tokio::fs::try_exists(&dir).await.unwrap_or(false);
+    let mode = config.jobs.in_process_worker;
+    if mode == InProcessWorker::Auto && !has_models {
+        tracing::warn!(dir = %dir.display(), "no models directory: the in-process worker is off (run scripts/fetch-models)");
+    }
+    let run_engine = match mode {
+        InProcessWorker::On => true,
+        InProcessWorker::Off => false,
+        InProcessWorker::Auto => has_models,
+    };
+    if run_engine {
+        let engine = tokio::task::spawn_blocking(move || Engine::load(&engine_config))
+            .await
+            .map_err(|e| StartError::Jobs(e.to_string()))?
+            .map_err(|e| {
+                StartError::Jobs(format!(
+                    "in-process worker (ATELIER_IN_PROCESS_WORKER): {e}"
+                ))
+            })?;
+        tracing::info!(device = %engine.device(), models = ?engine.catalog().names(), "in-process worker ready");
+        let catalog = Arc::new(engine.catalog().clone());
+        return Ok((catalog, Some(Arc::new(engine))));
+    }
+    let catalog = if has_models {
+        let dir2 = dir.clone();
+        tokio::task::spawn_blocking(move || ModelCatalog::load(&dir2))
+            .await
+            .map_err(|e| StartError::Jobs(e.to_string()))?
+            .map_err(|e| StartError::Jobs(format!("model catalog (ATELIER_MODELS_DIR): {e}")))?
+    } else {
+        ModelCatalog::default()
+    };
+    Ok((Arc::new(catalog), None))
 }

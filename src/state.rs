@@ -21,4 +21,8 @@ pub struct AppState {
     pub live: SessionRegistryHandle,
     /// Credits, Pro runtime leases and their meters.
     pub billing: Billing,
+    /// The queue, unfinished jobs and connected workers.
+    pub jobs: crate::jobs::JobService,
+    /// The node types jobs may use (the models directory's manifests).
+    pub catalog: Arc<crate::inference::ModelCatalog>,
 }

@@ -185,6 +185,32 @@ impl SessionRegistryHandle {
         }
     }
 
+    /// Applies a server-made update: through the live session (stored, then fanned out) or, when
+    /// nobody is connected, straight into storage (the next load replays it).
+    pub async fn apply_server_update(
+        &self,
+        session_id: SessionId,
+        update: Vec<u8>,
+    ) -> Result<(), String> {
+        if let Some(addr) = self.get(session_id) {
+            if let Ok(result) = addr
+                .send(crate::session::messages::ApplyServerUpdate {
+                    update: update.clone(),
+                })
+                .await
+            {
+                return result;
+            }
+        }
+        self.shared
+            .deps
+            .store
+            .append(session_id, vec![update])
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     /// The session was deleted: kick everyone and unload without storing anything more.
     pub async fn close_session(&self, session_id: SessionId, reason: &str) {
         if let Some(addr) = self.get(session_id) {

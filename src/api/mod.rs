@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod billing;
+pub mod jobs;
 pub mod me;
 pub mod media;
 pub mod openapi;
@@ -59,6 +60,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
             .service(billing::webhook)
             .service(ops::healthz)
             .service(ops::readyz)
+            .service(jobs::node_types)
+            .service(jobs::run)
+            .service(jobs::list)
+            .service(jobs::get_one)
+            .service(jobs::cancel)
+            .service(crate::jobs::worker_socket::worker_ws)
             .service(openapi::openapi_json)
             .default_service(web::to(not_found)),
     );

@@ -4,7 +4,7 @@ use actix_web::{get, web};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, billing, me, media, ops, runtime, sessions, share_links};
+use super::{auth, billing, jobs, me, media, ops, runtime, sessions, share_links};
 
 struct Security;
 
@@ -35,6 +35,7 @@ impl Modify for Security {
         sessions::members, sessions::add_member, sessions::remove_member,
         share_links::create, share_links::list, share_links::revoke,
         media::upload, media::list, media::download, media::delete_one,
+        jobs::node_types, jobs::run, jobs::list, jobs::get_one, jobs::cancel,
         ops::healthz, ops::readyz,
         runtime::start, runtime::get_one, runtime::stop,
         billing::prices, billing::balance, billing::ledger, billing::usage, billing::webhook,

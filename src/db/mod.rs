@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod documents;
+pub mod jobs;
 pub mod leases;
 pub mod ledger;
 pub mod media;

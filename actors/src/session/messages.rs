@@ -334,3 +334,29 @@ impl Handler<GetStats> for SessionActor {
 fn restarted() -> DocStoreError {
     DocStoreError::backend("session restarted before flushing")
 }
+
+/// The id that marks an update made by the server itself (job outputs): no connection has it,
+/// so the update is fanned out to every participant.
+pub const SERVER_ORIGIN: ConnectionId = ConnectionId(0);
+
+/// A change the server makes to the document (e.g. a job's outputs). Stored first and fanned out
+/// to everyone, like an editor's update.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct ApplyServerUpdate {
+    /// A v1 update.
+    pub update: Vec<u8>,
+}
+
+impl Handler<ApplyServerUpdate> for SessionActor {
+    type Result = Result<(), String>;
+
+    fn handle(&mut self, msg: ApplyServerUpdate, ctx: &mut Context<Self>) -> Self::Result {
+        let update = atelier_protocol::ysync::decode_update(&msg.update)
+            .map_err(|e| format!("invalid server update: {e}"))?;
+        self.guard(ctx, |act, ctx| {
+            act.enqueue_update(SERVER_ORIGIN, update, msg.update, ctx);
+        });
+        Ok(())
+    }
+}

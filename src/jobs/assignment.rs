@@ -1,0 +1,311 @@
+//! One job on one worker — the job's worker lease. A task owns the assignment: it is the only
+//! place that turns the worker's messages into studio events, media and document outputs, so
+//! every participant sees them in one order. It ends the job exactly once: succeeded, failed
+//! (including "worker lost" when heartbeats stop), or cancelled.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use atelier_protocol::events::StudioEvent;
+use atelier_protocol::ids::{JobId, MediaId, SessionId, WorkerId};
+use atelier_protocol::worker::{ServerMessage, WorkerMessage};
+use base64::Engine as _;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::graph::{self, Plan};
+use super::service::JobService;
+use crate::db::jobs::JobStatus;
+use crate::db::media::NewMedia;
+
+/// Largest image a worker may send as one output or preview.
+pub const MAX_IMAGE_BYTES: usize = 32 * 1024 * 1024;
+
+pub enum AssignmentEvent {
+    FromWorker(WorkerMessage),
+    Cancel(Option<String>),
+    WorkerLost,
+}
+
+enum End {
+    Succeeded,
+    Failed(String),
+    Cancelled(Option<String>),
+}
+
+pub(super) fn start(
+    service: JobService,
+    job: JobId,
+    worker: WorkerId,
+    session: SessionId,
+    plan: Plan,
+    rx: mpsc::UnboundedReceiver<AssignmentEvent>,
+) {
+    actix_web::rt::spawn(async move {
+        let mut run = Assignment {
+            service,
+            job,
+            worker,
+            session,
+            plan,
+            outputs: BTreeMap::new(),
+            last_preview: None,
+            cancel_reason: None,
+        };
+        let (end, lost) = run.drive(rx).await;
+        run.finish(end, lost).await;
+    });
+}
+
+struct Assignment {
+    service: JobService,
+    job: JobId,
+    worker: WorkerId,
+    session: SessionId,
+    plan: Plan,
+    outputs: BTreeMap<String, Vec<MediaId>>,
+    last_preview: Option<Instant>,
+    cancel_reason: Option<Option<String>>,
+}
+
+impl Assignment {
+    async fn drive(&mut self, mut rx: mpsc::UnboundedReceiver<AssignmentEvent>) -> (End, bool) {
+        let timeout = self.service.limits().heartbeat_timeout;
+        loop {
+            // Any message from the worker (heartbeats included) proves it is alive.
+            let event = match tokio::time::timeout(timeout, rx.recv()).await {
+                Ok(Some(event)) => event,
+                Ok(None) | Err(_) => {
+                    return (
+                        End::Failed(format!(
+                            "worker lost: no heartbeat for {} s",
+                            timeout.as_secs()
+                        )),
+                        true,
+                    )
+                }
+            };
+            match event {
+                AssignmentEvent::WorkerLost => {
+                    return (
+                        End::Failed("worker lost: its connection closed".into()),
+                        true,
+                    )
+                }
+                AssignmentEvent::Cancel(reason) => {
+                    if self.cancel_reason.is_none() {
+                        self.cancel_reason = Some(reason);
+                        self.send_to_worker(ServerMessage::Cancel { job_id: self.job });
+                    }
+                }
+                AssignmentEvent::FromWorker(msg) => {
+                    if let Some(end) = self.on_worker(msg).await {
+                        return (end, false);
+                    }
+                }
+            }
+        }
+    }
+
+    fn send_to_worker(&self, msg: ServerMessage) {
+        let link = self
+            .service
+            .board
+            .0
+            .lock()
+            .ok()
+            .and_then(|s| s.workers_link(self.worker));
+        if let Some(link) = link {
+            let _ = link.send(msg);
+        }
+    }
+
+    async fn on_worker(&mut self, msg: WorkerMessage) -> Option<End> {
+        let live = self.service.live.clone();
+        match msg {
+            WorkerMessage::Hello { .. } | WorkerMessage::Heartbeat => None,
+            WorkerMessage::Progress {
+                node_id,
+                step,
+                total,
+                ..
+            } => {
+                self.service.note_progress(self.job, &node_id, step, total);
+                live.broadcast_event(
+                    self.session,
+                    StudioEvent::JobProgress {
+                        job_id: self.job,
+                        node_id,
+                        step,
+                        total,
+                    },
+                );
+                None
+            }
+            WorkerMessage::Preview {
+                step, mime, data, ..
+            } => {
+                // Previews are ephemeral: beyond the configured rate they are skipped so that a
+                // fast model cannot flood slow viewers. Progress events are never skipped.
+                let min = self.service.limits().preview_min_interval;
+                if self.last_preview.is_some_and(|t| t.elapsed() < min) {
+                    return None;
+                }
+                match decode_image(&data) {
+                    Ok(image) => {
+                        self.last_preview = Some(Instant::now());
+                        live.broadcast_preview(self.session, self.job, step, mime, image);
+                    }
+                    Err(e) => {
+                        tracing::warn!(job = %self.job, error = %e, "bad preview from worker")
+                    }
+                }
+                None
+            }
+            WorkerMessage::NodeOutput {
+                node_id,
+                mime,
+                data,
+                ..
+            } => match self.store_output(&node_id, &mime, &data).await {
+                Ok(media) => {
+                    live.broadcast_event(
+                        self.session,
+                        StudioEvent::JobNodeDone {
+                            job_id: self.job,
+                            node_id,
+                            outputs: vec![media],
+                        },
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.send_to_worker(ServerMessage::Cancel { job_id: self.job });
+                    Some(End::Failed(format!("node {node_id}: {e}")))
+                }
+            },
+            WorkerMessage::Succeeded { .. } => Some(End::Succeeded),
+            WorkerMessage::Failed { error, .. } => Some(End::Failed(error)),
+            WorkerMessage::Cancelled { .. } => {
+                Some(End::Cancelled(self.cancel_reason.clone().flatten()))
+            }
+        }
+    }
+
+    /// PNG bytes → object storage → a media row of the session → `outputs[node_id]` in the
+    /// session document.
+    async fn store_output(
+        &mut self,
+        node_id: &str,
+        mime: &str,
+        data: &str,
+    ) -> Result<MediaId, String> {
+        if !self.plan.steps.iter().any(|s| s.node_id == node_id) {
+            return Err("output for a node that is not part of the job".into());
+        }
+        let bytes = decode_image(data)?;
+        if crate::api::media::sniff(&bytes) != Some("image/png") || mime != "image/png" {
+            return Err("the worker's output is not a PNG".into());
+        }
+        let account = self
+            .service
+            .job_account(self.job)
+            .ok_or("the job is no longer known")?;
+        let id = MediaId::new_random();
+        let key = format!("media/{account}/{id}");
+        let size = i64::try_from(bytes.len()).map_err(|e| e.to_string())?;
+        self.service
+            .blobs
+            .put(&key, Bytes::from(bytes))
+            .await
+            .map_err(|e| format!("storing the output failed: {e}"))?;
+        let filename = format!("{node_id}.png");
+        self.service
+            .db
+            .insert_media(NewMedia {
+                id,
+                owner: account,
+                session: Some(self.session),
+                content_type: "image/png",
+                size_bytes: size,
+                object_key: &key,
+                filename: Some(&filename),
+            })
+            .await
+            .map_err(|e| format!("recording the output failed: {e}"))?;
+        let entry = self.outputs.entry(node_id.to_string()).or_default();
+        entry.push(id);
+        let ids: Vec<String> = entry.iter().map(ToString::to_string).collect();
+        // Build the change on the stored document so it lands after what is there.
+        let stored = self
+            .service
+            .db
+            .load_document(self.session)
+            .await
+            .map_err(|e| e.to_string())?;
+        let doc = graph::doc_from_stored(&stored)?;
+        let update = graph::outputs_update(&doc, node_id, &ids);
+        self.service
+            .live
+            .apply_server_update(self.session, update)
+            .await
+            .map_err(|e| format!("writing the output into the document failed: {e}"))?;
+        Ok(id)
+    }
+
+    async fn finish(self, end: End, worker_lost: bool) {
+        let outputs: Vec<MediaId> = self
+            .outputs
+            .iter()
+            .filter(|(node, _)| self.plan.output_nodes.contains(*node))
+            .flat_map(|(_, ids)| ids.iter().copied())
+            .collect();
+        let (status, error, event) = match end {
+            End::Succeeded => (
+                JobStatus::Succeeded,
+                None,
+                StudioEvent::JobSucceeded {
+                    job_id: self.job,
+                    outputs: outputs.clone(),
+                },
+            ),
+            End::Failed(error) => (
+                JobStatus::Failed,
+                Some(error.clone()),
+                StudioEvent::JobFailed {
+                    job_id: self.job,
+                    error,
+                },
+            ),
+            End::Cancelled(reason) => (
+                JobStatus::Cancelled,
+                reason.clone(),
+                StudioEvent::JobCancelled {
+                    job_id: self.job,
+                    reason,
+                },
+            ),
+        };
+        if let Err(e) = self
+            .service
+            .db
+            .finish_job(self.job, status, error.as_deref(), &outputs)
+            .await
+        {
+            tracing::error!(job = %self.job, error = %e, "could not record the job's end");
+        }
+        self.service.live.broadcast_event(self.session, event);
+        self.service
+            .finished(self.job, self.worker, worker_lost)
+            .await;
+    }
+}
+
+fn decode_image(data: &str) -> Result<Vec<u8>, String> {
+    if data.len() > MAX_IMAGE_BYTES / 3 * 4 + 4 {
+        return Err(format!("image larger than {MAX_IMAGE_BYTES} bytes"));
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(|e| format!("image is not base64: {e}"))
+}

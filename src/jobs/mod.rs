@@ -1,0 +1,17 @@
+//! GPU jobs: the session graph compiled into steps, queued fairly, run on worker hosts, and
+//! reported live to every participant.
+//!
+//! - [`graph`]: document → validated graph → [`graph::Plan`].
+//! - [`queue`]: the fair per-account queue.
+//! - [`service`]: [`JobService`] — submit, cancel, dispatch, workers joining and leaving.
+//! - [`assignment`]: one job on one worker (the worker lease of a job): heartbeat deadline,
+//!   events, previews, outputs into media and the document.
+//! - [`worker_socket`]: `GET /api/v1/workers/ws`, the remote worker's connection.
+
+pub mod assignment;
+pub mod graph;
+pub mod queue;
+pub mod service;
+pub mod worker_socket;
+
+pub use service::{JobBoard, JobLimits, JobService};

@@ -1,0 +1,500 @@
+//! The job service: one cheap-to-clone handle over the queue, the unfinished jobs and the
+//! connected workers.
+//!
+//! The state sits behind a std `Mutex`: every operation is a short, synchronous update (no
+//! `.await` while it is held); I/O (database, events, worker messages) happens after the lock is
+//! released.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use atelier_actors::{BoxError, BoxFuture, JobsSnapshot, SessionRegistryHandle};
+use atelier_protocol::events::StudioEvent;
+use atelier_protocol::ids::{AccountId, JobId, LeaseId, SessionId, WorkerId};
+use atelier_protocol::worker::{Device, ServerMessage, WorkerMessage};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::assignment::{self, AssignmentEvent};
+use super::graph::Plan;
+use super::queue::FairQueue;
+use crate::billing::Billing;
+use crate::db::jobs::JobStatus;
+use crate::db::Db;
+use crate::error::{Error, Result};
+use crate::storage::Blobs;
+
+#[derive(Debug, Clone)]
+pub struct JobLimits {
+    pub max_queued_per_account: usize,
+    pub max_running_per_account: usize,
+    pub heartbeat_timeout: Duration,
+    pub heartbeat_interval: Duration,
+    pub preview_min_interval: Duration,
+}
+
+/// What `session.hello` and `GET` report about an unfinished job.
+#[derive(Debug, Clone)]
+struct JobView {
+    session: SessionId,
+    account: AccountId,
+    lease: Option<LeaseId>,
+    status: JobStatus,
+    position: u32,
+    worker: Option<WorkerId>,
+    device: Option<String>,
+    node_id: Option<String>,
+    step: u32,
+    total: u32,
+    plan: Plan,
+}
+
+struct WorkerEntry {
+    name: String,
+    device: String,
+    models: Vec<String>,
+    link: mpsc::UnboundedSender<ServerMessage>,
+    busy: Option<(JobId, mpsc::UnboundedSender<AssignmentEvent>)>,
+}
+
+#[derive(Default)]
+pub(super) struct State {
+    queue: FairQueue,
+    jobs: HashMap<JobId, JobView>,
+    workers: HashMap<WorkerId, WorkerEntry>,
+}
+
+/// The shared table of unfinished jobs; the session actors read it for `session.hello`.
+#[derive(Clone, Default)]
+pub struct JobBoard(pub(super) Arc<Mutex<State>>);
+
+impl State {
+    pub(super) fn workers_link(
+        &self,
+        worker: WorkerId,
+    ) -> Option<mpsc::UnboundedSender<ServerMessage>> {
+        self.workers.get(&worker).map(|w| w.link.clone())
+    }
+}
+
+impl JobBoard {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Each operation leaves the state consistent before it can panic.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn view_json(id: JobId, v: &JobView) -> serde_json::Value {
+    json!({
+        "job_id": id,
+        "status": v.status.as_str(),
+        "position": (v.status == JobStatus::Queued).then_some(v.position),
+        "worker_id": v.worker,
+        "device": v.device,
+        "node_id": v.node_id,
+        "step": v.step,
+        "total": v.total,
+        "nodes": v.plan.steps.iter().map(|s| s.node_id.clone()).collect::<Vec<_>>(),
+    })
+}
+
+impl JobsSnapshot for JobBoard {
+    fn unfinished_jobs(
+        &self,
+        session: SessionId,
+    ) -> BoxFuture<'_, std::result::Result<Vec<serde_json::Value>, BoxError>> {
+        let jobs: Vec<serde_json::Value> = self
+            .lock()
+            .jobs
+            .iter()
+            .filter(|(_, v)| v.session == session)
+            .map(|(id, v)| view_json(*id, v))
+            .collect();
+        Box::pin(async move { Ok(jobs) })
+    }
+}
+
+#[derive(Clone)]
+pub struct JobService {
+    pub(super) board: JobBoard,
+    pub(super) db: Db,
+    pub(super) blobs: Blobs,
+    pub(super) live: SessionRegistryHandle,
+    pub(super) billing: Billing,
+    pub(super) limits: Arc<JobLimits>,
+}
+
+impl JobService {
+    pub fn new(
+        board: JobBoard,
+        db: Db,
+        blobs: Blobs,
+        live: SessionRegistryHandle,
+        billing: Billing,
+        limits: JobLimits,
+    ) -> Self {
+        JobService {
+            board,
+            db,
+            blobs,
+            live,
+            billing,
+            limits: Arc::new(limits),
+        }
+    }
+
+    pub fn limits(&self) -> &JobLimits {
+        &self.limits
+    }
+
+    /// Queues a compiled plan. 429 when the account has too many jobs waiting.
+    pub async fn submit(
+        &self,
+        session: SessionId,
+        account: AccountId,
+        lease: Option<LeaseId>,
+        plan: Plan,
+    ) -> Result<JobId> {
+        let job = JobId::new_random();
+        {
+            let state = self.board.lock();
+            if state.queue.queued_for(account) >= self.limits.max_queued_per_account {
+                return Err(Error::TooManyJobs(format!(
+                    "you already have {} jobs waiting (the limit); wait for one to start or cancel one",
+                    self.limits.max_queued_per_account
+                )));
+            }
+        }
+        let plan_json =
+            serde_json::to_value(&plan.steps).map_err(|e| Error::Internal(format!("plan: {e}")))?;
+        self.db
+            .insert_job(job, session, account, &plan_json)
+            .await?;
+        {
+            let mut state = self.board.lock();
+            state.queue.push(account, job);
+            state.jobs.insert(
+                job,
+                JobView {
+                    session,
+                    account,
+                    lease,
+                    status: JobStatus::Queued,
+                    position: 0,
+                    worker: None,
+                    device: None,
+                    node_id: None,
+                    step: 0,
+                    total: 0,
+                    plan,
+                },
+            );
+        }
+        self.announce_positions();
+        self.dispatch().await;
+        Ok(job)
+    }
+
+    /// Tells every queued job's session its current place in line.
+    fn announce_positions(&self) {
+        let updates: Vec<(SessionId, JobId, u32)> = {
+            let mut state = self.board.lock();
+            let positions = state.queue.positions();
+            positions
+                .into_iter()
+                .filter_map(|(job, pos)| {
+                    let view = state.jobs.get_mut(&job)?;
+                    (view.position != pos).then(|| {
+                        view.position = pos;
+                        (view.session, job, pos)
+                    })
+                })
+                .collect()
+        };
+        for (session, job_id, position) in updates {
+            self.live
+                .broadcast_event(session, StudioEvent::JobQueued { job_id, position });
+        }
+    }
+
+    /// Starts queued jobs on idle workers that have their models.
+    pub async fn dispatch(&self) {
+        loop {
+            let started = {
+                let mut state = self.board.lock();
+                let state = &mut *state;
+                let running: HashMap<AccountId, usize> = state
+                    .jobs
+                    .values()
+                    .filter(|v| v.status == JobStatus::Running)
+                    .fold(HashMap::new(), |mut m, v| {
+                        *m.entry(v.account).or_default() += 1;
+                        m
+                    });
+                let idle: Vec<WorkerId> = state
+                    .workers
+                    .iter()
+                    .filter(|(_, w)| w.busy.is_none())
+                    .map(|(id, _)| *id)
+                    .collect();
+                if idle.is_empty() {
+                    None
+                } else {
+                    let max = self.limits.max_running_per_account;
+                    let jobs = &state.jobs;
+                    let workers = &state.workers;
+                    // A job is eligible when its account is under its running limit and an idle
+                    // worker has every model it needs.
+                    let fits = |job: &JobView, worker: &WorkerEntry| {
+                        job.plan
+                            .steps
+                            .iter()
+                            .all(|s| worker.models.contains(&s.model))
+                    };
+                    let mut picked = None;
+                    let candidate = state
+                        .queue
+                        .pop_next(|account| running.get(&account).copied().unwrap_or(0) < max);
+                    if let Some((account, job)) = candidate {
+                        match jobs.get(&job).and_then(|v| {
+                            idle.iter()
+                                .find(|w| workers.get(w).is_some_and(|we| fits(v, we)))
+                        }) {
+                            Some(worker) => picked = Some((job, *worker)),
+                            None => {
+                                // No capable idle worker now: back to the head of its line.
+                                state.queue.push_front(account, job);
+                            }
+                        }
+                    }
+                    picked.and_then(|(job, worker)| {
+                        let (tx, rx) = mpsc::unbounded_channel();
+                        let w = state.workers.get_mut(&worker)?;
+                        w.busy = Some((job, tx));
+                        let device = w.device.clone();
+                        let link = w.link.clone();
+                        let view = state.jobs.get_mut(&job)?;
+                        view.status = JobStatus::Running;
+                        view.worker = Some(worker);
+                        view.device = Some(device.clone());
+                        Some((job, worker, device, link, rx, view.clone()))
+                    })
+                }
+            };
+            let Some((job, worker, device, link, rx, view)) = started else {
+                break;
+            };
+            if let Err(e) = self.db.mark_job_running(job, worker, &device).await {
+                tracing::error!(%job, error = %e, "could not record the job start");
+            }
+            if let Some(lease) = view.lease {
+                self.billing.note_job_activity(lease);
+            }
+            self.live.broadcast_event(
+                view.session,
+                StudioEvent::JobStarted {
+                    job_id: job,
+                    worker_id: worker,
+                    device: device.clone(),
+                },
+            );
+            let _ = link.send(ServerMessage::Assign {
+                job_id: job,
+                session_id: view.session,
+                steps: view.plan.steps.clone(),
+            });
+            assignment::start(self.clone(), job, worker, view.session, view.plan, rx);
+            self.announce_positions();
+        }
+    }
+
+    /// Cancels a job: a queued one at once, a running one within one step (its worker
+    /// terminates the running model step). False when the job is not unfinished.
+    pub async fn cancel(&self, job: JobId, reason: Option<String>) -> bool {
+        enum Was {
+            Queued(SessionId),
+            Running(mpsc::UnboundedSender<AssignmentEvent>),
+            Gone,
+        }
+        let was = {
+            let mut state = self.board.lock();
+            match state
+                .jobs
+                .get(&job)
+                .map(|v| (v.status, v.session, v.worker))
+            {
+                Some((JobStatus::Queued, session, _)) => {
+                    state.queue.remove(job);
+                    state.jobs.remove(&job);
+                    Was::Queued(session)
+                }
+                Some((JobStatus::Running, _, Some(worker))) => {
+                    match state.workers.get(&worker).and_then(|w| w.busy.clone()) {
+                        Some((busy, tx)) if busy == job => Was::Running(tx),
+                        _ => Was::Gone,
+                    }
+                }
+                _ => Was::Gone,
+            }
+        };
+        match was {
+            Was::Queued(session) => {
+                if let Err(e) = self
+                    .db
+                    .finish_job(job, JobStatus::Cancelled, reason.as_deref(), &[])
+                    .await
+                {
+                    tracing::error!(%job, error = %e, "could not record the cancellation");
+                }
+                self.live.broadcast_event(
+                    session,
+                    StudioEvent::JobCancelled {
+                        job_id: job,
+                        reason,
+                    },
+                );
+                self.announce_positions();
+                true
+            }
+            Was::Running(tx) => tx.send(AssignmentEvent::Cancel(reason)).is_ok(),
+            Was::Gone => false,
+        }
+    }
+
+    /// Cancels every unfinished job of a session (its runtime stopped).
+    pub async fn cancel_session_jobs(&self, session: SessionId, reason: &str) {
+        let jobs: Vec<JobId> = self
+            .board
+            .lock()
+            .jobs
+            .iter()
+            .filter(|(_, v)| v.session == session)
+            .map(|(id, _)| *id)
+            .collect();
+        for job in jobs {
+            self.cancel(job, Some(reason.to_string())).await;
+        }
+    }
+
+    /// A worker said hello. Returns its id; `link` carries messages to it.
+    pub fn register_worker(
+        &self,
+        name: String,
+        devices: &[Device],
+        models: Vec<String>,
+        link: mpsc::UnboundedSender<ServerMessage>,
+    ) -> WorkerId {
+        let id = WorkerId::new_random();
+        let device = devices
+            .first()
+            .map_or_else(|| "cpu".to_string(), |d| d.name.clone());
+        tracing::info!(worker = %id, %name, %device, ?models, "worker joined");
+        let _ = link.send(ServerMessage::Welcome {
+            worker_id: id,
+            heartbeat_interval_ms: u64::try_from(self.limits.heartbeat_interval.as_millis())
+                .unwrap_or(u64::MAX),
+        });
+        self.board.lock().workers.insert(
+            id,
+            WorkerEntry {
+                name,
+                device,
+                models,
+                link,
+                busy: None,
+            },
+        );
+        let this = self.clone();
+        actix_web::rt::spawn(async move { this.dispatch().await });
+        id
+    }
+
+    /// A message from a worker: routed to the assignment of its current job.
+    pub fn worker_message(&self, worker: WorkerId, msg: WorkerMessage) {
+        let target = self
+            .board
+            .lock()
+            .workers
+            .get(&worker)
+            .and_then(|w| w.busy.clone());
+        if let Some((job, tx)) = target {
+            match msg.job_id() {
+                Some(id) if id != job => {
+                    tracing::warn!(%worker, %id, "message about a job this worker does not run")
+                }
+                _ => {
+                    let _ = tx.send(AssignmentEvent::FromWorker(msg));
+                }
+            }
+        }
+    }
+
+    /// A worker disconnected: its job (if any) fails with "worker lost".
+    pub fn worker_gone(&self, worker: WorkerId) {
+        let entry = self.board.lock().workers.remove(&worker);
+        if let Some(entry) = entry {
+            tracing::warn!(%worker, name = %entry.name, "worker left");
+            if let Some((_, tx)) = entry.busy {
+                let _ = tx.send(AssignmentEvent::WorkerLost);
+            }
+        }
+    }
+
+    /// Called by an assignment when its job has ended: frees the worker (unless it is gone) and
+    /// starts the next job.
+    pub(super) async fn finished(&self, job: JobId, worker: WorkerId, worker_lost: bool) {
+        let lease = {
+            let mut state = self.board.lock();
+            let lease = state.jobs.remove(&job).and_then(|v| v.lease);
+            if worker_lost {
+                // Do not hand a lost worker another job; it must reconnect.
+                if let Some(w) = state.workers.remove(&worker) {
+                    let _ = w.link.send(ServerMessage::Refused {
+                        reason: "heartbeat timeout".into(),
+                    });
+                }
+            } else if let Some(w) = state.workers.get_mut(&worker) {
+                w.busy = None;
+            }
+            lease
+        };
+        if let Some(lease) = lease {
+            self.billing.note_job_activity(lease);
+        }
+        self.dispatch().await;
+    }
+
+    /// Records progress for `session.hello`.
+    pub(super) fn note_progress(&self, job: JobId, node_id: &str, step: u32, total: u32) {
+        let lease = {
+            let mut state = self.board.lock();
+            state.jobs.get_mut(&job).and_then(|v| {
+                v.node_id = Some(node_id.to_string());
+                v.step = step;
+                v.total = total;
+                v.lease
+            })
+        };
+        if let Some(lease) = lease {
+            self.billing.note_job_activity(lease);
+        }
+    }
+
+    pub(super) fn job_account(&self, job: JobId) -> Option<AccountId> {
+        self.board.lock().jobs.get(&job).map(|v| v.account)
+    }
+
+    /// Whether a job is still unfinished (queued or running).
+    pub fn is_active(&self, job: JobId) -> bool {
+        self.board.lock().jobs.contains_key(&job)
+    }
+}
+
+impl crate::billing::RuntimeHooks for JobService {
+    fn interrupt_session_jobs(&self, session: SessionId, reason: &str) {
+        let this = self.clone();
+        let reason = reason.to_string();
+        actix_web::rt::spawn(async move { this.cancel_session_jobs(session, &reason).await });
+    }
+}

@@ -1,0 +1,128 @@
+//! Worker hosts: the loop that runs jobs ([`host`]), the in-process worker of `atelier serve`, and
+//! `atelier worker`, which connects to a server over WebSocket.
+
+pub mod host;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use atelier_protocol::worker::{ServerMessage, WorkerMessage};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::config::WorkerConfig;
+use crate::inference::Engine;
+use crate::jobs::JobService;
+
+/// Starts the worker that lives inside the server: the same host loop as a remote worker,
+/// connected by channels instead of a socket.
+pub fn start_in_process(engine: Arc<Engine>, jobs: JobService) {
+    let (to_worker, inbox) = mpsc::unbounded_channel::<ServerMessage>();
+    let (outbox, mut from_worker) = mpsc::unbounded_channel::<WorkerMessage>();
+    let WorkerMessage::Hello {
+        name,
+        devices,
+        models,
+        ..
+    } = host::hello(&engine, "in-process")
+    else {
+        return;
+    };
+    let id = jobs.register_worker(name, &devices, models, to_worker);
+    let heartbeat = jobs.limits().heartbeat_interval;
+    actix_web::rt::spawn(host::run(engine, inbox, outbox, heartbeat));
+    actix_web::rt::spawn(async move {
+        while let Some(msg) = from_worker.recv().await {
+            jobs.worker_message(id, msg);
+        }
+        jobs.worker_gone(id);
+    });
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("cannot start the inference engine: {0}")]
+    Engine(String),
+    #[error("--server must be an http(s):// URL, got {0:?}")]
+    BadServer(String),
+    #[error("cannot connect to {url}: {reason}")]
+    Connect { url: String, reason: String },
+}
+
+/// `atelier worker`: loads the engine, connects, and serves jobs until the connection ends.
+pub async fn run_remote(config: WorkerConfig) -> Result<(), WorkerError> {
+    let engine_config = config.engine.engine_config();
+    let engine = tokio::task::spawn_blocking(move || Engine::load(&engine_config))
+        .await
+        .map_err(|e| WorkerError::Engine(e.to_string()))?
+        .map_err(|e| WorkerError::Engine(e.to_string()))?;
+    let engine = Arc::new(engine);
+    tracing::info!(device = %engine.device(), models = ?engine.catalog().names(), "engine ready");
+    let base = config.server.trim_end_matches('/');
+    let url = if let Some(rest) = base.strip_prefix("http://") {
+        format!("ws://{rest}/api/v1/workers/ws")
+    } else if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}/api/v1/workers/ws")
+    } else {
+        return Err(WorkerError::BadServer(config.server.clone()));
+    };
+    let connect_err = |reason: String| WorkerError::Connect {
+        url: url.clone(),
+        reason,
+    };
+    let mut request = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| connect_err(e.to_string()))?;
+    let auth = format!("Bearer {}", config.token)
+        .parse()
+        .map_err(|_| connect_err("the token is not a valid header value".into()))?;
+    request.headers_mut().insert("authorization", auth);
+    let (socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .map_err(|e| connect_err(e.to_string()))?;
+    tracing::info!(%url, "connected");
+    let (mut sink, mut stream) = socket.split();
+
+    let (to_host, inbox) = mpsc::unbounded_channel::<ServerMessage>();
+    let (outbox, mut from_host) = mpsc::unbounded_channel::<WorkerMessage>();
+    let _ = outbox.send(host::hello(&engine, &config.name));
+    let host = tokio::spawn(host::run(engine, inbox, outbox, Duration::from_secs(2)));
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = from_host.recv().await {
+            let Ok(text) = serde_json::to_string(&msg) else {
+                continue;
+            };
+            if sink.send(Message::text(text)).await.is_err() {
+                break;
+            }
+        }
+    });
+    while let Some(frame) = stream.next().await {
+        match frame {
+            Ok(Message::Text(text)) => match serde_json::from_str::<ServerMessage>(&text) {
+                Ok(msg) => {
+                    if to_host.send(msg).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "unreadable message from the server"),
+            },
+            Ok(Message::Close(reason)) => {
+                tracing::warn!(?reason, "the server closed the connection");
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "connection lost");
+                break;
+            }
+        }
+    }
+    drop(to_host);
+    host.abort();
+    writer.abort();
+    Ok(())
+}
