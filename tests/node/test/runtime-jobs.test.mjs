@@ -1,0 +1,111 @@
+// Pro runtime with real jobs: stopping a lease interrupts its job; running out of prepaid time
+// stops the lease, interrupts the job and tells every participant.
+import { test, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { join, dirname } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import WebSocket from 'ws'
+import * as Y from 'yjs'
+import * as decoding from 'lib0/decoding'
+import { Server, until, synced, destroyAll } from '../lib/server.mjs'
+
+const repo = join(dirname(fileURLToPath(import.meta.url)), '../../..')
+const modelsDir = process.env.ATELIER_MODELS_DIR || join(repo, 'models')
+process.env.ORT_DYLIB_PATH ||= join(repo, '.tools/onnxruntime/libonnxruntime.so.1.31.1')
+
+let server
+after(async () => { await server?.stop() })
+
+function watch (session, token) {
+  const events = []
+  const ws = new WebSocket(`${server.wsUrl}/${session}?token=${token}&events=1`)
+  ws.binaryType = 'nodebuffer'
+  ws.on('message', (data) => {
+    const d = decoding.createDecoder(new Uint8Array(data))
+    if (decoding.readVarUint(d) === 100) events.push(JSON.parse(decoding.readVarString(d)))
+  })
+  return { ws, events, open: new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject) }) }
+}
+
+async function setup () {
+  server ??= await new Server({ args: ['--signup-credits', '1000000', '--models-dir', modelsDir, '--in-process-worker', 'on'] }).start()
+  const ada = await server.signup('Ada')
+  const bob = await server.signup('Bob')
+  const session = await server.createSession(ada.token)
+  await server.addMember(ada.token, session, bob.email, 'editor')
+  const link = await server.shareLink(ada.token, session)
+  const a = server.provider(session, ada.token)
+  await synced(a.provider)
+  a.doc.transact(() => {
+    const node = new Y.Map()
+    node.set('type', 'terrain')
+    const params = new Y.Map()
+    params.set('steps', 16)
+    node.set('params', params)
+    a.doc.getMap('nodes').set('terrain', node)
+  })
+  const watchers = [watch(session, ada.token), watch(session, bob.token), watch(session, link.token)]
+  await Promise.all(watchers.map((w) => w.open))
+  return { ada, session, a, watchers }
+}
+
+async function runJob (token, session, w) {
+  const res = await server.call('POST', `/sessions/${session}/jobs`, { token })
+  assert.equal(res.status, 201, JSON.stringify(res.body))
+  await until(() => w.events.some((e) => e.job_id === res.body.id && e.type === 'job.progress'), 60_000, 'job progress')
+  return res.body.id
+}
+
+test('a ~5 s lease with a job: stopping it interrupts the job and settles exactly', async () => {
+  const { ada, session, a, watchers } = await setup()
+  try {
+    const started = await server.call('POST', `/sessions/${session}/runtime`, { token: ada.token, body: { gpu_class: 'cpu', prepaid_minutes: 10 } })
+    assert.equal(started.status, 201, JSON.stringify(started.body))
+    const t0 = Date.now()
+    await until(async () => (await server.call('GET', `/sessions/${session}/runtime`, { token: ada.token })).body?.lease?.status === 'running', 5000, 'running')
+    const job = await runJob(ada.token, session, watchers[0])
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, 5000 - (Date.now() - t0))))
+    const stop = await server.call('DELETE', `/sessions/${session}/runtime`, { token: ada.token })
+    const wall = Date.now() - t0
+    assert.equal(stop.status, 200, JSON.stringify(stop.body))
+    const { used_ms: used, charged, refunded } = stop.body
+    assert.ok(Math.abs(wall - used) <= 1500, `used ${used} ms vs wall ${wall} ms`)
+    assert.equal(charged + refunded, started.body.hold)
+    for (const w of watchers) {
+      await until(() => w.events.some((e) => e.job_id === job && e.type === 'job.cancelled'), 5000, 'job.cancelled to everyone')
+      await until(() => w.events.some((e) => e.type === 'runtime.stopped'), 5000, 'runtime.stopped to everyone')
+    }
+    const cancelled = watchers[0].events.find((e) => e.job_id === job && e.type === 'job.cancelled')
+    assert.ok(cancelled.reason, 'the cancellation says why')
+    const balance = await server.call('GET', '/billing/balance', { token: ada.token })
+    assert.equal(balance.body.balance, 1000000 - charged)
+    assert.equal(balance.body.held, 0)
+  } finally {
+    for (const w of watchers) w.ws.close()
+    destroyAll(a.provider)
+  }
+})
+
+test('prepaid time running out stops the lease and interrupts its job, and everyone is told', async () => {
+  const { ada, session, a, watchers } = await setup()
+  try {
+    // 3 seconds of prepaid time.
+    const started = await server.call('POST', `/sessions/${session}/runtime`, { token: ada.token, body: { gpu_class: 'cpu', prepaid_minutes: 0.05 } })
+    assert.equal(started.status, 201, JSON.stringify(started.body))
+    await until(async () => (await server.call('GET', `/sessions/${session}/runtime`, { token: ada.token })).body?.lease?.status === 'running', 5000, 'running')
+    const job = await runJob(ada.token, session, watchers[0])
+    for (const w of watchers) {
+      await until(() => w.events.some((e) => e.type === 'runtime.stopped'), 15_000, 'runtime.stopped')
+      await until(() => w.events.some((e) => e.job_id === job && e.type === 'job.cancelled'), 5000, 'job interrupted')
+    }
+    const stopped = watchers[2].events.find((e) => e.type === 'runtime.stopped')
+    assert.ok(stopped.reason.length > 0)
+    assert.equal(stopped.charged + stopped.refunded, started.body.hold)
+    // The next job is refused until a new runtime starts.
+    const refused = await server.call('POST', `/sessions/${session}/jobs`, { token: ada.token })
+    assert.equal(refused.status, 402)
+  } finally {
+    for (const w of watchers) w.ws.close()
+    destroyAll(a.provider)
+  }
+})
