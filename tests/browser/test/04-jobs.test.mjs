@@ -1,17 +1,27 @@
 // (4) Jobs: a run started in one member's studio shows its progress moving, the live preview and
 // the output image in both members' studios and in a viewer's. Needs the server's job system
 // (GET /node-types) and a worker; skipped, with the reason, until the server has them.
+// The server runs the in-process worker (ONNX Runtime on the CPU) on the repository's models:
+// ATELIER_MODELS_DIR (else <repo>/models) and ORT_DYLIB_PATH (else the one scripts/setup fetches).
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { Server, PASSWORD } from '../lib/server.mjs'
+import { join } from 'node:path'
+import { Server, PASSWORD, REPO } from '../lib/server.mjs'
 import { launch, openPage, loginViaUi, openStudio, artifact, until } from '../lib/browser.mjs'
-import { addNode, selectNode, nodeSel } from '../lib/studio.mjs'
+import { addNode, selectNode, nodeSel, paramShown } from '../lib/studio.mjs'
 
 const JOB_TIMEOUT_MS = Number(process.env.ATELIER_BROWSER_JOB_TIMEOUT_MS || 120000)
+const MODELS_DIR = process.env.ATELIER_MODELS_DIR || join(REPO, 'models')
+const ORT_DYLIB_PATH = process.env.ORT_DYLIB_PATH || join(REPO, '.tools/onnxruntime/libonnxruntime.so.1.31.1')
+// Terrain steps: enough (each ~0.3–1 s on the CPU) to catch the job mid-way.
+const STEPS = 8
 
 let server, browser, ada, bob, session, live, jobs, types
 before(async () => {
-  server = await new Server().start()
+  server = await new Server({
+    args: ['--signup-credits', '1000000', '--models-dir', MODELS_DIR, '--in-process-worker', 'on', '--preview-min-interval-ms', '0'],
+    env: { ORT_DYLIB_PATH }
+  }).start()
   browser = await launch()
   ada = await server.signup('Ada')
   bob = await server.signup('Bob')
@@ -122,7 +132,30 @@ test('a run shows progress, preview and output in both studios and in the viewer
     }
     await until(async () => (await v.page.locator('.react-flow__edge').count()) === edges.length, 3000, 'the edges at the viewer')
 
+    // Enough steps to see the job mid-way (the first node is the model).
+    await selectNode(a.page, ids[0])
+    const steps = a.page.locator(`[data-param-input="steps"][data-node-id="${ids[0]}"]`)
+    if (await steps.count()) {
+      await steps.fill(String(STEPS))
+      await steps.blur()
+      await until(async () => (await paramShown(v.page, ids[0], 'steps')) === String(STEPS), 3000, 'the steps at the viewer')
+    }
+
+    // Ada starts the Pro runtime (CPU) from the studio's runtime panel.
+    const runtime = a.page.locator('section[aria-labelledby="runtime-h"]')
+    const gpu = runtime.getByLabel('GPU class')
+    if ((await gpu.evaluate((e) => e.tagName.toLowerCase())) === 'select') await gpu.selectOption('cpu')
+    else await gpu.fill('cpu')
+    await runtime.getByLabel('Prepaid minutes').fill('10')
+    await runtime.getByRole('button', { name: 'Start runtime' }).click()
+    await runtime.locator('[data-runtime-state="running"]').waitFor({ timeout: 15000 }).catch(async (e) => {
+      throw new Error(`the runtime is not running: ${e.message}\n${await runtime.textContent()}`)
+    })
+    // The other member sees it too (runtime.started).
+    await b.page.locator('section[aria-labelledby="runtime-h"] [data-runtime-state="running"]').waitFor({ timeout: 5000 })
+
     for (const p of [a.page, b.page, v.page]) await recordProgress(p)
+    const runAt = Date.now()
     await a.page.getByRole('button', { name: 'Run', exact: true }).click()
     const alert = a.page.locator('.panel [role="alert"]')
     const started = await Promise.race([
@@ -135,6 +168,7 @@ test('a run shows progress, preview and output in both studios and in the viewer
     await until(async () => (await seen(a.page)).progress.some((k) => /^Job .*=[1-9]/.test(k)), JOB_TIMEOUT_MS, 'job progress at Ada')
     await a.page.screenshot({ path: artifact('studio-mid-job.png') })
     await v.page.screenshot({ path: artifact('viewer-mid-job.png') })
+    const timings = { midJobMs: Date.now() - runAt }
 
     // The output image everywhere.
     for (const [name, p] of [['Ada', a.page], ['Bob', b.page], ['viewer', v.page]]) {
@@ -142,6 +176,8 @@ test('a run shows progress, preview and output in both studios and in the viewer
         throw new Error(`no output image at ${name}: ${e.message}\n${JSON.stringify(await seen(p))}`)
       })
     }
+    timings.outputsMs = Date.now() - runAt
+    t.diagnostic(`run → progress at Ada ${timings.midJobMs} ms, → output image in all three ${timings.outputsMs} ms`)
     for (const [name, p] of [['Ada', a.page], ['Bob', b.page], ['viewer', v.page]]) {
       const s = await seen(p)
       const values = new Set(s.progress.filter((k) => k.startsWith('Job ')).map((k) => k.split('=')[1]))
@@ -158,6 +194,7 @@ test('a run shows progress, preview and output in both studios and in the viewer
 
     await a.page.screenshot({ path: artifact('studio-job-done.png') })
     await v.page.screenshot({ path: artifact('viewer-job-done.png') })
+    await v.page.screenshot({ path: artifact('viewer-job.png') })
     assert.deepEqual([...a.problems, ...b.problems, ...v.problems], [])
   } finally {
     await a.context.close()
