@@ -194,6 +194,8 @@ test('a run shows progress, preview and output in both studios and in the viewer
 
     await a.page.screenshot({ path: artifact('studio-job-done.png') })
     await v.page.screenshot({ path: artifact('viewer-job-done.png') })
+    // The viewer page with the output image in sight (docs/screenshots/viewer-job.png).
+    await v.page.locator('.output img').first().scrollIntoViewIfNeeded()
     await v.page.screenshot({ path: artifact('viewer-job.png') })
     assert.deepEqual([...a.problems, ...b.problems, ...v.problems], [])
   } finally {

@@ -14,16 +14,20 @@ export function Palette({ doc, types, note, onAdded }: { doc: Y.Doc; types: Node
     const H = 160
     const free = (x: number, y: number) => boxes.every((b) => x + W <= b.x - 10 || x >= b.x + b.w + 10 || y + H <= b.y - 10 || y >= b.y + b.h + 10)
     let spot = { x: center.x - W / 2, y: center.y - H / 2 }
+    // Ring by ring around the middle; on each ring the same row first, rightwards first, so a
+    // graph built in order reads left to right (source → … → output).
     search: for (let ring = 0; ring < 12; ring++) {
+      const cells: [number, number][] = []
       for (let dx = -ring; dx <= ring; dx++) {
-        for (let dy = -ring; dy <= ring; dy++) {
-          if (Math.max(Math.abs(dx), Math.abs(dy)) !== ring) continue
-          const x = center.x - W / 2 + dx * (W + 30)
-          const y = center.y - H / 2 + dy * (H + 30)
-          if (free(x, y)) {
-            spot = { x, y }
-            break search
-          }
+        for (let dy = -ring; dy <= ring; dy++) if (Math.max(Math.abs(dx), Math.abs(dy)) === ring) cells.push([dx, dy])
+      }
+      cells.sort((a, b) => Math.abs(a[1]) - Math.abs(b[1]) || b[0] - a[0] || a[1] - b[1])
+      for (const [dx, dy] of cells) {
+        const x = center.x - W / 2 + dx * (W + 30)
+        const y = center.y - H / 2 + dy * (H + 30)
+        if (free(x, y)) {
+          spot = { x, y }
+          break search
         }
       }
     }

@@ -126,8 +126,15 @@ export function liveReducer(state: LiveState, action: LiveAction): LiveState {
       return { ...state, notices: state.notices.filter((x) => x.id !== action.id) }
     case 'notice':
       return notice(state, action.level, action.text)
-    case 'runtime':
-      return { ...state, runtime: action.runtime }
+    case 'runtime': {
+      // runtime.started can overtake the POST /runtime answer (status `starting`): keep `running`.
+      const prev = state.runtime
+      const next = action.runtime
+      if (next && prev && prev.leaseId === next.leaseId && next.running && prev.running && prev.status === 'running' && next.status === 'starting') {
+        return { ...state, runtime: { ...next, status: 'running', gpuClass: next.gpuClass ?? prev.gpuClass } }
+      }
+      return { ...state, runtime: next }
+    }
     case 'submitted': {
       const job = jobFromSnapshot(action.job)
       if (!job) return state
@@ -229,7 +236,8 @@ function applyEvent(state: LiveState, e: StudioEvent): LiveState {
       return {
         ...state,
         balance: balance ?? state.balance,
-        runtime: { ...(prev ?? { leaseId, running: true }), leaseId, usedMs: n(e.used_ms) ?? prev?.usedMs ?? 0, charged: n(e.charged) ?? prev?.charged ?? 0, balance: balance ?? prev?.balance, running: prev?.running ?? true },
+        // The meter only ticks for a running lease: a `starting` one has started.
+        runtime: { ...(prev ?? { leaseId, running: true }), ...(prev?.status === 'starting' ? { status: 'running' } : {}), leaseId, usedMs: n(e.used_ms) ?? prev?.usedMs ?? 0, charged: n(e.charged) ?? prev?.charged ?? 0, balance: balance ?? prev?.balance, running: prev?.running ?? true },
       }
     }
     case 'runtime.stopped': {
