@@ -13,6 +13,22 @@ export const PASSWORD = 'correct horse battery staple'
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..')
 export const WEB_DIST = join(REPO, 'web/dist')
 
+/** The repository's models (scripts/fetch-models) and ONNX Runtime, for the job system. */
+export const MODELS_DIR = process.env.ATELIER_MODELS_DIR || join(REPO, 'models')
+export const ORT_DYLIB_PATH = process.env.ORT_DYLIB_PATH || join(REPO, '.tools/onnxruntime/libonnxruntime.so.1.31.1')
+
+/**
+ * Server options for the real node types (the models directory); with `worker`, also the
+ * in-process worker on ONNX Runtime, credits for a Pro runtime and every preview frame.
+ */
+export function withModels ({ worker = false } = {}) {
+  if (!worker) return { args: ['--models-dir', MODELS_DIR, '--in-process-worker', 'off'] }
+  return {
+    args: ['--models-dir', MODELS_DIR, '--in-process-worker', 'on', '--signup-credits', '1000000', '--preview-min-interval-ms', '0'],
+    env: { ORT_DYLIB_PATH }
+  }
+}
+
 const defaultBin = () =>
   join(process.env.CARGO_TARGET_DIR || join(homedir(), '.cache/atelier/target'), 'debug/atelier')
 

@@ -2,7 +2,7 @@
 // other within 1 s, and each sees the other in the presence list and on the node they select.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { Server, PASSWORD } from '../lib/server.mjs'
+import { Server, withModels, PASSWORD } from '../lib/server.mjs'
 import { launch, openPage, loginViaUi, openStudio, artifact, until, PHONE, LAPTOP } from '../lib/browser.mjs'
 import { addNode, selectNode, editFirstParam, paramShown, nodeSel, nodeIds, nodePosition } from '../lib/studio.mjs'
 
@@ -10,7 +10,7 @@ const WITHIN_MS = 1000
 
 let server, browser, ada, bob, session, live
 before(async () => {
-  server = await new Server().start()
+  server = await new Server(withModels()).start()
   browser = await launch()
   ada = await server.signup('Ada')
   bob = await server.signup('Bob')

@@ -2,13 +2,13 @@
 // presence both ways; an attempted edit reaches no one; revoking the link ends the live view.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { Server, PASSWORD } from '../lib/server.mjs'
+import { Server, withModels, PASSWORD } from '../lib/server.mjs'
 import { launch, openPage, loginViaUi, openStudio, artifact, until, PHONE } from '../lib/browser.mjs'
 import { addNode, selectNode, nodeSel, nodeIds, nodePosition, paramShown, editFirstParam } from '../lib/studio.mjs'
 
 let server, browser, ada, bob, session, live
 before(async () => {
-  server = await new Server().start()
+  server = await new Server(withModels()).start()
   browser = await launch()
   ada = await server.signup('Ada')
   bob = await server.signup('Bob')

@@ -5,23 +5,17 @@
 // ATELIER_MODELS_DIR (else <repo>/models) and ORT_DYLIB_PATH (else the one scripts/setup fetches).
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { join } from 'node:path'
-import { Server, PASSWORD, REPO } from '../lib/server.mjs'
+import { Server, PASSWORD, withModels } from '../lib/server.mjs'
 import { launch, openPage, loginViaUi, openStudio, artifact, until } from '../lib/browser.mjs'
 import { addNode, selectNode, nodeSel, paramShown } from '../lib/studio.mjs'
 
 const JOB_TIMEOUT_MS = Number(process.env.ATELIER_BROWSER_JOB_TIMEOUT_MS || 120000)
-const MODELS_DIR = process.env.ATELIER_MODELS_DIR || join(REPO, 'models')
-const ORT_DYLIB_PATH = process.env.ORT_DYLIB_PATH || join(REPO, '.tools/onnxruntime/libonnxruntime.so.1.31.1')
 // Terrain steps: enough (each ~0.3–1 s on the CPU) to catch the job mid-way.
 const STEPS = 8
 
 let server, browser, ada, bob, session, live, jobs, types
 before(async () => {
-  server = await new Server({
-    args: ['--signup-credits', '1000000', '--models-dir', MODELS_DIR, '--in-process-worker', 'on', '--preview-min-interval-ms', '0'],
-    env: { ORT_DYLIB_PATH }
-  }).start()
+  server = await new Server(withModels({ worker: true })).start()
   browser = await launch()
   ada = await server.signup('Ada')
   bob = await server.signup('Bob')
@@ -166,6 +160,11 @@ test('a run shows progress, preview and output in both studios and in the viewer
 
     // Mid-job: a progress bar with a value, in every page.
     await until(async () => (await seen(a.page)).progress.some((k) => /^Job .*=[1-9]/.test(k)), JOB_TIMEOUT_MS, 'job progress at Ada')
+    // Best effort: a few steps in, still running, for a telling screenshot.
+    await until(async () => {
+      const bar = a.page.locator('[data-job-id][data-status="running"] [role="progressbar"]').first()
+      return (await bar.count()) > 0 && Number(await bar.getAttribute('aria-valuenow')) >= 30
+    }, 6000, 'a few steps').catch(() => {})
     await a.page.screenshot({ path: artifact('studio-mid-job.png') })
     await v.page.screenshot({ path: artifact('viewer-mid-job.png') })
     const timings = { midJobMs: Date.now() - runAt }

@@ -226,6 +226,10 @@ export async function loadNodeTypes(token?: string | null): Promise<NodeTypesRes
     }
     // The job system's built-in sink marks which images are a job's outputs (src/jobs/graph.rs).
     if (!types.some((t) => t.type === OUTPUT_NODE.type)) types.push(OUTPUT_NODE)
+    // Only the sink: the server has no models installed, so nothing can run yet.
+    if (types.every((t) => t.type === OUTPUT_NODE.type)) {
+      return { types, fromServer: true, message: 'This server has no models installed yet: there is nothing to run.' }
+    }
     return { types, fromServer: true }
   } catch (e) {
     const msg =

@@ -276,7 +276,7 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
               </button>
             </div>
           )}
-          {types && !types.fromServer && !readOnly && <div className="alert alert-info small-text">{types.message}</div>}
+          {types?.message && !readOnly && <div className="alert alert-info small-text">{types.message}</div>}
           {events.state.notices.map((n) => (
             <div key={n.id} className={`alert ${n.level === 'error' ? 'alert-error' : 'alert-info'}`} role="alert">
               <span>{n.text}</span>
