@@ -150,7 +150,21 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     })?;
     let addrs = server.addrs();
     let server = server.run();
-    let signals = stop_on_signals(server.handle())?;
+    // Leases are settled and live sessions flushed while the HTTP workers still run: database
+    // connections opened on a worker's runtime die with it.
+    let before_stop = {
+        let billing = billing.clone();
+        let live = live.clone();
+        async move {
+            tracing::info!("shutting down: settling runtime leases");
+            billing.shutdown().await;
+            tracing::info!("shutting down: flushing live sessions");
+            if let Err(e) = live.shutdown().await {
+                tracing::error!(error = %e, "a live session could not be flushed");
+            }
+        }
+    };
+    let signals = stop_on_signals(server.handle(), before_stop)?;
 
     // Forget idle rate-limit entries now and then so the table stays small.
     let pruner = tokio::spawn(async move {
@@ -187,6 +201,7 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
 /// the default action (immediate termination).
 fn stop_on_signals(
     server: actix_web::dev::ServerHandle,
+    before_stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     #[cfg(unix)]
     {
@@ -201,6 +216,7 @@ fn stop_on_signals(
                 _ = quit.recv() => false,
             };
             tracing::info!(graceful, "shutdown signal received; stopping the server");
+            before_stop.await;
             server.stop(graceful).await;
         }))
     }
@@ -208,6 +224,7 @@ fn stop_on_signals(
     {
         Ok(tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
+                before_stop.await;
                 server.stop(false).await;
             }
         }))
