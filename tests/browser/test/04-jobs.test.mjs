@@ -1,6 +1,6 @@
 // (4) Jobs: a run started in one member's studio shows its progress moving, the live preview and
 // the output image in both members' studios and in a viewer's. Needs the server's job system
-// (GET /node-types) and a worker; skipped, with the reason, until the server has them.
+// (GET /node-types) and a worker.
 // The server runs the in-process worker (ONNX Runtime on the CPU) on the repository's models:
 // ATELIER_MODELS_DIR (else <repo>/models) and ORT_DYLIB_PATH (else the one scripts/setup fetches).
 import { test, before, after } from 'node:test'
@@ -95,8 +95,8 @@ async function recordProgress (page) {
 const seen = (page) => page.evaluate(() => window.__seen)
 
 test('a run shows progress, preview and output in both studios and in the viewer', async (t) => {
-  if (!live) return t.skip('the server has no live WebSocket (/ws) yet')
-  if (!jobs) return t.skip('the server has no job system (GET /api/v1/node-types) yet')
+  assert.ok(live, 'the server has no live WebSocket (/ws)')
+  assert.ok(jobs, 'the server has no job system (GET /api/v1/node-types)')
   const a = await openPage(browser, server.base, { name: 'ada' })
   const b = await openPage(browser, server.base, { name: 'bob' })
   const v = await openPage(browser, server.base, { name: 'viewer' })
