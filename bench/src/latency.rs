@@ -29,8 +29,9 @@ pub struct LatencyResult {
     pub latency: Latencies,
     /// Connections that ended before the run did (kicked or failed).
     pub ended: usize,
-    /// Server CPU use during the run, in cores.
+    /// Server / bench CPU use during the run, in cores.
     pub server_cpu: f64,
+    pub bench_cpu: f64,
 }
 
 pub async fn run(
@@ -114,6 +115,8 @@ async fn drive(
         writers.push(tokio::spawn(write_loop(sink, editor, pace, shared.clone())));
     }
     let cpu_before = server.cpu_seconds()?;
+    let self_pid = std::process::id().to_string();
+    let bench_before = crate::server::cpu_seconds(&self_pid)?;
     let cpu_since = std::time::Instant::now();
     let mut sent_by = Vec::new();
     let mut sinks = Vec::new();
@@ -124,6 +127,7 @@ async fn drive(
     }
     let busy = cpu_since.elapsed().as_secs_f64();
     let cpu = (server.cpu_seconds()? - cpu_before) / busy.max(0.001);
+    let bench_cpu = (crate::server::cpu_seconds(&self_pid)? - bench_before) / busy.max(0.001);
     // Let the last updates arrive.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _ = stop_tx.send(true);
@@ -155,5 +159,6 @@ async fn drive(
         latency: Latencies::from(&hist),
         ended,
         server_cpu: cpu,
+        bench_cpu,
     })
 }

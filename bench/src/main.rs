@@ -83,7 +83,7 @@ struct Cli {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "250,500,1000,1500,2000,2500,3000,4000,6000,8000"
+        default_value = "500,1000,2000,3000,4000,5000,6000,7000,8000,10000,12000"
     )]
     throughput_rates: Vec<f64>,
 
@@ -544,10 +544,10 @@ fn report(r: &Results) -> String {
         }
     }
     if !r.latency.is_empty() {
-        out.push_str("\nLatency runs:\n\n| setup | sent | delivered / expected | p50 | p99 | p99.9 | max | server CPU |\n|---|---|---|---|---|---|---|---|\n");
+        out.push_str("\nLatency runs:\n\n| setup | sent | delivered / expected | p50 | p99 | p99.9 | max | server CPU | bench CPU |\n|---|---|---|---|---|---|---|---|---|\n");
         for l in &r.latency {
             out.push_str(&format!(
-                "| {} × {} × {}/s | {} | {} / {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.0}% |\n",
+                "| {} × {} × {}/s | {} | {} / {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.0}% | {:.0}% |\n",
                 l.sessions,
                 l.clients_per_session,
                 l.rate,
@@ -558,7 +558,8 @@ fn report(r: &Results) -> String {
                 l.latency.p99,
                 l.latency.p999,
                 l.latency.max,
-                l.server_cpu * 100.0
+                l.server_cpu * 100.0,
+                l.bench_cpu * 100.0
             ));
         }
     }
@@ -604,7 +605,7 @@ fn to_json(r: &Results) -> Value {
             "sessions": l.sessions, "clients_per_session": l.clients_per_session,
             "rate": l.rate, "duration_s": l.duration_s, "sent": l.sent,
             "delivered": l.delivered, "expected": l.expected, "unmatched": l.unmatched,
-            "ended": l.ended, "server_cpu": l.server_cpu, "latency": l.latency.json(),
+            "ended": l.ended, "server_cpu": l.server_cpu, "bench_cpu": l.bench_cpu, "latency": l.latency.json(),
         })).collect::<Vec<_>>(),
         "throughput": r.throughput.as_ref().map(|t| json!({
             "sessions": t.params.sessions, "writers_per_session": t.params.writers_per_session,
