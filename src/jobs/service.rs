@@ -173,6 +173,23 @@ impl JobService {
             .await?;
         {
             let mut state = self.board.lock();
+            // The lease may have stopped while the job row was written. Checked under the board
+            // lock: a stopping lease marks itself stopping before it sweeps the board for the
+            // session's jobs, so either this sees it stopping or its sweep sees this job.
+            if let Some(lease) = lease {
+                if let Err(refused) = self.still_leased(session, lease) {
+                    drop(state);
+                    let reason = refused.to_string();
+                    if let Err(e) = self
+                        .db
+                        .finish_job(job, JobStatus::Cancelled, Some(&reason), &[])
+                        .await
+                    {
+                        tracing::error!(%job, error = %e, "could not record the refused job");
+                    }
+                    return Err(refused);
+                }
+            }
             state.queue.push(account, job);
             state.jobs.insert(
                 job,
@@ -194,6 +211,17 @@ impl JobService {
         self.announce_positions();
         self.dispatch().await;
         Ok(job)
+    }
+
+    /// Ok while `lease` is still the session's running lease.
+    fn still_leased(&self, session: SessionId, lease: LeaseId) -> Result<()> {
+        match self.billing.require_active_lease(session) {
+            Ok(active) if active.lease_id == lease => Ok(()),
+            Ok(_) => Err(Error::PaymentRequired(
+                "the Pro runtime this job was started under has stopped; run it again".into(),
+            )),
+            Err(e) => Err(e),
+        }
     }
 
     /// Tells every queued job's session its current place in line.

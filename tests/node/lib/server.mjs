@@ -123,7 +123,7 @@ export class Server {
 export async function until (predicate, ms = 5000, what = 'condition') {
   const started = Date.now()
   while (!(await predicate())) {
-    if (Date.now() - started > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
+    if (Date.now() - started > ms) throw new Error(`timed out after ${ms} ms waiting for ${typeof what === "function" ? what() : what}`)
     await new Promise((resolve) => setTimeout(resolve, 10))
   }
   return Date.now() - started

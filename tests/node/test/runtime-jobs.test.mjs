@@ -36,13 +36,17 @@ async function setup () {
   const link = await server.shareLink(ada.token, session)
   const a = server.provider(session, ada.token)
   await synced(a.provider)
+  // Four 16-step terrain nodes: a job of 64 model steps, far longer than any lease here (one
+  // step is 0.3 to 1 s on a CPU core), so that stopping always finds the job running.
   a.doc.transact(() => {
-    const node = new Y.Map()
-    node.set('type', 'terrain')
-    const params = new Y.Map()
-    params.set('steps', 16)
-    node.set('params', params)
-    a.doc.getMap('nodes').set('terrain', node)
+    for (let i = 1; i <= 4; i++) {
+      const node = new Y.Map()
+      node.set('type', 'terrain')
+      const params = new Y.Map()
+      params.set('steps', 16)
+      node.set('params', params)
+      a.doc.getMap('nodes').set(`terrain${i}`, node)
+    }
   })
   const watchers = [watch(session, ada.token), watch(session, bob.token), watch(session, link.token)]
   await Promise.all(watchers.map((w) => w.open))
@@ -89,14 +93,16 @@ test('a ~5 s lease with a job: stopping it interrupts the job and settles exactl
 test('prepaid time running out stops the lease and interrupts its job, and everyone is told', async () => {
   const { ada, session, a, watchers } = await setup()
   try {
-    // 3 seconds of prepaid time.
-    const started = await server.call('POST', `/sessions/${session}/runtime`, { token: ada.token, body: { gpu_class: 'cpu', prepaid_minutes: 0.05 } })
+    // 6 seconds of prepaid time: enough for the job to start on a loaded machine, far less than
+    // the job needs.
+    const started = await server.call('POST', `/sessions/${session}/runtime`, { token: ada.token, body: { gpu_class: 'cpu', prepaid_minutes: 0.1 } })
     assert.equal(started.status, 201, JSON.stringify(started.body))
     await until(async () => (await server.call('GET', `/sessions/${session}/runtime`, { token: ada.token })).body?.lease?.status === 'running', 5000, 'running')
     const job = await runJob(ada.token, session, watchers[0])
     for (const w of watchers) {
       await until(() => w.events.some((e) => e.type === 'runtime.stopped'), 15_000, 'runtime.stopped')
-      await until(() => w.events.some((e) => e.job_id === job && e.type === 'job.cancelled'), 5000, 'job interrupted')
+      await until(() => w.events.some((e) => e.job_id === job && e.type === 'job.cancelled'), 5000,
+        () => `job interrupted; events seen: ${w.events.map((e) => e.type).join(', ')}`)
     }
     const stopped = watchers[2].events.find((e) => e.type === 'runtime.stopped')
     assert.ok(stopped.reason.length > 0)
