@@ -167,7 +167,8 @@ pub struct LiveConfig {
           value_parser = clap::value_parser!(u64).range(1024..))]
     pub max_doc_bytes: u64,
 
-    /// Compact a document's update log into a snapshot after this many updates.
+    /// Compact a document's update log into a snapshot after this many updates (and once they
+    /// add up to half the snapshot's size, so large documents compact less often).
     #[arg(long, env = "ATELIER_COMPACT_EVERY_UPDATES", default_value_t = 500,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub compact_every_updates: u64,

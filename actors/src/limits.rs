@@ -42,7 +42,8 @@ pub struct SessionLimits {
     /// Largest stored document (snapshot plus update tail). An update that would exceed it is
     /// refused with `[2, 0, "document-too-large"]` and not stored.
     pub max_doc_bytes: usize,
-    /// Compact (snapshot + truncate the update log) after this many stored updates.
+    /// Compact (snapshot + truncate the update log) after this many stored updates, once they
+    /// also add up to half the snapshot's size (large documents compact less often).
     pub compact_every_updates: usize,
     /// Also compact when this much time has passed with uncompacted updates.
     pub compact_interval: Duration,

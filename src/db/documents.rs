@@ -54,7 +54,7 @@ impl Db {
     ) -> Result<i64, DocStoreError> {
         let sid = session.to_string();
         let n = i64::try_from(updates.len()).map_err(|e| DocStoreError::backend(e.to_string()))?;
-        let mut tx = self.pool().begin().await.map_err(backend)?;
+        let mut tx = self.doc_writer().begin().await.map_err(backend)?;
         let head = sqlx::query(
             "INSERT INTO documents (session_id, last_seq) VALUES ($1, $2) \
              ON CONFLICT (session_id) DO UPDATE SET last_seq = documents.last_seq + $2 \
@@ -98,7 +98,7 @@ impl Db {
         upto_seq: i64,
     ) -> Result<(), DocStoreError> {
         let sid = session.to_string();
-        let mut tx = self.pool().begin().await.map_err(backend)?;
+        let mut tx = self.doc_writer().begin().await.map_err(backend)?;
         let res = sqlx::query(
             "UPDATE documents SET snapshot = $1, snapshot_seq = $2 \
              WHERE session_id = $3 AND snapshot_seq <= $2",

@@ -32,10 +32,18 @@ pub enum Dialect {
     Postgres,
 }
 
-/// A cheap-to-clone handle to the connection pool.
+/// How often SQLite's write-ahead log is copied back into the database file.
+const SQLITE_CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
+
+/// A cheap-to-clone handle to the connection pools.
 #[derive(Clone)]
 pub struct Db {
     pool: AnyPool,
+    /// Session-document appends and compactions: the live path. On SQLite one connection, so
+    /// that appends from different sessions queue in order instead of contending for SQLite's
+    /// write lock (a loser sleeps in SQLite's busy handler, 1 ms and more, then retries); on
+    /// PostgreSQL the main pool, whose row locks let sessions commit in parallel.
+    doc_writer: AnyPool,
     dialect: Dialect,
 }
 
@@ -65,29 +73,32 @@ impl Db {
         } else {
             return Err(ConnectError::UnsupportedScheme(redact(url)));
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if dialect == Dialect::Sqlite {
-                        // WAL lets readers run beside the writer; busy_timeout makes concurrent
-                        // writers wait for the lock instead of failing with SQLITE_BUSY.
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
-                        )
-                        .await?;
-                    }
-                    Ok(())
-                })
-            })
+        let pool = pool_options(dialect, max_connections)
             .connect(&url)
             .await
             .map_err(ConnectError::Connect)?;
-        let db = Db { pool, dialect };
+        let doc_writer = match dialect {
+            Dialect::Sqlite => pool_options(dialect, 1)
+                .connect(&url)
+                .await
+                .map_err(ConnectError::Connect)?,
+            Dialect::Postgres => pool.clone(),
+        };
+        let db = Db {
+            pool,
+            doc_writer,
+            dialect,
+        };
         db.migrate().await?;
+        if dialect == Dialect::Sqlite {
+            tokio::spawn(checkpoint_wal(db.pool.clone()));
+        }
         Ok(db)
+    }
+
+    /// The pool for session-document writes (see [`Db::doc_writer`]).
+    pub(crate) fn doc_writer(&self) -> &AnyPool {
+        &self.doc_writer
     }
 
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
@@ -111,7 +122,57 @@ impl Db {
     }
 
     pub async fn close(&self) {
+        self.doc_writer.close().await;
         self.pool.close().await;
+    }
+}
+
+fn pool_options(dialect: Dialect, max_connections: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                if dialect == Dialect::Sqlite {
+                    // WAL lets readers run beside the writer; busy_timeout makes concurrent
+                    // writers wait for the lock instead of failing with SQLITE_BUSY. With
+                    // synchronous = NORMAL a commit reaches the OS before it returns (a killed
+                    // process loses nothing) and only checkpoints fsync. Automatic checkpoints
+                    // are off: they run inside the COMMIT that crosses the threshold, so one
+                    // unlucky append waited for two fsyncs (10-20 ms); `checkpoint_wal` does it
+                    // in the background instead. The WAL file is cut back to 64 MiB after each
+                    // complete checkpoint.
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
+                         PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;",
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+        })
+}
+
+/// Copies SQLite's write-ahead log into the database file every couple of seconds, beside the
+/// writers (PASSIVE: it never blocks them, and does what it can), until the pool closes.
+async fn checkpoint_wal(pool: AnyPool) {
+    let mut tick = tokio::time::interval(SQLITE_CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!(%error, "SQLite checkpoint failed; will retry");
+        }
     }
 }
 

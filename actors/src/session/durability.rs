@@ -8,8 +8,12 @@
 //! silently.
 //!
 //! Compaction replaces the stored tail with a snapshot of the document, after
-//! `compact_every_updates` stored updates, after `compact_interval`, and on flush. It covers
-//! only updates already applied (`seq <= last_seq`), so it can run while an append is in flight.
+//! `compact_every_updates` stored updates once the tail has also grown to half the snapshot's
+//! size, after `compact_interval`, and on flush. Each compaction encodes and rewrites the whole
+//! document, so a count alone would make a large document's compactions cost O(document) every
+//! few hundred keystrokes; tying it to the tail's size keeps the cost per stored byte constant
+//! and the load (snapshot + tail) within 1.5× the snapshot. It covers only updates already
+//! applied (`seq <= last_seq`), so it can run while an append is in flight.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
@@ -55,8 +59,11 @@ pub(crate) struct Durability {
     compact_requested: bool,
     /// `seq` of the last stored update; everything up to it is applied.
     last_seq: i64,
-    /// Stored updates not yet folded into a snapshot.
+    /// Stored updates not yet folded into a snapshot, and their bytes.
     since_compact: usize,
+    tail_bytes: usize,
+    /// Size of the stored snapshot (or of the document when it was loaded).
+    snapshot_bytes: usize,
     last_compact: Option<Instant>,
     retry_compaction_at: Option<Instant>,
     waiters: Vec<FlushReply>,
@@ -65,15 +72,29 @@ pub(crate) struct Durability {
 }
 
 impl Durability {
-    pub(crate) fn loaded(&mut self, last_seq: i64, tail: usize, doc_bytes: usize) {
+    pub(crate) fn loaded(
+        &mut self,
+        last_seq: i64,
+        tail: usize,
+        tail_bytes: usize,
+        doc_bytes: usize,
+    ) {
         self.last_seq = last_seq;
         self.since_compact = tail;
+        self.tail_bytes = tail_bytes;
         self.doc_bytes = doc_bytes;
+        self.snapshot_bytes = doc_bytes;
         self.last_compact = Some(Instant::now());
     }
 
     pub(crate) fn request_compaction(&mut self) {
         self.compact_requested = true;
+    }
+
+    /// Whether the tail has grown enough to be worth a compaction: `every` updates, and at least
+    /// half the snapshot's bytes.
+    pub(crate) fn tail_due(&self, every: usize) -> bool {
+        self.since_compact >= every && self.tail_bytes.saturating_mul(2) >= self.snapshot_bytes
     }
 
     /// Nothing queued, in flight or being compacted.
@@ -213,8 +234,9 @@ impl SessionActor {
                 let d = &mut self.durability;
                 d.last_seq = last_seq;
                 d.since_compact += batch.len();
+                d.tail_bytes = d.tail_bytes.saturating_add(batch_bytes);
                 d.doc_bytes = d.doc_bytes.saturating_add(batch_bytes);
-                if d.since_compact >= self.deps.limits.compact_every_updates {
+                if d.tail_due(self.deps.limits.compact_every_updates) {
                     d.compact_requested = true;
                 }
                 for pending in batch {
@@ -289,9 +311,11 @@ impl SessionActor {
         let d = &mut self.durability;
         let upto_seq = d.last_seq;
         let covered = d.since_compact;
+        let covered_bytes = d.tail_bytes;
         d.compacting = true;
         d.compact_requested = false;
         d.doc_bytes = snapshot.len();
+        let snapshot_bytes = snapshot.len();
         let store = self.deps.store.clone();
         let id = self.id;
         let started = Instant::now();
@@ -306,6 +330,8 @@ impl SessionActor {
                     match result {
                         Ok(()) => {
                             d.since_compact = d.since_compact.saturating_sub(covered);
+                            d.tail_bytes = d.tail_bytes.saturating_sub(covered_bytes);
+                            d.snapshot_bytes = snapshot_bytes;
                             d.last_compact = Some(Instant::now());
                             d.retry_compaction_at = None;
                         }

@@ -164,9 +164,10 @@ impl SessionActor {
         self.awareness = Awareness::new(doc);
         let last_seq = stored.updates.last().map_or(0, |(seq, _)| *seq);
         let doc_bytes = doc::encoded_len(self.awareness.doc());
+        let tail_bytes = stored.updates.iter().map(|(_, u)| u.len()).sum();
         self.durability
-            .loaded(last_seq, stored.updates.len(), doc_bytes);
-        if skipped > 0 || stored.updates.len() >= self.deps.limits.compact_every_updates {
+            .loaded(last_seq, stored.updates.len(), tail_bytes, doc_bytes);
+        if skipped > 0 || self.durability.tail_due(self.deps.limits.compact_every_updates) {
             // Purge skipped (poison) rows and long tails right away.
             self.durability.request_compaction();
         }

@@ -548,6 +548,40 @@ async fn poison_update_restarts_the_session_and_is_purged_from_storage() {
 }
 
 #[actix::test]
+async fn a_large_document_compacts_when_its_tail_reaches_half_the_snapshot() {
+    let store = Arc::new(MemoryDocStore::new());
+    let limits = SessionLimits {
+        compact_every_updates: 3,
+        idle_unload: Duration::from_secs(3600),
+        ..SessionLimits::default()
+    };
+    let registry = registry_with_limits(store.clone(), limits);
+    let session = SessionId::new_random();
+    let alice = joined(&registry, session, Role::Editor).await;
+    alice.send_edit("big", &"x".repeat(40_000)).await;
+    registry.flush(session).await.unwrap();
+    let snapshot = store.stored(session).snapshot.unwrap_or_default();
+    assert!(snapshot.len() > 40_000);
+
+    // Ten small edits: past the count, far from half the snapshot, so no rewrite of 40 kB.
+    for i in 0..10 {
+        alice.send_edit(&format!("k{i}"), "v").await;
+        settle().await;
+    }
+    let stored = store.stored(session);
+    assert_eq!(stored.updates.len(), 10);
+    assert_eq!(stored.snapshot.as_deref(), Some(snapshot.as_slice()));
+
+    // A tail of half the snapshot's size compacts.
+    alice.send_edit("big2", &"y".repeat(25_000)).await;
+    settle().await;
+    let stored = store.stored(session);
+    assert!(stored.updates.is_empty(), "{} updates left", stored.updates.len());
+    assert_eq!(stored_node(&stored, "k9").as_deref(), Some("v"));
+    assert_eq!(stored_node(&stored, "big2").map(|v| v.len()), Some(25_000));
+}
+
+#[actix::test]
 async fn compaction_also_runs_on_a_timer() {
     tokio::time::pause();
     let store = Arc::new(MemoryDocStore::new());
