@@ -167,7 +167,11 @@ impl SessionActor {
         let tail_bytes = stored.updates.iter().map(|(_, u)| u.len()).sum();
         self.durability
             .loaded(last_seq, stored.updates.len(), tail_bytes, doc_bytes);
-        if skipped > 0 || self.durability.tail_due(self.deps.limits.compact_every_updates) {
+        if skipped > 0
+            || self
+                .durability
+                .tail_due(self.deps.limits.compact_every_updates)
+        {
             // Purge skipped (poison) rows and long tails right away.
             self.durability.request_compaction();
         }
