@@ -4,6 +4,8 @@
 //! - [`config`]: the command line and `ATELIER_*` environment (clap); its doc comments are the
 //!   configuration reference.
 //! - [`server`]: builds the actix-web application and runs it until a shutdown signal.
+//! - [`upgrade`]: WebSocket upgrade requests, answered on their socket, which is then served by
+//!   an actor (live sessions, remote workers) without the HTTP connection's buffers.
 //! - [`api`]: the HTTP API under `/api/v1`, one module per resource, plus `/metrics`.
 //! - [`auth`]: passwords, tokens, the request principal, CSRF and auth rate limits.
 //! - [`authz`]: the one place that decides who may do what in a studio session.
@@ -30,5 +32,6 @@ pub mod server;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
+pub mod upgrade;
 pub mod worker;
 pub mod ws;

@@ -1,11 +1,20 @@
 //! Builds the application and runs the HTTP server until SIGINT/SIGTERM, then drains and closes.
+//!
+//! The server is actix-web's application in actix-http's `HttpService` on an actix-server
+//! `Server`, put together here rather than with `actix_web::HttpServer` for one reason: requests
+//! that ask for a WebSocket upgrade go to [`crate::upgrade`] with their socket, so WebSockets run
+//! on the bare socket instead of inside an HTTP connection and its buffers.
 
+use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_http::{HttpService, KeepAlive};
+use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt};
+use actix_web::dev::AppConfig;
 use actix_web::http::header;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpResponse};
 
 use atelier_actors::{RegistryConfig, SessionRegistryHandle};
 
@@ -19,7 +28,14 @@ use crate::inference::{Engine, ModelCatalog};
 use crate::jobs::{JobBoard, JobService};
 use crate::state::AppState;
 use crate::storage::Blobs;
-use crate::{api, telemetry, ws};
+use crate::{api, telemetry, upgrade, ws};
+
+/// As actix-web's `HttpServer`: pending connections the OS may queue.
+const BACKLOG: i32 = 1024;
+/// As actix-web's `HttpServer`: time for a client to send its request head.
+const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// As actix-web's `HttpServer`: time for a client to close its end after the server closed.
+const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Shown at `/` when the studio page has not been built (`web/dist` missing).
 const PLACEHOLDER_HTML: &str = include_str!("../web/placeholder.html");
@@ -127,28 +143,56 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     if !has_web {
         tracing::warn!(dir = %web_dir.display(), "studio page not built; serving a placeholder at /");
     }
-    let server = HttpServer::new(move || {
-        let app = App::new()
-            .app_data(state.clone())
-            .configure(|cfg| api::configure(cfg, max_json))
-            .service(ws::live_session);
-        if has_web {
-            // The studio is a single page with hash routes: files as they are, index at `/`.
-            app.service(actix_files::Files::new("/", &web_dir).index_file("index.html"))
-        } else {
-            app.route("/", web::get().to(placeholder))
-        }
-    })
-    .shutdown_timeout(config.shutdown_timeout_s)
-    // Our own handlers (below) replace actix's: it installs them only when the server is first
-    // polled, after the address has been announced, and a SIGTERM in between killed the process.
-    .disable_signals()
-    .bind(config.bind)
-    .map_err(|source| StartError::Bind {
+    let listener = listen(config.bind).map_err(|source| StartError::Bind {
         addr: config.bind,
         source,
     })?;
-    let addrs = server.addrs();
+    let addr = listener.local_addr()?;
+    let builder = actix_server::Server::build();
+    let shutting_down = builder.graceful_shutdown_signal();
+    let server = builder
+        .shutdown_timeout(config.shutdown_timeout_s)
+        // Our own handlers (below) replace actix's: it installs them only when the server is
+        // first polled, after the address has been announced, and a SIGTERM in between killed
+        // the process.
+        .disable_signals()
+        .listen("atelier-http", listener, move || {
+            let app = App::new()
+                .app_data(state.clone())
+                .configure(|cfg| api::configure(cfg, max_json))
+                .service(ws::live_session);
+            let app = if has_web {
+                // The studio is a single page with hash routes: files as they are, index at `/`.
+                app.service(actix_files::Files::new("/", &web_dir).index_file("index.html"))
+            } else {
+                app.route("/", web::get().to(placeholder))
+            };
+            let app = app
+                .into_factory()
+                .map_err(|error: actix_web::Error| error.error_response());
+            let upgrade_state = state.clone();
+            let upgrade = fn_service(move |(req, framed)| {
+                upgrade::handle(upgrade_state.clone(), addr, req, framed)
+            });
+            let shutting_down = shutting_down.clone();
+            HttpService::build()
+                // Idle keep-alive connections close when a graceful shutdown starts.
+                .graceful_shutdown_signal(move || {
+                    let signal = shutting_down.clone();
+                    async move { signal.notified().await }
+                })
+                .keep_alive(KeepAlive::default())
+                .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
+                .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
+                // Small frames go out at once instead of waiting for the previous one's ACK.
+                .tcp_nodelay(true)
+                .local_addr(addr)
+                .upgrade(upgrade)
+                .finish(map_config(app, move |_| {
+                    AppConfig::__priv_test_new(false, addr.to_string(), addr)
+                }))
+                .tcp()
+        })?;
     let server = server.run();
     // Leases are settled and live sessions flushed while the HTTP workers still run: database
     // connections opened on a worker's runtime die with it.
@@ -175,11 +219,9 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         }
     });
 
-    for addr in &addrs {
-        tracing::info!(%addr, "listening");
-        // One machine-readable line on stdout: scripts and tests read the chosen port from it.
-        println!("atelier listening on http://{addr}");
-    }
+    tracing::info!(%addr, "listening");
+    // One machine-readable line on stdout: scripts and tests read the chosen port from it.
+    println!("atelier listening on http://{addr}");
     // Runs until a signal stops it: SIGTERM stops accepting, drains in-flight requests, returns.
     let result = server.await;
     pruner.abort();
@@ -200,7 +242,7 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
 /// here, before the address is announced, so a signal sent right after start-up is never met by
 /// the default action (immediate termination).
 fn stop_on_signals(
-    server: actix_web::dev::ServerHandle,
+    server: actix_server::ServerHandle,
     before_stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     #[cfg(unix)]
@@ -229,6 +271,18 @@ fn stop_on_signals(
             }
         }))
     }
+}
+
+/// Binds the listening socket as actix-web's `HttpServer::bind` does (`SO_REUSEADDR`, a backlog
+/// of 1,024).
+fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    #[cfg(not(windows))]
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
 }
 
 async fn placeholder() -> HttpResponse {

@@ -1,20 +1,32 @@
 //! `GET /ws/{session_id}`: the live session WebSocket. Authenticates, decides the role, and hands
 //! the socket to a `ConnectionActor` (atelier-actors) joined to the session's `SessionActor`.
 //!
+//! Upgrade requests do not go through actix-web: the HTTP service hands them over with their
+//! socket to [`crate::upgrade`], which calls [`authorize`], answers `101` and then [`start`]s the
+//! connection on the socket (the HTTP connection and its buffers end there). A plain GET without
+//! the upgrade is answered by [`live_session`]: the same refusals, else 400.
+//!
 //! Refusals happen at the upgrade, as HTTP: no or bad token 401, no access 403, no such session
 //! 404 — never a silent read-only fallback.
 
-use actix_web::http::header;
+use actix_web::cookie::Cookie;
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::Uri;
 use actix_web::{get, web, HttpRequest, HttpResponse};
 use atelier_actors::{start_connection, Identity, Participant};
 use atelier_protocol::ids::SessionId;
+use bytes::BytesMut;
 use serde::Deserialize;
+use tokio::net::TcpStream;
 
 use crate::auth::principal::{resolve_token, SESSION_COOKIE};
 use crate::auth::Principal;
 use crate::authz;
 use crate::error::{Error, Result};
 use crate::state::AppState;
+
+/// Live sessions are at `/ws/{session_id}`.
+pub const PATH_PREFIX: &str = "/ws/";
 
 #[derive(Debug, Deserialize)]
 pub struct WsQuery {
@@ -24,79 +36,238 @@ pub struct WsQuery {
     events: Option<String>,
 }
 
+/// What the refusal rules look at in an upgrade request (from actix-web's request or from the
+/// raw request the HTTP service hands over).
+pub struct UpgradeRequest<'a> {
+    pub headers: &'a HeaderMap,
+    /// The query string, without `?`.
+    pub query: &'a str,
+    /// The host the request was addressed to (see [`request_host`]).
+    pub host: &'a str,
+}
+
+/// A live-session upgrade that passed every check: who joins which session.
+pub struct Accepted {
+    session_id: SessionId,
+    participant: Participant,
+}
+
+/// The host a request was addressed to, as actix-web's `ConnectionInfo::host` resolves it: the
+/// `Forwarded` header's `host`, then `X-Forwarded-Host`, `Host`, the request target, and finally
+/// `fallback` (the server's own address).
+pub fn request_host(headers: &HeaderMap, uri: &Uri, fallback: &str) -> String {
+    let forwarded = headers
+        .get_all(header::FORWARDED)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .flat_map(|value| value.split(','))
+        .find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            name.trim()
+                .eq_ignore_ascii_case("host")
+                .then(|| unquote(value))
+        });
+    forwarded
+        .or_else(|| {
+            let value = headers.get("x-forwarded-host")?.to_str().ok()?;
+            value.split(',').next().map(str::trim)
+        })
+        .or_else(|| headers.get(header::HOST)?.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+        .unwrap_or(fallback)
+        .to_owned()
+}
+
+fn unquote(value: &str) -> &str {
+    value.trim().trim_start_matches('"').trim_end_matches('"')
+}
+
+/// A request cookie's (percent-decoded) value, as actix-web's `HttpRequest::cookie` finds it.
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    let mut found = None;
+    for value in headers.get_all(header::COOKIE) {
+        // Like actix-web: one header that is not text and no cookie is read at all.
+        let text = std::str::from_utf8(value.as_bytes()).ok()?;
+        for part in text.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            if found.is_none() {
+                if let Ok(cookie) = Cookie::parse_encoded(part) {
+                    if cookie.name() == name {
+                        found = Some(cookie.value().to_owned());
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
 /// Browsers send cookies on cross-site WebSocket upgrades; with cookie auth, insist that the page
 /// that opened the socket is ours.
-fn same_origin(req: &HttpRequest) -> bool {
+fn same_origin(req: &UpgradeRequest<'_>) -> bool {
     let Some(origin) = req
-        .headers()
+        .headers
         .get(header::ORIGIN)
         .and_then(|o| o.to_str().ok())
     else {
         return true; // not a browser
     };
-    let host = req.connection_info().host().to_string();
     origin
         .split_once("://")
-        .is_some_and(|(_, rest)| rest.trim_end_matches('/') == host)
+        .is_some_and(|(_, rest)| rest.trim_end_matches('/') == req.host)
 }
 
-async fn principal(req: &HttpRequest, state: &AppState, query: &WsQuery) -> Result<Principal> {
+async fn principal(
+    req: &UpgradeRequest<'_>,
+    state: &AppState,
+    query: &WsQuery,
+) -> Result<Principal> {
     if let Some(token) = query.token.as_deref().filter(|t| !t.is_empty()) {
         return Ok(resolve_token(state, token).await?.0);
     }
-    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+    if let Some(value) = req.headers.get(header::AUTHORIZATION) {
         let value = value.to_str().unwrap_or("");
         let token = value.strip_prefix("Bearer ").ok_or_else(|| {
             Error::InvalidCredentials("the Authorization header must be `Bearer <token>`".into())
         })?;
         return Ok(resolve_token(state, token.trim()).await?.0);
     }
-    if let Some(cookie) = req.cookie(SESSION_COOKIE) {
+    if let Some(cookie) = cookie(req.headers, SESSION_COOKIE) {
         if !same_origin(req) {
             return Err(Error::forbidden(
                 "cross-origin WebSocket with a session cookie",
             ));
         }
-        return Ok(resolve_token(state, cookie.value()).await?.0);
+        return Ok(resolve_token(state, &cookie).await?.0);
     }
     Err(Error::Unauthenticated)
 }
 
-#[get("/ws/{session_id}")]
-pub async fn live_session(
-    req: HttpRequest,
-    stream: web::Payload,
-    path: web::Path<String>,
-    query: web::Query<WsQuery>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse> {
-    let session_id: SessionId = path.parse().map_err(|_| Error::NotFound("session"))?;
-    let principal = principal(&req, &state, &query).await?;
+/// Decides an upgrade to `/ws/{session_id}` (`session` is the path segment): who joins, with
+/// which role, or the refusal.
+pub async fn authorize(
+    state: &AppState,
+    session: &str,
+    req: &UpgradeRequest<'_>,
+) -> Result<Accepted> {
+    let query = web::Query::<WsQuery>::from_query(req.query)
+        .map_err(|e| Error::invalid(format!("invalid query string: {e}")))?
+        .into_inner();
+    let session_id: SessionId = session.parse().map_err(|_| Error::NotFound("session"))?;
+    let principal = principal(req, state, &query).await?;
     let session = state
         .db
         .session(session_id)
         .await?
         .ok_or(Error::NotFound("session"))?;
-    let access = authz::access(&state, &principal, session.id)
+    let access = authz::access(state, &principal, session.id)
         .await?
         .ok_or_else(|| Error::forbidden("you have no access to this session"))?;
     let (identity, name) = match &principal {
         Principal::Account(account) => (Identity::Account(account.id), account.name.clone()),
         Principal::ShareLink(link) => (Identity::ShareLink(link.id), "Guest viewer".to_string()),
     };
-    let participant = Participant {
-        identity,
-        name,
-        role: access.role,
-        wants_events: query.events.as_deref() == Some("1"),
-    };
+    Ok(Accepted {
+        session_id: session.id,
+        participant: Participant {
+            identity,
+            name,
+            role: access.role,
+            wants_events: query.events.as_deref() == Some("1"),
+        },
+    })
+}
+
+/// Serves an accepted live-session WebSocket on `io` (after the `101`); `leftover` is what the
+/// client sent after its request. The connection runs on the current arbiter.
+pub fn start(state: &AppState, accepted: Accepted, io: TcpStream, leftover: BytesMut) {
     start_connection(
-        &req,
-        stream,
+        io,
+        leftover,
         state.live.clone(),
-        session.id,
-        participant,
+        accepted.session_id,
+        accepted.participant,
         state.config.live.connection_limits(),
-    )
-    .map_err(|e| Error::invalid(format!("WebSocket upgrade failed: {e}")))
+    );
+}
+
+/// A GET without the WebSocket upgrade: the refusals an upgrade would get, else 400.
+#[get("/ws/{session_id}")]
+pub async fn live_session(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse> {
+    let host = req.connection_info().host().to_owned();
+    let upgrade = UpgradeRequest {
+        headers: req.headers(),
+        query: req.query_string(),
+        host: &host,
+    };
+    authorize(&state, &path, &upgrade).await?;
+    Err(Error::invalid("expected a WebSocket upgrade"))
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::header::HeaderValue;
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                header::HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn host_follows_actix_web_order() {
+        let uri: Uri = "/ws/x".parse().unwrap();
+        let fallback = "127.0.0.1:8080";
+        assert_eq!(request_host(&headers(&[]), &uri, fallback), fallback);
+        let h = headers(&[("host", "studio.example")]);
+        assert_eq!(request_host(&h, &uri, fallback), "studio.example");
+        let h = headers(&[
+            ("host", "studio.example"),
+            ("x-forwarded-host", "proxy.example, other"),
+        ]);
+        assert_eq!(request_host(&h, &uri, fallback), "proxy.example");
+        let h = headers(&[
+            ("host", "studio.example"),
+            ("x-forwarded-host", "proxy.example"),
+            ("forwarded", "for=1.2.3.4; host=\"front.example\""),
+        ]);
+        assert_eq!(request_host(&h, &uri, fallback), "front.example");
+    }
+
+    #[test]
+    fn cookies_are_found_and_decoded() {
+        let h = headers(&[
+            ("cookie", "a=1; atelier_session=atl_x%2By"),
+            ("cookie", "b=2"),
+        ]);
+        assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("atl_x+y"));
+        assert_eq!(cookie(&h, "b").as_deref(), Some("2"));
+        assert_eq!(cookie(&h, "c"), None);
+    }
+
+    #[test]
+    fn same_origin_compares_the_origin_with_the_host() {
+        let h = headers(&[("origin", "https://studio.example")]);
+        let ok = UpgradeRequest {
+            headers: &h,
+            query: "",
+            host: "studio.example",
+        };
+        assert!(same_origin(&ok));
+        let other = UpgradeRequest {
+            host: "evil.example",
+            ..ok
+        };
+        assert!(!same_origin(&other));
+    }
 }

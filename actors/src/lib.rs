@@ -7,8 +7,10 @@
 //!   link, change a role, broadcast a job event, flush, shutdown).
 //! - [`session`] — [`SessionActor`]: owns a session's yrs document and awareness, its
 //!   participants, group-committed persistence and compaction; its [`session::messages`].
-//! - [`connection`] — [`ConnectionActor`] and [`start_connection`]: one WebSocket each
-//!   (actix-web-actors lives only there): heartbeat, rate and size limits, decoding.
+//! - [`connection`] — [`ConnectionActor`] and [`start_connection`]: one WebSocket each:
+//!   heartbeat, rate and size limits, decoding.
+//! - [`socket`] — the WebSocket transport actors use on a socket the server took over after the
+//!   HTTP upgrade ([`socket::WsReader`], [`socket::WsWriter`]); no buffers while idle.
 //! - [`outbound`] — [`Outbound`], what a session sends a connection, and the bounded [`Outbox`].
 //! - [`store`] — the [`DocStore`] port; [`memory_store`] — [`MemoryDocStore`] for tests.
 //! - [`jobs`] — the [`JobsSnapshot`] port (`session.hello`'s job list).
@@ -30,6 +32,7 @@ pub mod memory_store;
 pub mod outbound;
 pub mod registry;
 pub mod session;
+pub mod socket;
 pub mod store;
 pub mod telemetry;
 

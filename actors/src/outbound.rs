@@ -1,11 +1,12 @@
 //! What a session sends to a connection, and the bounded queue in between.
 //!
 //! The session sends with `do_send` (it must never wait on a slow client), so the bound is kept
-//! by the sender: an [`Outbox`] counts frames handed to the connection and not yet taken by it.
+//! by the sender: an [`Outbox`] counts frames handed to the connection and not yet written by it.
 //! Each [`OutboundFrame`] holds a slot of that count and releases it when dropped, i.e. once the
-//! connection has written it to its socket buffer (or the connection is gone). When a client
-//! lets the count reach its limit, the session stops sending to it and closes it with 1008
-//! ("too slow; resync") — so a frame is never silently dropped from a connection that stays open.
+//! connection has written its last byte to the socket (or the connection is gone), so frames
+//! waiting for a client that does not read count against the bound. When a client lets the count
+//! reach its limit, the session stops sending to it and closes it with 1008 ("too slow;
+//! resync") — so a frame is never silently dropped from a connection that stays open.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -42,6 +43,12 @@ impl OutboundFrame {
     }
 }
 
+impl AsRef<[u8]> for OutboundFrame {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 /// Decrements the queued-frame count when the frame is dropped.
 #[derive(Debug)]
 struct QueueSlot(Arc<AtomicUsize>);
@@ -74,7 +81,7 @@ impl Outbox {
         }
     }
 
-    /// Frames sent and not yet taken by the connection.
+    /// Frames sent and not yet written to the connection's socket.
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Acquire)
     }

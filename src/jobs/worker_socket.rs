@@ -1,20 +1,32 @@
 //! `GET /api/v1/workers/ws`: a remote worker host's connection (worker token as bearer).
 //! JSON text frames both ways (`atelier_protocol::worker`). The socket's end is the worker's end:
 //! its running job fails with "worker lost".
+//!
+//! Like the live-session socket, the upgrade is handled by [`crate::upgrade`] ([`authorize`],
+//! `101`, [`start`]) and the socket served with `atelier_actors::socket`; a plain GET is answered
+//! by [`worker_ws`].
 
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use actix_web::http::header::{self, HeaderMap};
 use actix_web::{get, web, HttpRequest, HttpResponse};
-use actix_web_actors::ws;
+use atelier_actors::socket::{
+    self, CloseCode, CloseReason, Message, ProtocolError, WsActor, WsWriter,
+};
 use atelier_protocol::ids::WorkerId;
 use atelier_protocol::worker::{ServerMessage, WorkerMessage};
+use bytes::{Bytes, BytesMut};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::JobService;
 use crate::auth::tokens;
 use crate::error::{Error, Result};
 use crate::state::AppState;
+
+/// Where workers connect.
+pub const PATH: &str = "/api/v1/workers/ws";
 
 const PING_EVERY: Duration = Duration::from_secs(5);
 /// Largest message a worker may send (outputs travel base64 inside JSON).
@@ -26,6 +38,7 @@ struct WorkerSocket {
     service: JobService,
     worker: Option<WorkerId>,
     last_heard: Instant,
+    socket: WsWriter<Bytes>,
 }
 
 #[derive(Message)]
@@ -33,20 +46,16 @@ struct WorkerSocket {
 struct ToWorker(ServerMessage);
 
 impl Actor for WorkerSocket {
-    type Context = ws::WebsocketContext<Self>;
+    type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let timeout = self.service.limits().heartbeat_timeout;
         ctx.run_interval(PING_EVERY, move |act, ctx| {
             if act.last_heard.elapsed() > timeout {
-                ctx.close(Some(ws::CloseReason {
-                    code: ws::CloseCode::Policy,
-                    description: Some("heartbeat timeout".into()),
-                }));
-                ctx.stop();
+                Self::refuse(ctx, act, CloseCode::Policy, "heartbeat timeout".into());
                 return;
             }
-            ctx.ping(b"");
+            act.socket.ping(ctx, b"");
         });
     }
 
@@ -62,22 +71,19 @@ impl Handler<ToWorker> for WorkerSocket {
 
     fn handle(&mut self, msg: ToWorker, ctx: &mut Self::Context) {
         match serde_json::to_string(&msg.0) {
-            Ok(text) => ctx.text(text),
+            Ok(text) => self.socket.text(ctx, text),
             Err(e) => tracing::error!(error = %e, "cannot encode a worker message"),
         }
         if let ServerMessage::Refused { reason } = msg.0 {
-            ctx.close(Some(ws::CloseReason {
-                code: ws::CloseCode::Policy,
-                description: Some(reason),
-            }));
-            ctx.stop();
+            Self::refuse(ctx, self, CloseCode::Policy, reason);
         }
     }
 }
 
 impl WorkerSocket {
-    fn refuse(ctx: &mut ws::WebsocketContext<Self>, code: ws::CloseCode, reason: String) {
-        ctx.close(Some(ws::CloseReason {
+    /// Sends a close frame (after everything queued) and stops.
+    fn refuse(ctx: &mut Context<Self>, act: &mut Self, code: CloseCode, reason: String) {
+        act.socket.close(Some(CloseReason {
             code,
             description: Some(reason),
         }));
@@ -85,29 +91,45 @@ impl WorkerSocket {
     }
 }
 
-impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WorkerSocket {
-    fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+impl WsActor for WorkerSocket {
+    type Held = Bytes;
+
+    fn writer(&mut self) -> &mut WsWriter<Bytes> {
+        &mut self.socket
+    }
+}
+
+impl StreamHandler<Result<Message, ProtocolError>> for WorkerSocket {
+    fn handle(&mut self, item: Result<Message, ProtocolError>, ctx: &mut Self::Context) {
+        if self.socket.is_closed() {
+            return;
+        }
         self.last_heard = Instant::now();
         let text = match item {
-            Ok(ws::Message::Text(text)) => text,
-            Ok(ws::Message::Ping(p)) => return ctx.pong(&p),
-            Ok(ws::Message::Pong(_)) => return,
-            Ok(ws::Message::Close(_)) => return ctx.stop(),
+            Ok(Message::Text(text)) => text,
+            Ok(Message::Ping(p)) => return self.socket.pong(ctx, &p),
+            Ok(Message::Pong(_)) => return,
+            Ok(Message::Close(reason)) => {
+                self.socket.close(reason);
+                return ctx.stop();
+            }
             Ok(_) => {
                 return Self::refuse(
                     ctx,
-                    ws::CloseCode::Unsupported,
+                    self,
+                    CloseCode::Unsupported,
                     "text JSON frames only".into(),
                 )
             }
-            Err(e) => return Self::refuse(ctx, ws::CloseCode::Protocol, e.to_string()),
+            Err(e) => return Self::refuse(ctx, self, CloseCode::Protocol, e.to_string()),
         };
         let msg: WorkerMessage = match serde_json::from_str(&text) {
             Ok(msg) => msg,
             Err(e) => {
                 return Self::refuse(
                     ctx,
-                    ws::CloseCode::Invalid,
+                    self,
+                    CloseCode::Invalid,
                     format!("bad worker message: {e}"),
                 )
             }
@@ -134,24 +156,22 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WorkerSocket {
                 );
                 self.worker = Some(self.service.register_worker(name, &devices, models, tx));
             }
-            (None, _) => Self::refuse(ctx, ws::CloseCode::Policy, "say hello first".into()),
-            (Some(_), WorkerMessage::Hello { .. }) => {
-                Self::refuse(ctx, ws::CloseCode::Policy, "hello was already said".into())
-            }
+            (None, _) => Self::refuse(ctx, self, CloseCode::Policy, "say hello first".into()),
+            (Some(_), WorkerMessage::Hello { .. }) => Self::refuse(
+                ctx,
+                self,
+                CloseCode::Policy,
+                "hello was already said".into(),
+            ),
             (Some(worker), msg) => self.service.worker_message(worker, msg),
         }
     }
 }
 
-#[get("/workers/ws")]
-pub async fn worker_ws(
-    req: HttpRequest,
-    stream: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse> {
-    let token = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
+/// Checks an upgrade to [`PATH`]: a valid worker token as bearer, else 401.
+pub async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<()> {
+    let token = headers
+        .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or(Error::Unauthenticated)?;
@@ -163,13 +183,28 @@ pub async fn worker_ws(
         .worker_token(&tokens::hash(token))
         .await?
         .ok_or_else(|| Error::InvalidCredentials("unknown or revoked worker token".into()))?;
-    let actor = WorkerSocket {
-        service: state.jobs.clone(),
-        worker: None,
-        last_heard: Instant::now(),
-    };
-    ws::WsResponseBuilder::new(actor, &req, stream)
-        .frame_size(MAX_FRAME_BYTES)
-        .start()
-        .map_err(|e| Error::invalid(format!("WebSocket upgrade failed: {e}")))
+    Ok(())
+}
+
+/// Serves an accepted worker WebSocket on `io` (after the `101`); `leftover` is what the worker
+/// sent after its request. The connection runs on the current arbiter.
+pub fn start(state: &AppState, io: TcpStream, leftover: BytesMut) {
+    let (reader, writer) = socket::split(io, leftover, MAX_FRAME_BYTES);
+    let service = state.jobs.clone();
+    WorkerSocket::create(move |ctx| {
+        ctx.add_stream(reader);
+        WorkerSocket {
+            service,
+            worker: None,
+            last_heard: Instant::now(),
+            socket: writer,
+        }
+    });
+}
+
+/// A GET without the WebSocket upgrade: the refusals an upgrade would get, else 400.
+#[get("/workers/ws")]
+pub async fn worker_ws(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse> {
+    authorize(&state, req.headers()).await?;
+    Err(Error::invalid("expected a WebSocket upgrade"))
 }

@@ -1,4 +1,5 @@
-//! `ConnectionActor`: one live-session WebSocket (actix-web-actors is confined to this module).
+//! `ConnectionActor`: one live-session WebSocket, served through [`crate::socket`] on the socket
+//! the server took over after the upgrade.
 //!
 //! It owns the socket and everything per-connection: heartbeat, rate limit, message size limit,
 //! frame decoding, and the outbound side of the [`Outbox`] the session writes to. It never
@@ -20,21 +21,22 @@
 mod rate_limit;
 
 use actix::prelude::*;
-use actix_http::ws::Item;
-use actix_web::{web, HttpRequest, HttpResponse};
-use actix_web_actors::ws;
 use atelier_protocol::close_code;
 use atelier_protocol::ids::{ConnectionId, SessionId};
 use atelier_protocol::ysync::decode_frame;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use self::rate_limit::TokenBucket;
 use crate::limits::ConnectionLimits;
-use crate::outbound::{Outbound, Outbox};
+use crate::outbound::{Outbound, OutboundFrame, Outbox};
 use crate::registry::SessionRegistryHandle;
 use crate::session::messages::{Inbound, JoinError, Leave};
 use crate::session::{Participant, SessionActor};
+use crate::socket::{
+    self, CloseCode, CloseReason, Item, Message, ProtocolError, WsActor, WsWriter,
+};
 use crate::telemetry;
 
 /// The codec's own frame-size limit sits this far above `max_message_bytes`, so that messages a
@@ -54,31 +56,39 @@ pub struct ConnectionConfig {
     pub limits: ConnectionLimits,
 }
 
-/// Upgrades the request to a WebSocket served by a [`ConnectionActor`] joined to `session_id`.
-/// The caller has already authenticated the request and decided the participant's role.
+/// Serves a WebSocket with a [`ConnectionActor`] joined to `session_id`, on the current arbiter.
+///
+/// `io` is the client's socket after the server answered its upgrade request (`101`), and
+/// `leftover` what the client had sent after that request. The caller has already authenticated
+/// the request and decided the participant's role.
 pub fn start_connection(
-    req: &HttpRequest,
-    stream: web::Payload,
+    io: TcpStream,
+    leftover: BytesMut,
     registry: SessionRegistryHandle,
     session_id: SessionId,
     participant: Participant,
     limits: ConnectionLimits,
-) -> Result<HttpResponse, actix_web::Error> {
-    let frame_size = limits.max_message_bytes.saturating_add(CODEC_SLACK_BYTES);
-    let actor = ConnectionActor::new(ConnectionConfig {
+) -> Addr<ConnectionActor> {
+    let max_frame_bytes = limits.max_message_bytes.saturating_add(CODEC_SLACK_BYTES);
+    let (reader, writer) = socket::split(io, leftover, max_frame_bytes);
+    let config = ConnectionConfig {
         registry,
         session_id,
         participant,
         limits,
-    });
-    ws::WsResponseBuilder::new(actor, req, stream)
-        .frame_size(frame_size)
-        .start()
+    };
+    ConnectionActor::create(move |ctx| {
+        ctx.add_stream(reader);
+        ConnectionActor::new(config, writer)
+    })
 }
 
 /// One participant's WebSocket.
 pub struct ConnectionActor {
     config: ConnectionConfig,
+    /// The socket's writing half (its reading half is a stream on the context). Frames from the
+    /// session keep their queue slot until they were written.
+    socket: WsWriter<OutboundFrame>,
     /// Set once the session accepted the join.
     session: Option<(Addr<SessionActor>, ConnectionId)>,
     last_heard: Instant,
@@ -89,13 +99,16 @@ pub struct ConnectionActor {
 }
 
 impl ConnectionActor {
-    pub fn new(config: ConnectionConfig) -> Self {
+    /// A connection writing to `socket`; its reading half must be added to the actor's context
+    /// (`ctx.add_stream`), as [`start_connection`] does.
+    pub fn new(config: ConnectionConfig, socket: WsWriter<OutboundFrame>) -> Self {
         let rate = TokenBucket::new(
             config.limits.max_messages_per_sec,
             config.limits.message_burst,
         );
         Self {
             config,
+            socket,
             session: None,
             last_heard: Instant::now(),
             rate,
@@ -105,7 +118,7 @@ impl ConnectionActor {
     }
 
     /// Sends a close frame and stops. The close frame follows every frame already queued.
-    fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: u16, reason: &str) {
+    fn close(&mut self, ctx: &mut Context<Self>, code: u16, reason: &str) {
         if self.closing {
             return;
         }
@@ -116,14 +129,14 @@ impl ConnectionActor {
             reason,
             "closing live-session connection"
         );
-        ctx.close(Some(ws::CloseReason {
-            code: ws::CloseCode::from(code),
+        self.socket.close(Some(CloseReason {
+            code: CloseCode::from(code),
             description: Some(truncate_reason(reason).to_owned()),
         }));
         ctx.stop();
     }
 
-    fn join(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn join(&mut self, ctx: &mut Context<Self>) {
         let outbox = Outbox::new(
             ctx.address().recipient(),
             self.config.limits.outbound_queue_frames,
@@ -152,16 +165,16 @@ impl ConnectionActor {
         );
     }
 
-    fn heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
         if self.last_heard.elapsed() > self.config.limits.client_timeout {
             self.close(ctx, close_code::GOING_AWAY, "ping timeout");
         } else {
-            ctx.ping(b"");
+            self.socket.ping(ctx, b"");
         }
     }
 
     /// One complete binary message from the client.
-    fn on_message(&mut self, bytes: &[u8], ctx: &mut ws::WebsocketContext<Self>) {
+    fn on_message(&mut self, bytes: &[u8], ctx: &mut Context<Self>) {
         let max = self.config.limits.max_message_bytes;
         if bytes.len() > max {
             let reason = format!("message of {} bytes exceeds {max}", bytes.len());
@@ -205,7 +218,7 @@ impl ConnectionActor {
         );
     }
 
-    fn on_fragment(&mut self, item: Item, ctx: &mut ws::WebsocketContext<Self>) {
+    fn on_fragment(&mut self, item: Item, ctx: &mut Context<Self>) {
         let max = self.config.limits.max_message_bytes;
         let (start, chunk, last) = match item {
             Item::FirstText(_) => {
@@ -243,7 +256,7 @@ impl ConnectionActor {
 }
 
 impl Actor for ConnectionActor {
-    type Context = ws::WebsocketContext<Self>;
+    type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         metrics::gauge!(telemetry::WS_CONNECTIONS).increment(1.0);
@@ -261,14 +274,22 @@ impl Actor for ConnectionActor {
     }
 }
 
-impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for ConnectionActor {
-    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+impl WsActor for ConnectionActor {
+    type Held = OutboundFrame;
+
+    fn writer(&mut self) -> &mut WsWriter<OutboundFrame> {
+        &mut self.socket
+    }
+}
+
+impl StreamHandler<Result<Message, ProtocolError>> for ConnectionActor {
+    fn handle(&mut self, msg: Result<Message, ProtocolError>, ctx: &mut Self::Context) {
         if self.closing {
             return;
         }
         let msg = match msg {
             Ok(msg) => msg,
-            Err(ws::ProtocolError::Overflow) => {
+            Err(ProtocolError::Overflow) => {
                 let max = self.config.limits.max_message_bytes;
                 self.close(
                     ctx,
@@ -283,21 +304,21 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for ConnectionActor {
             }
         };
         self.last_heard = Instant::now();
-        if !matches!(msg, ws::Message::Pong(_)) && !self.rate.take() {
+        if !matches!(msg, Message::Pong(_)) && !self.rate.take() {
             self.close(ctx, close_code::POLICY_VIOLATION, "rate limit exceeded");
             return;
         }
         match msg {
-            ws::Message::Binary(bytes) => self.on_message(&bytes, ctx),
-            ws::Message::Continuation(item) => self.on_fragment(item, ctx),
-            ws::Message::Text(_) => {
+            Message::Binary(bytes) => self.on_message(&bytes, ctx),
+            Message::Continuation(item) => self.on_fragment(item, ctx),
+            Message::Text(_) => {
                 self.close(ctx, close_code::UNSUPPORTED_DATA, "binary frames only");
             }
-            ws::Message::Ping(payload) => ctx.pong(&payload),
-            ws::Message::Pong(_) | ws::Message::Nop => {}
-            ws::Message::Close(reason) => {
+            Message::Ping(payload) => self.socket.pong(ctx, &payload),
+            Message::Pong(_) | Message::Nop => {}
+            Message::Close(reason) => {
                 self.closing = true;
-                ctx.close(reason);
+                self.socket.close(reason);
                 ctx.stop();
             }
         }
@@ -318,9 +339,9 @@ impl Handler<Outbound> for ConnectionActor {
                 if self.closing {
                     return;
                 }
-                let bytes: Bytes = frame.into_bytes();
-                metrics::counter!(telemetry::WS_BYTES_OUT).increment(bytes.len() as u64);
-                ctx.binary(bytes);
+                metrics::counter!(telemetry::WS_BYTES_OUT).increment(frame.bytes().len() as u64);
+                // The frame (and its slot in the session's count) lives until it was written.
+                self.socket.binary_held(ctx, frame);
             }
             Outbound::Close { code, reason } => self.close(ctx, code, &reason),
         }

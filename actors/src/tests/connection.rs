@@ -1,20 +1,20 @@
-//! `ConnectionActor` over real WebSockets: an actix-web server on 127.0.0.1:0 and a raw client
+//! `ConnectionActor` over real WebSockets: sockets accepted on 127.0.0.1:0 and upgraded the way
+//! the server does it (the `101` written by hand, then the socket handed over), and a raw client
 //! speaking WebSocket frames (actix-http's codec in client mode), like a browser would.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use actix_codec::Framed;
-use actix_http::ws::{Codec, Frame as WsFrame, Message as WsMessage};
-use actix_web::{web, App, HttpRequest, HttpServer};
+use actix_codec::{Encoder, Framed};
+use actix_http::ws::{hash_key, Codec, Frame as WsFrame, Message as WsMessage};
 use atelier_protocol::close_code;
 use atelier_protocol::ids::SessionId;
 use atelier_protocol::ysync::{decode_frame, encode_frame, Frame, SyncMessage};
 use atelier_protocol::Role;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use yrs::{Doc, Map, ReadTxn, StateVector, Transact};
 
 use super::support::participant;
@@ -31,48 +31,81 @@ struct TestServer {
 fn serve(limits: ConnectionLimits) -> TestServer {
     let registry = SessionRegistryHandle::new(RegistryConfig::new(Arc::new(MemoryDocStore::new())));
     let session = SessionId::new_random();
-    let server = HttpServer::new(move || {
-        let registry = registry.clone();
-        let limits = limits.clone();
-        App::new().route(
-            "/ws",
-            web::get().to(move |req: HttpRequest, stream: web::Payload| {
-                let role = if req.query_string().contains("viewer") {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let listener = TcpListener::from_std(listener).expect("listener");
+    actix::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let registry = registry.clone();
+            let limits = limits.clone();
+            actix::spawn(async move {
+                let (stream, head, leftover) = upgrade(stream).await;
+                let role = if head.contains("viewer") {
                     Role::Viewer
                 } else {
                     Role::Editor
                 };
-                let response = start_connection(
-                    &req,
+                start_connection(
                     stream,
-                    registry.clone(),
+                    leftover,
+                    registry,
                     session,
                     participant(role),
-                    limits.clone(),
+                    limits,
                 );
-                async move { response }
-            }),
-        )
-    })
-    .workers(1)
-    .disable_signals()
-    .bind(("127.0.0.1", 0))
-    .expect("bind");
-    let addr = server.addrs()[0];
-    actix::spawn(server.run());
+            });
+        }
+    });
     TestServer { addr, session }
+}
+
+/// Reads the upgrade request and answers it with a `101`; returns the socket, the request head
+/// and the bytes that followed it.
+async fn upgrade(mut stream: TcpStream) -> (TcpStream, String, BytesMut) {
+    let mut buf = BytesMut::with_capacity(1024);
+    let end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        assert!(stream.read_buf(&mut buf).await.expect("read") > 0, "eof");
+    };
+    let head = String::from_utf8(buf.split_to(end).to_vec()).expect("head");
+    let key = head
+        .lines()
+        .find_map(|line| line.strip_prefix("Sec-WebSocket-Key: "))
+        .expect("key");
+    let accept = hash_key(key.trim().as_bytes());
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {}\r\n\r\n",
+        String::from_utf8_lossy(&accept)
+    );
+    stream
+        .write_all(response.as_bytes())
+        .await
+        .expect("write 101");
+    (stream, head, buf)
 }
 
 type Ws = Framed<TcpStream, Codec>;
 
-async fn connect(server: &TestServer, query: &str) -> Ws {
-    let mut stream = TcpStream::connect(server.addr).await.expect("connect");
-    let request = format!(
+fn request(server: &TestServer, query: &str) -> String {
+    format!(
         "GET /ws?{query} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
         server.addr
-    );
-    stream.write_all(request.as_bytes()).await.expect("write");
+    )
+}
+
+async fn connect(server: &TestServer, query: &str) -> Ws {
+    let stream = TcpStream::connect(server.addr).await.expect("connect");
+    handshake(stream, request(server, query).as_bytes()).await
+}
+
+/// Writes `request` (and whatever follows it), reads the `101`.
+async fn handshake(mut stream: TcpStream, request: &[u8]) -> Ws {
+    stream.write_all(request).await.expect("write");
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         head.push(stream.read_u8().await.expect("read"));
@@ -82,7 +115,11 @@ async fn connect(server: &TestServer, query: &str) -> Ws {
         "{}",
         String::from_utf8_lossy(&head)
     );
-    Framed::new(stream, Codec::new().client_mode().max_size(64 << 20))
+    Framed::new(stream, client_codec())
+}
+
+fn client_codec() -> Codec {
+    Codec::new().client_mode().max_size(64 << 20)
 }
 
 async fn send(ws: &mut Ws, bytes: Vec<u8>) {
@@ -245,4 +282,61 @@ async fn flooding_is_closed_with_1008() {
     let (code, reason) = close_of(&mut ws).await;
     assert_eq!(code, close_code::POLICY_VIOLATION);
     assert_eq!(reason, "rate limit exceeded");
+}
+
+#[actix::test]
+async fn frames_sent_along_with_the_upgrade_request_are_read() {
+    let server = serve(ConnectionLimits::default());
+    let mut bytes = request(&server, "").into_bytes();
+    let mut frame = BytesMut::new();
+    client_codec()
+        .encode(
+            WsMessage::Binary(encode_frame(&Frame::step1(StateVector::default())).into()),
+            &mut frame,
+        )
+        .expect("encode");
+    bytes.extend_from_slice(&frame);
+    let stream = TcpStream::connect(server.addr).await.expect("connect");
+    let mut ws = handshake(stream, &bytes).await;
+    // The greeting, then the answer to the step 1 that came with the request.
+    loop {
+        if let Frame::Sync(SyncMessage::SyncStep2(_)) = next_frame(&mut ws).await {
+            break;
+        }
+    }
+}
+
+#[actix::test]
+async fn a_client_that_stops_reading_is_closed_as_too_slow() {
+    let limits = ConnectionLimits {
+        outbound_queue_frames: 8,
+        ..ConnectionLimits::default()
+    };
+    let server = serve(limits);
+    let mut alice = connect(&server, "").await;
+    // Bob's socket takes little before the server's writes to it block.
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let stream = socket.connect(server.addr).await.expect("connect");
+    let mut bob = handshake(stream, request(&server, "viewer").as_bytes()).await;
+    let _ = next_frame(&mut alice).await;
+    let _ = next_frame(&mut bob).await;
+
+    // Bob reads nothing while Alice writes 4 MiB.
+    let doc = Doc::new();
+    let nodes = doc.get_or_insert_map("nodes");
+    for i in 0..256 {
+        let before = doc.transact().state_vector();
+        nodes.insert(
+            &mut doc.transact_mut(),
+            format!("n{i}"),
+            "x".repeat(16 * 1024),
+        );
+        let update = doc.transact().encode_state_as_update_v1(&before);
+        send(&mut alice, encode_frame(&Frame::update(update))).await;
+    }
+    // What was queued for Bob still reaches him, then the close.
+    let (code, reason) = close_of(&mut bob).await;
+    assert_eq!(code, close_code::POLICY_VIOLATION);
+    assert_eq!(reason, "too slow; resync");
 }

@@ -1,5 +1,5 @@
 //! Tests of the live-session core through its public API: sessions driven by fake connections
-//! (`session`), and real WebSockets against an actix-web server (`connection`).
+//! (`session`), and real WebSockets on sockets upgraded the way the server does it (`connection`).
 
 mod connection;
 mod session;
