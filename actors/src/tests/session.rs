@@ -576,7 +576,11 @@ async fn a_large_document_compacts_when_its_tail_reaches_half_the_snapshot() {
     alice.send_edit("big2", &"y".repeat(25_000)).await;
     settle().await;
     let stored = store.stored(session);
-    assert!(stored.updates.is_empty(), "{} updates left", stored.updates.len());
+    assert!(
+        stored.updates.is_empty(),
+        "{} updates left",
+        stored.updates.len()
+    );
     assert_eq!(stored_node(&stored, "k9").as_deref(), Some("v"));
     assert_eq!(stored_node(&stored, "big2").map(|v| v.len()), Some(25_000));
 }
