@@ -340,6 +340,11 @@ pub struct WorkerConfig {
     #[arg(long, env = "ATELIER_WORKER_NAME", default_value = "worker")]
     pub name: String,
 
+    /// The GPU class runtime leases take this worker as (a class of the server's
+    /// ATELIER_GPU_PRICES, e.g. `t4`). Default: its execution provider, `cuda` or `cpu`.
+    #[arg(long, env = "ATELIER_WORKER_GPU_CLASS")]
+    pub gpu_class: Option<String>,
+
     #[command(flatten)]
     pub engine: EngineArgs,
 }

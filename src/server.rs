@@ -19,7 +19,7 @@ use actix_web::{web, App, HttpResponse};
 use atelier_actors::{RegistryConfig, SessionRegistryHandle};
 
 use crate::auth::rate_limit::AuthRateLimit;
-use crate::billing::{Billing, BillingSettings, InProcessWorkerPool};
+use crate::billing::{Billing, BillingSettings};
 use crate::config::InProcessWorker;
 use crate::config::ServeConfig;
 use crate::db::documents::SqlDocStore;
@@ -94,10 +94,8 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         db.clone(),
         BillingSettings::from_config(&config),
         Arc::new(live.clone()),
-        Arc::new(InProcessWorkerPool::new(
-            config.billing.gpu_prices.classes(),
-            "cpu",
-        )),
+        // Leases take their worker from the job workers (in-process and remote).
+        Arc::new(board.clone()),
     );
     let recovery = billing
         .recover()

@@ -20,7 +20,10 @@ fn cost(price_per_minute: i64, used_ms: i64) -> i64 {
 }
 
 async fn start(backend: Backend, extra: &[&str]) -> TestServer {
+    // Leases take the in-process worker.
+    let worker = common::in_process_worker_args();
     let mut args = vec!["--gpu-prices", PRICES, "--payment-webhook-secret", SECRET];
+    args.extend(worker.iter().map(String::as_str));
     args.extend_from_slice(extra);
     TestServer::start_with(backend, &args).await
 }

@@ -14,8 +14,11 @@ use serde_json::{json, Value};
 const PRICE: i64 = 6000; // 100 millicredits per second
 const HOLD: i64 = 6000; // one minute
 
+/// Server flags; leases take the in-process worker.
 fn args(resume_window_s: &'static str) -> Vec<&'static str> {
-    vec![
+    static WORKER: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let worker = WORKER.get_or_init(common::in_process_worker_args);
+    let mut args = vec![
         "--gpu-prices",
         "cpu=6000",
         "--signup-credits",
@@ -24,7 +27,9 @@ fn args(resume_window_s: &'static str) -> Vec<&'static str> {
         "1",
         "--lease-resume-window-s",
         resume_window_s,
-    ]
+    ];
+    args.extend(worker.iter().map(String::as_str));
+    args
 }
 
 async fn lease_of(server: &TestServer, token: &str, session: &str) -> Value {

@@ -45,6 +45,10 @@ pub enum WorkerMessage {
         devices: Vec<Device>,
         /// Models this worker can run.
         models: Vec<String>,
+        /// The GPU class it is leased as (a class of the server's price table). Absent: its
+        /// first device's execution provider (`cpu`, `cuda`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gpu_class: Option<String>,
     },
     Heartbeat,
     /// A denoising step of a node finished.

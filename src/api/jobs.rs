@@ -79,7 +79,12 @@ pub async fn run(
     let lease = state.billing.require_active_lease(session.id)?;
     let job = state
         .jobs
-        .submit(session.id, account, Some(lease.lease_id), plan)
+        .submit(
+            session.id,
+            account,
+            Some((lease.lease_id, lease.worker_id)),
+            plan,
+        )
         .await?;
     let record = state.db.job(job).await?.ok_or(Error::NotFound("job"))?;
     Ok(HttpResponse::Created().json(record))

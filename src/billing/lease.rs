@@ -1,9 +1,9 @@
 //! Worker assignment for runtime leases: the [`WorkerPool`] port and the [`WorkerLeaseActor`]
 //! that owns one lease's assignment.
 //!
-//! The pool hands out workers of a GPU class; the job system implements it over real worker
-//! hosts. Until then [`InProcessWorkerPool`] stands for the server's one in-process worker: it
-//! offers every configured class and assigns immediately (jobs share the in-process worker).
+//! The pool hands out workers of a GPU class; the job system implements it over the connected
+//! worker hosts (`crate::jobs::leasing`). [`InProcessWorkerPool`] is a fixed stand-in for tests
+//! of billing alone: it offers every configured class and assigns immediately.
 //!
 //! A worker's liveness travels with its assignment as a `watch` of [`WorkerHeartbeat`]s: the
 //! meter reads the latest heartbeat to bill only up to it, and the lease actor tells the meter

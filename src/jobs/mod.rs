@@ -6,10 +6,12 @@
 //! - [`service`]: [`JobService`] — submit, cancel, dispatch, workers joining and leaving.
 //! - [`assignment`]: one job on one worker (the worker lease of a job): heartbeat deadline,
 //!   events, previews, outputs into media and the document.
+//! - [`leasing`]: the job workers as the pool runtime leases take their worker from.
 //! - [`worker_socket`]: `GET /api/v1/workers/ws`, the remote worker's connection.
 
 pub mod assignment;
 pub mod graph;
+pub mod leasing;
 pub mod queue;
 pub mod service;
 pub mod worker_socket;

@@ -14,12 +14,12 @@ use atelier_protocol::events::StudioEvent;
 use atelier_protocol::ids::{AccountId, JobId, LeaseId, SessionId, WorkerId};
 use atelier_protocol::worker::{Device, ServerMessage, WorkerMessage};
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::assignment::{self, AssignmentEvent};
 use super::graph::Plan;
 use super::queue::FairQueue;
-use crate::billing::Billing;
+use crate::billing::{Billing, WorkerHeartbeat};
 use crate::db::jobs::JobStatus;
 use crate::db::Db;
 use crate::error::{Error, Result};
@@ -40,6 +40,8 @@ struct JobView {
     session: SessionId,
     account: AccountId,
     lease: Option<LeaseId>,
+    /// The worker of the job's lease: the only one that may run it.
+    pinned: Option<WorkerId>,
     status: JobStatus,
     position: u32,
     worker: Option<WorkerId>,
@@ -50,19 +52,29 @@ struct JobView {
     plan: Plan,
 }
 
-struct WorkerEntry {
+pub(super) struct WorkerEntry {
     name: String,
-    device: String,
+    pub(super) device: String,
     models: Vec<String>,
     link: mpsc::UnboundedSender<ServerMessage>,
     busy: Option<(JobId, mpsc::UnboundedSender<AssignmentEvent>)>,
+    /// The GPU class runtime leases take it as.
+    pub(super) gpu_class: String,
+    /// Its liveness for the leases on it (see [`super::leasing`]).
+    pub(super) heartbeat: watch::Sender<WorkerHeartbeat>,
+    /// Runtime leases on it now.
+    pub(super) leases: usize,
 }
 
 #[derive(Default)]
 pub(super) struct State {
     queue: FairQueue,
     jobs: HashMap<JobId, JobView>,
-    workers: HashMap<WorkerId, WorkerEntry>,
+    pub(super) workers: HashMap<WorkerId, WorkerEntry>,
+    /// Leases waiting for a worker of their class to connect.
+    pub(super) lease_waiters: Vec<super::leasing::Waiter>,
+    /// Which worker each lease is on.
+    pub(super) lease_workers: HashMap<LeaseId, WorkerId>,
 }
 
 /// The shared table of unfinished jobs; the session actors read it for `session.hello`.
@@ -79,7 +91,7 @@ impl State {
 }
 
 impl JobBoard {
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
         // Each operation leaves the state consistent before it can panic.
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -153,7 +165,7 @@ impl JobService {
         &self,
         session: SessionId,
         account: AccountId,
-        lease: Option<LeaseId>,
+        lease: Option<(LeaseId, WorkerId)>,
         plan: Plan,
     ) -> Result<JobId> {
         let job = JobId::new_random();
@@ -176,7 +188,7 @@ impl JobService {
             // The lease may have stopped while the job row was written. Checked under the board
             // lock: a stopping lease marks itself stopping before it sweeps the board for the
             // session's jobs, so either this sees it stopping or its sweep sees this job.
-            if let Some(lease) = lease {
+            if let Some((lease, _)) = lease {
                 if let Err(refused) = self.still_leased(session, lease) {
                     drop(state);
                     let reason = refused.to_string();
@@ -196,7 +208,8 @@ impl JobService {
                 JobView {
                     session,
                     account,
-                    lease,
+                    lease: lease.map(|(id, _)| id),
+                    pinned: lease.map(|(_, worker)| worker),
                     status: JobStatus::Queued,
                     position: 0,
                     worker: None,
@@ -274,11 +287,13 @@ impl JobService {
                     let workers = &state.workers;
                     // A job is eligible when its account is under its running limit and an idle
                     // worker has every model it needs.
-                    let fits = |job: &JobView, worker: &WorkerEntry| {
-                        job.plan
-                            .steps
-                            .iter()
-                            .all(|s| worker.models.contains(&s.model))
+                    let fits = |job: &JobView, id: WorkerId, worker: &WorkerEntry| {
+                        job.pinned.is_none_or(|pinned| pinned == id)
+                            && job
+                                .plan
+                                .steps
+                                .iter()
+                                .all(|s| worker.models.contains(&s.model))
                     };
                     let mut picked = None;
                     let candidate = state
@@ -287,7 +302,7 @@ impl JobService {
                     if let Some((account, job)) = candidate {
                         match jobs.get(&job).and_then(|v| {
                             idle.iter()
-                                .find(|w| workers.get(w).is_some_and(|we| fits(v, we)))
+                                .find(|w| workers.get(w).is_some_and(|we| fits(v, **w, we)))
                         }) {
                             Some(worker) => picked = Some((job, *worker)),
                             None => {
@@ -411,28 +426,47 @@ impl JobService {
         name: String,
         devices: &[Device],
         models: Vec<String>,
+        gpu_class: Option<String>,
+        in_process: bool,
         link: mpsc::UnboundedSender<ServerMessage>,
     ) -> WorkerId {
         let id = WorkerId::new_random();
         let device = devices
             .first()
             .map_or_else(|| "cpu".to_string(), |d| d.name.clone());
-        tracing::info!(worker = %id, %name, %device, ?models, "worker joined");
+        let gpu_class = gpu_class.filter(|c| !c.is_empty()).unwrap_or_else(|| {
+            devices
+                .first()
+                .map_or_else(|| "cpu".to_string(), |d| d.execution_provider.clone())
+        });
+        tracing::info!(worker = %id, %name, %device, %gpu_class, ?models, "worker joined");
         let _ = link.send(ServerMessage::Welcome {
             worker_id: id,
             heartbeat_interval_ms: u64::try_from(self.limits.heartbeat_interval.as_millis())
                 .unwrap_or(u64::MAX),
         });
-        self.board.lock().workers.insert(
-            id,
-            WorkerEntry {
-                name,
-                device,
-                models,
-                link,
-                busy: None,
-            },
-        );
+        let heartbeat = if in_process {
+            WorkerHeartbeat::InProcess
+        } else {
+            WorkerHeartbeat::At(crate::db::now_ms())
+        };
+        {
+            let mut state = self.board.lock();
+            state.workers.insert(
+                id,
+                WorkerEntry {
+                    name,
+                    device,
+                    models,
+                    link,
+                    busy: None,
+                    gpu_class,
+                    heartbeat: watch::Sender::new(heartbeat),
+                    leases: 0,
+                },
+            );
+            state.serve_lease_waiters();
+        }
         let this = self.clone();
         actix_web::rt::spawn(async move { this.dispatch().await });
         id
@@ -440,12 +474,21 @@ impl JobService {
 
     /// A message from a worker: routed to the assignment of its current job.
     pub fn worker_message(&self, worker: WorkerId, msg: WorkerMessage) {
-        let target = self
-            .board
-            .lock()
-            .workers
-            .get(&worker)
-            .and_then(|w| w.busy.clone());
+        let target = {
+            let state = self.board.lock();
+            let entry = state.workers.get(&worker);
+            if let Some(entry) = entry {
+                // Any message proves the worker alive: its leases bill up to now.
+                entry.heartbeat.send_if_modified(|h| match h {
+                    WorkerHeartbeat::At(t) => {
+                        *t = crate::db::now_ms();
+                        true
+                    }
+                    _ => false,
+                });
+            }
+            entry.and_then(|w| w.busy.clone())
+        };
         if let Some((job, tx)) = target {
             match msg.job_id() {
                 Some(id) if id != job => {
@@ -460,7 +503,7 @@ impl JobService {
 
     /// A worker disconnected: its job (if any) fails with "worker lost".
     pub fn worker_gone(&self, worker: WorkerId) {
-        let entry = self.board.lock().workers.remove(&worker);
+        let entry = self.board.lock().remove_worker(worker);
         if let Some(entry) = entry {
             tracing::warn!(%worker, name = %entry.name, "worker left");
             if let Some((_, tx)) = entry.busy {
@@ -477,7 +520,7 @@ impl JobService {
             let lease = state.jobs.remove(&job).and_then(|v| v.lease);
             if worker_lost {
                 // Do not hand a lost worker another job; it must reconnect.
-                if let Some(w) = state.workers.remove(&worker) {
+                if let Some(w) = state.remove_worker(worker) {
                     let _ = w.link.send(ServerMessage::Refused {
                         reason: "heartbeat timeout".into(),
                     });

@@ -141,6 +141,7 @@ impl StreamHandler<Result<Message, ProtocolError>> for WorkerSocket {
                     name,
                     devices,
                     models,
+                    gpu_class,
                     ..
                 },
             ) => {
@@ -154,7 +155,10 @@ impl StreamHandler<Result<Message, ProtocolError>> for WorkerSocket {
                     }
                     .into_actor(self),
                 );
-                self.worker = Some(self.service.register_worker(name, &devices, models, tx));
+                self.worker = Some(
+                    self.service
+                        .register_worker(name, &devices, models, gpu_class, false, tx),
+                );
             }
             (None, _) => Self::refuse(ctx, self, CloseCode::Policy, "say hello first".into()),
             (Some(_), WorkerMessage::Hello { .. }) => Self::refuse(

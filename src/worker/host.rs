@@ -144,7 +144,7 @@ fn run_job(
 }
 
 /// What this worker offers, for its hello.
-pub fn hello(engine: &Engine, name: &str) -> WorkerMessage {
+pub fn hello(engine: &Engine, name: &str, gpu_class: Option<String>) -> WorkerMessage {
     let device = engine.device();
     WorkerMessage::Hello {
         name: name.to_string(),
@@ -162,5 +162,6 @@ pub fn hello(engine: &Engine, name: &str) -> WorkerMessage {
             },
         }],
         models: engine.catalog().names(),
+        gpu_class,
     }
 }

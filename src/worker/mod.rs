@@ -25,12 +25,13 @@ pub fn start_in_process(engine: Arc<Engine>, jobs: JobService) {
         name,
         devices,
         models,
+        gpu_class,
         ..
-    } = host::hello(&engine, "in-process")
+    } = host::hello(&engine, "in-process", None)
     else {
         return;
     };
-    let id = jobs.register_worker(name, &devices, models, to_worker);
+    let id = jobs.register_worker(name, &devices, models, gpu_class, true, to_worker);
     let heartbeat = jobs.limits().heartbeat_interval;
     actix_web::rt::spawn(host::run(engine, inbox, outbox, heartbeat));
     actix_web::rt::spawn(async move {
@@ -88,7 +89,7 @@ pub async fn run_remote(config: WorkerConfig) -> Result<(), WorkerError> {
 
     let (to_host, inbox) = mpsc::unbounded_channel::<ServerMessage>();
     let (outbox, mut from_host) = mpsc::unbounded_channel::<WorkerMessage>();
-    let _ = outbox.send(host::hello(&engine, &config.name));
+    let _ = outbox.send(host::hello(&engine, &config.name, config.gpu_class.clone()));
     let host = tokio::spawn(host::run(engine, inbox, outbox, Duration::from_secs(2)));
     let writer = tokio::spawn(async move {
         while let Some(msg) = from_host.recv().await {

@@ -12,6 +12,39 @@ use serde_json::{json, Value};
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
+/// The repository's ONNX Runtime library and models (`scripts/fetch-models`), unless the
+/// environment names others.
+fn repo_path(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// Flags for a server whose in-process worker (class `cpu`) runs the tiny denoiser only: what a
+/// runtime lease needs to get a worker, at a fraction of the terrain model's start-up cost.
+pub fn in_process_worker_args() -> Vec<String> {
+    static TINY: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let dir = TINY.get_or_init(|| {
+        let models = std::env::var_os("ATELIER_MODELS_DIR")
+            .map_or_else(|| repo_path("models"), PathBuf::from);
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let src = models.join("tiny-denoiser");
+        let dst = tmp.path().join("tiny-denoiser");
+        std::fs::create_dir_all(&dst).expect("models dir");
+        for f in std::fs::read_dir(&src).expect("the tiny denoiser (run scripts/fetch-models)") {
+            let f = f.expect("model file");
+            std::fs::copy(f.path(), dst.join(f.file_name())).expect("copy model file");
+        }
+        tmp
+    });
+    vec![
+        "--models-dir".into(),
+        dir.path().display().to_string(),
+        "--in-process-worker".into(),
+        "on".into(),
+        "--execution-provider".into(),
+        "cpu".into(),
+    ]
+}
+
 #[derive(Debug, Clone)]
 pub enum Backend {
     Sqlite,
@@ -171,6 +204,12 @@ impl TestServer {
             // A generous default that a test's own flag overrides.
             .env("ATELIER_AUTH_RATE_PER_MINUTE", "100000")
             .env("RUST_LOG", "warn")
+            .env(
+                "ORT_DYLIB_PATH",
+                std::env::var_os("ORT_DYLIB_PATH").unwrap_or_else(|| {
+                    repo_path(".tools/onnxruntime/libonnxruntime.so.1.31.1").into_os_string()
+                }),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("start atelier");

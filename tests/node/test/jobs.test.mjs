@@ -98,7 +98,8 @@ async function studio (server) {
 async function startRuntime (server, token, session) {
   const res = await server.call('POST', `/sessions/${session}/runtime`, { token, body: { gpu_class: 'cpu', prepaid_minutes: 30 } })
   assert.equal(res.status, 201, JSON.stringify(res.body))
-  await until(async () => (await server.call('GET', `/sessions/${session}/runtime`, { token })).body?.lease?.status === 'running', 5000, 'runtime running')
+  // A remote worker may still be loading its models: the lease waits for a worker of its class.
+  await until(async () => (await server.call('GET', `/sessions/${session}/runtime`, { token })).body?.lease?.status === 'running', 30_000, 'runtime running')
 }
 
 async function fetchMedia (server, id, token) {
@@ -257,7 +258,12 @@ test('a remote worker killed mid-job: the job fails with "worker lost" within th
     assert.match(end.error, /worker lost/)
     assert.ok(Date.now() - t0 <= 4_000, `took ${Date.now() - t0} ms`)
     assert.equal((await server.call('GET', '/healthz')).status, 200)
+    // The lease was on that worker: it stops, billed up to the worker's last heartbeat.
+    await until(() => w.events.some((e) => e.type === 'runtime.stopped'), 8_000, 'runtime.stopped after the worker died')
+    assert.equal(w.events.find((e) => e.type === 'runtime.stopped').reason, 'worker_lost')
+    assert.equal((await server.call('POST', `/sessions/${session}/jobs`, { token: ada.token, body: { nodes: ['tiny'] } })).status, 402)
     worker = startWorker()
+    await startRuntime(server, ada.token, session)
     const next = await server.call('POST', `/sessions/${session}/jobs`, { token: ada.token, body: { nodes: ['tiny'] } })
     assert.equal(next.status, 201)
     await until(() => ended(w, next.body.id), 60_000, 'next job on the second worker')

@@ -1,0 +1,99 @@
+//! The connected job workers as the [`WorkerPool`] runtime leases take their worker from.
+//!
+//! A lease asks for a GPU class; it gets the connected worker of that class with the fewest
+//! leases (workers are shared: the server's in-process worker serves every session), or waits
+//! until one connects. The session's jobs then run only on that worker. The worker's liveness
+//! goes to the lease as a `watch` of [`WorkerHeartbeat`]s: every message a remote worker sends
+//! moves its heartbeat forward; when it disconnects or misses its heartbeat deadline the watch
+//! turns `Lost` at its last heartbeat, and the lease's meter stops billing there.
+
+use atelier_protocol::ids::{LeaseId, WorkerId};
+use futures_util::future::BoxFuture;
+use tokio::sync::oneshot;
+
+use super::service::{JobBoard, State, WorkerEntry};
+use crate::billing::{PoolError, WorkerAssignment, WorkerHeartbeat, WorkerPool};
+
+/// A lease waiting for a worker of its class.
+pub(super) struct Waiter {
+    lease: LeaseId,
+    gpu_class: String,
+    reply: oneshot::Sender<WorkerAssignment>,
+}
+
+impl State {
+    /// Gives waiting leases a worker of their class where one is connected.
+    pub(super) fn serve_lease_waiters(&mut self) {
+        let waiters = std::mem::take(&mut self.lease_waiters);
+        for waiter in waiters {
+            if waiter.reply.is_closed() {
+                continue; // the lease stopped waiting
+            }
+            let chosen = self
+                .workers
+                .iter()
+                .filter(|(_, w)| w.gpu_class == waiter.gpu_class)
+                .min_by_key(|(_, w)| w.leases)
+                .map(|(id, _)| *id);
+            let Some((id, entry)) = chosen.and_then(|id| Some((id, self.workers.get_mut(&id)?)))
+            else {
+                self.lease_waiters.push(waiter);
+                continue;
+            };
+            let assignment = WorkerAssignment {
+                worker_id: id,
+                device: entry.device.clone(),
+                heartbeat: entry.heartbeat.subscribe(),
+            };
+            if waiter.reply.send(assignment).is_ok() {
+                entry.leases += 1;
+                self.lease_workers.insert(waiter.lease, id);
+            }
+        }
+    }
+
+    /// Takes a worker off the board; the leases on it learn it is lost as of its last heartbeat.
+    pub(super) fn remove_worker(&mut self, worker: WorkerId) -> Option<WorkerEntry> {
+        let entry = self.workers.remove(&worker)?;
+        entry.heartbeat.send_modify(|h| {
+            let last = h.billable_until(crate::db::now_ms());
+            *h = WorkerHeartbeat::Lost {
+                last_heartbeat_ms: last,
+            };
+        });
+        Some(entry)
+    }
+}
+
+impl WorkerPool for JobBoard {
+    fn acquire(
+        &self,
+        lease: LeaseId,
+        gpu_class: &str,
+    ) -> BoxFuture<'static, Result<WorkerAssignment, PoolError>> {
+        let (reply, assigned) = oneshot::channel();
+        {
+            let mut state = self.lock();
+            state.lease_waiters.push(Waiter {
+                lease,
+                gpu_class: gpu_class.to_string(),
+                reply,
+            });
+            state.serve_lease_waiters();
+        }
+        Box::pin(async move {
+            assigned
+                .await
+                .map_err(|_| PoolError::Unavailable("the job system stopped".into()))
+        })
+    }
+
+    fn release(&self, lease: LeaseId, worker: WorkerId) {
+        let mut state = self.lock();
+        if state.lease_workers.remove(&lease).is_some() {
+            if let Some(entry) = state.workers.get_mut(&worker) {
+                entry.leases = entry.leases.saturating_sub(1);
+            }
+        }
+    }
+}
