@@ -97,3 +97,79 @@ impl WorkerPool for JobBoard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn add_worker(board: &JobBoard, gpu_class: &str, heartbeat: WorkerHeartbeat) -> WorkerId {
+        let id = WorkerId::new_random();
+        let mut state = board.lock();
+        state
+            .workers
+            .insert(id, WorkerEntry::idle_for_test(gpu_class, heartbeat));
+        state.serve_lease_waiters();
+        id
+    }
+
+    fn leases_on(board: &JobBoard, worker: WorkerId) -> usize {
+        board.lock().workers.get(&worker).map_or(0, |w| w.leases)
+    }
+
+    #[tokio::test]
+    async fn a_lease_waits_for_a_worker_of_its_class() {
+        let board = JobBoard::default();
+        let lease = LeaseId::new_random();
+        let acquire = tokio::spawn(board.acquire(lease, "t4"));
+        add_worker(&board, "cpu", WorkerHeartbeat::InProcess);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !acquire.is_finished(),
+            "a cpu worker does not serve a t4 lease"
+        );
+        let t4 = add_worker(&board, "t4", WorkerHeartbeat::At(1_000));
+        let assignment = acquire.await.unwrap().unwrap();
+        assert_eq!(assignment.worker_id, t4);
+        assert_eq!(*assignment.heartbeat.borrow(), WorkerHeartbeat::At(1_000));
+        assert_eq!(leases_on(&board, t4), 1);
+        board.release(lease, t4);
+        board.release(lease, t4); // twice: counted once
+        assert_eq!(leases_on(&board, t4), 0);
+    }
+
+    #[tokio::test]
+    async fn leases_spread_over_the_workers_of_a_class() {
+        let board = JobBoard::default();
+        let a = add_worker(&board, "cpu", WorkerHeartbeat::InProcess);
+        let b = add_worker(&board, "cpu", WorkerHeartbeat::InProcess);
+        for _ in 0..4 {
+            board.acquire(LeaseId::new_random(), "cpu").await.unwrap();
+        }
+        assert_eq!((leases_on(&board, a), leases_on(&board, b)), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn a_withdrawn_request_takes_no_worker() {
+        let board = JobBoard::default();
+        drop(board.acquire(LeaseId::new_random(), "cpu"));
+        let worker = add_worker(&board, "cpu", WorkerHeartbeat::InProcess);
+        assert_eq!(leases_on(&board, worker), 0);
+        assert!(board.lock().lease_waiters.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_removed_worker_is_lost_at_its_last_heartbeat() {
+        let board = JobBoard::default();
+        let worker = add_worker(&board, "cpu", WorkerHeartbeat::At(5_000));
+        let assignment = board.acquire(LeaseId::new_random(), "cpu").await.unwrap();
+        assert!(board.lock().remove_worker(worker).is_some());
+        assert_eq!(
+            *assignment.heartbeat.borrow(),
+            WorkerHeartbeat::Lost {
+                last_heartbeat_ms: 5_000
+            }
+        );
+    }
+}

@@ -66,6 +66,24 @@ pub(super) struct WorkerEntry {
     pub(super) leases: usize,
 }
 
+#[cfg(test)]
+impl WorkerEntry {
+    /// An idle worker of `gpu_class` that runs nothing, for tests of the board.
+    pub(super) fn idle_for_test(gpu_class: &str, heartbeat: WorkerHeartbeat) -> Self {
+        let (link, _) = mpsc::unbounded_channel();
+        WorkerEntry {
+            name: "test".into(),
+            device: "cpu".into(),
+            models: Vec::new(),
+            link,
+            busy: None,
+            gpu_class: gpu_class.into(),
+            heartbeat: watch::Sender::new(heartbeat),
+            leases: 0,
+        }
+    }
+}
+
 #[derive(Default)]
 pub(super) struct State {
     queue: FairQueue,
