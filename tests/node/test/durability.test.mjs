@@ -1,6 +1,7 @@
 // Durability: an update another peer has received survives kill -9.
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
+import WebSocket from 'ws'
 import { Server, until, synced, destroyAll } from '../lib/server.mjs'
 
 let server
@@ -33,5 +34,45 @@ test('kill -9 loses no update that another peer received', async () => {
     assert.deepEqual(fresh.doc.getArray('items').toArray(), [...Array(500).keys()])
   } finally {
     destroyAll(fresh.provider)
+  }
+})
+
+test('SIGTERM closes every live socket with 1001 and keeps what was sent', async () => {
+  const s = await new Server().start()
+  try {
+    const ada = await s.signup('Ada')
+    const session = await s.createSession(ada.token)
+    const editor = s.provider(session, ada.token)
+    await synced(editor.provider)
+    // Raw sockets: the stock client reconnects by itself, which would hide the close code.
+    const closes = []
+    const opened = []
+    for (let i = 0; i < 20; i++) {
+      const ws = new WebSocket(`${s.wsUrl}/${session}?token=${ada.token}`)
+      ws.on('close', (code, reason) => closes.push(`${code} ${reason}`))
+      opened.push(new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject) }))
+    }
+    await Promise.all(opened)
+    const peer = s.provider(session, ada.token)
+    await synced(peer.provider)
+    editor.doc.getMap('nodes').set('kept', 'yes')
+    await until(() => peer.doc.getMap('nodes').get('kept') === 'yes', 5000, 'the edit at a peer')
+    destroyAll(peer.provider)
+    const exited = new Promise((resolve) => s.proc.once('exit', resolve))
+    s.proc.kill('SIGTERM')
+    assert.equal(await exited, 0, 'a clean exit')
+    await until(() => closes.length === 20, 2000, 'every socket closed')
+    assert.deepEqual([...new Set(closes)], ['1001 server shutting down'])
+    destroyAll(editor.provider)
+    await s.start()
+    const fresh = s.provider(session, ada.token)
+    try {
+      await synced(fresh.provider)
+      assert.equal(fresh.doc.getMap('nodes').get('kept'), 'yes')
+    } finally {
+      destroyAll(fresh.provider)
+    }
+  } finally {
+    await s.stop()
   }
 })
