@@ -239,6 +239,7 @@ impl SessionActor {
                 if d.tail_due(self.deps.limits.compact_every_updates) {
                     d.compact_requested = true;
                 }
+                self.full_state_frame = None;
                 for pending in batch {
                     let applied = self
                         .awareness

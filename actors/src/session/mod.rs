@@ -84,6 +84,10 @@ pub struct SessionActor {
     phase: Phase,
     /// The document lives inside the awareness (yrs ties them together).
     awareness: Awareness,
+    /// The step 2 that answers an empty state vector (a fresh client), encoded once and kept
+    /// until the document changes: after a deploy every client rejoins at once, and encoding a
+    /// large document for each of them would hold the session up for a noticeable time.
+    full_state_frame: Option<Bytes>,
     peers: Peers,
     durability: Durability,
     /// Since when nobody is connected (drives idle unload).
@@ -101,6 +105,7 @@ impl SessionActor {
             registry,
             phase: Phase::Loading,
             awareness: Awareness::new(Doc::new()),
+            full_state_frame: None,
             peers: Peers::default(),
             durability: Durability::default(),
             empty_since: Some(Instant::now()),
@@ -162,6 +167,7 @@ impl SessionActor {
         };
         let (doc, skipped) = doc::rebuild(self.id, &stored);
         self.awareness = Awareness::new(doc);
+        self.full_state_frame = None;
         let last_seq = stored.updates.last().map_or(0, |(seq, _)| *seq);
         let doc_bytes = doc::encoded_len(self.awareness.doc());
         let tail_bytes = stored.updates.iter().map(|(_, u)| u.len()).sum();
@@ -421,6 +427,7 @@ impl Supervised for SessionActor {
         self.durability
             .abandon(DocStoreError::backend("session restarted before flushing"));
         self.awareness = Awareness::new(Doc::new());
+        self.full_state_frame = None;
         self.phase = Phase::Loading;
         self.empty_since = Some(Instant::now());
         self.unloading = false;

@@ -28,13 +28,21 @@ impl SessionActor {
         };
         match frame {
             Frame::Sync(SyncMessage::SyncStep1(sv)) => {
-                let diff = self
-                    .awareness
-                    .doc()
-                    .transact()
-                    .encode_state_as_update_v1(&sv);
-                self.peers
-                    .send_frame(from, &Frame::Sync(SyncMessage::SyncStep2(diff)));
+                let fresh = sv.is_empty();
+                let cached = self.full_state_frame.clone().filter(|_| fresh);
+                let frame = cached.unwrap_or_else(|| {
+                    let diff = self
+                        .awareness
+                        .doc()
+                        .transact()
+                        .encode_state_as_update_v1(&sv);
+                    let frame = Bytes::from(Frame::Sync(SyncMessage::SyncStep2(diff)).encode());
+                    if fresh {
+                        self.full_state_frame = Some(frame.clone());
+                    }
+                    frame
+                });
+                self.peers.send_to(from, frame);
             }
             Frame::Sync(SyncMessage::SyncStep2(update)) => {
                 self.receive_update(from, role, update, true, ctx);

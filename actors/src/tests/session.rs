@@ -237,6 +237,30 @@ async fn compaction_keeps_the_document() {
 }
 
 #[actix::test]
+async fn fresh_joiners_get_the_current_state_after_every_change() {
+    // Fresh clients are answered from a cached full state; each change must replace it.
+    let store = Arc::new(MemoryDocStore::new());
+    let registry = registry(store.clone());
+    let session = SessionId::new_random();
+    let alice = joined(&registry, session, Role::Editor).await;
+    alice.send_edit("k1", "v1").await;
+    settle().await;
+    for round in 0..2 {
+        let mut fresh = Client::join(&registry, session, participant(Role::Viewer)).await;
+        let _ = fresh.recv_frame().await;
+        fresh.sync().await;
+        assert_eq!(fresh.node("k1").as_deref(), Some("v1"), "round {round}");
+    }
+    alice.send_edit("k2", "v2").await;
+    settle().await;
+    let mut late = Client::join(&registry, session, participant(Role::Viewer)).await;
+    let _ = late.recv_frame().await;
+    late.sync().await;
+    assert_eq!(late.node("k1").as_deref(), Some("v1"));
+    assert_eq!(late.node("k2").as_deref(), Some("v2"));
+}
+
+#[actix::test]
 async fn session_restarts_from_storage_after_a_panic() {
     let store = Arc::new(MemoryDocStore::new());
     let registry = registry(store.clone());
