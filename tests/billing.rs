@@ -432,6 +432,42 @@ async fn an_idle_lease_stops_by_itself(backend: Backend) {
     assert_eq!(server.balance(&owner.token).await.1, 0);
 }
 
+async fn a_lease_without_a_worker_of_its_class_stops_unbilled(backend: Backend) {
+    let server = start(
+        backend,
+        &["--signup-credits", "100000", "--lease-idle-timeout-s", "2"],
+    )
+    .await;
+    let owner = server.signup("Owner").await;
+    let session = server.create_session(&owner.token, "No a100 here").await;
+    let mut events = EventsClient::connect(&server, &session, &owner.token).await;
+    let (status, started) = server
+        .call(
+            Method::POST,
+            &format!("/sessions/{session}/runtime"),
+            Some(&owner.token),
+            Some(json!({"gpu_class": "a100", "prepaid_minutes": 0.5})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{started}");
+    let (_, shown) = server
+        .call(
+            Method::GET,
+            &format!("/sessions/{session}/runtime"),
+            Some(&owner.token),
+            None,
+        )
+        .await;
+    assert_eq!(shown["lease"]["status"], "starting", "{shown}");
+    let stopped = events
+        .wait_for("runtime.stopped", Duration::from_secs(10))
+        .await;
+    assert_eq!(stopped["reason"], "no_worker");
+    assert_eq!(stopped["used_ms"], 0);
+    assert_eq!(stopped["charged"], 0);
+    assert_eq!(server.balance(&owner.token).await, (100_000, 0, 100_000));
+}
+
 async fn prices_and_validation(backend: Backend) {
     let server = start(
         backend,
@@ -523,5 +559,6 @@ on_both_backends!(
     signed_webhooks_credit_once_and_reversals_block_leases,
     prepaid_time_out_stops_the_lease_for_every_participant,
     an_idle_lease_stops_by_itself,
+    a_lease_without_a_worker_of_its_class_stops_unbilled,
     prices_and_validation,
 );

@@ -417,6 +417,13 @@ impl Actor for BillingMeterActor {
         )
         .start();
         self.lease_actor = Some(lease_actor);
+        // No worker of the class within the idle timeout: stop with `no_worker` (nothing used,
+        // the whole hold released) rather than keep the credits reserved for nothing.
+        ctx.run_later(self.billing.settings().idle_timeout, |act, ctx| {
+            if act.phase == Phase::Waiting {
+                act.begin_stop(reason::NO_WORKER.into(), None, ctx);
+            }
+        });
     }
 
     fn stopping(&mut self, _ctx: &mut Self::Context) -> Running {
