@@ -34,14 +34,41 @@ async fn start_lease(
     session: &str,
     minutes: f64,
 ) -> (StatusCode, Value) {
+    start_lease_of_class(server, token, session, "cpu", minutes).await
+}
+
+async fn start_lease_of_class(
+    server: &TestServer,
+    token: &str,
+    session: &str,
+    gpu_class: &str,
+    minutes: f64,
+) -> (StatusCode, Value) {
     server
         .call(
             Method::POST,
             &format!("/sessions/{session}/runtime"),
             Some(token),
-            Some(json!({"gpu_class": "cpu", "prepaid_minutes": minutes})),
+            Some(json!({"gpu_class": gpu_class, "prepaid_minutes": minutes})),
         )
         .await
+}
+
+/// A server whose leases stop after 2 s without a job (or without a worker), an owner with
+/// 100 000 millicredits, a session and the owner's event stream on it.
+async fn two_second_idle_timeout(
+    backend: Backend,
+    title: &str,
+) -> (TestServer, common::User, String, EventsClient) {
+    let server = start(
+        backend,
+        &["--signup-credits", "100000", "--lease-idle-timeout-s", "2"],
+    )
+    .await;
+    let owner = server.signup("Owner").await;
+    let session = server.create_session(&owner.token, title).await;
+    let events = EventsClient::connect(&server, &session, &owner.token).await;
+    (server, owner, session, events)
 }
 
 /// The ledger agrees with the balance: materialised totals = sums, each entry's running totals
@@ -413,14 +440,7 @@ async fn prepaid_time_out_stops_the_lease_for_every_participant(backend: Backend
 }
 
 async fn an_idle_lease_stops_by_itself(backend: Backend) {
-    let server = start(
-        backend,
-        &["--signup-credits", "100000", "--lease-idle-timeout-s", "2"],
-    )
-    .await;
-    let owner = server.signup("Owner").await;
-    let session = server.create_session(&owner.token, "Idle").await;
-    let mut events = EventsClient::connect(&server, &session, &owner.token).await;
+    let (server, owner, session, mut events) = two_second_idle_timeout(backend, "Idle").await;
     let (status, _) = start_lease(&server, &owner.token, &session, 1.0).await;
     assert_eq!(status, StatusCode::CREATED);
     let stopped = events
@@ -433,22 +453,10 @@ async fn an_idle_lease_stops_by_itself(backend: Backend) {
 }
 
 async fn a_lease_without_a_worker_of_its_class_stops_unbilled(backend: Backend) {
-    let server = start(
-        backend,
-        &["--signup-credits", "100000", "--lease-idle-timeout-s", "2"],
-    )
-    .await;
-    let owner = server.signup("Owner").await;
-    let session = server.create_session(&owner.token, "No a100 here").await;
-    let mut events = EventsClient::connect(&server, &session, &owner.token).await;
-    let (status, started) = server
-        .call(
-            Method::POST,
-            &format!("/sessions/{session}/runtime"),
-            Some(&owner.token),
-            Some(json!({"gpu_class": "a100", "prepaid_minutes": 0.5})),
-        )
-        .await;
+    let (server, owner, session, mut events) =
+        two_second_idle_timeout(backend, "No a100 here").await;
+    let (status, started) =
+        start_lease_of_class(&server, &owner.token, &session, "a100", 0.5).await;
     assert_eq!(status, StatusCode::CREATED, "{started}");
     let (_, shown) = server
         .call(
@@ -500,14 +508,7 @@ async fn prices_and_validation(backend: Backend) {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {res}");
     }
     // 30 minutes of a100 is 3 600 000 millicredits: more than the account has.
-    let (status, res) = server
-        .call(
-            Method::POST,
-            &path,
-            Some(&owner.token),
-            Some(json!({"gpu_class": "a100", "prepaid_minutes": 30})),
-        )
-        .await;
+    let (status, res) = start_lease_of_class(&server, &owner.token, &session, "a100", 30.0).await;
     assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
     assert_eq!(common::error_code(&res), "insufficient_credits");
     // One lease per session.

@@ -5,6 +5,8 @@
 //! This machine has no GPU: `cuda` must fail clearly and `auto` must fall back to the CPU.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -58,19 +60,6 @@ fn config(dir: &Path, provider: ExecutionProvider) -> EngineConfig {
     }
 }
 
-/// A models directory holding a copy of the tiny denoiser only.
-fn tiny_only() -> tempfile::TempDir {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = models_dir().join("tiny-denoiser");
-    let dst = tmp.path().join("tiny-denoiser");
-    std::fs::create_dir_all(&dst).unwrap();
-    for f in std::fs::read_dir(&src).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), dst.join(f.file_name())).unwrap();
-    }
-    tmp
-}
-
 /// The real catalog (terrain + tiny), loaded once for the tests that share it.
 fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
@@ -122,7 +111,11 @@ fn capture_logs<T>(f: impl FnOnce() -> T) -> (T, String) {
 
 #[test]
 fn tiny_model_produces_a_valid_png() {
-    let engine = Engine::load(&config(tiny_only().path(), ExecutionProvider::Cpu)).unwrap();
+    let engine = Engine::load(&config(
+        common::tiny_models_dir().path(),
+        ExecutionProvider::Cpu,
+    ))
+    .unwrap();
     assert_eq!(engine.device(), Device::Cpu);
     let mut steps = vec![];
     let started = Instant::now();
@@ -214,7 +207,7 @@ fn terrain_four_steps_is_a_seeded_128_heightmap_with_previews() {
 
 #[test]
 fn cuda_provider_refuses_clearly_without_cuda() {
-    let tmp = tiny_only();
+    let tmp = common::tiny_models_dir();
     let err = Engine::load(&config(tmp.path(), ExecutionProvider::Cuda)).unwrap_err();
     let msg = err.to_string();
     println!("{msg}");
@@ -233,7 +226,7 @@ fn cuda_provider_refuses_clearly_without_cuda() {
 
 #[test]
 fn auto_provider_falls_back_to_cpu_and_says_so() {
-    let tmp = tiny_only();
+    let tmp = common::tiny_models_dir();
     let (engine, logs) =
         capture_logs(|| Engine::load(&config(tmp.path(), ExecutionProvider::Auto)));
     let engine = engine.unwrap();
@@ -258,7 +251,7 @@ fn auto_provider_falls_back_to_cpu_and_says_so() {
 
 #[test]
 fn missing_model_file_is_a_catalog_error_naming_the_model() {
-    let tmp = tiny_only();
+    let tmp = common::tiny_models_dir();
     std::fs::remove_file(tmp.path().join("tiny-denoiser/tiny_denoiser.onnx")).unwrap();
     let err = Engine::load(&config(tmp.path(), ExecutionProvider::Cpu)).unwrap_err();
     let msg = err.to_string();
@@ -276,7 +269,7 @@ fn missing_model_file_is_a_catalog_error_naming_the_model() {
 #[test]
 fn corrupt_model_files_are_catalog_errors_naming_the_model() {
     // Garbage.
-    let tmp = tiny_only();
+    let tmp = common::tiny_models_dir();
     std::fs::write(
         tmp.path().join("tiny-denoiser/tiny_denoiser.onnx"),
         b"this is not an ONNX model at all\x00\xff\xfe",
@@ -316,7 +309,7 @@ fn corrupt_model_files_are_catalog_errors_naming_the_model() {
 
 #[test]
 fn a_manifest_that_does_not_match_the_model_is_a_catalog_error() {
-    let tmp = tiny_only();
+    let tmp = common::tiny_models_dir();
     let path = tmp.path().join("tiny-denoiser/model.json");
     let text = std::fs::read_to_string(&path)
         .unwrap()

@@ -18,23 +18,27 @@ fn repo_path(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
+/// A models directory holding a copy of the tiny denoiser only.
+pub fn tiny_models_dir() -> tempfile::TempDir {
+    let models = std::env::var_os("ATELIER_MODELS_DIR")
+        .filter(|p| !p.is_empty())
+        .map_or_else(|| repo_path("models"), PathBuf::from);
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let src = models.join("tiny-denoiser");
+    let dst = tmp.path().join("tiny-denoiser");
+    std::fs::create_dir_all(&dst).expect("models dir");
+    for f in std::fs::read_dir(&src).expect("the tiny denoiser (run scripts/fetch-models)") {
+        let f = f.expect("model file");
+        std::fs::copy(f.path(), dst.join(f.file_name())).expect("copy model file");
+    }
+    tmp
+}
+
 /// Flags for a server whose in-process worker (class `cpu`) runs the tiny denoiser only: what a
 /// runtime lease needs to get a worker, at a fraction of the terrain model's start-up cost.
 pub fn in_process_worker_args() -> Vec<String> {
     static TINY: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
-    let dir = TINY.get_or_init(|| {
-        let models = std::env::var_os("ATELIER_MODELS_DIR")
-            .map_or_else(|| repo_path("models"), PathBuf::from);
-        let tmp = tempfile::tempdir().expect("temp dir");
-        let src = models.join("tiny-denoiser");
-        let dst = tmp.path().join("tiny-denoiser");
-        std::fs::create_dir_all(&dst).expect("models dir");
-        for f in std::fs::read_dir(&src).expect("the tiny denoiser (run scripts/fetch-models)") {
-            let f = f.expect("model file");
-            std::fs::copy(f.path(), dst.join(f.file_name())).expect("copy model file");
-        }
-        tmp
-    });
+    let dir = TINY.get_or_init(tiny_models_dir);
     vec![
         "--models-dir".into(),
         dir.path().display().to_string(),
