@@ -72,9 +72,8 @@ pub struct ServeConfig {
     )]
     pub storage_url: String,
 
-    /// Redis URL for multi-node deployments; unset runs as a single node.
-    #[arg(long, env = "ATELIER_REDIS_URL")]
-    pub redis_url: Option<String>,
+    #[command(flatten)]
+    pub cluster: ClusterConfig,
 
     /// Log format on stderr.
     #[arg(long, env = "ATELIER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
@@ -145,6 +144,76 @@ impl ServeConfig {
 }
 
 /// Live-session limits (WebSocket and document).
+/// Cluster mode: several nodes on one PostgreSQL and one Redis behave as one server.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterConfig {
+    /// Redis URL (`redis://host:6379/0`); set, this node runs in cluster mode (which needs a
+    /// PostgreSQL ATELIER_DATABASE_URL and shared object storage). Unset: a single node.
+    #[arg(long, env = "ATELIER_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key and channel, so several clusters can share one Redis.
+    #[arg(long, env = "ATELIER_REDIS_PREFIX", default_value = "atelier")]
+    pub redis_prefix: String,
+
+    /// This node's name in the cluster (logs, metrics); generated at each start when unset.
+    #[arg(long, env = "ATELIER_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// How often (seconds) live sessions are checked against the database's log head, to find
+    /// updates whose relay message was lost.
+    #[arg(long, env = "ATELIER_CLUSTER_HEAD_CHECK_INTERVAL_S", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub head_check_interval_s: u64,
+
+    /// Fault injection for tests: do not publish every n-th relayed update batch (0: publish
+    /// all), as if Redis had lost it; the other nodes must repair the gaps from the database.
+    #[arg(
+        long,
+        env = "ATELIER_CLUSTER_DROP_RELAY_EVERY",
+        default_value_t = 0,
+        hide = true
+    )]
+    pub drop_relay_every: u64,
+}
+
+impl ClusterConfig {
+    /// The cluster settings, or `None` on a single node. `database_url` and `storage_url` are
+    /// checked: every node must share them.
+    pub fn settings(
+        &self,
+        database_url: &str,
+        storage_url: &str,
+    ) -> Result<Option<crate::cluster::ClusterSettings>, String> {
+        let Some(redis_url) = &self.redis_url else {
+            return Ok(None);
+        };
+        if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+            return Err(
+                "ATELIER_REDIS_URL (cluster mode) needs a PostgreSQL ATELIER_DATABASE_URL \
+                 shared by every node; SQLite is a single node's database"
+                    .to_owned(),
+            );
+        }
+        if storage_url.starts_with("memory://") {
+            return Err(
+                "ATELIER_REDIS_URL (cluster mode) needs object storage every node shares \
+                 (ATELIER_STORAGE_URL s3://… or one file:// directory); memory:// is one process's"
+                    .to_owned(),
+            );
+        }
+        Ok(Some(crate::cluster::ClusterSettings {
+            redis_url: redis_url.clone(),
+            prefix: self.redis_prefix.clone(),
+            node_id: self
+                .node_id
+                .clone()
+                .unwrap_or_else(crate::cluster::generate_node_id),
+            head_check_interval: std::time::Duration::from_secs(self.head_check_interval_s),
+        }))
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct LiveConfig {
     /// Largest WebSocket message accepted; larger closes the socket with 1009.

@@ -11,6 +11,8 @@
 //! - [`authz`]: the one place that decides who may do what in a studio session.
 //! - [`billing`]: credits, Pro runtime leases (worker lease + billing meter actors), payment
 //!   webhooks.
+//! - [`cluster`]: cluster mode — the Redis relay between nodes, node membership, shared rate
+//!   limits.
 //! - [`db`]: sqlx on SQLite or PostgreSQL — one schema, queries grouped by entity.
 //! - [`storage`]: object storage (object_store) for media bytes.
 //! - [`error`]: the one error type, mapped to `{"error":{"code","message"}}` at the edge.
@@ -23,6 +25,7 @@ pub mod api;
 pub mod auth;
 pub mod authz;
 pub mod billing;
+pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod error;

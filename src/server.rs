@@ -20,6 +20,8 @@ use atelier_actors::{RegistryConfig, SessionRegistryHandle};
 
 use crate::auth::rate_limit::AuthRateLimit;
 use crate::billing::{Billing, BillingSettings};
+use crate::cluster::rate_limit::SharedRateLimit;
+use crate::cluster::Cluster;
 use crate::config::InProcessWorker;
 use crate::config::ServeConfig;
 use crate::db::documents::SqlDocStore;
@@ -57,11 +59,26 @@ pub enum StartError {
     },
     #[error("{0}")]
     Jobs(String),
+    #[error("{0}")]
+    Cluster(String),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
 
 pub async fn run(config: ServeConfig) -> Result<(), StartError> {
+    let cluster_settings = config
+        .cluster
+        .settings(&config.database.database_url, &config.storage_url)
+        .map_err(StartError::Cluster)?;
+    let cluster = match &cluster_settings {
+        Some(settings) => {
+            let (cluster, tasks) = Cluster::new(settings, config.cluster.drop_relay_every)
+                .map_err(|e| StartError::Cluster(e.to_string()))?;
+            tracing::info!(node_id = %settings.node_id, prefix = %settings.prefix, "cluster mode");
+            Some((cluster, tasks))
+        }
+        None => None,
+    };
     let metrics = telemetry::init_metrics().map_err(StartError::Metrics)?;
     let db = Db::connect(
         &config.database.database_url,
@@ -70,7 +87,12 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     .await?;
     let blobs = Blobs::from_url(&config.storage_url).await?;
     let rate = NonZeroU32::new(config.auth_rate_per_minute).unwrap_or(NonZeroU32::MIN);
-    let auth_rate_limit = AuthRateLimit::per_minute(rate);
+    let auth_rate_limit = AuthRateLimit::per_minute(
+        rate,
+        cluster
+            .as_ref()
+            .map(|(c, _)| SharedRateLimit::new(c.clone())),
+    );
     // Jobs that were queued or running when the server last stopped cannot continue.
     let ended = db
         .fail_unfinished_jobs("the server restarted while the job was unfinished")
@@ -87,7 +109,17 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     let mut registry = RegistryConfig::new(Arc::new(SqlDocStore(db.clone())));
     registry.limits = config.live.session_limits();
     registry.jobs = Arc::new(board.clone());
+    if let Some((cluster, _)) = &cluster {
+        registry.relay = Arc::new(cluster.clone());
+    }
     let live = SessionRegistryHandle::new(registry);
+    let cluster = cluster.map(|(cluster, tasks)| {
+        let interval = cluster_settings
+            .as_ref()
+            .map_or(Duration::from_secs(5), |s| s.head_check_interval);
+        cluster.start(tasks, live.clone(), db.clone(), interval);
+        cluster
+    });
     // Billing: meters run on this (the system) arbiter. Leases left open by a crash are resumed
     // or settled at their last checkpoint before the first request.
     let billing = Billing::new(
@@ -131,6 +163,7 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         billing: billing.clone(),
         jobs,
         catalog,
+        cluster: cluster.clone(),
     });
 
     let max_json = usize::try_from(config.max_json_bytes).unwrap_or(usize::MAX);
@@ -197,7 +230,11 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     let before_stop = {
         let billing = billing.clone();
         let live = live.clone();
+        let cluster = cluster.clone();
         async move {
+            if let Some(cluster) = &cluster {
+                cluster.leave();
+            }
             tracing::info!("shutting down: settling runtime leases");
             billing.shutdown().await;
             tracing::info!("shutting down: flushing live sessions");

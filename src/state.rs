@@ -25,4 +25,6 @@ pub struct AppState {
     pub jobs: crate::jobs::JobService,
     /// The node types jobs may use (the models directory's manifests).
     pub catalog: Arc<crate::inference::ModelCatalog>,
+    /// The other nodes (cluster mode), `None` on a single node.
+    pub cluster: Option<crate::cluster::Cluster>,
 }

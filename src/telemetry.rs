@@ -21,7 +21,10 @@ pub fn init_logs(format: LogFormat) {
 
 /// Installs the global metrics recorder and returns the handle `/metrics` renders.
 pub fn init_metrics() -> Result<PrometheusHandle, String> {
-    PrometheusBuilder::new()
+    let handle = PrometheusBuilder::new()
         .install_recorder()
-        .map_err(|e| format!("could not install the metrics recorder: {e}"))
+        .map_err(|e| format!("could not install the metrics recorder: {e}"))?;
+    atelier_actors::telemetry::describe_metrics();
+    crate::cluster::telemetry::describe();
+    Ok(handle)
 }

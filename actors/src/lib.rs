@@ -13,6 +13,7 @@
 //!   HTTP upgrade ([`socket::WsReader`], [`socket::WsWriter`]); no buffers while idle.
 //! - [`outbound`] — [`Outbound`], what a session sends a connection, and the bounded [`Outbox`].
 //! - [`store`] — the [`DocStore`] port; [`memory_store`] — [`MemoryDocStore`] for tests.
+//! - [`relay`] — the [`Relay`] port to the other nodes of a cluster ([`NoRelay`] on one node).
 //! - [`jobs`] — the [`JobsSnapshot`] port (`session.hello`'s job list).
 //! - [`limits`] — [`ConnectionLimits`], [`SessionLimits`]; [`telemetry`] — metric names.
 //!
@@ -31,6 +32,7 @@ pub mod limits;
 pub mod memory_store;
 pub mod outbound;
 pub mod registry;
+pub mod relay;
 pub mod session;
 pub mod socket;
 pub mod store;
@@ -42,8 +44,9 @@ pub use limits::{ConnectionLimits, SessionLimits};
 pub use memory_store::MemoryDocStore;
 pub use outbound::{Outbound, OutboundFrame, Outbox};
 pub use registry::{RegistryConfig, SessionRegistryHandle};
+pub use relay::{NoRelay, Relay};
 pub use session::{Identity, Participant, SessionActor};
-pub use store::{BoxError, BoxFuture, DocStore, DocStoreError, StoredDoc};
+pub use store::{BoxError, BoxFuture, DocStore, DocStoreError, StoredDoc, StoredUpdate};
 
 #[cfg(test)]
 mod tests;

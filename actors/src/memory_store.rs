@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use atelier_protocol::SessionId;
 
-use crate::store::{BoxFuture, DocStore, DocStoreError, StoredDoc};
+use crate::store::{BoxFuture, DocStore, DocStoreError, StoredDoc, StoredUpdate};
 
 #[derive(Default)]
 struct Stored {
@@ -122,6 +122,28 @@ impl DocStore for MemoryDocStore {
         Box::pin(async move { result })
     }
 
+    fn updates_since(
+        &self,
+        session: SessionId,
+        after_seq: i64,
+    ) -> BoxFuture<'_, Result<Option<Vec<StoredUpdate>>, DocStoreError>> {
+        let result = self.with_docs(session, |docs| {
+            let Some(stored) = docs.get(&session) else {
+                return Some(Vec::new());
+            };
+            (stored.doc.snapshot_seq <= after_seq).then(|| {
+                stored
+                    .doc
+                    .updates
+                    .iter()
+                    .filter(|(seq, _)| *seq > after_seq)
+                    .cloned()
+                    .collect()
+            })
+        });
+        Box::pin(async move { result })
+    }
+
     fn compact(
         &self,
         session: SessionId,
@@ -130,8 +152,11 @@ impl DocStore for MemoryDocStore {
     ) -> BoxFuture<'_, Result<(), DocStoreError>> {
         let result = self.with_docs(session, |docs| {
             let stored = docs.entry(session).or_default();
-            stored.doc.snapshot = Some(snapshot);
-            stored.doc.updates.retain(|(seq, _)| *seq > upto_seq);
+            if stored.doc.snapshot_seq <= upto_seq {
+                stored.doc.snapshot = Some(snapshot);
+                stored.doc.snapshot_seq = upto_seq;
+                stored.doc.updates.retain(|(seq, _)| *seq > upto_seq);
+            }
         });
         Box::pin(async move { result })
     }

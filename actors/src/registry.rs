@@ -12,14 +12,21 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use actix::{Addr, Supervisor};
 use atelier_protocol::events::StudioEvent;
 use atelier_protocol::ids::{AccountId, JobId, SessionId, ShareLinkId};
+use atelier_protocol::relay::{Envelope, Kick, RelayMessage};
+use atelier_protocol::ysync::Frame;
 use atelier_protocol::Role;
+use bytes::Bytes;
 
 use crate::jobs::{JobsSnapshot, NoJobs};
 use crate::limits::SessionLimits;
 use crate::outbound::Outbox;
+use crate::relay::{NoRelay, Relay};
 use crate::session::messages::{
     BroadcastEvent, BroadcastPreview, CloseSession, Flush, Join, JoinError, Joined,
     RevokeShareLink, SetRole, Shutdown,
+};
+use crate::session::replica::{
+    CheckHead, NodeGone, PresenceQuery, RemoteAwareness, RemoteBroadcast, RemoteUpdates, Resync,
 };
 use crate::session::{Participant, SessionActor, SessionDeps};
 use crate::store::{DocStore, DocStoreError};
@@ -32,15 +39,18 @@ const JOIN_ATTEMPTS: usize = 3;
 pub struct RegistryConfig {
     pub store: Arc<dyn DocStore>,
     pub jobs: Arc<dyn JobsSnapshot>,
+    /// The other nodes of a cluster ([`NoRelay`] on a single node).
+    pub relay: Arc<dyn Relay>,
     pub limits: SessionLimits,
 }
 
 impl RegistryConfig {
-    /// Default limits and no job system.
+    /// Default limits, no job system, a single node.
     pub fn new(store: Arc<dyn DocStore>) -> Self {
         Self {
             store,
             jobs: Arc::new(NoJobs),
+            relay: Arc::new(NoRelay),
             limits: SessionLimits::default(),
         }
     }
@@ -76,6 +86,7 @@ impl SessionRegistryHandle {
                 deps: SessionDeps {
                     store: config.store,
                     jobs: config.jobs,
+                    relay: config.relay,
                     limits: config.limits,
                 },
             }),
@@ -137,16 +148,40 @@ impl SessionRegistryHandle {
         Err(JoinError::Unloaded)
     }
 
-    /// Closes (4403) every live connection using the share link; returns how many.
+    /// Closes (4403) every connection using the share link, on every node; returns how many
+    /// were closed on this one.
     pub async fn revoke_share_link(&self, session_id: SessionId, link_id: ShareLinkId) -> usize {
+        self.publish(RelayMessage::Kick(Kick::ShareLink {
+            session: session_id,
+            link: link_id,
+        }));
+        self.revoke_share_link_here(session_id, link_id).await
+    }
+
+    async fn revoke_share_link_here(&self, session_id: SessionId, link_id: ShareLinkId) -> usize {
         match self.get(session_id) {
             Some(addr) => addr.send(RevokeShareLink { link_id }).await.unwrap_or(0),
             None => 0,
         }
     }
 
-    /// Applies a membership change to live connections; `None` removes (closes them).
+    /// Applies a membership change to live connections on every node; `None` removes (closes
+    /// them). Returns how many were affected on this node.
     pub async fn set_role(
+        &self,
+        session_id: SessionId,
+        account_id: AccountId,
+        role: Option<Role>,
+    ) -> usize {
+        self.publish(RelayMessage::Kick(Kick::Role {
+            session: session_id,
+            account: account_id,
+            role,
+        }));
+        self.set_role_here(session_id, account_id, role).await
+    }
+
+    async fn set_role_here(
         &self,
         session_id: SessionId,
         account_id: AccountId,
@@ -158,9 +193,18 @@ impl SessionRegistryHandle {
         }
     }
 
-    /// Sends a studio event to the session's events-enabled connections (no-op if not live:
-    /// nobody is there to tell).
+    /// Sends a studio event to the session's events-enabled connections on every node (no-op
+    /// where the session is not live: nobody is there to tell).
     pub fn broadcast_event(&self, session_id: SessionId, event: StudioEvent) {
+        if self.shared.deps.relay.is_clustered() {
+            match serde_json::to_string(&event) {
+                Ok(json) => self.publish(RelayMessage::Event {
+                    session: session_id,
+                    json,
+                }),
+                Err(error) => tracing::error!(%error, "studio event not relayed"),
+            }
+        }
         if let Some(addr) = self.get(session_id) {
             addr.do_send(BroadcastEvent { event });
         }
@@ -175,6 +219,18 @@ impl SessionRegistryHandle {
         mime: String,
         image: Vec<u8>,
     ) {
+        if self.shared.deps.relay.is_clustered() {
+            let frame = Frame::Preview {
+                job_id,
+                step,
+                mime: mime.clone(),
+                image: image.clone(),
+            };
+            self.publish(RelayMessage::Preview {
+                session: session_id,
+                frame: frame.encode(),
+            });
+        }
         if let Some(addr) = self.get(session_id) {
             addr.do_send(BroadcastPreview {
                 job_id,
@@ -211,8 +267,17 @@ impl SessionRegistryHandle {
             .map_err(|e| e.to_string())
     }
 
-    /// The session was deleted: kick everyone and unload without storing anything more.
+    /// The session was deleted: kick everyone (on every node) and unload without storing
+    /// anything more.
     pub async fn close_session(&self, session_id: SessionId, reason: &str) {
+        self.publish(RelayMessage::Kick(Kick::Session {
+            session: session_id,
+            reason: reason.to_owned(),
+        }));
+        self.close_session_here(session_id, reason).await;
+    }
+
+    async fn close_session_here(&self, session_id: SessionId, reason: &str) {
         if let Some(addr) = self.get(session_id) {
             let _ = addr
                 .send(CloseSession {
@@ -249,6 +314,97 @@ impl SessionRegistryHandle {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl SessionRegistryHandle {
+    fn publish(&self, message: RelayMessage) {
+        if self.shared.deps.relay.is_clustered() {
+            self.shared.deps.relay.publish(message);
+        }
+    }
+
+    /// The sessions loaded on this node.
+    pub fn live_session_ids(&self) -> Vec<SessionId> {
+        self.shared.sessions().keys().copied().collect()
+    }
+
+    /// Hands a message from another node to whatever it concerns here, without waiting for
+    /// any actor. Messages for sessions not loaded on this node are dropped (whoever loads one
+    /// reads the database first).
+    pub fn deliver(&self, envelope: Envelope) {
+        let node = envelope.node;
+        match envelope.message {
+            RelayMessage::Updates {
+                session,
+                first_seq,
+                updates,
+            } => self.tell(session, RemoteUpdates { first_seq, updates }),
+            RelayMessage::Awareness { session, payload } => {
+                self.tell(session, RemoteAwareness { node, payload })
+            }
+            RelayMessage::QueryAwareness { session } => self.tell(session, PresenceQuery),
+            RelayMessage::Event { session, json } => match serde_json::from_str(&json) {
+                Ok(event) => self.tell(session, RemoteBroadcast::Event(event)),
+                Err(error) => tracing::warn!(%node, %error, "relayed studio event not understood"),
+            },
+            RelayMessage::Preview { session, frame } => {
+                self.tell(session, RemoteBroadcast::Preview(Bytes::from(frame)))
+            }
+            RelayMessage::Kick(Kick::ShareLink { session, link }) => {
+                self.tell(session, RevokeShareLink { link_id: link })
+            }
+            RelayMessage::Kick(Kick::Role {
+                session,
+                account,
+                role,
+            }) => self.tell(
+                session,
+                SetRole {
+                    account_id: account,
+                    role,
+                },
+            ),
+            RelayMessage::Kick(Kick::Session { session, reason }) => {
+                self.tell(session, CloseSession { reason })
+            }
+            RelayMessage::Kick(Kick::Account { .. }) => {}
+            // Liveness is the cluster's business (it calls `node_gone`).
+            RelayMessage::Heartbeat | RelayMessage::Leaving => {}
+        }
+    }
+
+    /// A node died or left: its clients' presence disappears from every live session.
+    pub fn node_gone(&self, node: &str) {
+        for addr in self.shared.sessions().values() {
+            addr.do_send(NodeGone {
+                node: node.to_owned(),
+            });
+        }
+    }
+
+    /// The durable log of `session` ends at `head_seq`; a live replica behind it catches up.
+    pub fn check_head(&self, session: SessionId, head_seq: i64) {
+        self.tell(session, CheckHead { head_seq });
+    }
+
+    /// The relay was interrupted: every live session catches up from the database and
+    /// re-announces its presence.
+    pub fn resync_all(&self) {
+        for addr in self.shared.sessions().values() {
+            addr.do_send(Resync);
+        }
+    }
+
+    fn tell<M>(&self, session: SessionId, message: M)
+    where
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+        SessionActor: actix::Handler<M>,
+    {
+        if let Some(addr) = self.get(session) {
+            addr.do_send(message);
+        }
     }
 }
 

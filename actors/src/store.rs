@@ -19,6 +19,9 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// A type-erased error from an adapter (database driver, network…).
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
+/// One stored update: `(seq, v1 update)`.
+pub type StoredUpdate = (i64, Vec<u8>);
+
 /// A session document as stored: snapshot first, then the updates after it, in `seq` order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoredDoc {
@@ -26,6 +29,18 @@ pub struct StoredDoc {
     pub snapshot: Option<Vec<u8>>,
     /// `(seq, v1 update)` appended after the snapshot, ascending by `seq`.
     pub updates: Vec<(i64, Vec<u8>)>,
+    /// The last `seq` the snapshot covers (0 without one).
+    pub snapshot_seq: i64,
+}
+
+impl StoredDoc {
+    /// The last `seq` this stored state includes: everything up to it is in the snapshot or the
+    /// updates.
+    pub fn head_seq(&self) -> i64 {
+        self.updates
+            .last()
+            .map_or(self.snapshot_seq, |(seq, _)| (*seq).max(self.snapshot_seq))
+    }
 }
 
 /// Why the store could not do what was asked. Cloneable so one failure can be reported to every
@@ -57,7 +72,7 @@ impl DocStoreError {
 /// - Calls for one session never overlap in ways that matter: the session actor has at most one
 ///   append and one compaction in flight, and compaction only covers already-appended updates.
 pub trait DocStore: Send + Sync + 'static {
-    /// Loads the snapshot and the updates after it.
+    /// Loads the snapshot and the updates after it, as one consistent read.
     fn load(&self, session: SessionId) -> BoxFuture<'_, Result<StoredDoc, DocStoreError>>;
 
     /// Appends a batch of v1 updates (group commit) and returns the last `seq` assigned.
@@ -66,6 +81,14 @@ pub trait DocStore: Send + Sync + 'static {
         session: SessionId,
         updates: Vec<Vec<u8>>,
     ) -> BoxFuture<'_, Result<i64, DocStoreError>>;
+
+    /// The updates with `seq > after_seq`, ascending — or `None` when some of them were already
+    /// folded into a snapshot (the caller then loads the whole document).
+    fn updates_since(
+        &self,
+        session: SessionId,
+        after_seq: i64,
+    ) -> BoxFuture<'_, Result<Option<Vec<StoredUpdate>>, DocStoreError>>;
 
     /// Replaces everything up to `upto_seq` with `snapshot`.
     fn compact(

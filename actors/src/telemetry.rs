@@ -16,6 +16,9 @@ pub const PERSIST_SECONDS: &str = "atelier_persist_seconds";
 pub const OUTBOUND_OVERFLOWS: &str = "atelier_outbound_overflows_total";
 /// Counter: session actors restarted from storage after a panic.
 pub const SESSION_RESTARTS: &str = "atelier_session_restarts_total";
+/// Counter: gaps in a session's applied `seq`s repaired from storage (cluster relay losses,
+/// concurrent commits on other nodes).
+pub const GAP_REPAIRS: &str = "atelier_cluster_gap_repairs_total";
 
 /// Registers descriptions for the metrics above; call once after installing a recorder.
 pub fn describe_metrics() {
@@ -31,4 +34,8 @@ pub fn describe_metrics() {
         "Clients disconnected for not keeping up with their outbound queue"
     );
     describe_counter!(SESSION_RESTARTS, "Session actors restarted after a panic");
+    describe_counter!(
+        GAP_REPAIRS,
+        "Gaps in a session's applied updates read back from storage"
+    );
 }

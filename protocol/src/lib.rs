@@ -13,6 +13,7 @@
 //! - [`role`] — [`Role`]: `owner`, `editor`, `viewer`.
 //! - [`worker`] — the worker protocol (JSON frames on `/api/v1/workers/ws`).
 //! - [`close_code`] — the WebSocket close codes the server uses, named.
+//! - [`relay`] — what cluster nodes tell each other through Redis ([`relay::Envelope`]).
 //! - `lib0` (private) — the bounds-checked lib0 varint/bytes reader behind every decoder.
 //!
 //! The wire format is described in `protocol/README.md`; fuzzing lives in `protocol/fuzz/`.
@@ -21,6 +22,7 @@ pub mod close_code;
 pub mod events;
 pub mod ids;
 mod lib0;
+pub mod relay;
 pub mod role;
 pub mod worker;
 pub mod ysync;

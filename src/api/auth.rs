@@ -128,7 +128,7 @@ pub async fn signup(
     req: HttpRequest,
     body: web::Json<SignupRequest>,
 ) -> Result<HttpResponse> {
-    state.auth_rate_limit.check(client_ip(&req))?;
+    state.auth_rate_limit.check(client_ip(&req)).await?;
     let body = body.into_inner();
     let email = normalize_email(&body.email)?;
     let name = check_name(&body.name)?;
@@ -149,7 +149,7 @@ pub async fn login(
     req: HttpRequest,
     body: web::Json<LoginRequest>,
 ) -> Result<HttpResponse> {
-    state.auth_rate_limit.check(client_ip(&req))?;
+    state.auth_rate_limit.check(client_ip(&req)).await?;
     let body = body.into_inner();
     let wrong = || Error::InvalidCredentials("wrong email or password".into());
     let Ok(email) = normalize_email(&body.email) else {

@@ -17,6 +17,12 @@ pub struct Readiness {
     pub status: &'static str,
     pub database: String,
     pub storage: String,
+    /// `ok`, `degraded` (cluster mode, Redis unreachable: this node serves its own clients
+    /// alone; still ready) or `not configured` (single node).
+    pub redis: &'static str,
+    /// This node's id in a cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
 }
 
 /// The process is up.
@@ -39,10 +45,18 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         Err(e) => format!("error: {e}"),
     };
     let ready = database == "ok" && storage == "ok";
+    // Redis down does not take the node out of rotation: it keeps serving its own clients.
+    let redis = match &state.cluster {
+        None => "not configured",
+        Some(cluster) if cluster.redis_up() => "ok",
+        Some(_) => "degraded",
+    };
     let body = Readiness {
         status: if ready { "ok" } else { "unavailable" },
         database,
         storage,
+        redis,
+        node_id: state.cluster.as_ref().map(|c| c.node_id().to_owned()),
     };
     if ready {
         HttpResponse::Ok().json(body)

@@ -3,11 +3,11 @@
 //! Appends are group commits: one transaction per batch, sequence numbers taken from the
 //! document's `last_seq` (whose row update also serialises concurrent appends to one session).
 
-use atelier_actors::store::{BoxFuture, DocStore, DocStoreError, StoredDoc};
+use atelier_actors::store::{BoxFuture, DocStore, DocStoreError, StoredDoc, StoredUpdate};
 use atelier_protocol::ids::SessionId;
 use sqlx::Row;
 
-use super::Db;
+use super::{Db, Dialect};
 
 /// Rows per INSERT statement; keeps the parameter count well under both engines' limits.
 const INSERT_CHUNK: usize = 200;
@@ -21,30 +21,96 @@ fn is_fk_violation(e: &sqlx::Error) -> bool {
 }
 
 impl Db {
+    /// The snapshot and the updates after it, read in one transaction (repeatable read on
+    /// PostgreSQL; a WAL read transaction on SQLite), so no compaction can fall between them.
     pub async fn load_document(&self, session: SessionId) -> Result<StoredDoc, DocStoreError> {
         let sid = session.to_string();
-        let snapshot: Option<Vec<u8>> =
-            sqlx::query("SELECT snapshot FROM documents WHERE session_id = $1")
-                .bind(&sid)
-                .fetch_optional(self.pool())
-                .await
-                .map_err(backend)?
-                .map(|row| row.try_get("snapshot"))
-                .transpose()
-                .map_err(backend)?
-                .flatten();
-        let rows =
-            sqlx::query("SELECT seq, data FROM doc_updates WHERE session_id = $1 ORDER BY seq")
-                .bind(&sid)
-                .fetch_all(self.pool())
+        let mut tx = self.pool().begin().await.map_err(backend)?;
+        if self.dialect() == Dialect::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                .execute(&mut *tx)
                 .await
                 .map_err(backend)?;
-        let updates = rows
-            .iter()
-            .map(|row| Ok((row.try_get("seq")?, row.try_get("data")?)))
-            .collect::<Result<Vec<(i64, Vec<u8>)>, sqlx::Error>>()
-            .map_err(backend)?;
-        Ok(StoredDoc { snapshot, updates })
+        }
+        let head =
+            sqlx::query("SELECT snapshot, snapshot_seq FROM documents WHERE session_id = $1")
+                .bind(&sid)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+        let (snapshot, snapshot_seq) = match head {
+            Some(row) => (
+                row.try_get::<Option<Vec<u8>>, _>("snapshot")
+                    .map_err(backend)?,
+                row.try_get::<i64, _>("snapshot_seq").map_err(backend)?,
+            ),
+            None => (None, 0),
+        };
+        let updates = fetch_updates(&mut tx, &sid, snapshot_seq).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(StoredDoc {
+            snapshot,
+            updates,
+            snapshot_seq,
+        })
+    }
+
+    /// The updates after `after_seq`, or `None` if a snapshot already covers some of them.
+    pub async fn updates_since(
+        &self,
+        session: SessionId,
+        after_seq: i64,
+    ) -> Result<Option<Vec<StoredUpdate>>, DocStoreError> {
+        let sid = session.to_string();
+        let mut tx = self.pool().begin().await.map_err(backend)?;
+        if self.dialect() == Dialect::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        let snapshot_seq: i64 =
+            sqlx::query_scalar("SELECT snapshot_seq FROM documents WHERE session_id = $1")
+                .bind(&sid)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?
+                .unwrap_or(0);
+        if snapshot_seq > after_seq {
+            return Ok(None);
+        }
+        let updates = fetch_updates(&mut tx, &sid, after_seq).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(Some(updates))
+    }
+
+    /// The last `seq` of each session's log (sessions without a document row are left out).
+    pub async fn document_heads(
+        &self,
+        sessions: &[SessionId],
+    ) -> Result<Vec<(SessionId, i64)>, DocStoreError> {
+        if sessions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (1..=sessions.len()).map(|i| format!("${i}")).collect();
+        // Only placeholders are formatted in; every value is bound.
+        let sql = format!(
+            "SELECT session_id, last_seq FROM documents WHERE session_id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for session in sessions {
+            query = query.bind(session.to_string());
+        }
+        let rows = query.fetch_all(self.pool()).await.map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("session_id").map_err(backend)?;
+                let head: i64 = row.try_get("last_seq").map_err(backend)?;
+                let id = id.parse().map_err(DocStoreError::backend)?;
+                Ok((id, head))
+            })
+            .collect()
     }
 
     pub async fn append_updates(
@@ -99,6 +165,19 @@ impl Db {
     ) -> Result<(), DocStoreError> {
         let sid = session.to_string();
         let mut tx = self.doc_writer().begin().await.map_err(backend)?;
+        if self.dialect() == Dialect::Postgres {
+            // In a cluster every node holding the session may decide to compact it; one at a
+            // time does it, the others skip (the conditional update below keeps even a late one
+            // from replacing a newer snapshot).
+            let ours: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext($1))")
+                .bind(format!("atelier:compact:{sid}"))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(backend)?;
+            if !ours {
+                return Ok(());
+            }
+        }
         let res = sqlx::query(
             "UPDATE documents SET snapshot = $1, snapshot_seq = $2 \
              WHERE session_id = $3 AND snapshot_seq <= $2",
@@ -124,6 +203,26 @@ impl Db {
     }
 }
 
+/// `(seq, update)` of a session after `after_seq`, ascending.
+async fn fetch_updates(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    sid: &str,
+    after_seq: i64,
+) -> Result<Vec<(i64, Vec<u8>)>, DocStoreError> {
+    let rows = sqlx::query(
+        "SELECT seq, data FROM doc_updates WHERE session_id = $1 AND seq > $2 ORDER BY seq",
+    )
+    .bind(sid)
+    .bind(after_seq)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(backend)?;
+    rows.iter()
+        .map(|row| Ok((row.try_get("seq")?, row.try_get("data")?)))
+        .collect::<Result<Vec<(i64, Vec<u8>)>, sqlx::Error>>()
+        .map_err(backend)
+}
+
 /// The `DocStore` port over the database.
 #[derive(Clone)]
 pub struct SqlDocStore(pub Db);
@@ -139,6 +238,14 @@ impl DocStore for SqlDocStore {
         updates: Vec<Vec<u8>>,
     ) -> BoxFuture<'_, Result<i64, DocStoreError>> {
         Box::pin(self.0.append_updates(session, updates))
+    }
+
+    fn updates_since(
+        &self,
+        session: SessionId,
+        after_seq: i64,
+    ) -> BoxFuture<'_, Result<Option<Vec<StoredUpdate>>, DocStoreError>> {
+        Box::pin(self.0.updates_since(session, after_seq))
     }
 
     fn compact(

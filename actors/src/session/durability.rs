@@ -57,8 +57,6 @@ pub(crate) struct Durability {
     doc_bytes: usize,
     compacting: bool,
     compact_requested: bool,
-    /// `seq` of the last stored update; everything up to it is applied.
-    last_seq: i64,
     /// Stored updates not yet folded into a snapshot, and their bytes.
     since_compact: usize,
     tail_bytes: usize,
@@ -72,14 +70,7 @@ pub(crate) struct Durability {
 }
 
 impl Durability {
-    pub(crate) fn loaded(
-        &mut self,
-        last_seq: i64,
-        tail: usize,
-        tail_bytes: usize,
-        doc_bytes: usize,
-    ) {
-        self.last_seq = last_seq;
+    pub(crate) fn loaded(&mut self, tail: usize, tail_bytes: usize, doc_bytes: usize) {
         self.since_compact = tail;
         self.tail_bytes = tail_bytes;
         self.doc_bytes = doc_bytes;
@@ -107,6 +98,11 @@ impl Durability {
         self.doc_bytes
             .saturating_add(self.unapplied_bytes)
             .saturating_add(extra)
+    }
+
+    /// An update committed elsewhere (another node) was applied: the document grew.
+    pub(crate) fn grow(&mut self, bytes: usize) {
+        self.doc_bytes = self.doc_bytes.saturating_add(bytes);
     }
 
     /// Replaces the running estimate with an exact measurement of the applied document.
@@ -204,6 +200,8 @@ impl SessionActor {
             .iter_mut()
             .map(|p| std::mem::take(&mut p.bytes))
             .collect();
+        // The other nodes get the batch once it is stored (cluster mode only: it costs a copy).
+        let relayed = self.deps.relay.is_clustered().then(|| payload.clone());
         d.appending = true;
         let store = self.deps.store.clone();
         let id = self.id;
@@ -215,7 +213,9 @@ impl SessionActor {
                     metrics::histogram!(telemetry::PERSIST_SECONDS, "op" => "append")
                         .record(started.elapsed().as_secs_f64());
                     act.durability.appending = false;
-                    act.guard(ctx, |act, ctx| act.finish_append(batch, result, ctx));
+                    act.guard(ctx, |act, ctx| {
+                        act.finish_append(batch, relayed, result, ctx)
+                    });
                 }),
         );
     }
@@ -223,6 +223,7 @@ impl SessionActor {
     fn finish_append(
         &mut self,
         batch: Vec<PendingUpdate>,
+        relayed: Option<Vec<Vec<u8>>>,
         result: Result<i64, DocStoreError>,
         ctx: &mut Context<Self>,
     ) {
@@ -231,8 +232,9 @@ impl SessionActor {
             self.durability.unapplied_bytes.saturating_sub(batch_bytes);
         match result {
             Ok(last_seq) => {
+                // The batch holds `seq`s `first_seq..=last_seq`, in order.
+                let first_seq = last_seq - i64::try_from(batch.len()).unwrap_or(i64::MAX) + 1;
                 let d = &mut self.durability;
-                d.last_seq = last_seq;
                 d.since_compact += batch.len();
                 d.tail_bytes = d.tail_bytes.saturating_add(batch_bytes);
                 d.doc_bytes = d.doc_bytes.saturating_add(batch_bytes);
@@ -240,7 +242,8 @@ impl SessionActor {
                     d.compact_requested = true;
                 }
                 self.full_state_frame = None;
-                for pending in batch {
+                for (seq, pending) in (first_seq..).zip(batch) {
+                    self.replica.applied.insert(seq);
                     let applied = self
                         .awareness
                         .doc()
@@ -259,6 +262,12 @@ impl SessionActor {
                         ),
                     }
                 }
+                if let Some(updates) = relayed {
+                    self.publish_updates(first_seq, updates);
+                }
+                // Another writer's `seq` between ours (another node, or a direct append) shows
+                // up as a gap, repaired from storage.
+                self.watch_for_gaps(ctx);
             }
             Err(DocStoreError::SessionNotFound(_)) => {
                 tracing::info!(session = %self.id, "session deleted while live");
@@ -309,8 +318,10 @@ impl SessionActor {
             return;
         }
         let snapshot = doc::full_state(self.awareness.doc());
+        // Only what is applied here without a hole may be folded into the snapshot (updates
+        // above a hole are in the snapshot too, and stay in the log: applying twice is a no-op).
+        let upto_seq = self.replica.applied.watermark();
         let d = &mut self.durability;
-        let upto_seq = d.last_seq;
         let covered = d.since_compact;
         let covered_bytes = d.tail_bytes;
         d.compacting = true;

@@ -6,6 +6,8 @@
 //! - `sync`: y-sync and awareness frames coming from participants.
 //! - `durability`: group commit of updates to the [`DocStore`], compaction, flush.
 //! - `doc`: rebuilding the yrs document from storage; "does this update add anything?".
+//! - [`replica`]: the session as one of several replicas in a cluster — updates, presence and
+//!   events relayed from other nodes, gaps in the applied `seq`s repaired from storage.
 //!
 //! Supervision: the actor runs under [`actix::Supervisor`]. Every handler body runs inside
 //! `SessionActor::guard`, which turns a panic into `ctx.stop()`; the supervisor then calls
@@ -17,6 +19,7 @@ mod doc;
 mod durability;
 pub mod messages;
 mod peers;
+pub mod replica;
 mod sync;
 
 use std::any::Any;
@@ -40,10 +43,12 @@ pub use peers::{Identity, Participant};
 use self::durability::Durability;
 use self::messages::{JoinError, Joined};
 use self::peers::Peers;
+use self::replica::Replica;
 use crate::jobs::JobsSnapshot;
 use crate::limits::SessionLimits;
 use crate::outbound::Outbox;
 use crate::registry::RegistryLink;
+use crate::relay::Relay;
 use crate::store::{DocStore, DocStoreError, StoredDoc};
 use crate::telemetry;
 
@@ -52,6 +57,7 @@ use crate::telemetry;
 pub(crate) struct SessionDeps {
     pub(crate) store: Arc<dyn DocStore>,
     pub(crate) jobs: Arc<dyn JobsSnapshot>,
+    pub(crate) relay: Arc<dyn Relay>,
     pub(crate) limits: SessionLimits,
 }
 
@@ -90,6 +96,10 @@ pub struct SessionActor {
     full_state_frame: Option<Bytes>,
     peers: Peers,
     durability: Durability,
+    /// Which committed updates are applied here; presence from other nodes.
+    replica: Replica,
+    /// This actor receives the session's relay channel (cluster mode).
+    subscribed: bool,
     /// Since when nobody is connected (drives idle unload).
     empty_since: Option<Instant>,
     /// An idle unload's flush is in flight.
@@ -108,6 +118,8 @@ impl SessionActor {
             full_state_frame: None,
             peers: Peers::default(),
             durability: Durability::default(),
+            replica: Replica::default(),
+            subscribed: false,
             empty_since: Some(Instant::now()),
             unloading: false,
             timers: Vec::new(),
@@ -145,14 +157,25 @@ impl SessionActor {
         self.phase = Phase::Loading;
         let store = self.deps.store.clone();
         let id = self.id;
+        // Subscribe before reading: an update committed by another node after the read is then
+        // relayed to this actor (and one committed before it is skipped as already applied).
+        let subscribed = (!self.subscribed).then(|| self.deps.relay.subscribe(id));
+        self.subscribed = true;
         let started = Instant::now();
-        ctx.wait(async move { store.load(id).await }.into_actor(self).map(
-            move |result, act, ctx| {
+        ctx.wait(
+            async move {
+                if let Some(subscribed) = subscribed {
+                    subscribed.await;
+                }
+                store.load(id).await
+            }
+            .into_actor(self)
+            .map(move |result, act, ctx| {
                 metrics::histogram!(telemetry::PERSIST_SECONDS, "op" => "load")
                     .record(started.elapsed().as_secs_f64());
                 act.guard(ctx, |act, ctx| act.finish_load(result, ctx));
-            },
-        ));
+            }),
+        );
     }
 
     fn finish_load(&mut self, result: Result<StoredDoc, DocStoreError>, ctx: &mut Context<Self>) {
@@ -168,11 +191,11 @@ impl SessionActor {
         let (doc, skipped) = doc::rebuild(self.id, &stored);
         self.awareness = Awareness::new(doc);
         self.full_state_frame = None;
-        let last_seq = stored.updates.last().map_or(0, |(seq, _)| *seq);
         let doc_bytes = doc::encoded_len(self.awareness.doc());
         let tail_bytes = stored.updates.iter().map(|(_, u)| u.len()).sum();
         self.durability
-            .loaded(last_seq, stored.updates.len(), tail_bytes, doc_bytes);
+            .loaded(stored.updates.len(), tail_bytes, doc_bytes);
+        self.replica_loaded(&stored);
         if skipped > 0
             || self
                 .durability
@@ -245,6 +268,9 @@ impl SessionActor {
     fn leave_registry(&mut self, ctx: &mut Context<Self>) {
         for timer in self.timers.drain(..) {
             ctx.cancel_future(timer);
+        }
+        if std::mem::take(&mut self.subscribed) {
+            self.deps.relay.unsubscribe(self.id);
         }
         self.registry.forget(self.id, &ctx.address());
     }
@@ -338,8 +364,10 @@ impl SessionActor {
                 self.awareness.remove_state(*client);
             }
             if let Ok(update) = self.awareness.update_with_clients(clients) {
-                let frame = Bytes::from(Frame::Awareness(encode_awareness(&update)).encode());
+                let payload = encode_awareness(&update);
+                let frame = Bytes::from(Frame::Awareness(payload.clone()).encode());
                 self.peers.broadcast(&frame, |_, _| true);
+                self.publish_awareness(payload);
             }
         }
         self.peers.broadcast_event(
@@ -428,6 +456,7 @@ impl Supervised for SessionActor {
             .abandon(DocStoreError::backend("session restarted before flushing"));
         self.awareness = Awareness::new(Doc::new());
         self.full_state_frame = None;
+        self.replica = Replica::default();
         self.phase = Phase::Loading;
         self.empty_since = Some(Instant::now());
         self.unloading = false;

@@ -132,6 +132,7 @@ impl SessionActor {
                     peer.awareness_ids.remove(&client);
                 }
             }
+            self.replica.claim_presence(client);
         }
         for client in &summary.removed {
             for (_, peer) in self.peers.iter_mut() {
@@ -147,8 +148,10 @@ impl SessionActor {
             return;
         }
         if let Ok(changed) = self.awareness.update_with_clients(summary.all_changes()) {
-            let frame = Bytes::from(Frame::Awareness(encode_awareness(&changed)).encode());
+            let payload = encode_awareness(&changed);
+            let frame = Bytes::from(Frame::Awareness(payload.clone()).encode());
             self.peers.broadcast(&frame, |_, _| true);
+            self.publish_awareness(payload);
         }
     }
 }

@@ -12,7 +12,7 @@ use yrs::updates::decoder::Decode;
 use yrs::{Doc, Map, ReadTxn, Transact, Update};
 
 use crate::session::messages::{Inbound, Joined, Leave};
-use crate::store::{BoxFuture, DocStore, DocStoreError, StoredDoc};
+use crate::store::{BoxFuture, DocStore, DocStoreError, StoredDoc, StoredUpdate};
 use crate::{
     Identity, MemoryDocStore, Outbound, OutboundFrame, Outbox, Participant, SessionActor,
     SessionRegistryHandle,
@@ -284,6 +284,14 @@ impl DocStore for GatedStore {
             self.gate.acquire().await.expect("gate closed").forget();
             self.inner.append(session, updates).await
         })
+    }
+
+    fn updates_since(
+        &self,
+        session: SessionId,
+        after_seq: i64,
+    ) -> BoxFuture<'_, Result<Option<Vec<StoredUpdate>>, DocStoreError>> {
+        self.inner.updates_since(session, after_seq)
     }
 
     fn compact(

@@ -1,0 +1,405 @@
+//! The cluster relay: what one `atelier serve` node tells the others through Redis.
+//!
+//! Every message travels in an [`Envelope`] naming the node that sent it (so a node skips its
+//! own) and when (relay lag). Live-session messages go on the session's channel, to the nodes
+//! that hold that session live; [`RelayMessage::Kick`] and the node heartbeats go on the cluster's
+//! control channel, to every node.
+//!
+//! Document updates are relayed only after they are committed, with their `seq` from the
+//! durable log, so a receiving node can tell a duplicate from a gap: Redis pub/sub drops
+//! messages when a subscriber reconnects or falls behind, and a node that sees `seq` jump reads
+//! the missing updates from the database instead of silently diverging.
+//!
+//! Layout (lib0 varints, written with yrs's encoder, read with the bounded [`Reader`]):
+//! `varUint(version=1) varString(node) varUint(sent_at_ms) varUint(kind)` and the kind's fields.
+//! Decoding is as defensive as for client frames: a malformed message from a buggy or foreign
+//! publisher is an error, never a panic or an allocation of a declared size.
+
+use yrs::encoding::write::Write;
+
+use crate::ids::{AccountId, SessionId, ShareLinkId};
+use crate::lib0::Reader;
+use crate::role::Role;
+use crate::ysync::FrameError;
+
+const VERSION: u64 = 1;
+
+/// Longest node id accepted (`ATELIER_NODE_ID`).
+pub const MAX_NODE_ID_LEN: usize = 64;
+
+/// Most updates one relayed batch may carry (a group commit is far smaller).
+const MAX_BATCH: u64 = 65_536;
+
+const KIND_UPDATES: u64 = 0;
+const KIND_AWARENESS: u64 = 1;
+const KIND_QUERY_AWARENESS: u64 = 2;
+const KIND_EVENT: u64 = 3;
+const KIND_PREVIEW: u64 = 4;
+const KIND_KICK: u64 = 5;
+const KIND_HEARTBEAT: u64 = 6;
+const KIND_LEAVING: u64 = 7;
+
+const KICK_SHARE_LINK: u64 = 0;
+const KICK_ROLE: u64 = 1;
+const KICK_SESSION: u64 = 2;
+const KICK_ACCOUNT: u64 = 3;
+
+/// One relayed message with its sender and send time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    /// `ATELIER_NODE_ID` of the sender.
+    pub node: String,
+    /// Sender's wall clock, milliseconds since the Unix epoch (relay lag metric only).
+    pub sent_at_ms: u64,
+    pub message: RelayMessage,
+}
+
+/// What nodes tell each other.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RelayMessage {
+    /// Committed document updates of a session: `updates[i]` has `seq = first_seq + i`.
+    Updates {
+        session: SessionId,
+        first_seq: i64,
+        updates: Vec<Vec<u8>>,
+    },
+    /// An awareness update (already validated and owned by the sender's connection).
+    Awareness {
+        session: SessionId,
+        payload: Vec<u8>,
+    },
+    /// A node that just loaded the session asks the others for their clients' presence.
+    QueryAwareness { session: SessionId },
+    /// A studio event (type-100 JSON) for every participant of the session.
+    Event { session: SessionId, json: String },
+    /// An encoded type-101 preview frame for the session's events participants.
+    Preview { session: SessionId, frame: Vec<u8> },
+    /// Access ended somewhere: close the matching sockets on every node.
+    Kick(Kick),
+    /// The sender is alive (sent every second); silence means its clients are gone.
+    Heartbeat,
+    /// The sender is shutting down: its clients' presence is gone now.
+    Leaving,
+}
+
+/// Sockets to close (or downgrade) on every node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kick {
+    /// A share link was revoked or expired.
+    ShareLink {
+        session: SessionId,
+        link: ShareLinkId,
+    },
+    /// A member's role changed (`None`: removed).
+    Role {
+        session: SessionId,
+        account: AccountId,
+        role: Option<Role>,
+    },
+    /// The session is gone.
+    Session { session: SessionId, reason: String },
+    /// Every socket of an account (logout, suspension, deletion).
+    Account {
+        account: AccountId,
+        code: u16,
+        reason: String,
+    },
+}
+
+impl RelayMessage {
+    /// The session whose channel carries this message (`None`: the control channel).
+    pub fn session(&self) -> Option<SessionId> {
+        match self {
+            Self::Updates { session, .. }
+            | Self::Awareness { session, .. }
+            | Self::QueryAwareness { session }
+            | Self::Event { session, .. }
+            | Self::Preview { session, .. } => Some(*session),
+            Self::Kick(_) | Self::Heartbeat | Self::Leaving => None,
+        }
+    }
+}
+
+impl Envelope {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.write_var(VERSION);
+        out.write_string(&self.node);
+        out.write_var(self.sent_at_ms);
+        match &self.message {
+            RelayMessage::Updates {
+                session,
+                first_seq,
+                updates,
+            } => {
+                out.write_var(KIND_UPDATES);
+                write_id(&mut out, session);
+                // Sequence numbers start at 1; a negative one never reaches the relay.
+                out.write_var(u64::try_from(*first_seq).unwrap_or(0));
+                out.write_var(updates.len() as u64);
+                for update in updates {
+                    out.write_buf(update);
+                }
+            }
+            RelayMessage::Awareness { session, payload } => {
+                out.write_var(KIND_AWARENESS);
+                write_id(&mut out, session);
+                out.write_buf(payload);
+            }
+            RelayMessage::QueryAwareness { session } => {
+                out.write_var(KIND_QUERY_AWARENESS);
+                write_id(&mut out, session);
+            }
+            RelayMessage::Event { session, json } => {
+                out.write_var(KIND_EVENT);
+                write_id(&mut out, session);
+                out.write_string(json);
+            }
+            RelayMessage::Preview { session, frame } => {
+                out.write_var(KIND_PREVIEW);
+                write_id(&mut out, session);
+                out.write_buf(frame);
+            }
+            RelayMessage::Kick(kick) => {
+                out.write_var(KIND_KICK);
+                encode_kick(&mut out, kick);
+            }
+            RelayMessage::Heartbeat => out.write_var(KIND_HEARTBEAT),
+            RelayMessage::Leaving => out.write_var(KIND_LEAVING),
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, FrameError> {
+        let mut r = Reader::new(bytes);
+        if r.var_u64()? != VERSION {
+            return Err(FrameError::Malformed("unknown relay message version"));
+        }
+        let node = r.var_str()?;
+        if node.len() > MAX_NODE_ID_LEN {
+            return Err(FrameError::Malformed("node id too long"));
+        }
+        let node = node.to_owned();
+        let sent_at_ms = r.var_u64()?;
+        let message = match r.var_u64()? {
+            KIND_UPDATES => {
+                let session = read_id(&mut r)?;
+                let first_seq = i64::try_from(r.var_u64()?)
+                    .map_err(|_| FrameError::Malformed("sequence number out of range"))?;
+                let count = r.var_u64()?;
+                if count > MAX_BATCH {
+                    return Err(FrameError::Malformed("too many updates in one batch"));
+                }
+                let mut updates = Vec::new();
+                for _ in 0..count {
+                    updates.push(r.var_bytes()?.to_vec());
+                }
+                RelayMessage::Updates {
+                    session,
+                    first_seq,
+                    updates,
+                }
+            }
+            KIND_AWARENESS => RelayMessage::Awareness {
+                session: read_id(&mut r)?,
+                payload: r.var_bytes()?.to_vec(),
+            },
+            KIND_QUERY_AWARENESS => RelayMessage::QueryAwareness {
+                session: read_id(&mut r)?,
+            },
+            KIND_EVENT => RelayMessage::Event {
+                session: read_id(&mut r)?,
+                json: r.var_str()?.to_owned(),
+            },
+            KIND_PREVIEW => RelayMessage::Preview {
+                session: read_id(&mut r)?,
+                frame: r.var_bytes()?.to_vec(),
+            },
+            KIND_KICK => RelayMessage::Kick(decode_kick(&mut r)?),
+            KIND_HEARTBEAT => RelayMessage::Heartbeat,
+            KIND_LEAVING => RelayMessage::Leaving,
+            other => return Err(FrameError::UnknownType(other)),
+        };
+        r.finish()?;
+        Ok(Self {
+            node,
+            sent_at_ms,
+            message,
+        })
+    }
+}
+
+fn encode_kick(out: &mut Vec<u8>, kick: &Kick) {
+    match kick {
+        Kick::ShareLink { session, link } => {
+            out.write_var(KICK_SHARE_LINK);
+            write_id(out, session);
+            write_id(out, link);
+        }
+        Kick::Role {
+            session,
+            account,
+            role,
+        } => {
+            out.write_var(KICK_ROLE);
+            write_id(out, session);
+            write_id(out, account);
+            out.write_string(role.map_or("", |r| r.as_str()));
+        }
+        Kick::Session { session, reason } => {
+            out.write_var(KICK_SESSION);
+            write_id(out, session);
+            out.write_string(reason);
+        }
+        Kick::Account {
+            account,
+            code,
+            reason,
+        } => {
+            out.write_var(KICK_ACCOUNT);
+            write_id(out, account);
+            out.write_var(u64::from(*code));
+            out.write_string(reason);
+        }
+    }
+}
+
+fn decode_kick(r: &mut Reader<'_>) -> Result<Kick, FrameError> {
+    Ok(match r.var_u64()? {
+        KICK_SHARE_LINK => Kick::ShareLink {
+            session: read_id(r)?,
+            link: read_id(r)?,
+        },
+        KICK_ROLE => {
+            let session = read_id(r)?;
+            let account = read_id(r)?;
+            let role = match r.var_str()? {
+                "" => None,
+                name => Some(
+                    name.parse()
+                        .map_err(|_| FrameError::Malformed("unknown role"))?,
+                ),
+            };
+            Kick::Role {
+                session,
+                account,
+                role,
+            }
+        }
+        KICK_SESSION => Kick::Session {
+            session: read_id(r)?,
+            reason: r.var_str()?.to_owned(),
+        },
+        KICK_ACCOUNT => Kick::Account {
+            account: read_id(r)?,
+            code: u16::try_from(r.var_u64()?)
+                .map_err(|_| FrameError::Malformed("close code out of range"))?,
+            reason: r.var_str()?.to_owned(),
+        },
+        other => return Err(FrameError::UnknownType(other)),
+    })
+}
+
+fn write_id(out: &mut Vec<u8>, id: &impl std::fmt::Display) {
+    out.write_string(&id.to_string());
+}
+
+fn read_id<T: std::str::FromStr>(r: &mut Reader<'_>) -> Result<T, FrameError> {
+    r.var_str()?
+        .parse()
+        .map_err(|_| FrameError::Malformed("id is not a UUID"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(message: RelayMessage) {
+        let envelope = Envelope {
+            node: "node-a".into(),
+            sent_at_ms: 1_700_000_000_123,
+            message,
+        };
+        let decoded = Envelope::decode(&envelope.encode()).unwrap();
+        assert_eq!(decoded, envelope);
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let session = SessionId::new_random();
+        let account = AccountId::new_random();
+        round_trip(RelayMessage::Updates {
+            session,
+            first_seq: 42,
+            updates: vec![vec![0, 0], vec![1, 2, 3]],
+        });
+        round_trip(RelayMessage::Awareness {
+            session,
+            payload: vec![1, 2],
+        });
+        round_trip(RelayMessage::QueryAwareness { session });
+        round_trip(RelayMessage::Event {
+            session,
+            json: r#"{"type":"job.queued"}"#.into(),
+        });
+        round_trip(RelayMessage::Preview {
+            session,
+            frame: vec![101, 1],
+        });
+        round_trip(RelayMessage::Kick(Kick::ShareLink {
+            session,
+            link: ShareLinkId::new_random(),
+        }));
+        round_trip(RelayMessage::Kick(Kick::Role {
+            session,
+            account,
+            role: Some(Role::Viewer),
+        }));
+        round_trip(RelayMessage::Kick(Kick::Role {
+            session,
+            account,
+            role: None,
+        }));
+        round_trip(RelayMessage::Kick(Kick::Session {
+            session,
+            reason: "deleted".into(),
+        }));
+        round_trip(RelayMessage::Kick(Kick::Account {
+            account,
+            code: 4401,
+            reason: "logged out".into(),
+        }));
+        round_trip(RelayMessage::Heartbeat);
+        round_trip(RelayMessage::Leaving);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let valid = Envelope {
+            node: "n".into(),
+            sent_at_ms: 1,
+            message: RelayMessage::Updates {
+                session: SessionId::new_random(),
+                first_seq: 1,
+                updates: vec![vec![0, 0]],
+            },
+        }
+        .encode();
+        for len in 0..valid.len() {
+            assert!(Envelope::decode(&valid[..len]).is_err());
+        }
+        let mut trailing = valid.clone();
+        trailing.push(0);
+        assert!(Envelope::decode(&trailing).is_err());
+        // A batch declaring billions of updates in a few bytes.
+        let mut huge = Vec::new();
+        huge.write_var(VERSION);
+        huge.write_string("n");
+        huge.write_var(0u64);
+        huge.write_var(KIND_UPDATES);
+        huge.write_string(&SessionId::new_random().to_string());
+        huge.write_var(1u64);
+        huge.write_var(u64::from(u32::MAX));
+        assert!(Envelope::decode(&huge).is_err());
+    }
+}
