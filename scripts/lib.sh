@@ -30,3 +30,17 @@ ensure_redis() {
   fi
   return 1
 }
+
+# Installs Debian packages that are missing (as root, or through sudo). Used for what the tests
+# and the cluster need besides the package registries' packages: Chromium, haproxy.
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  [ "${#missing[@]}" -gt 0 ] || return 0
+  command -v apt-get >/dev/null 2>&1 || { echo "atelier: install ${missing[*]} (apt-get is not available)" >&2; return 1; }
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  log "installing ${missing[*]} (Debian)"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}

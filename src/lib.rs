@@ -11,6 +11,7 @@
 //! - [`authz`]: the one place that decides who may do what in a studio session.
 //! - [`billing`]: credits, Pro runtime leases (worker lease + billing meter actors), payment
 //!   webhooks.
+//! - [`client_ip`]: the client's address behind trusted proxies (`X-Forwarded-For`).
 //! - [`cluster`]: cluster mode — the Redis relay between nodes, node membership, shared rate
 //!   limits.
 //! - [`db`]: sqlx on SQLite or PostgreSQL — one schema, queries grouped by entity.
@@ -25,6 +26,7 @@ pub mod api;
 pub mod auth;
 pub mod authz;
 pub mod billing;
+pub mod client_ip;
 pub mod cluster;
 pub mod config;
 pub mod db;

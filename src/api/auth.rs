@@ -76,10 +76,12 @@ fn check_name(raw: &str) -> Result<String> {
     Ok(name.to_string())
 }
 
-fn client_ip(req: &HttpRequest) -> std::net::IpAddr {
-    req.peer_addr()
+fn client_ip(state: &AppState, req: &HttpRequest) -> std::net::IpAddr {
+    let peer = req
+        .peer_addr()
         .map(|a| a.ip())
-        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    state.config.trusted_proxies.client_ip(peer, req.headers())
 }
 
 /// Creates the token, and answers with it plus the session and CSRF cookies.
@@ -128,7 +130,7 @@ pub async fn signup(
     req: HttpRequest,
     body: web::Json<SignupRequest>,
 ) -> Result<HttpResponse> {
-    state.auth_rate_limit.check(client_ip(&req)).await?;
+    state.auth_rate_limit.check(client_ip(&state, &req)).await?;
     let body = body.into_inner();
     let email = normalize_email(&body.email)?;
     let name = check_name(&body.name)?;
@@ -149,7 +151,7 @@ pub async fn login(
     req: HttpRequest,
     body: web::Json<LoginRequest>,
 ) -> Result<HttpResponse> {
-    state.auth_rate_limit.check(client_ip(&req)).await?;
+    state.auth_rate_limit.check(client_ip(&state, &req)).await?;
     let body = body.into_inner();
     let wrong = || Error::InvalidCredentials("wrong email or password".into());
     let Ok(email) = normalize_email(&body.email) else {

@@ -1,10 +1,10 @@
 // A cluster of real `atelier serve` nodes for a test: a fresh PostgreSQL database, a Redis of
 // the test's own (started on a free port, so a test can stop and restart it without touching
 // anybody else's), a fresh key prefix, one shared objects directory, and N nodes from the one
-// built binary. `LoadBalancer` is a small TCP round-robin proxy standing in for haproxy, so stock
-// clients can reconnect "through the load balancer" to whichever node is alive.
+// built binary. `LoadBalancer` is haproxy with the configuration `scripts/cluster` uses, so stock
+// clients reconnect through a real load balancer to whichever node is alive.
 import { spawn, execFileSync } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -105,36 +105,33 @@ export class Cluster {
   }
 }
 
-/** Round-robin TCP proxy to the nodes that are up: what haproxy does in `scripts/cluster`. */
+/** haproxy in front of the nodes, configured from `scripts/haproxy.cfg.in` as `scripts/cluster`
+ *  does: clients reconnect through it to whichever node is up. */
 export class LoadBalancer {
-  constructor (nodes) { this.nodes = nodes; this.next = 0; this.server = null; this.sockets = new Set() }
+  constructor (nodes) { this.nodes = nodes; this.proc = null; this.dir = mkdtempSync(join(tmpdir(), 'atelier-haproxy-')) }
 
   async start () {
-    this.server = createServer((client) => this.route(client))
-    await new Promise((resolve) => this.server.listen(0, '127.0.0.1', resolve))
-    this.base = `http://127.0.0.1:${this.server.address().port}`
+    const port = await freePort()
+    const template = readFileSync(new URL('../../../scripts/haproxy.cfg.in', import.meta.url), 'utf8')
+    const servers = this.nodes.map((n, i) => `    server node-${i + 1} ${new URL(n.base).host} check`).join('\n')
+    const cfg = join(this.dir, 'haproxy.cfg')
+    writeFileSync(cfg, template.replace('{{PORT}}', String(port)) + servers + '\n')
+    this.proc = spawn('haproxy', ['-f', cfg, '-db'], { stdio: ['ignore', 'ignore', 'inherit'] })
+    this.base = `http://127.0.0.1:${port}`
+    await until(async () => {
+      try { return (await fetch(`${this.base}/api/v1/healthz`)).ok } catch { return false }
+    }, 10000, 'haproxy up')
     return this
   }
 
   get wsUrl () { return this.base.replace('http://', 'ws://') + '/ws' }
 
-  route (client, attempts = this.nodes.length) {
-    const alive = this.nodes.filter((n) => n.proc && n.proc.exitCode === null && n.base)
-    if (alive.length === 0 || attempts === 0) { client.destroy(); return }
-    const node = alive[this.next++ % alive.length]
-    const { port } = new URL(node.base)
-    const upstream = connect(Number(port), '127.0.0.1')
-    this.sockets.add(client); this.sockets.add(upstream)
-    upstream.on('error', () => client.destroy())
-    client.on('error', () => upstream.destroy())
-    upstream.on('close', () => { client.destroy(); this.sockets.delete(upstream) })
-    client.on('close', () => { upstream.destroy(); this.sockets.delete(client) })
-    client.pipe(upstream)
-    upstream.pipe(client)
-  }
-
   async stop () {
-    for (const s of this.sockets) s.destroy()
-    await new Promise((resolve) => this.server.close(resolve))
+    if (this.proc && this.proc.exitCode === null) {
+      const exited = new Promise((resolve) => this.proc.once('exit', resolve))
+      this.proc.kill('SIGKILL')
+      await exited
+    }
+    rmSync(this.dir, { recursive: true, force: true })
   }
 }
