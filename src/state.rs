@@ -25,4 +25,6 @@ pub struct AppState {
     pub jobs: crate::jobs::JobService,
     /// The node types jobs may use (the models directory's manifests).
     pub catalog: Arc<crate::inference::ModelCatalog>,
+    /// One permit per export being built (`ATELIER_MAX_CONCURRENT_EXPORTS`).
+    pub exports: Arc<tokio::sync::Semaphore>,
 }

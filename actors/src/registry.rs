@@ -14,13 +14,17 @@ use atelier_protocol::events::StudioEvent;
 use atelier_protocol::ids::{AccountId, JobId, SessionId, ShareLinkId};
 use atelier_protocol::Role;
 
+use atelier_protocol::close_code;
+
+use crate::admission::{Admission, AdmissionCaps, Admissions, CapExceeded, Grant, KickTarget, Revocation};
 use crate::jobs::{JobsSnapshot, NoJobs};
 use crate::limits::SessionLimits;
 use crate::outbound::Outbox;
 use crate::session::messages::{
-    BroadcastEvent, BroadcastPreview, CloseSession, Flush, Join, JoinError, Joined,
-    RevokeShareLink, SetRole, Shutdown,
+    BroadcastEvent, BroadcastPreview, CloseSession, DocEdit, Flush, GraphJson, Join, JoinError,
+    Joined, Kick, LiveDocError, ServerEdit, SetRole, Shutdown,
 };
+use crate::session::Identity;
 use crate::session::{Participant, SessionActor, SessionDeps};
 use crate::store::{DocStore, DocStoreError};
 
@@ -33,6 +37,8 @@ pub struct RegistryConfig {
     pub store: Arc<dyn DocStore>,
     pub jobs: Arc<dyn JobsSnapshot>,
     pub limits: SessionLimits,
+    /// Connections per share link, account and IP.
+    pub caps: AdmissionCaps,
 }
 
 impl RegistryConfig {
@@ -42,6 +48,7 @@ impl RegistryConfig {
             store,
             jobs: Arc::new(NoJobs),
             limits: SessionLimits::default(),
+            caps: AdmissionCaps::default(),
         }
     }
 }
@@ -49,6 +56,7 @@ impl RegistryConfig {
 pub(crate) struct Shared {
     sessions: Mutex<HashMap<SessionId, Addr<SessionActor>>>,
     deps: SessionDeps,
+    admissions: Admissions,
 }
 
 impl Shared {
@@ -78,6 +86,7 @@ impl SessionRegistryHandle {
                     jobs: config.jobs,
                     limits: config.limits,
                 },
+                admissions: Admissions::new(config.caps),
             }),
         }
     }
@@ -127,7 +136,15 @@ impl SessionRegistryHandle {
                 participant: participant.clone(),
             };
             match addr.send(join).await {
-                Ok(Ok(joined)) => return Ok((addr, joined)),
+                Ok(Ok(joined)) => {
+                    // A kick that marked this admission while the connection was on its way in
+                    // may have missed it in the session: look again now that it is there.
+                    if let Some(revocation) = participant.admission.revocation() {
+                        let target = KickTarget::Connection(session_id, joined.connection_id);
+                        let _ = addr.send(Kick { target, revocation }).await;
+                    }
+                    return Ok((addr, joined));
+                }
                 Ok(Err(JoinError::Unloaded)) | Err(_) => {
                     RegistryLink(Arc::downgrade(&self.shared)).forget(session_id, &addr);
                 }
@@ -137,10 +154,92 @@ impl SessionRegistryHandle {
         Err(JoinError::Unloaded)
     }
 
+    /// Lets a connection in on `grant` (counted against the caps until it is gone). A grant
+    /// that expires closes its connections then (4403).
+    pub fn admit(&self, grant: Grant) -> Result<Admission, CapExceeded> {
+        let expiry = match grant.identity {
+            Identity::ShareLink(link) => grant.expires_at.map(|at| (link, at)),
+            Identity::Account(_) => None,
+        };
+        let (admission, freed) = self.shared.admissions.admit_watched(grant)?;
+        if let Some((link, at)) = expiry {
+            let wait = at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            let registry = Arc::downgrade(&self.shared);
+            actix::spawn(async move {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {
+                        if let Some(shared) = registry.upgrade() {
+                            SessionRegistryHandle { shared }.kick(
+                                KickTarget::ShareLink(link),
+                                close_code::ACCESS_REVOKED,
+                                "share link expired",
+                            );
+                        }
+                    }
+                    // The connection ended first: nothing to do.
+                    _ = freed => {}
+                }
+            });
+        }
+        Ok(admission)
+    }
+
+    /// Ends access for every connection the target covers — open ones and ones still being
+    /// upgraded or joining — with `code` (after `session.kicked {reason}` to events clients).
+    /// Returns at once; the sessions close the connections within milliseconds.
+    pub fn kick(&self, target: KickTarget, code: u16, reason: &str) {
+        let revocation = Revocation {
+            code,
+            reason: reason.to_owned(),
+        };
+        for session in self.shared.admissions.revoke(&target, &revocation) {
+            if let Some(addr) = self.get(session) {
+                addr.do_send(Kick {
+                    target: target.clone(),
+                    revocation: revocation.clone(),
+                });
+            }
+        }
+    }
+
+    /// [`SessionRegistryHandle::kick`], waiting until the live sessions have closed the
+    /// connections; returns how many they closed.
+    pub async fn kick_and_wait(&self, target: KickTarget, code: u16, reason: &str) -> usize {
+        let revocation = Revocation {
+            code,
+            reason: reason.to_owned(),
+        };
+        let mut closed = 0;
+        for session in self.shared.admissions.revoke(&target, &revocation) {
+            if let Some(addr) = self.get(session) {
+                let kick = Kick {
+                    target: target.clone(),
+                    revocation: revocation.clone(),
+                };
+                closed += addr.send(kick).await.unwrap_or(0);
+            }
+        }
+        closed
+    }
+
+    /// Closes every connection of the account, in every session, with `code` (e.g. 4401 when
+    /// the account is deleted or suspended).
+    pub fn kick_account(&self, account: AccountId, code: u16, reason: &str) {
+        self.kick(KickTarget::Account(account), code, reason);
+    }
+
     /// Closes (4403) every live connection using the share link; returns how many.
     pub async fn revoke_share_link(&self, session_id: SessionId, link_id: ShareLinkId) -> usize {
+        let revocation = Revocation {
+            code: close_code::ACCESS_REVOKED,
+            reason: "share link revoked".to_owned(),
+        };
+        let target = KickTarget::ShareLink(link_id);
+        self.shared.admissions.revoke(&target, &revocation);
         match self.get(session_id) {
-            Some(addr) => addr.send(RevokeShareLink { link_id }).await.unwrap_or(0),
+            Some(addr) => addr.send(Kick { target, revocation }).await.unwrap_or(0),
             None => 0,
         }
     }
@@ -152,8 +251,20 @@ impl SessionRegistryHandle {
         account_id: AccountId,
         role: Option<Role>,
     ) -> usize {
+        let Some(role) = role else {
+            let target = KickTarget::Member(session_id, account_id);
+            return self
+                .kick_and_wait(target, close_code::ACCESS_REVOKED, "removed from session")
+                .await;
+        };
         match self.get(session_id) {
-            Some(addr) => addr.send(SetRole { account_id, role }).await.unwrap_or(0),
+            Some(addr) => addr
+                .send(SetRole {
+                    account_id,
+                    role: Some(role),
+                })
+                .await
+                .unwrap_or(0),
             None => 0,
         }
     }
@@ -185,34 +296,53 @@ impl SessionRegistryHandle {
         }
     }
 
-    /// Applies a server-made update: through the live session (stored, then fanned out) or, when
-    /// nobody is connected, straight into storage (the next load replays it).
-    pub async fn apply_server_update(
+    /// Makes a server-side change to the session's document through its live session (loaded
+    /// for it if nobody is connected) — the one writer of each document — and returns once the
+    /// change is stored (and applied and fanned out).
+    pub async fn apply_server_edit(
         &self,
         session_id: SessionId,
-        update: Vec<u8>,
-    ) -> Result<(), String> {
-        if let Some(addr) = self.get(session_id) {
-            if let Ok(result) = addr
-                .send(crate::session::messages::ApplyServerUpdate {
-                    update: update.clone(),
-                })
-                .await
-            {
-                return result;
+        edit: DocEdit,
+    ) -> Result<(), LiveDocError> {
+        for _ in 0..JOIN_ATTEMPTS {
+            let addr = self.get_or_start(session_id);
+            let msg = ServerEdit { edit: edit.clone() };
+            match addr.send(msg).await {
+                // An actor that was unloading ran nothing: ask a fresh one.
+                Ok(Err(LiveDocError::Unloaded)) | Err(_) => {
+                    RegistryLink(Arc::downgrade(&self.shared)).forget(session_id, &addr);
+                }
+                Ok(result) => return result,
             }
         }
-        self.shared
-            .deps
-            .store
-            .append(session_id, vec![update])
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        Err(LiveDocError::Unloaded)
     }
 
-    /// The session was deleted: kick everyone and unload without storing anything more.
+    /// The session's graph (`{"nodes", "edges"}` JSON) as its live document has it, once every
+    /// update accepted so far is applied; the session is loaded if nobody is connected.
+    pub async fn graph_json(&self, session_id: SessionId) -> Result<serde_json::Value, LiveDocError> {
+        for _ in 0..JOIN_ATTEMPTS {
+            let addr = self.get_or_start(session_id);
+            match addr.send(GraphJson).await {
+                Ok(Err(LiveDocError::Unloaded)) | Err(_) => {
+                    RegistryLink(Arc::downgrade(&self.shared)).forget(session_id, &addr);
+                }
+                Ok(result) => return result,
+            }
+        }
+        Err(LiveDocError::Unloaded)
+    }
+
+    /// The session was deleted: kick everyone (4404) — connections still joining included —
+    /// and unload without storing anything more.
     pub async fn close_session(&self, session_id: SessionId, reason: &str) {
+        self.shared.admissions.revoke(
+            &KickTarget::Session(session_id),
+            &Revocation {
+                code: close_code::SESSION_DELETED,
+                reason: reason.to_owned(),
+            },
+        );
         if let Some(addr) = self.get(session_id) {
             let _ = addr
                 .send(CloseSession {

@@ -148,33 +148,11 @@ pub async fn export(state: web::Data<AppState>, auth: AccountAuth) -> Result<Htt
 }
 
 /// Delete the account and everything it owns: sessions (with their members, share links and
-/// documents), media rows and their stored objects.
+/// documents), media rows and their stored objects. Its open sockets close (4401), Pro runtimes
+/// it pays for and runtimes others pay on its sessions are settled.
 #[utoipa::path(tag = "accounts", responses((status = 204), (status = 401)))]
 #[delete("/me")]
 pub async fn delete_me(state: web::Data<AppState>, auth: AccountAuth) -> Result<HttpResponse> {
-    let account = auth.account.id;
-    let media = state.db.media_of(account).await?;
-    // Rows first (one cascade), then objects: a failure in between leaves unreachable objects,
-    // never rows that point at deleted bytes. Object failures are retried once and logged.
-    for (session, _) in state.db.sessions_of(account).await? {
-        if session.owner_id == account {
-            state
-                .live
-                .close_session(session.id, "the session was deleted")
-                .await;
-        } else {
-            state.live.set_role(session.id, account, None).await;
-        }
-    }
-    state.db.delete_account(account).await?;
-    for m in media {
-        if let Err(first) = state.blobs.delete(&m.object_key).await {
-            tracing::warn!(key = %m.object_key, error = %first, "object delete failed; retrying");
-            if let Err(e) = state.blobs.delete(&m.object_key).await {
-                tracing::error!(key = %m.object_key, error = %e, "object left behind after account deletion");
-            }
-        }
-    }
-    tracing::info!(%account, "account deleted");
+    crate::lifecycle::delete_account(&state, auth.account.id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

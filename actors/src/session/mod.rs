@@ -6,6 +6,7 @@
 //! - `sync`: y-sync and awareness frames coming from participants.
 //! - `durability`: group commit of updates to the [`DocStore`], compaction, flush.
 //! - `doc`: rebuilding the yrs document from storage; "does this update add anything?".
+//! - `view`: what the server reads from the live document (the graph jobs run).
 //!
 //! Supervision: the actor runs under [`actix::Supervisor`]. Every handler body runs inside
 //! `SessionActor::guard`, which turns a panic into `ctx.stop()`; the supervisor then calls
@@ -18,6 +19,7 @@ mod durability;
 pub mod messages;
 mod peers;
 mod sync;
+mod view;
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
