@@ -7,7 +7,7 @@ use atelier_actors::store::{BoxFuture, DocStore, DocStoreError, StoredDoc};
 use atelier_protocol::ids::SessionId;
 use sqlx::Row;
 
-use super::Db;
+use super::{Db, Dialect};
 
 /// Rows per INSERT statement; keeps the parameter count well under both engines' limits.
 const INSERT_CHUNK: usize = 200;
@@ -21,12 +21,24 @@ fn is_fk_violation(e: &sqlx::Error) -> bool {
 }
 
 impl Db {
+    /// The snapshot and the tail after it, read in one transaction that sees one state of the
+    /// database: a compaction (new snapshot, tail deleted) or an append committing between the two
+    /// reads would otherwise hand back an old snapshot without the updates it did not cover. On
+    /// PostgreSQL the transaction is `REPEATABLE READ` (one snapshot for both statements); on
+    /// SQLite a read transaction in WAL mode sees the database as of its first read.
     pub async fn load_document(&self, session: SessionId) -> Result<StoredDoc, DocStoreError> {
         let sid = session.to_string();
+        let mut tx = self.pool().begin().await.map_err(backend)?;
+        if self.dialect() == Dialect::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
         let snapshot: Option<Vec<u8>> =
             sqlx::query("SELECT snapshot FROM documents WHERE session_id = $1")
                 .bind(&sid)
-                .fetch_optional(self.pool())
+                .fetch_optional(&mut *tx)
                 .await
                 .map_err(backend)?
                 .map(|row| row.try_get("snapshot"))
@@ -36,9 +48,10 @@ impl Db {
         let rows =
             sqlx::query("SELECT seq, data FROM doc_updates WHERE session_id = $1 ORDER BY seq")
                 .bind(&sid)
-                .fetch_all(self.pool())
+                .fetch_all(&mut *tx)
                 .await
                 .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
         let updates = rows
             .iter()
             .map(|row| Ok((row.try_get("seq")?, row.try_get("data")?)))
