@@ -101,12 +101,20 @@ impl IncomingFile {
                 )));
             }
             if file.size > reserved {
-                let step = RESERVE_STEP_BYTES.min(limits.max_bytes - reserved);
-                let claim = (file.size - reserved).max(step);
-                let claim_i64 = i64::try_from(claim).map_err(|_| Error::invalid("file too large"))?;
-                db.reserve_storage(owner, file.reservation, claim_i64, limits.quota_bytes)
+                // What arrived must fit; a step ahead is claimed when there is room for it, so
+                // a large file costs a claim per step, not per chunk.
+                let needed = to_i64(file.size - reserved)?;
+                let ahead = to_i64(RESERVE_STEP_BYTES.min(limits.max_bytes - reserved))?;
+                let granted = db
+                    .reserve_storage(
+                        owner,
+                        file.reservation,
+                        needed,
+                        needed.max(ahead),
+                        limits.quota_bytes,
+                    )
                     .await?;
-                reserved += claim;
+                reserved += u64::try_from(granted).unwrap_or(0);
             }
             file.write(chunk).await?;
         }
@@ -203,6 +211,10 @@ impl IncomingFile {
         self.committed = true;
         Ok(media)
     }
+}
+
+fn to_i64(n: u64) -> Result<i64> {
+    i64::try_from(n).map_err(|_| Error::invalid("file too large"))
 }
 
 impl Drop for IncomingFile {

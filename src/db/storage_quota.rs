@@ -48,26 +48,30 @@ async fn committed_bytes(conn: &mut AnyConnection, account: AccountId) -> Result
 }
 
 impl Db {
-    /// Claims `more` bytes of the account's quota for the upload `reservation` (creating the
-    /// reservation on its first claim). 413 `quota_exceeded` when stored media, every upload in
-    /// flight and this claim would exceed `quota`.
+    /// Claims between `at_least` and `wanted` bytes of the account's quota for the upload
+    /// `reservation` (creating the reservation on its first claim): as much as fits, and
+    /// returns how much that is. 413 `quota_exceeded` when stored media, every upload in flight
+    /// and `at_least` more would exceed `quota`.
     pub async fn reserve_storage(
         &self,
         account: AccountId,
         reservation: ReservationId,
-        more: i64,
+        at_least: i64,
+        wanted: i64,
         quota: i64,
-    ) -> Result<()> {
+    ) -> Result<i64> {
         self.retrying("reserve storage", || async move {
             let mut tx = self.pool().begin().await?;
             lock_storage(&mut tx, account).await?;
             let used = committed_bytes(&mut tx, account).await?;
-            if used.saturating_add(more) > quota {
+            let room = quota.saturating_sub(used);
+            if room < at_least {
                 return Err(Error::QuotaExceeded(format!(
                     "storage quota exceeded: {used} of {quota} bytes are used or being uploaded, \
                      and this file needs more; delete media to make room"
                 )));
             }
+            let granted = wanted.min(room).max(at_least);
             let now = now_ms();
             sqlx::query(
                 "INSERT INTO storage_reservations (id, account_id, bytes, updated_at) \
@@ -77,12 +81,12 @@ impl Db {
             )
             .bind(reservation.0.to_string())
             .bind(account.to_string())
-            .bind(more)
+            .bind(granted)
             .bind(now)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
-            Ok(())
+            Ok(granted)
         })
         .await
     }
