@@ -36,7 +36,10 @@ async fn run_once(db: &Db, usage_retention_days: u32) {
         Err(error) => tracing::warn!(%error, "could not purge the usage log; will retry"),
     }
     let stale = i64::try_from(STALE_RESERVATION.as_millis()).unwrap_or(i64::MAX);
-    match db.purge_storage_reservations_before(now_ms().saturating_sub(stale)).await {
+    match db
+        .purge_storage_reservations_before(now_ms().saturating_sub(stale))
+        .await
+    {
         Ok(0) => {}
         Ok(n) => tracing::info!(reservations = n, "stale upload reservations released"),
         Err(error) => tracing::warn!(%error, "could not release stale upload reservations"),

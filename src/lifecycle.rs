@@ -31,7 +31,9 @@ pub async fn session_deleted(state: &AppState, session: SessionId) {
         Err(Error::NotFound(_)) => {}
         // The meter retries a failed settlement on its own, and its checkpoints stop a lease
         // whose session is gone.
-        Err(error) => tracing::error!(%session, %error, "could not settle the runtime of a deleted session"),
+        Err(error) => {
+            tracing::error!(%session, %error, "could not settle the runtime of a deleted session")
+        }
     }
     state
         .live
@@ -42,9 +44,11 @@ pub async fn session_deleted(state: &AppState, session: SessionId) {
 /// Share links that stopped working: their sockets close (4403).
 pub fn share_links_ended(state: &AppState, links: &[ShareLinkId], why: &str) {
     for link in links {
-        state
-            .live
-            .kick(KickTarget::ShareLink(*link), close_code::ACCESS_REVOKED, why);
+        state.live.kick(
+            KickTarget::ShareLink(*link),
+            close_code::ACCESS_REVOKED,
+            why,
+        );
     }
 }
 

@@ -6,12 +6,12 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::stream::BoxStream;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use futures_util::stream::BoxStream;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
 #[derive(Debug, thiserror::Error)]

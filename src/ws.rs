@@ -175,9 +175,9 @@ pub async fn authorize(
     let session_id: SessionId = session.parse().map_err(|_| Error::NotFound("session"))?;
     let (caller, credential) = principal(req, state, &query).await?;
     let expires_at = match &caller {
-        Principal::ShareLink(link) => link.expires_at.map(|ms| {
-            UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
-        }),
+        Principal::ShareLink(link) => link
+            .expires_at
+            .map(|ms| UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
         Principal::Account(_) => None,
     };
     let admission = state

@@ -400,7 +400,10 @@ mod tests {
         );
         let b2 = b.clone();
         drop(b);
-        assert!(admissions.admit(grant(link, None)).is_err(), "a clone holds the place");
+        assert!(
+            admissions.admit(grant(link, None)).is_err(),
+            "a clone holds the place"
+        );
         drop(b2);
         let c = admissions.admit(grant(link, None)).unwrap();
         let account = Identity::Account(AccountId::new_random());

@@ -16,7 +16,9 @@ use atelier_protocol::Role;
 
 use atelier_protocol::close_code;
 
-use crate::admission::{Admission, AdmissionCaps, Admissions, CapExceeded, Grant, KickTarget, Revocation};
+use crate::admission::{
+    Admission, AdmissionCaps, Admissions, CapExceeded, Grant, KickTarget, Revocation,
+};
 use crate::jobs::{JobsSnapshot, NoJobs};
 use crate::limits::SessionLimits;
 use crate::outbound::Outbox;
@@ -320,7 +322,10 @@ impl SessionRegistryHandle {
 
     /// The session's graph (`{"nodes", "edges"}` JSON) as its live document has it, once every
     /// update accepted so far is applied; the session is loaded if nobody is connected.
-    pub async fn graph_json(&self, session_id: SessionId) -> Result<serde_json::Value, LiveDocError> {
+    pub async fn graph_json(
+        &self,
+        session_id: SessionId,
+    ) -> Result<serde_json::Value, LiveDocError> {
         for _ in 0..JOIN_ATTEMPTS {
             let addr = self.get_or_start(session_id);
             match addr.send(GraphJson).await {

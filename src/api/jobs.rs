@@ -69,9 +69,11 @@ pub async fn run(
     let lease = state.billing.require_active_lease(session.id)?;
     // The graph as the live session has it, every edit it accepted before this included: what
     // the editors see is what runs.
-    let graph_json = state.live.graph_json(session.id).await.map_err(|e| {
-        Error::Internal(format!("could not read the session's document: {e}"))
-    })?;
+    let graph_json = state
+        .live
+        .graph_json(session.id)
+        .await
+        .map_err(|e| Error::Internal(format!("could not read the session's document: {e}")))?;
     let graph = Graph::from_json(&graph_json).map_err(Error::InvalidInput)?;
     let seed: u64 = rand::random::<u64>() & graph::MAX_SEED;
     let plan = graph

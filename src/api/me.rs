@@ -3,11 +3,11 @@
 use std::io::{Seek, SeekFrom, Write};
 
 use actix_web::http::header;
+use actix_web::{delete, get, web, HttpResponse};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::io::AsyncReadExt;
-use actix_web::{delete, get, web, HttpResponse};
 use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::AccountAuth;
@@ -138,21 +138,23 @@ pub async fn export(state: web::Data<AppState>, auth: AccountAuth) -> Result<Htt
     let runtime = tokio::runtime::Handle::current();
     // Compressing and file writes are blocking work: on the blocking pool, which reads the
     // media streams through the runtime's handle.
-    let archive = tokio::task::spawn_blocking(move || write_archive(&runtime, &blobs, &json, files))
-        .await
-        .map_err(|e| Error::Internal(format!("blocking pool: {e}")))??;
+    let archive =
+        tokio::task::spawn_blocking(move || write_archive(&runtime, &blobs, &json, files))
+            .await
+            .map_err(|e| Error::Internal(format!("blocking pool: {e}")))??;
     let reader = tokio::fs::File::from_std(archive);
     // The permit lives as long as the body: a client that does not read holds its slot, not
     // another's.
-    let body = futures_util::stream::try_unfold((reader, permit), |(mut reader, permit)| async move {
-        let mut chunk = vec![0u8; EXPORT_CHUNK_BYTES];
-        let n = reader.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok::<_, std::io::Error>(None);
-        }
-        chunk.truncate(n);
-        Ok(Some((Bytes::from(chunk), (reader, permit))))
-    });
+    let body =
+        futures_util::stream::try_unfold((reader, permit), |(mut reader, permit)| async move {
+            let mut chunk = vec![0u8; EXPORT_CHUNK_BYTES];
+            let n = reader.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok::<_, std::io::Error>(None);
+            }
+            chunk.truncate(n);
+            Ok(Some((Bytes::from(chunk), (reader, permit))))
+        });
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "application/zip"))
         .insert_header((

@@ -8,9 +8,9 @@ use bytes::{Bytes, BytesMut};
 use futures_util::TryStreamExt;
 use utoipa::ToSchema;
 
+use super::media_upload::{IncomingFile, UploadLimits};
 use crate::auth::{AccountAuth, Auth};
 use crate::authz::{authorize, can_read_media, Action};
-use super::media_upload::{IncomingFile, UploadLimits};
 use crate::db::media::Media;
 use crate::error::{Error, Result};
 use crate::state::AppState;

@@ -92,7 +92,11 @@ impl IncomingFile {
             stored: false,
         };
         let mut reserved: u64 = 0;
-        while let Some(chunk) = field.try_next().await.map_err(super::media::multipart_error)? {
+        while let Some(chunk) = field
+            .try_next()
+            .await
+            .map_err(super::media::multipart_error)?
+        {
             file.size += chunk.len() as u64;
             if file.size > limits.max_bytes {
                 return Err(Error::PayloadTooLarge(format!(

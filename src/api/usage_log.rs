@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::Next;
 use actix_web::http::Method;
+use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage};
 
 use atelier_protocol::ids::AccountId;
@@ -78,7 +78,15 @@ pub async fn record_upgrade(
     status: u16,
     elapsed: Duration,
 ) {
-    log(Some(state), None, method_label(method), route, status, elapsed).await;
+    log(
+        Some(state),
+        None,
+        method_label(method),
+        route,
+        status,
+        elapsed,
+    )
+    .await;
 }
 
 async fn log(

@@ -107,9 +107,10 @@ pub async fn resolve_cookie(state: &AppState, token: &str) -> Result<(TokenOwner
         ));
     }
     let hash = tokens::hash(token);
-    let owner = state.db.token_owner(&hash).await?.ok_or_else(|| {
-        Error::InvalidCredentials("the session has ended; log in again".into())
-    })?;
+    let owner =
+        state.db.token_owner(&hash).await?.ok_or_else(|| {
+            Error::InvalidCredentials("the session has ended; log in again".into())
+        })?;
     Ok((owner, hash))
 }
 

@@ -322,7 +322,8 @@ impl Db {
             let lease = lease_in(&mut tx, id)
                 .await?
                 .ok_or(Error::NotFound("lease"))?;
-            let session_exists = session_exists_in(&mut tx, self.dialect(), lease.session_id).await?;
+            let session_exists =
+                session_exists_in(&mut tx, self.dialect(), lease.session_id).await?;
             if lease.status == LeaseStatus::Stopped || lease.checkpoint_seq >= seq {
                 return Ok(Checkpoint {
                     lease,

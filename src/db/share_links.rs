@@ -120,12 +120,11 @@ impl Db {
 
     /// Every link `creator` made (in any session) that is not revoked.
     pub async fn share_links_created_by(&self, creator: AccountId) -> Result<Vec<ShareLinkId>> {
-        let rows = sqlx::query(
-            "SELECT id FROM share_links WHERE created_by = $1 AND revoked_at IS NULL",
-        )
-        .bind(creator.to_string())
-        .fetch_all(self.pool())
-        .await?;
+        let rows =
+            sqlx::query("SELECT id FROM share_links WHERE created_by = $1 AND revoked_at IS NULL")
+                .bind(creator.to_string())
+                .fetch_all(self.pool())
+                .await?;
         rows.iter()
             .map(|row| Ok(ShareLinkId(uuid_col(row, "id")?)))
             .collect()

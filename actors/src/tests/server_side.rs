@@ -32,7 +32,11 @@ fn stored_output(store: &MemoryDocStore, session: SessionId, key: &str) -> Optio
     use yrs::updates::decoder::Decode;
     let stored = store.stored(session);
     let doc = Doc::new();
-    for bytes in stored.snapshot.iter().chain(stored.updates.iter().map(|(_, u)| u)) {
+    for bytes in stored
+        .snapshot
+        .iter()
+        .chain(stored.updates.iter().map(|(_, u)| u))
+    {
         let update = yrs::Update::decode_v1(bytes).expect("stored garbage");
         doc.transact_mut().apply_update(update).expect("applies");
     }
@@ -51,14 +55,24 @@ async fn a_server_edit_succeeds_only_once_stored() {
 
     let edit = {
         let registry = registry.clone();
-        actix::spawn(async move { registry.apply_server_edit(session, set_output("n1", "m1")).await })
+        actix::spawn(async move {
+            registry
+                .apply_server_edit(session, set_output("n1", "m1"))
+                .await
+        })
     };
     settle().await;
     // The append is held at the gate: the edit must not have answered yet.
-    assert!(!edit.is_finished(), "the edit answered before its change was stored");
+    assert!(
+        !edit.is_finished(),
+        "the edit answered before its change was stored"
+    );
     store.gate.add_permits(1);
     edit.await.unwrap().unwrap();
-    assert_eq!(stored_output(&store.inner, session, "n1").as_deref(), Some("m1"));
+    assert_eq!(
+        stored_output(&store.inner, session, "n1").as_deref(),
+        Some("m1")
+    );
     // And everyone got it.
     expect_update(viewer.recv_frame().await);
 }
@@ -123,7 +137,10 @@ async fn the_graph_includes_every_edit_accepted_before_it_was_asked_for() {
         actix::spawn(async move { registry.graph_json(session).await })
     };
     settle().await;
-    assert!(!graph.is_finished(), "the graph was read before the edit was applied");
+    assert!(
+        !graph.is_finished(),
+        "the graph was read before the edit was applied"
+    );
     store.gate.add_permits(1);
     let graph = graph.await.unwrap().unwrap();
     assert_eq!(graph["nodes"]["n1"], "sampler", "{graph}");
@@ -146,7 +163,11 @@ async fn a_kick_finds_a_connection_that_joins_after_it() {
         })
         .unwrap();
     // Revoked while the connection is still between its checks and its join.
-    registry.kick(KickTarget::ShareLink(link), close_code::ACCESS_REVOKED, "share link revoked");
+    registry.kick(
+        KickTarget::ShareLink(link),
+        close_code::ACCESS_REVOKED,
+        "share link revoked",
+    );
     let mut late = share_link_viewer(link);
     late.admission = admission;
     let mut client = Client::join(&registry, session, late).await;
@@ -181,7 +202,10 @@ async fn kicks_close_an_accounts_connections_everywhere_and_caps_count_them() {
         c.handshake().await;
         clients.push(c);
     }
-    assert!(registry.admit(grant(s1)).is_err(), "a third connection passed the cap of 2");
+    assert!(
+        registry.admit(grant(s1)).is_err(),
+        "a third connection passed the cap of 2"
+    );
     let mut bystander = Client::join(&registry, s1, participant(Role::Editor)).await;
     bystander.handshake().await;
     registry.kick_account(account, close_code::CREDENTIAL_ENDED, "account deleted");
