@@ -718,12 +718,12 @@ async fn share_links(backend: Backend) {
     assert_eq!(status, StatusCode::OK);
     let mut listed = ids(&list);
     listed.sort();
-    let mut want = vec![link_id.clone(), bobs_link_id.clone()];
+    let mut want = vec![link_id.clone(), bobs_link_id.clone(), other_link_id.clone()];
     want.sort();
     assert_eq!(listed, want, "{list}");
     let text = list.to_string();
     assert!(
-        !text.contains(&token) && !text.contains(&bobs_link),
+        !text.contains(&token) && !text.contains(&bobs_link) && !text.contains(&other_link),
         "{text}"
     );
     assert!(!text.contains("ats_"), "{text}");

@@ -883,12 +883,17 @@ async fn jobs_run_the_live_graph_and_store_outputs_before_success(backend: Backe
     // a graph rebuilt from the database trips over it; the live session's graph does not.
     let mut editor = connect(&server, &session, &owner.token).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    sql(
-        &server,
-        "INSERT INTO doc_updates (session_id, seq, data) VALUES ($1, 1000000, $2)",
-        &[&session, "not a yjs update"],
-    )
-    .await;
+    {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&server.database_url).await.unwrap();
+        sqlx::query("INSERT INTO doc_updates (session_id, seq, data) VALUES ($1, 1000000, $2)")
+            .bind(session.clone())
+            .bind(b"not a yjs update".to_vec())
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
     // An edit over the WebSocket, and the job asked for right after it.
     let doc = yrs::Doc::new();
     let before = doc.transact().state_vector();
