@@ -567,7 +567,7 @@ async fn concurrent_uploads_cannot_overrun_the_quota(backend: Backend) {
         );
     }
     assert!(
-        created >= 1 && created <= 3,
+        (1..=3).contains(&created),
         "{created} uploads of 30 kB fit a 100 kB quota"
     );
     let (_, media) = server
