@@ -89,6 +89,17 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub storage_quota_bytes: u64,
 
+    /// Exports (`GET /me/export`) built at once, server-wide; more are refused with 429.
+    #[arg(long, env = "ATELIER_MAX_CONCURRENT_EXPORTS", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_concurrent_exports: u32,
+
+    /// Days an account's API requests stay in its usage log (`GET /me/usage`); older entries
+    /// are purged in the background.
+    #[arg(long, env = "ATELIER_USAGE_LOG_RETENTION_DAYS", default_value_t = 90,
+          value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub usage_log_retention_days: u32,
+
     /// Largest accepted JSON request body, in bytes.
     #[arg(long, env = "ATELIER_MAX_JSON_BYTES", default_value_t = 64 * 1024,
           value_parser = clap::value_parser!(u64).range(64..))]
@@ -127,6 +138,9 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub live: LiveConfig,
+
+    #[command(flatten)]
+    pub live_caps: LiveCapsConfig,
 
     #[command(flatten)]
     pub jobs: JobsConfig,
@@ -279,6 +293,38 @@ impl LiveConfig {
                 .unwrap_or(usize::MAX),
             compact_interval: std::time::Duration::from_secs(self.compact_interval_s),
             idle_unload: std::time::Duration::from_secs(self.session_idle_unload_s),
+        }
+    }
+}
+
+/// How many live-session WebSockets one holder of access may have open at once (server-wide).
+/// An upgrade beyond a cap is refused with 429 `too_many_connections`.
+#[derive(Debug, Clone, Args)]
+pub struct LiveCapsConfig {
+    /// Open live-session sockets per share link (everyone holding the link together).
+    #[arg(long, env = "ATELIER_WS_MAX_PER_SHARE_LINK", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub ws_max_per_share_link: u32,
+
+    /// Open live-session sockets per account (all its tabs and devices).
+    #[arg(long, env = "ATELIER_WS_MAX_PER_ACCOUNT", default_value_t = 32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub ws_max_per_account: u32,
+
+    /// Open live-session sockets per client IP address (behind a proxy, all its clients share
+    /// one: raise it there).
+    #[arg(long, env = "ATELIER_WS_MAX_PER_IP", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub ws_max_per_ip: u32,
+}
+
+impl LiveCapsConfig {
+    pub fn caps(&self) -> atelier_actors::AdmissionCaps {
+        let to_usize = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
+        atelier_actors::AdmissionCaps {
+            per_share_link: to_usize(self.ws_max_per_share_link),
+            per_account: to_usize(self.ws_max_per_account),
+            per_ip: to_usize(self.ws_max_per_ip),
         }
     }
 }

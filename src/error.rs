@@ -40,6 +40,12 @@ pub enum Error {
     PaymentRequired(String),
     #[error("{0}")]
     TooManyJobs(String),
+    /// 429: a live-session connection cap (per share link, account or IP) is reached.
+    #[error("{0}")]
+    TooManyConnections(String),
+    /// 429: as many exports as the server builds at once are being built.
+    #[error("{0}")]
+    TooManyExports(String),
     /// 402: the account's available credits do not cover the action.
     #[error("{0}")]
     InsufficientCredits(String),
@@ -91,6 +97,8 @@ impl Error {
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
             Error::PaymentRequired(_) => "payment_required",
             Error::TooManyJobs(_) => "too_many_jobs",
+            Error::TooManyConnections(_) => "too_many_connections",
+            Error::TooManyExports(_) => "too_many_exports",
             Error::InsufficientCredits(_) => "insufficient_credits",
             Error::InvalidSignature(_) => "invalid_signature",
             Error::RateLimited { .. } => "rate_limited",
@@ -121,7 +129,10 @@ impl ResponseError for Error {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::PayloadTooLarge(_) | Error::QuotaExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Error::RateLimited { .. } | Error::TooManyJobs(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::RateLimited { .. }
+            | Error::TooManyJobs(_)
+            | Error::TooManyConnections(_)
+            | Error::TooManyExports(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Database(_) | Error::Storage(_) | Error::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

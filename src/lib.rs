@@ -17,6 +17,9 @@
 //! - [`db`]: sqlx on SQLite or PostgreSQL — one schema, queries grouped by entity.
 //! - [`storage`]: object storage (object_store) for media bytes.
 //! - [`error`]: the one error type, mapped to `{"error":{"code","message"}}` at the edge.
+//! - [`lifecycle`]: what must end when a session, account, login or share link ends (leases
+//!   settled, sockets closed) — the one place every way of ending them goes through.
+//! - [`housekeeping`]: background chores (usage-log retention, stale upload reservations).
 //! - [`telemetry`]: logs and metrics.
 //! - [`ws`]: the live-session WebSocket endpoint (auth, role), handing sockets to the actors.
 //!
@@ -31,8 +34,10 @@ pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod housekeeping;
 pub mod inference;
 pub mod jobs;
+pub mod lifecycle;
 pub mod server;
 pub mod state;
 pub mod storage;

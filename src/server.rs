@@ -108,6 +108,7 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     let board = JobBoard::default();
     let mut registry = RegistryConfig::new(Arc::new(SqlDocStore(db.clone())));
     registry.limits = config.live.session_limits();
+    registry.caps = config.live_caps.caps();
     registry.jobs = Arc::new(board.clone());
     if let Some((cluster, _)) = &cluster {
         registry.relay = Arc::new(cluster.clone());
@@ -164,6 +165,9 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         jobs,
         catalog,
         cluster: cluster.clone(),
+        exports: Arc::new(tokio::sync::Semaphore::new(
+            usize::try_from(config.max_concurrent_exports).unwrap_or(1),
+        )),
     });
 
     let max_json = usize::try_from(config.max_json_bytes).unwrap_or(usize::MAX);
@@ -254,12 +258,15 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         }
     });
 
+    let chores = crate::housekeeping::spawn(db.clone(), config.usage_log_retention_days);
+
     tracing::info!(%addr, "listening");
     // One machine-readable line on stdout: scripts and tests read the chosen port from it.
     println!("atelier listening on http://{addr}");
     // Runs until a signal stops it: SIGTERM stops accepting, drains in-flight requests, returns.
     let result = server.await;
     pruner.abort();
+    chores.abort();
     signals.abort();
     tracing::info!("shutting down: settling runtime leases");
     billing.shutdown().await;

@@ -27,4 +27,6 @@ pub struct AppState {
     pub catalog: Arc<crate::inference::ModelCatalog>,
     /// The other nodes (cluster mode), `None` on a single node.
     pub cluster: Option<crate::cluster::Cluster>,
+    /// One permit per export being built (`ATELIER_MAX_CONCURRENT_EXPORTS`).
+    pub exports: Arc<tokio::sync::Semaphore>,
 }

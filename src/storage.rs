@@ -6,12 +6,13 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::stream::BoxStream;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageConfigError {
@@ -68,6 +69,25 @@ impl Blobs {
             .put(&Path::from(key), PutPayload::from_bytes(bytes))
             .await?;
         Ok(())
+    }
+
+    /// Starts a multipart upload to `key`, sent in parts of `part_bytes` (at least 5 MiB for
+    /// S3). Finish it, or abort it — an upload dropped unfinished may leave parts behind.
+    pub async fn start_multipart(
+        &self,
+        key: &str,
+        part_bytes: usize,
+    ) -> object_store::Result<WriteMultipart> {
+        let upload = self.store.put_multipart(&Path::from(key)).await?;
+        Ok(WriteMultipart::new_with_chunk_size(upload, part_bytes))
+    }
+
+    /// The object's bytes as a stream of chunks (nothing held whole in memory).
+    pub async fn get_stream(
+        &self,
+        key: &str,
+    ) -> object_store::Result<BoxStream<'static, object_store::Result<Bytes>>> {
+        Ok(self.store.get(&Path::from(key)).await?.into_stream())
     }
 
     pub async fn get(&self, key: &str) -> object_store::Result<Bytes> {

@@ -101,8 +101,7 @@ pub async fn handle(
             Some(Endpoint::Worker) => worker_socket::PATH,
             _ => "unmatched",
         };
-        let method = req.method().as_str();
-        usage_log::record_upgrade(&state, method, route, status, started.elapsed()).await;
+        usage_log::record_upgrade(&state, req.method(), route, status, started.elapsed()).await;
     }
     Ok(())
 }
@@ -121,6 +120,7 @@ async fn decide(
                 headers: req.headers(),
                 query: req.uri().query().unwrap_or(""),
                 host: &host,
+                peer: req.peer_addr().map(|a| a.ip()),
             };
             Accepted::Live(ws::authorize(state, session, &upgrade).await?)
         }

@@ -7,19 +7,22 @@
 //! the upgrade is answered by [`live_session`]: the same refusals, else 400.
 //!
 //! Refusals happen at the upgrade, as HTTP: no or bad token 401, no access 403, no such session
-//! 404 — never a silent read-only fallback.
+//! 404, a connection cap reached 429 — never a silent read-only fallback.
 
 use actix_web::cookie::Cookie;
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::Uri;
 use actix_web::{get, web, HttpRequest, HttpResponse};
-use atelier_actors::{start_connection, Identity, Participant};
+use std::net::IpAddr;
+use std::time::{Duration, UNIX_EPOCH};
+
+use atelier_actors::{start_connection, Grant, Identity, Participant};
 use atelier_protocol::ids::SessionId;
 use bytes::BytesMut;
 use serde::Deserialize;
 use tokio::net::TcpStream;
 
-use crate::auth::principal::{resolve_token, SESSION_COOKIE};
+use crate::auth::principal::{resolve_cookie, resolve_token, SESSION_COOKIE};
 use crate::auth::Principal;
 use crate::authz;
 use crate::error::{Error, Result};
@@ -44,6 +47,8 @@ pub struct UpgradeRequest<'a> {
     pub query: &'a str,
     /// The host the request was addressed to (see [`request_host`]).
     pub host: &'a str,
+    /// The client's address (the peer of the TCP connection).
+    pub peer: Option<IpAddr>,
 }
 
 /// A live-session upgrade that passed every check: who joins which session.
@@ -116,20 +121,21 @@ fn same_origin(req: &UpgradeRequest<'_>) -> bool {
         .is_some_and(|(_, rest)| rest.trim_end_matches('/') == req.host)
 }
 
+/// Who is asking, and the hash of the token they presented.
 async fn principal(
     req: &UpgradeRequest<'_>,
     state: &AppState,
     query: &WsQuery,
-) -> Result<Principal> {
+) -> Result<(Principal, String)> {
     if let Some(token) = query.token.as_deref().filter(|t| !t.is_empty()) {
-        return Ok(resolve_token(state, token).await?.0);
+        return resolve_token(state, token).await;
     }
     if let Some(value) = req.headers.get(header::AUTHORIZATION) {
         let value = value.to_str().unwrap_or("");
         let token = value.strip_prefix("Bearer ").ok_or_else(|| {
             Error::InvalidCredentials("the Authorization header must be `Bearer <token>`".into())
         })?;
-        return Ok(resolve_token(state, token.trim()).await?.0);
+        return resolve_token(state, token.trim()).await;
     }
     if let Some(cookie) = cookie(req.headers, SESSION_COOKIE) {
         if !same_origin(req) {
@@ -137,13 +143,27 @@ async fn principal(
                 "cross-origin WebSocket with a session cookie",
             ));
         }
-        return Ok(resolve_token(state, &cookie).await?.0);
+        // Cookies carry login tokens only, never a share link's.
+        let (owner, hash) = resolve_cookie(state, &cookie).await?;
+        return Ok((Principal::Account(owner.account), hash));
     }
     Err(Error::Unauthenticated)
 }
 
+fn identity(principal: &Principal) -> Identity {
+    match principal {
+        Principal::Account(account) => Identity::Account(account.id),
+        Principal::ShareLink(link) => Identity::ShareLink(link.id),
+    }
+}
+
 /// Decides an upgrade to `/ws/{session_id}` (`session` is the path segment): who joins, with
 /// which role, or the refusal.
+///
+/// The connection is admitted (counted against the caps, and found by kicks) as soon as the
+/// caller is identified, and only then is its access checked against the database — the token
+/// resolved again, the membership read. So access that ends at any moment of the upgrade ends
+/// this connection too: before the check, the check refuses it; after, the kick finds it.
 pub async fn authorize(
     state: &AppState,
     session: &str,
@@ -153,7 +173,32 @@ pub async fn authorize(
         .map_err(|e| Error::invalid(format!("invalid query string: {e}")))?
         .into_inner();
     let session_id: SessionId = session.parse().map_err(|_| Error::NotFound("session"))?;
-    let principal = principal(req, state, &query).await?;
+    let (caller, credential) = principal(req, state, &query).await?;
+    let expires_at = match &caller {
+        Principal::ShareLink(link) => link
+            .expires_at
+            .map(|ms| UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
+        Principal::Account(_) => None,
+    };
+    let admission = state
+        .live
+        .admit(Grant {
+            session: session_id,
+            identity: identity(&caller),
+            credential: Some(credential),
+            ip: req.peer,
+            expires_at,
+        })
+        .map_err(|cap| {
+            Error::TooManyConnections(format!("{cap}; close one before opening another"))
+        })?;
+    // The check proper, with the connection where kicks find it.
+    let (principal, _) = principal(req, state, &query).await?;
+    if identity(&principal) != identity(&caller) {
+        return Err(Error::InvalidCredentials(
+            "the credentials changed during the upgrade".into(),
+        ));
+    }
     let session = state
         .db
         .session(session_id)
@@ -162,17 +207,18 @@ pub async fn authorize(
     let access = authz::access(state, &principal, session.id)
         .await?
         .ok_or_else(|| Error::forbidden("you have no access to this session"))?;
-    let (identity, name) = match &principal {
-        Principal::Account(account) => (Identity::Account(account.id), account.name.clone()),
-        Principal::ShareLink(link) => (Identity::ShareLink(link.id), "Guest viewer".to_string()),
+    let name = match &principal {
+        Principal::Account(account) => account.name.clone(),
+        Principal::ShareLink(_) => "Guest viewer".to_string(),
     };
     Ok(Accepted {
         session_id: session.id,
         participant: Participant {
-            identity,
+            identity: identity(&principal),
             name,
             role: access.role,
             wants_events: query.events.as_deref() == Some("1"),
+            admission,
         },
     })
 }
@@ -202,6 +248,7 @@ pub async fn live_session(
         headers: req.headers(),
         query: req.query_string(),
         host: &host,
+        peer: req.peer_addr().map(|a| a.ip()),
     };
     authorize(&state, &path, &upgrade).await?;
     Err(Error::invalid("expected a WebSocket upgrade"))
@@ -262,6 +309,7 @@ mod tests {
             headers: &h,
             query: "",
             host: "studio.example",
+            peer: None,
         };
         assert!(same_origin(&ok));
         let other = UpgradeRequest {

@@ -689,6 +689,18 @@ async fn share_links(backend: Backend) {
     server
         .add_member(&ada.token, &session, &bob.email, "viewer")
         .await;
+    // Links die with their creator's right to share: Bob, now a viewer, cannot share, so the
+    // link he made stops working (and is listed as revoked).
+    let (status, res) = server
+        .call(
+            Method::GET,
+            &format!("/sessions/{session}"),
+            Some(&bobs_link),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{res}");
+    let (other_link_id, other_link) = server.share_link(&ada.token, &session, None).await;
     let (status, res) = server
         .call(
             Method::POST,
@@ -706,12 +718,12 @@ async fn share_links(backend: Backend) {
     assert_eq!(status, StatusCode::OK);
     let mut listed = ids(&list);
     listed.sort();
-    let mut want = vec![link_id.clone(), bobs_link_id.clone()];
+    let mut want = vec![link_id.clone(), bobs_link_id.clone(), other_link_id.clone()];
     want.sort();
     assert_eq!(listed, want, "{list}");
     let text = list.to_string();
     assert!(
-        !text.contains(&token) && !text.contains(&bobs_link),
+        !text.contains(&token) && !text.contains(&bobs_link) && !text.contains(&other_link),
         "{text}"
     );
     assert!(!text.contains("ats_"), "{text}");
@@ -781,7 +793,7 @@ async fn share_links(backend: Backend) {
         .call(
             Method::GET,
             &format!("/sessions/{session}"),
-            Some(&bobs_link),
+            Some(&other_link),
             None,
         )
         .await;
@@ -791,7 +803,11 @@ async fn share_links(backend: Backend) {
         .await;
     let revoked_at = find(&list, &link_id)["revoked_at"].as_i64();
     assert!(revoked_at.is_some_and(|at| at > 0), "{list}");
-    assert!(find(&list, &bobs_link_id)["revoked_at"].is_null());
+    assert!(find(&list, &other_link_id)["revoked_at"].is_null());
+    assert!(
+        find(&list, &bobs_link_id)["revoked_at"].as_i64().is_some(),
+        "{list}"
+    );
     // Revoking again keeps the first revocation time.
     let (status, _) = server
         .call(

@@ -3,8 +3,11 @@
 //!
 //! Layout:
 //! - [`registry`] — [`SessionRegistryHandle`]: finds or starts the one [`SessionActor`] of each
-//!   live session (under an actix `Supervisor`), plus helpers the HTTP API calls (revoke a share
-//!   link, change a role, broadcast a job event, flush, shutdown).
+//!   live session (under an actix `Supervisor`), plus helpers the HTTP API calls (kick the
+//!   connections of an account, link or token, change a role, broadcast a job event, read the
+//!   graph, make a server edit, flush, shutdown).
+//! - [`admission`] — [`Admission`]s: every connection let in, counted against the
+//!   [`AdmissionCaps`] and found by kicks even while it is still joining.
 //! - [`session`] — [`SessionActor`]: owns a session's yrs document and awareness, its
 //!   participants, group-committed persistence and compaction; its [`session::messages`].
 //! - [`connection`] — [`ConnectionActor`] and [`start_connection`]: one WebSocket each:
@@ -26,6 +29,7 @@
 //! [`DocStore::append`] (batched) → apply to the document → [`Outbound`] to the other
 //! connections.
 
+pub mod admission;
 pub mod connection;
 pub mod jobs;
 pub mod limits;
@@ -38,6 +42,7 @@ pub mod socket;
 pub mod store;
 pub mod telemetry;
 
+pub use admission::{Admission, AdmissionCaps, CapExceeded, Grant, KickTarget};
 pub use connection::{start_connection, ConnectionActor, ConnectionConfig};
 pub use jobs::{JobsSnapshot, NoJobs};
 pub use limits::{ConnectionLimits, SessionLimits};

@@ -12,22 +12,28 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use actix::{Addr, Supervisor};
 use atelier_protocol::events::StudioEvent;
 use atelier_protocol::ids::{AccountId, JobId, SessionId, ShareLinkId};
-use atelier_protocol::relay::{Envelope, Kick, RelayMessage};
+use atelier_protocol::relay::{Envelope, Kick as RelayKick, KickScope, RelayMessage};
 use atelier_protocol::ysync::Frame;
 use atelier_protocol::Role;
 use bytes::Bytes;
 
+use atelier_protocol::close_code;
+
+use crate::admission::{
+    Admission, AdmissionCaps, Admissions, CapExceeded, Grant, KickTarget, Revocation,
+};
 use crate::jobs::{JobsSnapshot, NoJobs};
 use crate::limits::SessionLimits;
 use crate::outbound::Outbox;
 use crate::relay::{NoRelay, Relay};
 use crate::session::messages::{
-    BroadcastEvent, BroadcastPreview, CloseSession, Flush, Join, JoinError, Joined,
-    RevokeShareLink, SetRole, Shutdown,
+    BroadcastEvent, BroadcastPreview, CloseSession, DocEdit, Flush, GraphJson, Join, JoinError,
+    Joined, Kick, LiveDocError, ServerEdit, SetRole, Shutdown,
 };
 use crate::session::replica::{
     CheckHead, NodeGone, PresenceQuery, RemoteAwareness, RemoteBroadcast, RemoteUpdates, Resync,
 };
+use crate::session::Identity;
 use crate::session::{Participant, SessionActor, SessionDeps};
 use crate::store::{DocStore, DocStoreError};
 
@@ -42,6 +48,8 @@ pub struct RegistryConfig {
     /// The other nodes of a cluster ([`NoRelay`] on a single node).
     pub relay: Arc<dyn Relay>,
     pub limits: SessionLimits,
+    /// Connections per share link, account and IP.
+    pub caps: AdmissionCaps,
 }
 
 impl RegistryConfig {
@@ -52,6 +60,7 @@ impl RegistryConfig {
             jobs: Arc::new(NoJobs),
             relay: Arc::new(NoRelay),
             limits: SessionLimits::default(),
+            caps: AdmissionCaps::default(),
         }
     }
 }
@@ -59,6 +68,7 @@ impl RegistryConfig {
 pub(crate) struct Shared {
     sessions: Mutex<HashMap<SessionId, Addr<SessionActor>>>,
     deps: SessionDeps,
+    admissions: Admissions,
 }
 
 impl Shared {
@@ -89,6 +99,7 @@ impl SessionRegistryHandle {
                     relay: config.relay,
                     limits: config.limits,
                 },
+                admissions: Admissions::new(config.caps),
             }),
         }
     }
@@ -138,7 +149,15 @@ impl SessionRegistryHandle {
                 participant: participant.clone(),
             };
             match addr.send(join).await {
-                Ok(Ok(joined)) => return Ok((addr, joined)),
+                Ok(Ok(joined)) => {
+                    // A kick that marked this admission while the connection was on its way in
+                    // may have missed it in the session: look again now that it is there.
+                    if let Some(revocation) = participant.admission.revocation() {
+                        let target = KickTarget::Connection(session_id, joined.connection_id);
+                        let _ = addr.send(Kick { target, revocation }).await;
+                    }
+                    return Ok((addr, joined));
+                }
                 Ok(Err(JoinError::Unloaded)) | Err(_) => {
                     RegistryLink(Arc::downgrade(&self.shared)).forget(session_id, &addr);
                 }
@@ -148,19 +167,101 @@ impl SessionRegistryHandle {
         Err(JoinError::Unloaded)
     }
 
+    /// Lets a connection in on `grant` (counted against the caps until it is gone). A grant
+    /// that expires closes its connections then (4403).
+    pub fn admit(&self, grant: Grant) -> Result<Admission, CapExceeded> {
+        let expiry = match grant.identity {
+            Identity::ShareLink(link) => grant.expires_at.map(|at| (link, at)),
+            Identity::Account(_) => None,
+        };
+        let (admission, freed) = self.shared.admissions.admit_watched(grant)?;
+        if let Some((link, at)) = expiry {
+            let wait = at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            let registry = Arc::downgrade(&self.shared);
+            actix::spawn(async move {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {
+                        if let Some(shared) = registry.upgrade() {
+                            SessionRegistryHandle { shared }.kick(
+                                KickTarget::ShareLink(link),
+                                close_code::ACCESS_REVOKED,
+                                "share link expired",
+                            );
+                        }
+                    }
+                    // The connection ended first: nothing to do.
+                    _ = freed => {}
+                }
+            });
+        }
+        Ok(admission)
+    }
+
+    /// Ends access for every connection the target covers — open ones and ones still being
+    /// upgraded or joining, on every node — with `code` (after `session.kicked {reason}` to
+    /// events clients). Returns at once; the sessions close the connections within milliseconds.
+    pub fn kick(&self, target: KickTarget, code: u16, reason: &str) {
+        self.publish_kick(&target, code, reason);
+        self.kick_here(&target, code, reason);
+    }
+
+    fn kick_here(&self, target: &KickTarget, code: u16, reason: &str) {
+        let revocation = Revocation {
+            code,
+            reason: reason.to_owned(),
+        };
+        for session in self.shared.admissions.revoke(target, &revocation) {
+            if let Some(addr) = self.get(session) {
+                addr.do_send(Kick {
+                    target: target.clone(),
+                    revocation: revocation.clone(),
+                });
+            }
+        }
+    }
+
+    /// [`SessionRegistryHandle::kick`], waiting until this node's live sessions have closed the
+    /// connections; returns how many they closed (other nodes close theirs meanwhile).
+    pub async fn kick_and_wait(&self, target: KickTarget, code: u16, reason: &str) -> usize {
+        self.publish_kick(&target, code, reason);
+        let revocation = Revocation {
+            code,
+            reason: reason.to_owned(),
+        };
+        let mut closed = 0;
+        for session in self.shared.admissions.revoke(&target, &revocation) {
+            if let Some(addr) = self.get(session) {
+                let kick = Kick {
+                    target: target.clone(),
+                    revocation: revocation.clone(),
+                };
+                closed += addr.send(kick).await.unwrap_or(0);
+            }
+        }
+        closed
+    }
+
+    /// Closes every connection of the account, in every session, with `code` (e.g. 4401 when
+    /// the account is deleted or suspended).
+    pub fn kick_account(&self, account: AccountId, code: u16, reason: &str) {
+        self.kick(KickTarget::Account(account), code, reason);
+    }
+
     /// Closes (4403) every connection using the share link, on every node; returns how many
     /// were closed on this one.
     pub async fn revoke_share_link(&self, session_id: SessionId, link_id: ShareLinkId) -> usize {
-        self.publish(RelayMessage::Kick(Kick::ShareLink {
-            session: session_id,
-            link: link_id,
-        }));
-        self.revoke_share_link_here(session_id, link_id).await
-    }
-
-    async fn revoke_share_link_here(&self, session_id: SessionId, link_id: ShareLinkId) -> usize {
+        let target = KickTarget::ShareLink(link_id);
+        let reason = "share link revoked";
+        self.publish_kick(&target, close_code::ACCESS_REVOKED, reason);
+        let revocation = Revocation {
+            code: close_code::ACCESS_REVOKED,
+            reason: reason.to_owned(),
+        };
+        self.shared.admissions.revoke(&target, &revocation);
         match self.get(session_id) {
-            Some(addr) => addr.send(RevokeShareLink { link_id }).await.unwrap_or(0),
+            Some(addr) => addr.send(Kick { target, revocation }).await.unwrap_or(0),
             None => 0,
         }
     }
@@ -173,22 +274,25 @@ impl SessionRegistryHandle {
         account_id: AccountId,
         role: Option<Role>,
     ) -> usize {
-        self.publish(RelayMessage::Kick(Kick::Role {
+        let Some(role) = role else {
+            let target = KickTarget::Member(session_id, account_id);
+            return self
+                .kick_and_wait(target, close_code::ACCESS_REVOKED, "removed from session")
+                .await;
+        };
+        self.publish(RelayMessage::Kick(RelayKick::Role {
             session: session_id,
             account: account_id,
             role,
         }));
-        self.set_role_here(session_id, account_id, role).await
-    }
-
-    async fn set_role_here(
-        &self,
-        session_id: SessionId,
-        account_id: AccountId,
-        role: Option<Role>,
-    ) -> usize {
         match self.get(session_id) {
-            Some(addr) => addr.send(SetRole { account_id, role }).await.unwrap_or(0),
+            Some(addr) => addr
+                .send(SetRole {
+                    account_id,
+                    role: Some(role),
+                })
+                .await
+                .unwrap_or(0),
             None => 0,
         }
     }
@@ -241,50 +345,77 @@ impl SessionRegistryHandle {
         }
     }
 
-    /// Applies a server-made update: through the live session (stored, then fanned out) or, when
-    /// nobody is connected, straight into storage (the next load replays it).
-    pub async fn apply_server_update(
+    /// Makes a server-side change to the session's document through its live session (loaded
+    /// for it if nobody is connected) — the one writer of each document — and returns once the
+    /// change is stored (and applied and fanned out).
+    pub async fn apply_server_edit(
         &self,
         session_id: SessionId,
-        update: Vec<u8>,
-    ) -> Result<(), String> {
-        if let Some(addr) = self.get(session_id) {
-            if let Ok(result) = addr
-                .send(crate::session::messages::ApplyServerUpdate {
-                    update: update.clone(),
-                })
-                .await
-            {
-                return result;
+        edit: DocEdit,
+    ) -> Result<(), LiveDocError> {
+        for _ in 0..JOIN_ATTEMPTS {
+            let addr = self.get_or_start(session_id);
+            let msg = ServerEdit { edit: edit.clone() };
+            match addr.send(msg).await {
+                // An actor that was unloading ran nothing: ask a fresh one.
+                Ok(Err(LiveDocError::Unloaded)) | Err(_) => {
+                    RegistryLink(Arc::downgrade(&self.shared)).forget(session_id, &addr);
+                }
+                Ok(result) => return result,
             }
         }
-        self.shared
-            .deps
-            .store
-            .append(session_id, vec![update])
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        Err(LiveDocError::Unloaded)
     }
 
-    /// The session was deleted: kick everyone (on every node) and unload without storing
-    /// anything more.
+    /// The session's graph (`{"nodes", "edges"}` JSON) as its live document has it, once every
+    /// update accepted so far is applied; the session is loaded if nobody is connected.
+    pub async fn graph_json(
+        &self,
+        session_id: SessionId,
+    ) -> Result<serde_json::Value, LiveDocError> {
+        for _ in 0..JOIN_ATTEMPTS {
+            let addr = self.get_or_start(session_id);
+            match addr.send(GraphJson).await {
+                Ok(Err(LiveDocError::Unloaded)) | Err(_) => {
+                    RegistryLink(Arc::downgrade(&self.shared)).forget(session_id, &addr);
+                }
+                Ok(result) => return result,
+            }
+        }
+        Err(LiveDocError::Unloaded)
+    }
+
+    /// The session was deleted: kick everyone (4404), on every node — connections still joining
+    /// included — and unload without storing anything more.
     pub async fn close_session(&self, session_id: SessionId, reason: &str) {
-        self.publish(RelayMessage::Kick(Kick::Session {
-            session: session_id,
-            reason: reason.to_owned(),
-        }));
-        self.close_session_here(session_id, reason).await;
-    }
-
-    async fn close_session_here(&self, session_id: SessionId, reason: &str) {
-        if let Some(addr) = self.get(session_id) {
+        self.publish_kick(
+            &KickTarget::Session(session_id),
+            close_code::SESSION_DELETED,
+            reason,
+        );
+        if let Some(addr) = self.close_session_here(session_id, reason) {
             let _ = addr
                 .send(CloseSession {
                     reason: reason.to_owned(),
                 })
                 .await;
         }
+    }
+
+    /// Revokes the session's admissions here; returns its live actor, to be closed.
+    fn close_session_here(
+        &self,
+        session_id: SessionId,
+        reason: &str,
+    ) -> Option<Addr<SessionActor>> {
+        self.shared.admissions.revoke(
+            &KickTarget::Session(session_id),
+            &Revocation {
+                code: close_code::SESSION_DELETED,
+                reason: reason.to_owned(),
+            },
+        );
+        self.get(session_id)
     }
 
     /// Waits until everything accepted by a live session is stored and compacted.
@@ -324,6 +455,24 @@ impl SessionRegistryHandle {
         }
     }
 
+    /// Tells the other nodes to close what `target` covers (a single connection is this node's
+    /// business only).
+    fn publish_kick(&self, target: &KickTarget, code: u16, reason: &str) {
+        let scope = match target {
+            KickTarget::Account(account) => KickScope::Account(*account),
+            KickTarget::Member(session, account) => KickScope::Member(*session, *account),
+            KickTarget::ShareLink(link) => KickScope::ShareLink(*link),
+            KickTarget::Credential(hash) => KickScope::Credential(hash.clone()),
+            KickTarget::Session(session) => KickScope::Session(*session),
+            KickTarget::Connection(..) => return,
+        };
+        self.publish(RelayMessage::Kick(RelayKick::Close {
+            scope,
+            code,
+            reason: reason.to_owned(),
+        }));
+    }
+
     /// The sessions loaded on this node.
     pub fn live_session_ids(&self) -> Vec<SessionId> {
         self.shared.sessions().keys().copied().collect()
@@ -351,10 +500,21 @@ impl SessionRegistryHandle {
             RelayMessage::Preview { session, frame } => {
                 self.tell(session, RemoteBroadcast::Preview(Bytes::from(frame)))
             }
-            RelayMessage::Kick(Kick::ShareLink { session, link }) => {
-                self.tell(session, RevokeShareLink { link_id: link })
+            RelayMessage::Kick(RelayKick::Close {
+                scope: KickScope::Session(session),
+                reason,
+                ..
+            }) => {
+                if let Some(addr) = self.close_session_here(session, &reason) {
+                    addr.do_send(CloseSession { reason });
+                }
             }
-            RelayMessage::Kick(Kick::Role {
+            RelayMessage::Kick(RelayKick::Close {
+                scope,
+                code,
+                reason,
+            }) => self.kick_here(&target_of(scope), code, &reason),
+            RelayMessage::Kick(RelayKick::Role {
                 session,
                 account,
                 role,
@@ -362,13 +522,9 @@ impl SessionRegistryHandle {
                 session,
                 SetRole {
                     account_id: account,
-                    role,
+                    role: Some(role),
                 },
             ),
-            RelayMessage::Kick(Kick::Session { session, reason }) => {
-                self.tell(session, CloseSession { reason })
-            }
-            RelayMessage::Kick(Kick::Account { .. }) => {}
             // Liveness is the cluster's business (it calls `node_gone`).
             RelayMessage::Heartbeat | RelayMessage::Leaving => {}
         }
@@ -405,6 +561,17 @@ impl SessionRegistryHandle {
         if let Some(addr) = self.get(session) {
             addr.do_send(message);
         }
+    }
+}
+
+/// The kick target a relayed scope stands for.
+fn target_of(scope: KickScope) -> KickTarget {
+    match scope {
+        KickScope::Account(account) => KickTarget::Account(account),
+        KickScope::Member(session, account) => KickTarget::Member(session, account),
+        KickScope::ShareLink(link) => KickTarget::ShareLink(link),
+        KickScope::Credential(hash) => KickTarget::Credential(hash),
+        KickScope::Session(session) => KickTarget::Session(session),
     }
 }
 

@@ -20,7 +20,11 @@ pub const INTERNAL_ERROR: u16 = 1011;
 // deliberate decision that reconnecting cannot fix — and stops reconnecting; every other code
 // makes it reconnect with backoff.
 
-/// Access was taken away on an open socket: share link revoked, member removed.
+/// The credential the socket was opened with ended: its token was logged out, or its account
+/// was deleted (or suspended).
+pub const CREDENTIAL_ENDED: u16 = 4401;
+/// Access was taken away on an open socket: share link revoked or expired, member removed,
+/// the link's creator lost the right to share.
 pub const ACCESS_REVOKED: u16 = 4403;
 /// The session was deleted.
 pub const SESSION_DELETED: u16 = 4404;

@@ -39,10 +39,14 @@ const KIND_KICK: u64 = 5;
 const KIND_HEARTBEAT: u64 = 6;
 const KIND_LEAVING: u64 = 7;
 
-const KICK_SHARE_LINK: u64 = 0;
+const KICK_CLOSE: u64 = 0;
 const KICK_ROLE: u64 = 1;
-const KICK_SESSION: u64 = 2;
-const KICK_ACCOUNT: u64 = 3;
+
+const SCOPE_ACCOUNT: u64 = 0;
+const SCOPE_MEMBER: u64 = 1;
+const SCOPE_SHARE_LINK: u64 = 2;
+const SCOPE_CREDENTIAL: u64 = 3;
+const SCOPE_SESSION: u64 = 4;
 
 /// One relayed message with its sender and send time.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,28 +86,37 @@ pub enum RelayMessage {
     Leaving,
 }
 
-/// Sockets to close (or downgrade) on every node.
+/// Access that ended somewhere: the matching sockets close on every node.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kick {
-    /// A share link was revoked or expired.
-    ShareLink {
-        session: SessionId,
-        link: ShareLinkId,
-    },
-    /// A member's role changed (`None`: removed).
-    Role {
-        session: SessionId,
-        account: AccountId,
-        role: Option<Role>,
-    },
-    /// The session is gone.
-    Session { session: SessionId, reason: String },
-    /// Every socket of an account (logout, suspension, deletion).
-    Account {
-        account: AccountId,
+    /// Close the connections `scope` covers with `code` (after `session.kicked {reason}`).
+    Close {
+        scope: KickScope,
         code: u16,
         reason: String,
     },
+    /// A member's role changed: their connections get it at once (a downgrade makes them
+    /// read-only). Removal is a `Close` of [`KickScope::Member`].
+    Role {
+        session: SessionId,
+        account: AccountId,
+        role: Role,
+    },
+}
+
+/// Which connections a [`Kick::Close`] covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KickScope {
+    /// Every connection of the account (suspension, deletion).
+    Account(AccountId),
+    /// The account's connections in one session (removed from it).
+    Member(SessionId, AccountId),
+    /// Every connection opened with the share link (revoked, expired, its creator's right gone).
+    ShareLink(ShareLinkId),
+    /// Every connection opened with one login token (by its hash): logged out.
+    Credential(String),
+    /// Every connection of the session (deleted).
+    Session(SessionId),
 }
 
 impl RelayMessage {
@@ -231,10 +244,37 @@ impl Envelope {
 
 fn encode_kick(out: &mut Vec<u8>, kick: &Kick) {
     match kick {
-        Kick::ShareLink { session, link } => {
-            out.write_var(KICK_SHARE_LINK);
-            write_id(out, session);
-            write_id(out, link);
+        Kick::Close {
+            scope,
+            code,
+            reason,
+        } => {
+            out.write_var(KICK_CLOSE);
+            match scope {
+                KickScope::Account(account) => {
+                    out.write_var(SCOPE_ACCOUNT);
+                    write_id(out, account);
+                }
+                KickScope::Member(session, account) => {
+                    out.write_var(SCOPE_MEMBER);
+                    write_id(out, session);
+                    write_id(out, account);
+                }
+                KickScope::ShareLink(link) => {
+                    out.write_var(SCOPE_SHARE_LINK);
+                    write_id(out, link);
+                }
+                KickScope::Credential(hash) => {
+                    out.write_var(SCOPE_CREDENTIAL);
+                    out.write_string(hash);
+                }
+                KickScope::Session(session) => {
+                    out.write_var(SCOPE_SESSION);
+                    write_id(out, session);
+                }
+            }
+            out.write_var(u64::from(*code));
+            out.write_string(reason);
         }
         Kick::Role {
             session,
@@ -244,57 +284,36 @@ fn encode_kick(out: &mut Vec<u8>, kick: &Kick) {
             out.write_var(KICK_ROLE);
             write_id(out, session);
             write_id(out, account);
-            out.write_string(role.map_or("", |r| r.as_str()));
-        }
-        Kick::Session { session, reason } => {
-            out.write_var(KICK_SESSION);
-            write_id(out, session);
-            out.write_string(reason);
-        }
-        Kick::Account {
-            account,
-            code,
-            reason,
-        } => {
-            out.write_var(KICK_ACCOUNT);
-            write_id(out, account);
-            out.write_var(u64::from(*code));
-            out.write_string(reason);
+            out.write_string(role.as_str());
         }
     }
 }
 
 fn decode_kick(r: &mut Reader<'_>) -> Result<Kick, FrameError> {
     Ok(match r.var_u64()? {
-        KICK_SHARE_LINK => Kick::ShareLink {
-            session: read_id(r)?,
-            link: read_id(r)?,
-        },
-        KICK_ROLE => {
-            let session = read_id(r)?;
-            let account = read_id(r)?;
-            let role = match r.var_str()? {
-                "" => None,
-                name => Some(
-                    name.parse()
-                        .map_err(|_| FrameError::Malformed("unknown role"))?,
-                ),
+        KICK_CLOSE => {
+            let scope = match r.var_u64()? {
+                SCOPE_ACCOUNT => KickScope::Account(read_id(r)?),
+                SCOPE_MEMBER => KickScope::Member(read_id(r)?, read_id(r)?),
+                SCOPE_SHARE_LINK => KickScope::ShareLink(read_id(r)?),
+                SCOPE_CREDENTIAL => KickScope::Credential(r.var_str()?.to_owned()),
+                SCOPE_SESSION => KickScope::Session(read_id(r)?),
+                other => return Err(FrameError::UnknownType(other)),
             };
-            Kick::Role {
-                session,
-                account,
-                role,
+            Kick::Close {
+                scope,
+                code: u16::try_from(r.var_u64()?)
+                    .map_err(|_| FrameError::Malformed("close code out of range"))?,
+                reason: r.var_str()?.to_owned(),
             }
         }
-        KICK_SESSION => Kick::Session {
+        KICK_ROLE => Kick::Role {
             session: read_id(r)?,
-            reason: r.var_str()?.to_owned(),
-        },
-        KICK_ACCOUNT => Kick::Account {
             account: read_id(r)?,
-            code: u16::try_from(r.var_u64()?)
-                .map_err(|_| FrameError::Malformed("close code out of range"))?,
-            reason: r.var_str()?.to_owned(),
+            role: r
+                .var_str()?
+                .parse()
+                .map_err(|_| FrameError::Malformed("unknown role"))?,
         },
         other => return Err(FrameError::UnknownType(other)),
     })
@@ -346,28 +365,23 @@ mod tests {
             session,
             frame: vec![101, 1],
         });
-        round_trip(RelayMessage::Kick(Kick::ShareLink {
-            session,
-            link: ShareLinkId::new_random(),
-        }));
+        for scope in [
+            KickScope::Account(account),
+            KickScope::Member(session, account),
+            KickScope::ShareLink(ShareLinkId::new_random()),
+            KickScope::Credential("abc123".into()),
+            KickScope::Session(session),
+        ] {
+            round_trip(RelayMessage::Kick(Kick::Close {
+                scope,
+                code: 4403,
+                reason: "revoked".into(),
+            }));
+        }
         round_trip(RelayMessage::Kick(Kick::Role {
             session,
             account,
-            role: Some(Role::Viewer),
-        }));
-        round_trip(RelayMessage::Kick(Kick::Role {
-            session,
-            account,
-            role: None,
-        }));
-        round_trip(RelayMessage::Kick(Kick::Session {
-            session,
-            reason: "deleted".into(),
-        }));
-        round_trip(RelayMessage::Kick(Kick::Account {
-            account,
-            code: 4401,
-            reason: "logged out".into(),
+            role: Role::Viewer,
         }));
         round_trip(RelayMessage::Heartbeat);
         round_trip(RelayMessage::Leaving);

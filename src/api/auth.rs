@@ -180,6 +180,8 @@ pub async fn login(
 pub async fn logout(state: web::Data<AppState>, auth: Auth) -> Result<HttpResponse> {
     if let Principal::Account(_) = auth.principal {
         state.db.delete_token(&auth.token_hash).await?;
+        // Sockets opened with this token close too (others of the account stay).
+        crate::lifecycle::logged_out(&state, &auth.token_hash);
     }
     let mut expired = Cookie::build(SESSION_COOKIE, "").path("/").finish();
     expired.make_removal();

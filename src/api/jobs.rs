@@ -65,18 +65,20 @@ pub async fn run(
         .account_id()
         .ok_or_else(|| Error::forbidden("share links cannot run jobs"))?;
     let body = body.map(web::Json::into_inner).unwrap_or_default();
-    let stored = state
-        .db
-        .load_document(session.id)
+    // The cheap refusal first: no document is read for a session without a running runtime.
+    let lease = state.billing.require_active_lease(session.id)?;
+    // The graph as the live session has it, every edit it accepted before this included: what
+    // the editors see is what runs.
+    let graph_json = state
+        .live
+        .graph_json(session.id)
         .await
-        .map_err(|e| Error::Internal(e.to_string()))?;
-    let doc = graph::doc_from_stored(&stored).map_err(Error::Internal)?;
-    let graph = Graph::from_doc(&doc).map_err(Error::InvalidInput)?;
+        .map_err(|e| Error::Internal(format!("could not read the session's document: {e}")))?;
+    let graph = Graph::from_json(&graph_json).map_err(Error::InvalidInput)?;
     let seed: u64 = rand::random::<u64>() & graph::MAX_SEED;
     let plan = graph
         .compile(&state.catalog, body.nodes.as_deref(), seed)
         .map_err(Error::InvalidInput)?;
-    let lease = state.billing.require_active_lease(session.id)?;
     let job = state
         .jobs
         .submit(

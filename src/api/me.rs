@@ -1,10 +1,13 @@
 //! The caller's own account: profile, usage log, export, deletion.
 
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 
 use actix_web::http::header;
 use actix_web::{delete, get, web, HttpResponse};
+use bytes::Bytes;
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::AccountAuth;
@@ -74,11 +77,25 @@ fn extension_for(content_type: &str) -> &'static str {
     }
 }
 
+/// Chunks the finished archive is sent in.
+const EXPORT_CHUNK_BYTES: usize = 64 * 1024;
+
 /// Everything the account owns, as a zip: `account.json` plus every media file under `media/`.
+///
+/// The archive is written to an anonymous temporary file (the zip format needs to seek back to
+/// each entry's header), each media file streamed from storage into it, then streamed out: memory
+/// stays bounded whatever the account holds. At most `ATELIER_MAX_CONCURRENT_EXPORTS` exports
+/// are built or sent at once (429 `too_many_exports` beyond), so disk and I/O are bounded too.
 #[utoipa::path(tag = "accounts",
-    responses((status = 200, content_type = "application/zip", description = "zip archive"), (status = 401)))]
+    responses((status = 200, content_type = "application/zip", description = "zip archive"), (status = 401), (status = 429)))]
 #[get("/me/export")]
 pub async fn export(state: web::Data<AppState>, auth: AccountAuth) -> Result<HttpResponse> {
+    let permit = state.exports.clone().try_acquire_owned().map_err(|_| {
+        Error::TooManyExports(
+            "the server is building as many exports as it does at once; try again in a minute"
+                .into(),
+        )
+    })?;
     let account = auth.account;
     let mut sessions = Vec::new();
     for (session, role) in state.db.sessions_of(account.id).await? {
@@ -99,14 +116,15 @@ pub async fn export(state: web::Data<AppState>, auth: AccountAuth) -> Result<Htt
         });
     }
     let media = state.db.media_of(account.id).await?;
-    let mut files = Vec::with_capacity(media.len());
-    for m in &media {
-        let bytes = state.blobs.get(&m.object_key).await?;
-        files.push((
-            format!("media/{}.{}", m.id, extension_for(&m.content_type)),
-            bytes,
-        ));
-    }
+    let files: Vec<(String, String)> = media
+        .iter()
+        .map(|m| {
+            (
+                format!("media/{}.{}", m.id, extension_for(&m.content_type)),
+                m.object_key.clone(),
+            )
+        })
+        .collect();
     let usage_log = state.db.usage_of(account.id, 10_000).await?;
     let doc = AccountExport {
         account,
@@ -116,65 +134,74 @@ pub async fn export(state: web::Data<AppState>, auth: AccountAuth) -> Result<Htt
     };
     let json = serde_json::to_vec_pretty(&doc)
         .map_err(|e| Error::Internal(format!("export json: {e}")))?;
-    // Compressing is CPU work: keep it off the async executor.
-    let zip = web::block(move || -> Result<Vec<u8>> {
-        let zerr = |e: zip::result::ZipError| Error::Internal(format!("zip: {e}"));
-        let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-        let opts = zip::write::SimpleFileOptions::default();
-        out.start_file("account.json", opts).map_err(zerr)?;
-        out.write_all(&json)
-            .map_err(|e| Error::Internal(format!("zip write: {e}")))?;
-        for (name, bytes) in files {
-            // Media is already compressed; store it as is.
-            out.start_file(
-                name,
-                opts.compression_method(zip::CompressionMethod::Stored),
-            )
-            .map_err(zerr)?;
-            out.write_all(&bytes)
-                .map_err(|e| Error::Internal(format!("zip write: {e}")))?;
-        }
-        Ok(out.finish().map_err(zerr)?.into_inner())
-    })
-    .await
-    .map_err(|e| Error::Internal(format!("blocking pool: {e}")))??;
+    let blobs = state.blobs.clone();
+    let runtime = tokio::runtime::Handle::current();
+    // Compressing and file writes are blocking work: on the blocking pool, which reads the
+    // media streams through the runtime's handle.
+    let archive =
+        tokio::task::spawn_blocking(move || write_archive(&runtime, &blobs, &json, files))
+            .await
+            .map_err(|e| Error::Internal(format!("blocking pool: {e}")))??;
+    let reader = tokio::fs::File::from_std(archive);
+    // The permit lives as long as the body: a client that does not read holds its slot, not
+    // another's.
+    let body =
+        futures_util::stream::try_unfold((reader, permit), |(mut reader, permit)| async move {
+            let mut chunk = vec![0u8; EXPORT_CHUNK_BYTES];
+            let n = reader.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok::<_, std::io::Error>(None);
+            }
+            chunk.truncate(n);
+            Ok(Some((Bytes::from(chunk), (reader, permit))))
+        });
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "application/zip"))
         .insert_header((
             header::CONTENT_DISPOSITION,
             "attachment; filename=\"atelier-export.zip\"",
         ))
-        .body(zip))
+        .streaming(body))
+}
+
+/// Writes the export archive to an anonymous temporary file and returns it rewound.
+fn write_archive(
+    runtime: &tokio::runtime::Handle,
+    blobs: &crate::storage::Blobs,
+    json: &[u8],
+    files: Vec<(String, String)>,
+) -> Result<std::fs::File> {
+    let zerr = |e: zip::result::ZipError| Error::Internal(format!("zip: {e}"));
+    let ioerr = |e: std::io::Error| Error::Internal(format!("export file: {e}"));
+    let spool = tempfile::tempfile().map_err(ioerr)?;
+    let mut out = zip::ZipWriter::new(spool);
+    let opts = zip::write::SimpleFileOptions::default();
+    out.start_file("account.json", opts).map_err(zerr)?;
+    out.write_all(json).map_err(ioerr)?;
+    for (name, key) in files {
+        // Media is already compressed; store it as is. Large files need zip64.
+        out.start_file(
+            name,
+            opts.compression_method(zip::CompressionMethod::Stored)
+                .large_file(true),
+        )
+        .map_err(zerr)?;
+        let mut stream = runtime.block_on(blobs.get_stream(&key))?;
+        while let Some(chunk) = runtime.block_on(stream.next()) {
+            out.write_all(&chunk?).map_err(ioerr)?;
+        }
+    }
+    let mut spool = out.finish().map_err(zerr)?;
+    spool.seek(SeekFrom::Start(0)).map_err(ioerr)?;
+    Ok(spool)
 }
 
 /// Delete the account and everything it owns: sessions (with their members, share links and
-/// documents), media rows and their stored objects.
+/// documents), media rows and their stored objects. Its open sockets close (4401), Pro runtimes
+/// it pays for and runtimes others pay on its sessions are settled.
 #[utoipa::path(tag = "accounts", responses((status = 204), (status = 401)))]
 #[delete("/me")]
 pub async fn delete_me(state: web::Data<AppState>, auth: AccountAuth) -> Result<HttpResponse> {
-    let account = auth.account.id;
-    let media = state.db.media_of(account).await?;
-    // Rows first (one cascade), then objects: a failure in between leaves unreachable objects,
-    // never rows that point at deleted bytes. Object failures are retried once and logged.
-    for (session, _) in state.db.sessions_of(account).await? {
-        if session.owner_id == account {
-            state
-                .live
-                .close_session(session.id, "the session was deleted")
-                .await;
-        } else {
-            state.live.set_role(session.id, account, None).await;
-        }
-    }
-    state.db.delete_account(account).await?;
-    for m in media {
-        if let Err(first) = state.blobs.delete(&m.object_key).await {
-            tracing::warn!(key = %m.object_key, error = %first, "object delete failed; retrying");
-            if let Err(e) = state.blobs.delete(&m.object_key).await {
-                tracing::error!(key = %m.object_key, error = %e, "object left behind after account deletion");
-            }
-        }
-    }
-    tracing::info!(%account, "account deleted");
+    crate::lifecycle::delete_account(&state, auth.account.id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

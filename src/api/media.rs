@@ -8,9 +8,10 @@ use bytes::{Bytes, BytesMut};
 use futures_util::TryStreamExt;
 use utoipa::ToSchema;
 
+use super::media_upload::{IncomingFile, UploadLimits};
 use crate::auth::{AccountAuth, Auth};
 use crate::authz::{authorize, can_read_media, Action};
-use crate::db::media::{Media, NewMedia};
+use crate::db::media::Media;
 use crate::error::{Error, Result};
 use crate::state::AppState;
 
@@ -51,26 +52,26 @@ pub fn sniff(bytes: &[u8]) -> Option<&'static str> {
         .find(|allowed| *allowed == mime)
 }
 
-fn multipart_error(e: actix_multipart::MultipartError) -> Error {
+pub(crate) fn multipart_error(e: actix_multipart::MultipartError) -> Error {
     Error::invalid(format!("malformed multipart upload: {e}"))
 }
 
-async fn read_field(
-    field: &mut actix_multipart::Field,
-    limit: u64,
-    too_large: impl Fn() -> Error,
-) -> Result<Bytes> {
+async fn read_small_field(field: &mut actix_multipart::Field, limit: usize) -> Result<Bytes> {
     let mut buf = BytesMut::new();
     while let Some(chunk) = field.try_next().await.map_err(multipart_error)? {
-        if (buf.len() + chunk.len()) as u64 > limit {
-            return Err(too_large());
+        if buf.len() + chunk.len() > limit {
+            return Err(Error::invalid(format!(
+                "the field {:?} is longer than {limit} bytes",
+                field.name().unwrap_or("")
+            )));
         }
         buf.extend_from_slice(&chunk);
     }
     Ok(buf.freeze())
 }
 
-/// Upload a file (multipart field `file`, optional field `session_id`).
+/// Upload a file (multipart field `file`, optional field `session_id`). The file streams to
+/// object storage as it arrives; its bytes count against the quota from the first one.
 #[utoipa::path(tag = "media", request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses((status = 201, body = Media), (status = 400), (status = 413), (status = 415)))]
 #[post("/media")]
@@ -79,8 +80,12 @@ pub async fn upload(
     auth: AccountAuth,
     mut form: Multipart,
 ) -> Result<HttpResponse> {
-    let limit = state.config.max_upload_bytes;
-    let mut file: Option<(Bytes, Option<String>)> = None;
+    let limits = UploadLimits {
+        max_bytes: state.config.max_upload_bytes,
+        quota_bytes: i64::try_from(state.config.storage_quota_bytes).unwrap_or(i64::MAX),
+    };
+    let principal = crate::auth::Principal::Account(auth.account.clone());
+    let mut file: Option<IncomingFile> = None;
     let mut session: Option<SessionId> = None;
     while let Some(mut field) = form.try_next().await.map_err(multipart_error)? {
         match field.name().unwrap_or("") {
@@ -97,24 +102,30 @@ pub async fn upload(
                             .take(MAX_FILENAME_CHARS)
                             .collect()
                     });
-                let bytes = read_field(&mut field, limit, || {
-                    Error::PayloadTooLarge(format!(
-                        "the file is larger than the limit of {limit} bytes"
-                    ))
-                })
+                let received = IncomingFile::receive(
+                    &state.db,
+                    &state.blobs,
+                    auth.account.id,
+                    &mut field,
+                    filename,
+                    &limits,
+                )
                 .await?;
-                file = Some((bytes, filename));
+                file = Some(received);
             }
             "session_id" => {
-                let raw = read_field(&mut field, MAX_TEXT_FIELD_BYTES as u64, || {
-                    Error::invalid("session_id is too long")
-                })
-                .await?;
+                if session.is_some() {
+                    return Err(Error::invalid("send one `session_id` field per upload"));
+                }
+                let raw = read_small_field(&mut field, MAX_TEXT_FIELD_BYTES).await?;
                 let text = std::str::from_utf8(&raw)
                     .map_err(|_| Error::invalid("session_id must be text"))?;
-                session = Some(text.trim().parse().map_err(|_| {
+                let id: SessionId = text.trim().parse().map_err(|_| {
                     Error::invalid(format!("session_id {text:?} is not a session id"))
-                })?);
+                })?;
+                // Checked as soon as it is known: before the file, when it comes first.
+                authorize(&state, &principal, id, Action::EditDocument).await?;
+                session = Some(id);
             }
             other => {
                 return Err(Error::invalid(format!(
@@ -123,57 +134,13 @@ pub async fn upload(
             }
         }
     }
-    let (bytes, filename) = file.ok_or_else(|| Error::invalid("the upload has no `file` field"))?;
-    if bytes.is_empty() {
-        return Err(Error::invalid("the file is empty"));
+    let file = file.ok_or_else(|| Error::invalid("the upload has no `file` field"))?;
+    if let Some(id) = session {
+        // Again now that the file is stored: access may have ended meanwhile.
+        authorize(&state, &principal, id, Action::EditDocument).await?;
     }
-    let content_type = sniff(&bytes).ok_or_else(|| {
-        Error::UnsupportedMediaType(
-            "unsupported file type: upload PNG, JPEG, WebP, MP4, WAV or MP3".into(),
-        )
-    })?;
-    if let Some(session_id) = session {
-        authorize(
-            &state,
-            &crate::auth::Principal::Account(auth.account.clone()),
-            session_id,
-            Action::EditDocument,
-        )
-        .await?;
-    }
-    let size = i64::try_from(bytes.len()).map_err(|_| Error::invalid("file too large"))?;
-    let used = state.db.media_bytes_of(auth.account.id).await?;
-    let quota = i64::try_from(state.config.storage_quota_bytes).unwrap_or(i64::MAX);
-    if used.saturating_add(size) > quota {
-        return Err(Error::QuotaExceeded(format!(
-            "storage quota exceeded: {used} of {quota} bytes used, this file needs {size} more; delete media to make room"
-        )));
-    }
-    let id = MediaId::new_random();
-    let key = format!("media/{}/{}", auth.account.id, id);
-    state.blobs.put(&key, bytes).await?;
-    let inserted = state
-        .db
-        .insert_media(NewMedia {
-            id,
-            owner: auth.account.id,
-            session,
-            content_type,
-            size_bytes: size,
-            object_key: &key,
-            filename: filename.as_deref(),
-        })
-        .await;
-    match inserted {
-        Ok(media) => Ok(HttpResponse::Created().json(media)),
-        Err(e) => {
-            // Do not leave bytes behind that no row points at.
-            if let Err(del) = state.blobs.delete(&key).await {
-                tracing::error!(%key, error = %del, "orphaned object after failed insert");
-            }
-            Err(e)
-        }
-    }
+    let media = file.commit(session).await?;
+    Ok(HttpResponse::Created().json(media))
 }
 
 /// The caller's media.
@@ -196,12 +163,15 @@ pub async fn download(
     if !can_read_media(&state, &auth.principal, &media).await? {
         return Err(Error::NotFound("media"));
     }
-    let bytes = state.blobs.get(&media.object_key).await?;
+    // Streamed from storage: a large file is never held whole.
+    let bytes = state.blobs.get_stream(&media.object_key).await?;
+    let size = u64::try_from(media.size_bytes).unwrap_or(0);
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, media.content_type.as_str()))
         .insert_header((header::CACHE_CONTROL, "private, max-age=3600"))
         .insert_header(("X-Content-Type-Options", "nosniff"))
-        .body(bytes))
+        .no_chunking(size)
+        .streaming(bytes.map_err(Error::from)))
 }
 
 /// Delete media the caller owns, bytes included.

@@ -5,6 +5,7 @@ pub mod billing;
 pub mod jobs;
 pub mod me;
 pub mod media;
+pub mod media_upload;
 pub mod openapi;
 pub mod ops;
 pub mod runtime;

@@ -32,17 +32,27 @@ pub async fn healthz() -> web::Json<Health> {
     web::Json(Health { status: "ok" })
 }
 
+/// What `/readyz` says about a dependency that failed. The cause (which may name hosts, paths or
+/// credentials' users) goes to the log only: `/readyz` answers anyone.
+const UNAVAILABLE: &str = "unavailable";
+
 /// The database and object storage answer.
 #[utoipa::path(tag = "operations", responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let database = match state.db.ping().await {
-        Ok(()) => "ok".to_string(),
-        Err(e) => format!("error: {e}"),
+        Ok(()) => "ok",
+        Err(error) => {
+            tracing::warn!(%error, "readiness: the database does not answer");
+            UNAVAILABLE
+        }
     };
     let storage = match state.blobs.check().await {
-        Ok(()) => "ok".to_string(),
-        Err(e) => format!("error: {e}"),
+        Ok(()) => "ok",
+        Err(error) => {
+            tracing::warn!(%error, "readiness: object storage does not answer");
+            UNAVAILABLE
+        }
     };
     let ready = database == "ok" && storage == "ok";
     // Redis down does not take the node out of rotation: it keeps serving its own clients.
@@ -53,8 +63,8 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     };
     let body = Readiness {
         status: if ready { "ok" } else { "unavailable" },
-        database,
-        storage,
+        database: database.to_string(),
+        storage: storage.to_string(),
         redis,
         node_id: state.cluster.as_ref().map(|c| c.node_id().to_owned()),
     };

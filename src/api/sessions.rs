@@ -133,20 +133,9 @@ pub async fn delete_one(
     id: web::Path<SessionId>,
 ) -> Result<HttpResponse> {
     let (session, _) = authorize(&state, &auth.principal, *id, Action::Delete).await?;
-    // A running Pro runtime is settled first (its payer is refunded the unused part).
-    match state
-        .billing
-        .stop_lease(session.id, crate::billing::reason::SESSION_DELETED)
-        .await
-    {
-        Ok(_) | Err(Error::NotFound(_)) => {}
-        Err(e) => return Err(e),
-    }
-    state
-        .live
-        .close_session(session.id, "the session was deleted")
-        .await;
     state.db.delete_session(session.id).await?;
+    // Its Pro runtime settled (the payer refunded the unused part), its sockets closed.
+    crate::lifecycle::session_deleted(&state, session.id).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -189,11 +178,15 @@ pub async fn add_member(
         .db
         .upsert_member(session.id, account.id, body.role)
         .await?;
-    // Open sockets follow the new role at once (a downgrade makes them read-only).
+    // Open sockets follow the new role at once (a downgrade makes them read-only), and a
+    // viewer's share links stop working.
     state
         .live
         .set_role(session.id, account.id, Some(body.role))
         .await;
+    if body.role == Role::Viewer {
+        crate::lifecycle::member_lost_sharing(&state, session.id, account.id).await?;
+    }
     let member = state
         .db
         .members(session.id)
@@ -223,5 +216,6 @@ pub async fn remove_member(
         return Err(Error::NotFound("member"));
     }
     state.live.set_role(session.id, account_id, None).await;
+    crate::lifecycle::member_lost_sharing(&state, session.id, account_id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

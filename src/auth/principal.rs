@@ -10,9 +10,10 @@ use actix_web::dev::Payload;
 use actix_web::http::{header, Method};
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use atelier_protocol::ids::AccountId;
+use atelier_protocol::Role;
 
 use super::tokens;
-use crate::db::accounts::Account;
+use crate::db::accounts::{Account, TokenOwner};
 use crate::db::now_ms;
 use crate::db::share_links::ShareLink;
 use crate::error::{Error, Result};
@@ -79,11 +80,38 @@ pub async fn resolve_token(state: &AppState, token: &str) -> Result<(Principal, 
                 "the share link has expired".into(),
             ));
         }
+        // A link lives only while its creator may still share the session: removing a member,
+        // or making them a viewer, ends the links they handed out (and revokes them).
+        let creator = state
+            .db
+            .member_role(link.session_id, link.created_by)
+            .await?;
+        if !matches!(creator, Some(Role::Owner | Role::Editor)) {
+            return Err(Error::InvalidCredentials(
+                "the share link's creator can no longer share this session".into(),
+            ));
+        }
         return Ok((Principal::ShareLink(link), hash));
     }
     Err(Error::InvalidCredentials(
         "the token is not an Atelier token".into(),
     ))
+}
+
+/// Resolves the session cookie's value: only an account's login token, never a share link's
+/// (links travel in URLs; a cookie is what a browser sends on its own).
+pub async fn resolve_cookie(state: &AppState, token: &str) -> Result<(TokenOwner, String)> {
+    if !token.starts_with(tokens::ACCOUNT_PREFIX) {
+        return Err(Error::InvalidCredentials(
+            "the session cookie is invalid".into(),
+        ));
+    }
+    let hash = tokens::hash(token);
+    let owner =
+        state.db.token_owner(&hash).await?.ok_or_else(|| {
+            Error::InvalidCredentials("the session has ended; log in again".into())
+        })?;
+    Ok((owner, hash))
 }
 
 fn bearer(req: &HttpRequest) -> Result<Option<String>> {
@@ -116,15 +144,7 @@ async fn authenticate(req: HttpRequest) -> Result<Auth> {
         resolve_token(&state, &token).await?
     } else if let Some(cookie) = req.cookie(SESSION_COOKIE) {
         let token = cookie.value();
-        if !token.starts_with(tokens::ACCOUNT_PREFIX) {
-            return Err(Error::InvalidCredentials(
-                "the session cookie is invalid".into(),
-            ));
-        }
-        let hash = tokens::hash(token);
-        let owner = state.db.token_owner(&hash).await?.ok_or_else(|| {
-            Error::InvalidCredentials("the session has ended; log in again".into())
-        })?;
+        let (owner, hash) = resolve_cookie(&state, token).await?;
         // Cookies ride along on cross-site requests; a mutation must also prove it came from our
         // page by echoing the CSRF token, which another site cannot read.
         if !is_safe(req.method()) {
@@ -133,7 +153,7 @@ async fn authenticate(req: HttpRequest) -> Result<Auth> {
                 .get(CSRF_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
-            if sent.is_empty() || sent != owner.csrf_token {
+            if !tokens::same_secret(sent, &owner.csrf_token) {
                 return Err(Error::CsrfRejected(
                     "cookie-authenticated changes need the X-CSRF-Token header from login".into(),
                 ));

@@ -4,6 +4,7 @@
 //! one up and makes leaked tokens easy to recognise in logs and secret scanners.
 
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 pub const ACCOUNT_PREFIX: &str = "atl_";
 pub const SHARE_LINK_PREFIX: &str = "ats_";
@@ -22,4 +23,26 @@ pub fn hash(token: &str) -> String {
 pub fn csrf() -> String {
     let bytes: [u8; 16] = rand::random();
     hex::encode(bytes)
+}
+
+/// Whether a secret the client sent equals ours, in time that does not depend on where they
+/// differ (so the response time cannot be used to guess it byte by byte). An empty secret never
+/// matches.
+pub fn same_secret(sent: &str, ours: &str) -> bool {
+    !ours.is_empty() && bool::from(sent.as_bytes().ct_eq(ours.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_secret;
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret("abc123", "abc123"));
+        assert!(!same_secret("abc124", "abc123"));
+        assert!(!same_secret("abc12", "abc123"));
+        assert!(!same_secret("abc1234", "abc123"));
+        assert!(!same_secret("", "abc123"));
+        assert!(!same_secret("", ""));
+    }
 }

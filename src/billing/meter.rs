@@ -10,7 +10,8 @@
 //!    checkpoint number).
 //! 3. It stops — prepaid time used up (`out_of_credits`), idle for `idle_timeout` (`idle`),
 //!    worker lost (`worker_lost`, billed to its last heartbeat), asked to (`stopped_by_user`,
-//!    `session_deleted`, `payment_reversed`, `server_shutdown`) — by interrupting the session's
+//!    `session_deleted`, `account_deleted`, `payment_reversed`, `server_shutdown`; a checkpoint
+//!    that finds the session gone stops it with `session_deleted` too) — by interrupting the session's
 //!    jobs through [`RuntimeHooks`](super::RuntimeHooks), giving the worker back, and settling:
 //!    the used part charged, the rest of the hold released, `runtime.stopped` to everyone.
 //!
@@ -43,6 +44,7 @@ pub mod reason {
     pub const WORKER_LOST: &str = "worker_lost";
     pub const NO_WORKER: &str = "no_worker";
     pub const SESSION_DELETED: &str = "session_deleted";
+    pub const ACCOUNT_DELETED: &str = "account_deleted";
     pub const PAYMENT_REVERSED: &str = "payment_reversed";
     pub const SERVER_SHUTDOWN: &str = "server_shutdown";
     pub const SERVER_RESTARTED: &str = "server_restarted";
@@ -311,6 +313,10 @@ impl BillingMeterActor {
                     if cp.lease.status == LeaseStatus::Stopped && act.phase == Phase::Running {
                         // Settled behind our back (cannot happen with one meter per lease).
                         act.begin_stop(reason::STOPPED_BY_USER.into(), None, ctx);
+                    } else if !cp.session_exists {
+                        // The session went away by a path that did not stop its lease: no one
+                        // could use it or stop it any more, so it stops here.
+                        act.begin_stop(reason::SESSION_DELETED.into(), None, ctx);
                     }
                 }
                 Err(Error::NotFound(_)) => {

@@ -584,8 +584,9 @@ impl Billing {
         }
     }
 
-    /// Stops every running lease the account pays for (its balance went negative).
-    async fn stop_account_leases(&self, account: AccountId, reason: &str) {
+    /// Stops every running lease the account pays for (its balance went negative, or the
+    /// account is being deleted).
+    pub async fn stop_account_leases(&self, account: AccountId, reason: &str) {
         let sessions: Vec<SessionId> = self
             .leases()
             .iter()

@@ -67,7 +67,9 @@ pub fn verify_signature(secret: &str, header: &str, body: &[u8], now_s: i64) -> 
     if candidates.is_empty() {
         return Err(bad("no v1 signature"));
     }
-    if (now_s - t_secs).abs() > TOLERANCE_S {
+    // `abs_diff`: the timestamp is the sender's, any i64 at all (`t=-9223372036854775808`);
+    // a subtraction could overflow before the signature is even checked.
+    if now_s.abs_diff(t_secs) > TOLERANCE_S.unsigned_abs() {
         return Err(bad("the timestamp is outside the tolerance window"));
     }
     for candidate in candidates {
@@ -252,6 +254,20 @@ mod tests {
         assert!(verify_signature(SECRET, "", body, 1_700_000_000).is_err());
         let err = verify_signature(SECRET, "t=x,v1=zz", body, 1).unwrap_err();
         assert_eq!(err.code(), "invalid_signature");
+    }
+
+    #[test]
+    fn extreme_timestamps_are_refused_not_overflowed() {
+        let body = b"{}";
+        for t in [i64::MIN, i64::MIN + 1, i64::MAX, -1] {
+            let header = format!("t={t},v1={}", "0".repeat(64));
+            for now in [0, 1_700_000_000, i64::MAX, i64::MIN] {
+                let err = verify_signature(SECRET, &header, body, now).unwrap_err();
+                assert_eq!(err.code(), "invalid_signature", "t={t} now={now}");
+            }
+        }
+        let huge = "t=99999999999999999999999,v1=00";
+        assert!(verify_signature(SECRET, huge, body, 1).is_err());
     }
 
     #[test]

@@ -21,13 +21,16 @@ fn is_fk_violation(e: &sqlx::Error) -> bool {
 }
 
 impl Db {
-    /// The snapshot and the updates after it, read in one transaction (repeatable read on
-    /// PostgreSQL; a WAL read transaction on SQLite), so no compaction can fall between them.
+    /// The snapshot and the tail after it, read in one transaction that sees one state of the
+    /// database: a compaction (new snapshot, tail deleted) or an append committing between the two
+    /// reads would otherwise hand back an old snapshot without the updates it did not cover. On
+    /// PostgreSQL the transaction is `REPEATABLE READ` (one snapshot for both statements); on
+    /// SQLite a read transaction in WAL mode sees the database as of its first read.
     pub async fn load_document(&self, session: SessionId) -> Result<StoredDoc, DocStoreError> {
         let sid = session.to_string();
         let mut tx = self.pool().begin().await.map_err(backend)?;
         if self.dialect() == Dialect::Postgres {
-            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 .execute(&mut *tx)
                 .await
                 .map_err(backend)?;
@@ -64,7 +67,7 @@ impl Db {
         let sid = session.to_string();
         let mut tx = self.pool().begin().await.map_err(backend)?;
         if self.dialect() == Dialect::Postgres {
-            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 .execute(&mut *tx)
                 .await
                 .map_err(backend)?;

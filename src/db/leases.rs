@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use super::ledger::{
     charge_hold_in, hold_in, lock_account, place_hold_in, settle_hold_in, Balance, HoldId,
 };
-use super::{now_ms, opt_uuid_col, uuid_col, Db};
+use super::{now_ms, opt_uuid_col, uuid_col, Db, Dialect};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -96,6 +96,8 @@ pub struct Checkpoint {
     pub balance: Balance,
     /// False when the checkpoint had been applied before (a retry) or the lease is stopped.
     pub applied: bool,
+    /// False when the lease's session no longer exists: the lease must stop.
+    pub session_exists: bool,
 }
 
 /// A settled lease.
@@ -167,6 +169,25 @@ fn lease_from_row(row: &AnyRow) -> Result<RuntimeLease> {
     })
 }
 
+/// Whether the session exists, read inside a transaction. On PostgreSQL the row is locked
+/// (`FOR SHARE`) until commit, so the session cannot be deleted under a lease being created
+/// for it; on SQLite the transaction already holds the database's write lock.
+async fn session_exists_in(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    session: SessionId,
+) -> Result<bool> {
+    let sql = match dialect {
+        Dialect::Postgres => "SELECT id FROM studio_sessions WHERE id = $1 FOR SHARE",
+        Dialect::Sqlite => "SELECT id FROM studio_sessions WHERE id = $1",
+    };
+    let row = sqlx::query(sql)
+        .bind(session.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.is_some())
+}
+
 async fn lease_in(conn: &mut AnyConnection, id: LeaseId) -> Result<Option<RuntimeLease>> {
     let sql = format!("SELECT {LEASE_COLUMNS} FROM runtime_leases WHERE id = $1");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -200,6 +221,11 @@ impl Db {
         self.retrying("create lease", || async move {
             let mut tx = self.pool().begin().await?;
             let mut bal = lock_account(&mut tx, new.account_id).await?;
+            // A lease only for a session that exists (and stays until this commits): a session
+            // deleted meanwhile leaves no lease behind that nobody could stop.
+            if !session_exists_in(&mut tx, self.dialect(), new.session_id).await? {
+                return Err(Error::NotFound("session"));
+            }
             let active = sqlx::query(
                 "SELECT id FROM runtime_leases WHERE session_id = $1 AND status <> 'stopped'",
             )
@@ -296,11 +322,14 @@ impl Db {
             let lease = lease_in(&mut tx, id)
                 .await?
                 .ok_or(Error::NotFound("lease"))?;
+            let session_exists =
+                session_exists_in(&mut tx, self.dialect(), lease.session_id).await?;
             if lease.status == LeaseStatus::Stopped || lease.checkpoint_seq >= seq {
                 return Ok(Checkpoint {
                     lease,
                     balance: bal,
                     applied: false,
+                    session_exists,
                 });
             }
             let used = used_ms.clamp(lease.used_ms, lease.prepaid_ms);
@@ -342,6 +371,7 @@ impl Db {
                 lease,
                 balance: bal,
                 applied: true,
+                session_exists,
             })
         })
         .await

@@ -3,7 +3,7 @@
 use atelier_protocol::ids::{AccountId, MediaId, SessionId};
 use serde::Serialize;
 use sqlx::any::AnyRow;
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
 use super::{now_ms, opt_uuid_col, uuid_col, Db};
@@ -48,32 +48,38 @@ fn media_from_row(row: &AnyRow) -> Result<Media> {
     })
 }
 
+/// Inserts a media row on `conn` (inside the caller's transaction, if any).
+pub(crate) async fn insert_media_in(conn: &mut AnyConnection, new: &NewMedia<'_>) -> Result<Media> {
+    let media = Media {
+        id: new.id,
+        owner_id: new.owner,
+        session_id: new.session,
+        content_type: new.content_type.to_string(),
+        size_bytes: new.size_bytes,
+        filename: new.filename.map(str::to_string),
+        created_at: now_ms(),
+        object_key: new.object_key.to_string(),
+    };
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO media ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+    )))
+    .bind(media.id.to_string())
+    .bind(media.owner_id.to_string())
+    .bind(media.session_id.map(|s| s.to_string()))
+    .bind(&media.content_type)
+    .bind(media.size_bytes)
+    .bind(&media.object_key)
+    .bind(media.filename.clone())
+    .bind(media.created_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(media)
+}
+
 impl Db {
     pub async fn insert_media(&self, new: NewMedia<'_>) -> Result<Media> {
-        let media = Media {
-            id: new.id,
-            owner_id: new.owner,
-            session_id: new.session,
-            content_type: new.content_type.to_string(),
-            size_bytes: new.size_bytes,
-            filename: new.filename.map(str::to_string),
-            created_at: now_ms(),
-            object_key: new.object_key.to_string(),
-        };
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO media ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-        )))
-        .bind(media.id.to_string())
-        .bind(media.owner_id.to_string())
-        .bind(media.session_id.map(|s| s.to_string()))
-        .bind(&media.content_type)
-        .bind(media.size_bytes)
-        .bind(&media.object_key)
-        .bind(media.filename.clone())
-        .bind(media.created_at)
-        .execute(self.pool())
-        .await?;
-        Ok(media)
+        let mut conn = self.pool().acquire().await?;
+        insert_media_in(&mut conn, &new).await
     }
 
     pub async fn media(&self, id: MediaId) -> Result<Option<Media>> {

@@ -12,6 +12,7 @@ pub mod ledger;
 pub mod media;
 pub mod sessions;
 pub mod share_links;
+pub mod storage_quota;
 pub mod usage;
 
 use std::str::FromStr;
@@ -232,6 +233,11 @@ pub(crate) fn opt_uuid_col(row: &AnyRow, col: &str) -> Result<Option<Uuid>> {
         Uuid::from_str(&t).map_err(|e| Error::Internal(format!("bad uuid in column {col}: {e}")))
     })
     .transpose()
+}
+
+/// True when the error is a foreign-key violation (both engines).
+pub(crate) fn is_fk_violation_of(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_foreign_key_violation())
 }
 
 /// True when the error is a unique-constraint violation (both engines).

@@ -97,6 +97,39 @@ impl Db {
         row.as_ref().map(link_from_row).transpose()
     }
 
+    /// Revokes the open links `creator` made for `session` (they lost the right to share it);
+    /// returns their ids.
+    pub async fn revoke_share_links_created_by(
+        &self,
+        session: SessionId,
+        creator: AccountId,
+    ) -> Result<Vec<ShareLinkId>> {
+        let rows = sqlx::query(
+            "UPDATE share_links SET revoked_at = $1 \
+             WHERE session_id = $2 AND created_by = $3 AND revoked_at IS NULL RETURNING id",
+        )
+        .bind(now_ms())
+        .bind(session.to_string())
+        .bind(creator.to_string())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| Ok(ShareLinkId(uuid_col(row, "id")?)))
+            .collect()
+    }
+
+    /// Every link `creator` made (in any session) that is not revoked.
+    pub async fn share_links_created_by(&self, creator: AccountId) -> Result<Vec<ShareLinkId>> {
+        let rows =
+            sqlx::query("SELECT id FROM share_links WHERE created_by = $1 AND revoked_at IS NULL")
+                .bind(creator.to_string())
+                .fetch_all(self.pool())
+                .await?;
+        rows.iter()
+            .map(|row| Ok(ShareLinkId(uuid_col(row, "id")?)))
+            .collect()
+    }
+
     /// Revokes a link of the session; false when the session has no such link.
     pub async fn revoke_share_link(&self, session: SessionId, link: ShareLinkId) -> Result<bool> {
         let res = sqlx::query(

@@ -1,4 +1,5 @@
-//! The API usage log: one row per request (account, route, status, duration).
+//! The API usage log: one row per request of an account (route, status, duration), kept for
+//! the retention period.
 
 use atelier_protocol::ids::AccountId;
 use serde::Serialize;
@@ -21,7 +22,7 @@ pub struct UsageEntry {
 impl Db {
     pub async fn record_usage(
         &self,
-        account: Option<AccountId>,
+        account: AccountId,
         method: &str,
         route: &str,
         status: u16,
@@ -31,7 +32,7 @@ impl Db {
             "INSERT INTO api_usage (account_id, method, route, status, duration_ms, at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
-        .bind(account.map(|a| a.to_string()))
+        .bind(account.to_string())
         .bind(method)
         .bind(route)
         .bind(i64::from(status))
@@ -40,6 +41,15 @@ impl Db {
         .execute(self.pool())
         .await?;
         Ok(())
+    }
+
+    /// Deletes the entries recorded before `cutoff_ms`; returns how many.
+    pub async fn purge_usage_before(&self, cutoff_ms: i64) -> Result<u64> {
+        let res = sqlx::query("DELETE FROM api_usage WHERE at < $1")
+            .bind(cutoff_ms)
+            .execute(self.pool())
+            .await?;
+        Ok(res.rows_affected())
     }
 
     /// The account's most recent requests, newest first.

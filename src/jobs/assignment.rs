@@ -236,18 +236,16 @@ impl Assignment {
         let entry = self.outputs.entry(node_id.to_string()).or_default();
         entry.push(id);
         let ids: Vec<String> = entry.iter().map(ToString::to_string).collect();
-        // Build the change on the stored document so it lands after what is there.
-        let stored = self
-            .service
-            .db
-            .load_document(self.session)
-            .await
-            .map_err(|e| e.to_string())?;
-        let doc = graph::doc_from_stored(&stored)?;
-        let update = graph::outputs_update(&doc, node_id, &ids);
+        // Through the live session, the document's one writer: built on the document as it is
+        // there, and answered once stored — so `job.succeeded` (after the last output) is only
+        // ever sent for outputs that are in the document.
+        let node = node_id.to_owned();
         self.service
             .live
-            .apply_server_update(self.session, update)
+            .apply_server_edit(
+                self.session,
+                std::sync::Arc::new(move |doc| Ok(graph::outputs_update(doc, &node, &ids))),
+            )
             .await
             .map_err(|e| format!("writing the output into the document failed: {e}"))?;
         Ok(id)

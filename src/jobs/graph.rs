@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use atelier_protocol::worker::JobStep;
 use serde_json::{Map, Value};
-use yrs::types::ToJson;
 use yrs::{Doc, Map as _, ReadTxn, Transact};
 
 use crate::inference::ModelCatalog;
@@ -60,17 +59,14 @@ fn str_field(map: &Map<String, Value>, key: &str) -> Option<String> {
 }
 
 impl Graph {
-    /// Reads `nodes` and `edges` as DESIGN.md lays them out. Entries that are not maps are
-    /// reported, not skipped: a graph the client sees must be the graph that runs.
-    pub fn from_doc(doc: &Doc) -> Result<Graph, String> {
-        let nodes_ref = doc.get_or_insert_map("nodes");
-        let edges_ref = doc.get_or_insert_map("edges");
-        let txn = doc.transact();
-        let nodes_json = serde_json::to_value(nodes_ref.to_json(&txn))
-            .map_err(|e| format!("the document's nodes cannot be read: {e}"))?;
-        let edges_json = serde_json::to_value(edges_ref.to_json(&txn))
-            .map_err(|e| format!("the document's edges cannot be read: {e}"))?;
-        drop(txn);
+    /// Reads `nodes` and `edges` as DESIGN.md lays them out, from the live session's
+    /// `{"nodes": {...}, "edges": {...}}` (see `SessionRegistryHandle::graph_json`). Entries that
+    /// are not maps are reported, not skipped: a graph the client sees must be the graph that
+    /// runs.
+    pub fn from_json(graph_json: &Value) -> Result<Graph, String> {
+        let empty = Value::Object(Map::new());
+        let nodes_json = graph_json.get("nodes").unwrap_or(&empty);
+        let edges_json = graph_json.get("edges").unwrap_or(&empty);
         let mut graph = Graph::default();
         for (id, value) in nodes_json.as_object().into_iter().flatten() {
             let obj = value
@@ -339,27 +335,6 @@ impl Graph {
         }
         Ok(order)
     }
-}
-
-/// Loads a document from its stored form (snapshot + updates).
-pub fn doc_from_stored(stored: &atelier_actors::StoredDoc) -> Result<Doc, String> {
-    use yrs::updates::decoder::Decode;
-    use yrs::Update;
-    let doc = Doc::new();
-    {
-        let mut txn = doc.transact_mut();
-        let all = stored
-            .snapshot
-            .iter()
-            .chain(stored.updates.iter().map(|(_, u)| u));
-        for bytes in all {
-            let update =
-                Update::decode_v1(bytes).map_err(|e| format!("stored update is corrupt: {e}"))?;
-            txn.apply_update(update)
-                .map_err(|e| format!("stored update cannot be applied: {e}"))?;
-        }
-    }
-    Ok(doc)
 }
 
 /// The update that sets `outputs[node_id]` to `media` on top of the document `doc`.

@@ -42,7 +42,12 @@ pub(crate) struct PendingUpdate {
     /// The encoded sync-update frame to fan out once stored.
     pub(crate) frame: Bytes,
     pub(crate) len: usize,
+    /// Told when the update is stored and applied (or could not be stored): server edits wait
+    /// for it, so that nothing reports success before its change is durable.
+    pub(crate) stored: Option<StoredReply>,
 }
+
+type StoredReply = oneshot::Sender<Result<(), DocStoreError>>;
 
 type FlushReply = oneshot::Sender<Result<(), DocStoreError>>;
 
@@ -67,6 +72,12 @@ pub(crate) struct Durability {
     waiters: Vec<FlushReply>,
     /// First failure seen while waiters were waiting; reported to them.
     waiter_error: Option<DocStoreError>,
+    /// Updates accepted so far, and how many of them are settled (stored and applied, or
+    /// dropped after a failed append).
+    accepted: u64,
+    settled: u64,
+    /// Waiting until every update accepted before them is settled (see `settled_barrier`).
+    barriers: Vec<(u64, oneshot::Sender<()>)>,
 }
 
 impl Durability {
@@ -118,6 +129,33 @@ impl Durability {
         *self = Self::default();
     }
 
+    /// Counts updates as settled and releases the barriers they held up.
+    fn settle_updates(&mut self, count: usize) {
+        self.settled = self
+            .settled
+            .saturating_add(u64::try_from(count).unwrap_or(u64::MAX));
+        let settled = self.settled;
+        let (done, waiting) = std::mem::take(&mut self.barriers)
+            .into_iter()
+            .partition(|(target, _)| *target <= settled);
+        self.barriers = waiting;
+        for (_, barrier) in done {
+            let _ = barrier.send(());
+        }
+    }
+
+    /// Resolves once every update accepted until now is settled: what a reader of the document
+    /// waits for to see everything the session has accepted (dropped if the session restarts).
+    pub(crate) fn settled_barrier(&mut self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        if self.settled >= self.accepted {
+            let _ = tx.send(());
+        } else {
+            self.barriers.push((self.accepted, tx));
+        }
+        rx
+    }
+
     fn note_error(&mut self, error: &DocStoreError) {
         if !self.waiters.is_empty() && self.waiter_error.is_none() {
             self.waiter_error = Some(error.clone());
@@ -134,15 +172,40 @@ impl SessionActor {
         bytes: Vec<u8>,
         ctx: &mut Context<Self>,
     ) {
+        self.enqueue(from, update, bytes, None, ctx);
+    }
+
+    /// Queues an update the server made itself; the receiver learns when it is stored.
+    pub(crate) fn enqueue_server_update(
+        &mut self,
+        update: Update,
+        bytes: Vec<u8>,
+        ctx: &mut Context<Self>,
+    ) -> oneshot::Receiver<Result<(), DocStoreError>> {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(super::messages::SERVER_ORIGIN, update, bytes, Some(tx), ctx);
+        rx
+    }
+
+    fn enqueue(
+        &mut self,
+        from: ConnectionId,
+        update: Update,
+        bytes: Vec<u8>,
+        stored: Option<StoredReply>,
+        ctx: &mut Context<Self>,
+    ) {
         let frame = Bytes::from(atelier_protocol::ysync::encode_update_frame(&bytes));
         let len = bytes.len();
         self.durability.unapplied_bytes += len;
+        self.durability.accepted += 1;
         self.durability.pending.push_back(PendingUpdate {
             from,
             update,
             bytes,
             frame,
             len,
+            stored,
         });
         self.progress(ctx);
     }
@@ -228,6 +291,7 @@ impl SessionActor {
         ctx: &mut Context<Self>,
     ) {
         let batch_bytes: usize = batch.iter().map(|p| p.len).sum();
+        let batch_len = batch.len();
         self.durability.unapplied_bytes =
             self.durability.unapplied_bytes.saturating_sub(batch_bytes);
         match result {
@@ -242,8 +306,9 @@ impl SessionActor {
                     d.compact_requested = true;
                 }
                 self.full_state_frame = None;
-                for (seq, pending) in (first_seq..).zip(batch) {
+                for (seq, mut pending) in (first_seq..).zip(batch) {
                     self.replica.applied.insert(seq);
+                    let stored = pending.stored.take();
                     let applied = self
                         .awareness
                         .doc()
@@ -261,12 +326,15 @@ impl SessionActor {
                             session = %self.id, %error, "stored update could not be applied"
                         ),
                     }
+                    if let Some(stored) = stored {
+                        let _ = stored.send(Ok(()));
+                    }
                 }
+                self.durability.settle_updates(batch_len);
                 if let Some(updates) = relayed {
                     self.publish_updates(first_seq, updates);
                 }
-                // Another writer's `seq` between ours (another node, or a direct append) shows
-                // up as a gap, repaired from storage.
+                // Another node's `seq` between ours shows up as a gap, repaired from storage.
                 self.watch_for_gaps(ctx);
             }
             Err(DocStoreError::SessionNotFound(_)) => {
@@ -283,11 +351,19 @@ impl SessionActor {
                 );
                 self.durability.note_error(&error);
                 let authors: BTreeSet<ConnectionId> = batch.iter().map(|p| p.from).collect();
+                for pending in batch {
+                    if let Some(stored) = pending.stored {
+                        let _ = stored.send(Err(error.clone()));
+                    }
+                }
                 // Their queued updates build on the lost ones; the clients resend all of it when
-                // they resync after reconnecting.
+                // they resync after reconnecting (a server edit's caller learns it failed).
                 let d = &mut self.durability;
+                let before = d.pending.len();
                 d.pending.retain(|p| !authors.contains(&p.from));
+                let dropped = before - d.pending.len();
                 d.unapplied_bytes = d.pending.iter().map(|p| p.len).sum();
+                d.settle_updates(batch_len + dropped);
                 for author in authors {
                     self.remove_peer(
                         author,

@@ -4,13 +4,16 @@
 use actix::prelude::*;
 use atelier_protocol::close_code;
 use atelier_protocol::events::StudioEvent;
-use atelier_protocol::ids::{AccountId, ConnectionId, JobId, ShareLinkId};
+use atelier_protocol::ids::{AccountId, ConnectionId, JobId};
 use atelier_protocol::ysync::Frame;
 use atelier_protocol::Role;
 use bytes::Bytes;
 use thiserror::Error;
+use yrs::updates::decoder::Decode;
+use yrs::{Doc, Transact, Update};
 
 use super::{Identity, Participant, Phase, SessionActor};
+use crate::admission::{KickTarget, Revocation};
 use crate::outbound::Outbox;
 use crate::store::DocStoreError;
 
@@ -59,13 +62,14 @@ pub struct Inbound {
     pub frame: Frame,
 }
 
-/// A share link was revoked: its connections get `session.kicked` and are closed with 4403
-/// (stock y-websocket does not reconnect) before this returns.
-/// Replies with how many connections were closed.
+/// Access ended for the connections the target covers: each gets `session.kicked` (if it takes
+/// events) and is closed with the revocation's code before this returns. Replies with how many
+/// connections were closed.
 #[derive(Message)]
 #[rtype(result = "usize")]
-pub struct RevokeShareLink {
-    pub link_id: ShareLinkId,
+pub struct Kick {
+    pub target: KickTarget,
+    pub revocation: Revocation,
 }
 
 /// An account's membership changed. `None`: removed — its connections are closed (4403).
@@ -172,19 +176,20 @@ impl Handler<Inbound> for SessionActor {
     }
 }
 
-impl Handler<RevokeShareLink> for SessionActor {
+impl Handler<Kick> for SessionActor {
     type Result = usize;
 
-    fn handle(&mut self, msg: RevokeShareLink, ctx: &mut Context<Self>) -> usize {
+    fn handle(&mut self, msg: Kick, ctx: &mut Context<Self>) -> usize {
         self.guard(ctx, |act, _| {
+            let session = act.id;
             let doomed: Vec<ConnectionId> = act
                 .peers
                 .iter()
-                .filter(|(_, p)| p.participant.identity == Identity::ShareLink(msg.link_id))
+                .filter(|(id, p)| msg.target.covers_peer(session, *id, &p.participant))
                 .map(|(id, _)| id)
                 .collect();
             for id in &doomed {
-                act.kick(*id, close_code::ACCESS_REVOKED, "share link revoked");
+                act.kick(*id, msg.revocation.code, &msg.revocation.reason);
             }
             act.settle();
             doomed.len()
@@ -339,24 +344,108 @@ fn restarted() -> DocStoreError {
 /// so the update is fanned out to every participant.
 pub const SERVER_ORIGIN: ConnectionId = ConnectionId(0);
 
-/// A change the server makes to the document (e.g. a job's outputs). Stored first and fanned out
-/// to everyone, like an editor's update.
-#[derive(Message)]
-#[rtype(result = "Result<(), String>")]
-pub struct ApplyServerUpdate {
-    /// A v1 update.
-    pub update: Vec<u8>,
+/// Why the live document could not be read or changed.
+#[derive(Debug, Clone, Error)]
+pub enum LiveDocError {
+    /// This actor is unloading or restarting; ask the registry again (its methods do).
+    #[error("session is being unloaded; retry")]
+    Unloaded,
+    #[error("server is shutting down")]
+    ShuttingDown,
+    #[error("{0}")]
+    Storage(DocStoreError),
+    #[error("invalid server edit: {0}")]
+    InvalidEdit(String),
+    /// The session restarted or was deleted before the change was stored.
+    #[error("the session was closed before the change was stored")]
+    Abandoned,
 }
 
-impl Handler<ApplyServerUpdate> for SessionActor {
-    type Result = Result<(), String>;
+/// Builds a server-side change on a copy of the document as it is now: gets that copy and
+/// returns the v1 update of its change. (`Fn`: a session that was unloading when asked never
+/// ran it, and the registry asks the next one.)
+pub type DocEdit = std::sync::Arc<dyn Fn(&Doc) -> Result<Vec<u8>, String> + Send + Sync>;
 
-    fn handle(&mut self, msg: ApplyServerUpdate, ctx: &mut Context<Self>) -> Self::Result {
-        let update = atelier_protocol::ysync::decode_update(&msg.update)
-            .map_err(|e| format!("invalid server update: {e}"))?;
-        self.guard(ctx, |act, ctx| {
-            act.enqueue_update(SERVER_ORIGIN, update, msg.update, ctx);
-        });
-        Ok(())
+/// A change the server makes to the document (e.g. a job's outputs), built on the live document
+/// and then stored, applied and fanned out like an editor's update. Answered once it is stored:
+/// whoever asked may then report success.
+#[derive(Message)]
+#[rtype(result = "Result<(), LiveDocError>")]
+pub struct ServerEdit {
+    pub edit: DocEdit,
+}
+
+/// The document's `nodes` and `edges` as JSON (`{"nodes": {...}, "edges": {...}}`), read once
+/// every update accepted before this message is stored and applied: exactly what the editors
+/// see.
+#[derive(Message)]
+#[rtype(result = "Result<serde_json::Value, LiveDocError>")]
+pub struct GraphJson;
+
+impl SessionActor {
+    /// Whether the document can be read or changed now.
+    fn doc_ready(&self) -> Result<(), LiveDocError> {
+        match &self.phase {
+            Phase::Ready => Ok(()),
+            Phase::Failed(error) => Err(LiveDocError::Storage(error.clone())),
+            Phase::ShuttingDown => Err(LiveDocError::ShuttingDown),
+            Phase::Loading | Phase::Unloaded => Err(LiveDocError::Unloaded),
+        }
+    }
+}
+
+impl Handler<ServerEdit> for SessionActor {
+    type Result = ResponseFuture<Result<(), LiveDocError>>;
+
+    fn handle(&mut self, msg: ServerEdit, ctx: &mut Context<Self>) -> Self::Result {
+        let stored = self
+            .guard(ctx, |act, ctx| {
+                act.doc_ready()?;
+                // The edit runs on a copy: the live document changes only once it is stored.
+                let copy = Doc::new();
+                let state = super::doc::full_state(act.awareness.doc());
+                let current = Update::decode_v1(&state)
+                    .map_err(|e| LiveDocError::InvalidEdit(e.to_string()))?;
+                copy.transact_mut()
+                    .apply_update(current)
+                    .map_err(|e| LiveDocError::InvalidEdit(e.to_string()))?;
+                let bytes = (msg.edit)(&copy).map_err(LiveDocError::InvalidEdit)?;
+                let update = atelier_protocol::ysync::decode_update(&bytes)
+                    .map_err(|e| LiveDocError::InvalidEdit(e.to_string()))?;
+                Ok(act.enqueue_server_update(update, bytes, ctx))
+            })
+            .unwrap_or(Err(LiveDocError::Unloaded));
+        Box::pin(async move {
+            match stored?.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(LiveDocError::Storage(error)),
+                Err(_) => Err(LiveDocError::Abandoned),
+            }
+        })
+    }
+}
+
+impl Handler<GraphJson> for SessionActor {
+    type Result = ResponseActFuture<Self, Result<serde_json::Value, LiveDocError>>;
+
+    fn handle(&mut self, _: GraphJson, ctx: &mut Context<Self>) -> Self::Result {
+        let barrier = self
+            .guard(ctx, |act, _| {
+                act.doc_ready()?;
+                Ok(act.durability.settled_barrier())
+            })
+            .unwrap_or(Err(LiveDocError::Unloaded));
+        Box::pin(
+            async move { barrier?.await.map_err(|_| LiveDocError::Abandoned) }
+                .into_actor(self)
+                .map(|settled, act, ctx| {
+                    settled?;
+                    act.guard(ctx, |act, _| {
+                        act.doc_ready()?;
+                        Ok(super::view::graph_json(act.awareness.doc()))
+                    })
+                    .unwrap_or(Err(LiveDocError::Unloaded))
+                }),
+        )
     }
 }

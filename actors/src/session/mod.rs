@@ -8,6 +8,7 @@
 //! - `doc`: rebuilding the yrs document from storage; "does this update add anything?".
 //! - [`replica`]: the session as one of several replicas in a cluster — updates, presence and
 //!   events relayed from other nodes, gaps in the applied `seq`s repaired from storage.
+//! - `view`: what the server reads from the live document (the graph jobs run).
 //!
 //! Supervision: the actor runs under [`actix::Supervisor`]. Every handler body runs inside
 //! `SessionActor::guard`, which turns a panic into `ctx.stop()`; the supervisor then calls
@@ -21,6 +22,7 @@ pub mod messages;
 mod peers;
 pub mod replica;
 mod sync;
+mod view;
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -8,6 +8,7 @@ use atelier_protocol::ysync::Frame;
 use atelier_protocol::Role;
 use bytes::Bytes;
 
+use crate::admission::Admission;
 use crate::outbound::{Outbox, QueueFull};
 
 /// Who is behind a connection, as authenticated by the server.
@@ -28,6 +29,8 @@ pub struct Participant {
     pub role: Role,
     /// Asked for studio events (`?events=1`): gets types 100/101; stock clients never do.
     pub wants_events: bool,
+    /// Its place in the connection caps, and what kicks look for (untracked by default).
+    pub admission: Admission,
 }
 
 impl Participant {

@@ -60,6 +60,7 @@ pub fn participant(role: Role) -> Participant {
         name: format!("{role} tester"),
         role,
         wants_events: false,
+        admission: Default::default(),
     }
 }
 
@@ -69,6 +70,7 @@ pub fn share_link_viewer(link: ShareLinkId) -> Participant {
         name: "guest".into(),
         role: Role::Viewer,
         wants_events: true,
+        admission: Default::default(),
     }
 }
 

@@ -103,6 +103,43 @@ test('a share link revoked on node 1 closes its viewer on node 3 within 1 s', as
   }
 })
 
+/** Resolves with the close event of a provider's socket, or 'timeout' after `ms`. */
+function closedWithin (provider, ms) {
+  const closed = new Promise((resolve) => provider.on('connection-close', (event) => resolve(event)))
+  return Promise.race([closed, sleep(ms).then(() => 'timeout')])
+}
+
+test('removal, logout and session deletion on node 1 close sockets on nodes 2 and 3 within 1 s', async () => {
+  const [n1, n2, n3] = cluster.nodes
+  const { session, owner, editors } = await sessionWithEditors(3)
+  const [, removed, loggedOut] = editors
+  const onRemoved = n2.provider(session, removed.token)
+  const onLoggedOut = n3.provider(session, loggedOut.token)
+  const ownerOn3 = n3.provider(session, owner.token)
+  try {
+    await Promise.all([synced(onRemoved.provider), synced(onLoggedOut.provider), synced(ownerOn3.provider)])
+    let closing = closedWithin(onRemoved.provider, 1000)
+    assert.equal((await n1.call('DELETE', `/sessions/${session}/members/${removed.id}`, { token: owner.token })).status, 204)
+    let event = await closing
+    assert.notEqual(event, 'timeout', 'removed member still connected on node 2')
+    assert.equal(event.code, 4403)
+
+    closing = closedWithin(onLoggedOut.provider, 1000)
+    assert.equal((await n1.call('POST', '/auth/logout', { token: loggedOut.token })).status, 204)
+    event = await closing
+    assert.notEqual(event, 'timeout', 'logged-out editor still connected on node 3')
+    assert.equal(event.code, 4401)
+
+    closing = closedWithin(ownerOn3.provider, 1000)
+    assert.equal((await n1.call('DELETE', `/sessions/${session}`, { token: owner.token })).status, 204)
+    event = await closing
+    assert.notEqual(event, 'timeout', 'socket of a deleted session still open on node 3')
+    assert.equal(event.code, 4404)
+  } finally {
+    destroyAll(onRemoved.provider, onLoggedOut.provider, ownerOn3.provider)
+  }
+})
+
 test('relayed updates that Redis loses are repaired from the database', async () => {
   // Every second published batch is dropped on purpose by these two nodes.
   const lossy = new Cluster({ nodes: 2, env: { ATELIER_CLUSTER_DROP_RELAY_EVERY: '2' } })
