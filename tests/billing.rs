@@ -419,7 +419,7 @@ async fn prepaid_time_out_stops_the_lease_for_every_participant(backend: Backend
     assert_eq!(lease["hold"], 300);
     for p in &mut participants {
         let stopped = p.wait_for("runtime.stopped", Duration::from_secs(10)).await;
-        assert_eq!(stopped["reason"], "out_of_credits", "{stopped}");
+        assert_eq!(stopped["reason"], "prepaid_time_used", "{stopped}");
         assert_eq!(stopped["lease_id"], lease["lease_id"]);
         assert_eq!(stopped["used_ms"], 3000);
         assert_eq!(stopped["charged"], 300);
@@ -436,7 +436,7 @@ async fn prepaid_time_out_stops_the_lease_for_every_participant(backend: Backend
         )
         .await;
     assert_eq!(shown["lease"]["status"], "stopped");
-    assert_eq!(shown["lease"]["reason"], "out_of_credits");
+    assert_eq!(shown["lease"]["reason"], "prepaid_time_used");
 }
 
 async fn an_idle_lease_stops_by_itself(backend: Backend) {

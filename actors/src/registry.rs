@@ -18,7 +18,7 @@ use crate::jobs::{JobsSnapshot, NoJobs};
 use crate::limits::SessionLimits;
 use crate::outbound::Outbox;
 use crate::session::messages::{
-    BroadcastEvent, BroadcastPreview, CloseSession, Flush, Join, JoinError, Joined,
+    BroadcastEvent, BroadcastPreview, CloseSession, Flush, Join, JoinError, Joined, KickAccount,
     RevokeShareLink, SetRole, Shutdown,
 };
 use crate::session::{Participant, SessionActor, SessionDeps};
@@ -155,6 +155,20 @@ impl SessionRegistryHandle {
         match self.get(session_id) {
             Some(addr) => addr.send(SetRole { account_id, role }).await.unwrap_or(0),
             None => 0,
+        }
+    }
+
+    /// Closes every live connection of the account, in every session, with `code` (after
+    /// `session.kicked {reason}`): an admin suspended it. Returns at once; each session closes
+    /// them on its next turn.
+    pub fn kick_account(&self, account: AccountId, code: u16, reason: &str) {
+        let addrs: Vec<Addr<SessionActor>> = self.shared.sessions().values().cloned().collect();
+        for addr in addrs {
+            addr.do_send(KickAccount {
+                account_id: account,
+                code,
+                reason: reason.to_owned(),
+            });
         }
     }
 

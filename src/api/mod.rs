@@ -1,5 +1,6 @@
 //! The HTTP API under `/api/v1`: one module per resource, errors in one shape.
 
+pub mod admin;
 pub mod auth;
 pub mod billing;
 pub mod jobs;
@@ -53,11 +54,32 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
             .service(runtime::start)
             .service(runtime::get_one)
             .service(runtime::stop)
+            .service(runtime::extend)
             .service(billing::prices)
             .service(billing::balance)
             .service(billing::ledger)
             .service(billing::usage)
             .service(billing::webhook)
+            .service(billing::packs)
+            .service(billing::checkout)
+            .service(billing::ledger_csv)
+            .service(billing::statement)
+            .service(me::change_password)
+            .service(admin::accounts)
+            .service(admin::account)
+            .service(admin::grant_credits)
+            .service(admin::suspend)
+            .service(admin::unsuspend)
+            .service(admin::set_role)
+            .service(admin::workers)
+            .service(admin::drain)
+            .service(admin::create_worker_token)
+            .service(admin::revoke_worker_token)
+            .service(admin::leases)
+            .service(admin::stop_lease)
+            .service(admin::jobs)
+            .service(admin::cancel_job)
+            .service(admin::audit_log)
             .service(ops::healthz)
             .service(ops::readyz)
             .service(jobs::node_types)

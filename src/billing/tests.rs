@@ -100,6 +100,7 @@ fn settings(idle: Duration) -> BillingSettings {
             meter_interval: Duration::from_millis(50),
             checkpoint_interval: Duration::from_millis(300),
             idle_timeout: idle,
+            low_balance_warning: Duration::from_secs(1),
         },
         max_prepaid_minutes: 60,
         resume_window: Duration::from_secs(60),
@@ -273,11 +274,11 @@ async fn prepaid_time_running_out_stops_the_lease_and_interrupts_the_job() {
     else {
         unreachable!()
     };
-    assert_eq!(reason, "out_of_credits");
+    assert_eq!(reason, "prepaid_time_used");
     assert_eq!((used_ms, charged, refunded), (1_500, 1_500, 0));
     assert_eq!(
         f.rec.interrupts.lock().unwrap().as_slice(),
-        &[(f.session, "out_of_credits".to_string())]
+        &[(f.session, "prepaid_time_used".to_string())]
     );
     let lease = f.t.db.lease(view.lease_id).await.unwrap().unwrap();
     assert_eq!(lease.status, LeaseStatus::Stopped);

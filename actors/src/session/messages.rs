@@ -78,6 +78,16 @@ pub struct SetRole {
     pub role: Option<Role>,
 }
 
+/// Closes every connection of an account (suspended by an admin) with `code`, after
+/// `session.kicked {reason}`. Replies with how many connections were closed.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct KickAccount {
+    pub account_id: AccountId,
+    pub code: u16,
+    pub reason: String,
+}
+
 /// A studio event for every events-enabled connection (job progress, runtime meter…).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -223,12 +233,43 @@ impl Handler<SetRole> for SessionActor {
     }
 }
 
+impl Handler<KickAccount> for SessionActor {
+    type Result = usize;
+
+    fn handle(&mut self, msg: KickAccount, ctx: &mut Context<Self>) -> usize {
+        self.guard(ctx, |act, _| {
+            let doomed: Vec<ConnectionId> = act
+                .peers
+                .iter()
+                .filter(|(_, p)| p.participant.identity == Identity::Account(msg.account_id))
+                .map(|(id, _)| id)
+                .collect();
+            for id in &doomed {
+                act.kick(*id, msg.code, &msg.reason);
+            }
+            act.settle();
+            doomed.len()
+        })
+        .unwrap_or(0)
+    }
+}
+
 impl Handler<BroadcastEvent> for SessionActor {
     type Result = ();
 
     fn handle(&mut self, msg: BroadcastEvent, ctx: &mut Context<Self>) {
         self.guard(ctx, |act, _| {
-            act.peers.broadcast_event(&msg.event, |_, _| true);
+            match msg.event.private_to() {
+                // The private part goes to that account's own connections only.
+                Some((account, public)) => {
+                    let is_owner = |p: &Participant| p.account_id() == Some(account);
+                    act.peers
+                        .broadcast_event(&msg.event, |_, peer| is_owner(&peer.participant));
+                    act.peers
+                        .broadcast_event(&public, |_, peer| !is_owner(&peer.participant));
+                }
+                None => act.peers.broadcast_event(&msg.event, |_, _| true),
+            }
             act.settle();
         });
     }
