@@ -24,6 +24,10 @@ async fn start(backend: Backend, extra: &[&str]) -> TestServer {
     let worker = common::in_process_worker_args();
     let mut args = vec!["--gpu-prices", PRICES, "--payment-webhook-secret", SECRET];
     args.extend(worker.iter().map(String::as_str));
+    // No starter credits unless the test asks for some: the amounts below start from zero.
+    if !extra.contains(&"--signup-credits") {
+        args.extend_from_slice(&["--signup-credits", "0"]);
+    }
     args.extend_from_slice(extra);
     TestServer::start_with(backend, &args).await
 }
