@@ -137,7 +137,7 @@ test('a run shows progress, preview and output in both studios and in the viewer
 
     // Ada starts the Pro runtime (CPU) from the studio's runtime panel.
     const runtime = a.page.locator('section[aria-labelledby="runtime-h"]')
-    const gpu = runtime.getByLabel('GPU class')
+    const gpu = runtime.getByLabel('Runtime class')
     if ((await gpu.evaluate((e) => e.tagName.toLowerCase())) === 'select') await gpu.selectOption('cpu')
     else await gpu.fill('cpu')
     await runtime.getByLabel('Prepaid minutes').fill('10')
