@@ -122,11 +122,22 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     if let Some(engine) = engine {
         crate::worker::start_in_process(engine, jobs.clone());
     }
+    let listener = listen(config.bind).map_err(|source| StartError::Bind {
+        addr: config.bind,
+        source,
+    })?;
+    let addr = listener.local_addr()?;
+    // Stripe sends the user back here: the configured public URL, else the address listened on
+    // (the port actually bound, when it was 0).
+    let return_url = match &config.public_url {
+        Some(_) => config.public_url(),
+        None => format!("http://{addr}"),
+    };
     let checkout = Checkout::new(
         &config.stripe.stripe_api_base,
         config.stripe.stripe_secret_key.clone(),
         config.stripe.credit_packs.clone(),
-        config.public_url(),
+        return_url,
     )
     .map_err(|e| StartError::Billing(e.to_string()))?;
     if !checkout.enabled() {
@@ -156,11 +167,6 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     if !has_web {
         tracing::warn!(dir = %web_dir.display(), "studio page not built; serving a placeholder at /");
     }
-    let listener = listen(config.bind).map_err(|source| StartError::Bind {
-        addr: config.bind,
-        source,
-    })?;
-    let addr = listener.local_addr()?;
     let builder = actix_server::Server::build();
     let shutting_down = builder.graceful_shutdown_signal();
     let server = builder

@@ -61,8 +61,9 @@ pub fn duration_text(ms: i64) -> String {
     }
 }
 
-fn describe(kind: EntryKind) -> &'static str {
-    match kind {
+fn describe(entry: &LedgerEntry) -> &'static str {
+    match entry.kind {
+        EntryKind::Grant if entry.idempotency_key.starts_with("signup:") => "Starter credits",
         EntryKind::Grant => "Credits granted",
         EntryKind::Adjustment => "Adjustment",
         EntryKind::Purchase => "Credits bought",
@@ -121,7 +122,7 @@ pub fn fold(
         lines.push(StatementLine {
             at: e.created_at,
             kind: e.kind.as_str().into(),
-            description: describe(e.kind).into(),
+            description: describe(e).into(),
             amount: e.amount,
             balance_after: e.balance_after,
             session_id: None,
@@ -130,7 +131,10 @@ pub fn fold(
             gpu_class: None,
             used_ms: None,
             open: false,
-            note: e.note.clone().or_else(|| e.reference.clone()),
+            note: e
+                .note
+                .clone()
+                .or_else(|| e.reference.as_ref().map(|r| format!("payment {r}"))),
         });
     }
     lines

@@ -64,11 +64,22 @@ impl AuditActor {
         }
     }
 
-    /// The command line, named by the operating-system user running it.
+    /// The command line, named by the operating-system user running it (`$USER`, `$LOGNAME`,
+    /// else what `id -un` says).
     pub fn cli() -> Self {
+        let from_id = || {
+            std::process::Command::new("id")
+                .arg("-un")
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        };
         let user = std::env::var("USER")
             .or_else(|_| std::env::var("LOGNAME"))
             .ok()
+            .filter(|u| !u.is_empty())
+            .or_else(from_id)
             .filter(|u| !u.is_empty())
             .unwrap_or_else(|| "unknown".into());
         AuditActor {

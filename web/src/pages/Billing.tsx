@@ -7,6 +7,26 @@ import { classLabel, credits, dateTime, money, signedCredits, spokenDuration } f
 
 /** How long the dashboard watches for a purchase to be credited after Checkout. */
 const PURCHASE_WATCH_MS = 120_000
+/** The balance before leaving for Checkout (the webhook may land before the user is back). */
+const BEFORE_CHECKOUT_KEY = 'atelier_balance_before_checkout'
+
+function balanceBeforeCheckout(): number | null {
+  try {
+    const v = sessionStorage.getItem(BEFORE_CHECKOUT_KEY)
+    return v === null ? null : Number(v)
+  } catch {
+    return null
+  }
+}
+
+function rememberBalance(balance: number | null): void {
+  try {
+    if (balance === null) sessionStorage.removeItem(BEFORE_CHECKOUT_KEY)
+    else sessionStorage.setItem(BEFORE_CHECKOUT_KEY, String(balance))
+  } catch {
+    /* storage disabled: the watch starts from the balance on return */
+  }
+}
 
 function checkoutOutcome(): 'success' | 'cancelled' | null {
   const q = window.location.hash.split('?')[1] ?? ''
@@ -14,15 +34,26 @@ function checkoutOutcome(): 'success' | 'cancelled' | null {
   return v === 'success' || v === 'cancelled' ? v : null
 }
 
-export function CreditsCard() {
+/** `onCredited`: a purchase was credited (the history and usage should reload). */
+export function CreditsCard({ onCredited }: { onCredited?: () => void }) {
   const [balance, setBalance] = useState<Balance | null>(null)
   const [error, setError] = useState<string | null>(null)
   const [packs, setPacks] = useState<{ enabled: boolean; packs: CreditPack[] } | null>(null)
   const [buyMsg, setBuyMsg] = useState<string | null>(null)
   const [busy, setBusy] = useState<string | null>(null)
-  const [outcome] = useState(checkoutOutcome)
+  const [outcome, setOutcome] = useState(checkoutOutcome)
   const [credited, setCredited] = useState<number | null>(null)
   const startBalance = useRef<number | null>(null)
+
+  // Checkout sends the user back to this page (often only the hash changes).
+  useEffect(() => {
+    const onHash = () => {
+      setOutcome(checkoutOutcome())
+      setBusy(null)
+    }
+    window.addEventListener('hashchange', onHash)
+    return () => window.removeEventListener('hashchange', onHash)
+  }, [])
 
   const load = useCallback(async () => {
     try {
@@ -48,19 +79,23 @@ export function CreditsCard() {
     const until = Date.now() + PURCHASE_WATCH_MS
     ;(async () => {
       const first = await load()
-      startBalance.current = first?.balance ?? null
+      startBalance.current = balanceBeforeCheckout() ?? first?.balance ?? null
+      let b = first
       while (!stop && Date.now() < until) {
-        await new Promise((r) => setTimeout(r, 1000))
-        const b = await load()
         if (b && startBalance.current !== null && b.balance > startBalance.current) {
           setCredited(b.balance - startBalance.current)
+          rememberBalance(null)
+          onCredited?.()
           return
         }
+        await new Promise((r) => setTimeout(r, 1000))
+        b = await load()
       }
     })()
     return () => {
       stop = true
     }
+    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [outcome, load])
 
   const buy = async (pack: string) => {
@@ -68,6 +103,7 @@ export function CreditsCard() {
     setBusy(pack)
     try {
       const res = await api<{ url: string }>('POST', '/billing/checkout', { pack })
+      rememberBalance(balance?.balance ?? null)
       window.location.href = res.url
     } catch (e) {
       setBuyMsg(errorMessage(e))
@@ -127,7 +163,7 @@ export function CreditsCard() {
   )
 }
 
-export function LedgerCard() {
+export function LedgerCard({ refresh = 0 }: { refresh?: number }) {
   const [lines, setLines] = useState<StatementLine[] | null>(null)
   const [error, setError] = useState<string | null>(null)
   useEffect(() => {
@@ -135,7 +171,7 @@ export function LedgerCard() {
       (s) => setLines(s.lines),
       (e) => setError(errorMessage(e)),
     )
-  }, [])
+  }, [refresh])
   return (
     <section className="card" aria-labelledby="ledger-h">
       <div className="row">

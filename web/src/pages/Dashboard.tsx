@@ -96,6 +96,8 @@ export function Dashboard({ account, onLogout }: { account: Account; onLogout: (
   const [title, setTitle] = useState('')
   const [error, setError] = useState<string | null>(null)
   const [usage, setUsage] = useState<UsageEntry[] | null>(null)
+  // Bumped when a purchase is credited: the history reloads.
+  const [creditsChanged, setCreditsChanged] = useState(0)
 
   const load = useCallback(async () => {
     try {
@@ -175,11 +177,11 @@ export function Dashboard({ account, onLogout }: { account: Account; onLogout: (
               </ul>
             )}
           </section>
-          <LedgerCard />
+          <LedgerCard refresh={creditsChanged} />
           <UsageCard />
         </div>
         <div className="dash-side">
-          <CreditsCard />
+          <CreditsCard onCredited={() => setCreditsChanged((n) => n + 1)} />
           <AccountSettings account={account} onLogout={onLogout} />
           <section className="card" aria-labelledby="api-usage-h">
             <details>
