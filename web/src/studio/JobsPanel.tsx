@@ -27,7 +27,7 @@ export interface RunError {
 function runError(e: unknown, what: string): RunError {
   if (e instanceof ApiError) {
     if (e.notAvailable) return { kind: 'unavailable', text: `${what} is not available on this server yet.`, details: [] }
-    if (e.insufficientCredits) return { kind: 'credits', text: `Not enough credits: ${e.message}`, details: errorDetails(e) }
+    if (e.insufficientCredits) return { kind: 'credits', text: 'Not enough credits to run this.', details: [] }
     if (e.needsRuntime) return { kind: 'credits', text: 'This session has no Pro runtime running. The person who can edit it can start one.', details: [] }
     if (e.status === 409) return { kind: 'error', text: 'The Pro runtime is still starting: run again in a moment.', details: [] }
     if (e.status === 400 || e.status === 422) return { kind: 'error', text: `The graph cannot run: ${e.message}`, details: errorDetails(e) }

@@ -109,7 +109,7 @@ export async function startRuntime(sessionId: string, token: string | null, gpuC
 
 /** The message for a refused start, in the user's words. */
 export function startError(e: unknown): string {
-  if (e instanceof ApiError && e.insufficientCredits) return `Not enough credits for this runtime (${e.message}). Buy credits on the dashboard, or choose fewer minutes.`
+  if (e instanceof ApiError && e.insufficientCredits) return 'Not enough credits for this runtime. Buy credits on the dashboard, or choose fewer minutes.'
   if (e instanceof ApiError && e.status === 409) return 'This session already has a Pro runtime.'
   return errorMessage(e)
 }
