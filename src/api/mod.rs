@@ -1,6 +1,7 @@
 //! The HTTP API under `/api/v1`: one module per resource, errors in one shape.
 
 pub mod admin;
+pub mod admin_audit;
 pub mod auth;
 pub mod billing;
 pub mod jobs;
@@ -21,6 +22,7 @@ use crate::error::{extract, Error};
 pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
     cfg.route("/metrics", web::get().to(ops::metrics)).service(
         web::scope("/api/v1")
+            .wrap(middleware::from_fn(admin_audit::record_failures))
             .wrap(middleware::from_fn(usage_log::record))
             .app_data(
                 web::JsonConfig::default()

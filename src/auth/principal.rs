@@ -205,11 +205,17 @@ impl FromRequest for AdminAuth {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let account = AccountAuth::from_request(req, payload);
+        let req = req.clone();
         Box::pin(async move {
             let auth = account.await?;
             if !auth.account.is_admin() {
                 return Err(Error::forbidden("this needs an admin account"));
             }
+            // So that a call failing after this point is still audited.
+            req.extensions_mut()
+                .insert(crate::api::admin_audit::AdminCaller(
+                    crate::db::admin::AuditActor::admin(&auth.account),
+                ));
             Ok(AdminAuth {
                 admin: auth.account,
             })
