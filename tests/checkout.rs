@@ -347,7 +347,7 @@ async fn stripe_refusing_is_a_clear_error(backend: Backend) {
     let webhook_url = Arc::new(Mutex::new(String::new()));
     let stand_in = StandIn::start(webhook_url).await;
     let server = TestServer::start_with(
-        backend,
+        backend.clone(),
         &[
             "--stripe-secret-key",
             "sk_test_wrong",
@@ -373,6 +373,34 @@ async fn stripe_refusing_is_a_clear_error(backend: Backend) {
         !body["error"]["message"].as_str().unwrap().contains("sk_"),
         "{body}"
     );
+    drop(server);
+    // Stripe unreachable: the same clear 502, not a hang.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let unreachable = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let server = TestServer::start_with(
+        backend,
+        &[
+            "--stripe-secret-key",
+            STRIPE_KEY,
+            "--stripe-api-base",
+            &unreachable,
+            "--credit-packs",
+            PACKS,
+        ],
+    )
+    .await;
+    let buyer = server.signup("Buyer").await;
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/billing/checkout",
+            Some(&buyer.token),
+            Some(json!({"pack": "starter"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(error_code(&body), "payment_provider_error");
 }
 
 async fn unconfigured_payments_say_so(backend: Backend) {

@@ -283,7 +283,7 @@ pub struct CheckoutResponse {
 /// The signed webhook credits the pack once paid. An `Idempotency-Key` header makes a retried
 /// request return the same session.
 #[utoipa::path(tag = "billing", request_body = CheckoutRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "8–200 characters; a retry with the same key gets the same checkout")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "8–100 characters; a retry with the same key gets the same checkout")),
     responses((status = 201, body = CheckoutResponse), (status = 400, description = "unknown pack"), (status = 401),
         (status = 409, description = "payments_not_configured"), (status = 502, description = "payment_provider_error")))]
 #[post("/billing/checkout")]
@@ -298,13 +298,14 @@ pub async fn checkout(
         .get("idempotency-key")
         .map(|v| v.to_str().map(str::trim).unwrap_or(""));
     let key = match client_key {
-        Some(k) if (8..=200).contains(&k.len()) && k.chars().all(|c| c.is_ascii_graphic()) => {
+        // Stripe takes keys of up to 255 characters; ours add the account and the pack.
+        Some(k) if (8..=100).contains(&k.len()) && k.chars().all(|c| c.is_ascii_graphic()) => {
             // Scoped to the account so two accounts' keys never collide at Stripe.
             format!("atelier:{}:{}:{k}", auth.account.id, body.pack)
         }
         Some(_) => {
             return Err(Error::invalid(
-                "Idempotency-Key must be 8 to 200 printable ASCII characters",
+                "Idempotency-Key must be 8 to 100 printable ASCII characters",
             ))
         }
         None => format!("atelier:{}", uuid::Uuid::new_v4()),

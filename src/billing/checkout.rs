@@ -120,11 +120,8 @@ impl Checkout {
                 )
             })?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| {
-            tracing::error!(error = %e, "reading Stripe's answer failed");
-            Error::PaymentProvider("the payment provider's answer was cut off; try again".into())
-        })?;
-        let bytes = &bytes[..bytes.len().min(MAX_RESPONSE_BYTES)];
+        let bytes = read_bounded(response).await?;
+        let bytes = bytes.as_slice();
         if !status.is_success() {
             let message = serde_json::from_slice::<StripeErrorBody>(bytes)
                 .ok()
@@ -182,5 +179,26 @@ impl Checkout {
             .append_pair("metadata[account_id]", &account)
             .append_pair("metadata[pack]", &pack.name)
             .finish()
+    }
+}
+
+/// Reads at most [`MAX_RESPONSE_BYTES`] of an answer (more is an error, not a bigger buffer).
+async fn read_bounded(mut response: http_client::Response) -> Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let chunk = response.chunk().await.map_err(|e| {
+            tracing::error!(error = %e, "reading Stripe's answer failed");
+            Error::PaymentProvider("the payment provider's answer was cut off; try again".into())
+        })?;
+        let Some(chunk) = chunk else {
+            return Ok(body);
+        };
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            tracing::error!("Stripe's answer is larger than {MAX_RESPONSE_BYTES} bytes");
+            return Err(Error::PaymentProvider(
+                "the payment provider answered something unexpected".into(),
+            ));
+        }
+        body.extend_from_slice(&chunk);
     }
 }
