@@ -74,6 +74,8 @@ export type LiveAction =
   | { kind: 'notice'; level: 'error' | 'info'; text: string }
 
 let noticeSeq = 1
+
+const LOW_BALANCE_NOTICE = "The Pro runtime's prepaid time is almost used up: extend it in the runtime panel to keep the job running."
 const s = (v: unknown): string | undefined => (typeof v === 'string' ? v : typeof v === 'number' ? String(v) : undefined)
 const n = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined)
 
@@ -264,11 +266,7 @@ function applyEvent(state: LiveState, e: StudioEvent): LiveState {
       const prev = state.runtime && state.runtime.leaseId === leaseId ? state.runtime : null
       if (!prev) return state
       const left = n(e.remaining_ms) ?? 0
-      return notice(
-        { ...state, runtime: { ...prev, lowBalance: true, remainingMs: left } },
-        'info',
-        `The Pro runtime's prepaid time runs out in ${Math.max(1, Math.round(left / 1000))} s. Extend it to keep the job running.`,
-      )
+      return notice({ ...state, runtime: { ...prev, lowBalance: true, remainingMs: left } }, 'info', LOW_BALANCE_NOTICE)
     }
     case 'runtime.extended': {
       const leaseId = s(e.lease_id) ?? ''
@@ -277,6 +275,8 @@ function applyEvent(state: LiveState, e: StudioEvent): LiveState {
       const prepaid = n(e.prepaid_ms)
       return {
         ...state,
+        // The warning is answered: it goes.
+        notices: state.notices.filter((x) => x.text !== LOW_BALANCE_NOTICE),
         runtime: { ...prev, lowBalance: false, remainingMs: n(e.remaining_ms) ?? prev.remainingMs, prepaidMinutes: prepaid !== undefined ? prepaid / 60000 : prev.prepaidMinutes },
       }
     }
