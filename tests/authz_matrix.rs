@@ -208,6 +208,116 @@ fn session_endpoints() -> Vec<Endpoint> {
             body: None,
             expect: [401, 404, 403, 404, 404, 403, 401, 401],
         },
+        // Extending: owners and editors may ask (the payer only succeeds); nothing runs here.
+        Endpoint {
+            method: Method::PATCH,
+            path: |f, _| format!("/sessions/{}/runtime", f.session),
+            body: Some(|_| json!({"add_minutes": 1})),
+            expect: [401, 404, 403, 404, 404, 403, 401, 401],
+        },
+    ]
+}
+
+const NO_ID: &str = "00000000-0000-0000-0000-000000000000";
+
+// The admin API: every non-admin account is refused (403), anonymous callers 401; no caller in
+// this matrix is an admin (admins are checked separately below).
+fn admin_endpoints() -> Vec<Endpoint> {
+    const REFUSED: [u16; 8] = [401, 403, 403, 403, 403, 403, 401, 401];
+    let reason = Some((|_| json!({"reason": "matrix"})) as fn(&People) -> Value);
+    vec![
+        Endpoint {
+            method: Method::GET,
+            path: |_, _| "/admin/accounts".into(),
+            body: None,
+            expect: REFUSED,
+        },
+        Endpoint {
+            method: Method::GET,
+            path: |_, p| format!("/admin/accounts/{}", p.other.id),
+            body: None,
+            expect: REFUSED,
+        },
+        Endpoint {
+            method: Method::POST,
+            path: |_, p| format!("/admin/accounts/{}/credits", p.other.id),
+            body: Some(
+                |_| json!({"amount": 1000, "reason": "matrix", "idempotency_key": "matrix-grant"}),
+            ),
+            expect: REFUSED,
+        },
+        Endpoint {
+            method: Method::POST,
+            path: |_, p| format!("/admin/accounts/{}/suspend", p.other.id),
+            body: reason,
+            expect: REFUSED,
+        },
+        Endpoint {
+            method: Method::POST,
+            path: |_, p| format!("/admin/accounts/{}/unsuspend", p.other.id),
+            body: None,
+            expect: REFUSED,
+        },
+        Endpoint {
+            method: Method::PUT,
+            path: |_, p| format!("/admin/accounts/{}/role", p.other.id),
+            body: Some(|_| json!({"role": "admin"})),
+            expect: REFUSED,
+        },
+        Endpoint {
+            method: Method::GET,
+            path: |_, _| "/admin/workers".into(),
+            body: None,
+            expect: REFUSED,
+        },
+        Endpoint {
+            method: Method::POST,
+            path: |_, _| format!("/admin/workers/{NO_ID}/drain"),
+            body: None,
+            expect: REFUSED,
+        },
+        Endpoint {
+            method: Method::POST,
+            path: |_, _| "/admin/worker-tokens".into(),
+            body: Some(|_| json!({"name": "matrix"})),
+            expect: REFUSED,
+        },
+        Endpoint {
+            method: Method::POST,
+            path: |_, _| format!("/admin/worker-tokens/{NO_ID}/revoke"),
+            body: None,
+            expect: REFUSED,
+        },
+        Endpoint {
+            method: Method::GET,
+            path: |_, _| "/admin/leases".into(),
+            body: None,
+            expect: REFUSED,
+        },
+        Endpoint {
+            method: Method::POST,
+            path: |_, _| format!("/admin/leases/{NO_ID}/stop"),
+            body: reason,
+            expect: REFUSED,
+        },
+        Endpoint {
+            method: Method::GET,
+            path: |_, _| "/admin/jobs".into(),
+            body: None,
+            expect: REFUSED,
+        },
+        Endpoint {
+            method: Method::POST,
+            path: |_, _| format!("/admin/jobs/{NO_ID}/cancel"),
+            body: None,
+            expect: REFUSED,
+        },
+        Endpoint {
+            method: Method::GET,
+            path: |_, _| "/admin/audit".into(),
+            body: None,
+            expect: REFUSED,
+        },
     ]
 }
 
@@ -268,6 +378,40 @@ fn account_endpoints() -> Vec<Endpoint> {
             path: |_, _| "/billing/usage".into(),
             body: None,
             expect: [401, 200, 200, 200, 200, 403, 401, 401],
+        },
+        Endpoint {
+            method: Method::GET,
+            path: |_, _| "/billing/statement".into(),
+            body: None,
+            expect: [401, 200, 200, 200, 200, 403, 401, 401],
+        },
+        Endpoint {
+            method: Method::GET,
+            path: |_, _| "/billing/ledger.csv".into(),
+            body: None,
+            expect: [401, 200, 200, 200, 200, 403, 401, 401],
+        },
+        // Buying needs an account; this server has no payments set up (409).
+        Endpoint {
+            method: Method::POST,
+            path: |_, _| "/billing/checkout".into(),
+            body: Some(|_| json!({"pack": "starter"})),
+            expect: [401, 409, 409, 409, 409, 403, 401, 401],
+        },
+        Endpoint {
+            method: Method::GET,
+            path: |_, _| "/billing/packs".into(),
+            body: None,
+            expect: [200, 200, 200, 200, 200, 200, 200, 200],
+        },
+        // Changing a password needs the current one (wrong here: 403 for every account).
+        Endpoint {
+            method: Method::POST,
+            path: |_, _| "/me/password".into(),
+            body: Some(
+                |_| json!({"current_password": "not it at all", "new_password": "a brand new passphrase"}),
+            ),
+            expect: [401, 403, 403, 403, 403, 403, 401, 401],
         },
         // Prices are public; the webhook authenticates by signature only (none here: 400).
         Endpoint {
@@ -332,7 +476,8 @@ async fn check(
 }
 
 async fn matrix(backend: Backend) {
-    let server = TestServer::start(backend).await;
+    // No starter credits: starting a runtime is 402 once authorized.
+    let server = TestServer::start_with(backend, &["--signup-credits", "0"]).await;
     let people = People {
         owner: server.signup("Owner").await,
         editor: server.signup("Editor").await,
@@ -367,7 +512,7 @@ async fn matrix(backend: Backend) {
             cells += 1;
         }
     }
-    for ep in &account_endpoints() {
+    for ep in account_endpoints().iter().chain(admin_endpoints().iter()) {
         for (i, caller) in CALLERS.iter().enumerate() {
             check(
                 &server,
@@ -450,8 +595,21 @@ async fn matrix(backend: Backend) {
     }
     assert_eq!(
         cells,
-        (endpoints.len() + account_endpoints().len() + 2) * CALLERS.len()
+        (endpoints.len() + account_endpoints().len() + admin_endpoints().len() + 2) * CALLERS.len()
     );
+    // An admin passes each admin endpoint's authorization (what follows is each endpoint's own
+    // answer: found, not found, created…), and none of the refusals above changed anything.
+    let admin = server.admin("Admin").await;
+    for ep in &admin_endpoints() {
+        let path = (ep.path)(&shared, &people);
+        let body = ep.body.map(|b| b(&people));
+        let (status, res) = server
+            .call(ep.method.clone(), &path, Some(&admin.token), body)
+            .await;
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            failures.push(format!("{} {path} as an admin: {status} {res}", ep.method));
+        }
+    }
     assert!(
         failures.is_empty(),
         "{} of {cells} cells wrong:\n{}",

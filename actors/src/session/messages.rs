@@ -233,7 +233,17 @@ impl Handler<BroadcastEvent> for SessionActor {
 
     fn handle(&mut self, msg: BroadcastEvent, ctx: &mut Context<Self>) {
         self.guard(ctx, |act, _| {
-            act.peers.broadcast_event(&msg.event, |_, _| true);
+            match msg.event.private_to() {
+                // The private part goes to that account's own connections only.
+                Some((account, public)) => {
+                    let is_owner = |p: &Participant| p.account_id() == Some(account);
+                    act.peers
+                        .broadcast_event(&msg.event, |_, peer| is_owner(&peer.participant));
+                    act.peers
+                        .broadcast_event(&public, |_, peer| !is_owner(&peer.participant));
+                }
+                None => act.peers.broadcast_event(&msg.event, |_, _| true),
+            }
             act.settle();
         });
     }
