@@ -37,9 +37,15 @@ pub struct ColdRun {
 }
 
 impl ColdResult {
-    /// The run with the median `synced` time.
-    pub fn median(&self) -> Option<ColdRun> {
-        let mut runs = self.runs.clone();
+    /// The first start after the document was built: it loads the document as the writers left
+    /// it (y-leveldb, for one, merges its update log on this load).
+    pub fn first(&self) -> Option<ColdRun> {
+        self.runs.first().copied()
+    }
+
+    /// The median of the later restarts, which load the document as the first one left it.
+    pub fn later_median(&self) -> Option<ColdRun> {
+        let mut runs = self.runs.get(1..)?.to_vec();
         runs.sort_by_key(|r| r.synced);
         runs.get(runs.len() / 2).copied()
     }

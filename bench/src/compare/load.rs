@@ -44,7 +44,7 @@ pub struct Tally {
     /// Updates whose send time was not in the log (overwritten, or not from this run).
     pub unmatched: AtomicU64,
     /// Latencies are recorded only for edits sent at or after this time (`now_ns` scale): the
-    /// step's measurement window, not its warm-up.
+    /// step's measurement window, not its warm-up. `u64::MAX` (the start): none.
     pub record_from_ns: AtomicU64,
     latency: Vec<Mutex<Histogram<u64>>>,
 }
@@ -60,7 +60,7 @@ impl Tally {
             sent: AtomicU64::new(0),
             echoes: AtomicU64::new(0),
             unmatched: AtomicU64::new(0),
-            record_from_ns: AtomicU64::new(0),
+            record_from_ns: AtomicU64::new(u64::MAX),
             latency: (0..clients)
                 .map(|_| histogram().map(Mutex::new))
                 .collect::<Result<_>>()?,
@@ -135,6 +135,11 @@ pub async fn join(
     // Only for `Synced::Applied`.
     let mut applied: Option<(yrs::Doc, yrs::TextRef)> = None;
     loop {
+        // A server that takes long to load a document pings meanwhile, and drops a client that
+        // does not answer (y-websocket: no pong within 30 s).
+        if !reader.pongs.is_empty() {
+            wire::send(&mut writer, &mut reader, &[]).await?;
+        }
         let message = tokio::time::timeout_at(deadline, reader.recv())
             .await
             .map_err(|_| anyhow!("not synced within 120 s ({have} edits in)"))??;
