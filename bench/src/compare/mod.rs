@@ -376,3 +376,30 @@ impl Results {
             .push((kind, scenario.to_owned(), format!("{error:#}")));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    pub(super) fn args(flags: &[&str]) -> Args {
+        let mut argv = vec!["atelier-bench"];
+        argv.extend_from_slice(flags);
+        Cli::try_parse_from(argv).unwrap().args
+    }
+
+    #[test]
+    fn the_headline_setup_also_runs_the_headline_rates() {
+        let args = args(&["--rates", "5,20,40"]);
+        // 72,000 deliveries/s over 10 sessions of 10 clients, 9 receivers per edit.
+        assert_eq!(args.headline_cpu_rate(), 80.0);
+        assert_eq!(args.rates_for((10, 10)), vec![5.0, 20.0, 40.0, 80.0]);
+        assert_eq!(args.rates_for((2, 98)), vec![5.0, 20.0, 40.0]);
+    }
+}

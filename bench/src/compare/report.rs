@@ -24,9 +24,19 @@ struct Row {
     goal: Option<Goal>,
     /// Per server (in `Results::servers` order): the compared value and the cell's text.
     cells: Vec<(Option<f64>, String)>,
+    /// The goal is met when Atelier has a value and no peer has one (no peer carried the load).
+    met_alone: bool,
 }
 
 impl Row {
+    /// Whether Atelier has a value and no peer has one.
+    fn atelier_alone(&self, servers: &[Kind]) -> bool {
+        servers
+            .iter()
+            .zip(&self.cells)
+            .all(|(kind, (value, _))| (*kind == Kind::Atelier) == value.is_some())
+    }
+
     /// Atelier's value ÷ the best peer's.
     fn ratio(&self, servers: &[Kind]) -> Option<f64> {
         let mut atelier = None;
@@ -62,6 +72,15 @@ fn ms(v: f64) -> String {
 
 fn pct(cores: f64) -> String {
     format!("{:.0} %", cores * 100.0)
+}
+
+/// Whether a server carried a step's load: delivered (nearly) all of it, within the p99 limit,
+/// with the generator not saturated.
+fn kept_up(step: &Step, max_p99_ms: f64) -> bool {
+    step.delivered >= 0.95 * step.offered_deliveries
+        && step.latency.p99 <= max_p99_ms
+        && step.lost == 0
+        && !step.generator_saturated
 }
 
 /// A warning for a cell whose step saturated the generator (its numbers measure the generator).
@@ -105,16 +124,15 @@ fn rows(args: &Args, results: &Results) -> Vec<Row> {
     let headline = args.headline_setup;
     let (hs, hn) = headline;
     let per_rate = (hs * hn * (hn - 1)) as f64;
-    let step_cell =
-        |kind: Kind, setup: (usize, usize), rate: f64, f: &dyn Fn(&Step) -> (f64, String)| {
-            match setup_of(results, kind, setup).and_then(|r| r.at(rate)) {
-                Some(step) => {
-                    let (v, text) = f(step);
-                    (Some(v), text)
-                }
-                None => (None, missing(results, kind, Some(setup))),
-            }
-        };
+    let step_cell = |kind: Kind,
+                     setup: (usize, usize),
+                     rate: f64,
+                     f: &dyn Fn(&Step) -> (Option<f64>, String)| {
+        match setup_of(results, kind, setup).and_then(|r| r.at(rate)) {
+            Some(step) => f(step),
+            None => (None, missing(results, kind, Some(setup))),
+        }
+    };
 
     if !results.setups.is_empty() {
         let rate = args.headline_rate;
@@ -124,6 +142,7 @@ fn rows(args: &Args, results: &Results) -> Vec<Row> {
                 setup_name(headline),
                 thousands(rate * per_rate)
             ),
+            met_alone: false,
             better: Better::Lower,
             goal: Some(Goal(0.5)),
             cells: servers
@@ -131,7 +150,7 @@ fn rows(args: &Args, results: &Results) -> Vec<Row> {
                 .map(|&k| {
                     step_cell(k, headline, rate, &|s| {
                         (
-                            s.latency.p99,
+                            Some(s.latency.p99),
                             format!(
                                 "{} (p50 {}; CPU {}){}",
                                 ms(s.latency.p99),
@@ -150,6 +169,7 @@ fn rows(args: &Args, results: &Results) -> Vec<Row> {
                 setup_name(headline),
                 args.p99_budget_ms
             ),
+            met_alone: true,
             better: Better::Higher,
             goal: Some(Goal(1.5)),
             cells: servers
@@ -164,21 +184,31 @@ fn rows(args: &Args, results: &Results) -> Vec<Row> {
                 setup_name(headline),
                 thousands(args.headline_deliveries)
             ),
+            met_alone: true,
             better: Better::Lower,
             goal: Some(Goal(1.0)),
             cells: servers
                 .iter()
                 .map(|&k| {
                     step_cell(k, headline, cpu_rate, &|s| {
-                        (
-                            s.server_cpu,
-                            format!(
-                                "{} (p99 {}){}",
-                                pct(s.server_cpu),
-                                ms(s.latency.p99),
-                                saturated(s)
-                            ),
-                        )
+                        let text = format!(
+                            "{} (p99 {}){}",
+                            pct(s.server_cpu),
+                            ms(s.latency.p99),
+                            saturated(s)
+                        );
+                        // CPU only compares between servers that carried the load.
+                        if kept_up(s, args.max_p99_ms) {
+                            (Some(s.server_cpu), text)
+                        } else {
+                            (
+                                None,
+                                format!(
+                                    "{text}: did not keep up ({}/s delivered)",
+                                    thousands(s.delivered)
+                                ),
+                            )
+                        }
                     })
                 })
                 .collect(),
@@ -191,6 +221,7 @@ fn rows(args: &Args, results: &Results) -> Vec<Row> {
                         setup_name(setup),
                         args.p99_budget_ms
                     ),
+                    met_alone: false,
                     better: Better::Higher,
                     goal: None,
                     cells: servers
@@ -205,6 +236,7 @@ fn rows(args: &Args, results: &Results) -> Vec<Row> {
                     setup_name(setup),
                     args.max_p99_ms
                 ),
+                met_alone: false,
                 better: Better::Higher,
                 goal: None,
                 cells: servers
@@ -241,6 +273,7 @@ fn rows(args: &Args, results: &Results) -> Vec<Row> {
                 thousands(first.connections as f64),
                 first.documents
             ),
+            met_alone: false,
             better: Better::Lower,
             goal: Some(Goal(0.5)),
             cells: servers
@@ -272,6 +305,7 @@ fn rows(args: &Args, results: &Results) -> Vec<Row> {
                 "cold sync of a {}-edit document (first start after it was built; connect → synced)",
                 thousands(first.edits as f64)
             ),
+            met_alone: false,
             better: Better::Lower,
             goal: Some(Goal(1.0)),
             cells: servers
@@ -310,6 +344,7 @@ fn rows(args: &Args, results: &Results) -> Vec<Row> {
         let storm = |k: Kind| results.storm.iter().find(|r| r.server == k);
         rows.push(Row {
             label: format!("{label}: all synced"),
+            met_alone: false,
             better: Better::Lower,
             goal: Some(Goal(1.0)),
             cells: servers
@@ -323,6 +358,7 @@ fn rows(args: &Args, results: &Results) -> Vec<Row> {
         });
         rows.push(Row {
             label: format!("{label}: per client p50 / p99"),
+            met_alone: false,
             better: Better::Lower,
             goal: None,
             cells: servers
@@ -413,7 +449,17 @@ pub fn markdown(args: &Args, results: &Results) -> String {
                 (Some(Goal(g)), Better::Higher, Some(r)) => {
                     format!(" ≥ {g} {} |", if r >= *g { "✅" } else { "❌" })
                 }
+                (Some(Goal(g)), Better::Lower, None)
+                    if row.met_alone && row.atelier_alone(servers) =>
+                {
+                    format!(" ≤ {g} ✅ (no peer carried it) |")
+                }
                 (Some(Goal(g)), Better::Lower, None) => format!(" ≤ {g} |"),
+                (Some(Goal(g)), Better::Higher, None)
+                    if row.met_alone && row.atelier_alone(servers) =>
+                {
+                    format!(" ≥ {g} ✅ (no peer carried it) |")
+                }
                 (Some(Goal(g)), Better::Higher, None) => format!(" ≥ {g} |"),
                 (None, _, _) => " |".into(),
             });
@@ -604,4 +650,111 @@ pub fn json(args: &Args, results: &Results) -> Value {
             "server": k.name(), "scenario": scenario, "error": error,
         })).collect::<Vec<_>>(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compare::tests::args;
+    use crate::Latencies;
+
+    fn step(rate: f64, p99: f64, cpu: f64, delivered_share: f64) -> Step {
+        let offered_deliveries = rate * 900.0;
+        Step {
+            rate,
+            offered: rate * 100.0,
+            sent: rate * 100.0,
+            delivered: offered_deliveries * delivered_share,
+            offered_deliveries,
+            latency: Latencies {
+                count: 1000,
+                p50: p99 / 4.0,
+                p99,
+                p999: p99,
+                max: p99,
+            },
+            server_cpu: cpu,
+            generator_cpu: 0.2,
+            generator_saturated: false,
+            lost: 0,
+            unmatched: 0,
+            ended: 0,
+        }
+    }
+
+    fn setup(server: Kind, steps: Vec<Step>) -> SetupResult {
+        SetupResult {
+            server,
+            sessions: 10,
+            clients: 10,
+            steps,
+            stop: "p99 over 250 ms".into(),
+        }
+    }
+
+    #[test]
+    fn the_summary_compares_atelier_with_the_best_peer() {
+        let args = args(&["--setups", "10x10", "--rates", "40,80"]);
+        let results = Results {
+            servers: vec![Kind::Atelier, Kind::YWebsocket, Kind::Hocuspocus],
+            setups: vec![
+                setup(
+                    Kind::Atelier,
+                    vec![step(40.0, 4.0, 0.40, 1.0), step(80.0, 20.0, 0.90, 1.0)],
+                ),
+                // Kept up at 80/s, but slower.
+                setup(
+                    Kind::YWebsocket,
+                    vec![step(40.0, 24.0, 0.60, 1.0), step(80.0, 160.0, 1.0, 1.0)],
+                ),
+                // Fastest at 40/s; at 80/s it fell behind, so its CPU there does not count.
+                setup(
+                    Kind::Hocuspocus,
+                    vec![step(40.0, 10.0, 0.30, 1.0), step(80.0, 300.0, 0.5, 0.6)],
+                ),
+            ],
+            generator_cores: 1,
+            ..Results::default()
+        };
+        let rows = rows(&args, &results);
+        let servers = &results.servers;
+        // p99 at 40/s: 4 ms against Hocuspocus' 10 ms.
+        assert_eq!(rows[0].ratio(servers), Some(0.4));
+        // Highest rate within 50 ms: Atelier 80/s (72,000/s) against 40/s (36,000/s).
+        assert_eq!(rows[1].ratio(servers), Some(2.0));
+        // CPU at 72,000/s: against y-websocket only (Hocuspocus did not keep up).
+        assert_eq!(rows[2].ratio(servers), Some(0.9));
+        assert!(rows[2].cells[2].1.contains("did not keep up"));
+        let table = markdown(&args, &results);
+        assert!(table.contains("| 0.40 | ≤ 0.5 ✅ |"), "{table}");
+        assert!(table.contains("| 2.00 | ≥ 1.5 ✅ |"), "{table}");
+        assert!(table.contains("| 0.90 | ≤ 1 ✅ |"), "{table}");
+    }
+
+    #[test]
+    fn a_goal_is_met_alone_when_no_peer_carried_the_load() {
+        let args = args(&["--setups", "10x10", "--rates", "40,80"]);
+        let results = Results {
+            servers: vec![Kind::Atelier, Kind::Hocuspocus],
+            setups: vec![
+                setup(
+                    Kind::Atelier,
+                    vec![step(40.0, 4.0, 0.40, 1.0), step(80.0, 20.0, 0.90, 1.0)],
+                ),
+                setup(Kind::Hocuspocus, vec![step(40.0, 300.0, 1.0, 0.5)]),
+            ],
+            generator_cores: 1,
+            ..Results::default()
+        };
+        let table = markdown(&args, &results);
+        assert!(table.contains("not reached (stopped after 40/s"), "{table}");
+        assert!(
+            table.contains("| – | ≤ 1 ✅ (no peer carried it) |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| – | ≥ 1.5 ✅ (no peer carried it) |"),
+            "{table}"
+        );
+    }
 }
