@@ -134,7 +134,7 @@ fn rows(args: &Args, results: &Results) -> Vec<Row> {
         }
     };
 
-    if !results.setups.is_empty() {
+    if !results.setups.is_empty() && args.setups.contains(&headline) {
         let rate = args.headline_rate;
         rows.push(Row {
             label: format!(
@@ -213,6 +213,8 @@ fn rows(args: &Args, results: &Results) -> Vec<Row> {
                 })
                 .collect(),
         });
+    }
+    if !results.setups.is_empty() {
         for &setup in &args.setups {
             if setup != headline {
                 rows.push(Row {
