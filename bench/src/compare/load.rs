@@ -17,14 +17,14 @@ use anyhow::{anyhow, bail, Result};
 use hdrhistogram::Histogram;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
+use yrs::updates::decoder::Decode;
+use yrs::{Text, Transact, Update};
 
 use super::proto::{
     update_clock_len, update_key, Incoming, Room, EMPTY_STATE_VECTOR, EMPTY_UPDATE,
 };
 use super::wire::{self, Message, Reader};
 use crate::client::{Editor, SendLog, TEXT};
-use yrs::updates::decoder::Decode;
-use yrs::{Text, Transact, Update};
 
 /// Microsecond latency histogram: 1 µs … 10 min, 3 significant digits.
 pub fn histogram() -> Result<Histogram<u64>> {
@@ -39,8 +39,6 @@ pub struct Tally {
     pub delivered: AtomicU64,
     /// Edits sent.
     pub sent: AtomicU64,
-    /// A client's own updates sent back to it (y-websocket and Hocuspocus broadcast to all).
-    pub echoes: AtomicU64,
     /// Updates whose send time was not in the log (overwritten, or not from this run).
     pub unmatched: AtomicU64,
     /// Latencies are recorded only for edits sent at or after this time (`now_ns` scale): the
@@ -58,7 +56,6 @@ impl Tally {
             log: SendLog::new(writers, ring),
             delivered: AtomicU64::new(0),
             sent: AtomicU64::new(0),
-            echoes: AtomicU64::new(0),
             unmatched: AtomicU64::new(0),
             record_from_ns: AtomicU64::new(u64::MAX),
             latency: (0..clients)
@@ -335,7 +332,7 @@ pub async fn run_client(
                     }
                     let now = tally.now_ns();
                     let record_from = tally.record_from_ns.load(Ordering::Relaxed);
-                    let (mut delivered, mut echoes, mut unmatched) = (0u64, 0u64, 0u64);
+                    let (mut delivered, mut unmatched) = (0u64, 0u64);
                     while let Some(message) = reader.next()? {
                         let bytes = match message {
                             Message::Binary(bytes) => bytes,
@@ -348,7 +345,9 @@ pub async fn run_client(
                             Incoming::Update(update) => {
                                 let key = update_key(update);
                                 match key {
-                                    Some((client, _)) if Some(client) == own => echoes += 1,
+                                    // Its own edit, sent back (y-websocket and Hocuspocus
+                                    // broadcast to every client): not a delivery.
+                                    Some((client, _)) if Some(client) == own => {}
                                     Some((client, clock)) => {
                                         delivered += 1;
                                         match tally.log.sent_at(client, clock) {
@@ -369,9 +368,6 @@ pub async fn run_client(
                     }
                     if delivered > 0 {
                         tally.delivered.fetch_add(delivered, Ordering::Relaxed);
-                    }
-                    if echoes > 0 {
-                        tally.echoes.fetch_add(echoes, Ordering::Relaxed);
                     }
                     if unmatched > 0 {
                         tally.unmatched.fetch_add(unmatched, Ordering::Relaxed);
