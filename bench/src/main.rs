@@ -241,7 +241,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
-    let work: std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>>>> = match cli.command {
+    let work: futures_util::future::LocalBoxFuture<'static, Result<()>> = match cli.command {
         Some(Command::Compare(args)) => {
             // Pinned before the runtime starts, so that every thread it starts inherits the
             // generator's CPUs; one worker per CPU.
