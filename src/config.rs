@@ -25,7 +25,8 @@ pub enum Command {
     Serve(Box<ServeConfig>),
     /// Run a worker host that connects to a server and takes its jobs.
     Worker(WorkerConfig),
-    /// Administration: `create-worker-token`.
+    /// Administration: `create-admin`, `set-role`, `grant-credits`, `create-worker-token`,
+    /// `revoke-worker-token` (reading the same database settings as `serve`).
     #[command(subcommand)]
     Admin(AdminCommand),
     /// Apply database migrations and exit.
@@ -115,13 +116,18 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub auth_rate_per_minute: u32,
 
-    /// Credits (millicredits) granted to every new account.
-    #[arg(long, env = "ATELIER_SIGNUP_CREDITS", default_value_t = 0)]
-    pub signup_credits: i64,
+    /// Starter credits (millicredits) granted to every new account. Unset: about an hour of
+    /// the cheapest class of `--gpu-prices` (6000 with the default `cpu=100`); 0 grants none.
+    #[arg(long, env = "ATELIER_SIGNUP_CREDITS",
+          value_parser = clap::value_parser!(i64).range(0..=1_000_000_000_000))]
+    pub signup_credits: Option<i64>,
 
     /// Secret for verifying payment-provider webhooks.
     #[arg(long, env = "ATELIER_PAYMENT_WEBHOOK_SECRET", hide_env_values = true)]
     pub payment_webhook_secret: Option<String>,
+
+    #[command(flatten)]
+    pub stripe: StripeConfig,
 
     /// Base URL that links (share links) are built from; defaults to `http://<bind>`.
     #[arg(long, env = "ATELIER_PUBLIC_URL")]
@@ -154,12 +160,40 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
+    /// `--signup-credits`, or an hour of the cheapest class when unset.
+    pub fn signup_credits(&self) -> i64 {
+        self.signup_credits
+            .unwrap_or_else(|| self.billing.gpu_prices.cheapest().saturating_mul(60))
+    }
+
     pub fn public_url(&self) -> String {
         match &self.public_url {
             Some(url) => url.trim_end_matches('/').to_string(),
             None => format!("http://{}", self.bind),
         }
     }
+}
+
+/// Selling credits through Stripe Checkout.
+#[derive(Debug, Clone, Args)]
+pub struct StripeConfig {
+    /// Credit packs for sale: `name=millicredits:price:currency`, comma-separated, the price in
+    /// the currency's minor unit, e.g. `starter=10000:500:usd,studio=100000:4000:usd`.
+    #[arg(long, env = "ATELIER_CREDIT_PACKS", default_value = "",
+          value_parser = crate::billing::packs::CreditPacks::parse)]
+    pub credit_packs: crate::billing::packs::CreditPacks,
+
+    /// Stripe secret key (`sk_live_…` or `sk_test_…`); unset: buying credits is off.
+    #[arg(long, env = "ATELIER_STRIPE_SECRET_KEY", hide_env_values = true)]
+    pub stripe_secret_key: Option<String>,
+
+    /// Stripe's API base URL (tests point it at a local stand-in).
+    #[arg(
+        long,
+        env = "ATELIER_STRIPE_API_BASE",
+        default_value = "https://api.stripe.com"
+    )]
+    pub stripe_api_base: String,
 }
 
 /// Live-session limits (WebSocket and document).
@@ -354,6 +388,12 @@ pub struct BillingConfig {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub lease_idle_timeout_s: u64,
 
+    /// A running lease warns every participant (`runtime.low_balance`) this many seconds before
+    /// its prepaid time runs out.
+    #[arg(long, env = "ATELIER_LOW_BALANCE_WARNING_S", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub low_balance_warning_s: u64,
+
     /// Most prepaid minutes one lease may hold.
     #[arg(long, env = "ATELIER_MAX_PREPAID_MINUTES", default_value_t = 600,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -471,12 +511,60 @@ pub struct WorkerConfig {
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
-    /// Create a token a worker host connects with; prints it once.
+    /// Create an admin account (or make an existing account admin). Prompts for a password on
+    /// a terminal; otherwise generates one and prints it once.
+    CreateAdmin {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        #[arg(long)]
+        email: String,
+        /// Display name of a new account (default: the part of the email before `@`).
+        #[arg(long)]
+        name: Option<String>,
+        /// Read the password from this environment variable instead of prompting.
+        #[arg(long)]
+        password_env: Option<String>,
+    },
+    /// Set an account's role.
+    SetRole {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        role: crate::db::accounts::AccountRole,
+    },
+    /// Grant credits to an account (negative: deduct, as an adjustment).
+    GrantCredits {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        #[arg(long)]
+        email: String,
+        /// Millicredits (1000 = one credit).
+        #[arg(long, allow_hyphen_values = true)]
+        amount: i64,
+        /// Why: shown in the account's ledger and in the audit log.
+        #[arg(long)]
+        reason: String,
+        /// Makes a retried command change nothing (default: a new key each time).
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Create a token a worker host connects with; prints it once (its id goes to stderr).
     CreateWorkerToken {
         #[command(flatten)]
         database: DatabaseConfig,
-        /// A name for the worker (shown in logs).
+        /// A name for the worker (shown in logs and the admin page).
         #[arg(long, default_value = "worker")]
         name: String,
+    },
+    /// Revoke a worker token: refused from now on, and a worker connected with it is
+    /// disconnected within a heartbeat interval.
+    RevokeWorkerToken {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        /// The token's id (printed by create-worker-token, listed by the admin API) or name.
+        #[arg(long)]
+        token: String,
     },
 }

@@ -49,6 +49,15 @@ pub enum Error {
     /// 402: the account's available credits do not cover the action.
     #[error("{0}")]
     InsufficientCredits(String),
+    /// 409: buying credits needs a Stripe key and packs the operator has not configured.
+    #[error("{0}")]
+    PaymentsNotConfigured(String),
+    /// 502: the payment provider refused or could not be reached.
+    #[error("{0}")]
+    PaymentProvider(String),
+    /// 403: an admin suspended the account.
+    #[error("{0}")]
+    AccountSuspended(String),
     /// 400: a signed request (payment webhook) whose signature does not verify.
     #[error("{0}")]
     InvalidSignature(String),
@@ -101,6 +110,9 @@ impl Error {
             Error::TooManyExports(_) => "too_many_exports",
             Error::InsufficientCredits(_) => "insufficient_credits",
             Error::InvalidSignature(_) => "invalid_signature",
+            Error::PaymentsNotConfigured(_) => "payments_not_configured",
+            Error::PaymentProvider(_) => "payment_provider_error",
+            Error::AccountSuspended(_) => "account_suspended",
             Error::RateLimited { .. } => "rate_limited",
             Error::Database(_) | Error::Storage(_) | Error::Internal(_) => "internal",
         }
@@ -124,7 +136,11 @@ impl ResponseError for Error {
                 StatusCode::PAYMENT_REQUIRED
             }
             Error::Unauthenticated | Error::InvalidCredentials(_) => StatusCode::UNAUTHORIZED,
-            Error::Forbidden(_) | Error::CsrfRejected(_) => StatusCode::FORBIDDEN,
+            Error::Forbidden(_) | Error::CsrfRejected(_) | Error::AccountSuspended(_) => {
+                StatusCode::FORBIDDEN
+            }
+            Error::PaymentsNotConfigured(_) => StatusCode::CONFLICT,
+            Error::PaymentProvider(_) => StatusCode::BAD_GATEWAY,
             Error::NotFound(_) | Error::NoRoute(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::PayloadTooLarge(_) | Error::QuotaExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,

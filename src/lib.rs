@@ -6,6 +6,7 @@
 //! - [`server`]: builds the actix-web application and runs it until a shutdown signal.
 //! - [`upgrade`]: WebSocket upgrade requests, answered on their socket, which is then served by
 //!   an actor (live sessions, remote workers) without the HTTP connection's buffers.
+//! - [`admin_cli`]: `atelier admin …` (create the first admin, roles, credits, worker tokens).
 //! - [`api`]: the HTTP API under `/api/v1`, one module per resource, plus `/metrics`.
 //! - [`auth`]: passwords, tokens, the request principal, CSRF and auth rate limits.
 //! - [`authz`]: the one place that decides who may do what in a studio session.
@@ -25,6 +26,7 @@
 //!
 //! The wire types live in `atelier-protocol`; the live-session actors in `atelier-actors`.
 
+pub mod admin_cli;
 pub mod api;
 pub mod auth;
 pub mod authz;

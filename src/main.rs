@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use atelier::config::{AdminCommand, Cli, Command};
+use atelier::config::{Cli, Command};
 use atelier::{db, server, telemetry};
 use clap::Parser;
 
@@ -32,22 +32,9 @@ fn main() -> ExitCode {
                 .block_on(atelier::worker::run_remote(config))
                 .map_err(|e| e.to_string())
         }
-        Command::Admin(AdminCommand::CreateWorkerToken { database, name }) => {
+        Command::Admin(command) => {
             telemetry::init_logs(atelier::config::LogFormat::Human);
-            runtime.block_on(async {
-                let db = db::Db::connect(&database.database_url, database.database_max_connections)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let token = atelier::auth::tokens::generate(
-                    atelier::jobs::worker_socket::WORKER_TOKEN_PREFIX,
-                );
-                db.insert_worker_token(&name, &atelier::auth::tokens::hash(&token))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                db.close().await;
-                println!("{token}");
-                Ok(())
-            })
+            runtime.block_on(atelier::admin_cli::run(command))
         }
         Command::Migrate(config) => {
             telemetry::init_logs(atelier::config::LogFormat::Human);

@@ -19,6 +19,7 @@ use actix_web::{web, App, HttpResponse};
 use atelier_actors::{RegistryConfig, SessionRegistryHandle};
 
 use crate::auth::rate_limit::AuthRateLimit;
+use crate::billing::checkout::Checkout;
 use crate::billing::{Billing, BillingSettings};
 use crate::cluster::rate_limit::SharedRateLimit;
 use crate::cluster::Cluster;
@@ -50,7 +51,7 @@ pub enum StartError {
     Storage(#[from] crate::storage::StorageConfigError),
     #[error("{0}")]
     Metrics(String),
-    #[error("could not recover the runtime leases left open: {0}")]
+    #[error("billing could not start: {0}")]
     Billing(String),
     #[error("could not listen on {addr} (ATELIER_BIND): {source}")]
     Bind {
@@ -130,10 +131,11 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         // Leases take their worker from the job workers (in-process and remote).
         Arc::new(board.clone()),
     );
-    let recovery = billing
-        .recover()
-        .await
-        .map_err(|e| StartError::Billing(e.to_string()))?;
+    let recovery = billing.recover().await.map_err(|e| {
+        StartError::Billing(format!(
+            "could not recover the runtime leases left open: {e}"
+        ))
+    })?;
     if recovery.resumed + recovery.settled > 0 {
         tracing::info!(
             resumed = recovery.resumed,
@@ -153,6 +155,29 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     if let Some(engine) = engine {
         crate::worker::start_in_process(engine, jobs.clone());
     }
+    let listener = listen(config.bind).map_err(|source| StartError::Bind {
+        addr: config.bind,
+        source,
+    })?;
+    let addr = listener.local_addr()?;
+    // Stripe sends the user back here: the configured public URL, else the address listened on
+    // (the port actually bound, when it was 0).
+    let return_url = match &config.public_url {
+        Some(_) => config.public_url(),
+        None => format!("http://{addr}"),
+    };
+    let checkout = Checkout::new(
+        &config.stripe.stripe_api_base,
+        config.stripe.stripe_secret_key.clone(),
+        config.stripe.credit_packs.clone(),
+        return_url,
+    )
+    .map_err(|e| StartError::Billing(e.to_string()))?;
+    if !checkout.enabled() {
+        tracing::info!(
+            "buying credits is off (set ATELIER_STRIPE_SECRET_KEY and ATELIER_CREDIT_PACKS)"
+        );
+    }
     let config = Arc::new(config);
     let state = web::Data::new(AppState {
         db: db.clone(),
@@ -162,6 +187,7 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         metrics,
         live: live.clone(),
         billing: billing.clone(),
+        checkout,
         jobs,
         catalog,
         cluster: cluster.clone(),
@@ -178,11 +204,6 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     if !has_web {
         tracing::warn!(dir = %web_dir.display(), "studio page not built; serving a placeholder at /");
     }
-    let listener = listen(config.bind).map_err(|source| StartError::Bind {
-        addr: config.bind,
-        source,
-    })?;
-    let addr = listener.local_addr()?;
     let builder = actix_server::Server::build();
     let shutting_down = builder.graceful_shutdown_signal();
     let server = builder

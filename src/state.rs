@@ -21,6 +21,8 @@ pub struct AppState {
     pub live: SessionRegistryHandle,
     /// Credits, Pro runtime leases and their meters.
     pub billing: Billing,
+    /// Credit packs and Stripe Checkout.
+    pub checkout: crate::billing::checkout::Checkout,
     /// The queue, unfinished jobs and connected workers.
     pub jobs: crate::jobs::JobService,
     /// The node types jobs may use (the models directory's manifests).

@@ -53,7 +53,8 @@ impl<'a> Endpoint<'a> {
 /// An upgrade that passed every check.
 enum Accepted {
     Live(ws::Accepted),
-    Worker,
+    /// With the id of the worker token it presented.
+    Worker(atelier_protocol::ids::WorkerId),
 }
 
 /// Serves one upgrade request on its connection. `local_addr`: the listening address (the host
@@ -77,7 +78,7 @@ pub async fn handle(
                 let _ = io.set_nodelay(true);
                 match accepted {
                     Accepted::Live(accepted) => ws::start(&state, accepted, io, read_buf),
-                    Accepted::Worker => worker_socket::start(&state, io, read_buf),
+                    Accepted::Worker(token) => worker_socket::start(&state, token, io, read_buf),
                 }
                 101
             }
@@ -125,8 +126,7 @@ async fn decide(
             Accepted::Live(ws::authorize(state, session, &upgrade).await?)
         }
         Some(Endpoint::Worker) => {
-            worker_socket::authorize(state, req.headers()).await?;
-            Accepted::Worker
+            Accepted::Worker(worker_socket::authorize(state, req.headers()).await?)
         }
         None => {
             return Err(Error::NoRoute(format!(

@@ -24,6 +24,10 @@ async fn start(backend: Backend, extra: &[&str]) -> TestServer {
     let worker = common::in_process_worker_args();
     let mut args = vec!["--gpu-prices", PRICES, "--payment-webhook-secret", SECRET];
     args.extend(worker.iter().map(String::as_str));
+    // No starter credits unless the test asks for some: the amounts below start from zero.
+    if !extra.contains(&"--signup-credits") {
+        args.extend_from_slice(&["--signup-credits", "0"]);
+    }
     args.extend_from_slice(extra);
     TestServer::start_with(backend, &args).await
 }
@@ -419,7 +423,7 @@ async fn prepaid_time_out_stops_the_lease_for_every_participant(backend: Backend
     assert_eq!(lease["hold"], 300);
     for p in &mut participants {
         let stopped = p.wait_for("runtime.stopped", Duration::from_secs(10)).await;
-        assert_eq!(stopped["reason"], "out_of_credits", "{stopped}");
+        assert_eq!(stopped["reason"], "prepaid_time_used", "{stopped}");
         assert_eq!(stopped["lease_id"], lease["lease_id"]);
         assert_eq!(stopped["used_ms"], 3000);
         assert_eq!(stopped["charged"], 300);
@@ -436,7 +440,7 @@ async fn prepaid_time_out_stops_the_lease_for_every_participant(backend: Backend
         )
         .await;
     assert_eq!(shown["lease"]["status"], "stopped");
-    assert_eq!(shown["lease"]["reason"], "out_of_credits");
+    assert_eq!(shown["lease"]["reason"], "prepaid_time_used");
 }
 
 async fn an_idle_lease_stops_by_itself(backend: Backend) {
@@ -554,7 +558,159 @@ async fn prices_and_validation(backend: Backend) {
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
+/// A lease of 6 s warned 3 s before its end, extended by the payer: everyone is warned, the
+/// extension is a further hold, and charged + refunded = the sum of the holds.
+async fn extending_a_lease_warns_first_and_holds_more(backend: Backend) {
+    // 10 000 millicredits: a 6-second lease holds 600; 1.6 more minutes (9600) do not fit.
+    let server = start(
+        backend,
+        &["--signup-credits", "10000", "--low-balance-warning-s", "3"],
+    )
+    .await;
+    let owner = server.signup("Owner").await;
+    let editor = server.signup("Editor").await;
+    let session = server.create_session(&owner.token, "Extend").await;
+    server
+        .add_member(&owner.token, &session, &editor.email, "editor")
+        .await;
+    let (_, link) = server.share_link(&owner.token, &session, None).await;
+    let mut payer = EventsClient::connect(&server, &session, &owner.token).await;
+    let mut others = vec![
+        EventsClient::connect(&server, &session, &editor.token).await,
+        EventsClient::connect(&server, &session, &link).await,
+    ];
+    let (status, lease) = start_lease(&server, &owner.token, &session, 0.1).await;
+    assert_eq!(status, StatusCode::CREATED, "{lease}");
+    assert_eq!(lease["hold"], 600);
+    let lease_id = lease["lease_id"].as_str().unwrap().to_string();
+
+    // Money is private: the payer's meter has the balance, the others' do not (but they see
+    // that it runs, its class and who pays).
+    let mine = payer
+        .wait_for("runtime.meter", Duration::from_secs(5))
+        .await;
+    assert!(mine["balance"].is_i64(), "{mine}");
+    for other in &mut others {
+        let theirs = other
+            .wait_for("runtime.meter", Duration::from_secs(5))
+            .await;
+        assert!(theirs.get("balance").is_none(), "{theirs}");
+        assert_eq!(theirs["gpu_class"], "cpu");
+        assert_eq!(theirs["payer_name"], "Owner");
+        assert_eq!(theirs["payer_id"], owner.id.as_str());
+    }
+    // Everyone is warned ~3 s before the end.
+    let warned = payer
+        .wait_for("runtime.low_balance", Duration::from_secs(6))
+        .await;
+    assert_eq!(warned["lease_id"], lease_id.as_str());
+    let remaining = warned["remaining_ms"].as_i64().unwrap();
+    assert!((1..=3000).contains(&remaining), "{warned}");
+    for other in &mut others {
+        other
+            .wait_for("runtime.low_balance", Duration::from_secs(2))
+            .await;
+    }
+    let path = format!("/sessions/{session}/runtime");
+    // Only the payer extends; credits must be there.
+    let (status, body) = server
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&editor.token),
+            Some(json!({"add_minutes": 0.1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = server
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&link),
+            Some(json!({"add_minutes": 0.1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = server
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&owner.token),
+            Some(json!({"add_minutes": 1.6})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{body}");
+    assert_eq!(body["error"]["code"], "insufficient_credits");
+    let (status, body) = server
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&owner.token),
+            Some(json!({"add_minutes": -1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, extended) = server
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&owner.token),
+            Some(json!({"add_minutes": 0.1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{extended}");
+    assert_eq!(extended["prepaid_ms"], 12_000);
+    assert_eq!(extended["hold"], 1200);
+    assert_eq!(extended["status"], "running");
+    assert_eq!(server.balance(&owner.token).await.1, 1200);
+    let news = payer
+        .wait_for("runtime.extended", Duration::from_secs(2))
+        .await;
+    assert_eq!(news["prepaid_ms"], 12_000);
+    // It runs past the first 6 s, is warned again before the new end, then stops there.
+    let again = payer
+        .wait_for("runtime.low_balance", Duration::from_secs(10))
+        .await;
+    assert!(again["remaining_ms"].as_i64().unwrap() <= 3000);
+    let stopped = payer
+        .wait_for("runtime.stopped", Duration::from_secs(10))
+        .await;
+    assert_eq!(stopped["reason"], "prepaid_time_used");
+    assert_eq!(stopped["used_ms"], 12_000);
+    assert_eq!(stopped["charged"], 1200);
+    let (status, body) = server
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&owner.token),
+            Some(json!({"add_minutes": 0.1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let entries = server.ledger(&owner.token).await;
+    let holds: i64 = entries
+        .iter()
+        .filter(|e| e["lease_id"] == lease_id.as_str() && e["kind"] == "hold")
+        .map(|e| e["held_delta"].as_i64().unwrap())
+        .sum();
+    assert_eq!(holds, 1200);
+    let settled = json!({"charged": stopped["charged"], "refunded": stopped["refunded"]});
+    check_ledger(&server, &owner.token, &lease_id, &settled).await;
+    // The statement folds the lease's hold, extension, checkpoints and release into one line.
+    let (_, statement) = server
+        .call(Method::GET, "/billing/statement", Some(&owner.token), None)
+        .await;
+    let lines = statement["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 2, "{statement}");
+    assert_eq!(lines[0]["kind"], "runtime");
+    assert_eq!(lines[0]["amount"], -1200);
+    assert_eq!(lines[0]["session_title"], "Extend");
+    assert_eq!(lines[0]["used_ms"], 12_000);
+    assert_eq!(lines[1]["kind"], "grant");
+}
+
 on_both_backends!(
+    extending_a_lease_warns_first_and_holds_more,
     lease_runs_meters_and_settles,
     twenty_concurrent_leases_on_credits_for_three,
     signed_webhooks_credit_once_and_reversals_block_leases,

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{error_code, png, Backend, TestServer};
+use common::{error_code, png, Backend, TestServer, PASSWORD};
 use futures_util::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -443,6 +443,32 @@ async fn connect_or_refusal(server: &TestServer, session: &str, token: &str) -> 
         .map(|(ws, _)| ws)
 }
 
+async fn a_password_change_closes_the_other_logins_sockets(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let owner = server.signup("Owner").await;
+    let session = server.create_session(&owner.token, "s").await;
+    let phone = server.login(&owner.email).await;
+    let mut on_phone = connect(&server, &session, &phone).await;
+    let mut on_laptop = connect(&server, &session, &owner.token).await;
+    let (status, _) = server
+        .call(
+            Method::POST,
+            "/me/password",
+            Some(&owner.token),
+            Some(json!({"current_password": PASSWORD, "new_password": "another long passphrase"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        close_code(&mut on_phone, Duration::from_secs(1)).await,
+        Some(4401)
+    );
+    assert!(
+        still_open(&mut on_laptop, Duration::from_millis(300)).await,
+        "the login that changed the password lost its socket"
+    );
+}
+
 async fn logout_and_account_deletion_close_their_sockets(backend: Backend) {
     let server = TestServer::start(backend).await;
     let owner = server.signup("Owner").await;
@@ -803,6 +829,7 @@ on_both_backends!(
     links_die_with_their_creators_right_to_share,
     a_link_revoked_during_the_upgrade_never_stays_connected,
     logout_and_account_deletion_close_their_sockets,
+    a_password_change_closes_the_other_logins_sockets,
     connection_caps_refuse_with_429,
     connections_per_ip_are_capped,
     concurrent_uploads_cannot_overrun_the_quota,

@@ -455,8 +455,20 @@ impl Editor {
         self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
+    /// The yrs client id of this writer's edits.
+    pub fn client(&self) -> u64 {
+        self.client
+    }
+
     /// Makes one edit; returns its clock and the encoded sync-update frame.
     pub fn edit(&mut self) -> (u64, Vec<u8>) {
+        let (clock, update) = self.edit_update();
+        (clock, encode_update_frame(&update))
+    }
+
+    /// Makes one edit (one character inserted, one yrs transaction); returns its clock and the
+    /// v1 update.
+    pub fn edit_update(&mut self) -> (u64, Vec<u8>) {
         let pick = self.next_random();
         let ch = char::from(b'a' + (pick % 26) as u8);
         let len = self.text.len(&self.doc.transact());
@@ -479,7 +491,7 @@ impl Editor {
         let update = txn.encode_update_v1();
         drop(txn);
         self.edits += 1;
-        (clock, encode_update_frame(&update))
+        (clock, update)
     }
 }
 

@@ -6,9 +6,13 @@
 //! time for a fresh client to sync a 100k-edit document. Results are printed as a markdown table
 //! (stdout; progress goes to stderr) and optionally written as JSON. `scripts/bench` builds and
 //! runs it.
+//!
+//! `atelier-bench compare` ([`compare`]) runs Atelier next to the y-websocket reference server
+//! and Hocuspocus on the same workloads, with its own lighter load generator.
 
 mod api;
 mod client;
+mod compare;
 mod latency;
 mod memory;
 mod server;
@@ -35,11 +39,48 @@ enum Scenario {
 
 /// Load benchmark of Atelier's live-session WebSocket (y-websocket protocol).
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[command(flatten)]
+    suite: Suite,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Atelier next to the y-websocket reference server and Hocuspocus: same workloads, same
+    /// load generator, each server pinned to one core.
+    Compare(compare::Args),
+}
+
+/// How to start Atelier.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
     /// The `atelier` binary to benchmark (default: the one next to this binary).
     #[arg(long)]
     server_bin: Option<PathBuf>,
+
+    /// `RUST_LOG` for the server (its log is kept in the temporary directory).
+    #[arg(long, default_value = "warn")]
+    server_log: String,
+
+    /// Extra `atelier serve` flag for every scenario (repeatable), e.g.
+    /// `--server-arg=--compact-every-updates=2000`.
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
+
+    /// Extra environment variable for the server (repeatable), `KEY=VALUE`.
+    #[arg(long = "server-env", value_parser = parse_env)]
+    server_env: Vec<(String, String)>,
+}
+
+/// The live-session suite (the default command).
+#[derive(Debug, clap::Args)]
+struct Suite {
+    #[command(flatten)]
+    atelier: ServerArgs,
 
     /// Scenarios to run, in order.
     #[arg(
@@ -49,10 +90,6 @@ struct Cli {
         default_value = "latency,throughput,memory,sync"
     )]
     scenarios: Vec<Scenario>,
-
-    /// `RUST_LOG` for the server (its log is kept in the temporary directory).
-    #[arg(long, default_value = "warn")]
-    server_log: String,
 
     /// Latency: seconds of editing per run.
     #[arg(long, default_value_t = 10)]
@@ -133,15 +170,6 @@ struct Cli {
     #[arg(long, default_value_t = 7)]
     sync_runs: usize,
 
-    /// Extra `atelier serve` flag for every scenario (repeatable), e.g.
-    /// `--server-arg=--compact-every-updates=2000`.
-    #[arg(long = "server-arg", allow_hyphen_values = true)]
-    server_args: Vec<String>,
-
-    /// Extra environment variable for the server (repeatable), `KEY=VALUE`.
-    #[arg(long = "server-env", value_parser = parse_env)]
-    server_env: Vec<(String, String)>,
-
     /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -174,7 +202,20 @@ impl From<&Histogram<u64>> for Latencies {
 }
 
 impl Latencies {
-    fn json(&self) -> Value {
+    /// From a histogram of microseconds.
+    pub fn from_micros(h: &Histogram<u64>) -> Self {
+        let ns = Self::from(h);
+        let us = |v: f64| v * 1000.0;
+        Self {
+            count: ns.count,
+            p50: us(ns.p50),
+            p99: us(ns.p99),
+            p999: us(ns.p999),
+            max: us(ns.max),
+        }
+    }
+
+    pub fn json(&self) -> Value {
         json!({"count": self.count, "p50_ms": self.p50, "p99_ms": self.p99,
                "p999_ms": self.p999, "max_ms": self.max})
     }
@@ -196,21 +237,35 @@ struct Results {
     load_after: String,
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     let cli = Cli::parse();
-    // On Ctrl-C or SIGTERM the scenario future is dropped, and with it the server process
-    // (spawned with kill_on_drop) and its temporary directory.
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        result = run(cli) => result,
-        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
-        _ = term.recv() => Err(anyhow!("terminated")),
-    }
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    let work: futures_util::future::LocalBoxFuture<'static, Result<()>> = match cli.command {
+        Some(Command::Compare(args)) => {
+            // Pinned before the runtime starts, so that every thread it starts inherits the
+            // generator's CPUs; one worker per CPU.
+            server::pin_self(&args.client_cpus)?;
+            runtime.worker_threads(std::thread::available_parallelism().map_or(1, usize::from));
+            Box::pin(compare::run(args))
+        }
+        None => Box::pin(run(cli.suite)),
+    };
+    runtime.build()?.block_on(async {
+        // On Ctrl-C or SIGTERM the scenario future is dropped, and with it the server process
+        // (spawned with kill_on_drop) and its temporary directory.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            result = work => result,
+            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+            _ = term.recv() => Err(anyhow!("terminated")),
+        }
+    })
 }
 
-async fn run(cli: Cli) -> Result<()> {
-    let bin = match &cli.server_bin {
+/// The Atelier binary: `--server-bin`, or `atelier` next to this executable.
+pub fn server_bin(args: &ServerArgs) -> Result<PathBuf> {
+    let bin = match &args.server_bin {
         Some(bin) => bin.clone(),
         None => std::env::current_exe()?
             .parent()
@@ -223,13 +278,18 @@ async fn run(cli: Cli) -> Result<()> {
             bin.display()
         ));
     }
+    Ok(bin)
+}
+
+async fn run(cli: Suite) -> Result<()> {
+    let bin = server_bin(&cli.atelier)?;
     check_fd_limit(&cli);
     let base = ServerSpec {
         bin,
         cpus: None,
-        args: cli.server_args.clone(),
-        log_filter: cli.server_log.clone(),
-        env: cli.server_env.clone(),
+        args: cli.atelier.server_args.clone(),
+        log_filter: cli.atelier.server_log.clone(),
+        env: cli.atelier.server_env.clone(),
     };
     let raised = |spec: &ServerSpec, queue: u32| {
         let mut args = vec![
@@ -353,7 +413,7 @@ async fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-fn parse_setup(s: &str) -> Result<(usize, usize), String> {
+pub fn parse_setup(s: &str) -> Result<(usize, usize), String> {
     let (sessions, clients) = s
         .split_once('x')
         .ok_or_else(|| format!("expected SESSIONSxCLIENTS, got {s:?}"))?;
@@ -371,7 +431,7 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
 }
 
-fn check_fd_limit(cli: &Cli) {
+fn check_fd_limit(cli: &Suite) {
     if !cli.scenarios.contains(&Scenario::Memory) {
         return;
     }
@@ -391,7 +451,7 @@ fn check_fd_limit(cli: &Cli) {
     }
 }
 
-fn loadavg() -> String {
+pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|s| {
@@ -401,7 +461,7 @@ fn loadavg() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-fn cpu_model() -> String {
+pub fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -427,7 +487,7 @@ fn mark(ok: bool) -> &'static str {
     }
 }
 
-fn thousands(n: f64) -> String {
+pub fn thousands(n: f64) -> String {
     let s = format!("{:.0}", n.max(0.0));
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {

@@ -62,22 +62,10 @@ pub struct Server {
 }
 
 impl Server {
+    /// Starts `atelier serve` on `dir` (its SQLite database and objects live there).
     pub async fn start(spec: &ServerSpec, dir: &DataDir) -> Result<Self> {
         let dir = dir.path();
-        let log = dir.join("server.log");
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .with_context(|| format!("creating {}", log.display()))?;
-        let mut cmd = match &spec.cpus {
-            Some(cpus) => {
-                let mut cmd = Command::new("taskset");
-                cmd.arg("-c").arg(cpus).arg(&spec.bin);
-                cmd
-            }
-            None => Command::new(&spec.bin),
-        };
+        let mut cmd = pinned(spec.cpus.as_deref(), &spec.bin);
         for (key, _) in std::env::vars() {
             if key.starts_with("ATELIER_") {
                 cmd.env_remove(key);
@@ -98,14 +86,26 @@ impl Server {
             .env("ATELIER_AUTH_RATE_PER_MINUTE", "1000000")
             .env("RUST_LOG", &spec.log_filter)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(dir)
-            .stdin(Stdio::null())
+            .current_dir(dir);
+        Self::launch(cmd, dir.join("server.log"), &spec.bin).await
+    }
+
+    /// Starts a prepared command (stdout is read for its `… listening on http://host:port` line,
+    /// stderr goes to `log`) and waits until it listens. The process is killed when the
+    /// [`Server`] is dropped.
+    pub async fn launch(mut cmd: Command, log: PathBuf, what: &Path) -> Result<Self> {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("creating {}", log.display()))?;
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))
             .kill_on_drop(true);
         let mut child = cmd
             .spawn()
-            .with_context(|| format!("starting {}", spec.bin.display()))?;
+            .with_context(|| format!("starting {}", what.display()))?;
         let pid = child.id().ok_or_else(|| anyhow!("server exited at once"))?;
         let stdout = child
             .stdout
@@ -114,7 +114,7 @@ impl Server {
         let mut lines = BufReader::new(stdout).lines();
         let wait_line = async {
             while let Some(line) = lines.next_line().await? {
-                if let Some(url) = line.trim().strip_prefix("atelier listening on ") {
+                if let Some((_, url)) = line.trim().split_once("listening on ") {
                     return Ok::<_, anyhow::Error>(url.to_owned());
                 }
             }
@@ -173,6 +173,19 @@ impl Server {
             }
         }
         Ok(())
+    }
+}
+
+/// `bin` under `taskset -c cpus` when `cpus` is given (the process and every thread it starts stay
+/// on those CPUs).
+pub fn pinned(cpus: Option<&str>, bin: &Path) -> Command {
+    match cpus {
+        Some(cpus) => {
+            let mut cmd = Command::new("taskset");
+            cmd.arg("-c").arg(cpus).arg(bin);
+            cmd
+        }
+        None => Command::new(bin),
     }
 }
 

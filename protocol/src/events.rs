@@ -81,12 +81,36 @@ pub enum StudioEvent {
         lease_id: LeaseId,
         gpu_class: String,
     },
+    /// Every meter interval. Everyone sees that a runtime runs, its class and who pays; only
+    /// the payer's own connections get `balance` (see [`StudioEvent::private_to`]).
     #[serde(rename = "runtime.meter")]
     RuntimeMeter {
         lease_id: LeaseId,
+        gpu_class: String,
         used_ms: u64,
         charged: i64,
-        balance: i64,
+        /// Prepaid time left.
+        remaining_ms: u64,
+        /// The account paying for the runtime, and its name.
+        payer_id: AccountId,
+        payer_name: String,
+        /// The payer's balance (millicredits); stripped for everyone else.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        balance: Option<i64>,
+    },
+    /// The lease's prepaid time runs out in `remaining_ms` (sent once per stretch of prepaid
+    /// time, at the server's warning lead time); the payer may extend it.
+    #[serde(rename = "runtime.low_balance")]
+    RuntimeLowBalance {
+        lease_id: LeaseId,
+        remaining_ms: u64,
+    },
+    /// The payer added prepaid time; the running job goes on.
+    #[serde(rename = "runtime.extended")]
+    RuntimeExtended {
+        lease_id: LeaseId,
+        prepaid_ms: u64,
+        remaining_ms: u64,
     },
     #[serde(rename = "runtime.stopped")]
     RuntimeStopped {
@@ -122,11 +146,32 @@ impl StudioEvent {
             Self::JobCancelled { .. } => "job.cancelled",
             Self::RuntimeStarted { .. } => "runtime.started",
             Self::RuntimeMeter { .. } => "runtime.meter",
+            Self::RuntimeLowBalance { .. } => "runtime.low_balance",
+            Self::RuntimeExtended { .. } => "runtime.extended",
             Self::RuntimeStopped { .. } => "runtime.stopped",
             Self::SessionKicked { .. } => "session.kicked",
             Self::ParticipantJoined(_) => "participant.joined",
             Self::ParticipantLeft { .. } => "participant.left",
             Self::RoleChanged { .. } => "role.changed",
+        }
+    }
+
+    /// For an event with a part only one account may see (the payer's balance in
+    /// `runtime.meter`): that account, and the event as everyone else gets it.
+    pub fn private_to(&self) -> Option<(AccountId, StudioEvent)> {
+        match self {
+            Self::RuntimeMeter {
+                payer_id,
+                balance: Some(_),
+                ..
+            } => {
+                let mut public = self.clone();
+                if let Self::RuntimeMeter { balance, .. } = &mut public {
+                    *balance = None;
+                }
+                Some((*payer_id, public))
+            }
+            _ => None,
         }
     }
 
@@ -171,12 +216,12 @@ mod tests {
             (
                 StudioEvent::RuntimeStopped {
                     lease_id,
-                    reason: "out_of_credits".into(),
+                    reason: "prepaid_time_used".into(),
                     used_ms: 61_000,
                     charged: 1017,
                     refunded: 8983,
                 },
-                json!({"type": "runtime.stopped", "lease_id": lease_id, "reason": "out_of_credits",
+                json!({"type": "runtime.stopped", "lease_id": lease_id, "reason": "prepaid_time_used",
                        "used_ms": 61000, "charged": 1017, "refunded": 8983}),
             ),
             (

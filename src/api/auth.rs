@@ -160,6 +160,7 @@ pub async fn login(
     match state.db.credentials_by_email(&email).await? {
         Some(creds) => {
             if password::verify(body.password, creds.password_hash).await? {
+                crate::auth::principal::refuse_suspended(&creds.account)?;
                 start_login(&state, creds.account, actix_web::http::StatusCode::OK).await
             } else {
                 Err(wrong())

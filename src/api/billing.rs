@@ -1,11 +1,14 @@
 //! Credits: prices, balance, ledger, runtime usage, and the payment provider's webhook.
 
-use actix_web::{get, post, web, HttpRequest};
+use actix_web::http::header;
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use atelier_protocol::ids::SessionId;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::AccountAuth;
+use crate::billing::packs::CreditPack;
+use crate::billing::statement::{fold, to_csv, StatementLine};
 use crate::billing::webhook::{parse_event, verify_signature};
 use crate::billing::PaymentOutcome;
 use crate::db::ledger::{Balance, LedgerEntry};
@@ -165,6 +168,155 @@ pub async fn usage(
                 charged: row.charged,
             })
             .collect(),
+    }))
+}
+
+/// Epoch milliseconds → `YYYY-MM-DD HH:MM:SS` (UTC).
+pub fn utc_timestamp(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (day, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    format!(
+        "{} {:02}:{:02}:{:02}",
+        civil_day(day),
+        rest / 3600,
+        (rest / 60) % 60,
+        rest % 60
+    )
+}
+
+/// Most statement entries read at once (the statement covers this many ledger entries).
+pub const MAX_STATEMENT_ENTRIES: u32 = 20_000;
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct StatementQuery {
+    /// How many ledger entries to fold into lines, newest first, 1–20000 (default 1000).
+    pub entries: Option<u32>,
+}
+
+async fn statement_lines(
+    state: &AppState,
+    account: atelier_protocol::ids::AccountId,
+    entries: Option<u32>,
+) -> Result<Vec<StatementLine>> {
+    let limit = entries.unwrap_or(1000);
+    if !(1..=MAX_STATEMENT_ENTRIES).contains(&limit) {
+        return Err(Error::invalid(format!(
+            "entries must be between 1 and {MAX_STATEMENT_ENTRIES}"
+        )));
+    }
+    let entries = state.db.ledger_entries(account, None, limit).await?;
+    let leases = state.db.lease_contexts(account).await?;
+    Ok(fold(&entries, |id| leases.get(&id).cloned()))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Statement {
+    /// Newest first; a lease's hold, charges and release are one `runtime` line.
+    pub lines: Vec<StatementLine>,
+}
+
+/// The caller's ledger as people read it: one line per runtime lease, one per credit change.
+#[utoipa::path(tag = "billing", params(StatementQuery),
+    responses((status = 200, body = Statement), (status = 400), (status = 401)))]
+#[get("/billing/statement")]
+pub async fn statement(
+    state: web::Data<AppState>,
+    auth: AccountAuth,
+    query: web::Query<StatementQuery>,
+) -> Result<web::Json<Statement>> {
+    Ok(web::Json(Statement {
+        lines: statement_lines(&state, auth.account.id, query.entries).await?,
+    }))
+}
+
+/// The statement as CSV (oldest first, amounts in credits), for receipts and spreadsheets.
+#[utoipa::path(tag = "billing", params(StatementQuery),
+    responses((status = 200, content_type = "text/csv", description = "the statement"), (status = 401)))]
+#[get("/billing/ledger.csv")]
+pub async fn ledger_csv(
+    state: web::Data<AppState>,
+    auth: AccountAuth,
+    query: web::Query<StatementQuery>,
+) -> Result<HttpResponse> {
+    let lines = statement_lines(&state, auth.account.id, query.entries).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/csv; charset=utf-8"))
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            "attachment; filename=\"atelier-ledger.csv\"",
+        ))
+        .body(to_csv(&lines)))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Packs {
+    /// False when the operator has not set up payments (no Stripe key or no packs).
+    pub enabled: bool,
+    pub packs: Vec<CreditPack>,
+}
+
+/// The credit packs for sale (public).
+#[utoipa::path(tag = "billing", security(()), responses((status = 200, body = Packs)))]
+#[get("/billing/packs")]
+pub async fn packs(state: web::Data<AppState>) -> web::Json<Packs> {
+    web::Json(Packs {
+        enabled: state.checkout.enabled(),
+        packs: state.checkout.packs().all().to_vec(),
+    })
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutRequest {
+    /// A pack name from `GET /billing/packs`.
+    pub pack: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckoutResponse {
+    /// Stripe's checkout page: send the user there.
+    pub url: String,
+    pub checkout_id: String,
+}
+
+/// Starts buying a credit pack: a Stripe Checkout Session whose URL the studio redirects to.
+/// The signed webhook credits the pack once paid. An `Idempotency-Key` header makes a retried
+/// request return the same session.
+#[utoipa::path(tag = "billing", request_body = CheckoutRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "8–100 characters; a retry with the same key gets the same checkout")),
+    responses((status = 201, body = CheckoutResponse), (status = 400, description = "unknown pack"), (status = 401),
+        (status = 409, description = "payments_not_configured"), (status = 502, description = "payment_provider_error")))]
+#[post("/billing/checkout")]
+pub async fn checkout(
+    state: web::Data<AppState>,
+    auth: AccountAuth,
+    req: HttpRequest,
+    body: web::Json<CheckoutRequest>,
+) -> Result<HttpResponse> {
+    let client_key = req
+        .headers()
+        .get("idempotency-key")
+        .map(|v| v.to_str().map(str::trim).unwrap_or(""));
+    let key = match client_key {
+        // Stripe takes keys of up to 255 characters; ours add the account and the pack.
+        Some(k) if (8..=100).contains(&k.len()) && k.chars().all(|c| c.is_ascii_graphic()) => {
+            // Scoped to the account so two accounts' keys never collide at Stripe.
+            format!("atelier:{}:{}:{k}", auth.account.id, body.pack)
+        }
+        Some(_) => {
+            return Err(Error::invalid(
+                "Idempotency-Key must be 8 to 100 printable ASCII characters",
+            ))
+        }
+        None => format!("atelier:{}", uuid::Uuid::new_v4()),
+    };
+    let session = state
+        .checkout
+        .create(auth.account.id, &auth.account.email, body.pack.trim(), &key)
+        .await?;
+    Ok(HttpResponse::Created().json(CheckoutResponse {
+        url: session.url,
+        checkout_id: session.id,
     }))
 }
 

@@ -3,14 +3,14 @@
 use std::io::{Seek, SeekFrom, Write};
 
 use actix_web::http::header;
-use actix_web::{delete, get, web, HttpResponse};
+use actix_web::{delete, get, post, web, HttpResponse};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::AccountAuth;
+use crate::auth::{password, AccountAuth};
 use crate::db::accounts::Account;
 use crate::db::media::Media;
 use crate::db::sessions::{Member, StudioSession};
@@ -24,6 +24,48 @@ use crate::state::AppState;
 #[get("/me")]
 pub async fn me(auth: AccountAuth) -> Result<web::Json<Account>> {
     Ok(web::Json(auth.account))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+/// Change the password (the current one is required). Every other login of the account ends;
+/// this one stays.
+#[utoipa::path(tag = "accounts", request_body = ChangePassword,
+    responses((status = 204), (status = 400, description = "the new password is too weak"),
+        (status = 401), (status = 403, description = "wrong current password")))]
+#[post("/me/password")]
+pub async fn change_password(
+    state: web::Data<AppState>,
+    auth: AccountAuth,
+    body: web::Json<ChangePassword>,
+) -> Result<HttpResponse> {
+    let body = body.into_inner();
+    let stored = state
+        .db
+        .password_hash(auth.account.id)
+        .await?
+        .ok_or(Error::NotFound("account"))?;
+    if !password::verify(body.current_password, stored).await? {
+        return Err(Error::forbidden("the current password is wrong"));
+    }
+    password::check_strength(&body.new_password)?;
+    let hash = password::hash(body.new_password).await?;
+    state.db.set_password_hash(auth.account.id, &hash).await?;
+    let ended = state
+        .db
+        .delete_tokens_except(auth.account.id, &auth.token_hash)
+        .await?;
+    // The other logins' open sockets end with them.
+    for token_hash in &ended {
+        crate::lifecycle::logged_out(&state, token_hash);
+    }
+    tracing::info!(account = %auth.account.id, "password changed");
+    Ok(HttpResponse::NoContent().finish())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -1,5 +1,7 @@
 //! The HTTP API under `/api/v1`: one module per resource, errors in one shape.
 
+pub mod admin;
+pub mod admin_audit;
 pub mod auth;
 pub mod billing;
 pub mod jobs;
@@ -21,6 +23,7 @@ use crate::error::{extract, Error};
 pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
     cfg.route("/metrics", web::get().to(ops::metrics)).service(
         web::scope("/api/v1")
+            .wrap(middleware::from_fn(admin_audit::record_failures))
             .wrap(middleware::from_fn(usage_log::record))
             .app_data(
                 web::JsonConfig::default()
@@ -54,11 +57,32 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
             .service(runtime::start)
             .service(runtime::get_one)
             .service(runtime::stop)
+            .service(runtime::extend)
             .service(billing::prices)
             .service(billing::balance)
             .service(billing::ledger)
             .service(billing::usage)
             .service(billing::webhook)
+            .service(billing::packs)
+            .service(billing::checkout)
+            .service(billing::ledger_csv)
+            .service(billing::statement)
+            .service(me::change_password)
+            .service(admin::accounts)
+            .service(admin::account)
+            .service(admin::grant_credits)
+            .service(admin::suspend)
+            .service(admin::unsuspend)
+            .service(admin::set_role)
+            .service(admin::workers)
+            .service(admin::drain)
+            .service(admin::create_worker_token)
+            .service(admin::revoke_worker_token)
+            .service(admin::leases)
+            .service(admin::stop_lease)
+            .service(admin::jobs)
+            .service(admin::cancel_job)
+            .service(admin::audit_log)
             .service(ops::healthz)
             .service(ops::readyz)
             .service(jobs::node_types)

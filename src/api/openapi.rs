@@ -4,7 +4,7 @@ use actix_web::{get, web};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, billing, jobs, me, media, ops, runtime, sessions, share_links};
+use super::{admin, auth, billing, jobs, me, media, ops, runtime, sessions, share_links};
 
 struct Security;
 
@@ -37,8 +37,14 @@ impl Modify for Security {
         media::upload, media::list, media::download, media::delete_one,
         jobs::node_types, jobs::run, jobs::list, jobs::get_one, jobs::cancel,
         ops::healthz, ops::readyz,
-        runtime::start, runtime::get_one, runtime::stop,
+        me::change_password,
+        runtime::start, runtime::get_one, runtime::stop, runtime::extend,
         billing::prices, billing::balance, billing::ledger, billing::usage, billing::webhook,
+        billing::packs, billing::checkout, billing::ledger_csv, billing::statement,
+        admin::accounts, admin::account, admin::grant_credits, admin::suspend, admin::unsuspend,
+        admin::set_role, admin::workers, admin::drain, admin::create_worker_token,
+        admin::revoke_worker_token, admin::leases, admin::stop_lease, admin::jobs,
+        admin::cancel_job, admin::audit_log,
     )
 )]
 pub struct ApiDoc;

@@ -3,7 +3,7 @@
 //! Owners and editors may start and stop it; the account that starts it pays. Every member and
 //! share link may see it (the studio shows it to everyone).
 
-use actix_web::{delete, get, post, web, HttpResponse};
+use actix_web::{delete, get, patch, post, web, HttpResponse};
 use atelier_protocol::ids::SessionId;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -25,6 +25,13 @@ pub struct StartRuntime {
     pub prepaid_minutes: f64,
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendRuntime {
+    /// Minutes of prepaid time to add (a further hold; whole seconds, at least one).
+    pub add_minutes: f64,
+}
+
 /// The session's lease: the active one, else the latest stopped one, else `null`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RuntimeStatus {
@@ -33,17 +40,21 @@ pub struct RuntimeStatus {
 
 /// Prepaid minutes → whole milliseconds (rounded to the second).
 fn prepaid_ms(minutes: f64) -> Result<i64> {
+    minutes_to_ms(minutes, "prepaid_minutes")
+}
+
+fn minutes_to_ms(minutes: f64, field: &str) -> Result<i64> {
     if !minutes.is_finite() || minutes <= 0.0 {
-        return Err(Error::invalid("prepaid_minutes must be a positive number"));
+        return Err(Error::invalid(format!("{field} must be a positive number")));
     }
     let seconds = (minutes * 60.0).round();
     if seconds < 1.0 {
-        return Err(Error::invalid(
-            "prepaid_minutes must be at least one second (1/60 minute)",
-        ));
+        return Err(Error::invalid(format!(
+            "{field} must be at least one second (1/60 minute)"
+        )));
     }
     if seconds > 1e12 {
-        return Err(Error::invalid("prepaid_minutes is too large"));
+        return Err(Error::invalid(format!("{field} is too large")));
     }
     // In range: checked just above.
     Ok(seconds as i64 * 1000)
@@ -86,6 +97,30 @@ pub async fn get_one(
     Ok(web::Json(RuntimeStatus {
         lease: state.billing.lease_view(session.id).await?,
     }))
+}
+
+/// Add prepaid time to the running Pro runtime without interrupting its job (the payer only):
+/// a further hold. 402 `insufficient_credits` when the credits are not there.
+#[utoipa::path(tag = "billing", params(("id" = SessionId, Path,)), request_body = ExtendRuntime,
+    responses((status = 200, body = LeaseView), (status = 400), (status = 402, description = "insufficient_credits"),
+        (status = 403, description = "not the payer"), (status = 404, description = "no running runtime"),
+        (status = 409, description = "the runtime is stopping")))]
+#[patch("/sessions/{id}/runtime")]
+pub async fn extend(
+    state: web::Data<AppState>,
+    auth: Auth,
+    id: web::Path<SessionId>,
+    body: web::Json<ExtendRuntime>,
+) -> Result<web::Json<LeaseView>> {
+    let (session, _) = authorize(&state, &auth.principal, *id, Action::ManageRuntime).await?;
+    let account = auth
+        .principal
+        .account_id()
+        .ok_or_else(|| Error::forbidden("a share link cannot extend a Pro runtime"))?;
+    let ms = minutes_to_ms(body.add_minutes, "add_minutes")?;
+    Ok(web::Json(
+        state.billing.extend_lease(session.id, account, ms).await?,
+    ))
 }
 
 /// Stop the session's Pro runtime: interrupts its job, charges the used time, refunds the rest.

@@ -5,4 +5,4 @@ pub mod principal;
 pub mod rate_limit;
 pub mod tokens;
 
-pub use principal::{AccountAuth, Auth, Principal};
+pub use principal::{AccountAuth, AdminAuth, Auth, Principal};

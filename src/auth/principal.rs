@@ -55,6 +55,21 @@ pub struct AccountAuth {
     pub token_hash: String,
 }
 
+/// An admin account (role `admin`); everyone else is refused with 403, anonymous with 401.
+pub struct AdminAuth {
+    pub admin: Account,
+}
+
+/// A suspended account's tokens are refused (403 `account_suspended`).
+pub fn refuse_suspended(account: &Account) -> Result<()> {
+    if account.suspended_at.is_some() {
+        return Err(Error::AccountSuspended(
+            "this account is suspended; contact the operator of this server".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Resolves a raw token (from a header, cookie or query) to a principal.
 pub async fn resolve_token(state: &AppState, token: &str) -> Result<(Principal, String)> {
     let hash = tokens::hash(token);
@@ -62,6 +77,7 @@ pub async fn resolve_token(state: &AppState, token: &str) -> Result<(Principal, 
         let owner = state.db.token_owner(&hash).await?.ok_or_else(|| {
             Error::InvalidCredentials("the token is unknown or has been logged out".into())
         })?;
+        refuse_suspended(&owner.account)?;
         return Ok((Principal::Account(owner.account), hash));
     }
     if token.starts_with(tokens::SHARE_LINK_PREFIX) {
@@ -145,6 +161,7 @@ async fn authenticate(req: HttpRequest) -> Result<Auth> {
     } else if let Some(cookie) = req.cookie(SESSION_COOKIE) {
         let token = cookie.value();
         let (owner, hash) = resolve_cookie(&state, token).await?;
+        refuse_suspended(&owner.account)?;
         // Cookies ride along on cross-site requests; a mutation must also prove it came from our
         // page by echoing the CSRF token, which another site cannot read.
         if !is_safe(req.method()) {
@@ -198,6 +215,30 @@ impl FromRequest for AccountAuth {
                     "a share link only gives access to its session; log in for this",
                 )),
             }
+        })
+    }
+}
+
+impl FromRequest for AdminAuth {
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let account = AccountAuth::from_request(req, payload);
+        let req = req.clone();
+        Box::pin(async move {
+            let auth = account.await?;
+            if !auth.account.is_admin() {
+                return Err(Error::forbidden("this needs an admin account"));
+            }
+            // So that a call failing after this point is still audited.
+            req.extensions_mut()
+                .insert(crate::api::admin_audit::AdminCaller(
+                    crate::db::admin::AuditActor::admin(&auth.account),
+                ));
+            Ok(AdminAuth {
+                admin: auth.account,
+            })
         })
     }
 }

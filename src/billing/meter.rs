@@ -5,10 +5,12 @@
 //!    [`WorkerLeaseActor`] to get a worker.
 //! 2. On assignment it records a new metering segment in the database (so a restart never
 //!    meters the time the server was down), tells the session `runtime.started`, and ticks every
-//!    `meter_interval`: `runtime.meter` to the session, and every `checkpoint_interval` a
-//!    checkpoint that charges what was used so far (idempotency key from the lease and the
-//!    checkpoint number).
-//! 3. It stops — prepaid time used up (`out_of_credits`), idle for `idle_timeout` (`idle`),
+//!    `meter_interval`: `runtime.meter` to the session (the balance to the payer only), and
+//!    every `checkpoint_interval` a checkpoint that charges what was used so far (idempotency
+//!    key from the lease and the checkpoint number). `low_balance_warning` before the prepaid
+//!    time runs out, everyone gets `runtime.low_balance`; the payer may extend the lease
+//!    ([`ExtendLease`]: a further hold, the job goes on).
+//! 3. It stops — prepaid time used up (`prepaid_time_used`), idle for `idle_timeout` (`idle`),
 //!    worker lost (`worker_lost`, billed to its last heartbeat), asked to (`stopped_by_user`,
 //!    `session_deleted`, `account_deleted`, `payment_reversed`, `server_shutdown`; a checkpoint
 //!    that finds the session gone stops it with `session_deleted` too) — by interrupting the session's
@@ -39,7 +41,12 @@ const SETTLE_RETRY_MAX: Duration = Duration::from_secs(30);
 /// Stop reasons, as `runtime.stopped {reason}` carries them.
 pub mod reason {
     pub const STOPPED_BY_USER: &str = "stopped_by_user";
-    pub const OUT_OF_CREDITS: &str = "out_of_credits";
+    /// The lease's prepaid time is used up (the payer may still have credits).
+    pub const PREPAID_TIME_USED: &str = "prepaid_time_used";
+    /// An admin stopped it (their reason is in the audit log).
+    pub const STOPPED_BY_ADMIN: &str = "stopped_by_admin";
+    /// An admin suspended the payer's account.
+    pub const ACCOUNT_SUSPENDED: &str = "account_suspended";
     pub const IDLE: &str = "idle";
     pub const WORKER_LOST: &str = "worker_lost";
     pub const NO_WORKER: &str = "no_worker";
@@ -61,6 +68,8 @@ pub struct MeterSettings {
     pub checkpoint_interval: Duration,
     /// A lease without job activity this long stops by itself.
     pub idle_timeout: Duration,
+    /// How long before the prepaid time runs out `runtime.low_balance` is sent.
+    pub low_balance_warning: Duration,
 }
 
 /// Stops the lease; the reply carries the settlement.
@@ -69,6 +78,16 @@ pub struct MeterSettings {
 pub struct StopLease {
     pub reason: String,
     pub reply: oneshot::Sender<Result<Settlement>>,
+}
+
+/// The payer adds prepaid time: a further hold; the lease and its job go on. The reply is the
+/// lease as extended (402 when the credits are not there, 409 once it is stopping).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ExtendLease {
+    pub add_ms: i64,
+    pub max_prepaid_ms: i64,
+    pub reply: oneshot::Sender<Result<RuntimeLease>>,
 }
 
 /// A job started, progressed or finished: the lease is not idle.
@@ -123,6 +142,10 @@ pub struct BillingMeterActor {
     checkpointing: bool,
     /// The payer's balance as of the last write.
     balance: i64,
+    /// Shown to the participants as who pays.
+    payer_name: String,
+    /// The prepaid time `runtime.low_balance` was last sent for (once per extension).
+    warned_for_prepaid_ms: Option<i64>,
     last_activity: i64,
     lease_actor: Option<Addr<WorkerLeaseActor>>,
     waiters: Vec<oneshot::Sender<Result<Settlement>>>,
@@ -131,7 +154,7 @@ pub struct BillingMeterActor {
 
 impl BillingMeterActor {
     /// A meter for a stored lease that is not stopped (new, or recovered after a restart).
-    pub fn new(billing: Billing, lease: RuntimeLease, balance: i64) -> Self {
+    pub fn new(billing: Billing, lease: RuntimeLease, balance: i64, payer_name: String) -> Self {
         let now = now_ms();
         BillingMeterActor {
             billing,
@@ -147,6 +170,8 @@ impl BillingMeterActor {
             lost_at: None,
             checkpointing: false,
             balance,
+            payer_name,
+            warned_for_prepaid_ms: None,
             last_activity: now,
             lease_actor: None,
             waiters: Vec::new(),
@@ -260,11 +285,24 @@ impl BillingMeterActor {
         let used = self.used_ms_now();
         if used >= self.lease.prepaid_ms {
             self.begin_stop(
-                reason::OUT_OF_CREDITS.into(),
+                reason::PREPAID_TIME_USED.into(),
                 Some(self.lease.prepaid_ms),
                 ctx,
             );
             return;
+        }
+        let remaining_ms = self.lease.prepaid_ms - used;
+        let lead_ms = i64::try_from(self.billing.settings().low_balance_warning.as_millis())
+            .unwrap_or(i64::MAX);
+        if remaining_ms <= lead_ms && self.warned_for_prepaid_ms != Some(self.lease.prepaid_ms) {
+            self.warned_for_prepaid_ms = Some(self.lease.prepaid_ms);
+            self.billing.send_event(
+                self.lease.session_id,
+                StudioEvent::RuntimeLowBalance {
+                    lease_id: self.lease.id,
+                    remaining_ms: u64::try_from(remaining_ms).unwrap_or(0),
+                },
+            );
         }
         let idle_ms =
             i64::try_from(self.billing.settings().idle_timeout.as_millis()).unwrap_or(i64::MAX);
@@ -277,10 +315,14 @@ impl BillingMeterActor {
             self.lease.session_id,
             StudioEvent::RuntimeMeter {
                 lease_id: self.lease.id,
+                gpu_class: self.lease.gpu_class.clone(),
                 used_ms: u64::try_from(used).unwrap_or(0),
                 charged,
+                remaining_ms: u64::try_from(remaining_ms).unwrap_or(0),
+                payer_id: self.lease.account_id,
+                payer_name: self.payer_name.clone(),
                 // Estimated between checkpoints: the stored balance less what is not yet stored.
-                balance: self.balance - (charged - self.checkpointed_charged),
+                balance: Some(self.balance - (charged - self.checkpointed_charged)),
             },
         );
         let every = i64::try_from(self.billing.settings().checkpoint_interval.as_millis())
@@ -482,6 +524,45 @@ impl Handler<StopLease> for BillingMeterActor {
             Phase::Stopping { .. } => {}
             Phase::Stopped => {}
         }
+    }
+}
+
+impl Handler<ExtendLease> for BillingMeterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ExtendLease, ctx: &mut Self::Context) {
+        if !matches!(self.phase, Phase::Waiting | Phase::Running) {
+            let _ = msg.reply.send(Err(Error::Conflict(
+                "the Pro runtime is stopping; start a new one".into(),
+            )));
+            return;
+        }
+        let db = self.billing.db().clone();
+        let lease_id = self.lease.id;
+        let (add_ms, max_prepaid_ms, reply) = (msg.add_ms, msg.max_prepaid_ms, msg.reply);
+        let fut = async move { db.extend_lease(lease_id, add_ms, max_prepaid_ms).await };
+        // Nothing else (no tick, no stop) happens to the lease until the extension is stored.
+        ctx.wait(fut.into_actor(self).map(move |result, act, _ctx| {
+            if let Ok(extended) = &result {
+                act.lease.prepaid_ms = extended.prepaid_ms;
+                act.lease.hold_amount = extended.hold_amount;
+                act.lease.extensions = extended.extensions;
+                let used = match act.phase {
+                    Phase::Running => act.used_ms_now(),
+                    _ => act.base_ms,
+                };
+                tracing::info!(lease = %act.lease.id, prepaid_ms = extended.prepaid_ms, hold = extended.hold_amount, "runtime lease extended");
+                act.billing.send_event(
+                    act.lease.session_id,
+                    StudioEvent::RuntimeExtended {
+                        lease_id: act.lease.id,
+                        prepaid_ms: u64::try_from(extended.prepaid_ms).unwrap_or(0),
+                        remaining_ms: u64::try_from(extended.prepaid_ms - used).unwrap_or(0),
+                    },
+                );
+            }
+            let _ = reply.send(result);
+        }));
     }
 }
 

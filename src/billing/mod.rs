@@ -18,9 +18,12 @@
 //! [`Billing::set_hooks`] so a stopping lease can interrupt the session's jobs. Replace the
 //! in-process pool with [`Billing::set_worker_pool`].
 
+pub mod checkout;
 pub mod lease;
 pub mod meter;
+pub mod packs;
 pub mod prices;
+pub mod statement;
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -38,7 +41,7 @@ use utoipa::ToSchema;
 pub use lease::{InProcessWorkerPool, PoolError, WorkerAssignment, WorkerHeartbeat, WorkerPool};
 pub use meter::{reason, MeterSettings};
 
-use self::meter::{BillingMeterActor, JobActivity, Snapshot, StopLease};
+use self::meter::{BillingMeterActor, ExtendLease, JobActivity, Snapshot, StopLease};
 use self::prices::{hold_for, PriceTable};
 use self::webhook::{PaymentAction, PaymentEvent};
 use crate::db::leases::{LeaseStatus, NewLease, RuntimeLease, Settlement};
@@ -92,7 +95,8 @@ pub struct BillingSettings {
     /// Open leases whose last sign of life is older than this at start-up are settled at their
     /// last checkpoint instead of resumed.
     pub resume_window: Duration,
-    /// Millicredits granted at signup.
+    /// Millicredits granted at signup (`ATELIER_SIGNUP_CREDITS`, by default an hour of the
+    /// cheapest class).
     pub signup_credits: i64,
 }
 
@@ -105,10 +109,11 @@ impl BillingSettings {
                 meter_interval: Duration::from_millis(b.meter_interval_ms),
                 checkpoint_interval: Duration::from_secs(b.checkpoint_interval_s),
                 idle_timeout: Duration::from_secs(b.lease_idle_timeout_s),
+                low_balance_warning: Duration::from_secs(b.low_balance_warning_s),
             },
             max_prepaid_minutes: b.max_prepaid_minutes,
             resume_window: Duration::from_secs(b.lease_resume_window_s),
-            signup_credits: config.signup_credits,
+            signup_credits: config.signup_credits(),
         }
     }
 }
@@ -336,7 +341,7 @@ impl Billing {
     }
 
     /// Starts a meter (and through it a worker lease) for a stored open lease.
-    fn start_meter(&self, lease: RuntimeLease, balance: i64) {
+    fn start_meter(&self, lease: RuntimeLease, balance: i64, payer_name: String) {
         let mut leases = self.leases();
         let session = lease.session_id;
         let entry_lease = lease.id;
@@ -345,7 +350,7 @@ impl Billing {
         let billing = self.clone();
         // Started under the map's lock so the meter cannot `forget` itself before it is listed.
         let meter = BillingMeterActor::start_in_arbiter(&self.shared.arbiter, move |_| {
-            BillingMeterActor::new(billing, lease, balance)
+            BillingMeterActor::new(billing, lease, balance, payer_name)
         });
         leases.insert(
             session,
@@ -406,8 +411,88 @@ impl Billing {
         tracing::info!(lease = %lease.id, %session, %account, gpu_class, prepaid_ms, hold = lease.hold_amount, "runtime lease started");
         let balance = self.db().balance(account).await?.balance;
         let view = LeaseView::stored(&lease);
-        self.start_meter(lease, balance);
+        let payer_name = self.payer_name(account).await?;
+        self.start_meter(lease, balance, payer_name);
         Ok(view)
+    }
+
+    async fn payer_name(&self, account: AccountId) -> Result<String> {
+        Ok(self
+            .db()
+            .account(account)
+            .await?
+            .map_or_else(String::new, |a| a.name))
+    }
+
+    /// Adds prepaid time to the session's running lease, paid by `account`, who must be its
+    /// payer (403 otherwise): a further hold; the job goes on. 404 without a running lease.
+    pub async fn extend_lease(
+        &self,
+        session: SessionId,
+        account: AccountId,
+        add_ms: i64,
+    ) -> Result<LeaseView> {
+        let max_ms = i64::from(self.max_prepaid_minutes()) * prices::MINUTE_MS;
+        if add_ms < 1000 || add_ms > max_ms {
+            return Err(Error::invalid(format!(
+                "add_minutes must be at least one second and at most {} minutes",
+                self.max_prepaid_minutes()
+            )));
+        }
+        let active = self
+            .leases()
+            .get(&session)
+            .filter(|a| !a.stopping)
+            .map(|a| (a.meter.clone(), a.account_id));
+        let Some((meter, payer)) = active else {
+            return Err(Error::NotFound("running Pro runtime"));
+        };
+        if payer != account {
+            return Err(Error::forbidden(
+                "only the account paying for this runtime can extend it",
+            ));
+        }
+        let (reply, rx) = oneshot::channel();
+        meter
+            .send(ExtendLease {
+                add_ms,
+                max_prepaid_ms: max_ms,
+                reply,
+            })
+            .await
+            .map_err(|_| Error::Conflict("the Pro runtime has stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Conflict("the Pro runtime has stopped".into()))??;
+        self.lease_view(session)
+            .await?
+            .ok_or(Error::NotFound("running Pro runtime"))
+    }
+
+    /// Every lease with a live meter, with live numbers (the admin page).
+    pub async fn running_leases(&self) -> Vec<(LeaseView, AccountId)> {
+        let meters: Vec<(Addr<BillingMeterActor>, AccountId)> = self
+            .leases()
+            .values()
+            .map(|a| (a.meter.clone(), a.account_id))
+            .collect();
+        let mut views = Vec::with_capacity(meters.len());
+        for (meter, account) in meters {
+            if let Ok(snap) = meter.send(Snapshot).await {
+                views.push((
+                    LeaseView::new(&snap.lease, snap.status, snap.used_ms, snap.charged),
+                    account,
+                ));
+            }
+        }
+        views
+    }
+
+    /// The session whose live lease has this id.
+    pub fn session_of_lease(&self, lease: LeaseId) -> Option<SessionId> {
+        self.leases()
+            .iter()
+            .find(|(_, a)| a.lease_id == lease)
+            .map(|(s, _)| *s)
     }
 
     /// The session's active lease (live numbers), else its latest stopped one, else `None`.
@@ -584,8 +669,8 @@ impl Billing {
         }
     }
 
-    /// Stops every running lease the account pays for (its balance went negative, or the
-    /// account is being deleted).
+    /// Stops and settles every running lease the account pays for (its balance went negative,
+    /// an admin suspended it, or the account is being deleted).
     pub async fn stop_account_leases(&self, account: AccountId, reason: &str) {
         let sessions: Vec<SessionId> = self
             .leases()
@@ -622,7 +707,8 @@ impl Billing {
             if resumable {
                 tracing::info!(lease = %lease.id, used_ms = lease.used_ms, "resuming a runtime lease after a restart");
                 let balance = self.db().balance(lease.account_id).await?.balance;
-                self.start_meter(lease, balance);
+                let payer_name = self.payer_name(lease.account_id).await?;
+                self.start_meter(lease, balance, payer_name);
                 recovery.resumed += 1;
             } else {
                 let s = self

@@ -14,6 +14,26 @@ pub const MINUTE_MS: i64 = 60_000;
 /// Longest GPU class name accepted in `--gpu-prices`.
 pub const MAX_CLASS_CHARS: usize = 32;
 
+/// Millicredits as credits, the way the studio shows them: `10000` → `10`, `1500` → `1.5`,
+/// `1` → `0.001`.
+pub fn credits_text(millicredits: i64) -> String {
+    let whole = millicredits / 1000;
+    let frac = (millicredits % 1000).abs();
+    if frac == 0 {
+        whole.to_string()
+    } else {
+        let sign = if millicredits < 0 && whole == 0 {
+            "-"
+        } else {
+            ""
+        };
+        format!(
+            "{sign}{whole}.{}",
+            format!("{frac:03}").trim_end_matches('0')
+        )
+    }
+}
+
 /// GPU class → millicredits per minute. Parsed from `cpu=100,t4=2000,a100=12000`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PriceTable(BTreeMap<String, i64>);
@@ -27,6 +47,11 @@ impl PriceTable {
     /// Classes with their prices, in name order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, i64)> {
         self.0.iter().map(|(k, v)| (k.as_str(), *v))
+    }
+
+    /// The lowest price per minute of any class.
+    pub fn cheapest(&self) -> i64 {
+        self.0.values().copied().min().unwrap_or(0)
     }
 
     pub fn classes(&self) -> Vec<String> {

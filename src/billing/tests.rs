@@ -100,6 +100,7 @@ fn settings(idle: Duration) -> BillingSettings {
             meter_interval: Duration::from_millis(50),
             checkpoint_interval: Duration::from_millis(300),
             idle_timeout: idle,
+            low_balance_warning: Duration::from_secs(1),
         },
         max_prepaid_minutes: 60,
         resume_window: Duration::from_secs(60),
@@ -273,16 +274,94 @@ async fn prepaid_time_running_out_stops_the_lease_and_interrupts_the_job() {
     else {
         unreachable!()
     };
-    assert_eq!(reason, "out_of_credits");
+    assert_eq!(reason, "prepaid_time_used");
     assert_eq!((used_ms, charged, refunded), (1_500, 1_500, 0));
     assert_eq!(
         f.rec.interrupts.lock().unwrap().as_slice(),
-        &[(f.session, "out_of_credits".to_string())]
+        &[(f.session, "prepaid_time_used".to_string())]
     );
     let lease = f.t.db.lease(view.lease_id).await.unwrap().unwrap();
     assert_eq!(lease.status, LeaseStatus::Stopped);
     let b = f.t.db.balance(f.account).await.unwrap();
     assert_eq!((b.balance, b.held), (8_500, 0));
+}
+
+#[actix::test]
+async fn an_extended_lease_warns_runs_past_its_first_end_and_settles_every_hold() {
+    // Warned 1 s before the end (settings); 1.5 s prepaid, extended by 1.5 s after the warning.
+    let f = fixture(settings(Duration::from_secs(600)), in_process(), 10_000).await;
+    let view = f
+        .billing
+        .start_lease(f.session, f.account, "cpu", 1_500)
+        .await
+        .unwrap();
+    until("runtime.low_balance", Duration::from_secs(5), || {
+        f.rec.kinds().contains(&"runtime.low_balance")
+    })
+    .await;
+    // Only the payer may extend; a second account is refused.
+    let other = f.t.account().await;
+    assert_eq!(
+        f.billing
+            .extend_lease(f.session, other, 1_500)
+            .await
+            .unwrap_err()
+            .code(),
+        "forbidden"
+    );
+    let extended = f
+        .billing
+        .extend_lease(f.session, f.account, 1_500)
+        .await
+        .unwrap();
+    assert_eq!((extended.prepaid_ms, extended.hold), (3_000, 3_000));
+    // More than the credits left (10 000 − 3 000 held) is refused and changes nothing.
+    assert_eq!(
+        f.billing
+            .extend_lease(f.session, f.account, 8_000)
+            .await
+            .unwrap_err()
+            .code(),
+        "insufficient_credits"
+    );
+    until("runtime.stopped", Duration::from_secs(8), || {
+        f.rec.stopped().is_some()
+    })
+    .await;
+    let Some(StudioEvent::RuntimeStopped {
+        reason,
+        used_ms,
+        charged,
+        refunded,
+        ..
+    }) = f.rec.stopped()
+    else {
+        unreachable!()
+    };
+    assert_eq!(reason, "prepaid_time_used");
+    assert_eq!((used_ms, charged + refunded), (3_000, 3_000));
+    let kinds = f.rec.kinds();
+    let warnings = kinds
+        .iter()
+        .filter(|k| **k == "runtime.low_balance")
+        .count();
+    assert_eq!(
+        warnings, 2,
+        "one warning per stretch of prepaid time: {kinds:?}"
+    );
+    assert!(kinds.contains(&"runtime.extended"));
+    let holds: i64 =
+        f.t.db
+            .lease_entries(view.lease_id)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| e.kind == EntryKind::Hold)
+            .map(|e| e.held_delta)
+            .sum();
+    assert_eq!(holds, 3_000);
+    let b = f.t.db.balance(f.account).await.unwrap();
+    assert_eq!((b.balance, b.held), (10_000 - charged, 0));
 }
 
 #[actix::test]

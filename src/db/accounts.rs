@@ -1,7 +1,9 @@
-//! Accounts and their API tokens.
+//! Accounts (their role and suspension) and their API tokens.
+
+use std::fmt;
 
 use atelier_protocol::ids::AccountId;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use utoipa::ToSchema;
@@ -9,13 +11,69 @@ use utoipa::ToSchema;
 use super::{is_unique_violation, now_ms, uuid_col, Db};
 use crate::error::{Error, Result};
 
+/// What an account may do beyond its own sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountRole {
+    #[default]
+    User,
+    /// Operates the server: the admin API and the admin section of the studio.
+    Admin,
+}
+
+impl AccountRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountRole::User => "user",
+            AccountRole::Admin => "admin",
+        }
+    }
+}
+
+impl std::str::FromStr for AccountRole {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        AccountRole::parse(s)
+    }
+}
+
+impl fmt::Display for AccountRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl AccountRole {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "user" => Ok(AccountRole::User),
+            "admin" => Ok(AccountRole::Admin),
+            other => Err(format!("unknown role {other:?}; roles are user and admin")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Account {
     pub id: AccountId,
     pub email: String,
     pub name: String,
+    pub role: AccountRole,
+    /// Set while an admin has suspended the account (it cannot log in or use its tokens).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suspended_at: Option<i64>,
     pub created_at: i64,
 }
+
+impl Account {
+    pub fn is_admin(&self) -> bool {
+        self.role == AccountRole::Admin
+    }
+}
+
+/// The columns [`account_from_row`] reads.
+pub(crate) const ACCOUNT_COLUMNS: &str = "id, email, name, role, suspended_at, created_at";
 
 pub struct Credentials {
     pub account: Account,
@@ -28,11 +86,14 @@ pub struct TokenOwner {
     pub csrf_token: String,
 }
 
-fn account_from_row(row: &AnyRow) -> Result<Account> {
+pub(crate) fn account_from_row(row: &AnyRow) -> Result<Account> {
+    let role: String = row.try_get("role")?;
     Ok(Account {
         id: AccountId(uuid_col(row, "id")?),
         email: row.try_get("email")?,
         name: row.try_get("name")?,
+        role: AccountRole::parse(&role).map_err(Error::Internal)?,
+        suspended_at: row.try_get("suspended_at")?,
         created_at: row.try_get("created_at")?,
     })
 }
@@ -48,6 +109,8 @@ impl Db {
             id: AccountId::new_random(),
             email: email.to_string(),
             name: name.to_string(),
+            role: AccountRole::User,
+            suspended_at: None,
             created_at: now_ms(),
         };
         let res = sqlx::query(
@@ -71,12 +134,11 @@ impl Db {
     }
 
     pub async fn credentials_by_email(&self, email: &str) -> Result<Option<Credentials>> {
-        let row = sqlx::query(
-            "SELECT id, email, name, created_at, password_hash FROM accounts WHERE email = $1",
-        )
-        .bind(email)
-        .fetch_optional(self.pool())
-        .await?;
+        let sql = format!("SELECT {ACCOUNT_COLUMNS}, password_hash FROM accounts WHERE email = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(email)
+            .fetch_optional(self.pool())
+            .await?;
         row.map(|row| {
             Ok(Credentials {
                 account: account_from_row(&row)?,
@@ -87,7 +149,8 @@ impl Db {
     }
 
     pub async fn account(&self, id: AccountId) -> Result<Option<Account>> {
-        let row = sqlx::query("SELECT id, email, name, created_at FROM accounts WHERE id = $1")
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id.to_string())
             .fetch_optional(self.pool())
             .await?;
@@ -95,7 +158,8 @@ impl Db {
     }
 
     pub async fn account_by_email(&self, email: &str) -> Result<Option<Account>> {
-        let row = sqlx::query("SELECT id, email, name, created_at FROM accounts WHERE email = $1")
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE email = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(email)
             .fetch_optional(self.pool())
             .await?;
@@ -123,7 +187,7 @@ impl Db {
 
     pub async fn token_owner(&self, token_hash: &str) -> Result<Option<TokenOwner>> {
         let row = sqlx::query(
-            "SELECT a.id, a.email, a.name, a.created_at, t.csrf_token \
+            "SELECT a.id, a.email, a.name, a.role, a.suspended_at, a.created_at, t.csrf_token \
              FROM api_tokens t JOIN accounts a ON a.id = t.account_id WHERE t.token_hash = $1",
         )
         .bind(token_hash)
@@ -144,6 +208,68 @@ impl Db {
             .execute(self.pool())
             .await?;
         Ok(())
+    }
+
+    /// Sets an account's role. `NotFound` when there is no such account.
+    pub async fn set_role(&self, id: AccountId, role: AccountRole) -> Result<()> {
+        let res = sqlx::query("UPDATE accounts SET role = $1 WHERE id = $2")
+            .bind(role.as_str())
+            .bind(id.to_string())
+            .execute(self.pool())
+            .await?;
+        if res.rows_affected() == 0 {
+            return Err(Error::NotFound("account"));
+        }
+        Ok(())
+    }
+
+    /// Suspends (`Some(reason)`) or reinstates (`None`) an account.
+    pub async fn set_suspended(&self, id: AccountId, reason: Option<&str>) -> Result<()> {
+        let res = sqlx::query(
+            "UPDATE accounts SET suspended_at = $1, suspended_reason = $2 WHERE id = $3",
+        )
+        .bind(reason.map(|_| now_ms()))
+        .bind(reason)
+        .bind(id.to_string())
+        .execute(self.pool())
+        .await?;
+        if res.rows_affected() == 0 {
+            return Err(Error::NotFound("account"));
+        }
+        Ok(())
+    }
+
+    /// Sets an account's password hash (the change-password form, `create-admin`).
+    pub async fn set_password_hash(&self, id: AccountId, password_hash: &str) -> Result<()> {
+        sqlx::query("UPDATE accounts SET password_hash = $1 WHERE id = $2")
+            .bind(password_hash)
+            .bind(id.to_string())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// The password hash of an account (to check the current password before a change).
+    pub async fn password_hash(&self, id: AccountId) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT password_hash FROM accounts WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.map(|r| r.try_get("password_hash")).transpose()?)
+    }
+
+    /// Ends every token of the account except `keep` (a password change logs out elsewhere).
+    /// Ends every login of the account but `keep`; returns the hashes of the ended tokens.
+    pub async fn delete_tokens_except(&self, id: AccountId, keep: &str) -> Result<Vec<String>> {
+        let hashes = sqlx::query_scalar(
+            "DELETE FROM api_tokens WHERE account_id = $1 AND token_hash <> $2 \
+             RETURNING token_hash",
+        )
+        .bind(id.to_string())
+        .bind(keep)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(hashes)
     }
 
     /// Deletes the account row; foreign keys cascade to its tokens, sessions (and their members,

@@ -203,14 +203,24 @@ impl Db {
         Ok(id)
     }
 
-    /// The name of the worker token with this hash, if it exists and is not revoked.
-    pub async fn worker_token(&self, token_hash: &str) -> Result<Option<String>> {
+    /// The id and name of the worker token with this hash, if it exists and is not revoked.
+    pub async fn worker_token(&self, token_hash: &str) -> Result<Option<(WorkerId, String)>> {
         let row = sqlx::query(
-            "SELECT name FROM worker_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+            "SELECT id, name FROM worker_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
         )
         .bind(token_hash)
         .fetch_optional(self.pool())
         .await?;
-        Ok(row.map(|r| r.try_get("name")).transpose()?)
+        row.map(|r| Ok((WorkerId(super::uuid_col(&r, "id")?), r.try_get("name")?)))
+            .transpose()
+    }
+
+    /// Whether the worker token with this id is still valid (not revoked, not deleted).
+    pub async fn worker_token_valid(&self, id: WorkerId) -> Result<bool> {
+        let row = sqlx::query("SELECT id FROM worker_tokens WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id.to_string())
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.is_some())
     }
 }

@@ -14,7 +14,8 @@ use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
 use super::ledger::{
-    charge_hold_in, hold_in, lock_account, place_hold_in, settle_hold_in, Balance, HoldId,
+    charge_hold_in, extend_hold_in, hold_in, lock_account, place_hold_in, settle_hold_in, Balance,
+    HoldId,
 };
 use super::{now_ms, opt_uuid_col, uuid_col, Db, Dialect};
 use crate::error::{Error, Result};
@@ -74,6 +75,8 @@ pub struct RuntimeLease {
     pub stopped_at: Option<i64>,
     pub stop_reason: Option<String>,
     pub refunded: Option<i64>,
+    /// How many times the payer added prepaid time.
+    pub extensions: i64,
 }
 
 /// What starting a lease needs.
@@ -134,7 +137,7 @@ pub struct UsageRow {
 const LEASE_COLUMNS: &str = "id, session_id, account_id, gpu_class, price_per_minute, \
      prepaid_ms, hold_id, hold_amount, status, worker_id, device, created_at, assigned_at, \
      segment_started_at, segment_base_ms, used_ms, charged, checkpoint_seq, checkpointed_at, \
-     stopped_at, stop_reason, refunded";
+     stopped_at, stop_reason, refunded, extensions";
 
 fn lease_from_row(row: &AnyRow) -> Result<RuntimeLease> {
     let status: String = row.try_get("status")?;
@@ -166,6 +169,7 @@ fn lease_from_row(row: &AnyRow) -> Result<RuntimeLease> {
         stopped_at: row.try_get("stopped_at")?,
         stop_reason: row.try_get("stop_reason")?,
         refunded: row.try_get("refunded")?,
+        extensions: row.try_get("extensions")?,
     })
 }
 
@@ -439,6 +443,99 @@ impl Db {
             Ok(lease.settlement(bal.balance))
         })
         .await
+    }
+
+    /// Adds `add_ms` of prepaid time to a lease that is not stopped: a further hold of
+    /// `hold_for(price, prepaid + add) − hold` on the lease's hold (key
+    /// `lease:{id}:extend:{n}`), in one transaction with the lease row. 402
+    /// `insufficient_credits` when the payer's available credits do not cover it, 409 when the
+    /// lease has stopped. Returns the lease as extended.
+    pub async fn extend_lease(
+        &self,
+        id: LeaseId,
+        add_ms: i64,
+        max_prepaid_ms: i64,
+    ) -> Result<RuntimeLease> {
+        let account = self
+            .lease(id)
+            .await?
+            .ok_or(Error::NotFound("lease"))?
+            .account_id;
+        self.retrying("extend lease", || async move {
+            let mut tx = self.pool().begin().await?;
+            let mut bal = lock_account(&mut tx, account).await?;
+            let lease = lease_in(&mut tx, id)
+                .await?
+                .ok_or(Error::NotFound("lease"))?;
+            if lease.status == LeaseStatus::Stopped {
+                return Err(Error::Conflict(
+                    "the Pro runtime has already stopped".into(),
+                ));
+            }
+            let prepaid_ms = lease.prepaid_ms.saturating_add(add_ms);
+            if prepaid_ms > max_prepaid_ms {
+                return Err(Error::invalid(format!(
+                    "a runtime may hold at most {} minutes of prepaid time",
+                    max_prepaid_ms / crate::billing::prices::MINUTE_MS
+                )));
+            }
+            let hold_amount = crate::billing::prices::hold_for(lease.price_per_minute, prepaid_ms);
+            let extra = hold_amount - lease.hold_amount;
+            let seq = lease.extensions + 1;
+            if extra > 0 {
+                let mut hold = hold_in(&mut tx, lease.hold_id)
+                    .await?
+                    .ok_or(Error::NotFound("hold"))?;
+                let key = format!("lease:{id}:extend:{seq}");
+                extend_hold_in(&mut tx, &mut bal, &mut hold, extra, &key, Some(id)).await?;
+            }
+            sqlx::query(
+                "UPDATE runtime_leases SET prepaid_ms = $1, hold_amount = $2, extensions = $3 \
+                 WHERE id = $4",
+            )
+            .bind(prepaid_ms)
+            .bind(hold_amount)
+            .bind(seq)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+            let lease = lease_in(&mut tx, id)
+                .await?
+                .ok_or(Error::NotFound("lease"))?;
+            tx.commit().await?;
+            Ok(lease)
+        })
+        .await
+    }
+
+    /// Every lease the account paid for, with its session's title, for the statement.
+    pub async fn lease_contexts(
+        &self,
+        account: AccountId,
+    ) -> Result<std::collections::HashMap<LeaseId, crate::billing::statement::LeaseContext>> {
+        let rows = sqlx::query(
+            "SELECT l.id, l.session_id, l.gpu_class, l.used_ms, l.status, s.title \
+             FROM runtime_leases l LEFT JOIN studio_sessions s ON s.id = l.session_id \
+             WHERE l.account_id = $1",
+        )
+        .bind(account.to_string())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let status: String = row.try_get("status")?;
+                Ok((
+                    LeaseId(uuid_col(row, "id")?),
+                    crate::billing::statement::LeaseContext {
+                        session_id: SessionId(uuid_col(row, "session_id")?),
+                        session_title: row.try_get("title")?,
+                        gpu_class: row.try_get("gpu_class")?,
+                        used_ms: row.try_get("used_ms")?,
+                        stopped: status == "stopped",
+                    },
+                ))
+            })
+            .collect()
     }
 
     pub async fn lease(&self, id: LeaseId) -> Result<Option<RuntimeLease>> {

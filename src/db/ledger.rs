@@ -65,8 +65,10 @@ impl FromStr for HoldId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EntryKind {
-    /// Free credits (the signup grant).
+    /// Free credits: the signup grant, or an admin's grant (with the admin and a reason).
     Grant,
+    /// An admin's correction, up or down (with the admin and a reason).
+    Adjustment,
     /// Credits bought through the payment provider.
     Purchase,
     /// Credits reserved for a runtime lease (`held_delta` > 0, `amount` 0).
@@ -85,6 +87,7 @@ impl EntryKind {
     pub fn as_str(self) -> &'static str {
         match self {
             EntryKind::Grant => "grant",
+            EntryKind::Adjustment => "adjustment",
             EntryKind::Purchase => "purchase",
             EntryKind::Hold => "hold",
             EntryKind::Charge => "charge",
@@ -97,6 +100,7 @@ impl EntryKind {
     fn parse(text: &str) -> Option<Self> {
         Some(match text {
             "grant" => EntryKind::Grant,
+            "adjustment" => EntryKind::Adjustment,
             "purchase" => EntryKind::Purchase,
             "hold" => EntryKind::Hold,
             "charge" => EntryKind::Charge,
@@ -158,6 +162,12 @@ pub struct LedgerEntry {
     /// For charges: the runtime (ms) this charge pays for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage_ms: Option<i64>,
+    /// For an admin's grant or adjustment: the admin who made it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_id: Option<AccountId>,
+    /// For an admin's grant or adjustment: their reason, shown to the account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     pub created_at: i64,
 }
 
@@ -241,10 +251,12 @@ pub(crate) struct NewEntry<'a> {
     pub lease_id: Option<LeaseId>,
     pub reference: Option<&'a str>,
     pub usage_ms: Option<i64>,
+    /// Who made it and why, for an admin's grant or adjustment.
+    pub by_admin: Option<(Option<AccountId>, &'a str)>,
 }
 
 const ENTRY_COLUMNS: &str = "id, account_id, kind, amount, held_delta, balance_after, held_after, \
-     idempotency_key, hold_id, lease_id, reference, usage_ms, created_at";
+     idempotency_key, hold_id, lease_id, reference, usage_ms, admin_id, note, created_at";
 
 fn entry_from_row(row: &AnyRow) -> Result<LedgerEntry> {
     let kind: String = row.try_get("kind")?;
@@ -262,6 +274,8 @@ fn entry_from_row(row: &AnyRow) -> Result<LedgerEntry> {
         lease_id: opt_uuid_col(row, "lease_id")?.map(LeaseId),
         reference: row.try_get("reference")?,
         usage_ms: row.try_get("usage_ms")?,
+        admin_id: opt_uuid_col(row, "admin_id")?.map(AccountId),
+        note: row.try_get("note")?,
         created_at: row.try_get("created_at")?,
     })
 }
@@ -369,10 +383,15 @@ pub(crate) async fn post(
         )));
     }
     let now = now_ms();
+    let (admin_id, note) = match e.by_admin {
+        Some((admin, note)) => (admin, Some(note)),
+        None => (None, None),
+    };
     let id: i64 = sqlx::query(
         "INSERT INTO ledger_entries (account_id, kind, amount, held_delta, balance_after, \
-         held_after, idempotency_key, hold_id, lease_id, reference, usage_ms, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+         held_after, idempotency_key, hold_id, lease_id, reference, usage_ms, admin_id, note, \
+         created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
     )
     .bind(e.account.to_string())
     .bind(e.kind.as_str())
@@ -385,6 +404,8 @@ pub(crate) async fn post(
     .bind(e.lease_id.map(|l| l.to_string()))
     .bind(e.reference)
     .bind(e.usage_ms)
+    .bind(admin_id.map(|a| a.to_string()))
+    .bind(note)
     .bind(now)
     .fetch_one(&mut *conn)
     .await?
@@ -413,6 +434,8 @@ pub(crate) async fn post(
         lease_id: e.lease_id,
         reference: e.reference.map(str::to_string),
         usage_ms: e.usage_ms,
+        admin_id,
+        note: note.map(str::to_string),
         created_at: now,
     })
 }
@@ -481,9 +504,64 @@ pub(crate) async fn place_hold_in(
             lease_id,
             reference: None,
             usage_ms: None,
+            by_admin: None,
         },
     )
     .await?;
+    Ok(Posted::Applied(entry))
+}
+
+/// Adds `extra` (> 0) to an open hold: a further `hold` entry on the same hold, so its charges
+/// and its one settlement cover the whole. The caller holds the account lock and read `hold`
+/// after taking it.
+pub(crate) async fn extend_hold_in(
+    conn: &mut AnyConnection,
+    bal: &mut Balance,
+    hold: &mut Hold,
+    extra: i64,
+    key: &str,
+    lease_id: Option<LeaseId>,
+) -> Result<Posted> {
+    if let Some(existing) = entry_by_key(conn, key).await? {
+        return replay_of(existing, hold.account_id, EntryKind::Hold, Some((0, extra)));
+    }
+    if extra <= 0 {
+        return Err(Error::invalid(
+            "an extension must reserve a positive amount",
+        ));
+    }
+    if hold.status != HoldStatus::Open {
+        return Err(Error::Conflict("the hold is already settled".into()));
+    }
+    if bal.available < extra {
+        return Err(Error::InsufficientCredits(format!(
+            "this needs {extra} millicredits; {} are available",
+            bal.available.max(0)
+        )));
+    }
+    let entry = post(
+        conn,
+        bal,
+        NewEntry {
+            account: hold.account_id,
+            kind: EntryKind::Hold,
+            amount: 0,
+            held_delta: extra,
+            key,
+            hold_id: Some(hold.id),
+            lease_id,
+            reference: None,
+            usage_ms: None,
+            by_admin: None,
+        },
+    )
+    .await?;
+    hold.amount += extra;
+    sqlx::query("UPDATE credit_holds SET amount = $1 WHERE id = $2")
+        .bind(hold.amount)
+        .bind(hold.id.to_string())
+        .execute(&mut *conn)
+        .await?;
     Ok(Posted::Applied(entry))
 }
 
@@ -531,6 +609,7 @@ pub(crate) async fn charge_hold_in(
             lease_id,
             reference: None,
             usage_ms,
+            by_admin: None,
         },
     )
     .await?;
@@ -595,6 +674,7 @@ pub(crate) async fn settle_hold_in(
                 lease_id,
                 reference: None,
                 usage_ms: None,
+                by_admin: None,
             },
         )
         .await?;
@@ -666,6 +746,60 @@ impl Db {
                     lease_id: None,
                     reference,
                     usage_ms: None,
+                    by_admin: None,
+                },
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(Posted::Applied(entry))
+        })
+        .await
+    }
+
+    /// An admin's grant (`amount` > 0, kind `grant`) or adjustment (kind `adjustment`, either
+    /// sign), recorded with the admin (`None` from the command line) and their reason. A
+    /// deduction may not take `available` below zero. Replaying the key changes nothing.
+    pub async fn admin_credit(
+        &self,
+        account: AccountId,
+        kind: EntryKind,
+        amount: i64,
+        key: &str,
+        admin: Option<AccountId>,
+        reason: &str,
+    ) -> Result<Posted> {
+        match kind {
+            EntryKind::Grant if amount > 0 => {}
+            EntryKind::Grant => return Err(Error::invalid("a grant must be a positive amount")),
+            EntryKind::Adjustment if amount != 0 => {}
+            EntryKind::Adjustment => return Err(Error::invalid("an adjustment must not be 0")),
+            other => {
+                return Err(Error::Internal(format!(
+                    "{} is not an admin entry",
+                    other.as_str()
+                )))
+            }
+        }
+        self.retrying("ledger admin credit", || async move {
+            let mut tx = self.pool().begin().await?;
+            let mut bal = lock_account(&mut tx, account).await?;
+            if let Some(existing) = entry_by_key(&mut tx, key).await? {
+                return replay_of(existing, account, kind, Some((amount, 0)));
+            }
+            let entry = post(
+                &mut tx,
+                &mut bal,
+                NewEntry {
+                    account,
+                    kind,
+                    amount,
+                    held_delta: 0,
+                    key,
+                    hold_id: None,
+                    lease_id: None,
+                    reference: None,
+                    usage_ms: None,
+                    by_admin: Some((admin, reason)),
                 },
             )
             .await?;
@@ -749,6 +883,7 @@ impl Db {
                     lease_id: None,
                     reference: Some(reference),
                     usage_ms: None,
+                    by_admin: None,
                 },
             )
             .await?;

@@ -5,6 +5,7 @@
 //! differ (migrations, locking), [`Dialect`] says which one is connected.
 
 pub mod accounts;
+pub mod admin;
 pub mod documents;
 pub mod jobs;
 pub mod leases;

@@ -32,7 +32,7 @@ impl State {
             let chosen = self
                 .workers
                 .iter()
-                .filter(|(_, w)| w.gpu_class == waiter.gpu_class)
+                .filter(|(_, w)| w.gpu_class == waiter.gpu_class && !w.draining)
                 .min_by_key(|(_, w)| w.leases)
                 .map(|(id, _)| *id);
             let Some((id, entry)) = chosen.and_then(|id| Some((id, self.workers.get_mut(&id)?)))

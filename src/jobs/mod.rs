@@ -6,10 +6,13 @@
 //! - [`service`]: [`JobService`] — submit, cancel, dispatch, workers joining and leaving.
 //! - [`assignment`]: one job on one worker (the worker lease of a job): heartbeat deadline,
 //!   events, previews, outputs into media and the document.
+//! - [`fleet`]: what operators see and do: connected workers, unfinished jobs, draining and
+//!   disconnecting workers.
 //! - [`leasing`]: the job workers as the pool runtime leases take their worker from.
 //! - [`worker_socket`]: `GET /api/v1/workers/ws`, the remote worker's connection.
 
 pub mod assignment;
+pub mod fleet;
 pub mod graph;
 pub mod leasing;
 pub mod queue;

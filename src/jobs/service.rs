@@ -36,28 +36,33 @@ pub struct JobLimits {
 
 /// What `session.hello` and `GET` report about an unfinished job.
 #[derive(Debug, Clone)]
-struct JobView {
-    session: SessionId,
-    account: AccountId,
+pub(super) struct JobView {
+    pub(super) session: SessionId,
+    pub(super) account: AccountId,
     lease: Option<LeaseId>,
     /// The worker of the job's lease: the only one that may run it.
     pinned: Option<WorkerId>,
-    status: JobStatus,
-    position: u32,
-    worker: Option<WorkerId>,
+    pub(super) status: JobStatus,
+    pub(super) position: u32,
+    pub(super) worker: Option<WorkerId>,
     device: Option<String>,
-    node_id: Option<String>,
-    step: u32,
-    total: u32,
+    pub(super) node_id: Option<String>,
+    pub(super) step: u32,
+    pub(super) total: u32,
     plan: Plan,
 }
 
 pub(super) struct WorkerEntry {
-    name: String,
+    pub(super) name: String,
     pub(super) device: String,
-    models: Vec<String>,
-    link: mpsc::UnboundedSender<ServerMessage>,
-    busy: Option<(JobId, mpsc::UnboundedSender<AssignmentEvent>)>,
+    pub(super) models: Vec<String>,
+    pub(super) link: mpsc::UnboundedSender<ServerMessage>,
+    pub(super) busy: Option<(JobId, mpsc::UnboundedSender<AssignmentEvent>)>,
+    /// The worker token it connected with; `None` for the in-process worker.
+    pub(super) token_id: Option<WorkerId>,
+    /// An admin drained it: no new runtime leases are placed on it.
+    pub(super) draining: bool,
+    pub(super) connected_at: i64,
     /// The GPU class runtime leases take it as.
     pub(super) gpu_class: String,
     /// Its liveness for the leases on it (see [`super::leasing`]).
@@ -77,6 +82,9 @@ impl WorkerEntry {
             models: Vec::new(),
             link,
             busy: None,
+            token_id: None,
+            draining: false,
+            connected_at: 0,
             gpu_class: gpu_class.into(),
             heartbeat: watch::Sender::new(heartbeat),
             leases: 0,
@@ -87,7 +95,7 @@ impl WorkerEntry {
 #[derive(Default)]
 pub(super) struct State {
     queue: FairQueue,
-    jobs: HashMap<JobId, JobView>,
+    pub(super) jobs: HashMap<JobId, JobView>,
     pub(super) workers: HashMap<WorkerId, WorkerEntry>,
     /// Leases waiting for a worker of their class to connect.
     pub(super) lease_waiters: Vec<super::leasing::Waiter>,
@@ -438,16 +446,18 @@ impl JobService {
         }
     }
 
-    /// A worker said hello. Returns its id; `link` carries messages to it.
+    /// A worker said hello. Returns its id; `link` carries messages to it. `token_id`: the
+    /// worker token it connected with (`None`: the in-process worker).
     pub fn register_worker(
         &self,
         name: String,
         devices: &[Device],
         models: Vec<String>,
         gpu_class: Option<String>,
-        in_process: bool,
+        token_id: Option<WorkerId>,
         link: mpsc::UnboundedSender<ServerMessage>,
     ) -> WorkerId {
+        let in_process = token_id.is_none();
         let id = WorkerId::new_random();
         let device = devices
             .first()
@@ -478,6 +488,9 @@ impl JobService {
                     models,
                     link,
                     busy: None,
+                    token_id,
+                    draining: false,
+                    connected_at: crate::db::now_ms(),
                     gpu_class,
                     heartbeat: watch::Sender::new(heartbeat),
                     leases: 0,

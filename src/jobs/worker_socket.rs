@@ -36,6 +36,11 @@ pub const WORKER_TOKEN_PREFIX: &str = "atw_";
 
 struct WorkerSocket {
     service: JobService,
+    db: crate::db::Db,
+    /// The worker token it connected with; re-checked every [`PING_EVERY`] so a token revoked
+    /// from the command line (another process) disconnects it too.
+    token_id: WorkerId,
+    checking_token: bool,
     worker: Option<WorkerId>,
     last_heard: Instant,
     socket: WsWriter<Bytes>,
@@ -56,6 +61,7 @@ impl Actor for WorkerSocket {
                 return;
             }
             act.socket.ping(ctx, b"");
+            act.check_token(ctx);
         });
     }
 
@@ -81,6 +87,32 @@ impl Handler<ToWorker> for WorkerSocket {
 }
 
 impl WorkerSocket {
+    fn check_token(&mut self, ctx: &mut Context<Self>) {
+        if self.checking_token {
+            return;
+        }
+        self.checking_token = true;
+        let db = self.db.clone();
+        let token = self.token_id;
+        let fut = async move { db.worker_token_valid(token).await };
+        ctx.spawn(fut.into_actor(self).map(|valid, act, ctx| {
+            act.checking_token = false;
+            match valid {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(token = %act.token_id, "worker token revoked: disconnecting");
+                    Self::refuse(
+                        ctx,
+                        act,
+                        CloseCode::Policy,
+                        "the worker token was revoked".into(),
+                    );
+                }
+                Err(error) => tracing::warn!(%error, "could not re-check a worker token"),
+            }
+        }));
+    }
+
     /// Sends a close frame (after everything queued) and stops.
     fn refuse(ctx: &mut Context<Self>, act: &mut Self, code: CloseCode, reason: String) {
         act.socket.close(Some(CloseReason {
@@ -155,10 +187,14 @@ impl StreamHandler<Result<Message, ProtocolError>> for WorkerSocket {
                     }
                     .into_actor(self),
                 );
-                self.worker = Some(
-                    self.service
-                        .register_worker(name, &devices, models, gpu_class, false, tx),
-                );
+                self.worker = Some(self.service.register_worker(
+                    name,
+                    &devices,
+                    models,
+                    gpu_class,
+                    Some(self.token_id),
+                    tx,
+                ));
             }
             (None, _) => Self::refuse(ctx, self, CloseCode::Policy, "say hello first".into()),
             (Some(_), WorkerMessage::Hello { .. }) => Self::refuse(
@@ -172,8 +208,9 @@ impl StreamHandler<Result<Message, ProtocolError>> for WorkerSocket {
     }
 }
 
-/// Checks an upgrade to [`PATH`]: a valid worker token as bearer, else 401.
-pub async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<()> {
+/// Checks an upgrade to [`PATH`]: a valid worker token as bearer, else 401. Returns the
+/// token's id.
+pub async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<WorkerId> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -182,23 +219,27 @@ pub async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<()> {
     if !token.starts_with(WORKER_TOKEN_PREFIX) {
         return Err(Error::InvalidCredentials("not a worker token".into()));
     }
-    state
+    let (id, _name) = state
         .db
         .worker_token(&tokens::hash(token))
         .await?
         .ok_or_else(|| Error::InvalidCredentials("unknown or revoked worker token".into()))?;
-    Ok(())
+    Ok(id)
 }
 
 /// Serves an accepted worker WebSocket on `io` (after the `101`); `leftover` is what the worker
 /// sent after its request. The connection runs on the current arbiter.
-pub fn start(state: &AppState, io: TcpStream, leftover: BytesMut) {
+pub fn start(state: &AppState, token_id: WorkerId, io: TcpStream, leftover: BytesMut) {
     let (reader, writer) = socket::split(io, leftover, MAX_FRAME_BYTES);
     let service = state.jobs.clone();
+    let db = state.db.clone();
     WorkerSocket::create(move |ctx| {
         ctx.add_stream(reader);
         WorkerSocket {
             service,
+            db,
+            token_id,
+            checking_token: false,
             worker: None,
             last_heard: Instant::now(),
             socket: writer,

@@ -31,7 +31,7 @@ pub fn start_in_process(engine: Arc<Engine>, jobs: JobService) {
     else {
         return;
     };
-    let id = jobs.register_worker(name, &devices, models, gpu_class, true, to_worker);
+    let id = jobs.register_worker(name, &devices, models, gpu_class, None, to_worker);
     let heartbeat = jobs.limits().heartbeat_interval;
     actix_web::rt::spawn(host::run(engine, inbox, outbox, heartbeat));
     actix_web::rt::spawn(async move {

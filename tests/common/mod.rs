@@ -239,6 +239,40 @@ impl TestServer {
         self.child = child;
     }
 
+    /// Runs `atelier admin <args>` on this server's database; (success, stdout, stderr).
+    pub fn admin_cli(&self, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_atelier"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("ATELIER_") {
+                cmd.env_remove(key);
+            }
+        }
+        let out = cmd
+            .arg("admin")
+            .args(args)
+            .env("ATELIER_DATABASE_URL", &self.database_url)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run atelier admin");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// A new account made admin from the command line.
+    pub async fn admin(&self, name: &str) -> User {
+        let user = self.signup(name).await;
+        let (ok, out, err) = self.admin_cli(
+            &["set-role", "--email", &user.email, "--role", "admin"],
+            &[],
+        );
+        assert!(ok, "set-role failed: {out} {err}");
+        user
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -495,6 +529,23 @@ impl EventsClient {
                 if let Some(event) = decode_event_frame(&bytes) {
                     return Some(event);
                 }
+            }
+        }
+    }
+
+    /// Reads until the server closes the socket; its close code, or None after `timeout`.
+    pub async fn close_code(&mut self, timeout: Duration) -> Option<u16> {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return None,
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    return Some(frame.map_or(1005, |f| u16::from(f.code)))
+                }
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(_)) | None) => return Some(1006),
             }
         }
     }

@@ -1,6 +1,7 @@
 import { useCallback, useEffect, useState } from 'react'
 import { api, ApiError, getToken, setLogin, type Account } from './lib/api'
 import { navigate, useRoute } from './lib/router'
+import { AdminPage } from './pages/Admin'
 import { AuthPage } from './pages/AuthPage'
 import { Dashboard } from './pages/Dashboard'
 import { Studio } from './pages/Studio'
@@ -60,7 +61,7 @@ export function App() {
 
   useEffect(() => {
     document.title =
-      route.name === 'login' ? 'Log in · Atelier' : route.name === 'signup' ? 'Sign up · Atelier' : route.name === 'sessions' ? 'Sessions · Atelier' : 'Atelier'
+      route.name === 'login' ? 'Log in · Atelier' : route.name === 'signup' ? 'Sign up · Atelier' : route.name === 'sessions' ? 'Sessions · Atelier' : route.name === 'admin' ? 'Admin · Atelier' : 'Atelier'
   }, [route.name])
 
   if (route.name === 'share') {
@@ -94,6 +95,19 @@ export function App() {
 
   if (route.name === 'studio') {
     return <Studio key={`s-${route.sessionId}`} sessionId={route.sessionId} token={token} account={account} shareLink={false} onLogout={onLogout} />
+  }
+  if (route.name === 'admin') {
+    if (account.role !== 'admin') {
+      return (
+        <div className="page narrow">
+          <h1>Not available</h1>
+          <p>
+            This page is for the operators of this server. <a href="#/sessions">Go to your sessions</a>.
+          </p>
+        </div>
+      )
+    }
+    return <AdminPage account={account} onLogout={onLogout} />
   }
   if (route.name === 'unknown') {
     return (

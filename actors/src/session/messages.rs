@@ -232,10 +232,25 @@ impl Handler<BroadcastEvent> for SessionActor {
     type Result = ();
 
     fn handle(&mut self, msg: BroadcastEvent, ctx: &mut Context<Self>) {
-        self.guard(ctx, |act, _| {
-            act.peers.broadcast_event(&msg.event, |_, _| true);
-            act.settle();
-        });
+        self.guard(ctx, |act, _| act.deliver_event(&msg.event));
+    }
+}
+
+impl SessionActor {
+    /// Sends a studio event to the events-enabled connections; an event with a private part
+    /// (the payer's balance) sends that part to its account's own connections only.
+    pub(crate) fn deliver_event(&mut self, event: &StudioEvent) {
+        match event.private_to() {
+            Some((account, public)) => {
+                let is_owner = |p: &Participant| p.account_id() == Some(account);
+                self.peers
+                    .broadcast_event(event, |_, peer| is_owner(&peer.participant));
+                self.peers
+                    .broadcast_event(&public, |_, peer| !is_owner(&peer.participant));
+            }
+            None => self.peers.broadcast_event(event, |_, _| true),
+        }
+        self.settle();
     }
 }
 

@@ -425,14 +425,14 @@ impl Handler<RemoteBroadcast> for SessionActor {
     type Result = ();
 
     fn handle(&mut self, msg: RemoteBroadcast, ctx: &mut Context<Self>) {
-        self.guard(ctx, |act, _| {
-            match msg {
-                RemoteBroadcast::Event(event) => act.peers.broadcast_event(&event, |_, _| true),
-                RemoteBroadcast::Preview(frame) => act
-                    .peers
-                    .broadcast(&frame, |_, p| p.participant.wants_events),
+        self.guard(ctx, |act, _| match msg {
+            // The same delivery as a local event: a payer's balance only to the payer.
+            RemoteBroadcast::Event(event) => act.deliver_event(&event),
+            RemoteBroadcast::Preview(frame) => {
+                act.peers
+                    .broadcast(&frame, |_, p| p.participant.wants_events);
+                act.settle();
             }
-            act.settle();
         });
     }
 }

@@ -1,8 +1,8 @@
 // Starts the real `atelier` binary for a test, serving the built studio page (web/dist).
 // The binary: ATELIER_BIN, else ${CARGO_TARGET_DIR:-~/.cache/atelier/target}/debug/atelier.
 // ATELIER_BROWSER_BASE=http://host:port runs the tests against a server that is already running.
-import { spawn } from 'node:child_process'
-import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+import { spawn, spawnSync } from 'node:child_process'
+import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs'
 import { tmpdir, homedir } from 'node:os'
 import { join, resolve, dirname } from 'node:path'
 import { randomUUID, randomBytes } from 'node:crypto'
@@ -33,9 +33,16 @@ const defaultBin = () =>
   join(process.env.CARGO_TARGET_DIR || join(homedir(), '.cache/atelier/target'), 'debug/atelier')
 
 export class Server {
-  constructor ({ args = [], env = {} } = {}) {
+  /**
+   * `embedded`: start it as `scripts/serve` does — `atelier serve` with no flag and no ATELIER_*
+   * variable (nor ORT_DYLIB_PATH or RUST_LOG), in a working directory holding what
+   * `scripts/setup` puts beside it (`models/`, `.tools/onnxruntime/`, `web/dist/`, here
+   * linked to the repository's); it listens on the default 127.0.0.1:8080.
+   */
+  constructor ({ args = [], env = {}, embedded = false } = {}) {
     this.args = args
     this.env = env
+    this.embedded = embedded
     this.proc = null
     this.base = process.env.ATELIER_BROWSER_BASE?.replace(/\/$/, '') || null
     this.external = !!this.base
@@ -49,17 +56,29 @@ export class Server {
       throw new Error(`${WEB_DIST}/index.html is missing: build the page first (cd web && npm ci && npm run build)`)
     }
     this.dir = mkdtempSync(join(tmpdir(), 'atelier-browser-'))
-    const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn', ...this.env }
-    for (const k of Object.keys(env)) if (k.startsWith('ATELIER_') && !(k in this.env)) delete env[k]
-    env.ATELIER_AUTH_RATE_PER_MINUTE ??= '100000'
     const bin = process.env.ATELIER_BIN || defaultBin()
-    this.proc = spawn(bin, [
-      'serve', '--bind', '127.0.0.1:0',
-      '--database-url', `sqlite://${this.dir}/a.db`,
-      '--storage-url', `file://${this.dir}/objects`,
-      '--web-dir', WEB_DIST,
-      ...this.args
-    ], { cwd: this.dir, env, stdio: ['ignore', 'pipe', 'pipe'] })
+    if (this.embedded) {
+      const env = { ...process.env }
+      for (const k of Object.keys(env)) if (k.startsWith('ATELIER_') || k === 'ORT_DYLIB_PATH' || k === 'RUST_LOG') delete env[k]
+      symlinkSync(MODELS_DIR, join(this.dir, 'models'))
+      symlinkSync(join(REPO, '.tools'), join(this.dir, '.tools'))
+      mkdirSync(join(this.dir, 'web'))
+      symlinkSync(WEB_DIST, join(this.dir, 'web/dist'))
+      this.databaseUrl = 'sqlite://./data/atelier.db'
+      this.proc = spawn(bin, ['serve'], { cwd: this.dir, env, stdio: ['ignore', 'pipe', 'pipe'] })
+    } else {
+      const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn', ...this.env }
+      for (const k of Object.keys(env)) if (k.startsWith('ATELIER_') && !(k in this.env)) delete env[k]
+      env.ATELIER_AUTH_RATE_PER_MINUTE ??= '100000'
+      this.databaseUrl = `sqlite://${this.dir}/a.db`
+      this.proc = spawn(bin, [
+        'serve', '--bind', '127.0.0.1:0',
+        '--database-url', this.databaseUrl,
+        '--storage-url', `file://${this.dir}/objects`,
+        '--web-dir', WEB_DIST,
+        ...this.args
+      ], { cwd: this.dir, env, stdio: ['ignore', 'pipe', 'pipe'] })
+    }
     this.proc.stderr.on('data', (c) => {
       this.stderr = (this.stderr + c.toString()).slice(-20000)
       if (process.env.ATELIER_BROWSER_SERVER_LOG) process.stderr.write(c)
@@ -81,6 +100,14 @@ export class Server {
       this.proc.once('exit', (code) => reject(new Error(`atelier exited early with ${code}:\n${this.stderr}`)))
     })
     return this
+  }
+
+  /** Runs `atelier admin …` on this server's database (in its working directory). */
+  adminCli (args) {
+    const env = { ...process.env, ATELIER_DATABASE_URL: this.databaseUrl }
+    const out = spawnSync(process.env.ATELIER_BIN || defaultBin(), ['admin', ...args], { cwd: this.dir, env, encoding: 'utf8' })
+    if (out.status !== 0) throw new Error(`atelier admin ${args.join(' ')} failed: ${out.stderr}`)
+    return out.stdout
   }
 
   async stop () {

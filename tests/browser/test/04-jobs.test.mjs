@@ -137,7 +137,7 @@ test('a run shows progress, preview and output in both studios and in the viewer
 
     // Ada starts the Pro runtime (CPU) from the studio's runtime panel.
     const runtime = a.page.locator('section[aria-labelledby="runtime-h"]')
-    const gpu = runtime.getByLabel('GPU class')
+    const gpu = runtime.getByLabel('Runtime class')
     if ((await gpu.evaluate((e) => e.tagName.toLowerCase())) === 'select') await gpu.selectOption('cpu')
     else await gpu.fill('cpu')
     await runtime.getByLabel('Prepaid minutes').fill('10')
@@ -147,6 +147,13 @@ test('a run shows progress, preview and output in both studios and in the viewer
     })
     // The other member sees it too (runtime.started).
     await b.page.locator('section[aria-labelledby="runtime-h"] [data-runtime-state="running"]').waitFor({ timeout: 5000 })
+    // Money is private: Ada sees her balance; Bob and the viewer see who pays, never her credits.
+    await runtime.locator('[data-runtime-balance]').waitFor({ timeout: 5000 })
+    for (const p of [b.page, v.page]) {
+      const panel = p.locator('section[aria-labelledby="runtime-h"]')
+      await panel.locator('[data-runtime-payer]').filter({ hasText: 'Ada' }).waitFor({ timeout: 5000 })
+      assert.equal(await panel.locator('[data-runtime-balance]').count(), 0, 'no one else sees the payer\'s balance')
+    }
 
     for (const p of [a.page, b.page, v.page]) await recordProgress(p)
     const runAt = Date.now()

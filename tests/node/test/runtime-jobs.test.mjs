@@ -115,3 +115,41 @@ test('prepaid time running out stops the lease and interrupts its job, and every
     destroyAll(a.provider)
   }
 })
+
+test('extending a running lease keeps its job running; charged + refunded = the sum of the holds', async () => {
+  const { ada, session, a, watchers } = await setup()
+  try {
+    // 8 seconds of prepaid time, extended before they run out.
+    const started = await server.call('POST', `/sessions/${session}/runtime`, { token: ada.token, body: { gpu_class: 'cpu', prepaid_minutes: 8 / 60 } })
+    assert.equal(started.status, 201, JSON.stringify(started.body))
+    const t0 = Date.now()
+    await until(async () => (await server.call('GET', `/sessions/${session}/runtime`, { token: ada.token })).body?.lease?.status === 'running', 5000, 'running')
+    const job = await runJob(ada.token, session, watchers[0])
+    const extended = await server.call('PATCH', `/sessions/${session}/runtime`, { token: ada.token, body: { add_minutes: 0.5 } })
+    assert.equal(extended.status, 200, JSON.stringify(extended.body))
+    assert.equal(extended.body.prepaid_ms, 38_000)
+    assert.ok(Date.now() - t0 < 8000, 'extended before the first prepaid time ran out')
+    for (const w of watchers) await until(() => w.events.some((e) => e.type === 'runtime.extended'), 5000, 'runtime.extended to everyone')
+    // Past the original end, the same job still makes progress and nothing stopped.
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, 10_000 - (Date.now() - t0))))
+    const progressAfter = watchers[0].events.length
+    await until(() => watchers[0].events.slice(progressAfter).some((e) => e.job_id === job && e.type === 'job.progress'), 15_000, 'progress after the original end')
+    for (const w of watchers) {
+      assert.ok(!w.events.some((e) => e.type === 'runtime.stopped'), 'the runtime did not stop')
+      assert.ok(!w.events.some((e) => e.job_id === job && ['job.cancelled', 'job.failed'].includes(e.type)), 'the job was not interrupted')
+    }
+    const stop = await server.call('DELETE', `/sessions/${session}/runtime`, { token: ada.token })
+    assert.equal(stop.status, 200, JSON.stringify(stop.body))
+    const ledger = await server.call('GET', '/billing/ledger?limit=500', { token: ada.token })
+    const holds = ledger.body.entries
+      .filter((e) => e.lease_id === started.body.lease_id && e.kind === 'hold')
+      .reduce((sum, e) => sum + e.held_delta, 0)
+    assert.equal(holds, extended.body.hold)
+    assert.equal(holds, started.body.hold + (extended.body.hold - started.body.hold))
+    assert.ok(holds > started.body.hold)
+    assert.equal(stop.body.charged + stop.body.refunded, holds)
+  } finally {
+    for (const w of watchers) w.ws.close()
+    destroyAll(a.provider)
+  }
+})

@@ -22,7 +22,12 @@ export class ApiError extends Error {
   }
 
   get insufficientCredits(): boolean {
-    return this.status === 402 || /credit/i.test(this.code) || /insufficient.*credit/i.test(this.message)
+    return this.code === 'insufficient_credits' || (this.status === 402 && this.code !== 'payment_required')
+  }
+
+  /** A job was refused because the session has no running Pro runtime. */
+  get needsRuntime(): boolean {
+    return this.code === 'payment_required'
   }
 }
 
@@ -157,7 +162,57 @@ export interface Account {
   id: string
   email: string
   name: string
+  /** `admin` operates the server (the admin page). */
+  role?: 'user' | 'admin'
+  suspended_at?: number
   created_at: number
+}
+
+export interface GpuPrice {
+  gpu_class: string
+  price_per_minute: number
+}
+
+export interface Prices {
+  max_prepaid_minutes: number
+  prices: GpuPrice[]
+}
+
+export interface Balance {
+  balance: number
+  held: number
+  available: number
+}
+
+export interface CreditPack {
+  name: string
+  credits: number
+  price: number
+  currency: string
+}
+
+export interface StatementLine {
+  at: number
+  kind: string
+  description: string
+  amount: number
+  balance_after: number
+  session_id?: string
+  session_title?: string
+  lease_id?: string
+  gpu_class?: string
+  used_ms?: number
+  open: boolean
+  note?: string
+}
+
+export interface RuntimeUsage {
+  session_id: string
+  session_title?: string
+  gpu_class: string
+  day: string
+  used_ms: number
+  charged: number
 }
 
 export interface LoginResponse {

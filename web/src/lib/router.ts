@@ -1,10 +1,11 @@
-// Hash routes: #/login, #/signup, #/sessions, #/s/{id}, #/share/{id}?token=ats_…
+// Hash routes: #/login, #/signup, #/sessions, #/admin, #/s/{id}, #/share/{id}?token=ats_…
 import { useEffect, useState } from 'react'
 
 export type Route =
   | { name: 'login' }
   | { name: 'signup' }
   | { name: 'sessions' }
+  | { name: 'admin' }
   | { name: 'studio'; sessionId: string }
   | { name: 'share'; sessionId: string; token: string | null }
   | { name: 'home' }
@@ -23,6 +24,8 @@ export function parseHash(hash: string): Route {
       return { name: 'signup' }
     case 'sessions':
       return { name: 'sessions' }
+    case 'admin':
+      return { name: 'admin' }
     case 's':
       if (parts[1]) return { name: 'studio', sessionId: parts[1] }
       break

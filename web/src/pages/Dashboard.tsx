@@ -1,8 +1,11 @@
-// Your sessions (create, open, rename, delete), credits and recent usage.
+// Your sessions (create, open, rename, delete), credits (balance, buying packs, a statement
+// with one line per runtime, usage per session and day), the API request log, and account
+// settings (password, export, deletion).
 import { useCallback, useEffect, useState } from 'react'
-import { api, ApiError, errorMessage, type Account, type SessionView, type UsageEntry } from '../lib/api'
-import { credits, dateTime } from '../lib/format'
-import { loadBalance } from '../studio/RuntimePanel'
+import { api, errorMessage, type Account, type SessionView, type UsageEntry } from '../lib/api'
+import { dateTime } from '../lib/format'
+import { AccountSettings } from './AccountSettings'
+import { CreditsCard, LedgerCard, UsageCard } from './Billing'
 
 function SessionRow({ s, onChanged, onError }: { s: SessionView; onChanged: () => void; onError: (m: string) => void }) {
   const [renaming, setRenaming] = useState(false)
@@ -92,10 +95,9 @@ export function Dashboard({ account, onLogout }: { account: Account; onLogout: (
   const [sessions, setSessions] = useState<SessionView[] | null>(null)
   const [title, setTitle] = useState('')
   const [error, setError] = useState<string | null>(null)
-  const [billing, setBilling] = useState<{ available: boolean; balance?: number; error?: string } | null>(null)
   const [usage, setUsage] = useState<UsageEntry[] | null>(null)
-  const [ledger, setLedger] = useState<Record<string, unknown>[] | null>(null)
-  const [buyMsg, setBuyMsg] = useState<string | null>(null)
+  // Bumped when a purchase is credited: the history reloads.
+  const [creditsChanged, setCreditsChanged] = useState(0)
 
   const load = useCallback(async () => {
     try {
@@ -107,15 +109,7 @@ export function Dashboard({ account, onLogout }: { account: Account; onLogout: (
 
   useEffect(() => {
     void load()
-    loadBalance().then(setBilling)
     api<UsageEntry[]>('GET', '/me/usage?limit=10').then(setUsage, () => setUsage([]))
-    api<unknown>('GET', '/billing/ledger').then(
-      (raw) => {
-        const list = Array.isArray(raw) ? raw : ((raw as { entries?: unknown[] } | null)?.entries ?? [])
-        setLedger((list as Record<string, unknown>[]).slice(0, 10))
-      },
-      () => setLedger(null),
-    )
   }, [load])
 
   const create = async () => {
@@ -130,19 +124,6 @@ export function Dashboard({ account, onLogout }: { account: Account; onLogout: (
     }
   }
 
-  const buy = async () => {
-    setBuyMsg(null)
-    try {
-      const res = await api<{ url?: string; checkout_url?: string }>('POST', '/billing/checkout', {})
-      const url = res?.url ?? res?.checkout_url
-      if (url && /^https?:\/\//.test(url)) window.location.href = url
-      else setBuyMsg('Buying credits is not configured on this server.')
-    } catch (e) {
-      if (e instanceof ApiError && (e.status === 404 || e.status === 501 || e.status === 503)) setBuyMsg('Buying credits is not configured on this server.')
-      else setBuyMsg(errorMessage(e))
-    }
-  }
-
   return (
     <div className="page">
       <header className="topbar">
@@ -150,6 +131,11 @@ export function Dashboard({ account, onLogout }: { account: Account; onLogout: (
           <span className="logo" aria-hidden="true">◆</span> Atelier
         </span>
         <span className="grow" />
+        {account.role === 'admin' && (
+          <a href="#/admin" className="button subtle small">
+            Admin
+          </a>
+        )}
         <span className="muted" data-testid="account-name">
           {account.name}
         </span>
@@ -158,108 +144,83 @@ export function Dashboard({ account, onLogout }: { account: Account; onLogout: (
         </button>
       </header>
       <div className="dash">
-        <section className="card" aria-labelledby="sessions-h">
-          <h1 id="sessions-h">Your sessions</h1>
-          <form
-            className="row wrap"
-            onSubmit={(e) => {
-              e.preventDefault()
-              void create()
-            }}
-          >
-            <label htmlFor="new-title">New session title</label>
-            <input id="new-title" type="text" required maxLength={200} value={title} onChange={(e) => setTitle(e.target.value)} placeholder="e.g. Terrain study" />
-            <button type="submit" className="primary">
-              Create session
-            </button>
-          </form>
-          {error && (
-            <p className="alert alert-error" role="alert">
-              {error}
-            </p>
-          )}
-          {sessions === null ? (
-            <p className="muted">Loading…</p>
-          ) : sessions.length === 0 ? (
-            <p className="muted">No sessions yet. Create one above.</p>
-          ) : (
-            <ul className="sessions" aria-label="Sessions">
-              {sessions.map((s) => (
-                <SessionRow key={s.id} s={s} onChanged={load} onError={setError} />
-              ))}
-            </ul>
-          )}
-        </section>
-        <div className="dash-side">
-          <section className="card" aria-labelledby="credits-h">
-            <h2 id="credits-h">Credits</h2>
-            {billing === null ? (
+        <div className="dash-main">
+          <section className="card" aria-labelledby="sessions-h">
+            <h1 id="sessions-h">Your sessions</h1>
+            <form
+              className="row wrap"
+              onSubmit={(e) => {
+                e.preventDefault()
+                void create()
+              }}
+            >
+              <label htmlFor="new-title">New session title</label>
+              <input id="new-title" type="text" required maxLength={200} value={title} onChange={(e) => setTitle(e.target.value)} placeholder="e.g. Terrain study" />
+              <button type="submit" className="primary">
+                Create session
+              </button>
+            </form>
+            {error && (
+              <p className="alert alert-error" role="alert">
+                {error}
+              </p>
+            )}
+            {sessions === null ? (
               <p className="muted">Loading…</p>
-            ) : !billing.available ? (
-              <p className="muted" data-testid="billing-unavailable">
-                Billing is not available on this server yet.
-              </p>
-            ) : billing.error ? (
-              <p className="error-text">{billing.error}</p>
+            ) : sessions.length === 0 ? (
+              <p className="muted">No sessions yet. Create one above.</p>
             ) : (
-              <p className="balance" data-testid="balance">
-                <strong>{credits(billing.balance)}</strong> credits
-              </p>
-            )}
-            <button type="button" onClick={buy}>
-              Buy credits
-            </button>
-            {buyMsg && (
-              <p className="muted" role="status">
-                {buyMsg}
-              </p>
-            )}
-            {ledger && ledger.length > 0 && (
-              <>
-                <h3>Recent charges and credits</h3>
-                <ul className="ledger">
-                  {ledger.map((e, i) => (
-                    <li key={i}>
-                      <span>{String(e.reason ?? e.kind ?? e.description ?? 'entry')}</span>
-                      <span className="mono">{credits(typeof e.amount === 'number' ? e.amount : undefined)}</span>
-                    </li>
-                  ))}
-                </ul>
-              </>
+              <ul className="sessions" aria-label="Sessions">
+                {sessions.map((s) => (
+                  <SessionRow key={s.id} s={s} onChanged={load} onError={setError} />
+                ))}
+              </ul>
             )}
           </section>
-          <section className="card" aria-labelledby="usage-h">
-            <h2 id="usage-h">Recent usage</h2>
-            {usage === null ? (
-              <p className="muted">Loading…</p>
-            ) : usage.length === 0 ? (
-              <p className="muted">Nothing recorded yet.</p>
-            ) : (
-              <div className="table-wrap">
-                <table className="usage">
-                  <thead>
-                    <tr>
-                      <th scope="col">When</th>
-                      <th scope="col">Request</th>
-                      <th scope="col">Status</th>
-                      <th scope="col">ms</th>
-                    </tr>
-                  </thead>
-                  <tbody>
-                    {usage.map((u, i) => (
-                      <tr key={i}>
-                        <td>{dateTime(u.at)}</td>
-                        <td className="mono">
-                          {u.method} {u.route.replace('/api/v1', '')}
-                        </td>
-                        <td>{u.status}</td>
-                        <td>{u.duration_ms}</td>
+          <LedgerCard refresh={creditsChanged} />
+          <UsageCard />
+        </div>
+        <div className="dash-side">
+          <CreditsCard onCredited={() => setCreditsChanged((n) => n + 1)} />
+          <AccountSettings account={account} onLogout={onLogout} />
+          <section className="card" aria-labelledby="api-usage-h">
+            <details>
+              <summary>
+                <h2 id="api-usage-h" className="inline-h">
+                  API usage
+                </h2>
+              </summary>
+              {usage === null ? (
+                <p className="muted">Loading…</p>
+              ) : usage.length === 0 ? (
+                <p className="muted">Nothing recorded yet.</p>
+              ) : (
+                <div className="table-wrap">
+                  <table className="usage">
+                    <thead>
+                      <tr>
+                        <th scope="col">When</th>
+                        <th scope="col">Request</th>
+                        <th scope="col">Status</th>
+                        <th scope="col">ms</th>
                       </tr>
-                    ))}
-                  </tbody>
-                </table>
-              </div>
-            )}
+                    </thead>
+                    <tbody>
+                      {usage.map((u, i) => (
+                        <tr key={i}>
+                          <td>{dateTime(u.at)}</td>
+                          <td className="mono">
+                            {u.method} {u.route.replace('/api/v1', '')}
+                          </td>
+                          <td>{u.status}</td>
+                          <td>{u.duration_ms}</td>
+                        </tr>
+                      ))}
+                    </tbody>
+                  </table>
+                </div>
+              )}
+            </details>
           </section>
         </div>
       </div>

@@ -314,7 +314,7 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
               selectedId={selectedId}
               eventsConnected={events.status === 'open' || !!ended}
             />
-            <RuntimePanel sessionId={sessionId} token={token} canManage={canManage} isAccount={!!account && !shareLink} runtime={events.state.runtime} liveBalance={events.state.balance} dispatch={events.dispatch} />
+            <RuntimePanel sessionId={sessionId} token={token} canManage={canManage} isAccount={!!account && !shareLink} accountId={account?.id} runtime={events.state.runtime} liveBalance={events.state.balance} dispatch={events.dispatch} />
             <Outputs items={outputItems} token={token} />
           </aside>
         </div>

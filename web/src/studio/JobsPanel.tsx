@@ -5,6 +5,7 @@ import { shortId } from '../lib/format'
 import type { GraphState } from '../lib/graph'
 import type { NodeTypeDef } from '../lib/nodeTypes'
 import { isActive, type JobState, type LiveAction, type LiveState } from './liveState'
+import { RuntimeOffer } from './RuntimeOffer'
 import type { Preview } from './useEvents'
 
 const STATUS_TEXT: Record<string, string> = {
@@ -26,7 +27,9 @@ export interface RunError {
 function runError(e: unknown, what: string): RunError {
   if (e instanceof ApiError) {
     if (e.notAvailable) return { kind: 'unavailable', text: `${what} is not available on this server yet.`, details: [] }
-    if (e.insufficientCredits) return { kind: 'credits', text: `Insufficient credits: ${e.message}`, details: errorDetails(e) }
+    if (e.insufficientCredits) return { kind: 'credits', text: 'Not enough credits to run this.', details: [] }
+    if (e.needsRuntime) return { kind: 'credits', text: 'This session has no Pro runtime running. The person who can edit it can start one.', details: [] }
+    if (e.status === 409) return { kind: 'error', text: 'The Pro runtime is still starting: run again in a moment.', details: [] }
     if (e.status === 400 || e.status === 422) return { kind: 'error', text: `The graph cannot run: ${e.message}`, details: errorDetails(e) }
     if (e.status === 403) return { kind: 'error', text: `Not allowed: ${e.message}`, details: [] }
   }
@@ -99,20 +102,32 @@ export interface JobsPanelProps {
 export function JobsPanel({ sessionId, token, canRun, live, dispatch, previews, graph, defs, selectedId, eventsConnected }: JobsPanelProps) {
   const [busy, setBusy] = useState(false)
   const [error, setError] = useState<RunError | null>(null)
+  // Run without a running runtime: the offer to start one, then run these nodes.
+  const [offer, setOffer] = useState<{ nodes?: string[] } | null>(null)
   const jobs = live.order.map((id) => live.jobs[id]).filter(Boolean)
   const active = jobs.filter(isActive)
+  const runtimeUp = !!live.runtime?.running
 
-  const run = async (nodes?: string[]) => {
+  const submit = async (nodes?: string[]) => {
     setBusy(true)
     setError(null)
     try {
       const job = await api<unknown>('POST', `/sessions/${sessionId}/jobs`, nodes ? { nodes } : {}, { token })
       dispatch({ kind: 'submitted', job })
     } catch (e) {
-      setError(runError(e, 'Running jobs'))
+      if (e instanceof ApiError && e.needsRuntime && canRun) setOffer({ nodes })
+      else setError(runError(e, 'Running jobs'))
     } finally {
       setBusy(false)
     }
+  }
+  const run = async (nodes?: string[]) => {
+    if (!runtimeUp && canRun) {
+      setError(null)
+      setOffer({ nodes })
+      return
+    }
+    await submit(nodes)
   }
   const cancel = async (id: string) => {
     setError(null)
@@ -138,6 +153,19 @@ export function JobsPanel({ sessionId, token, canRun, live, dispatch, previews, 
             Cancel
           </button>
         </div>
+      )}
+      {offer && (
+        <RuntimeOffer
+          sessionId={sessionId}
+          token={token}
+          dispatch={dispatch}
+          onCancel={() => setOffer(null)}
+          onReady={() => {
+            const nodes = offer.nodes
+            setOffer(null)
+            void submit(nodes)
+          }}
+        />
       )}
       {error && (
         <div className={`alert ${error.kind === 'unavailable' ? 'alert-info' : 'alert-error'}`} role="alert">

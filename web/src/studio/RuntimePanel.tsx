@@ -1,11 +1,12 @@
-// Pro runtime: lease a GPU class for prepaid minutes; the meter's events show used time,
-// charged credits and the balance as they change.
+// Pro runtime: lease a class (CPU or a GPU) for prepaid minutes; the meter's events show used
+// time and charged credits as they change (the balance to the payer only), warn before the
+// prepaid time runs out, and the payer can extend it without stopping the running job.
 import { useEffect, useState } from 'react'
 import { api, ApiError, errorMessage } from '../lib/api'
-import { credits, duration } from '../lib/format'
+import { classLabel, credits, duration, spokenDuration, stopReasonText } from '../lib/format'
 import type { LiveAction, RuntimeState } from './liveState'
 
-interface GpuClass {
+export interface GpuClass {
   id: string
   label: string
   pricePerMinute?: number
@@ -55,7 +56,8 @@ export function normalizeLease(raw: unknown): RuntimeState | null {
     running,
     reason: s(o.stop_reason) ?? s(o.reason),
     refunded: n(o.refunded),
-    prepaidMinutes: n(o.prepaid_minutes) ?? (n(o.prepaid_ms) !== undefined ? Math.round(n(o.prepaid_ms)! / 60000) : undefined),
+    prepaidMinutes: n(o.prepaid_minutes) ?? (n(o.prepaid_ms) !== undefined ? n(o.prepaid_ms)! / 60000 : undefined),
+    remainingMs: n(o.remaining_ms),
     status: status || undefined,
     pricePerMinute: n(o.price_per_minute),
   }
@@ -84,12 +86,81 @@ export interface RuntimePanelProps {
   token: string | null
   canManage: boolean
   isAccount: boolean
+  accountId?: string
   runtime: RuntimeState | null
   liveBalance?: number
   dispatch: (a: LiveAction) => void
 }
 
-export function RuntimePanel({ sessionId, token, canManage, isAccount, runtime, liveBalance, dispatch }: RuntimePanelProps) {
+/** The classes offered with their prices (public). */
+export async function loadPrices(token?: string | null): Promise<GpuClass[]> {
+  try {
+    return normalizePrices(await api('GET', '/billing/prices', undefined, { token }))
+  } catch {
+    return []
+  }
+}
+
+/** Starts a Pro runtime; throws the API's error. */
+export async function startRuntime(sessionId: string, token: string | null, gpuClass: string, minutes: number): Promise<RuntimeState | null> {
+  const lease = await api<unknown>('POST', `/sessions/${sessionId}/runtime`, { gpu_class: gpuClass, prepaid_minutes: minutes }, { token })
+  return normalizeLease(lease)
+}
+
+/** The message for a refused start, in the user's words. */
+export function startError(e: unknown): string {
+  if (e instanceof ApiError && e.insufficientCredits) return 'Not enough credits for this runtime. Buy credits on the dashboard, or choose fewer minutes.'
+  if (e instanceof ApiError && e.status === 409) return 'This session already has a Pro runtime.'
+  return errorMessage(e)
+}
+
+function ExtendForm({ sessionId, token, dispatch, runtime }: { sessionId: string; token: string | null; dispatch: (a: LiveAction) => void; runtime: RuntimeState }) {
+  const [minutes, setMinutes] = useState('10')
+  const [busy, setBusy] = useState(false)
+  const [error, setError] = useState<string | null>(null)
+  const [done, setDone] = useState<string | null>(null)
+  const extend = async () => {
+    const m = Number(minutes)
+    if (!Number.isFinite(m) || m <= 0) return setError('Enter how many minutes to add.')
+    setBusy(true)
+    setError(null)
+    setDone(null)
+    try {
+      const lease = normalizeLease(await api<unknown>('PATCH', `/sessions/${sessionId}/runtime`, { add_minutes: m }, { token }))
+      if (lease) dispatch({ kind: 'runtime', runtime: { ...runtime, ...lease, running: true, status: 'running', lowBalance: false, balance: runtime.balance, payerId: runtime.payerId, payerName: runtime.payerName } })
+      setDone(`Added ${m} min; the running job goes on.`)
+    } catch (e) {
+      if (e instanceof ApiError && e.insufficientCredits) setError(`Not enough credits to add ${m} min. Buy credits on the dashboard.`)
+      else if (e instanceof ApiError && e.status === 403) setError('Only the person paying for this runtime can extend it.')
+      else setError(errorMessage(e))
+    } finally {
+      setBusy(false)
+    }
+  }
+  return (
+    <form
+      className="row wrap extend-form"
+      onSubmit={(e) => {
+        e.preventDefault()
+        void extend()
+      }}
+    >
+      <label htmlFor="extend-minutes">Add minutes</label>
+      <input id="extend-minutes" type="number" min={1} step={1} inputMode="numeric" value={minutes} onChange={(e) => setMinutes(e.target.value)} />
+      <button type="submit" disabled={busy}>
+        Extend
+      </button>
+      {done && <span role="status">{done}</span>}
+      {error && (
+        <span className="error-text" role="alert">
+          {error}
+        </span>
+      )}
+    </form>
+  )
+}
+
+export function RuntimePanel({ sessionId, token, canManage, isAccount, accountId, runtime, liveBalance, dispatch }: RuntimePanelProps) {
   const [available, setAvailable] = useState<boolean | null>(null)
   const [prices, setPrices] = useState<GpuClass[]>([])
   const [gpuClass, setGpuClass] = useState('')
@@ -118,14 +189,10 @@ export function RuntimePanel({ sessionId, token, canManage, isAccount, runtime, 
         if (!(e instanceof ApiError && (e.status === 404 || e.status === 403))) setError(errorMessage(e))
       }
       if (isAccount) {
-        try {
-          const list = normalizePrices(await api('GET', '/billing/prices', undefined, { token }))
-          if (!live) return
-          setPrices(list)
-          setGpuClass((g) => g || list[0]?.id || '')
-        } catch {
-          /* prices missing: the class can still be typed */
-        }
+        const list = await loadPrices(token)
+        if (!live) return
+        setPrices(list)
+        setGpuClass((g) => g || list[0]?.id || '')
         const b = await loadBalance(token)
         if (live) setBalance(b.balance)
       }
@@ -135,21 +202,20 @@ export function RuntimePanel({ sessionId, token, canManage, isAccount, runtime, 
     }
   }, [sessionId, token, isAccount, dispatch])
 
+  const price = prices.find((p) => p.id === gpuClass)?.pricePerMinute
   const start = async () => {
     const m = Number(minutes)
-    if (!gpuClass.trim()) return setError('Choose a GPU class.')
+    if (!gpuClass.trim()) return setError('Choose a runtime class.')
     if (!Number.isInteger(m) || m < 1) return setError('Prepaid minutes must be a whole number, at least 1.')
     setBusy(true)
     setError(null)
     setResult(null)
     try {
-      const lease = await api<unknown>('POST', `/sessions/${sessionId}/runtime`, { gpu_class: gpuClass.trim(), prepaid_minutes: m }, { token })
-      const st = normalizeLease(lease)
+      const st = await startRuntime(sessionId, token, gpuClass.trim(), m)
       if (st) dispatch({ kind: 'runtime', runtime: { ...st, running: true } })
     } catch (e) {
       if (e instanceof ApiError && e.notAvailable) setAvailable(false)
-      else if (e instanceof ApiError && e.insufficientCredits) setError(`Insufficient credits: ${e.message}`)
-      else setError(errorMessage(e))
+      else setError(startError(e))
     } finally {
       setBusy(false)
     }
@@ -162,8 +228,8 @@ export function RuntimePanel({ sessionId, token, canManage, isAccount, runtime, 
       const used = n(r.used_ms)
       const charged = n(r.charged)
       const refunded = n(r.refunded)
-      setResult(`Stopped after ${duration(used)}: charged ${credits(charged)}, refunded ${credits(refunded)} credits.`)
-      if (runtime) dispatch({ kind: 'runtime', runtime: { ...runtime, running: false, usedMs: used ?? runtime.usedMs, charged: charged ?? runtime.charged, refunded } })
+      setResult(`Stopped after ${spokenDuration(used)}: ${credits(charged)} credits charged, ${credits(refunded)} refunded.`)
+      if (runtime) dispatch({ kind: 'runtime', runtime: { ...runtime, running: false, status: 'stopped', reason: 'stopped_by_user', usedMs: used ?? runtime.usedMs, charged: charged ?? runtime.charged, refunded } })
       const b = await loadBalance(token)
       setBalance(b.balance)
     } catch (e) {
@@ -173,7 +239,11 @@ export function RuntimePanel({ sessionId, token, canManage, isAccount, runtime, 
     }
   }
 
+  // The balance is the payer's business: the meter sends it only to them.
+  const payerIsMe = !!runtime?.payerId && runtime.payerId === accountId
   const shownBalance = liveBalance ?? runtime?.balance ?? balance
+  const prepaidMs = runtime?.prepaidMinutes !== undefined ? runtime.prepaidMinutes * 60000 : undefined
+  const leftMs = runtime?.remainingMs ?? (prepaidMs !== undefined ? Math.max(0, prepaidMs - (runtime?.usedMs ?? 0)) : undefined)
   return (
     <section className="panel" aria-labelledby="runtime-h">
       <h2 id="runtime-h">Pro runtime</h2>
@@ -183,53 +253,69 @@ export function RuntimePanel({ sessionId, token, canManage, isAccount, runtime, 
           {runtime ? (
             <dl className="stats" data-runtime-running={runtime.running ? 'yes' : 'no'}>
               <div>
-                <dt>GPU</dt>
-                <dd>{runtime.gpuClass ?? '—'}</dd>
+                <dt>Class</dt>
+                <dd>{classLabel(runtime.gpuClass)}</dd>
               </div>
               <div>
                 <dt>State</dt>
                 <dd data-runtime-state={runtime.status ?? (runtime.running ? 'running' : 'stopped')}>
-                  {runtime.running
-                    ? runtime.status === 'starting'
-                      ? 'starting — waiting for a worker'
-                      : (runtime.status ?? 'running')
-                    : `stopped${runtime.reason ? ` (${runtime.reason.replace(/_/g, ' ')})` : ''}`}
+                  {runtime.running ? (runtime.status === 'starting' ? 'Starting — waiting for a machine' : 'Running') : stopReasonText(runtime.reason)}
                 </dd>
               </div>
               {runtime.pricePerMinute !== undefined && (
                 <div>
                   <dt>Price</dt>
-                  <dd>{credits(runtime.pricePerMinute)} / min</dd>
+                  <dd>{credits(runtime.pricePerMinute)} credits/min</dd>
                 </div>
               )}
-              {runtime.prepaidMinutes !== undefined && (
+              {prepaidMs !== undefined && (
                 <div>
                   <dt>Prepaid</dt>
-                  <dd>{runtime.prepaidMinutes} min</dd>
+                  <dd>{spokenDuration(prepaidMs)}</dd>
                 </div>
               )}
               <div>
                 <dt>Used</dt>
                 <dd data-runtime-used>{duration(runtime.usedMs)}</dd>
               </div>
+              {runtime.running && leftMs !== undefined && (
+                <div>
+                  <dt>Left</dt>
+                  <dd data-runtime-left>{duration(leftMs)}</dd>
+                </div>
+              )}
               <div>
                 <dt>Charged</dt>
-                <dd data-runtime-charged>{credits(runtime.charged)}</dd>
+                <dd data-runtime-charged>{credits(runtime.charged)} credits</dd>
               </div>
               {runtime.refunded !== undefined && (
                 <div>
                   <dt>Refunded</dt>
-                  <dd>{credits(runtime.refunded)}</dd>
+                  <dd>{credits(runtime.refunded)} credits</dd>
                 </div>
               )}
-              <div>
-                <dt>Balance</dt>
-                <dd data-runtime-balance>{credits(shownBalance)}</dd>
-              </div>
+              {runtime.payerName && !payerIsMe && (
+                <div>
+                  <dt>Paid by</dt>
+                  <dd data-runtime-payer>{runtime.payerName}</dd>
+                </div>
+              )}
+              {isAccount && (payerIsMe || !runtime.payerId) && shownBalance !== undefined && (
+                <div>
+                  <dt>Your balance</dt>
+                  <dd data-runtime-balance>{credits(shownBalance)} credits</dd>
+                </div>
+              )}
             </dl>
           ) : (
-            <p className="muted">No runtime is leased for this session.{isAccount && shownBalance !== undefined ? ` Balance: ${credits(shownBalance)} credits.` : ''}</p>
+            <p className="muted">No runtime is running for this session.{isAccount && shownBalance !== undefined ? ` Your balance: ${credits(shownBalance)} credits.` : ''}</p>
           )}
+          {runtime?.running && runtime.lowBalance && (
+            <p className="alert alert-warn" role="alert" data-testid="low-balance">
+              Prepaid time is almost used up{leftMs !== undefined ? ` (${spokenDuration(leftMs)} left)` : ''}. {canManage ? 'Extend it to keep the job running.' : 'The person paying can extend it.'}
+            </p>
+          )}
+          {canManage && runtime?.running && <ExtendForm sessionId={sessionId} token={token} dispatch={dispatch} runtime={runtime} />}
           {canManage && (!runtime || !runtime.running) && available && (
             <form
               className="runtime-form"
@@ -239,24 +325,29 @@ export function RuntimePanel({ sessionId, token, canManage, isAccount, runtime, 
               }}
             >
               <div className="field">
-                <label htmlFor="gpu-class">GPU class</label>
+                <label htmlFor="gpu-class">Runtime class</label>
                 {prices.length > 0 ? (
                   <select id="gpu-class" value={gpuClass} onChange={(e) => setGpuClass(e.target.value)}>
                     {prices.map((p) => (
                       <option key={p.id} value={p.id}>
-                        {p.label}
+                        {classLabel(p.id)}
                         {p.pricePerMinute !== undefined ? ` — ${credits(p.pricePerMinute)} credits/min` : ''}
                       </option>
                     ))}
                   </select>
                 ) : (
-                  <input id="gpu-class" type="text" value={gpuClass} onChange={(e) => setGpuClass(e.target.value)} placeholder="e.g. a10g" />
+                  <input id="gpu-class" type="text" value={gpuClass} onChange={(e) => setGpuClass(e.target.value)} placeholder="e.g. cpu" />
                 )}
               </div>
               <div className="field">
                 <label htmlFor="prepaid-minutes">Prepaid minutes</label>
                 <input id="prepaid-minutes" type="number" min={1} step={1} inputMode="numeric" value={minutes} onChange={(e) => setMinutes(e.target.value)} />
               </div>
+              {price !== undefined && Number(minutes) > 0 && (
+                <p className="muted small-text" data-testid="runtime-cost">
+                  Holds {credits(Math.ceil(price * Number(minutes)))} credits; unused time is refunded when it stops.
+                </p>
+              )}
               <button type="submit" className="primary" disabled={busy}>
                 Start runtime
               </button>

@@ -39,6 +39,12 @@ export interface RuntimeState {
   /** The lease's own word for its state when known (starting, running, stopping, stopped). */
   status?: string
   pricePerMinute?: number
+  /** Prepaid time left, from the meter. */
+  remainingMs?: number
+  /** Set by `runtime.low_balance`: the prepaid time is about to run out. */
+  lowBalance?: boolean
+  payerId?: string
+  payerName?: string
 }
 
 export interface Notice {
@@ -68,6 +74,8 @@ export type LiveAction =
   | { kind: 'notice'; level: 'error' | 'info'; text: string }
 
 let noticeSeq = 1
+
+const LOW_BALANCE_NOTICE = "The Pro runtime's prepaid time is almost used up: extend it in the runtime panel to keep the job running."
 const s = (v: unknown): string | undefined => (typeof v === 'string' ? v : typeof v === 'number' ? String(v) : undefined)
 const n = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined)
 
@@ -232,12 +240,44 @@ function applyEvent(state: LiveState, e: StudioEvent): LiveState {
     case 'runtime.meter': {
       const leaseId = s(e.lease_id) ?? state.runtime?.leaseId ?? ''
       const prev = state.runtime && state.runtime.leaseId === leaseId ? state.runtime : null
+      // Only the payer's own connections get the balance.
       const balance = n(e.balance)
       return {
         ...state,
         balance: balance ?? state.balance,
         // The meter only ticks for a running lease: a `starting` one has started.
-        runtime: { ...(prev ?? { leaseId, running: true }), ...(prev?.status === 'starting' ? { status: 'running' } : {}), leaseId, usedMs: n(e.used_ms) ?? prev?.usedMs ?? 0, charged: n(e.charged) ?? prev?.charged ?? 0, balance: balance ?? prev?.balance, running: prev?.running ?? true },
+        runtime: {
+          ...(prev ?? { leaseId, running: true }),
+          ...(prev?.status === 'starting' ? { status: 'running' } : {}),
+          leaseId,
+          gpuClass: s(e.gpu_class) ?? prev?.gpuClass,
+          usedMs: n(e.used_ms) ?? prev?.usedMs ?? 0,
+          charged: n(e.charged) ?? prev?.charged ?? 0,
+          remainingMs: n(e.remaining_ms) ?? prev?.remainingMs,
+          payerId: s(e.payer_id) ?? prev?.payerId,
+          payerName: s(e.payer_name) ?? prev?.payerName,
+          balance: balance ?? prev?.balance,
+          running: prev?.running ?? true,
+        },
+      }
+    }
+    case 'runtime.low_balance': {
+      const leaseId = s(e.lease_id) ?? ''
+      const prev = state.runtime && state.runtime.leaseId === leaseId ? state.runtime : null
+      if (!prev) return state
+      const left = n(e.remaining_ms) ?? 0
+      return notice({ ...state, runtime: { ...prev, lowBalance: true, remainingMs: left } }, 'info', LOW_BALANCE_NOTICE)
+    }
+    case 'runtime.extended': {
+      const leaseId = s(e.lease_id) ?? ''
+      const prev = state.runtime && state.runtime.leaseId === leaseId ? state.runtime : null
+      if (!prev) return state
+      const prepaid = n(e.prepaid_ms)
+      return {
+        ...state,
+        // The warning is answered: it goes.
+        notices: state.notices.filter((x) => x.text !== LOW_BALANCE_NOTICE),
+        runtime: { ...prev, lowBalance: false, remainingMs: n(e.remaining_ms) ?? prev.remainingMs, prepaidMinutes: prepaid !== undefined ? prepaid / 60000 : prev.prepaidMinutes },
       }
     }
     case 'runtime.stopped': {
@@ -246,8 +286,9 @@ function applyEvent(state: LiveState, e: StudioEvent): LiveState {
       const reason = s(e.reason) ?? 'stopped'
       const next: LiveState = {
         ...state,
-        runtime: { ...(prev ?? { leaseId }), leaseId, running: false, status: 'stopped', reason, usedMs: n(e.used_ms) ?? prev?.usedMs ?? 0, charged: n(e.charged) ?? prev?.charged ?? 0, refunded: n(e.refunded), balance: prev?.balance },
+        runtime: { ...(prev ?? { leaseId }), leaseId, running: false, status: 'stopped', reason, lowBalance: false, usedMs: n(e.used_ms) ?? prev?.usedMs ?? 0, charged: n(e.charged) ?? prev?.charged ?? 0, refunded: n(e.refunded), balance: prev?.balance },
       }
+      if (reason === 'prepaid_time_used') return notice(next, 'error', 'Prepaid time used up: the Pro runtime stopped and the running job was interrupted.')
       if (/credit/i.test(reason)) return notice(next, 'error', 'Pro runtime stopped: out of credits. The running job was interrupted.')
       return next
     }
