@@ -93,7 +93,12 @@ pub struct PgDatabase {
 
 impl PgDatabase {
     pub fn create(base: &str) -> PgDatabase {
-        let name = format!("atelier_test_{}", uuid::Uuid::new_v4().simple());
+        // The creation time in the name lets `scripts/test` drop what interrupted runs left
+        // behind without touching the databases of a run still going.
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let name = format!("atelier_test_{created}_{}", uuid::Uuid::new_v4().simple());
         run_pg(base, &format!("CREATE DATABASE {name}"));
         PgDatabase {
             base: base.to_string(),

@@ -59,7 +59,7 @@ export class Cluster {
     this.size = nodes
     this.env = env
     this.dir = mkdtempSync(join(tmpdir(), 'atelier-cluster-'))
-    this.database = `atelier_test_cluster_${randomUUID().replaceAll('-', '')}`
+    this.database = `atelier_test_${Math.floor(Date.now() / 1000)}_cluster_${randomUUID().replaceAll('-', '')}`
     this.prefix = `atelier-test-${randomUUID()}`
     this.nodes = []
     this.redis = null
