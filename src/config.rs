@@ -345,8 +345,8 @@ pub struct LiveCapsConfig {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub ws_max_per_account: u32,
 
-    /// Open live-session sockets per client IP address (behind a proxy, all its clients share
-    /// one: raise it there).
+    /// Open live-session sockets per client IP address (behind a load balancer, set
+    /// ATELIER_TRUSTED_PROXIES so that this counts the clients, not the balancer).
     #[arg(long, env = "ATELIER_WS_MAX_PER_IP", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub ws_max_per_ip: u32,

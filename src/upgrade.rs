@@ -121,7 +121,13 @@ async fn decide(
                 headers: req.headers(),
                 query: req.uri().query().unwrap_or(""),
                 host: &host,
-                peer: req.peer_addr().map(|a| a.ip()),
+                // The client behind a trusted proxy (per-IP caps count clients, not the balancer).
+                peer: req.peer_addr().map(|a| {
+                    state
+                        .config
+                        .trusted_proxies
+                        .client_ip(a.ip(), req.headers())
+                }),
             };
             Accepted::Live(ws::authorize(state, session, &upgrade).await?)
         }

@@ -47,7 +47,7 @@ pub struct UpgradeRequest<'a> {
     pub query: &'a str,
     /// The host the request was addressed to (see [`request_host`]).
     pub host: &'a str,
-    /// The client's address (the peer of the TCP connection).
+    /// The client's address (the TCP peer, or the client a trusted proxy names).
     pub peer: Option<IpAddr>,
 }
 
@@ -248,7 +248,12 @@ pub async fn live_session(
         headers: req.headers(),
         query: req.query_string(),
         host: &host,
-        peer: req.peer_addr().map(|a| a.ip()),
+        peer: req.peer_addr().map(|a| {
+            state
+                .config
+                .trusted_proxies
+                .client_ip(a.ip(), req.headers())
+        }),
     };
     authorize(&state, &path, &upgrade).await?;
     Err(Error::invalid("expected a WebSocket upgrade"))

@@ -284,12 +284,24 @@ pub fn server_bin(args: &ServerArgs) -> Result<PathBuf> {
 async fn run(cli: Suite) -> Result<()> {
     let bin = server_bin(&cli.atelier)?;
     check_fd_limit(&cli);
+    // Every client of the bench is one account from one address: the per-account and per-IP
+    // socket caps (meant for people) are lifted.
+    let mut base_args: Vec<String> = [
+        "--ws-max-per-account",
+        "1000000",
+        "--ws-max-per-ip",
+        "1000000",
+    ]
+    .map(String::from)
+    .to_vec();
+    base_args.extend(cli.atelier.server_args.iter().cloned());
     let base = ServerSpec {
         bin,
         cpus: None,
-        args: cli.atelier.server_args.clone(),
+        args: base_args,
         log_filter: cli.atelier.server_log.clone(),
         env: cli.atelier.server_env.clone(),
+        shared: None,
     };
     let raised = |spec: &ServerSpec, queue: u32| {
         let mut args = vec![

@@ -21,8 +21,18 @@ pub struct ServerSpec {
     pub args: Vec<String>,
     /// `RUST_LOG` for the server (its stderr goes to `server.log` in the data directory).
     pub log_filter: String,
-    /// Extra environment (experiments, e.g. `LD_PRELOAD`).
+    /// Extra environment (experiments, e.g. `LD_PRELOAD`; cluster mode's `ATELIER_REDIS_URL`…).
     pub env: Vec<(String, String)>,
+    /// Database and object storage shared with other servers (cluster mode); `None`: SQLite and
+    /// files in the server's own data directory.
+    pub shared: Option<SharedStorage>,
+}
+
+/// Storage several nodes share.
+#[derive(Debug, Clone)]
+pub struct SharedStorage {
+    pub database_url: String,
+    pub storage_url: String,
 }
 
 /// A temporary data directory, removed when dropped.
@@ -71,13 +81,20 @@ impl Server {
                 cmd.env_remove(key);
             }
         }
+        let (database_url, storage_url) = match &spec.shared {
+            Some(shared) => (shared.database_url.clone(), shared.storage_url.clone()),
+            None => (
+                format!("sqlite://{}/atelier.db", dir.display()),
+                format!("file://{}/objects", dir.display()),
+            ),
+        };
         cmd.arg("serve")
             .arg("--bind")
             .arg("127.0.0.1:0")
             .arg("--database-url")
-            .arg(format!("sqlite://{}/atelier.db", dir.display()))
+            .arg(database_url)
             .arg("--storage-url")
-            .arg(format!("file://{}/objects", dir.display()))
+            .arg(storage_url)
             .arg("--models-dir")
             .arg(dir.join("models"))
             .arg("--web-dir")

@@ -12,6 +12,7 @@
 //! after a restart). [`report`] prints one table with a column per server and the ratios, then
 //! the details.
 
+mod cluster;
 mod cold;
 mod idle;
 mod load;
@@ -44,6 +45,9 @@ pub enum Scenario {
     Cold,
     /// Many clients rejoining at once after a server restart.
     Storm,
+    /// Atelier alone, in cluster mode: the rate ladder with the clients of each session spread
+    /// over 1 and 2 nodes (PostgreSQL + Redis; not in the default list).
+    Cluster,
 }
 
 /// Atelier against the y-websocket reference server and Hocuspocus, same workloads, same
@@ -149,6 +153,26 @@ pub struct Args {
     #[arg(long, default_value_t = 2000)]
     pub storm_edits: u64,
 
+    /// Cluster: node counts to run the ladder on.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub cluster_nodes: Vec<usize>,
+
+    /// Cluster: the setup (sessions × clients) whose clients are spread over the nodes.
+    #[arg(long, value_parser = parse_setup, default_value = "10x10")]
+    pub cluster_setup: (usize, usize),
+
+    /// Cluster: CPUs of each node (`taskset -c`), in order.
+    #[arg(long, value_delimiter = ',', default_value = "0,1")]
+    pub cluster_node_cpus: Vec<String>,
+
+    /// Cluster: a PostgreSQL URL allowed to create and drop the bench's database.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pub cluster_database_url: String,
+
+    /// Cluster: the Redis the nodes relay through (a fresh key prefix per run).
+    #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
+    pub cluster_redis_url: String,
+
     /// The CPUs every server is pinned to (`taskset -c`).
     #[arg(long, default_value = "0")]
     pub server_cpus: String,
@@ -202,6 +226,7 @@ pub struct Results {
     pub idle: Vec<idle::IdleResult>,
     pub cold: Vec<cold::ColdResult>,
     pub storm: Vec<storm::StormResult>,
+    pub cluster: Vec<cluster::ClusterResult>,
     /// (server, scenario, error) of runs that failed.
     pub failures: Vec<(Kind, String, String)>,
     pub generator_cores: usize,
@@ -217,6 +242,10 @@ pub async fn run(args: Args) -> Result<()> {
     let mut atelier_args = vec![
         "--ws-max-messages-per-sec".to_owned(),
         "1000000".to_owned(),
+        "--ws-max-per-account".to_owned(),
+        "1000000".to_owned(),
+        "--ws-max-per-ip".to_owned(),
+        "1000000".to_owned(),
         "--ws-outbound-queue-frames".to_owned(),
         "65536".to_owned(),
     ];
@@ -228,6 +257,7 @@ pub async fn run(args: Args) -> Result<()> {
             args: atelier_args,
             log_filter: args.atelier.server_log.clone(),
             env: args.atelier.server_env.clone(),
+            shared: None,
         },
         node: args.node.clone(),
         peers_dir: args.peers_dir.clone(),
@@ -326,6 +356,32 @@ pub async fn run(args: Args) -> Result<()> {
                             results.cold.push(r);
                         }
                         Err(e) => results.fail(kind, "cold", e),
+                    }
+                }
+            }
+            Scenario::Cluster => {
+                let (sessions, clients) = args.cluster_setup;
+                let env = cluster::ClusterEnv {
+                    admin_database_url: args.cluster_database_url.clone(),
+                    redis_url: args.cluster_redis_url.clone(),
+                    node_cpus: args.cluster_node_cpus.clone(),
+                };
+                let params = steps::Params {
+                    sessions,
+                    clients,
+                    rates: args.rates_for((sessions, clients)),
+                    warmup: Duration::from_secs_f64(args.warmup_s),
+                    window: Duration::from_secs_f64(args.step_s),
+                    max_p99_ms: args.max_p99_ms,
+                    generator_cores,
+                };
+                for &nodes in &args.cluster_nodes {
+                    eprintln!("cluster: {nodes} node(s) — {sessions} × {clients} spread over them");
+                    match cluster::run(&launcher, &env, nodes, &params).await {
+                        Ok(r) => results.cluster.push(r),
+                        Err(e) => {
+                            results.fail(Kind::Atelier, &format!("cluster {nodes} node(s)"), e)
+                        }
                     }
                 }
             }

@@ -565,6 +565,9 @@ pub fn markdown(args: &Args, results: &Results) -> String {
             }
         }
     }
+    if !results.cluster.is_empty() {
+        out.push_str(&cluster_table(args, results));
+    }
     if !results.storm.is_empty() {
         out.push_str("\nReconnect storm (from the storm's start to each client's step 2):\n\n| server | clients | all synced | p50 | p99 | max | failed | bytes per client | server CPU | generator CPU |\n|---|---|---|---|---|---|---|---|---|---|\n");
         for r in &results.storm {
@@ -581,6 +584,93 @@ pub fn markdown(args: &Args, results: &Results) -> String {
                 r.sync_bytes / 1024.0,
                 pct(r.server_cpu),
                 pct(r.generator_cpu)
+            ));
+        }
+    }
+    out
+}
+
+/// The cluster rows: one column per node count, then each ladder.
+fn cluster_table(args: &Args, results: &Results) -> String {
+    let (sessions, clients) = args.cluster_setup;
+    let mut out = format!(
+        "\nCluster mode ({sessions} × {clients}, the clients of each session spread over the nodes in turn; nodes on CPUs {}; PostgreSQL, Redis and the generator unpinned):\n\n| measurement |",
+        args.cluster_node_cpus.join(", ")
+    );
+    for r in &results.cluster {
+        out.push_str(&format!(" {} node(s) |", r.nodes));
+    }
+    out.push_str("\n|---|");
+    for _ in &results.cluster {
+        out.push_str("---|");
+    }
+    out.push('\n');
+    let row = |label: &str, cell: &dyn Fn(&super::cluster::ClusterResult) -> String| {
+        let mut line = format!("| {label} |");
+        for r in &results.cluster {
+            line.push_str(&format!(" {} |", cell(r)));
+        }
+        line.push('\n');
+        line
+    };
+    out.push_str(&row(
+        "fan-out at 10 edits/s per client: p50 / p99",
+        &|r| match r.setup.at(10.0) {
+            Some(s) => format!("{} / {}", ms(s.latency.p50), ms(s.latency.p99)),
+            None => "not run".into(),
+        },
+    ));
+    out.push_str(&row(
+        &format!(
+            "delivered updates/s at the highest rate with p99 ≤ {} ms",
+            args.p99_budget_ms
+        ),
+        &|r| match r.setup.best_within(args.p99_budget_ms) {
+            Some(s) => format!(
+                "{}/s at {}/s per client (server CPU {})",
+                thousands(s.delivered),
+                s.rate,
+                pct(s.server_cpu)
+            ),
+            None => "none".into(),
+        },
+    ));
+    out.push_str(&row(
+        "most delivered updates/s in a step (p99 ≤ 250 ms)",
+        &|r| {
+            r.setup
+                .steps
+                .iter()
+                .filter(|s| s.latency.p99 <= 250.0 && s.lost == 0)
+                .max_by(|a, b| a.delivered.total_cmp(&b.delivered))
+                .map_or("none".into(), |s| {
+                    format!(
+                        "{}/s at {}/s (server CPU {}, generator {})",
+                        thousands(s.delivered),
+                        s.rate,
+                        pct(s.server_cpu),
+                        pct(s.generator_cpu)
+                    )
+                })
+        },
+    ));
+    for r in &results.cluster {
+        out.push_str(&format!(
+            "\n{} node(s) (stopped: {}):\n\n| edits/s per client | delivered updates/s / offered | p50 | p99 | max | server CPU (all nodes) | generator CPU | lost |\n|---|---|---|---|---|---|---|---|\n",
+            r.nodes, r.setup.stop
+        ));
+        for s in &r.setup.steps {
+            out.push_str(&format!(
+                "| {} | {} / {} | {} | {} | {} | {} | {} | {} |\n",
+                s.rate,
+                thousands(s.delivered),
+                thousands(s.offered_deliveries),
+                ms(s.latency.p50),
+                ms(s.latency.p99),
+                ms(s.latency.max),
+                pct(s.server_cpu),
+                pct(s.generator_cpu),
+                s.lost
             ));
         }
     }
@@ -612,6 +702,16 @@ pub fn json(args: &Args, results: &Results) -> Value {
         "step_s": args.step_s,
         "warmup_s": args.warmup_s,
         "summary": summary,
+        "cluster": results.cluster.iter().map(|r| json!({
+            "nodes": r.nodes,
+            "stop": r.setup.stop,
+            "steps": r.setup.steps.iter().map(|s| json!({
+                "rate": s.rate, "delivered": s.delivered,
+                "offered_deliveries": s.offered_deliveries,
+                "p50_ms": s.latency.p50, "p99_ms": s.latency.p99, "max_ms": s.latency.max,
+                "server_cpu": s.server_cpu, "generator_cpu": s.generator_cpu, "lost": s.lost,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
         "steps": results.setups.iter().map(|r| json!({
             "server": r.server.name(), "sessions": r.sessions, "clients": r.clients,
             "stop": r.stop,

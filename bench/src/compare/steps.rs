@@ -94,7 +94,9 @@ impl SetupResult {
 pub async fn run(launcher: &Launcher, kind: Kind, params: &Params) -> Result<SetupResult> {
     let dir = DataDir::new()?;
     let server = launcher.start(kind, &dir).await?;
-    let result = drive(launcher, kind, &server, params).await;
+    let servers = [server];
+    let result = drive(launcher, kind, &servers, params).await;
+    let [server] = servers;
     if result.is_err() {
         eprintln!("server log:\n{}", server.log_tail());
     }
@@ -110,33 +112,41 @@ struct Snapshot {
     generator_cpu: f64,
 }
 
-fn snapshot(tally: &Tally, server: &Server) -> Result<Snapshot> {
+fn snapshot(tally: &Tally, servers: &[Server]) -> Result<Snapshot> {
+    let mut server_cpu = 0.0;
+    for server in servers {
+        server_cpu += server.cpu_seconds()?;
+    }
     Ok(Snapshot {
         at: Instant::now(),
         delivered: tally.delivered.load(Ordering::Relaxed),
         sent: tally.sent.load(Ordering::Relaxed),
-        server_cpu: server.cpu_seconds()?,
+        server_cpu,
         generator_cpu: cpu_seconds("self")?,
     })
 }
 
-async fn drive(
+/// Runs the ladder against `servers`: one, or the nodes of a cluster, over which the clients of
+/// every session are spread in turn (client `i` on node `i % nodes`). Server CPU is their sum.
+pub(super) async fn drive(
     launcher: &Launcher,
     kind: Kind,
-    server: &Server,
+    servers: &[Server],
     params: &Params,
 ) -> Result<SetupResult> {
     let (sessions, per_session) = (params.sessions, params.clients);
-    let rooms = Arc::new(launcher.rooms(kind, server, sessions, "steps").await?);
+    let first = servers.first().ok_or_else(|| anyhow!("no server"))?;
+    let rooms = Arc::new(launcher.rooms(kind, first, sessions, "steps").await?);
     let n = sessions * per_session;
     let tally = Tally::new(n, 1 << 12, n)?;
     let mut editors: Vec<Editor> = (0..n).map(|i| Editor::new(i, Pattern::Typing)).collect();
-    let addr = server.addr;
+    let addrs: Vec<_> = servers.iter().map(|s| s.addr).collect();
     let clients: Vec<(usize, Handle)> = stream::iter(0..n)
         .map(|i| {
             let rooms = rooms.clone();
             let tally = tally.clone();
             let own = editors[i].client();
+            let addr = addrs[i % addrs.len()];
             async move {
                 let room = rooms
                     .get(i / per_session)
@@ -185,9 +195,9 @@ async fn drive(
         tally
             .record_from_ns
             .store(tally.now_ns(), Ordering::Relaxed);
-        let a = snapshot(&tally, server)?;
+        let a = snapshot(&tally, servers)?;
         tokio::time::sleep_until(until).await;
-        let b = snapshot(&tally, server)?;
+        let b = snapshot(&tally, servers)?;
         // Every planned edit is sent, late or not; each should reach every other client.
         let expected = planned * (per_session as u64 - 1);
         drain(&tally, expected).await;
