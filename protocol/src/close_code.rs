@@ -24,3 +24,6 @@ pub const INTERNAL_ERROR: u16 = 1011;
 pub const ACCESS_REVOKED: u16 = 4403;
 /// The session was deleted.
 pub const SESSION_DELETED: u16 = 4404;
+/// A document update the server will not store (shared types nested too deep, or depending on
+/// or deleting items the session does not have). Final: the client would send it again.
+pub const UPDATE_REFUSED: u16 = 4422;
