@@ -40,7 +40,7 @@ pub use connection::{start_connection, ConnectionActor, ConnectionConfig};
 pub use jobs::{JobsSnapshot, NoJobs};
 pub use limits::{ConnectionLimits, SessionLimits};
 pub use memory_store::MemoryDocStore;
-pub use outbound::{Outbound, OutboundFrame, Outbox};
+pub use outbound::{Outbound, OutboundFrame, Outbox, OutboxBudget};
 pub use registry::{RegistryConfig, SessionRegistryHandle};
 pub use session::{Identity, Participant, SessionActor};
 pub use store::{BoxError, BoxFuture, DocStore, DocStoreError, StoredDoc};

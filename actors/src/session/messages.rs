@@ -352,11 +352,7 @@ impl Handler<ApplyServerUpdate> for SessionActor {
     type Result = Result<(), String>;
 
     fn handle(&mut self, msg: ApplyServerUpdate, ctx: &mut Context<Self>) -> Self::Result {
-        let update = atelier_protocol::ysync::decode_update(&msg.update)
-            .map_err(|e| format!("invalid server update: {e}"))?;
-        self.guard(ctx, |act, ctx| {
-            act.enqueue_update(SERVER_ORIGIN, update, msg.update, ctx);
-        });
-        Ok(())
+        self.guard(ctx, |act, ctx| act.accept_server_update(msg.update, ctx))
+            .unwrap_or_else(|| Err("session restarted".to_owned()))
     }
 }

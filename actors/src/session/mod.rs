@@ -4,8 +4,10 @@
 //! - [`messages`]: the messages it accepts (one struct each) and their handlers.
 //! - `peers`: participants and how frames reach them (bounded, never silently dropped).
 //! - `sync`: y-sync and awareness frames coming from participants.
+//! - `presence`: awareness ownership and presence bounds.
 //! - `durability`: group commit of updates to the [`DocStore`], compaction, flush.
-//! - `doc`: rebuilding the yrs document from storage; "does this update add anything?".
+//! - `doc`: rebuilding the yrs document from storage, integrating updates within the nesting
+//!   bound, what is encoded once per change; "does this update add anything?".
 //!
 //! Supervision: the actor runs under [`actix::Supervisor`]. Every handler body runs inside
 //! `SessionActor::guard`, which turns a panic into `ctx.stop()`; the supervisor then calls
@@ -17,6 +19,7 @@ mod doc;
 mod durability;
 pub mod messages;
 mod peers;
+mod presence;
 mod sync;
 
 use std::any::Any;
@@ -28,18 +31,19 @@ use actix::prelude::*;
 use atelier_protocol::close_code;
 use atelier_protocol::events::StudioEvent;
 use atelier_protocol::ids::ConnectionId;
-use atelier_protocol::ysync::{encode_awareness, Frame};
+use atelier_protocol::ysync::{Frame, NestingIndex};
 use atelier_protocol::SessionId;
-use bytes::Bytes;
 use tokio::time::Instant;
 use yrs::sync::Awareness;
-use yrs::{ClientID, Doc, ReadTxn, Transact};
+use yrs::{Doc, ReadTxn, Transact};
 
 pub use peers::{Identity, Participant};
 
+use self::doc::DocCache;
 use self::durability::Durability;
 use self::messages::{JoinError, Joined};
 use self::peers::Peers;
+use self::presence::Presence;
 use crate::jobs::JobsSnapshot;
 use crate::limits::SessionLimits;
 use crate::outbound::Outbox;
@@ -72,9 +76,6 @@ enum Phase {
 /// connection of a previous incarnation cannot hit a new participant.
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
-/// How many awareness client ids one connection may control (a browser tab uses one).
-const MAX_AWARENESS_STATES_PER_CONNECTION: usize = 8;
-
 /// One live studio session. Created by [`crate::SessionRegistryHandle`]; talk to it only through
 /// the messages in [`messages`].
 pub struct SessionActor {
@@ -84,10 +85,15 @@ pub struct SessionActor {
     phase: Phase,
     /// The document lives inside the awareness (yrs ties them together).
     awareness: Awareness,
-    /// The step 2 that answers an empty state vector (a fresh client), encoded once and kept
-    /// until the document changes: after a deploy every client rejoins at once, and encoding a
-    /// large document for each of them would hold the session up for a noticeable time.
-    full_state_frame: Option<Bytes>,
+    /// Where every item of the document sits (type depth); see `ysync::nesting`.
+    nesting: NestingIndex,
+    /// The full state (the step 2 answering a fresh client, the source of every other answer)
+    /// and the deleted ranges, encoded once and kept until the document changes: after a deploy
+    /// every client rejoins at once, and encoding a large document for each of them would hold
+    /// the session up for a noticeable time.
+    cache: DocCache,
+    /// Who owns which awareness state; presence bounds.
+    presence: Presence,
     peers: Peers,
     durability: Durability,
     /// Since when nobody is connected (drives idle unload).
@@ -105,7 +111,9 @@ impl SessionActor {
             registry,
             phase: Phase::Loading,
             awareness: Awareness::new(Doc::new()),
-            full_state_frame: None,
+            nesting: NestingIndex::new(),
+            cache: DocCache::default(),
+            presence: Presence::default(),
             peers: Peers::default(),
             durability: Durability::default(),
             empty_since: Some(Instant::now()),
@@ -165,11 +173,14 @@ impl SessionActor {
                 return;
             }
         };
-        let (doc, skipped) = doc::rebuild(self.id, &stored);
-        self.awareness = Awareness::new(doc);
-        self.full_state_frame = None;
+        let rebuilt = doc::rebuild(self.id, &stored);
+        let skipped = rebuilt.skipped;
+        self.awareness = Awareness::new(rebuilt.doc);
+        self.nesting = rebuilt.nesting;
+        self.cache.invalidate();
+        self.presence = Presence::default();
         let last_seq = stored.updates.last().map_or(0, |(seq, _)| *seq);
-        let doc_bytes = doc::encoded_len(self.awareness.doc());
+        let doc_bytes = self.cache.full_state(self.awareness.doc()).len();
         let tail_bytes = stored.updates.iter().map(|(_, u)| u.len()).sum();
         self.durability
             .loaded(last_seq, stored.updates.len(), tail_bytes, doc_bytes);
@@ -265,7 +276,7 @@ impl SessionActor {
         // Like the y-websocket server: our step 1 first, then the awareness states we know.
         let sv = self.awareness.doc().transact().state_vector();
         self.peers.send_frame(id, &Frame::step1(sv));
-        if let Some(states) = self.awareness_states() {
+        if let Some(states) = self.presence.states_frame(&self.awareness) {
             self.peers.send_to(id, states);
         }
         if let Some(info) = self.peers.get(id).map(|peer| peer.info(id)) {
@@ -312,15 +323,9 @@ impl SessionActor {
         );
     }
 
-    /// Every awareness state we hold, encoded as an awareness frame (None if there are none).
-    fn awareness_states(&self) -> Option<Bytes> {
-        let update = self.awareness.update().ok()?;
-        (!update.clients.is_empty())
-            .then(|| Bytes::from(Frame::Awareness(encode_awareness(&update)).encode()))
-    }
-
     /// Removes a participant: optionally closes its socket, withdraws the awareness states it
-    /// controlled (announced to everyone, like y-websocket) and announces its departure.
+    /// controlled or hands them to the connection that claimed them (announced to everyone,
+    /// like y-websocket) and announces its departure.
     fn remove_peer(&mut self, id: ConnectionId, close: Option<(u16, &str)>) {
         let Some(peer) = self.peers.remove(id) else {
             return;
@@ -328,19 +333,9 @@ impl SessionActor {
         if let Some((code, reason)) = close {
             peer.outbox.close(code, reason);
         }
-        if !peer.awareness_ids.is_empty() {
-            let clients: Vec<ClientID> = peer
-                .awareness_ids
-                .iter()
-                .map(|c| ClientID::new(*c))
-                .collect();
-            for client in &clients {
-                self.awareness.remove_state(*client);
-            }
-            if let Ok(update) = self.awareness.update_with_clients(clients) {
-                let frame = Bytes::from(Frame::Awareness(encode_awareness(&update)).encode());
-                self.peers.broadcast(&frame, |_, _| true);
-            }
+        let limits = &self.deps.limits;
+        if let Some(frame) = self.presence.leave(&mut self.awareness, id, limits) {
+            self.peers.broadcast(&frame, |_, _| true);
         }
         self.peers.broadcast_event(
             &StudioEvent::ParticipantLeft { connection_id: id },
@@ -427,7 +422,9 @@ impl Supervised for SessionActor {
         self.durability
             .abandon(DocStoreError::backend("session restarted before flushing"));
         self.awareness = Awareness::new(Doc::new());
-        self.full_state_frame = None;
+        self.nesting = NestingIndex::new();
+        self.cache.invalidate();
+        self.presence = Presence::default();
         self.phase = Phase::Loading;
         self.empty_since = Some(Instant::now());
         self.unloading = false;

@@ -2,5 +2,6 @@
 //! (`session`), and real WebSockets on sockets upgraded the way the server does it (`connection`).
 
 mod connection;
+mod nesting;
 mod session;
 mod support;
