@@ -341,25 +341,12 @@ impl Graph {
     }
 }
 
-/// Loads a document from its stored form (snapshot + updates).
+/// Loads a document from its stored form (snapshot + updates), the way a live session does:
+/// validated and with shared types nested at most `MAX_TYPE_DEPTH` deep, so that turning it
+/// into JSON cannot recurse without bound (a document stored by an older server may hold
+/// anything).
 pub fn doc_from_stored(stored: &atelier_actors::StoredDoc) -> Result<Doc, String> {
-    use yrs::updates::decoder::Decode;
-    use yrs::Update;
-    let doc = Doc::new();
-    {
-        let mut txn = doc.transact_mut();
-        let all = stored
-            .snapshot
-            .iter()
-            .chain(stored.updates.iter().map(|(_, u)| u));
-        for bytes in all {
-            let update =
-                Update::decode_v1(bytes).map_err(|e| format!("stored update is corrupt: {e}"))?;
-            txn.apply_update(update)
-                .map_err(|e| format!("stored update cannot be applied: {e}"))?;
-        }
-    }
-    Ok(doc)
+    Ok(atelier_actors::session::rebuild_document(stored))
 }
 
 /// The update that sets `outputs[node_id]` to `media` on top of the document `doc`.

@@ -33,7 +33,8 @@ pub(crate) struct Rebuilt {
 /// apply is skipped with an error log. A part whose application *panics* inside yrs is a
 /// "poison" update: the half-applied document is discarded and rebuilt without it, so one bad
 /// row cannot crash-loop the session forever (the next compaction then drops it from storage).
-pub(crate) fn rebuild(session: SessionId, stored: &StoredDoc) -> Rebuilt {
+/// `session` only names it in the logs.
+pub(crate) fn rebuild(session: Option<SessionId>, stored: &StoredDoc) -> Rebuilt {
     let parts: Vec<&[u8]> = stored
         .snapshot
         .as_deref()
@@ -54,11 +55,11 @@ pub(crate) fn rebuild(session: SessionId, stored: &StoredDoc) -> Rebuilt {
             match outcome {
                 Ok(Ok(Integrated::AsIs)) => {}
                 Ok(Ok(Integrated::Repaired(_))) => {
-                    tracing::error!(%session, index, "stored update nests types too deep or depends on missing items; applied without those parts");
+                    tracing::error!(?session, index, "stored update nests types too deep or depends on missing items; applied without those parts");
                     repaired += 1;
                 }
                 Ok(Err(error)) => {
-                    tracing::error!(%session, index, %error, "skipping stored update");
+                    tracing::error!(?session, index, %error, "skipping stored update");
                     skip.insert(index);
                 }
                 Err(_) => {
@@ -76,7 +77,11 @@ pub(crate) fn rebuild(session: SessionId, stored: &StoredDoc) -> Rebuilt {
                 }
             }
             Some(index) => {
-                tracing::error!(%session, index, "stored update panics yrs; rebuilding without it");
+                tracing::error!(
+                    ?session,
+                    index,
+                    "stored update panics yrs; rebuilding without it"
+                );
                 skip.insert(index);
             }
         }
@@ -172,21 +177,52 @@ impl FullState {
 
 /// What is derived from the whole document, computed at most once per change of it (so that
 /// no message costs a pass over a large document more than once per edit).
+///
+/// A full state may also be *older* than the document: it is still a complete answer to a
+/// connection that joined before it was encoded, because every update applied since then was
+/// sent to that connection. So a client asking again and again for the document of a session
+/// that keeps changing costs one encoding in all, not one per change.
 #[derive(Default)]
 pub(crate) struct DocCache {
-    full_state: Option<FullState>,
+    /// How many times the document changed (a connection remembers it when it joins).
+    generation: u64,
+    /// The last full state encoded, and the generation it shows.
+    full_state: Option<(u64, FullState)>,
     deleted: Option<DeletedRanges>,
 }
 
 impl DocCache {
-    pub(crate) fn invalidate(&mut self) {
-        *self = Self::default();
+    /// The document changed.
+    pub(crate) fn changed(&mut self) {
+        self.generation += 1;
+        self.deleted = None;
     }
 
+    /// The document was replaced (loaded, restarted): nothing encoded before applies.
+    pub(crate) fn reset(&mut self) {
+        self.changed();
+        self.full_state = None;
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The current full state.
     pub(crate) fn full_state(&mut self, doc: &Doc) -> FullState {
-        self.full_state
-            .get_or_insert_with(|| FullState::encode(doc))
-            .clone()
+        self.full_state_since(doc, self.generation)
+    }
+
+    /// A full state showing at least generation `since` (see the type's docs).
+    pub(crate) fn full_state_since(&mut self, doc: &Doc, since: u64) -> FullState {
+        match &self.full_state {
+            Some((generation, full)) if *generation >= since => full.clone(),
+            _ => {
+                let full = FullState::encode(doc);
+                self.full_state = Some((self.generation, full.clone()));
+                full
+            }
+        }
     }
 
     fn deleted(&mut self, doc: &Doc) -> &DeletedRanges {

@@ -281,7 +281,7 @@ impl SessionActor {
                     let update = pending.update();
                     let integrated =
                         doc::integrate(self.awareness.doc(), &mut self.nesting, &update);
-                    self.cache.invalidate();
+                    self.cache.changed();
                     let frame = match integrated {
                         Ok(Integrated::AsIs) => pending.frame,
                         // Something it built on did not make it into the document: peers get

@@ -38,6 +38,8 @@ use yrs::sync::Awareness;
 use yrs::{Doc, ReadTxn, Transact};
 
 pub use peers::{Identity, Participant};
+#[cfg(test)]
+pub(crate) use sync::pause_diffs;
 
 use self::doc::DocCache;
 use self::durability::Durability;
@@ -70,6 +72,13 @@ enum Phase {
     ShuttingDown,
     /// Removed from the registry; the actor ends when the last address to it is dropped.
     Unloaded,
+}
+
+/// Rebuilds a document from its stored form exactly as a session loads it: validated, nesting
+/// bounded (what a server without that check stored is repaired), poison parts skipped. For
+/// code that reads a document outside its live session.
+pub fn rebuild_document(stored: &StoredDoc) -> Doc {
+    doc::rebuild(None, stored).doc
 }
 
 /// Process-wide, so ids never repeat across sessions or restarts and a stale `Leave` from a
@@ -173,11 +182,11 @@ impl SessionActor {
                 return;
             }
         };
-        let rebuilt = doc::rebuild(self.id, &stored);
+        let rebuilt = doc::rebuild(Some(self.id), &stored);
         let skipped = rebuilt.skipped;
         self.awareness = Awareness::new(rebuilt.doc);
         self.nesting = rebuilt.nesting;
-        self.cache.invalidate();
+        self.cache.reset();
         self.presence = Presence::default();
         let last_seq = stored.updates.last().map_or(0, |(seq, _)| *seq);
         let doc_bytes = self.cache.full_state(self.awareness.doc()).len();
@@ -271,6 +280,9 @@ impl SessionActor {
         let role = participant.role;
         let wants_events = participant.wants_events;
         self.peers.insert(id, outbox, participant);
+        if let Some(peer) = self.peers.get_mut(id) {
+            peer.joined_at = self.cache.generation();
+        }
         self.empty_since = None;
 
         // Like the y-websocket server: our step 1 first, then the awareness states we know.
@@ -423,7 +435,7 @@ impl Supervised for SessionActor {
             .abandon(DocStoreError::backend("session restarted before flushing"));
         self.awareness = Awareness::new(Doc::new());
         self.nesting = NestingIndex::new();
-        self.cache.invalidate();
+        self.cache.reset();
         self.presence = Presence::default();
         self.phase = Phase::Loading;
         self.empty_since = Some(Instant::now());

@@ -54,6 +54,9 @@ pub(crate) struct Peer {
     /// Whether a sync step 2 for this connection is being encoded (and which step 1 came in
     /// meanwhile): at most one encoding per connection at a time.
     pub(crate) step2: Step2Answer,
+    /// The document's generation when it joined: any full state encoded since then, plus the
+    /// updates sent to it, is the whole document (see `doc::DocCache`).
+    pub(crate) joined_at: u64,
     /// Frames held back until `session.hello` has been sent (events clients get it first), and
     /// what they count against the outbound budget.
     held: Option<Held>,
@@ -112,6 +115,7 @@ impl Peers {
                 outbox,
                 participant,
                 step2: Step2Answer::default(),
+                joined_at: 0,
                 held,
             },
         );

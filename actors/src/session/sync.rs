@@ -9,7 +9,9 @@
 //! encoding a diff of the document. For a small document that happens right here; for a large
 //! one it happens on a blocking thread, from the full state the session encodes once per change
 //! (`yrs::diff_updates_v1`), so that one client asking for the document again and again cannot
-//! hold up everyone else's edits. A connection has at most one such encoding in flight: step 1s
+//! hold up everyone else's edits. That full state may be older than the document, as long as it
+//! is newer than the connection (see `doc::DocCache`): a client asking again and again for the
+//! document of a session that keeps changing costs one encoding of it, not one per change. A connection has at most one such encoding in flight: step 1s
 //! arriving meanwhile are coalesced into one more answer, for the latest state vector (a client's
 //! state vector only grows, and one step 2 is all it waits for). The diff starts from the state
 //! at the time of the request and every update applied after that is sent to the connection
@@ -41,6 +43,17 @@ const INLINE_DIFF_MAX_BYTES: usize = 64 * 1024;
 const MAX_CONCURRENT_DIFFS: usize = 2;
 
 static DIFF_ENCODERS: Semaphore = Semaphore::const_new(MAX_CONCURRENT_DIFFS);
+
+/// Holds every diff encoder until the permit is dropped (tests: an encoding that takes a while).
+#[cfg(test)]
+pub(crate) async fn pause_diffs() -> tokio::sync::SemaphorePermit<'static> {
+    // The semaphore is never closed.
+    #[allow(clippy::expect_used)]
+    DIFF_ENCODERS
+        .acquire_many(MAX_CONCURRENT_DIFFS as u32)
+        .await
+        .expect("open semaphore")
+}
 
 /// Whether a connection's sync step 2 is being encoded off the actor.
 #[derive(Debug, Default)]
@@ -88,7 +101,9 @@ impl SessionActor {
             *next = Some(sv);
             return;
         }
-        let full = self.cache.full_state(self.awareness.doc());
+        let full = self
+            .cache
+            .full_state_since(self.awareness.doc(), peer.joined_at);
         if sv.is_empty() {
             self.peers.send_to(from, full.frame());
             return;

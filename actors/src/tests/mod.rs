@@ -1,7 +1,10 @@
 //! Tests of the live-session core through its public API: sessions driven by fake connections
-//! (`session`), and real WebSockets on sockets upgraded the way the server does it (`connection`).
+//! (`session`, and the hostile-input bounds: `nesting`, `outbound`, `presence`), and real
+//! WebSockets on sockets upgraded the way the server does it (`connection`).
 
 mod connection;
 mod nesting;
+mod outbound;
+mod presence;
 mod session;
 mod support;

@@ -320,6 +320,33 @@ pub fn expect_update(frame: Frame) -> Vec<u8> {
     }
 }
 
+/// An awareness frame setting `(client id, clock, JSON state)` entries (`"null"` removes).
+pub fn awareness(entries: &[(u64, u64, &str)]) -> Frame {
+    let mut payload = Vec::new();
+    craft::var(&mut payload, entries.len() as u64);
+    for (client, clock, json) in entries {
+        craft::var(&mut payload, *client);
+        craft::var(&mut payload, *clock);
+        craft::string(&mut payload, json);
+    }
+    Frame::Awareness(payload)
+}
+
+/// The `(client id, JSON state)` entries of an awareness frame, sorted.
+pub fn awareness_entries(frame: &Frame) -> Vec<(u64, String)> {
+    let Frame::Awareness(payload) = frame else {
+        panic!("expected awareness, got {frame:?}");
+    };
+    let update = atelier_protocol::ysync::decode_awareness(payload).expect("valid awareness");
+    let mut entries: Vec<(u64, String)> = update
+        .clients
+        .iter()
+        .map(|(client, entry)| (client.get(), entry.json.to_string()))
+        .collect();
+    entries.sort();
+    entries
+}
+
 /// Hand-written v1 updates, for structures yrs cannot even build (or drop) safely itself.
 pub mod craft {
     pub fn var(out: &mut Vec<u8>, mut value: u64) {
