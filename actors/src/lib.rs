@@ -5,13 +5,16 @@
 //! - [`registry`] — [`SessionRegistryHandle`]: finds or starts the one [`SessionActor`] of each
 //!   live session (under an actix `Supervisor`), plus helpers the HTTP API calls (revoke a share
 //!   link, change a role, broadcast a job event, flush, shutdown).
-//! - [`session`] — [`SessionActor`]: owns a session's yrs document and awareness, its
-//!   participants, group-committed persistence and compaction; its [`session::messages`].
+//! - [`session`] — [`SessionActor`]: owns a session's yrs document (with its nesting index) and
+//!   awareness (with who owns which presence), its participants, group-committed persistence and
+//!   compaction; its [`session::messages`]; [`session::rebuild_document`] for readers outside a
+//!   live session.
 //! - [`connection`] — [`ConnectionActor`] and [`start_connection`]: one WebSocket each:
 //!   heartbeat, rate and size limits, decoding.
 //! - [`socket`] — the WebSocket transport actors use on a socket the server took over after the
 //!   HTTP upgrade ([`socket::WsReader`], [`socket::WsWriter`]); no buffers while idle.
-//! - [`outbound`] — [`Outbound`], what a session sends a connection, and the bounded [`Outbox`].
+//! - [`outbound`] — [`Outbound`], what a session sends a connection, and the [`Outbox`], bounded
+//!   in frames and bytes.
 //! - [`store`] — the [`DocStore`] port; [`memory_store`] — [`MemoryDocStore`] for tests.
 //! - [`jobs`] — the [`JobsSnapshot`] port (`session.hello`'s job list).
 //! - [`limits`] — [`ConnectionLimits`], [`SessionLimits`]; [`telemetry`] — metric names.
@@ -21,9 +24,9 @@
 //! `session::messages::InjectPanic` for supervision tests elsewhere (e.g. the server's).
 //!
 //! The flow of one edit: socket → `ConnectionActor` (size, rate, `decode_frame`) →
-//! [`session::messages::Inbound`] → `SessionActor` (role check, validation, size limit) →
-//! [`DocStore::append`] (batched) → apply to the document → [`Outbound`] to the other
-//! connections.
+//! [`session::messages::Inbound`] → `SessionActor` (role check, validation, nesting check, size
+//! limit) → [`DocStore::append`] (batched) → apply to the document (`ysync::integrate`) →
+//! [`Outbound`] to the other connections.
 
 pub mod connection;
 pub mod jobs;

@@ -1,15 +1,13 @@
-//! The session document: rebuilding it from storage, integrating stored updates safely, the
-//! encodings cached per change, and measuring updates against it.
+//! The session document: rebuilding it from storage (every part through
+//! `ysync::integrate`, the one path of updates into a session document), the encodings cached
+//! per change, and measuring updates against it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use atelier_protocol::ysync::nesting::{resolve_repairing, Placed};
-use atelier_protocol::ysync::{
-    decode_update, repair_update_v1, summarize_update, BlockKind, Frame, FrameError, NestingIndex,
-    SyncMessage, UpdateSummary,
-};
+pub(crate) use atelier_protocol::ysync::integrate::{integrate, Integrated};
+use atelier_protocol::ysync::{BlockKind, Frame, NestingIndex, SyncMessage, UpdateSummary};
 use atelier_protocol::SessionId;
 use bytes::Bytes;
 use yrs::{Doc, ReadTxn, StateVector, Transact};
@@ -27,7 +25,8 @@ pub(crate) struct Rebuilt {
 
 /// Rebuilds a document from its snapshot and update tail.
 ///
-/// Each stored part goes through [`integrate`]: validated, placed against the nesting index
+/// Each stored part goes through [`integrate`] (`ysync::integrate`, the path of every update
+/// into a session document): validated, placed against the nesting index
 /// and repaired where it nests types too deep or depends on what is not there (a document
 /// stored before those checks existed), then applied on its own. A part that fails to decode or
 /// apply is skipped with an error log. A part whose application *panics* inside yrs is a
@@ -86,55 +85,6 @@ pub(crate) fn rebuild(session: Option<SessionId>, stored: &StoredDoc) -> Rebuilt
             }
         }
     }
-}
-
-/// How an update was integrated.
-#[derive(Debug)]
-pub(crate) enum Integrated {
-    AsIs,
-    /// With the parts the nesting check refused turned into garbage-collected ranges: these are
-    /// the bytes that were applied.
-    Repaired(Vec<u8>),
-}
-
-/// Why an update could not be integrated at all.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum IntegrateError {
-    #[error("invalid update: {0}")]
-    Invalid(#[from] FrameError),
-    #[error("yrs refused the update: {0}")]
-    Refused(String),
-}
-
-/// Applies a v1 update to `doc` without letting it nest types beyond the limit or leave blocks
-/// waiting for items that are not there, and records its items in `nesting` (only those the
-/// document really holds afterwards). Every update reaches the document this way, live or from
-/// storage, so the index always describes the document. May panic inside yrs (poison updates):
-/// callers contain that.
-pub(crate) fn integrate(
-    doc: &Doc,
-    nesting: &mut NestingIndex,
-    bytes: &[u8],
-) -> Result<Integrated, IntegrateError> {
-    let summary = summarize_update(bytes)?;
-    let resolution = resolve_repairing(&summary, &[nesting]);
-    let (applied, outcome) = if resolution.repairs.is_empty() {
-        (decode_update(bytes)?, Integrated::AsIs)
-    } else {
-        let repaired = repair_update_v1(bytes, &summary, &resolution.repairs);
-        (decode_update(&repaired)?, Integrated::Repaired(repaired))
-    };
-    let result = doc.transact_mut().apply_update(applied);
-    // Whatever yrs integrated (all of it, or a prefix per client when it gave up half way).
-    let sv = doc.transact().state_vector();
-    for placed in &resolution.placed {
-        let end = placed.end.min(sv.get(&yrs::ClientID::new(placed.client)));
-        if end > placed.start {
-            nesting.record(&Placed { end, ..*placed }, 0);
-        }
-    }
-    result.map_err(|e| IntegrateError::Refused(e.to_string()))?;
-    Ok(outcome)
 }
 
 /// The full state as one v1 update (the snapshot format).

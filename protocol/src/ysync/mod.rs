@@ -17,6 +17,7 @@
 
 mod awareness;
 mod error;
+pub mod integrate;
 pub mod nesting;
 mod state_vector;
 mod update;

@@ -28,8 +28,8 @@
 //!
 //! - a type would be deeper than [`MAX_TYPE_DEPTH`] (or an item claims a deeper parent);
 //! - a block depends on an item nobody knows (yrs would park it until that item arrives, and
-//!   its depth could then be anything), on itself through a cycle, or starts after a gap in its
-//!   client's clocks;
+//!   its depth could then be anything), on itself through a cycle (counting that yrs integrates
+//!   each client's blocks in clock order), or starts after a gap in its client's clocks;
 //! - the delete set names items nobody knows (yrs would keep those ranges and re-apply them on
 //!   every later update).
 //!
@@ -217,6 +217,8 @@ struct Resolver<'a> {
     parents: Vec<Option<ParentRef>>,
     /// Per client: its section, and the clock after its last block kept.
     sections: HashMap<u64, (usize, u32)>,
+    /// Per client: how many of its blocks are being resolved (on the walk's stack).
+    in_progress: HashMap<u64, usize>,
     repairs: Repairs,
 }
 
@@ -229,6 +231,7 @@ impl<'a> Resolver<'a> {
             state: vec![State::Absent; summary.blocks.len()],
             parents: vec![None; summary.blocks.len()],
             sections: HashMap::new(),
+            in_progress: HashMap::new(),
             repairs: Repairs::default(),
         }
     }
@@ -299,11 +302,9 @@ impl<'a> Resolver<'a> {
                 if let Some(slot) = self.parents.get_mut(index) {
                     *slot = trimmed;
                 }
-                let state = match trimmed {
-                    None => State::Done(Placement::Collected),
-                    Some(_) => State::Pending,
-                };
-                self.set(index, state);
+                // Collected blocks too: yrs integrates them in their client's order like any
+                // other, and a block referring to one waits until it is there.
+                self.set(index, State::Pending);
             }
             self.sections
                 .insert(section.client, (section_index, frontier));
@@ -321,7 +322,10 @@ impl<'a> Resolver<'a> {
     fn visit(&mut self, root: usize) -> Result<(), NestingError> {
         let mut stack = vec![root];
         while let Some(&index) = stack.last() {
-            self.set(index, State::InProgress);
+            if self.state.get(index) == Some(&State::Pending) {
+                self.set(index, State::InProgress);
+                *self.in_progress.entry(self.client_of(index)).or_default() += 1;
+            }
             let step = match self.step(index) {
                 Ok(step) => step,
                 Err(_) if self.repair => {
@@ -334,6 +338,9 @@ impl<'a> Resolver<'a> {
                 Step::Need(dependency) => stack.push(dependency),
                 Step::Done(placement) => {
                     self.set(index, State::Done(placement));
+                    if let Some(count) = self.in_progress.get_mut(&self.client_of(index)) {
+                        *count = count.saturating_sub(1);
+                    }
                     stack.pop();
                 }
             }
@@ -341,11 +348,31 @@ impl<'a> Resolver<'a> {
         Ok(())
     }
 
+    fn client_of(&self, index: usize) -> u64 {
+        self.summary.blocks.get(index).map_or(0, |b| b.client)
+    }
+
     /// The placement of block `index`, or the block it must wait for.
     fn step(&self, index: usize) -> Result<Step, NestingError> {
-        let (Some(Some(parent)), Some(block)) =
-            (self.parents.get(index), self.summary.blocks.get(index))
-        else {
+        let Some(block) = self.summary.blocks.get(index) else {
+            return Ok(Step::Done(Placement::Collected));
+        };
+        // yrs integrates each client's blocks in clock order: a block also waits for the one
+        // before it. (A reference to a later block of a client whose earlier block is still
+        // waiting is a cycle, found in `find`: yrs would leave them all pending for good.)
+        let first_of_section = self
+            .sections
+            .get(&block.client)
+            .and_then(|(section, _)| self.summary.sections.get(*section))
+            .is_none_or(|section| section.blocks.start == index);
+        if !first_of_section {
+            match self.state.get(index - 1) {
+                Some(State::Pending) => return Ok(Step::Need(index - 1)),
+                Some(State::InProgress) => return Err(NestingError::MissingDependency),
+                _ => {}
+            }
+        }
+        let Some(Some(parent)) = self.parents.get(index) else {
             return Ok(Step::Done(Placement::Collected));
         };
         let placement = match *parent {
@@ -413,9 +440,16 @@ impl<'a> Resolver<'a> {
         let all = self.summary.blocks.get(blocks.clone()).unwrap_or_default();
         let position = all.partition_point(|block| block.end() <= id.clock);
         let index = blocks.start + position;
+        if !blocks.contains(&index) {
+            return Err(NestingError::MissingDependency);
+        }
         match (self.summary.blocks.get(index), self.state.get(index)) {
             (Some(block), Some(state)) if block.clock <= id.clock => match state {
                 State::Done(placement) => Ok(Found::At(*placement)),
+                // Its client is waiting further down: it cannot go before that.
+                State::Pending if self.in_progress.get(&id.client).is_some_and(|n| *n > 0) => {
+                    Err(NestingError::MissingDependency)
+                }
                 State::Pending => Ok(Found::Block(index)),
                 // A cycle: yrs would park every block in it for good.
                 State::InProgress | State::Absent | State::Known => {

@@ -447,3 +447,108 @@ fn one_run_per_stretch_of_typing() {
     }
     assert_eq!(index.runs(), 1);
 }
+
+#[test]
+fn a_cycle_through_a_clients_clock_order_is_refused() {
+    // 5#0 is a map under 1#0; 1#0 sits after 5#1 (its origin). yrs integrates 5#0 before 5#1,
+    // so neither can go first: it would park them all (found by the hostile_update fuzzer).
+    let mut update = Vec::new();
+    write_var_u64(&mut update, 2);
+    // Client 5: two blocks.
+    write_var_u64(&mut update, 2);
+    write_var_u64(&mut update, 5);
+    write_var_u64(&mut update, 0);
+    update.push(0b0010_0000 | 7);
+    write_var_u64(&mut update, 0);
+    write_var_u64(&mut update, 1);
+    write_var_u64(&mut update, 0);
+    write_var_str(&mut update, "k");
+    update.push(1);
+    update.push(7);
+    write_var_u64(&mut update, 1);
+    write_var_str(&mut update, "nodes");
+    update.push(1);
+    // Client 1: one block after 5#1.
+    write_var_u64(&mut update, 1);
+    write_var_u64(&mut update, 1);
+    write_var_u64(&mut update, 0);
+    update.push(0b1000_0000 | 7);
+    write_var_u64(&mut update, 5);
+    write_var_u64(&mut update, 1);
+    update.push(1);
+    write_var_u64(&mut update, 0);
+    let summary = summarize_update(&update).unwrap();
+    assert_eq!(
+        resolve(&summary, &[&NestingIndex::new()]).unwrap_err(),
+        NestingError::MissingDependency
+    );
+    let resolution = resolve_repairing(&summary, &[&NestingIndex::new()]);
+    let repaired = repair_update_v1(&update, &summary, &resolution.repairs);
+    let doc = Doc::new();
+    doc.transact_mut()
+        .apply_update(Update::decode_v1(&repaired).unwrap())
+        .unwrap();
+    assert!(doc.transact().store().pending_update().is_none());
+}
+
+#[test]
+fn a_reference_past_the_end_of_a_clients_blocks_is_unknown() {
+    // 5#0 names 1#7 as its parent; client 1's blocks end at 1#1, and the next section (client
+    // 6's) must not be mistaken for it (found by the hostile_update fuzzer).
+    let mut update = Vec::new();
+    write_var_u64(&mut update, 3);
+    for client in [1, 6] {
+        write_var_u64(&mut update, 1);
+        write_var_u64(&mut update, client);
+        write_var_u64(&mut update, 0);
+        update.push(7);
+        write_var_u64(&mut update, 1);
+        write_var_str(&mut update, "nodes");
+        update.push(1);
+    }
+    write_var_u64(&mut update, 1);
+    write_var_u64(&mut update, 5);
+    write_var_u64(&mut update, 0);
+    update.push(8);
+    write_var_u64(&mut update, 0);
+    write_var_u64(&mut update, 1);
+    write_var_u64(&mut update, 7);
+    write_var_u64(&mut update, 1);
+    update.push(126);
+    write_var_u64(&mut update, 0);
+    let summary = summarize_update(&update).unwrap();
+    assert_eq!(
+        resolve(&summary, &[&NestingIndex::new()]).unwrap_err(),
+        NestingError::MissingDependency
+    );
+}
+
+#[test]
+fn a_reference_to_a_later_collected_range_of_the_same_client_is_a_cycle() {
+    // 1#0 sits after 1#5, inside the collected range that follows it: yrs cannot integrate
+    // 1#0 before that range, nor the range before 1#0 (found by the hostile_update fuzzer).
+    let mut update = Vec::new();
+    write_var_u64(&mut update, 1);
+    write_var_u64(&mut update, 2);
+    write_var_u64(&mut update, 1);
+    write_var_u64(&mut update, 0);
+    update.push(0b1000_0000 | 7);
+    write_var_u64(&mut update, 1);
+    write_var_u64(&mut update, 5);
+    update.push(1);
+    update.push(0);
+    write_var_u64(&mut update, 10);
+    write_var_u64(&mut update, 0);
+    let summary = summarize_update(&update).unwrap();
+    assert_eq!(
+        resolve(&summary, &[&NestingIndex::new()]).unwrap_err(),
+        NestingError::MissingDependency
+    );
+    let resolution = resolve_repairing(&summary, &[&NestingIndex::new()]);
+    let repaired = repair_update_v1(&update, &summary, &resolution.repairs);
+    let doc = Doc::new();
+    doc.transact_mut()
+        .apply_update(Update::decode_v1(&repaired).unwrap())
+        .unwrap();
+    assert!(doc.transact().store().pending_update().is_none());
+}
