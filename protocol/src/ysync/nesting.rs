@@ -189,7 +189,16 @@ pub fn resolve(
 pub fn resolve_repairing(summary: &UpdateSummary, known: &[&NestingIndex]) -> Resolution {
     Resolver::new(summary, known, true)
         .run()
-        .unwrap_or_else(|_| Resolution::default())
+        // Repairing turns every problem into a repair, so this cannot happen; if it did, the
+        // safe answer is to apply nothing of the update.
+        .unwrap_or_else(|_| Resolution {
+            placed: Vec::new(),
+            repairs: Repairs {
+                collect: Vec::new(),
+                keep: (0..summary.sections.len()).map(|s| (s, 0)).collect(),
+                deletes: Some(Vec::new()),
+            },
+        })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
