@@ -284,6 +284,12 @@ pub struct LiveConfig {
           value_parser = clap::value_parser!(u64).range(16..))]
     pub ws_outbound_queue_frames: u64,
 
+    /// Bytes queued for one slow client before it is disconnected with 1008. A frame counts at
+    /// most half of it, so documents larger than this still reach clients that read.
+    #[arg(long, env = "ATELIER_WS_OUTBOUND_QUEUE_BYTES", default_value_t = 4 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(64 * 1024..))]
+    pub ws_outbound_queue_bytes: u64,
+
     /// Largest session document, in bytes; updates beyond it are refused.
     #[arg(long, env = "ATELIER_MAX_DOC_BYTES", default_value_t = 16 * 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(1024..))]
@@ -316,6 +322,8 @@ impl LiveConfig {
             message_burst: per_sec.saturating_mul(5).max(1000),
             outbound_queue_frames: usize::try_from(self.ws_outbound_queue_frames)
                 .unwrap_or(usize::MAX),
+            outbound_queue_bytes: usize::try_from(self.ws_outbound_queue_bytes)
+                .unwrap_or(usize::MAX),
             ..Default::default()
         }
     }
@@ -327,6 +335,7 @@ impl LiveConfig {
                 .unwrap_or(usize::MAX),
             compact_interval: std::time::Duration::from_secs(self.compact_interval_s),
             idle_unload: std::time::Duration::from_secs(self.session_idle_unload_s),
+            ..Default::default()
         }
     }
 }

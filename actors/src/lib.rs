@@ -5,16 +5,19 @@
 //! - [`registry`] — [`SessionRegistryHandle`]: finds or starts the one [`SessionActor`] of each
 //!   live session (under an actix `Supervisor`), plus helpers the HTTP API calls (kick the
 //!   connections of an account, link or token, change a role, broadcast a job event, read the
-//!   graph, make a server edit, flush, shutdown).
+//!   graph, make a server edit, flush, shutdown) and the relay's deliveries from other nodes.
 //! - [`admission`] — [`Admission`]s: every connection let in, counted against the
 //!   [`AdmissionCaps`] and found by kicks even while it is still joining.
-//! - [`session`] — [`SessionActor`]: owns a session's yrs document and awareness, its
-//!   participants, group-committed persistence and compaction; its [`session::messages`].
+//! - [`session`] — [`SessionActor`]: owns a session's yrs document (with its nesting index) and
+//!   awareness (with who owns which presence), its participants, group-committed persistence and
+//!   compaction; its [`session::messages`]; [`session::rebuild_document`] for readers outside a
+//!   live session.
 //! - [`connection`] — [`ConnectionActor`] and [`start_connection`]: one WebSocket each:
 //!   heartbeat, rate and size limits, decoding.
 //! - [`socket`] — the WebSocket transport actors use on a socket the server took over after the
 //!   HTTP upgrade ([`socket::WsReader`], [`socket::WsWriter`]); no buffers while idle.
-//! - [`outbound`] — [`Outbound`], what a session sends a connection, and the bounded [`Outbox`].
+//! - [`outbound`] — [`Outbound`], what a session sends a connection, and the [`Outbox`], bounded
+//!   in frames and bytes.
 //! - [`store`] — the [`DocStore`] port; [`memory_store`] — [`MemoryDocStore`] for tests.
 //! - [`relay`] — the [`Relay`] port to the other nodes of a cluster ([`NoRelay`] on one node).
 //! - [`jobs`] — the [`JobsSnapshot`] port (`session.hello`'s job list).
@@ -25,9 +28,9 @@
 //! `session::messages::InjectPanic` for supervision tests elsewhere (e.g. the server's).
 //!
 //! The flow of one edit: socket → `ConnectionActor` (size, rate, `decode_frame`) →
-//! [`session::messages::Inbound`] → `SessionActor` (role check, validation, size limit) →
-//! [`DocStore::append`] (batched) → apply to the document → [`Outbound`] to the other
-//! connections.
+//! [`session::messages::Inbound`] → `SessionActor` (role check, validation, nesting check, size
+//! limit) → [`DocStore::append`] (batched) → apply to the document (`ysync::integrate`) →
+//! [`Outbound`] to the other connections.
 
 pub mod admission;
 pub mod connection;
@@ -47,7 +50,7 @@ pub use connection::{start_connection, ConnectionActor, ConnectionConfig};
 pub use jobs::{JobsSnapshot, NoJobs};
 pub use limits::{ConnectionLimits, SessionLimits};
 pub use memory_store::MemoryDocStore;
-pub use outbound::{Outbound, OutboundFrame, Outbox};
+pub use outbound::{Outbound, OutboundFrame, Outbox, OutboxBudget};
 pub use registry::{RegistryConfig, SessionRegistryHandle};
 pub use relay::{NoRelay, Relay};
 pub use session::{Identity, Participant, SessionActor};

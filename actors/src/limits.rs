@@ -17,10 +17,24 @@ pub struct ConnectionLimits {
     /// Frames the server may have queued for this client before it counts as too slow
     /// (close 1008 "too slow; resync"). Frames are never dropped from an open connection.
     pub outbound_queue_frames: usize,
+    /// Bytes the server may have queued for this client before it counts as too slow (same
+    /// close). A frame counts at most half of it, so a document larger than the budget still
+    /// reaches a client that reads; see [`crate::outbound`].
+    pub outbound_queue_bytes: usize,
     /// How often the server pings. Browsers answer pings themselves.
     pub ping_interval: Duration,
     /// Silence after which the client is considered gone (close 1001).
     pub client_timeout: Duration,
+}
+
+impl ConnectionLimits {
+    /// The outbound queue's budget, for an [`crate::Outbox`].
+    pub fn outbox_budget(&self) -> crate::OutboxBudget {
+        crate::OutboxBudget {
+            frames: self.outbound_queue_frames,
+            bytes: self.outbound_queue_bytes,
+        }
+    }
 }
 
 impl Default for ConnectionLimits {
@@ -30,6 +44,7 @@ impl Default for ConnectionLimits {
             max_messages_per_sec: 200,
             message_burst: 1000,
             outbound_queue_frames: 1024,
+            outbound_queue_bytes: 4 * 1024 * 1024,
             ping_interval: Duration::from_secs(5),
             client_timeout: Duration::from_secs(30),
         }
@@ -49,7 +64,20 @@ pub struct SessionLimits {
     pub compact_interval: Duration,
     /// Unload a session (after flushing) once it has had no participants for this long.
     pub idle_unload: Duration,
+    /// Presence (awareness states, as JSON) one connection may hold. A state that would take it
+    /// over closes the connection with 1008.
+    pub max_presence_bytes_per_connection: usize,
+    /// Presence all participants together may hold (every joiner receives all of it). A new or
+    /// larger state that does not fit is not applied and not relayed.
+    pub max_presence_bytes_per_session: usize,
 }
+
+/// Default of [`SessionLimits::max_presence_bytes_per_connection`]: a cursor, a selection and a
+/// name weigh well under a kilobyte.
+pub const MAX_PRESENCE_BYTES_PER_CONNECTION: usize = 64 * 1024;
+
+/// Default of [`SessionLimits::max_presence_bytes_per_session`].
+pub const MAX_PRESENCE_BYTES_PER_SESSION: usize = 1024 * 1024;
 
 impl Default for SessionLimits {
     fn default() -> Self {
@@ -58,6 +86,8 @@ impl Default for SessionLimits {
             compact_every_updates: 500,
             compact_interval: Duration::from_secs(60),
             idle_unload: Duration::from_secs(60),
+            max_presence_bytes_per_connection: MAX_PRESENCE_BYTES_PER_CONNECTION,
+            max_presence_bytes_per_session: MAX_PRESENCE_BYTES_PER_SESSION,
         }
     }
 }

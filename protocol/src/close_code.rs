@@ -28,3 +28,6 @@ pub const CREDENTIAL_ENDED: u16 = 4401;
 pub const ACCESS_REVOKED: u16 = 4403;
 /// The session was deleted.
 pub const SESSION_DELETED: u16 = 4404;
+/// A document update the server will not store (shared types nested too deep, or depending on
+/// or deleting items the session does not have). Final: the client would send it again.
+pub const UPDATE_REFUSED: u16 = 4422;

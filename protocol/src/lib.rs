@@ -7,7 +7,9 @@
 //!   studio events and type 101 previews), [`ysync::decode_frame`] / [`ysync::encode_frame`], and
 //!   bounded validators for the Yjs payloads inside frames ([`ysync::decode_update`],
 //!   [`ysync::decode_awareness`], [`ysync::decode_state_vector`]). Decoders never panic and never
-//!   trust a length prefix; errors carry the close code to answer with.
+//!   trust a length prefix; errors carry the close code to answer with. Also the bound on how
+//!   deep shared types nest ([`ysync::nesting`], on [`ysync::summarize_update`]'s structure) and
+//!   the one way updates enter a session document ([`ysync::integrate`]).
 //! - [`events`] — [`events::StudioEvent`], the JSON carried by type-100 frames.
 //! - [`ids`] — typed id newtypes (`SessionId`, `JobId`, …) made by one macro.
 //! - [`role`] — [`Role`]: `owner`, `editor`, `viewer`.

@@ -139,7 +139,7 @@ impl ConnectionActor {
     fn join(&mut self, ctx: &mut Context<Self>) {
         let outbox = Outbox::new(
             ctx.address().recipient(),
-            self.config.limits.outbound_queue_frames,
+            self.config.limits.outbox_budget(),
         );
         let registry = self.config.registry.clone();
         let session_id = self.config.session_id;

@@ -3,7 +3,13 @@
 //! An accepted update is queued; at most one `append` is in flight, and everything that arrives
 //! meanwhile goes into the next one, as one transaction, in arrival order (group commit). Only
 //! when an append succeeds are its updates applied to the document and fanned out — so no peer
-//! ever receives an update that a crash could lose. If an append fails, the connections whose
+//! ever receives an update that a crash could lose.
+//!
+//! Updates queued or in flight are not in the document yet, but later updates may build on
+//! them: their items are placed in a second nesting index (`queued`) that the nesting check of
+//! the next updates consults after the document's. When a batch is applied it goes through
+//! `doc::integrate` again, against the document alone — the same path as a load from storage —
+//! so the document's index stays exact even if yrs refused part of an earlier update. If an append fails, the connections whose
 //! updates were in it are closed with 1011 (their clients resend on resync); nothing is dropped
 //! silently.
 //!
@@ -21,12 +27,14 @@ use std::time::Duration;
 use actix::prelude::*;
 use atelier_protocol::close_code;
 use atelier_protocol::ids::ConnectionId;
+use atelier_protocol::ysync::nesting::Placed;
+use atelier_protocol::ysync::NestingIndex;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-use yrs::{Transact, Update};
 
-use super::{doc, Phase, SessionActor};
+use super::doc::{self, Integrated};
+use super::{Phase, SessionActor};
 use crate::store::DocStoreError;
 use crate::telemetry;
 
@@ -36,15 +44,24 @@ const COMPACTION_RETRY: Duration = Duration::from_secs(5);
 /// An accepted update waiting to be stored.
 pub(crate) struct PendingUpdate {
     pub(crate) from: ConnectionId,
-    pub(crate) update: Update,
     /// The v1 bytes to store (moved out when the batch is sent).
     pub(crate) bytes: Vec<u8>,
-    /// The encoded sync-update frame to fan out once stored.
+    /// The encoded sync-update frame to fan out once stored; the update is its tail.
     pub(crate) frame: Bytes,
     pub(crate) len: usize,
     /// Told when the update is stored and applied (or could not be stored): server edits wait
     /// for it, so that nothing reports success before its change is durable.
     pub(crate) stored: Option<StoredReply>,
+    /// Its new items and where they sit, as found when it was accepted.
+    pub(crate) placed: Vec<Placed>,
+}
+
+impl PendingUpdate {
+    /// The v1 update (the tail of the frame).
+    fn update(&self) -> Bytes {
+        self.frame
+            .slice(self.frame.len().saturating_sub(self.len)..)
+    }
 }
 
 type StoredReply = oneshot::Sender<Result<(), DocStoreError>>;
@@ -55,6 +72,8 @@ type FlushReply = oneshot::Sender<Result<(), DocStoreError>>;
 pub(crate) struct Durability {
     pending: VecDeque<PendingUpdate>,
     appending: bool,
+    /// Items of the updates queued or in flight (see the module docs).
+    queued: NestingIndex,
     /// Bytes of updates accepted but not yet applied (queued or in flight).
     unapplied_bytes: usize,
     /// Estimated size of the stored document: exact after load or compaction, then grown by
@@ -121,6 +140,21 @@ impl Durability {
         self.doc_bytes = doc_bytes;
     }
 
+    /// Where the items of updates accepted but not applied yet sit.
+    pub(crate) fn queued(&self) -> &NestingIndex {
+        &self.queued
+    }
+
+    /// Rebuilds [`Self::queued`] from the updates still pending, once a batch is done.
+    fn requeue(&mut self, document: &NestingIndex) {
+        self.queued.clear();
+        for pending in &self.pending {
+            for placed in &pending.placed {
+                self.queued.record(placed, document.end(placed.client));
+            }
+        }
+    }
+
     /// Forgets everything (restart): waiters learn their flush did not happen.
     pub(crate) fn abandon(&mut self, error: DocStoreError) {
         for waiter in self.waiters.drain(..) {
@@ -164,48 +198,52 @@ impl Durability {
 }
 
 impl SessionActor {
-    /// Queues a validated update from `from` for the next append.
+    /// Queues a validated, placed update from `from` for the next append.
     pub(crate) fn enqueue_update(
         &mut self,
         from: ConnectionId,
-        update: Update,
         bytes: Vec<u8>,
+        placed: Vec<Placed>,
         ctx: &mut Context<Self>,
     ) {
-        self.enqueue(from, update, bytes, None, ctx);
+        self.enqueue(from, bytes, placed, None, ctx);
     }
 
     /// Queues an update the server made itself; the receiver learns when it is stored.
     pub(crate) fn enqueue_server_update(
         &mut self,
-        update: Update,
         bytes: Vec<u8>,
+        placed: Vec<Placed>,
         ctx: &mut Context<Self>,
     ) -> oneshot::Receiver<Result<(), DocStoreError>> {
         let (tx, rx) = oneshot::channel();
-        self.enqueue(super::messages::SERVER_ORIGIN, update, bytes, Some(tx), ctx);
+        self.enqueue(super::messages::SERVER_ORIGIN, bytes, placed, Some(tx), ctx);
         rx
     }
 
     fn enqueue(
         &mut self,
         from: ConnectionId,
-        update: Update,
         bytes: Vec<u8>,
+        placed: Vec<Placed>,
         stored: Option<StoredReply>,
         ctx: &mut Context<Self>,
     ) {
         let frame = Bytes::from(atelier_protocol::ysync::encode_update_frame(&bytes));
         let len = bytes.len();
+        for item in &placed {
+            let floor = self.nesting.end(item.client);
+            self.durability.queued.record(item, floor);
+        }
         self.durability.unapplied_bytes += len;
         self.durability.accepted += 1;
         self.durability.pending.push_back(PendingUpdate {
             from,
-            update,
             bytes,
             frame,
             len,
             stored,
+            placed,
         });
         self.progress(ctx);
     }
@@ -305,31 +343,41 @@ impl SessionActor {
                 if d.tail_due(self.deps.limits.compact_every_updates) {
                     d.compact_requested = true;
                 }
-                self.full_state_frame = None;
                 for (seq, mut pending) in (first_seq..).zip(batch) {
                     self.replica.applied.insert(seq);
                     let stored = pending.stored.take();
-                    let applied = self
-                        .awareness
-                        .doc()
-                        .transact_mut()
-                        .apply_update(pending.update);
-                    match applied {
-                        Ok(()) => {
-                            metrics::counter!(telemetry::DOC_UPDATES).increment(1);
-                            self.peers
-                                .broadcast(&pending.frame, |id, _| id != pending.from);
+                    let update = pending.update();
+                    let integrated =
+                        doc::integrate(self.awareness.doc(), &mut self.nesting, &update);
+                    self.cache.changed();
+                    let frame = match integrated {
+                        Ok(Integrated::AsIs) => Some(pending.frame),
+                        // Something it built on did not make it into the document: peers get
+                        // what was applied.
+                        Ok(Integrated::Repaired(repaired)) => {
+                            tracing::warn!(session = %self.id, "stored update applied in part");
+                            Some(Bytes::from(atelier_protocol::ysync::encode_update_frame(
+                                &repaired,
+                            )))
                         }
                         // Stored but refused by yrs: not fanned out (it would not apply for
                         // other peers either); the next compaction drops it.
-                        Err(error) => tracing::warn!(
-                            session = %self.id, %error, "stored update could not be applied"
-                        ),
+                        Err(error) => {
+                            tracing::warn!(
+                                session = %self.id, %error, "stored update could not be applied"
+                            );
+                            None
+                        }
+                    };
+                    if let Some(frame) = frame {
+                        metrics::counter!(telemetry::DOC_UPDATES).increment(1);
+                        self.peers.broadcast(&frame, |id, _| id != pending.from);
                     }
                     if let Some(stored) = stored {
                         let _ = stored.send(Ok(()));
                     }
                 }
+                self.durability.requeue(&self.nesting);
                 self.durability.settle_updates(batch_len);
                 if let Some(updates) = relayed {
                     self.publish_updates(first_seq, updates);
@@ -363,6 +411,7 @@ impl SessionActor {
                 d.pending.retain(|p| !authors.contains(&p.from));
                 let dropped = before - d.pending.len();
                 d.unapplied_bytes = d.pending.iter().map(|p| p.len).sum();
+                d.requeue(&self.nesting);
                 d.settle_updates(batch_len + dropped);
                 for author in authors {
                     self.remove_peer(
@@ -393,7 +442,11 @@ impl SessionActor {
         if !(flushing || (d.compact_requested && !backing_off)) {
             return;
         }
-        let snapshot = doc::full_state(self.awareness.doc());
+        let snapshot = self
+            .cache
+            .full_state(self.awareness.doc())
+            .update()
+            .to_vec();
         // Only what is applied here without a hole may be folded into the snapshot (updates
         // above a hole are in the snapshot too, and stay in the log: applying twice is a no-op).
         let upto_seq = self.replica.applied.watermark();

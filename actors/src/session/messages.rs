@@ -425,9 +425,8 @@ impl Handler<ServerEdit> for SessionActor {
                     .apply_update(current)
                     .map_err(|e| LiveDocError::InvalidEdit(e.to_string()))?;
                 let bytes = (msg.edit)(&copy).map_err(LiveDocError::InvalidEdit)?;
-                let update = atelier_protocol::ysync::decode_update(&bytes)
-                    .map_err(|e| LiveDocError::InvalidEdit(e.to_string()))?;
-                Ok(act.enqueue_server_update(update, bytes, ctx))
+                act.accept_server_update(bytes, ctx)
+                    .map_err(LiveDocError::InvalidEdit)
             })
             .unwrap_or(Err(LiveDocError::Unloaded));
         Box::pin(async move {

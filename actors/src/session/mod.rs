@@ -4,8 +4,11 @@
 //! - [`messages`]: the messages it accepts (one struct each) and their handlers.
 //! - `peers`: participants and how frames reach them (bounded, never silently dropped).
 //! - `sync`: y-sync and awareness frames coming from participants.
+//! - `presence`: awareness ownership and presence bounds.
 //! - `durability`: group commit of updates to the [`DocStore`], compaction, flush.
-//! - `doc`: rebuilding the yrs document from storage; "does this update add anything?".
+//! - `doc`: rebuilding the yrs document from storage, integrating updates within the nesting
+//!   bound, what is encoded once per change; "does this update add anything?".
+//! - `presence`: who may change which awareness state, and how much presence may weigh.
 //! - [`replica`]: the session as one of several replicas in a cluster — updates, presence and
 //!   events relayed from other nodes, gaps in the applied `seq`s repaired from storage.
 //! - `view`: what the server reads from the live document (the graph jobs run).
@@ -20,6 +23,7 @@ mod doc;
 mod durability;
 pub mod messages;
 mod peers;
+mod presence;
 pub mod replica;
 mod sync;
 mod view;
@@ -33,18 +37,21 @@ use actix::prelude::*;
 use atelier_protocol::close_code;
 use atelier_protocol::events::StudioEvent;
 use atelier_protocol::ids::ConnectionId;
-use atelier_protocol::ysync::{encode_awareness, Frame};
+use atelier_protocol::ysync::{Frame, NestingIndex};
 use atelier_protocol::SessionId;
-use bytes::Bytes;
 use tokio::time::Instant;
 use yrs::sync::Awareness;
-use yrs::{ClientID, Doc, ReadTxn, Transact};
+use yrs::{Doc, ReadTxn, Transact};
 
 pub use peers::{Identity, Participant};
+#[cfg(test)]
+pub(crate) use sync::pause_diffs;
 
+use self::doc::DocCache;
 use self::durability::Durability;
 use self::messages::{JoinError, Joined};
 use self::peers::Peers;
+use self::presence::Presence;
 use self::replica::Replica;
 use crate::jobs::JobsSnapshot;
 use crate::limits::SessionLimits;
@@ -76,12 +83,16 @@ enum Phase {
     Unloaded,
 }
 
+/// Rebuilds a document from its stored form exactly as a session loads it: validated, nesting
+/// bounded (what a server without that check stored is repaired), poison parts skipped. For
+/// code that reads a document outside its live session.
+pub fn rebuild_document(stored: &StoredDoc) -> Doc {
+    doc::rebuild(None, stored).doc
+}
+
 /// Process-wide, so ids never repeat across sessions or restarts and a stale `Leave` from a
 /// connection of a previous incarnation cannot hit a new participant.
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
-
-/// How many awareness client ids one connection may control (a browser tab uses one).
-const MAX_AWARENESS_STATES_PER_CONNECTION: usize = 8;
 
 /// One live studio session. Created by [`crate::SessionRegistryHandle`]; talk to it only through
 /// the messages in [`messages`].
@@ -92,10 +103,15 @@ pub struct SessionActor {
     phase: Phase,
     /// The document lives inside the awareness (yrs ties them together).
     awareness: Awareness,
-    /// The step 2 that answers an empty state vector (a fresh client), encoded once and kept
-    /// until the document changes: after a deploy every client rejoins at once, and encoding a
-    /// large document for each of them would hold the session up for a noticeable time.
-    full_state_frame: Option<Bytes>,
+    /// Where every item of the document sits (type depth); see `ysync::nesting`.
+    nesting: NestingIndex,
+    /// The full state (the step 2 answering a fresh client, the source of every other answer)
+    /// and the deleted ranges, encoded once and kept until the document changes: after a deploy
+    /// every client rejoins at once, and encoding a large document for each of them would hold
+    /// the session up for a noticeable time.
+    cache: DocCache,
+    /// Who owns which awareness state; presence bounds.
+    presence: Presence,
     peers: Peers,
     durability: Durability,
     /// Which committed updates are applied here; presence from other nodes.
@@ -117,7 +133,9 @@ impl SessionActor {
             registry,
             phase: Phase::Loading,
             awareness: Awareness::new(Doc::new()),
-            full_state_frame: None,
+            nesting: NestingIndex::new(),
+            cache: DocCache::default(),
+            presence: Presence::default(),
             peers: Peers::default(),
             durability: Durability::default(),
             replica: Replica::default(),
@@ -190,10 +208,13 @@ impl SessionActor {
                 return;
             }
         };
-        let (doc, skipped) = doc::rebuild(self.id, &stored);
-        self.awareness = Awareness::new(doc);
-        self.full_state_frame = None;
-        let doc_bytes = doc::encoded_len(self.awareness.doc());
+        let rebuilt = doc::rebuild(Some(self.id), &stored);
+        let skipped = rebuilt.skipped;
+        self.awareness = Awareness::new(rebuilt.doc);
+        self.nesting = rebuilt.nesting;
+        self.cache.reset();
+        self.presence = Presence::default();
+        let doc_bytes = self.cache.full_state(self.awareness.doc()).len();
         let tail_bytes = stored.updates.iter().map(|(_, u)| u.len()).sum();
         self.durability
             .loaded(stored.updates.len(), tail_bytes, doc_bytes);
@@ -288,12 +309,15 @@ impl SessionActor {
         let role = participant.role;
         let wants_events = participant.wants_events;
         self.peers.insert(id, outbox, participant);
+        if let Some(peer) = self.peers.get_mut(id) {
+            peer.joined_at = self.cache.generation();
+        }
         self.empty_since = None;
 
         // Like the y-websocket server: our step 1 first, then the awareness states we know.
         let sv = self.awareness.doc().transact().state_vector();
         self.peers.send_frame(id, &Frame::step1(sv));
-        if let Some(states) = self.awareness_states() {
+        if let Some(states) = self.presence.states_frame(&self.awareness) {
             self.peers.send_to(id, states);
         }
         if let Some(info) = self.peers.get(id).map(|peer| peer.info(id)) {
@@ -340,15 +364,9 @@ impl SessionActor {
         );
     }
 
-    /// Every awareness state we hold, encoded as an awareness frame (None if there are none).
-    fn awareness_states(&self) -> Option<Bytes> {
-        let update = self.awareness.update().ok()?;
-        (!update.clients.is_empty())
-            .then(|| Bytes::from(Frame::Awareness(encode_awareness(&update)).encode()))
-    }
-
     /// Removes a participant: optionally closes its socket, withdraws the awareness states it
-    /// controlled (announced to everyone, like y-websocket) and announces its departure.
+    /// controlled or hands them to the connection that claimed them (announced to everyone,
+    /// like y-websocket) and announces its departure.
     fn remove_peer(&mut self, id: ConnectionId, close: Option<(u16, &str)>) {
         let Some(peer) = self.peers.remove(id) else {
             return;
@@ -356,21 +374,10 @@ impl SessionActor {
         if let Some((code, reason)) = close {
             peer.outbox.close(code, reason);
         }
-        if !peer.awareness_ids.is_empty() {
-            let clients: Vec<ClientID> = peer
-                .awareness_ids
-                .iter()
-                .map(|c| ClientID::new(*c))
-                .collect();
-            for client in &clients {
-                self.awareness.remove_state(*client);
-            }
-            if let Ok(update) = self.awareness.update_with_clients(clients) {
-                let payload = encode_awareness(&update);
-                let frame = Bytes::from(Frame::Awareness(payload.clone()).encode());
-                self.peers.broadcast(&frame, |_, _| true);
-                self.publish_awareness(payload);
-            }
+        let limits = &self.deps.limits;
+        if let Some(frame) = self.presence.leave(&mut self.awareness, id, limits) {
+            self.peers.broadcast(&frame, |_, _| true);
+            self.publish_awareness_frame(&frame);
         }
         self.peers.broadcast_event(
             &StudioEvent::ParticipantLeft { connection_id: id },
@@ -457,7 +464,9 @@ impl Supervised for SessionActor {
         self.durability
             .abandon(DocStoreError::backend("session restarted before flushing"));
         self.awareness = Awareness::new(Doc::new());
-        self.full_state_frame = None;
+        self.nesting = NestingIndex::new();
+        self.cache.reset();
+        self.presence = Presence::default();
         self.replica = Replica::default();
         self.phase = Phase::Loading;
         self.empty_since = Some(Instant::now());

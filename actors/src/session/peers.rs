@@ -1,6 +1,6 @@
 //! The participants of a session and how frames reach them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use atelier_protocol::events::{ParticipantInfo, StudioEvent};
 use atelier_protocol::ids::{AccountId, ConnectionId, ShareLinkId};
@@ -8,6 +8,7 @@ use atelier_protocol::ysync::Frame;
 use atelier_protocol::Role;
 use bytes::Bytes;
 
+use super::sync::Step2Answer;
 use crate::admission::Admission;
 use crate::outbound::{Outbox, QueueFull};
 
@@ -53,10 +54,21 @@ impl Participant {
 pub(crate) struct Peer {
     pub(crate) outbox: Outbox,
     pub(crate) participant: Participant,
-    /// Awareness client ids this connection controls; removed (and announced) when it leaves.
-    pub(crate) awareness_ids: BTreeSet<u64>,
-    /// Frames held back until `session.hello` has been sent (events clients get it first).
-    held: Option<Vec<Bytes>>,
+    /// Whether a sync step 2 for this connection is being encoded (and which step 1 came in
+    /// meanwhile): at most one encoding per connection at a time.
+    pub(crate) step2: Step2Answer,
+    /// The document's generation when it joined: any full state encoded since then, plus the
+    /// updates sent to it, is the whole document (see `doc::DocCache`).
+    pub(crate) joined_at: u64,
+    /// Frames held back until `session.hello` has been sent (events clients get it first), and
+    /// what they count against the outbound budget.
+    held: Option<Held>,
+}
+
+#[derive(Default)]
+struct Held {
+    frames: Vec<Bytes>,
+    charge: usize,
 }
 
 impl Peer {
@@ -72,11 +84,16 @@ impl Peer {
     fn send(&mut self, bytes: Bytes) -> Result<(), QueueFull> {
         match &mut self.held {
             // Held frames count against the same budget as queued ones.
-            Some(held) if held.len() + self.outbox.queued() >= self.outbox.capacity() => {
-                Err(QueueFull)
-            }
             Some(held) => {
-                held.push(bytes);
+                let charge = self.outbox.charge(bytes.len());
+                if !self
+                    .outbox
+                    .fits(held.frames.len() + 1, held.charge.saturating_add(charge))
+                {
+                    return Err(QueueFull);
+                }
+                held.frames.push(bytes);
+                held.charge = held.charge.saturating_add(charge);
                 Ok(())
             }
             None => self.outbox.try_send(bytes),
@@ -94,13 +111,14 @@ pub(crate) struct Peers {
 
 impl Peers {
     pub(crate) fn insert(&mut self, id: ConnectionId, outbox: Outbox, participant: Participant) {
-        let held = participant.wants_events.then(Vec::new);
+        let held = participant.wants_events.then(Held::default);
         self.peers.insert(
             id,
             Peer {
                 outbox,
                 participant,
-                awareness_ids: BTreeSet::new(),
+                step2: Step2Answer::default(),
+                joined_at: 0,
                 held,
             },
         );
@@ -132,10 +150,6 @@ impl Peers {
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (ConnectionId, &Peer)> {
         self.peers.iter().map(|(id, peer)| (*id, peer))
-    }
-
-    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (ConnectionId, &mut Peer)> {
-        self.peers.iter_mut().map(|(id, peer)| (*id, peer))
     }
 
     pub(crate) fn drain(&mut self) -> impl Iterator<Item = (ConnectionId, Peer)> {
@@ -210,7 +224,7 @@ impl Peers {
         };
         let held = peer.held.take().unwrap_or_default();
         let hello = encode_event(hello).into_iter();
-        for bytes in hello.chain(held) {
+        for bytes in hello.chain(held.frames) {
             if peer.outbox.try_send(bytes).is_err() {
                 self.slow.push(id);
                 return;

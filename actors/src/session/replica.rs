@@ -19,16 +19,19 @@
 //! node so they can be withdrawn when that node dies or leaves ([`NodeGone`]).
 
 use std::collections::{BTreeSet, HashMap};
+
 use std::time::Duration;
 
 use actix::prelude::*;
 use atelier_protocol::events::StudioEvent;
+use atelier_protocol::ids::ConnectionId;
 use atelier_protocol::relay::RelayMessage;
-use atelier_protocol::ysync::{decode_awareness, decode_update, encode_awareness, Frame};
+use atelier_protocol::ysync::integrate::Integrated;
+use atelier_protocol::ysync::{decode_awareness, decode_frame, encode_awareness, Frame};
 use bytes::Bytes;
-use yrs::{ClientID, ReadTxn, Transact};
+use yrs::{ReadTxn, Transact};
 
-use super::{Phase, SessionActor};
+use super::{doc, Phase, SessionActor, NEXT_CONNECTION_ID};
 use crate::store::StoredDoc;
 use crate::telemetry;
 
@@ -98,22 +101,29 @@ impl AppliedSeqs {
     }
 }
 
-/// Replica state of a session: what is applied, and what presence came from where.
+/// Replica state of a session: what is applied, and which presence holder stands for which
+/// other node.
 #[derive(Debug, Default)]
 pub(crate) struct Replica {
     pub(crate) applied: AppliedSeqs,
     /// A repair is scheduled or running.
     repairing: bool,
-    /// Awareness client ids whose state came through the relay, by the node it came from.
-    remote_presence: HashMap<String, BTreeSet<u64>>,
+    /// A relayed update arrived before something it builds on and was left for a repair.
+    waiting: bool,
+    /// The presence holder (an id no connection has) of each node that relayed presence here.
+    nodes: HashMap<String, ConnectionId>,
 }
 
 impl Replica {
-    /// A local connection now controls `client`'s presence (it moved here from another node).
-    pub(crate) fn claim_presence(&mut self, client: u64) {
-        for clients in self.remote_presence.values_mut() {
-            clients.remove(&client);
-        }
+    /// The presence holder standing for `node`, made on first use.
+    fn holder(&mut self, node: String) -> ConnectionId {
+        *self.nodes.entry(node).or_insert_with(|| {
+            ConnectionId(NEXT_CONNECTION_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+        })
+    }
+
+    fn is_node(&self, id: ConnectionId) -> bool {
+        self.nodes.values().any(|holder| *holder == id)
     }
 }
 
@@ -182,9 +192,12 @@ impl SessionActor {
         }
     }
 
-    /// Publishes an awareness update that local connections caused.
-    pub(crate) fn publish_awareness(&self, payload: Vec<u8>) {
-        if self.clustered() {
+    /// Publishes an awareness change this node's connections made (the frame they were sent).
+    pub(crate) fn publish_awareness_frame(&self, frame: &[u8]) {
+        if !self.clustered() {
+            return;
+        }
+        if let Ok(Frame::Awareness(payload)) = decode_frame(frame) {
             self.deps.relay.publish(RelayMessage::Awareness {
                 session: self.id,
                 payload,
@@ -202,26 +215,41 @@ impl SessionActor {
         }
     }
 
-    fn apply_remote(&mut self, seq: i64, bytes: &[u8]) {
+    /// Applies a committed update another node relayed (or the log gave back). `in_order`: every
+    /// `seq` before it is applied here (a repair reads the log in order), so whatever it builds
+    /// on is here and it goes through the repairing path like a stored update. A relayed one may
+    /// arrive before an update it builds on: then it is left for the repair, which applies both
+    /// in order.
+    fn apply_remote(&mut self, seq: i64, bytes: &[u8], in_order: bool) {
         if self.replica.applied.contains(seq) {
             return;
         }
-        // Another node validated and committed it; the structural check is cheap insurance
-        // against a foreign publisher on the channel.
-        match decode_update(bytes) {
-            Ok(update) => match self.awareness.doc().transact_mut().apply_update(update) {
-                Ok(()) => {
-                    self.full_state_frame = None;
-                    self.durability.grow(bytes.len());
-                    let frame = Bytes::from(atelier_protocol::ysync::encode_update_frame(bytes));
-                    self.peers.broadcast(&frame, |_, _| true);
-                }
-                Err(error) => {
-                    tracing::warn!(session = %self.id, seq, %error, "relayed update not applied")
-                }
-            },
+        let doc = self.awareness.doc();
+        let result = if in_order {
+            doc::integrate(doc, &mut self.nesting, bytes).map(Some)
+        } else {
+            doc::integrate_complete(doc, &mut self.nesting, bytes)
+        };
+        match result {
+            Ok(Some(integrated)) => {
+                self.cache.changed();
+                self.durability.grow(bytes.len());
+                let frame = match integrated {
+                    Integrated::AsIs => {
+                        Bytes::from(atelier_protocol::ysync::encode_update_frame(bytes))
+                    }
+                    Integrated::Repaired(repaired) => {
+                        Bytes::from(atelier_protocol::ysync::encode_update_frame(&repaired))
+                    }
+                };
+                self.peers.broadcast(&frame, |_, _| true);
+            }
+            Ok(None) => {
+                self.replica.waiting = true;
+                return;
+            }
             Err(error) => {
-                tracing::warn!(session = %self.id, seq, %error, "relayed update is malformed")
+                tracing::warn!(session = %self.id, seq, %error, "relayed update not applied")
             }
         }
         self.replica.applied.insert(seq);
@@ -229,7 +257,7 @@ impl SessionActor {
 
     fn receive_remote_updates(&mut self, msg: RemoteUpdates, ctx: &mut Context<Self>) {
         for (seq, bytes) in (msg.first_seq..).zip(&msg.updates) {
-            self.apply_remote(seq, bytes);
+            self.apply_remote(seq, bytes, false);
         }
         self.settle();
         self.watch_for_gaps(ctx);
@@ -237,7 +265,8 @@ impl SessionActor {
 
     /// Schedules a repair if some `seq` is missing (at once if too many are out of order).
     pub(crate) fn watch_for_gaps(&mut self, ctx: &mut Context<Self>) {
-        if !self.replica.applied.has_gap() || self.replica.repairing {
+        let behind = self.replica.applied.has_gap() || self.replica.waiting;
+        if !behind || self.replica.repairing {
             return;
         }
         self.replica.repairing = true;
@@ -248,7 +277,7 @@ impl SessionActor {
         };
         ctx.run_later(wait, |act, ctx| {
             act.guard(ctx, |act, ctx| {
-                if act.replica.applied.has_gap() {
+                if act.replica.applied.has_gap() || act.replica.waiting {
                     act.repair(ctx);
                 } else {
                     act.replica.repairing = false;
@@ -279,12 +308,16 @@ impl SessionActor {
                 act.guard(ctx, |act, ctx| match result {
                     Ok(Ok(updates)) => {
                         tracing::debug!(session = %act.id, after, count = updates.len(), "gap repaired");
+                        act.replica.waiting = false;
                         for (seq, bytes) in &updates {
-                            act.apply_remote(*seq, bytes);
+                            act.apply_remote(*seq, bytes, true);
                         }
                         act.settle();
                     }
-                    Ok(Err(stored)) => act.merge_stored(&stored),
+                    Ok(Err(stored)) => {
+                        act.replica.waiting = false;
+                        act.merge_stored(&stored);
+                    }
                     Err(error) => {
                         tracing::warn!(session = %act.id, %error, "gap repair failed; retrying");
                         act.watch_for_gaps(ctx);
@@ -303,15 +336,11 @@ impl SessionActor {
             .chain(stored.updates.iter().map(|(_, u)| u.as_slice()));
         let before = self.awareness.doc().transact().state_vector();
         for bytes in parts {
-            match decode_update(bytes) {
-                Ok(update) => {
-                    if let Err(error) = self.awareness.doc().transact_mut().apply_update(update) {
-                        tracing::warn!(session = %self.id, %error, "stored part not merged");
-                    }
-                }
-                Err(error) => tracing::warn!(session = %self.id, %error, "stored part malformed"),
+            if let Err(error) = doc::integrate(self.awareness.doc(), &mut self.nesting, bytes) {
+                tracing::warn!(session = %self.id, %error, "stored part not merged");
             }
         }
+        self.cache.changed();
         self.replica.applied.advance_to(stored.head_seq());
         // Local participants get what they miss as one update.
         let diff = self
@@ -319,7 +348,6 @@ impl SessionActor {
             .doc()
             .transact()
             .encode_state_as_update_v1(&before);
-        self.full_state_frame = None;
         let frame = Bytes::from(atelier_protocol::ysync::encode_update_frame(&diff));
         self.peers.broadcast(&frame, |_, _| true);
         self.settle();
@@ -330,25 +358,12 @@ impl SessionActor {
             tracing::warn!(session = %self.id, %node, "relayed awareness is malformed");
             return;
         };
-        let summary = match self.awareness.apply_update_summary(update) {
-            Ok(Some(summary)) => summary,
-            Ok(None) | Err(_) => return,
-        };
-        let owned = self.replica.remote_presence.entry(node).or_default();
-        for client in summary.added.iter().chain(&summary.updated) {
-            owned.insert(client.get());
-        }
-        for client in &summary.removed {
-            owned.remove(&client.get());
-        }
-        // A client that moved here from another node is no longer a local peer's, and vice versa.
-        for client in summary.added.iter().chain(&summary.updated) {
-            for (_, peer) in self.peers.iter_mut() {
-                peer.awareness_ids.remove(&client.get());
-            }
-        }
-        if let Ok(changed) = self.awareness.update_with_clients(summary.all_changes()) {
-            let frame = Bytes::from(Frame::Awareness(encode_awareness(&changed)).encode());
+        let holder = self.replica.holder(node);
+        let limits = &self.deps.limits;
+        if let Some(frame) =
+            self.presence
+                .receive_from_node(&mut self.awareness, holder, update, limits)
+        {
             self.peers.broadcast(&frame, |_, _| true);
         }
         self.settle();
@@ -356,29 +371,26 @@ impl SessionActor {
 
     /// Re-publishes the presence of this node's own connections.
     fn announce_presence(&self) {
-        let local: Vec<ClientID> = self
-            .peers
-            .iter()
-            .flat_map(|(_, p)| p.awareness_ids.iter().map(|c| ClientID::new(*c)))
-            .collect();
+        let local = self.presence.owned_by(|owner| !self.replica.is_node(owner));
         if local.is_empty() {
             return;
         }
         if let Ok(update) = self.awareness.update_with_clients(local) {
-            self.publish_awareness(encode_awareness(&update));
+            if self.clustered() {
+                self.deps.relay.publish(RelayMessage::Awareness {
+                    session: self.id,
+                    payload: encode_awareness(&update),
+                });
+            }
         }
     }
 
     fn node_gone(&mut self, node: &str) {
-        let Some(clients) = self.replica.remote_presence.remove(node) else {
+        let Some(holder) = self.replica.nodes.remove(node) else {
             return;
         };
-        let clients: Vec<ClientID> = clients.into_iter().map(ClientID::new).collect();
-        for client in &clients {
-            self.awareness.remove_state(*client);
-        }
-        if let Ok(update) = self.awareness.update_with_clients(clients) {
-            let frame = Bytes::from(Frame::Awareness(encode_awareness(&update)).encode());
+        let limits = &self.deps.limits;
+        if let Some(frame) = self.presence.leave(&mut self.awareness, holder, limits) {
             self.peers.broadcast(&frame, |_, _| true);
         }
         self.settle();

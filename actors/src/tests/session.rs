@@ -445,6 +445,7 @@ async fn slow_client_is_disconnected_not_skipped() {
         JoinOptions {
             outbox_capacity: 4,
             hoard: true,
+            ..JoinOptions::default()
         },
     )
     .await;
@@ -529,45 +530,6 @@ async fn shutdown_flushes_and_closes_everyone() {
     assert_eq!(
         stored_node(&store.inner.stored(session), "n1").as_deref(),
         Some("pending at shutdown")
-    );
-}
-
-/// A frame found by fuzzing: a well-formed update on which yrs 0.28's integration panics
-/// (`attempt to subtract with overflow` in `TransactionMut::delete`) when overflow checks are on.
-const POISON_FRAME: &[u8] = include_bytes!("poison_update_frame.bin");
-
-#[actix::test]
-async fn poison_update_restarts_the_session_and_is_purged_from_storage() {
-    let store = Arc::new(MemoryDocStore::new());
-    let registry = registry(store.clone());
-    let session = SessionId::new_random();
-    let mut alice = joined(&registry, session, Role::Editor).await;
-    let mut bob = joined(&registry, session, Role::Editor).await;
-    alice.send_edit("before", "kept").await;
-    registry.flush(session).await.unwrap();
-    let _ = bob.recv_frame().await;
-
-    let frame = atelier_protocol::ysync::decode_frame(POISON_FRAME).unwrap();
-    alice.send(frame).await;
-    // Stored first, then the apply panics: everyone is told to resync.
-    assert_eq!(alice.recv_close().await.0, close_code::INTERNAL_ERROR);
-    assert_eq!(bob.recv_close().await.0, close_code::INTERNAL_ERROR);
-
-    // The reload skips the poison update and compacts it away.
-    let mut carol = Client::join(&registry, session, participant(Role::Editor)).await;
-    let _ = carol.recv_frame().await;
-    carol.sync().await;
-    assert_eq!(carol.node("before").as_deref(), Some("kept"));
-    registry.flush(session).await.unwrap();
-    let stored = store.stored(session);
-    assert!(stored.updates.is_empty(), "poison update still stored");
-    assert_eq!(stored_node(&stored, "before").as_deref(), Some("kept"));
-    // And the session keeps working.
-    carol.send_edit("after", "works").await;
-    registry.flush(session).await.unwrap();
-    assert_eq!(
-        stored_node(&store.stored(session), "after").as_deref(),
-        Some("works")
     );
 }
 

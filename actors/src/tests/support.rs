@@ -14,8 +14,8 @@ use yrs::{Doc, Map, ReadTxn, Transact, Update};
 use crate::session::messages::{Inbound, Joined, Leave};
 use crate::store::{BoxFuture, DocStore, DocStoreError, StoredDoc, StoredUpdate};
 use crate::{
-    Identity, MemoryDocStore, Outbound, OutboundFrame, Outbox, Participant, SessionActor,
-    SessionRegistryHandle,
+    Identity, MemoryDocStore, Outbound, OutboundFrame, Outbox, OutboxBudget, Participant,
+    SessionActor, SessionRegistryHandle,
 };
 
 /// What a fake connection received.
@@ -84,6 +84,7 @@ pub struct Client {
 
 pub struct JoinOptions {
     pub outbox_capacity: usize,
+    pub outbox_bytes: usize,
     pub hoard: bool,
 }
 
@@ -91,6 +92,7 @@ impl Default for JoinOptions {
     fn default() -> Self {
         Self {
             outbox_capacity: 1024,
+            outbox_bytes: 64 * 1024 * 1024,
             hoard: false,
         }
     }
@@ -114,7 +116,13 @@ impl Client {
         let (tx, rx) = mpsc::unbounded_channel();
         let hoard = options.hoard.then(Vec::new);
         let conn = FakeConn { tx, hoard }.start();
-        let outbox = Outbox::new(conn.recipient(), options.outbox_capacity);
+        let outbox = Outbox::new(
+            conn.recipient(),
+            OutboxBudget {
+                frames: options.outbox_capacity,
+                bytes: options.outbox_bytes,
+            },
+        );
         let (session, joined) = registry
             .join(session_id, outbox, participant)
             .await
@@ -319,5 +327,148 @@ pub fn expect_update(frame: Frame) -> Vec<u8> {
     match frame {
         Frame::Sync(SyncMessage::Update(update)) => update,
         other => panic!("expected an update, got {other:?}"),
+    }
+}
+
+/// An awareness frame setting `(client id, clock, JSON state)` entries (`"null"` removes).
+pub fn awareness(entries: &[(u64, u64, &str)]) -> Frame {
+    let mut payload = Vec::new();
+    craft::var(&mut payload, entries.len() as u64);
+    for (client, clock, json) in entries {
+        craft::var(&mut payload, *client);
+        craft::var(&mut payload, *clock);
+        craft::string(&mut payload, json);
+    }
+    Frame::Awareness(payload)
+}
+
+/// The `(client id, JSON state)` entries of an awareness frame, sorted.
+pub fn awareness_entries(frame: &Frame) -> Vec<(u64, String)> {
+    let Frame::Awareness(payload) = frame else {
+        panic!("expected awareness, got {frame:?}");
+    };
+    let update = atelier_protocol::ysync::decode_awareness(payload).expect("valid awareness");
+    let mut entries: Vec<(u64, String)> = update
+        .clients
+        .iter()
+        .map(|(client, entry)| (client.get(), entry.json.to_string()))
+        .collect();
+    entries.sort();
+    entries
+}
+
+/// Hand-written v1 updates, for structures yrs cannot even build (or drop) safely itself.
+pub mod craft {
+    pub fn var(out: &mut Vec<u8>, mut value: u64) {
+        while value >= 0x80 {
+            out.push((value as u8 & 0x7f) | 0x80);
+            value >>= 7;
+        }
+        out.push(value as u8);
+    }
+
+    pub fn string(out: &mut Vec<u8>, s: &str) {
+        var(out, s.len() as u64);
+        out.extend_from_slice(s.as_bytes());
+    }
+
+    /// A `Y.Map` at key `k`: under the root `nodes` when `parent` is `None`, else under the map
+    /// item `parent` (client, clock).
+    fn map_block(out: &mut Vec<u8>, parent: Option<(u64, u64)>) {
+        out.push(0b0010_0000 | 7); // parent sub, type content
+        match parent {
+            None => {
+                var(out, 1);
+                string(out, "nodes");
+            }
+            Some((client, clock)) => {
+                var(out, 0);
+                var(out, client);
+                var(out, clock);
+            }
+        }
+        string(out, "k");
+        out.push(1); // TYPE_REFS_MAP
+    }
+
+    /// `levels` maps nested at key `k` by `client` from clock `start`: the first under `parent`
+    /// (or the root `nodes`), each next one under the previous. `deletes`: the delete set.
+    pub fn nested_maps(
+        client: u64,
+        start: u64,
+        levels: u64,
+        parent: Option<(u64, u64)>,
+        deletes: &[(u64, u64, u64)],
+    ) -> Vec<u8> {
+        let mut out = Vec::new();
+        var(&mut out, 1);
+        var(&mut out, levels);
+        var(&mut out, client);
+        var(&mut out, start);
+        for clock in start..start + levels {
+            let parent = if clock == start {
+                parent
+            } else {
+                Some((client, clock - 1))
+            };
+            map_block(&mut out, parent);
+        }
+        delete_set(&mut out, deletes);
+        out
+    }
+
+    /// One item by `client` at `clock` whose parent is copied from its left origin `origin`
+    /// (a map entry overwriting the entry `origin`): a string, or a new `Y.Map` when `map`.
+    pub fn after(client: u64, clock: u64, origin: (u64, u64), map: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        var(&mut out, 1);
+        var(&mut out, 1);
+        var(&mut out, client);
+        var(&mut out, clock);
+        if map {
+            out.push(0b1000_0000 | 7);
+            var(&mut out, origin.0);
+            var(&mut out, origin.1);
+            out.push(1);
+        } else {
+            out.push(0b1000_0000 | 8);
+            var(&mut out, origin.0);
+            var(&mut out, origin.1);
+            var(&mut out, 1);
+            out.push(119);
+            string(&mut out, "x");
+        }
+        delete_set(&mut out, &[]);
+        out
+    }
+
+    /// A plain value by `client` at `clock` at key `k` of the map item `parent`.
+    pub fn value(client: u64, clock: u64, parent: (u64, u64)) -> Vec<u8> {
+        let mut out = Vec::new();
+        var(&mut out, 1);
+        var(&mut out, 1);
+        var(&mut out, client);
+        var(&mut out, clock);
+        out.push(0b0010_0000 | 8);
+        var(&mut out, 0);
+        var(&mut out, parent.0);
+        var(&mut out, parent.1);
+        string(&mut out, "k");
+        var(&mut out, 1);
+        out.push(119);
+        string(&mut out, "plain");
+        delete_set(&mut out, &[]);
+        out
+    }
+
+    /// `(client, clock, len)` ranges.
+    fn delete_set(out: &mut Vec<u8>, deletes: &[(u64, u64, u64)]) {
+        var(out, deletes.len() as u64);
+        for (client, clock, len) in deletes {
+            var(out, *client);
+            var(out, 1);
+            var(out, *clock);
+            var(out, *len);
+        }
     }
 }

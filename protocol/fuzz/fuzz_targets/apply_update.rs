@@ -1,15 +1,19 @@
 //! Applies validated updates to a document that already holds real yjs content, the way a
-//! session applies an editor's update. yrs's integration code can panic on hostile updates (see
-//! ../README.md); the session catches such panics and restarts from storage, so here a *panic*
-//! is tolerated and only what `catch_unwind` cannot contain is a finding: aborts (a panic while
-//! unwinding), stack overflows, out-of-memory, leaks and hangs.
+//! session applies an editor's update: the nesting check, then `integrate`. yrs's integration
+//! code can panic on hostile updates (see ../README.md); the session catches such panics and
+//! restarts from storage, so here a *panic* is tolerated and only what `catch_unwind` cannot
+//! contain is a finding: aborts (a panic while unwinding), stack overflows, out-of-memory, leaks
+//! and hangs.
 #![no_main]
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Once;
 
-use atelier_protocol::ysync::{decode_frame, decode_update};
+use atelier_protocol::ysync::integrate::integrate;
+use atelier_protocol::ysync::nesting::resolve;
+use atelier_protocol::ysync::{decode_frame, summarize_update, NestingIndex};
 use libfuzzer_sys::fuzz_target;
+use yrs::types::ToJson;
 use yrs::{Doc, ReadTxn, StateVector, Transact};
 
 /// The full document state written by stock yjs (`tests/fixtures/yjs_frames.txt`).
@@ -24,7 +28,10 @@ fn base_state() -> Vec<u8> {
                 .filter_map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
                 .collect();
             let frame = decode_frame(&bytes).expect("fixture decodes");
-            return frame.document_update().expect("fixture is a step 2").to_vec();
+            return frame
+                .document_update()
+                .expect("fixture is a step 2")
+                .to_vec();
         }
     }
     panic!("no full-state fixture")
@@ -41,15 +48,23 @@ fuzz_target!(|data: &[u8]| {
     let Some(update) = frame.document_update() else {
         return;
     };
-    let Ok(update) = decode_update(update) else {
+    let Ok(summary) = summarize_update(update) else {
         return;
     };
     let doc = Doc::new();
-    let base = decode_update(&base_state()).expect("base state decodes");
-    doc.transact_mut().apply_update(base).expect("base state applies");
+    let mut nesting = NestingIndex::new();
+    integrate(&doc, &mut nesting, &base_state()).expect("base state applies");
+    // What a session stores and applies: only what the nesting check accepts.
+    if resolve(&summary, &[&nesting]).is_err() {
+        return;
+    }
     let _ = catch_unwind(AssertUnwindSafe(|| {
-        let _ = doc.transact_mut().apply_update(update);
-        // What the session does next: answer a step 1, compact.
-        doc.transact().encode_state_as_update_v1(&StateVector::default())
+        let _ = integrate(&doc, &mut nesting, update);
+        // What the session does next: answer a step 1, compact; jobs read the graph as JSON.
+        let txn = doc.transact();
+        let _ = txn.encode_state_as_update_v1(&StateVector::default());
+        for (_, root) in txn.root_refs() {
+            let _ = root.to_json(&txn);
+        }
     }));
 });

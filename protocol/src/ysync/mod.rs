@@ -17,13 +17,20 @@
 
 mod awareness;
 mod error;
+pub mod integrate;
+pub mod nesting;
 mod state_vector;
 mod update;
 
 pub use awareness::{check_awareness, decode_awareness, encode_awareness};
 pub use error::FrameError;
+pub use nesting::{NestingError, NestingIndex, MAX_TYPE_DEPTH};
 pub use state_vector::decode_state_vector;
-pub use update::{check_update_v1, decode_update, MAX_ANY_DEPTH, SUBDOCUMENTS_UNSUPPORTED};
+pub use update::{
+    check_update_v1, decode_update, repair_update_v1, summarize_update, BlockKind, BlockSummary,
+    DeletedRange, ItemId, ParentRef, Repairs, SectionSummary, UpdateSummary, MAX_ANY_DEPTH,
+    SUBDOCUMENTS_UNSUPPORTED,
+};
 pub use yrs::sync::SyncMessage;
 
 use yrs::updates::encoder::Encode;

@@ -8,17 +8,28 @@
 //! backed by bytes that are really present, nesting is shallow and all ids are in range, so the
 //! yrs decoder cannot be driven into any of those paths.
 //!
-//! One deliberate difference: updates that create subdocuments are refused (see
-//! [`SUBDOCUMENTS_UNSUPPORTED`]).
+//! The same walk can also describe the update's *structure* ([`summarize_update`]): every block's
+//! id, length and where its parent comes from. yrs recurses once per level of nested shared types
+//! when it deletes, garbage-collects or serializes them, so [`super::nesting`] uses that summary
+//! to bound how deep types may nest before an update is stored; [`repair_update_v1`] rewrites the
+//! blocks it rejects as garbage-collected ranges.
+//!
+//! Deliberate differences from what yrs accepts: updates that create subdocuments are refused
+//! (see [`SUBDOCUMENTS_UNSUPPORTED`]), and so are updates listing one client twice (Yjs and yrs
+//! write each client once; yrs would append the second list to the first with its clocks out of
+//! order, which its integration assumes cannot happen).
 //!
 //! The walk mirrors yrs 0.28's v1 decoder (`Update::decode`, `Update::decode_block`,
 //! `ItemContent::decode`, `TypeRef::decode`, `Any::decode`, `IdSet::decode`), including its
 //! quirks, so that both agree on where every field starts.
 
+use std::collections::HashSet;
+use std::ops::Range;
+
 use yrs::updates::decoder::Decode;
 use yrs::Update;
 
-use crate::lib0::Reader;
+use crate::lib0::{write_var_u64, Reader};
 use crate::ysync::FrameError;
 
 /// Why an update containing a subdocument is refused.
@@ -46,23 +57,98 @@ const CONTENT_DOC: u8 = 9;
 const TYPE_XML_ELEMENT: u8 = 3;
 const TYPE_REFS_WITHOUT_DATA: [u8; 8] = [0, 1, 2, 4, 5, 6, 9, 15];
 
+/// An item id as written in an update: `(client, clock)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ItemId {
+    pub client: u64,
+    pub clock: u32,
+}
+
+impl ItemId {
+    pub fn new(client: u64, clock: u32) -> Self {
+        Self { client, clock }
+    }
+}
+
+/// Where an item's parent comes from (yrs `Update::decode_block` and `missing_dependency`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParentRef {
+    /// A root type, by name (the name does not matter for nesting).
+    Root,
+    /// The shared type created by the item with this id.
+    Item(ItemId),
+    /// Not written: copied from the item holding `origin` (the left neighbour at insertion)
+    /// or, failing that, from the item holding `right_origin`.
+    Neighbours {
+        origin: Option<ItemId>,
+        right_origin: Option<ItemId>,
+    },
+}
+
+/// What a block is, as far as structure goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockKind {
+    /// A garbage-collected range: no parent, no content.
+    Collected,
+    /// A hole in the update (clocks it does not carry).
+    Skip,
+    /// An item; `is_type` when its content creates a shared type (which can have children).
+    Item { parent: ParentRef, is_type: bool },
+}
+
+/// One block of an update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockSummary {
+    pub client: u64,
+    pub clock: u32,
+    /// Clock ticks it spans (always ≥ 1).
+    pub len: u32,
+    pub kind: BlockKind,
+    /// Where the block's bytes are in the update.
+    pub span: Range<usize>,
+}
+
+impl BlockSummary {
+    /// The clock after the block's last tick.
+    pub fn end(&self) -> u32 {
+        self.clock.saturating_add(self.len)
+    }
+}
+
+/// One client's run of consecutive blocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SectionSummary {
+    pub client: u64,
+    /// Indices into [`UpdateSummary::blocks`], in clock order.
+    pub blocks: Range<usize>,
+}
+
+/// A deleted range of one client's clocks, `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeletedRange {
+    pub client: u64,
+    pub start: u32,
+    pub end: u32,
+}
+
+/// The structure of an update: its blocks (in encoding order) and its delete set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpdateSummary {
+    pub sections: Vec<SectionSummary>,
+    pub blocks: Vec<BlockSummary>,
+    pub deletes: Vec<DeletedRange>,
+}
+
 /// Checks that `bytes` is a well-formed v1 update that yrs can decode safely.
 pub fn check_update_v1(bytes: &[u8]) -> Result<(), FrameError> {
-    let mut r = Reader::new(bytes);
-    let clients = r.var_u32()?;
-    for _ in 0..clients {
-        let blocks = r.var_u32()?;
-        r.client_id()?;
-        let mut clock = u64::from(r.var_u32()?);
-        for _ in 0..blocks {
-            clock += block(&mut r)?;
-            if clock > u64::from(u32::MAX) {
-                return Err(FrameError::Malformed("block clock overflows 32 bits"));
-            }
-        }
-    }
-    delete_set(&mut r)?;
-    r.finish()
+    walk(bytes, None)
+}
+
+/// Validates like [`check_update_v1`] and returns the update's structure.
+pub fn summarize_update(bytes: &[u8]) -> Result<UpdateSummary, FrameError> {
+    let mut summary = UpdateSummary::default();
+    walk(bytes, Some(&mut summary))?;
+    Ok(summary)
 }
 
 /// Validates, then decodes with yrs. The only way the server turns bytes into an [`Update`].
@@ -71,40 +157,182 @@ pub fn decode_update(bytes: &[u8]) -> Result<Update, FrameError> {
     Update::decode_v1(bytes).map_err(|e| FrameError::InvalidUpdate(e.to_string()))
 }
 
-/// One block; returns how many clock ticks it spans.
-fn block(r: &mut Reader<'_>) -> Result<u64, FrameError> {
+/// What [`repair_update_v1`] changes in an update.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Repairs {
+    /// Blocks (indices into [`UpdateSummary::blocks`]) rewritten as garbage-collected ranges of
+    /// the same length: they and everything whose parent depends on them are dropped, the way
+    /// yrs drops the content of a deleted type.
+    pub collect: Vec<usize>,
+    /// Per section, how many of its blocks are kept (the rest are cut off); sections keeping no
+    /// block are left out.
+    pub keep: Vec<(usize, usize)>,
+    /// Replacement delete set, when some of its ranges had to go.
+    pub deletes: Option<Vec<DeletedRange>>,
+}
+
+impl Repairs {
+    pub fn is_empty(&self) -> bool {
+        self.collect.is_empty() && self.keep.is_empty() && self.deletes.is_none()
+    }
+}
+
+/// Rewrites `bytes` (summarized as `summary`) with `repairs` applied. The result is again a
+/// well-formed v1 update.
+pub fn repair_update_v1(bytes: &[u8], summary: &UpdateSummary, repairs: &Repairs) -> Vec<u8> {
+    let collect: HashSet<usize> = repairs.collect.iter().copied().collect();
+    let kept = |section: usize| {
+        let total = summary.sections.get(section).map_or(0, |s| s.blocks.len());
+        repairs
+            .keep
+            .iter()
+            .filter(|(s, _)| *s == section)
+            .map(|(_, keep)| *keep)
+            .min()
+            .unwrap_or(total)
+            .min(total)
+    };
+    let mut out = Vec::with_capacity(bytes.len());
+    let sections: Vec<(usize, &SectionSummary)> = summary
+        .sections
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| kept(*index) > 0)
+        .collect();
+    write_var_u64(&mut out, sections.len() as u64);
+    for (index, section) in sections {
+        let keep = kept(index);
+        let Some(first) = summary.blocks.get(section.blocks.start) else {
+            continue;
+        };
+        write_var_u64(&mut out, keep as u64);
+        write_var_u64(&mut out, section.client);
+        write_var_u64(&mut out, u64::from(first.clock));
+        for block_index in section.blocks.clone().take(keep) {
+            let Some(block) = summary.blocks.get(block_index) else {
+                continue;
+            };
+            if collect.contains(&block_index) {
+                out.push(BLOCK_GC);
+                write_var_u64(&mut out, u64::from(block.len));
+            } else {
+                out.extend_from_slice(bytes.get(block.span.clone()).unwrap_or_default());
+            }
+        }
+    }
+    let deletes = repairs.deletes.as_ref().unwrap_or(&summary.deletes);
+    write_delete_set(&mut out, deletes);
+    out
+}
+
+/// Encodes a delete set (ranges grouped by client, in the order given).
+fn write_delete_set(out: &mut Vec<u8>, deletes: &[DeletedRange]) {
+    let mut clients: Vec<u64> = Vec::new();
+    for range in deletes {
+        if !clients.contains(&range.client) {
+            clients.push(range.client);
+        }
+    }
+    write_var_u64(out, clients.len() as u64);
+    for client in clients {
+        let ranges: Vec<&DeletedRange> = deletes.iter().filter(|r| r.client == client).collect();
+        write_var_u64(out, client);
+        write_var_u64(out, ranges.len() as u64);
+        for range in ranges {
+            write_var_u64(out, u64::from(range.start));
+            write_var_u64(out, u64::from(range.end - range.start));
+        }
+    }
+}
+
+/// The walk behind [`check_update_v1`] and [`summarize_update`].
+fn walk(bytes: &[u8], mut summary: Option<&mut UpdateSummary>) -> Result<(), FrameError> {
+    let mut r = Reader::new(bytes);
+    let clients = r.var_u32()?;
+    let mut seen = HashSet::new();
+    for _ in 0..clients {
+        let blocks = r.var_u32()?;
+        let client = r.client_id()?;
+        if !seen.insert(client) {
+            return Err(FrameError::Malformed("update lists a client twice"));
+        }
+        let mut clock = u64::from(r.var_u32()?);
+        let first = summary.as_ref().map_or(0, |s| s.blocks.len());
+        for _ in 0..blocks {
+            let start = r.position();
+            let (len, kind) = block(&mut r)?;
+            let end = clock + len;
+            if end > u64::from(u32::MAX) {
+                return Err(FrameError::Malformed("block clock overflows 32 bits"));
+            }
+            // yrs drops empty items while decoding (old Yjs versions wrote some).
+            if let (Some(summary), true) = (summary.as_deref_mut(), len > 0) {
+                summary.blocks.push(BlockSummary {
+                    client,
+                    // Both fit 32 bits: checked just above.
+                    clock: clock as u32,
+                    len: len as u32,
+                    kind,
+                    span: start..r.position(),
+                });
+            }
+            clock = end;
+        }
+        if let Some(summary) = summary.as_deref_mut() {
+            summary.sections.push(SectionSummary {
+                client,
+                blocks: first..summary.blocks.len(),
+            });
+        }
+    }
+    delete_set(&mut r, summary.map(|s| &mut s.deletes))?;
+    r.finish()
+}
+
+/// One block; returns how many clock ticks it spans and what it is.
+fn block(r: &mut Reader<'_>) -> Result<(u64, BlockKind), FrameError> {
     let info = r.u8()?;
     if info == BLOCK_GC || info == BLOCK_SKIP {
         return match r.var_u32()? {
             0 => Err(FrameError::Malformed("empty block")),
-            len => Ok(u64::from(len)),
+            len if info == BLOCK_GC => Ok((u64::from(len), BlockKind::Collected)),
+            len => Ok((u64::from(len), BlockKind::Skip)),
         };
     }
     let copies_parent_info = info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN) != 0;
-    if info & HAS_ORIGIN != 0 {
-        id(r)?;
-    }
-    if info & HAS_RIGHT_ORIGIN != 0 {
-        id(r)?;
-    }
-    if !copies_parent_info {
-        // yrs reads the parent info as a 32-bit varint and treats 1 as "named root type".
-        if r.var_u32()? == 1 {
-            r.var_str()?;
-        } else {
-            id(r)?;
+    let origin = (info & HAS_ORIGIN != 0).then(|| id(r)).transpose()?;
+    let right_origin = (info & HAS_RIGHT_ORIGIN != 0).then(|| id(r)).transpose()?;
+    let parent = if copies_parent_info {
+        ParentRef::Neighbours {
+            origin,
+            right_origin,
         }
+    } else {
+        // yrs reads the parent info as a 32-bit varint and treats 1 as "named root type".
+        let parent = if r.var_u32()? == 1 {
+            r.var_str()?;
+            ParentRef::Root
+        } else {
+            ParentRef::Item(id(r)?)
+        };
         if info & HAS_PARENT_SUB != 0 {
             r.var_str()?;
         }
-    }
-    content(r, info & 0b1111)
+        parent
+    };
+    let content_ref = info & 0b1111;
+    let len = content(r, content_ref)?;
+    let kind = BlockKind::Item {
+        parent,
+        is_type: content_ref == CONTENT_TYPE,
+    };
+    Ok((len, kind))
 }
 
 /// Item content; returns its length in clock ticks.
 fn content(r: &mut Reader<'_>, content_ref: u8) -> Result<u64, FrameError> {
-    match content_ref {
-        CONTENT_DELETED => Ok(u64::from(r.var_u32()?)),
+    let len = match content_ref {
+        CONTENT_DELETED => u64::from(r.var_u32()?),
         CONTENT_JSON => {
             // yrs 0.28 reads `len + 1` strings and reserves `len as i32 as usize` slots first.
             let len = r.var_u32()?;
@@ -114,22 +342,22 @@ fn content(r: &mut Reader<'_>, content_ref: u8) -> Result<u64, FrameError> {
             for _ in 0..=len {
                 r.var_str()?;
             }
-            Ok(u64::from(len) + 1)
+            u64::from(len) + 1
         }
-        CONTENT_BINARY => r.var_bytes().map(|_| 1),
+        CONTENT_BINARY => r.var_bytes().map(|_| 1)?,
         // yrs counts UTF-16 units; the UTF-8 byte length is an upper bound for the overflow check.
-        CONTENT_STRING => Ok(r.var_str()?.len() as u64),
-        CONTENT_EMBED => json(r).map(|_| 1),
+        CONTENT_STRING => r.var_str()?.len() as u64,
+        CONTENT_EMBED => json(r).map(|_| 1)?,
         CONTENT_FORMAT => {
             r.var_str()?;
-            json(r).map(|_| 1)
+            json(r).map(|_| 1)?
         }
         CONTENT_TYPE => {
             // yrs reads the type reference as a single byte.
             match r.u8()? {
-                TYPE_XML_ELEMENT => r.var_str().map(|_| 1),
-                type_ref if TYPE_REFS_WITHOUT_DATA.contains(&type_ref) => Ok(1),
-                _ => Err(FrameError::Malformed("unknown shared type reference")),
+                TYPE_XML_ELEMENT => r.var_str().map(|_| 1)?,
+                type_ref if TYPE_REFS_WITHOUT_DATA.contains(&type_ref) => 1,
+                _ => return Err(FrameError::Malformed("unknown shared type reference")),
             }
         }
         CONTENT_ANY => {
@@ -137,14 +365,15 @@ fn content(r: &mut Reader<'_>, content_ref: u8) -> Result<u64, FrameError> {
             for _ in 0..len {
                 any(r, 0)?;
             }
-            Ok(u64::from(len))
+            u64::from(len)
         }
         // Subdocuments: yrs leaks the subdocument's store (a reference cycle, found by fuzzing
         // under LeakSanitizer) every time one is decoded and integrated, and the session
         // document has no use for them (nodes, edges, outputs and meta are plain maps).
-        CONTENT_DOC => Err(FrameError::Malformed(SUBDOCUMENTS_UNSUPPORTED)),
-        _ => Err(FrameError::Malformed("unknown item content type")),
-    }
+        CONTENT_DOC => return Err(FrameError::Malformed(SUBDOCUMENTS_UNSUPPORTED)),
+        _ => return Err(FrameError::Malformed("unknown item content type")),
+    };
+    Ok(len)
 }
 
 /// A lib0 `Any` value (tags 116–127), nested at most [`MAX_ANY_DEPTH`] deep.
@@ -188,23 +417,35 @@ fn json(r: &mut Reader<'_>) -> Result<(), FrameError> {
 }
 
 /// An item id: `varUint(client)` `varUint(clock)`.
-fn id(r: &mut Reader<'_>) -> Result<(), FrameError> {
-    r.client_id()?;
-    r.var_u32()?;
-    Ok(())
+fn id(r: &mut Reader<'_>) -> Result<ItemId, FrameError> {
+    let client = r.client_id()?;
+    let clock = r.var_u32()?;
+    Ok(ItemId { client, clock })
 }
 
 /// The delete set: per client, a list of `(clock, len)` ranges that must not wrap 32 bits.
-fn delete_set(r: &mut Reader<'_>) -> Result<(), FrameError> {
+fn delete_set(
+    r: &mut Reader<'_>,
+    mut out: Option<&mut Vec<DeletedRange>>,
+) -> Result<(), FrameError> {
     let clients = r.var_u32()?;
     for _ in 0..clients {
-        r.client_id()?;
+        let client = r.client_id()?;
         let ranges = r.var_u32()?;
         for _ in 0..ranges {
             let clock = r.var_u32()?;
             let len = r.var_u32()?;
-            if clock.checked_add(len).is_none() {
-                return Err(FrameError::Malformed("deleted range overflows 32 bits"));
+            let end = clock
+                .checked_add(len)
+                .ok_or(FrameError::Malformed("deleted range overflows 32 bits"))?;
+            if let Some(out) = out.as_deref_mut() {
+                if len > 0 {
+                    out.push(DeletedRange {
+                        client,
+                        start: clock,
+                        end,
+                    });
+                }
             }
         }
     }
