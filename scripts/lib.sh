@@ -1,6 +1,9 @@
 # Shared by the project's scripts: one cargo target directory reused across runs and clones
 # (Rust builds are slow on small machines), and helpers to reach the local services.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/atelier/target}"
+# Incremental data is keyed by each checkout's path: a fresh clone (CI) would only add gigabytes
+# it never reads again.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export ROOT
 
