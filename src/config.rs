@@ -116,6 +116,11 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub auth_rate_per_minute: u32,
 
+    /// Requests each API key may make per minute (429 with `Retry-After` beyond it).
+    #[arg(long, env = "ATELIER_API_KEY_RATE_PER_MINUTE", default_value_t = 600,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub api_key_rate_per_minute: u32,
+
     /// Starter credits (millicredits) granted to every new account. Unset: about an hour of
     /// the cheapest class of `--gpu-prices` (6000 with the default `cpu=100`); 0 grants none.
     #[arg(long, env = "ATELIER_SIGNUP_CREDITS",

@@ -94,6 +94,12 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
             .as_ref()
             .map(|(c, _)| SharedRateLimit::new(c.clone())),
     );
+    let key_rate_limit = crate::auth::key_rate_limit::KeyRateLimit::per_minute(
+        config.api_key_rate_per_minute,
+        cluster
+            .as_ref()
+            .map(|(c, _)| SharedRateLimit::new(c.clone())),
+    );
     // Jobs that were queued or running when the server last stopped cannot continue.
     let ended = db
         .fail_unfinished_jobs("the server restarted while the job was unfinished")
@@ -184,6 +190,7 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         blobs,
         config: config.clone(),
         auth_rate_limit: auth_rate_limit.clone(),
+        key_rate_limit: key_rate_limit.clone(),
         metrics,
         live: live.clone(),
         billing: billing.clone(),
@@ -276,6 +283,7 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         loop {
             tick.tick().await;
             auth_rate_limit.prune();
+            key_rate_limit.prune();
         }
     });
 

@@ -26,7 +26,7 @@ pub struct CancelResponse {
 }
 
 /// The node types the workers can run: every model of the catalog plus the built-in `output`.
-#[utoipa::path(tag = "jobs", responses((status = 200, description = "node types")))]
+#[utoipa::path(security(()), tag = "jobs", responses((status = 200, description = "node types")))]
 #[get("/node-types")]
 pub async fn node_types(state: web::Data<AppState>) -> HttpResponse {
     let mut types: Vec<serde_json::Value> = state
@@ -49,7 +49,7 @@ pub async fn node_types(state: web::Data<AppState>) -> HttpResponse {
 
 /// Run the session's graph (or part of it). The graph is validated first: any problem is a 400
 /// naming the node, before any GPU time is used. Needs a running Pro runtime (402 otherwise).
-#[utoipa::path(tag = "jobs", params(("id" = SessionId, Path,)), request_body = RunJob,
+#[utoipa::path(security(("api_key" = ["jobs:run"])), tag = "jobs", params(("id" = SessionId, Path,)), request_body = RunJob,
     responses((status = 201, body = JobRecord), (status = 400), (status = 402), (status = 403),
               (status = 404), (status = 429)))]
 #[post("/sessions/{id}/jobs")]
@@ -93,7 +93,7 @@ pub async fn run(
 }
 
 /// The session's jobs, newest first.
-#[utoipa::path(tag = "jobs", params(("id" = SessionId, Path,)),
+#[utoipa::path(security(("api_key" = ["sessions:read"])), tag = "jobs", params(("id" = SessionId, Path,)),
     responses((status = 200, body = Vec<JobRecord>), (status = 404)))]
 #[get("/sessions/{id}/jobs")]
 pub async fn list(
@@ -117,7 +117,7 @@ async fn job_for(state: &AppState, auth: &Auth, id: JobId, action: Action) -> Re
     Ok(job)
 }
 
-#[utoipa::path(tag = "jobs", params(("id" = JobId, Path,)),
+#[utoipa::path(security(("api_key" = ["sessions:read"])), tag = "jobs", params(("id" = JobId, Path,)),
     responses((status = 200, body = JobRecord), (status = 404)))]
 #[get("/jobs/{id}")]
 pub async fn get_one(
@@ -129,7 +129,7 @@ pub async fn get_one(
 }
 
 /// Cancel a job (editors and owners): a queued job at once, a running one within one step.
-#[utoipa::path(tag = "jobs", params(("id" = JobId, Path,)),
+#[utoipa::path(security(("api_key" = ["jobs:run"])), tag = "jobs", params(("id" = JobId, Path,)),
     responses((status = 202, body = CancelResponse), (status = 403), (status = 404), (status = 409)))]
 #[post("/jobs/{id}/cancel")]
 pub async fn cancel(

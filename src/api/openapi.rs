@@ -1,10 +1,17 @@
 //! The OpenAPI document, generated from the handlers' annotations (utoipa).
+//!
+//! Security: a login token (`bearer`), the session cookie (`cookie`), or an API key (`api_key`,
+//! with scopes). An endpoint that API keys may call declares `security(("api_key" = [scope]))`;
+//! [`document`] adds the login alternatives to it (a login may call everything a key may), and the
+//! server enforces each declaration as written here ([`crate::authz::permit_api_key`]).
 
-use actix_web::{get, web};
+use std::sync::OnceLock;
+
+use actix_web::{get, web, HttpResponse};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, auth, billing, jobs, me, media, ops, runtime, sessions, share_links};
+use super::{admin, api_keys, auth, billing, graph, jobs, me, media, ops, runtime, sessions, share_links};
 
 struct Security;
 
@@ -17,7 +24,27 @@ impl Modify for Security {
         );
         components.add_security_scheme(
             "cookie",
-            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("atelier_session"))),
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "atelier_session",
+                "The studio's login cookie. Changes also need the `X-CSRF-Token` header.",
+            ))),
+        );
+        components.add_security_scheme(
+            crate::authz::API_KEY_SCHEME,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("atk_…")
+                    .description(Some(
+                        "An API key (`POST /me/api-keys`) as a bearer token. Each operation \
+                         lists the scopes it needs: `sessions:read`, `sessions:write`, \
+                         `jobs:run`, `billing:read`. Operations without this scheme do not \
+                         take API keys (403 `insufficient_scope`). Each key has its own rate \
+                         limit: answers carry `X-RateLimit-Limit`, `X-RateLimit-Remaining` and \
+                         `X-RateLimit-Reset`; beyond it, 429 with `Retry-After`.",
+                    ))
+                    .build(),
+            ),
         );
     }
 }
@@ -31,8 +58,10 @@ impl Modify for Security {
     paths(
         auth::signup, auth::login, auth::logout,
         me::me, me::usage, me::export, me::delete_me,
+        api_keys::create, api_keys::list, api_keys::revoke,
         sessions::create, sessions::list, sessions::get_one, sessions::update, sessions::delete_one,
         sessions::members, sessions::add_member, sessions::remove_member,
+        graph::get_graph, graph::put_graph, graph::patch_graph,
         share_links::create, share_links::list, share_links::revoke,
         media::upload, media::list, media::download, media::delete_one,
         jobs::node_types, jobs::run, jobs::list, jobs::get_one, jobs::cancel,
@@ -49,7 +78,34 @@ impl Modify for Security {
 )]
 pub struct ApiDoc;
 
+/// The document as served: the generated one, where every operation that takes API keys also
+/// lists the login alternatives. Built once.
+pub fn document() -> serde_json::Value {
+    static DOC: OnceLock<serde_json::Value> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+        let paths = doc.get_mut("paths").and_then(|p| p.as_object_mut());
+        for item in paths.into_iter().flat_map(|p| p.values_mut()) {
+            let ops = item.as_object_mut().into_iter().flat_map(|i| i.values_mut());
+            for op in ops {
+                let Some(security) = op.get_mut("security").and_then(|s| s.as_array_mut()) else {
+                    continue;
+                };
+                let takes_keys = security
+                    .iter()
+                    .any(|r| r.get(crate::authz::API_KEY_SCHEME).is_some());
+                if takes_keys {
+                    security.push(serde_json::json!({"bearer": []}));
+                    security.push(serde_json::json!({"cookie": []}));
+                }
+            }
+        }
+        doc
+    })
+    .clone()
+}
+
 #[get("/openapi.json")]
-pub async fn openapi_json() -> web::Json<utoipa::openapi::OpenApi> {
-    web::Json(ApiDoc::openapi())
+pub async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(document())
 }

@@ -2,7 +2,9 @@
 
 pub mod password;
 pub mod principal;
+pub mod key_rate_limit;
 pub mod rate_limit;
+pub mod scopes;
 pub mod tokens;
 
 pub use principal::{AccountAuth, AdminAuth, Auth, Principal};

@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod api_keys;
 pub mod documents;
 pub mod jobs;
 pub mod leases;

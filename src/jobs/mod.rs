@@ -14,6 +14,7 @@
 pub mod assignment;
 pub mod fleet;
 pub mod graph;
+pub mod graph_edit;
 pub mod leasing;
 pub mod queue;
 pub mod service;

@@ -44,6 +44,7 @@ use yrs::sync::Awareness;
 use yrs::{Doc, ReadTxn, Transact};
 
 pub use peers::{Identity, Participant};
+pub use view::document_version;
 #[cfg(test)]
 pub(crate) use sync::pause_diffs;
 
