@@ -149,6 +149,8 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
             "runtime leases recovered"
         );
     }
+    let webhooks = crate::webhooks::Webhooks::start(db.clone(), config.webhooks.clone())
+        .map_err(|e| StartError::Jobs(e.to_string()))?;
     let jobs = JobService::new(
         board,
         db.clone(),
@@ -156,6 +158,7 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         live.clone(),
         billing.clone(),
         config.jobs.limits(),
+        webhooks.clone(),
     );
     billing.set_hooks(Arc::new(jobs.clone()));
     if let Some(engine) = engine {
@@ -191,6 +194,7 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         config: config.clone(),
         auth_rate_limit: auth_rate_limit.clone(),
         key_rate_limit: key_rate_limit.clone(),
+        webhooks,
         metrics,
         live: live.clone(),
         billing: billing.clone(),

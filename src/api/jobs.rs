@@ -17,6 +17,8 @@ use crate::state::AppState;
 pub struct RunJob {
     /// Run only these nodes (and what feeds them); absent = the whole graph.
     pub nodes: Option<Vec<String>>,
+    /// Deliver the job's events to this URL (signed; see `GET /me/webhook-secret`).
+    pub webhook: Option<crate::webhooks::WebhookSpec>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -65,6 +67,9 @@ pub async fn run(
         .account_id()
         .ok_or_else(|| Error::forbidden("share links cannot run jobs"))?;
     let body = body.map(web::Json::into_inner).unwrap_or_default();
+    if let Some(webhook) = &body.webhook {
+        state.webhooks.validate(webhook).await?;
+    }
     // The cheap refusal first: no document is read for a session without a running runtime.
     let lease = state.billing.require_active_lease(session.id)?;
     // The graph as the live session has it, every edit it accepted before this included: what
@@ -86,6 +91,7 @@ pub async fn run(
             account,
             Some((lease.lease_id, lease.worker_id)),
             plan,
+            body.webhook.as_ref(),
         )
         .await?;
     let record = state.db.job(job).await?.ok_or(Error::NotFound("job"))?;
@@ -105,7 +111,7 @@ pub async fn list(
     Ok(web::Json(state.db.jobs_of_session(session.id, 100).await?))
 }
 
-async fn job_for(state: &AppState, auth: &Auth, id: JobId, action: Action) -> Result<JobRecord> {
+pub(super) async fn job_for(state: &AppState, auth: &Auth, id: JobId, action: Action) -> Result<JobRecord> {
     let job = state.db.job(id).await?.ok_or(Error::NotFound("job"))?;
     // A job is as private as its session.
     authorize(state, &auth.principal, job.session_id, action)

@@ -17,6 +17,7 @@ pub mod runtime;
 pub mod sessions;
 pub mod share_links;
 pub mod usage_log;
+pub mod webhooks;
 
 use actix_web::{middleware, web, HttpRequest};
 
@@ -100,6 +101,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
             .service(jobs::list)
             .service(jobs::get_one)
             .service(jobs::cancel)
+            .service(webhooks::get_secret)
+            .service(webhooks::rotate)
+            .service(webhooks::deliveries)
             .service(crate::jobs::worker_socket::worker_ws)
             .service(openapi::openapi_json)
             .default_service(web::to(not_found)),

@@ -7,11 +7,11 @@
 
 use std::sync::OnceLock;
 
-use actix_web::{get, web, HttpResponse};
+use actix_web::{get, HttpResponse};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, api_keys, auth, billing, graph, jobs, me, media, ops, runtime, sessions, share_links};
+use super::{admin, api_keys, auth, billing, graph, jobs, me, media, ops, runtime, sessions, share_links, webhooks};
 
 struct Security;
 
@@ -65,6 +65,7 @@ impl Modify for Security {
         share_links::create, share_links::list, share_links::revoke,
         media::upload, media::list, media::download, media::delete_one,
         jobs::node_types, jobs::run, jobs::list, jobs::get_one, jobs::cancel,
+        webhooks::get_secret, webhooks::rotate, webhooks::deliveries,
         ops::healthz, ops::readyz,
         me::change_password,
         runtime::start, runtime::get_one, runtime::stop, runtime::extend,

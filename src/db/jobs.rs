@@ -101,16 +101,20 @@ impl Db {
         session: SessionId,
         account: AccountId,
         plan: &serde_json::Value,
+        webhook: Option<&crate::webhooks::WebhookSpec>,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO jobs (id, session_id, account_id, status, plan, created_at) \
-             VALUES ($1, $2, $3, 'queued', $4, $5)",
+            "INSERT INTO jobs \
+             (id, session_id, account_id, status, plan, created_at, webhook_url, webhook_events) \
+             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7)",
         )
         .bind(id.to_string())
         .bind(session.to_string())
         .bind(account.to_string())
         .bind(plan.to_string())
         .bind(now_ms())
+        .bind(webhook.map(|w| w.url.clone()))
+        .bind(webhook.map(|w| w.events_text()))
         .execute(self.pool())
         .await?;
         Ok(())

@@ -16,6 +16,7 @@ pub mod sessions;
 pub mod share_links;
 pub mod storage_quota;
 pub mod usage;
+pub mod webhooks;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -161,6 +161,7 @@ pub struct JobService {
     pub(super) live: SessionRegistryHandle,
     pub(super) billing: Billing,
     pub(super) limits: Arc<JobLimits>,
+    pub(super) webhooks: crate::webhooks::Webhooks,
 }
 
 impl JobService {
@@ -171,6 +172,7 @@ impl JobService {
         live: SessionRegistryHandle,
         billing: Billing,
         limits: JobLimits,
+        webhooks: crate::webhooks::Webhooks,
     ) -> Self {
         JobService {
             board,
@@ -179,7 +181,14 @@ impl JobService {
             live,
             billing,
             limits: Arc::new(limits),
+            webhooks,
         }
+    }
+
+    /// Tells the session's participants about a job event, and the job's webhook.
+    pub(super) fn announce(&self, session: SessionId, event: StudioEvent) {
+        self.webhooks.job_event(session, &event);
+        self.live.broadcast_event(session, event);
     }
 
     pub fn limits(&self) -> &JobLimits {
@@ -193,6 +202,7 @@ impl JobService {
         account: AccountId,
         lease: Option<(LeaseId, WorkerId)>,
         plan: Plan,
+        webhook: Option<&crate::webhooks::WebhookSpec>,
     ) -> Result<JobId> {
         let job = JobId::new_random();
         {
@@ -207,7 +217,7 @@ impl JobService {
         let plan_json =
             serde_json::to_value(&plan.steps).map_err(|e| Error::Internal(format!("plan: {e}")))?;
         self.db
-            .insert_job(job, session, account, &plan_json)
+            .insert_job(job, session, account, &plan_json, webhook)
             .await?;
         {
             let mut state = self.board.lock();
@@ -360,7 +370,7 @@ impl JobService {
             if let Some(lease) = view.lease {
                 self.billing.note_job_activity(lease);
             }
-            self.live.broadcast_event(
+            self.announce(
                 view.session,
                 StudioEvent::JobStarted {
                     job_id: job,
@@ -416,7 +426,7 @@ impl JobService {
                 {
                     tracing::error!(%job, error = %e, "could not record the cancellation");
                 }
-                self.live.broadcast_event(
+                self.announce(
                     session,
                     StudioEvent::JobCancelled {
                         job_id: job,
