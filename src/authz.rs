@@ -265,9 +265,18 @@ mod tests {
             }
         }
         let get = |m: &str, p: &str| table.get(&(m.to_owned(), p.to_owned())).cloned();
-        assert_eq!(get("GET", "/sessions/{id}"), Some(vec![Scope::SessionsRead]));
-        assert_eq!(get("POST", "/sessions/{id}/jobs"), Some(vec![Scope::JobsRun]));
-        assert_eq!(get("GET", "/billing/balance"), Some(vec![Scope::BillingRead]));
+        assert_eq!(
+            get("GET", "/sessions/{id}"),
+            Some(vec![Scope::SessionsRead])
+        );
+        assert_eq!(
+            get("POST", "/sessions/{id}/jobs"),
+            Some(vec![Scope::JobsRun])
+        );
+        assert_eq!(
+            get("GET", "/billing/balance"),
+            Some(vec![Scope::BillingRead])
+        );
         assert_eq!(get("POST", "/me/api-keys"), None);
         assert_eq!(get("GET", "/admin/accounts"), None);
         let key = KeyGrant {

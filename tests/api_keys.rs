@@ -23,13 +23,18 @@ async fn keys(backend: Backend) {
             Method::POST,
             "/me/api-keys",
             Some(&owner.token),
-            Some(json!({"name": "terrain batch", "scopes": ["sessions:read"], "expires_in_s": 3600})),
+            Some(
+                json!({"name": "terrain batch", "scopes": ["sessions:read"], "expires_in_s": 3600}),
+            ),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{made}");
     let secret = made["secret"].as_str().unwrap().to_string();
     let key_id = made["id"].as_str().unwrap().to_string();
-    assert!(secret.starts_with("atk_") && secret.len() == 4 + 64, "{secret}");
+    assert!(
+        secret.starts_with("atk_") && secret.len() == 4 + 64,
+        "{secret}"
+    );
     assert!(secret[4..].chars().all(|c| c.is_ascii_hexdigit()));
     assert_eq!(made["prefix"], json!(&secret[..12]));
     assert_eq!(made["scopes"], json!(["sessions:read"]));
@@ -43,7 +48,12 @@ async fn keys(backend: Backend) {
         json!({"name": "x", "scopes": ["jobs:run"], "extra": 1}),
     ] {
         let (status, body) = server
-            .call(Method::POST, "/me/api-keys", Some(&owner.token), Some(bad.clone()))
+            .call(
+                Method::POST,
+                "/me/api-keys",
+                Some(&owner.token),
+                Some(bad.clone()),
+            )
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
     }
@@ -58,19 +68,41 @@ async fn keys(backend: Backend) {
     assert_eq!(get(format!("/sessions/{session}")).await.0, StatusCode::OK);
     assert_eq!(get("/me".into()).await.0, StatusCode::OK);
     for (method, path, body) in [
-        (Method::PATCH, format!("/sessions/{session}"), Some(json!({"title": "no"}))),
-        (Method::POST, "/sessions".to_string(), Some(json!({"title": "no"}))),
+        (
+            Method::PATCH,
+            format!("/sessions/{session}"),
+            Some(json!({"title": "no"})),
+        ),
+        (
+            Method::POST,
+            "/sessions".to_string(),
+            Some(json!({"title": "no"})),
+        ),
         (Method::GET, "/billing/balance".to_string(), None),
-        (Method::POST, format!("/sessions/{session}/jobs"), Some(json!({}))),
+        (
+            Method::POST,
+            format!("/sessions/{session}/jobs"),
+            Some(json!({})),
+        ),
         // Keys are managed with a login only.
         (Method::GET, "/me/api-keys".to_string(), None),
-        (Method::POST, "/me/api-keys".to_string(), Some(json!({"name": "x", "scopes": ["jobs:run"]}))),
+        (
+            Method::POST,
+            "/me/api-keys".to_string(),
+            Some(json!({"name": "x", "scopes": ["jobs:run"]})),
+        ),
         (Method::GET, "/me/export".to_string(), None),
         (Method::POST, "/auth/logout".to_string(), None),
     ] {
-        let (status, body) = server.call(method.clone(), &path, Some(&secret), body).await;
+        let (status, body) = server
+            .call(method.clone(), &path, Some(&secret), body)
+            .await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {body}");
-        assert_eq!(error_code(&body), "insufficient_scope", "{method} {path}: {body}");
+        assert_eq!(
+            error_code(&body),
+            "insufficient_scope",
+            "{method} {path}: {body}"
+        );
     }
 
     // The usage log names the key; the list counts its requests.
@@ -101,7 +133,9 @@ async fn keys(backend: Backend) {
         .call(Method::DELETE, &revoke, Some(&other.token), None)
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = server.call(Method::DELETE, &revoke, Some(&secret), None).await;
+    let (status, _) = server
+        .call(Method::DELETE, &revoke, Some(&secret), None)
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "a key cannot revoke keys");
     let started = std::time::Instant::now();
     let (status, _) = server
@@ -208,7 +242,10 @@ async fn key_rate_limit(backend: Backend) {
         let res = send(first.clone()).await;
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(header(&res, "x-ratelimit-limit").as_deref(), Some("3"));
-        assert_eq!(header(&res, "x-ratelimit-remaining").as_deref(), Some(remaining));
+        assert_eq!(
+            header(&res, "x-ratelimit-remaining").as_deref(),
+            Some(remaining)
+        );
         let reset: u64 = header(&res, "x-ratelimit-reset").unwrap().parse().unwrap();
         assert!((1..=60).contains(&reset), "reset {reset}");
     }

@@ -127,11 +127,19 @@ async fn graph_over_rest(backend: Backend) {
         Method::PATCH,
         &path,
         &owner.token,
-        Some(("application/merge-patch+json", json!({"nodes": {"tiny": {"x": 99}}}))),
+        Some((
+            "application/merge-patch+json",
+            json!({"nodes": {"tiny": {"x": 99}}}),
+        )),
         Some(&format!("\"{v1}\"")),
     )
     .await;
-    assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED, "{}", stale.body);
+    assert_eq!(
+        stale.status,
+        StatusCode::PRECONDITION_FAILED,
+        "{}",
+        stale.body
+    );
     assert_eq!(error_code(&stale.body), "precondition_failed");
     let now = send(&server, Method::GET, &path, &owner.token, None, None).await;
     assert_eq!(now.body["version"], json!(v2));
@@ -139,8 +147,14 @@ async fn graph_over_rest(backend: Backend) {
 
     // Validation as for jobs: the result must be a graph that runs.
     for (bad, why) in [
-        (json!({"nodes": {"x": {"type": "nope"}}}), "unknown node type"),
-        (json!({"edges": {"e1": {"target_port": "nothing"}}}), "no input port"),
+        (
+            json!({"nodes": {"x": {"type": "nope"}}}),
+            "unknown node type",
+        ),
+        (
+            json!({"edges": {"e1": {"target_port": "nothing"}}}),
+            "no input port",
+        ),
         (json!({"nodes": {"tiny": {"params": "steps"}}}), "params"),
         (json!({"meta": {"title": "x"}}), "only nodes and edges"),
         (json!([1, 2]), "JSON object"),

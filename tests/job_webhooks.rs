@@ -150,7 +150,12 @@ async fn webhooks_are_signed_retried_and_visible(backend: Backend) {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), StatusCode::OK, "{}", res.text().await.unwrap());
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "{}",
+        res.text().await.unwrap()
+    );
     let (status, body) = server
         .call(
             Method::POST,
@@ -244,7 +249,10 @@ async fn webhooks_are_signed_retried_and_visible(backend: Backend) {
     assert_eq!(log[1]["status_code"], json!(200));
     assert!(log[1]["at"].as_i64().unwrap() >= log[0]["at"].as_i64().unwrap() + 200);
     assert!(log.iter().all(|a| a["latency_ms"].as_i64().is_some()));
-    let once = deliveries.iter().filter(|d| d["attempts"] == json!(1)).count();
+    let once = deliveries
+        .iter()
+        .filter(|d| d["attempts"] == json!(1))
+        .count();
     assert_eq!(once, deliveries.len() - 1);
     for r in &seen {
         assert!(verify(&secret, r), "signature does not verify: {r:?}");
@@ -260,8 +268,11 @@ async fn webhooks_are_signed_retried_and_visible(backend: Backend) {
         .map(|r| r.headers["webhook-id"].as_str())
         .collect();
     assert_eq!(ids.len(), deliveries.len(), "one id per message");
-    let completed: Value = serde_json::from_str(&seen.last().unwrap().body).unwrap();
-    assert_eq!(completed["type"], "job.completed");
+    let completed: Value = seen
+        .iter()
+        .map(|r| serde_json::from_str::<Value>(&r.body).unwrap())
+        .find(|p| p["type"] == "job.completed")
+        .unwrap();
     assert_eq!(completed["data"]["outputs"].as_array().unwrap().len(), 1);
 
     // Another account does not see the deliveries.
@@ -304,4 +315,7 @@ async fn private_addresses_are_refused(backend: Backend) {
     }
 }
 
-on_both_backends!(webhooks_are_signed_retried_and_visible, private_addresses_are_refused);
+on_both_backends!(
+    webhooks_are_signed_retried_and_visible,
+    private_addresses_are_refused
+);

@@ -27,8 +27,8 @@ use crate::limits::SessionLimits;
 use crate::outbound::Outbox;
 use crate::relay::{NoRelay, Relay};
 use crate::session::messages::{
-    BroadcastEvent, BroadcastPreview, CloseSession, DocEdit, Flush, GraphJson, GraphView, Join, JoinError,
-    Joined, Kick, LiveDocError, ServerEdit, SetRole, Shutdown,
+    BroadcastEvent, BroadcastPreview, CloseSession, DocEdit, Flush, GraphJson, GraphView, Join,
+    JoinError, Joined, Kick, LiveDocError, ServerEdit, SetRole, Shutdown,
 };
 use crate::session::replica::{
     CheckHead, NodeGone, PresenceQuery, RemoteAwareness, RemoteBroadcast, RemoteUpdates, Resync,

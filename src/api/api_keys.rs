@@ -5,9 +5,9 @@
 //! Keys are managed with a login only: a key cannot make, list or revoke keys.
 
 use actix_web::{delete, get, post, web, HttpResponse};
+use atelier_actors::KickTarget;
 use atelier_protocol::close_code;
 use atelier_protocol::ids::ApiKeyId;
-use atelier_actors::KickTarget;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

@@ -107,8 +107,10 @@ fn respond(graph: Value, version: &[u8]) -> HttpResponse {
     let version = tag(version);
     let (nodes, edges) = match graph {
         Value::Object(mut map) => (
-            map.remove("nodes").unwrap_or_else(|| Value::Object(Map::new())),
-            map.remove("edges").unwrap_or_else(|| Value::Object(Map::new())),
+            map.remove("nodes")
+                .unwrap_or_else(|| Value::Object(Map::new())),
+            map.remove("edges")
+                .unwrap_or_else(|| Value::Object(Map::new())),
         ),
         _ => (Value::Object(Map::new()), Value::Object(Map::new())),
     };
@@ -194,7 +196,10 @@ pub async fn patch_graph(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .map(|v| v.trim().to_ascii_lowercase());
-    if !matches!(content_type.as_deref(), Some(MERGE_PATCH | "application/json")) {
+    if !matches!(
+        content_type.as_deref(),
+        Some(MERGE_PATCH | "application/json")
+    ) {
         return Err(Error::UnsupportedMediaType(format!(
             "a graph PATCH is a JSON Merge Patch: Content-Type: {MERGE_PATCH}"
         )));
@@ -285,7 +290,10 @@ fn validate(state: &AppState, target: &Value) -> Result<()> {
     let Some(root) = target.as_object() else {
         return Err(Error::invalid("the graph must be an object"));
     };
-    if let Some(key) = root.keys().find(|k| !matches!(k.as_str(), "nodes" | "edges")) {
+    if let Some(key) = root
+        .keys()
+        .find(|k| !matches!(k.as_str(), "nodes" | "edges"))
+    {
         return Err(Error::invalid(format!(
             "the graph has only nodes and edges, not {key:?}"
         )));
@@ -315,7 +323,10 @@ mod tests {
     fn if_match_reads_strong_weak_and_lists() {
         let mut h = HeaderMap::new();
         assert_eq!(if_match(&h).unwrap(), None);
-        h.insert(header::IF_MATCH, HeaderValue::from_static("W/\"abc\", \"def\""));
+        h.insert(
+            header::IF_MATCH,
+            HeaderValue::from_static("W/\"abc\", \"def\""),
+        );
         let tags = if_match(&h).unwrap().unwrap();
         assert!(matches(&tags, "abc") && matches(&tags, "def") && !matches(&tags, "x"));
         h.insert(header::IF_MATCH, HeaderValue::from_static("*"));

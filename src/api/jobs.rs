@@ -59,14 +59,14 @@ pub async fn run(
     state: web::Data<AppState>,
     auth: Auth,
     id: web::Path<SessionId>,
-    body: Option<web::Json<RunJob>>,
+    body: web::Bytes,
 ) -> Result<HttpResponse> {
     let (session, _) = authorize(&state, &auth.principal, *id, Action::RunJobs).await?;
     let account = auth
         .principal
         .account_id()
         .ok_or_else(|| Error::forbidden("share links cannot run jobs"))?;
-    let body = body.map(web::Json::into_inner).unwrap_or_default();
+    let body = run_body(&state, &body)?;
     if let Some(webhook) = &body.webhook {
         state.webhooks.validate(webhook).await?;
     }
@@ -98,6 +98,22 @@ pub async fn run(
     Ok(HttpResponse::Created().json(record))
 }
 
+/// The body of a run: none (or empty) runs the whole graph; anything else must be a valid
+/// [`RunJob`] — a body that does not parse is refused, never run as if it were absent.
+fn run_body(state: &AppState, body: &[u8]) -> Result<RunJob> {
+    let limit = usize::try_from(state.config.max_json_bytes).unwrap_or(usize::MAX);
+    if body.len() > limit {
+        return Err(Error::PayloadTooLarge(format!(
+            "request body is {} bytes; the limit is {limit} bytes",
+            body.len()
+        )));
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(RunJob::default());
+    }
+    serde_json::from_slice(body).map_err(|e| Error::invalid(format!("invalid JSON body: {e}")))
+}
+
 /// The session's jobs, newest first.
 #[utoipa::path(security(("api_key" = ["sessions:read"])), tag = "jobs", params(("id" = SessionId, Path,)),
     responses((status = 200, body = Vec<JobRecord>), (status = 404)))]
@@ -111,7 +127,12 @@ pub async fn list(
     Ok(web::Json(state.db.jobs_of_session(session.id, 100).await?))
 }
 
-pub(super) async fn job_for(state: &AppState, auth: &Auth, id: JobId, action: Action) -> Result<JobRecord> {
+pub(super) async fn job_for(
+    state: &AppState,
+    auth: &Auth,
+    id: JobId,
+    action: Action,
+) -> Result<JobRecord> {
     let job = state.db.job(id).await?.ok_or(Error::NotFound("job"))?;
     // A job is as private as its session.
     authorize(state, &auth.principal, job.session_id, action)

@@ -11,7 +11,10 @@ use actix_web::{get, HttpResponse};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, api_keys, auth, billing, graph, jobs, me, media, ops, runtime, sessions, share_links, webhooks};
+use super::{
+    admin, api_keys, auth, billing, graph, jobs, me, media, ops, runtime, sessions, share_links,
+    webhooks,
+};
 
 struct Security;
 
@@ -87,7 +90,10 @@ pub fn document() -> serde_json::Value {
         let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
         let paths = doc.get_mut("paths").and_then(|p| p.as_object_mut());
         for item in paths.into_iter().flat_map(|p| p.values_mut()) {
-            let ops = item.as_object_mut().into_iter().flat_map(|i| i.values_mut());
+            let ops = item
+                .as_object_mut()
+                .into_iter()
+                .flat_map(|i| i.values_mut());
             for op in ops {
                 let Some(security) = op.get_mut("security").and_then(|s| s.as_array_mut()) else {
                     continue;

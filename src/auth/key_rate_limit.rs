@@ -71,7 +71,10 @@ impl KeyRateLimit {
     }
 
     fn count_locally(&self, key: ApiKeyId, window: i64) -> u32 {
-        let mut local = self.local.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut local = self
+            .local
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let entry = local.entry(key).or_insert((window, 0));
         if entry.0 != window {
             *entry = (window, 0);
@@ -83,7 +86,10 @@ impl KeyRateLimit {
     /// Forgets keys whose window has passed, so the table holds only the last minute's keys.
     pub fn prune(&self) {
         let window = now_ms() / WINDOW_MS;
-        let mut local = self.local.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut local = self
+            .local
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         local.retain(|_, (w, _)| *w == window);
     }
 }

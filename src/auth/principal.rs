@@ -119,12 +119,15 @@ pub async fn resolve_token(state: &AppState, token: &str) -> Result<Resolved> {
         });
     }
     if token.starts_with(tokens::API_KEY_PREFIX) {
-        let owner =
-            state.db.api_key_owner(&hash).await?.ok_or_else(|| {
-                Error::InvalidCredentials("the API key is unknown".into())
-            })?;
+        let owner = state
+            .db
+            .api_key_owner(&hash)
+            .await?
+            .ok_or_else(|| Error::InvalidCredentials("the API key is unknown".into()))?;
         if owner.key.revoked_at.is_some() {
-            return Err(Error::InvalidCredentials("the API key has been revoked".into()));
+            return Err(Error::InvalidCredentials(
+                "the API key has been revoked".into(),
+            ));
         }
         if !owner.key.is_active(now_ms()) {
             return Err(Error::InvalidCredentials("the API key has expired".into()));

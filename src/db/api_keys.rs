@@ -167,13 +167,11 @@ impl Db {
     /// Revokes one of the account's keys; returns its secret's hash (to close its sockets), or
     /// `None` when the account has no such key. Revoking a revoked key changes nothing.
     pub async fn revoke_api_key(&self, account: AccountId, id: ApiKeyId) -> Result<Option<String>> {
-        let row = sqlx::query(
-            "SELECT token_hash FROM api_keys WHERE id = $1 AND account_id = $2",
-        )
-        .bind(id.to_string())
-        .bind(account.to_string())
-        .fetch_optional(self.pool())
-        .await?;
+        let row = sqlx::query("SELECT token_hash FROM api_keys WHERE id = $1 AND account_id = $2")
+            .bind(id.to_string())
+            .bind(account.to_string())
+            .fetch_optional(self.pool())
+            .await?;
         let Some(row) = row else { return Ok(None) };
         sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
             .bind(now_ms())

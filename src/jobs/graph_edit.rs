@@ -25,7 +25,12 @@ pub fn replace_update(doc: &Doc, target: &Value) -> Vec<u8> {
     let before = doc.transact().state_vector();
     {
         let empty = Map::new();
-        let want = |root: &str| target.get(root).and_then(Value::as_object).unwrap_or(&empty);
+        let want = |root: &str| {
+            target
+                .get(root)
+                .and_then(Value::as_object)
+                .unwrap_or(&empty)
+        };
         let mut txn = doc.transact_mut();
         sync_entries(&mut txn, &nodes, want("nodes"), true);
         sync_entries(&mut txn, &edges, want("edges"), false);
@@ -116,7 +121,9 @@ pub fn json_to_any(value: &Value) -> Any {
         Value::Null => Any::Null,
         Value::Bool(b) => Any::Bool(*b),
         Value::Number(n) => match n.as_i64() {
-            Some(i) if (Number::I64_MIN_SAFE_INTEGER..=Number::I64_MAX_SAFE_INTEGER).contains(&i) => {
+            Some(i)
+                if (Number::I64_MIN_SAFE_INTEGER..=Number::I64_MAX_SAFE_INTEGER).contains(&i) =>
+            {
                 Any::Number(Number::Int(i))
             }
             _ => Any::Number(Number::Float(n.as_f64().unwrap_or(f64::NAN))),

@@ -20,12 +20,8 @@ pub fn is_public(ip: IpAddr) -> bool {
             let s = v6.segments();
             // NAT64 (64:ff9b::/96) reaches the IPv4 address in its last 32 bits.
             if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-                let v4 = Ipv4Addr::new(
-                    (s[6] >> 8) as u8,
-                    s[6] as u8,
-                    (s[7] >> 8) as u8,
-                    s[7] as u8,
-                );
+                let v4 =
+                    Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
                 return is_public_v4(v4);
             }
             !(v6.is_loopback()
@@ -63,11 +59,9 @@ impl Resolve for PublicOnly {
     fn resolve(&self, name: Name) -> Resolving {
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
-            let public: Vec<SocketAddr> =
-                found.into_iter().filter(|a| is_public(a.ip())).collect();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> = found.into_iter().filter(|a| is_public(a.ip())).collect();
             if public.is_empty() {
                 return Err(format!(
                     "{host} resolves to no public address (private, loopback and link-local \
@@ -93,7 +87,9 @@ pub async fn check_host(url: &http_client::Url) -> Result<(), String> {
             let found: Vec<SocketAddr> =
                 match tokio::time::timeout(std::time::Duration::from_secs(5), lookup).await {
                     Ok(Ok(found)) => found.collect(),
-                    Ok(Err(e)) => return Err(format!("the webhook host {name} does not resolve: {e}")),
+                    Ok(Err(e)) => {
+                        return Err(format!("the webhook host {name} does not resolve: {e}"))
+                    }
                     Err(_) => return Err(format!("resolving the webhook host {name} timed out")),
                 };
             if found.is_empty() {
@@ -128,9 +124,20 @@ mod tests {
     #[test]
     fn private_addresses_are_refused() {
         for refused in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0",
-            "100.64.0.1", "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1", "64:ff9b::a9fe:a9fe",
-            "255.255.255.255", "224.0.0.1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "255.255.255.255",
+            "224.0.0.1",
         ] {
             let ip: IpAddr = refused.parse().unwrap();
             assert!(!is_public(ip), "{refused} should be refused");

@@ -135,7 +135,9 @@ async fn attempt(db: &Db, client: &http_client::Client, config: &WebhookConfig, 
 /// Milliseconds before attempt `number + 1`: the base, doubled per attempt made, capped, with up
 /// to a tenth of jitter so that retries of many messages spread out.
 fn backoff(base_ms: u64, number: i64) -> i64 {
-    let doublings = u32::try_from(number.saturating_sub(1)).unwrap_or(u32::MAX).min(30);
+    let doublings = u32::try_from(number.saturating_sub(1))
+        .unwrap_or(u32::MAX)
+        .min(30);
     let cap = u64::try_from(MAX_BACKOFF.as_millis()).unwrap_or(u64::MAX);
     let delay = base_ms.saturating_mul(1u64 << doublings).min(cap);
     let jitter = rand::random::<u64>() % (delay / 10 + 1);
@@ -177,7 +179,9 @@ async fn send(
         // Names are checked by the resolver as they are connected to; literal addresses here.
         let literal = matches!(url.host(), Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)));
         if literal {
-            address_guard::check_host(&url).await.map_err(Failure::permanent)?;
+            address_guard::check_host(&url)
+                .await
+                .map_err(Failure::permanent)?;
         }
     }
     let secret = db

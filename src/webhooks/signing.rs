@@ -27,7 +27,10 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &str) -> Result<String
     let mut mac = Hmac::<Sha256>::new_from_slice(&key)
         .map_err(|e| Error::Internal(format!("webhook key: {e}")))?;
     mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
-    Ok(format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes())))
+    Ok(format!(
+        "v1,{}",
+        STANDARD.encode(mac.finalize().into_bytes())
+    ))
 }
 
 #[cfg(test)]
@@ -51,6 +54,9 @@ mod tests {
     fn secrets_are_fresh_and_prefixed() {
         let (a, b) = (new_secret(), new_secret());
         assert!(a.starts_with(SECRET_PREFIX) && a != b);
-        assert_eq!(STANDARD.decode(&a[SECRET_PREFIX.len()..]).unwrap().len(), 32);
+        assert_eq!(
+            STANDARD.decode(&a[SECRET_PREFIX.len()..]).unwrap().len(),
+            32
+        );
     }
 }

@@ -44,9 +44,9 @@ use yrs::sync::Awareness;
 use yrs::{Doc, ReadTxn, Transact};
 
 pub use peers::{Identity, Participant};
-pub use view::document_version;
 #[cfg(test)]
 pub(crate) use sync::pause_diffs;
+pub use view::document_version;
 
 use self::doc::DocCache;
 use self::durability::Durability;

@@ -10,7 +10,10 @@ use yrs::{Doc, ReadTxn, Transact};
 /// vector in a hash map, whose order is not stable).
 pub fn document_version(doc: &Doc) -> Vec<u8> {
     let sv = doc.transact().state_vector();
-    let mut clients: Vec<(u64, u32)> = sv.iter().map(|(client, clock)| (client.get(), *clock)).collect();
+    let mut clients: Vec<(u64, u32)> = sv
+        .iter()
+        .map(|(client, clock)| (client.get(), *clock))
+        .collect();
     clients.sort_unstable();
     let mut out = Vec::with_capacity(1 + clients.len() * 8);
     out.write_var(clients.len());
