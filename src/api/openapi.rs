@@ -8,6 +8,7 @@
 use std::sync::OnceLock;
 
 use actix_web::{get, HttpResponse};
+use serde_json::{json, Value};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -82,28 +83,98 @@ impl Modify for Security {
 )]
 pub struct ApiDoc;
 
-/// The document as served: the generated one, where every operation that takes API keys also
-/// lists the login alternatives. Built once.
-pub fn document() -> serde_json::Value {
-    static DOC: OnceLock<serde_json::Value> = OnceLock::new();
+/// The shape of every error answer.
+fn error_schema() -> Value {
+    json!({
+        "type": "object",
+        "description": "Every error answer. `code` is machine-readable (e.g. `invalid_input`, \
+            `unauthenticated`, `invalid_credentials`, `forbidden`, `insufficient_scope`, \
+            `csrf_rejected`, `not_found`, `conflict`, `precondition_failed`, \
+            `payload_too_large`, `unsupported_media_type`, `payment_required`, \
+            `insufficient_credits`, `rate_limited`, `too_many_jobs`, `internal`); `message` \
+            says what went wrong, for a person.",
+        "required": ["error"],
+        "properties": {"error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string", "example": "insufficient_scope"},
+                "message": {"type": "string",
+                    "example": "this API key lacks the sessions:write scope that PATCH /api/v1/sessions/{id} needs"}
+            }
+        }},
+    })
+}
+
+/// What an operation that takes API keys may also answer because of the key.
+fn key_refusals() -> (Value, Value) {
+    let int = json!({"type": "integer"});
+    (
+        json!({"description": "not allowed: the caller's role, or the API key's scope (`insufficient_scope`)"}),
+        json!({
+            "description": "the API key's rate limit is spent (or another limit of the endpoint)",
+            "headers": {
+                "Retry-After": {"description": "seconds to wait", "schema": int},
+                "X-RateLimit-Limit": {"description": "requests per minute of the key", "schema": int},
+                "X-RateLimit-Remaining": {"description": "requests left this minute", "schema": int},
+                "X-RateLimit-Reset": {"description": "seconds until the minute ends", "schema": int}
+            }
+        }),
+    )
+}
+
+/// The document as served, built once from the generated one:
+/// - every operation that takes API keys also lists the login alternatives, and documents the
+///   key's refusals (403 `insufficient_scope`; 429 with `Retry-After`, its rate limit);
+/// - every error answer has the error shape ([`error_schema`]).
+pub fn document() -> Value {
+    static DOC: OnceLock<Value> = OnceLock::new();
     DOC.get_or_init(|| {
         let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
-        let paths = doc.get_mut("paths").and_then(|p| p.as_object_mut());
+        if let Some(schemas) = doc
+            .pointer_mut("/components/schemas")
+            .and_then(Value::as_object_mut)
+        {
+            schemas.insert("Error".into(), error_schema());
+        }
+        let error_content =
+            json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}});
+        let (forbidden, limited) = key_refusals();
+        let paths = doc.get_mut("paths").and_then(Value::as_object_mut);
         for item in paths.into_iter().flat_map(|p| p.values_mut()) {
             let ops = item
                 .as_object_mut()
                 .into_iter()
                 .flat_map(|i| i.values_mut());
             for op in ops {
-                let Some(security) = op.get_mut("security").and_then(|s| s.as_array_mut()) else {
+                let takes_keys = op
+                    .get("security")
+                    .and_then(Value::as_array)
+                    .is_some_and(|s| {
+                        s.iter()
+                            .any(|r| r.get(crate::authz::API_KEY_SCHEME).is_some())
+                    });
+                if takes_keys {
+                    if let Some(security) = op.get_mut("security").and_then(Value::as_array_mut) {
+                        security.push(json!({"bearer": []}));
+                        security.push(json!({"cookie": []}));
+                    }
+                }
+                let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
                     continue;
                 };
-                let takes_keys = security
-                    .iter()
-                    .any(|r| r.get(crate::authz::API_KEY_SCHEME).is_some());
                 if takes_keys {
-                    security.push(serde_json::json!({"bearer": []}));
-                    security.push(serde_json::json!({"cookie": []}));
+                    responses.entry("403").or_insert_with(|| forbidden.clone());
+                    responses.insert("429".into(), limited.clone());
+                }
+                for (status, response) in responses.iter_mut() {
+                    let is_error = status.starts_with('4') || status.starts_with('5');
+                    if let Some(response) = response.as_object_mut() {
+                        if is_error && !response.contains_key("content") {
+                            response.insert("content".into(), error_content.clone());
+                        }
+                        response.entry("description").or_insert_with(|| json!(""));
+                    }
                 }
             }
         }
