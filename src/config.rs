@@ -592,7 +592,8 @@ pub struct WebhookConfig {
     /// Let webhooks reach private, loopback and link-local addresses. Off by default, so that a
     /// job's webhook cannot be pointed at the server's own network; tests and single-machine
     /// setups turn it on.
-    #[arg(long, env = "ATELIER_WEBHOOK_ALLOW_PRIVATE", default_value_t = false)]
+    #[arg(long, env = "ATELIER_WEBHOOK_ALLOW_PRIVATE", default_value_t = false,
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub webhook_allow_private: bool,
 
     /// How long one delivery attempt may take (connect, send, answer), in milliseconds.
