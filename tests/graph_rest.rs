@@ -182,6 +182,21 @@ async fn graph_over_rest(backend: Backend) {
     )
     .await;
     assert_eq!(res.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // A body past the JSON limit is 413 in the error shape, whatever its size.
+    for size in [100 * 1024, 1024 * 1024] {
+        let huge = json!({"nodes": {"tiny": {"params": {"prompt": "x".repeat(size)}}}});
+        let res = send(
+            &server,
+            Method::PATCH,
+            &path,
+            &owner.token,
+            Some(("application/merge-patch+json", huge)),
+            None,
+        )
+        .await;
+        assert_eq!(res.status, StatusCode::PAYLOAD_TOO_LARGE, "{size}");
+        assert_eq!(error_code(&res.body), "payload_too_large");
+    }
 
     // Who may write: not a viewer, not a read-only key; a write key may.
     let patch = json!({"nodes": {"tiny": {"x": 42}}});

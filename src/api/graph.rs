@@ -187,7 +187,7 @@ pub async fn patch_graph(
     auth: Auth,
     req: HttpRequest,
     id: web::Path<SessionId>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse> {
     let (session, _) = authorize(&state, &auth.principal, *id, Action::EditDocument).await?;
     let content_type = req
@@ -204,13 +204,7 @@ pub async fn patch_graph(
             "a graph PATCH is a JSON Merge Patch: Content-Type: {MERGE_PATCH}"
         )));
     }
-    let limit = usize::try_from(state.config.max_json_bytes).unwrap_or(usize::MAX);
-    if body.len() > limit {
-        return Err(Error::PayloadTooLarge(format!(
-            "request body is {} bytes; the limit is {limit} bytes",
-            body.len()
-        )));
-    }
+    let body = super::body::read_limited(&state, payload).await?;
     let patch: Value = serde_json::from_slice(&body)
         .map_err(|e| Error::invalid(format!("invalid JSON body: {e}")))?;
     if !patch.is_object() {

@@ -59,14 +59,14 @@ pub async fn run(
     state: web::Data<AppState>,
     auth: Auth,
     id: web::Path<SessionId>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse> {
     let (session, _) = authorize(&state, &auth.principal, *id, Action::RunJobs).await?;
     let account = auth
         .principal
         .account_id()
         .ok_or_else(|| Error::forbidden("share links cannot run jobs"))?;
-    let body = run_body(&state, &body)?;
+    let body = run_body(&super::body::read_limited(&state, payload).await?)?;
     if let Some(webhook) = &body.webhook {
         state.webhooks.validate(webhook).await?;
     }
@@ -100,14 +100,7 @@ pub async fn run(
 
 /// The body of a run: none (or empty) runs the whole graph; anything else must be a valid
 /// [`RunJob`] — a body that does not parse is refused, never run as if it were absent.
-fn run_body(state: &AppState, body: &[u8]) -> Result<RunJob> {
-    let limit = usize::try_from(state.config.max_json_bytes).unwrap_or(usize::MAX);
-    if body.len() > limit {
-        return Err(Error::PayloadTooLarge(format!(
-            "request body is {} bytes; the limit is {limit} bytes",
-            body.len()
-        )));
-    }
+fn run_body(body: &[u8]) -> Result<RunJob> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(RunJob::default());
     }

@@ -5,6 +5,7 @@ pub mod admin_audit;
 pub mod api_keys;
 pub mod auth;
 pub mod billing;
+pub mod body;
 pub mod graph;
 pub mod jobs;
 pub mod me;
