@@ -17,6 +17,7 @@ use actix_web::http::header;
 use actix_web::{web, App, HttpResponse};
 
 use atelier_actors::{RegistryConfig, SessionRegistryHandle};
+use atelier_protocol::events::StudioEvent;
 
 use crate::auth::rate_limit::AuthRateLimit;
 use crate::billing::checkout::Checkout;
@@ -101,13 +102,14 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
             .map(|(c, _)| SharedRateLimit::new(c.clone())),
     );
     // Jobs that were queued or running when the server last stopped cannot continue.
+    const RESTARTED: &str = "the server restarted while the job was unfinished";
     let ended = db
-        .fail_unfinished_jobs("the server restarted while the job was unfinished")
+        .fail_unfinished_jobs(RESTARTED)
         .await
         .map_err(|e| StartError::Jobs(e.to_string()))?;
-    if ended > 0 {
+    if !ended.is_empty() {
         tracing::warn!(
-            jobs = ended,
+            jobs = ended.len(),
             "unfinished jobs from before the restart marked failed"
         );
     }
@@ -151,6 +153,11 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     }
     let webhooks = crate::webhooks::Webhooks::start(db.clone(), config.webhooks.clone())
         .map_err(|e| StartError::Jobs(e.to_string()))?;
+    // Their webhooks hear how the jobs cut short by the restart ended.
+    for (job_id, session) in ended {
+        let error = RESTARTED.to_owned();
+        webhooks.job_event(session, &StudioEvent::JobFailed { job_id, error });
+    }
     let jobs = JobService::new(
         board,
         db.clone(),

@@ -193,6 +193,10 @@ pub async fn authorize(
         Some(key) => key.allows(Scope::SessionsWrite),
         None => true,
     };
+    // Opening a live session is a request of the key like any other.
+    if let Some(key) = &api_key {
+        state.key_rate_limit.check(key.id).await.1?;
+    }
     // A credential that expires closes its sockets when it does.
     let expires_at = match &caller {
         Principal::ShareLink(link) => link.expires_at,

@@ -315,7 +315,53 @@ async fn private_addresses_are_refused(backend: Backend) {
     }
 }
 
+/// A job cut short by a restart still ends for its webhook: `failed`, delivered by the restarted
+/// server.
+async fn a_restart_fails_jobs_to_their_webhooks(backend: Backend) {
+    let receiver = Receiver::default();
+    let url = receiver.start().await;
+    let args = ["--webhook-allow-private", "--webhook-retry-base-ms", "100"];
+    let mut server = TestServer::start_with(backend, &args).await;
+    let owner = server.signup("Owner").await;
+    let session = server.create_session(&owner.token, "Restarted").await;
+    // A job that was running when the server went down (made directly: running one takes a
+    // worker, and this one must never finish).
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&server.database_url).await.unwrap();
+    let job = uuid::Uuid::new_v4().to_string();
+    sqlx::query(
+        "INSERT INTO jobs (id, session_id, account_id, status, plan, created_at, started_at, \
+         webhook_url, webhook_events) VALUES ($1, $2, $3, 'running', '[]', 1, 2, $4, 'failed')",
+    )
+    .bind(job.clone())
+    .bind(session.clone())
+    .bind(owner.id.clone())
+    .bind(url.clone())
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    server.kill();
+    server.spawn(&args);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let failed = loop {
+        let found = receiver.seen().into_iter().find(|r| r.answered == 200);
+        if let Some(r) = found {
+            break serde_json::from_str::<Value>(&r.body).unwrap();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no delivery");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(failed["type"], "job.failed");
+    assert_eq!(failed["data"]["job_id"], json!(job));
+    assert!(failed["data"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("restarted"));
+}
+
 on_both_backends!(
     webhooks_are_signed_retried_and_visible,
-    private_addresses_are_refused
+    private_addresses_are_refused,
+    a_restart_fails_jobs_to_their_webhooks
 );

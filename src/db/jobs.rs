@@ -181,16 +181,25 @@ impl Db {
 
     /// At start-up: jobs that were queued or running when the server stopped cannot continue
     /// (the in-process queue is gone); end them with a reason.
-    pub async fn fail_unfinished_jobs(&self, reason: &str) -> Result<u64> {
-        let res = sqlx::query(
+    /// Marks every unfinished job failed; returns them (job, session), so that their webhooks
+    /// still hear how they ended.
+    pub async fn fail_unfinished_jobs(&self, reason: &str) -> Result<Vec<(JobId, SessionId)>> {
+        let rows = sqlx::query(
             "UPDATE jobs SET status = 'failed', error = $1, finished_at = $2 \
-             WHERE status IN ('queued', 'running')",
+             WHERE status IN ('queued', 'running') RETURNING id, session_id",
         )
         .bind(reason)
         .bind(now_ms())
-        .execute(self.pool())
+        .fetch_all(self.pool())
         .await?;
-        Ok(res.rows_affected())
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    JobId(uuid_col(row, "id")?),
+                    SessionId(uuid_col(row, "session_id")?),
+                ))
+            })
+            .collect()
     }
 
     pub async fn insert_worker_token(&self, name: &str, token_hash: &str) -> Result<WorkerId> {
