@@ -360,8 +360,222 @@ async fn a_restart_fails_jobs_to_their_webhooks(backend: Backend) {
         .contains("restarted"));
 }
 
+/// A finished job and webhook messages to deliver for it, made directly in the database (what
+/// the server itself stores when a job event happens), each to one of `urls`.
+async fn job_with_messages(server: &TestServer, owner: &common::User, urls: &[String]) -> String {
+    let session = server.create_session(&owner.token, "Messages").await;
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&server.database_url).await.unwrap();
+    let job = uuid::Uuid::new_v4().to_string();
+    sqlx::query(
+        "INSERT INTO jobs (id, session_id, account_id, status, plan, created_at, finished_at) \
+         VALUES ($1, $2, $3, 'succeeded', '[]', 1, 2)",
+    )
+    .bind(job.clone())
+    .bind(session)
+    .bind(owner.id.clone())
+    .execute(&pool)
+    .await
+    .unwrap();
+    let now = common::unix_now() * 1000;
+    for url in urls {
+        sqlx::query(
+            "INSERT INTO webhook_deliveries (id, job_id, account_id, url, event, payload, status, \
+             attempts, created_at, next_attempt_at) \
+             VALUES ($1, $2, $3, $4, 'completed', '{\"type\":\"job.completed\"}', 'pending', 0, $5, $5)",
+        )
+        .bind(format!("msg_{}", uuid::Uuid::new_v4().simple()))
+        .bind(job.clone())
+        .bind(owner.id.clone())
+        .bind(url.clone())
+        .bind(now)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+    job
+}
+
+/// The job's deliveries once each has had `attempts` attempts.
+async fn after_attempts(server: &TestServer, token: &str, job: &str, attempts: i64) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, list) = server
+            .call(
+                Method::GET,
+                &format!("/jobs/{job}/webhook-deliveries"),
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{list}");
+        let list = list.as_array().unwrap().clone();
+        if list
+            .iter()
+            .all(|d| d["attempts"].as_i64().unwrap() >= attempts)
+        {
+            return list;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{list:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A receiver that misbehaves by path: `/redirect` answers 302 to `/target`, `/slow` answers
+/// after 3 s, `/endless` promises a huge body and never finishes it. Counts what it got by path.
+async fn misbehaving_receiver() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let paths: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = paths.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut stream = BufReader::new(socket);
+                let mut line = String::new();
+                stream.read_line(&mut line).await.unwrap();
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                seen.lock().unwrap().push(path.clone());
+                let mut len = 0usize;
+                loop {
+                    let mut h = String::new();
+                    stream.read_line(&mut h).await.unwrap();
+                    if h.trim_end().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = h.to_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0; len];
+                stream.read_exact(&mut body).await.unwrap();
+                let socket = stream.get_mut();
+                match path.as_str() {
+                    "/redirect" => {
+                        let reply =
+                            "HTTP/1.1 302 Found\r\nlocation: /target\r\ncontent-length: 0\r\n\r\n";
+                        socket.write_all(reply.as_bytes()).await.unwrap();
+                    }
+                    "/slow" => {
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                        let _ = socket
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                            .await;
+                    }
+                    "/endless" => {
+                        let head = "HTTP/1.1 200 OK\r\ncontent-length: 1000000000\r\n\r\n";
+                        socket.write_all(head.as_bytes()).await.unwrap();
+                        let chunk = vec![b'x'; 256 * 1024];
+                        let _ = socket.write_all(&chunk).await;
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                    }
+                    _ => {
+                        let _ = socket
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    (base, paths)
+}
+
+/// Redirects are not followed (a 302 is a failed attempt), a receiver that does not answer in
+/// time fails the attempt, and an answer is read no further than the cap (an endless body does
+/// not hold the attempt).
+async fn no_redirects_timeouts_and_capped_answers(backend: Backend) {
+    let (base, paths) = misbehaving_receiver().await;
+    let args = [
+        "--webhook-allow-private",
+        "--webhook-timeout-ms",
+        "1000",
+        "--webhook-max-attempts",
+        "1",
+    ];
+    let server = TestServer::start_with(backend, &args).await;
+    let owner = server.signup("Owner").await;
+    let urls: Vec<String> = ["/redirect", "/slow", "/endless"]
+        .iter()
+        .map(|p| format!("{base}{p}"))
+        .collect();
+    let job = job_with_messages(&server, &owner, &urls).await;
+    let list = after_attempts(&server, &owner.token, &job, 1).await;
+    let by_url = |suffix: &str| {
+        list.iter()
+            .find(|d| d["url"].as_str().unwrap().ends_with(suffix))
+            .unwrap()
+            .clone()
+    };
+    let redirect = by_url("/redirect");
+    assert_eq!(redirect["attempt_log"][0]["status_code"], json!(302));
+    assert_eq!(
+        redirect["status"], "failed",
+        "one attempt allowed: given up"
+    );
+    let slow = by_url("/slow");
+    assert_eq!(slow["attempt_log"][0]["status_code"], Value::Null);
+    assert!(
+        slow["attempt_log"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("timed out"),
+        "{slow}"
+    );
+    assert!(
+        slow["attempt_log"][0]["latency_ms"].as_i64().unwrap() < 2500,
+        "{slow}"
+    );
+    let endless = by_url("/endless");
+    assert_eq!(endless["status"], "delivered", "{endless}");
+    assert!(
+        endless["attempt_log"][0]["latency_ms"].as_i64().unwrap() < 1000,
+        "{endless}"
+    );
+    assert!(
+        !paths.lock().unwrap().iter().any(|p| p == "/target"),
+        "a redirect was followed"
+    );
+}
+
+/// Without `ATELIER_WEBHOOK_ALLOW_PRIVATE`, a message whose URL points at a private address is
+/// not sent, however it got stored: a literal address is given up at once, a name that resolves
+/// to one is refused by the resolver at connection time (DNS rebinding).
+async fn the_guard_holds_at_delivery_time(backend: Backend) {
+    let receiver = Receiver::default();
+    let url = receiver.start().await;
+    let port = url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let server = TestServer::start(backend).await;
+    let owner = server.signup("Owner").await;
+    let urls = vec![
+        format!("http://127.0.0.1:{port}/hook"),
+        format!("http://localhost:{port}/hook"),
+    ];
+    let job = job_with_messages(&server, &owner, &urls).await;
+    let list = after_attempts(&server, &owner.token, &job, 1).await;
+    let literal = list.iter().find(|d| d["url"] == json!(urls[0])).unwrap();
+    assert_eq!(literal["status"], "failed", "{literal}");
+    let why = literal["attempt_log"][0]["error"].as_str().unwrap();
+    assert!(why.contains("private"), "{why}");
+    let named = list.iter().find(|d| d["url"] == json!(urls[1])).unwrap();
+    let why = named["attempt_log"][0]["error"].as_str().unwrap();
+    assert!(why.contains("no public address"), "{why}");
+    assert!(receiver.seen().is_empty(), "a private address was reached");
+}
+
 on_both_backends!(
     webhooks_are_signed_retried_and_visible,
     private_addresses_are_refused,
-    a_restart_fails_jobs_to_their_webhooks
+    a_restart_fails_jobs_to_their_webhooks,
+    no_redirects_timeouts_and_capped_answers,
+    the_guard_holds_at_delivery_time
 );
