@@ -44,6 +44,7 @@ async fn keys(backend: Backend) {
         json!({"name": "x", "scopes": ["sessions:admin"]}),
         json!({"name": "x", "scopes": []}),
         json!({"name": " ", "scopes": ["jobs:run"]}),
+        json!({"name": "a\u{7}bell", "scopes": ["jobs:run"]}),
         json!({"name": "x", "scopes": ["jobs:run"], "expires_in_s": 0}),
         json!({"name": "x", "scopes": ["jobs:run"], "extra": 1}),
     ] {

@@ -60,9 +60,12 @@ pub async fn create(
 ) -> Result<HttpResponse> {
     let body = body.into_inner();
     let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+    if name.is_empty()
+        || name.chars().count() > MAX_NAME_CHARS
+        || name.chars().any(char::is_control)
+    {
         return Err(Error::invalid(format!(
-            "name must be 1 to {MAX_NAME_CHARS} characters"
+            "name must be 1 to {MAX_NAME_CHARS} printable characters"
         )));
     }
     if body.scopes.is_empty() {
@@ -98,8 +101,8 @@ pub async fn create(
     Ok(HttpResponse::Created().json(CreatedApiKey { key, secret }))
 }
 
-/// The account's API keys (revoked and expired ones included), newest first, each with when it
-/// was last used and how many requests it made in the last 24 hours.
+/// The account's API keys (revoked and expired ones included), newest first (at most the 200
+/// newest), each with when it was last used and how many requests it made in the last 24 hours.
 #[utoipa::path(tag = "api keys", responses((status = 200, body = Vec<ApiKey>), (status = 401), (status = 403)))]
 #[get("/me/api-keys")]
 pub async fn list(state: web::Data<AppState>, auth: AccountAuth) -> Result<web::Json<Vec<ApiKey>>> {

@@ -115,13 +115,14 @@ impl Db {
         Ok(row.try_get("n")?)
     }
 
-    /// The account's keys, newest first, each with its request count of the last 24 hours.
+    /// The account's keys, newest first (the 200 newest: revoked keys stay listed, and an account
+    /// may make many over the years), each with its request count of the last 24 hours.
     pub async fn api_keys(&self, account: AccountId) -> Result<Vec<ApiKey>> {
         let since = now_ms() - 24 * 3600 * 1000;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {KEY_COLUMNS}, \
              (SELECT COUNT(*) FROM api_usage u WHERE u.api_key_id = k.id AND u.at >= $2) AS recent \
-             FROM api_keys k WHERE k.account_id = $1 ORDER BY k.created_at DESC, k.id"
+             FROM api_keys k WHERE k.account_id = $1 ORDER BY k.created_at DESC, k.id LIMIT 200"
         )))
         .bind(account.to_string())
         .bind(since)
