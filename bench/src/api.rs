@@ -1,4 +1,5 @@
-//! The two HTTP calls the benchmark needs: sign up (returns a bearer token) and create a session.
+//! The HTTP calls the benchmark needs: sign up (returns a bearer token), create a session, and
+//! (the soak's hostile viewers) create a viewer share link.
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
@@ -65,6 +66,24 @@ impl Api {
             .as_str()
             .map(str::to_owned)
             .ok_or_else(|| anyhow!("create session: no id in {body}"))
+    }
+
+    /// Creates a viewer share link of `session` (no expiry) and returns its token.
+    pub async fn share_link(&self, token: &str, session: &str) -> Result<String> {
+        let (status, body) = self
+            .post(
+                &format!("/sessions/{session}/share-links"),
+                Some(token),
+                json!({"role": "viewer"}),
+            )
+            .await?;
+        if status != 201 {
+            bail!("create share link: {status} {body}");
+        }
+        body["token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("create share link: no token in {body}"))
     }
 }
 
