@@ -1,5 +1,5 @@
 //! The HTTP calls the benchmark needs: sign up (returns a bearer token), create a session, and
-//! (the soak's hostile viewers) create a viewer share link.
+//! for the soak a viewer share link and a server metric.
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
@@ -9,6 +9,7 @@ pub const PASSWORD: &str = "bench password, long enough";
 pub struct Api {
     http: reqwest::Client,
     base: String,
+    root: String,
 }
 
 impl Api {
@@ -16,6 +17,7 @@ impl Api {
         Ok(Self {
             http: reqwest::Client::builder().build()?,
             base: format!("{base}/api/v1"),
+            root: base.to_owned(),
         })
     }
 
@@ -66,6 +68,25 @@ impl Api {
             .as_str()
             .map(str::to_owned)
             .ok_or_else(|| anyhow!("create session: no id in {body}"))
+    }
+
+    /// The value of an unlabelled counter or gauge on `/metrics` (0 when it was never set).
+    pub async fn metric(&self, name: &str) -> Result<f64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.root))
+            .send()
+            .await
+            .context("GET /metrics")?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .find_map(|line| {
+                let (key, value) = line.split_once(' ')?;
+                (key == name).then(|| value.trim().parse().ok())?
+            })
+            .unwrap_or(0.0))
     }
 
     /// Creates a viewer share link of `session` (no expiry) and returns its token.

@@ -77,8 +77,9 @@ pub struct Honest {
     pub shared: Arc<Shared>,
     pub minutes: Arc<Minutes>,
     per_session: usize,
-    readers: Vec<JoinHandle<ReaderTally>>,
-    writers: Vec<JoinHandle<Result<(WsSink, Editor, u64)>>>,
+    /// By editor index (connections complete in any order).
+    readers: Vec<(usize, JoinHandle<ReaderTally>)>,
+    writers: Vec<(usize, JoinHandle<Result<(WsSink, Editor, u64)>>)>,
     stop: watch::Sender<bool>,
 }
 
@@ -132,14 +133,17 @@ pub async fn start(
     let mut writers = Vec::new();
     for (i, ws, editor) in clients {
         let (sink, stream) = ws.split();
-        readers.push(tokio::spawn(read(
-            stream,
+        readers.push((
             i,
-            per_session,
-            shared.clone(),
-            minutes.clone(),
-            stop_rx.clone(),
-        )));
+            tokio::spawn(read(
+                stream,
+                i,
+                per_session,
+                shared.clone(),
+                minutes.clone(),
+                stop_rx.clone(),
+            )),
+        ));
         let pace = Pace {
             rate: Some(rate),
             start: start + Duration::from_secs_f64(period * i as f64 / n as f64),
@@ -147,7 +151,10 @@ pub async fn start(
             limit: None,
             batch: 1,
         };
-        writers.push(tokio::spawn(write_loop(sink, editor, pace, shared.clone())));
+        writers.push((
+            i,
+            tokio::spawn(write_loop(sink, editor, pace, shared.clone())),
+        ));
     }
     Ok(Honest {
         start,
@@ -166,26 +173,28 @@ impl Honest {
     /// everything up.
     pub async fn finish(self) -> Result<HonestResult> {
         let mut result = HonestResult::default();
-        let mut sent_by = Vec::new();
+        // Edits sent by each editor (`None`: its connection failed).
+        let mut sent_by = vec![None; self.writers.len()];
         let mut sinks = Vec::new();
-        for (i, writer) in self.writers.into_iter().enumerate() {
+        for (i, writer) in self.writers {
             match writer.await? {
                 Ok((sink, _editor, sent)) => {
-                    sent_by.push(Some(sent));
+                    if let Some(slot) = sent_by.get_mut(i) {
+                        *slot = Some(sent);
+                    }
                     sinks.push(sink);
                 }
                 Err(error) => {
                     result
                         .ended
                         .push(format!("editor {i} could not send: {error}"));
-                    sent_by.push(None);
                 }
             }
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
         let _ = self.stop.send(true);
         let per = self.per_session;
-        for (r, reader) in self.readers.into_iter().enumerate() {
+        for (r, reader) in self.readers {
             let tally = reader.await?;
             let first = r / per * per;
             for (slot, &received) in tally.received.iter().enumerate() {

@@ -79,7 +79,8 @@ impl Kind {
         match self {
             Kind::Oversize => "1009",
             Kind::Nested => "4422",
-            Kind::Flood | Kind::NonReader | Kind::StepOneSpam | Kind::Presence => "1008",
+            Kind::Flood | Kind::Presence => "1008",
+            Kind::NonReader | Kind::StepOneSpam => "1008, or cut when unread 10 s",
             Kind::Garbage => "1002/1003",
             Kind::StepOneRepeat => "served until it leaves",
         }
@@ -89,8 +90,9 @@ impl Kind {
         match self {
             Kind::Oversize => outcome == Outcome::Closed(1009),
             Kind::Nested => outcome == Outcome::Closed(4422),
-            Kind::Flood | Kind::NonReader | Kind::StepOneSpam | Kind::Presence => {
-                outcome == Outcome::Closed(1008)
+            Kind::Flood | Kind::Presence => outcome == Outcome::Closed(1008),
+            Kind::NonReader | Kind::StepOneSpam => {
+                matches!(outcome, Outcome::Closed(1008) | Outcome::Cut)
             }
             Kind::Garbage => matches!(outcome, Outcome::Closed(1002 | 1003)),
             Kind::StepOneRepeat => outcome == Outcome::ClientLeft,
@@ -111,6 +113,10 @@ pub enum Outcome {
     ClientLeft,
     /// Still open when the client stopped waiting.
     StillOpen,
+    /// A client that was not reading found its connection gone (reset) without having read a
+    /// close frame: what the server does to a slow reader whose close frame cannot be delivered
+    /// within 10 s of the verdict.
+    Cut,
 }
 
 impl fmt::Display for Outcome {
@@ -121,6 +127,7 @@ impl fmt::Display for Outcome {
             Outcome::Refused => f.write_str("refused"),
             Outcome::ClientLeft => f.write_str("client left"),
             Outcome::StillOpen => f.write_str("still open"),
+            Outcome::Cut => f.write_str("cut while not reading"),
         }
     }
 }
@@ -184,9 +191,11 @@ impl Tally {
 
 /// Pause between one attempt's end and the next connection.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
-/// How long a non-reading client holds its socket without reading before it drains it to see
-/// how the server ended it.
-const STALL: Duration = Duration::from_secs(45);
+/// How long a non-reading client holds its socket without reading (unless the server cuts it
+/// first) before it reads what is left to see how the server ended it. The server gives up on a
+/// slow reader once its outbound budget is full (4 MiB, ~20 s of the churn here) and drops the
+/// socket 10 s later if the close frame could not be written.
+const STALL: Duration = Duration::from_secs(60);
 
 /// Worker `index`: attempts forever (the soak aborts it at the end), starting at kind
 /// `index % 8` so that every kind runs from the start.
@@ -376,24 +385,32 @@ async fn flood(ws: Ws, client: u64) -> Outcome {
     .await
 }
 
-/// Sends `frames` every `period` without ever reading, for [`STALL`] or until sending fails; then
-/// reads what the server left to find how it ended the connection.
+/// Sends `frames` every `period` without ever reading, for [`STALL`] or until sending fails (the
+/// server dropped the connection); then reads what the server left to find how it ended it.
 async fn stall_then_drain(
     mut ws: Ws,
     period: Duration,
     mut frames: impl FnMut() -> Vec<Vec<u8>>,
 ) -> Outcome {
     let until = Instant::now() + STALL;
+    let mut cut = false;
     'stall: while Instant::now() < until {
         for frame in frames() {
             match tokio::time::timeout_at(until, ws.send(Message::binary(frame))).await {
                 Ok(Ok(())) => {}
-                Ok(Err(_)) | Err(_) => break 'stall,
+                Ok(Err(_)) => {
+                    cut = true;
+                    break 'stall;
+                }
+                Err(_) => break 'stall,
             }
         }
         tokio::time::sleep(period).await;
     }
-    await_close(&mut ws, Duration::from_secs(30)).await
+    match await_close(&mut ws, Duration::from_secs(30)).await {
+        Outcome::Dropped if cut => Outcome::Cut,
+        outcome => outcome,
+    }
 }
 
 async fn non_reader(mut ws: Ws, client: u64) -> Outcome {
@@ -488,10 +505,14 @@ pub async fn churner(arena: Arc<Arena>, tally: Arc<Tally>, index: usize, bytes: 
             Ok::<_, anyhow::Error>(ws)
         }
         .await;
-        let Ok(ws) = connected else {
-            tally.churn_reconnects.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
+        let ws = match connected {
+            Ok(ws) => ws,
+            Err(error) => {
+                eprintln!("soak: churner {index} could not connect: {error:#}");
+                tally.churn_reconnects.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
         };
         let (mut sink, mut stream) = ws.split();
         let reader =
@@ -519,7 +540,15 @@ pub async fn churner(arena: Arc<Arena>, tally: Arc<Tally>, index: usize, bytes: 
             next += period;
             tokio::time::sleep_until(next).await;
         }
-        reader.abort();
+        let ended = if reader.is_finished() {
+            reader
+                .await
+                .map_or_else(|e| e.to_string(), |o| o.to_string())
+        } else {
+            reader.abort();
+            "could not send".into()
+        };
+        eprintln!("soak: churner {index}'s connection ended ({ended}); reconnecting");
         tally.churn_reconnects.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

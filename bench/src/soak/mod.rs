@@ -100,7 +100,14 @@ struct ServerWatch {
     /// Highest RSS sample in each minute.
     rss_max_by_minute: Vec<u64>,
     samples: u64,
+    /// CPU use (cores) of the server and of this load generator in each minute: the machine is
+    /// shared, and a starved generator reads late.
+    cpu_by_minute: Vec<(f64, f64)>,
     panics: usize,
+    /// Server counters at the end: clients cut for not reading, session actors restarted after
+    /// a panic.
+    outbound_overflows: f64,
+    session_restarts: f64,
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -247,6 +254,23 @@ async fn soak(server: &mut Server, args: &Args) -> Result<Parts> {
 
     let mut minute = 0usize;
     let mut next = tokio::time::Instant::now();
+    let own_pid = std::process::id().to_string();
+    let cpu_now = |server: &Server| -> (f64, f64) {
+        (
+            server.cpu_seconds().unwrap_or(0.0),
+            crate::server::cpu_seconds(&own_pid).unwrap_or(0.0),
+        )
+    };
+    let mut cpu_mark = (cpu_now(server), std::time::Instant::now());
+    let mut cpu_minute = |server: &Server, watch: &mut ServerWatch| {
+        let (now, at) = (cpu_now(server), std::time::Instant::now());
+        let secs = at.duration_since(cpu_mark.1).as_secs_f64().max(0.001);
+        watch.cpu_by_minute.push((
+            (now.0 - cpu_mark.0 .0) / secs,
+            (now.1 - cpu_mark.0 .1) / secs,
+        ));
+        cpu_mark = (now, at);
+    };
     while tokio::time::Instant::now() < honest.until {
         next += RSS_EVERY;
         tokio::time::sleep_until(next.min(honest.until)).await;
@@ -267,6 +291,7 @@ async fn soak(server: &mut Server, args: &Args) -> Result<Parts> {
             watch.rss_max_by_minute.resize(minute + 1, 0);
         }
         if now_minute > minute {
+            cpu_minute(server, &mut watch);
             progress(minute, &honest.minutes.snapshot(), &watch, &tally);
             minute = now_minute;
             honest.shared.phase.store(minute, Ordering::Relaxed);
@@ -275,6 +300,9 @@ async fn soak(server: &mut Server, args: &Args) -> Result<Parts> {
         if let Some(max) = watch.rss_max_by_minute.get_mut(minute) {
             *max = (*max).max(rss);
         }
+    }
+    if watch.died.is_none() {
+        cpu_minute(server, &mut watch);
     }
     for task in &hostile_tasks {
         task.abort();
@@ -286,6 +314,10 @@ async fn soak(server: &mut Server, args: &Args) -> Result<Parts> {
     if watch.died.is_none() {
         watch.rss_end_kib = server.rss_kib()?;
         watch.rss_max_kib = watch.rss_max_kib.max(watch.rss_end_kib);
+    }
+    if watch.died.is_none() {
+        watch.outbound_overflows = api.metric("atelier_outbound_overflows_total").await?;
+        watch.session_restarts = api.metric("atelier_session_restarts_total").await?;
     }
     watch.panics = std::fs::read_to_string(server.log_path())
         .unwrap_or_default()
@@ -303,8 +335,9 @@ fn progress(minute: usize, minutes: &[Histogram<u64>], watch: &ServerWatch, tall
     let l = minutes.get(minute).map(Latencies::from).unwrap_or_default();
     let snapshot = tally.snapshot();
     let attempts: u64 = snapshot.attempts.values().sum();
+    let (server_cpu, bench_cpu) = watch.cpu_by_minute.last().copied().unwrap_or_default();
     eprintln!(
-        "soak: minute {}: {} deliveries, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; RSS {:.1} MiB (max {:.1}); {} hostile connections so far",
+        "soak: minute {}: {} deliveries, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; RSS {:.1} MiB (max {:.1}); CPU server {:.0}%, bench {:.0}%; {} hostile connections so far",
         minute + 1,
         thousands(l.count as f64),
         l.p50,
@@ -312,6 +345,8 @@ fn progress(minute: usize, minutes: &[Histogram<u64>], watch: &ServerWatch, tall
         l.max,
         watch.rss_max_by_minute.get(minute).copied().unwrap_or(0) as f64 / 1024.0,
         watch.rss_max_kib as f64 / 1024.0,
+        server_cpu * 100.0,
+        bench_cpu * 100.0,
         thousands(attempts as f64),
     );
 }
@@ -403,6 +438,12 @@ impl Report<'_> {
         if self.watch.panics > 0 {
             failures.push(format!("{} panics in the server log", self.watch.panics));
         }
+        if self.watch.session_restarts > 0.0 {
+            failures.push(format!(
+                "{} session actors restarted after a panic",
+                self.watch.session_restarts
+            ));
+        }
         for kind in self.unexpected_kinds() {
             failures.push(format!(
                 "{} never ended with {}",
@@ -477,9 +518,10 @@ impl Report<'_> {
             mark(w.rss_max_kib < self.rss_limit_kib()),
         ));
         out.push_str(&format!(
-            "| panics in the server log | {} | 0 | {} |\n",
+            "| panics (server log; session actors restarted) | {}; {} | 0 | {} |\n",
             w.panics,
-            mark(w.panics == 0)
+            w.session_restarts,
+            mark(w.panics == 0 && w.session_restarts == 0.0)
         ));
         let attempts: u64 = self.tally.attempts.values().sum();
         let finished: u64 = self.tally.outcomes.values().flat_map(|o| o.values()).sum();
@@ -492,17 +534,20 @@ impl Report<'_> {
             mark(unexpected.is_empty()),
         ));
 
-        out.push_str("\nHonest editors by minute:\n\n| minute | deliveries | p50 | p99 | max | server RSS max |\n|---|---|---|---|---|---|\n");
+        out.push_str("\nHonest editors by minute:\n\n| minute | deliveries | p50 | p99 | max | server RSS max | CPU: server / bench |\n|---|---|---|---|---|---|---|\n");
         for (i, hist) in h.minutes.iter().enumerate() {
             let l = Latencies::from(hist);
+            let (server_cpu, bench_cpu) = w.cpu_by_minute.get(i).copied().unwrap_or_default();
             out.push_str(&format!(
-                "| {} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} MiB |\n",
+                "| {} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} MiB | {:.0}% / {:.0}% |\n",
                 i + 1,
                 thousands(l.count as f64),
                 l.p50,
                 l.p99,
                 l.max,
                 mib(w.rss_max_by_minute.get(i).copied().unwrap_or(0)),
+                server_cpu * 100.0,
+                bench_cpu * 100.0,
             ));
         }
 
@@ -538,6 +583,10 @@ impl Report<'_> {
                 mark(!unexpected.contains(&kind)),
             ));
         }
+        out.push_str(&format!(
+            "\nClients the server cut for not reading (`atelier_outbound_overflows_total`): {}.\n",
+            w.outbound_overflows
+        ));
         out.push_str(&format!(
             "\nAll hostile connections by how they ended: {}.\n",
             by_code
