@@ -57,7 +57,7 @@ struct Cli {
 enum Command {
     /// Atelier next to the y-websocket reference server and Hocuspocus: same workloads, same
     /// load generator, each server pinned to one core.
-    Compare(compare::Args),
+    Compare(Box<compare::Args>),
     /// Mixed hostile clients against one server for a bounded time while honest editors work on
     /// other sessions: fails if the server dies, its RSS or the editors' p99 reach their bounds,
     /// or an honest update is lost.
@@ -256,7 +256,7 @@ fn main() -> Result<()> {
             // generator's CPUs; one worker per CPU.
             server::pin_self(&args.client_cpus)?;
             runtime.worker_threads(std::thread::available_parallelism().map_or(1, usize::from));
-            Box::pin(compare::run(args))
+            Box::pin(compare::run(*args))
         }
         Some(Command::Soak(args)) => Box::pin(soak::run(args)),
         None => Box::pin(run(cli.suite)),

@@ -69,6 +69,9 @@ struct ReaderTally {
     ended: Option<String>,
 }
 
+/// A writer's task: its connection's write half, its editor and the edits it sent.
+type WriterTask = JoinHandle<Result<(WsSink, Editor, u64)>>;
+
 /// Honest editors at work.
 pub struct Honest {
     /// When editing starts and stops.
@@ -79,7 +82,7 @@ pub struct Honest {
     per_session: usize,
     /// By editor index (connections complete in any order).
     readers: Vec<(usize, JoinHandle<ReaderTally>)>,
-    writers: Vec<(usize, JoinHandle<Result<(WsSink, Editor, u64)>>)>,
+    writers: Vec<(usize, WriterTask)>,
     stop: watch::Sender<bool>,
 }
 

@@ -236,7 +236,7 @@ async fn attempt(
     match kind {
         Kind::Oversize => oversize(ws, round % 2 == 1).await,
         Kind::Nested => {
-            let levels = if round % 3 == 0 {
+            let levels = if round.is_multiple_of(3) {
                 50_000
             } else {
                 rng.between(33, 2_000)
@@ -464,7 +464,7 @@ async fn step_one_repeat(ws: Ws, client: u64) -> Outcome {
             let started = Instant::now();
             let mut i = 0u64;
             while started.elapsed() < Duration::from_secs(8) {
-                let frame = if i % 2 == 0 {
+                let frame = if i.is_multiple_of(2) {
                     empty.clone()
                 } else {
                     unknown.clone()

@@ -290,7 +290,9 @@ async fn soak(server: &mut Server, args: &Args) -> Result<Parts> {
         if watch.rss_max_by_minute.len() <= minute {
             watch.rss_max_by_minute.resize(minute + 1, 0);
         }
-        if now_minute > minute {
+        // The last sample lands at the end of the run: the updates still in flight then belong
+        // to the last minute, not a new one.
+        if now_minute > minute && tokio::time::Instant::now() < honest.until {
             cpu_minute(server, &mut watch);
             progress(minute, &honest.minutes.snapshot(), &watch, &tally);
             minute = now_minute;
@@ -303,6 +305,7 @@ async fn soak(server: &mut Server, args: &Args) -> Result<Parts> {
     }
     if watch.died.is_none() {
         cpu_minute(server, &mut watch);
+        progress(minute, &honest.minutes.snapshot(), &watch, &tally);
     }
     for task in &hostile_tasks {
         task.abort();
