@@ -190,7 +190,7 @@ impl Tally {
 }
 
 /// Pause between one attempt's end and the next connection.
-const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
+pub const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
 /// How long a non-reading client holds its socket without reading (unless the server cuts it
 /// first) before it reads what is left to see how the server ended it. The server gives up on a
 /// slow reader once its outbound budget is full (4 MiB, ~20 s of the churn here) and drops the

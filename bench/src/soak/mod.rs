@@ -100,9 +100,10 @@ struct ServerWatch {
     /// Highest RSS sample in each minute.
     rss_max_by_minute: Vec<u64>,
     samples: u64,
-    /// CPU use (cores) of the server and of this load generator in each minute: the machine is
-    /// shared, and a starved generator reads late.
-    cpu_by_minute: Vec<(f64, f64)>,
+    /// CPU use (cores) of the server and of this load generator in each minute, and the share of
+    /// that minute in which some runnable task on the machine waited for a CPU (Linux pressure
+    /// stall information): on a shared machine, late deliveries are often other people's builds.
+    cpu_by_minute: Vec<(f64, f64, Option<f64>)>,
     panics: usize,
     /// Server counters at the end: clients cut for not reading, session actors restarted after
     /// a panic.
@@ -255,19 +256,25 @@ async fn soak(server: &mut Server, args: &Args) -> Result<Parts> {
     let mut minute = 0usize;
     let mut next = tokio::time::Instant::now();
     let own_pid = std::process::id().to_string();
-    let cpu_now = |server: &Server| -> (f64, f64) {
+    let cpu_now = |server: &Server| -> (f64, f64, Option<u64>) {
         (
             server.cpu_seconds().unwrap_or(0.0),
             crate::server::cpu_seconds(&own_pid).unwrap_or(0.0),
+            cpu_pressure_us(),
         )
     };
     let mut cpu_mark = (cpu_now(server), std::time::Instant::now());
     let mut cpu_minute = |server: &Server, watch: &mut ServerWatch| {
         let (now, at) = (cpu_now(server), std::time::Instant::now());
         let secs = at.duration_since(cpu_mark.1).as_secs_f64().max(0.001);
+        let waited = now
+            .2
+            .zip(cpu_mark.0 .2)
+            .map(|(now, then)| now.saturating_sub(then) as f64 / 1e6 / secs);
         watch.cpu_by_minute.push((
             (now.0 - cpu_mark.0 .0) / secs,
             (now.1 - cpu_mark.0 .1) / secs,
+            waited,
         ));
         cpu_mark = (now, at);
     };
@@ -338,9 +345,9 @@ fn progress(minute: usize, minutes: &[Histogram<u64>], watch: &ServerWatch, tall
     let l = minutes.get(minute).map(Latencies::from).unwrap_or_default();
     let snapshot = tally.snapshot();
     let attempts: u64 = snapshot.attempts.values().sum();
-    let (server_cpu, bench_cpu) = watch.cpu_by_minute.last().copied().unwrap_or_default();
+    let (server_cpu, bench_cpu, waited) = watch.cpu_by_minute.last().copied().unwrap_or_default();
     eprintln!(
-        "soak: minute {}: {} deliveries, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; RSS {:.1} MiB (max {:.1}); CPU server {:.0}%, bench {:.0}%; {} hostile connections so far",
+        "soak: minute {}: {} deliveries, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; RSS {:.1} MiB (max {:.1}); CPU server {:.0}%, bench {:.0}%, machine waiting {}; {} hostile connections so far",
         minute + 1,
         thousands(l.count as f64),
         l.p50,
@@ -350,8 +357,24 @@ fn progress(minute: usize, minutes: &[Histogram<u64>], watch: &ServerWatch, tall
         watch.rss_max_kib as f64 / 1024.0,
         server_cpu * 100.0,
         bench_cpu * 100.0,
+        percent(waited),
         thousands(attempts as f64),
     );
+}
+
+/// Microseconds some runnable task has waited for a CPU since boot (`/proc/pressure/cpu`, the
+/// `some` line); `None` where the kernel does not report pressure.
+fn cpu_pressure_us() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/pressure/cpu").ok()?;
+    let some = text.lines().find(|line| line.starts_with("some"))?;
+    some.split_whitespace()
+        .find_map(|field| field.strip_prefix("total="))?
+        .parse()
+        .ok()
+}
+
+fn percent(share: Option<f64>) -> String {
+    share.map_or_else(|| "–".into(), |s| format!("{:.0}%", s * 100.0))
 }
 
 struct Report<'a> {
@@ -537,12 +560,13 @@ impl Report<'_> {
             mark(unexpected.is_empty()),
         ));
 
-        out.push_str("\nHonest editors by minute:\n\n| minute | deliveries | p50 | p99 | max | server RSS max | CPU: server / bench |\n|---|---|---|---|---|---|---|\n");
+        out.push_str("\nHonest editors by minute:\n\n| minute | deliveries | p50 | p99 | max | server RSS max | CPU: server / bench | CPU pressure |\n|---|---|---|---|---|---|---|---|\n");
         for (i, hist) in h.minutes.iter().enumerate() {
             let l = Latencies::from(hist);
-            let (server_cpu, bench_cpu) = w.cpu_by_minute.get(i).copied().unwrap_or_default();
+            let (server_cpu, bench_cpu, waited) =
+                w.cpu_by_minute.get(i).copied().unwrap_or_default();
             out.push_str(&format!(
-                "| {} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} MiB | {:.0}% / {:.0}% |\n",
+                "| {} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} MiB | {:.0}% / {:.0}% | {} |\n",
                 i + 1,
                 thousands(l.count as f64),
                 l.p50,
@@ -551,6 +575,7 @@ impl Report<'_> {
                 mib(w.rss_max_by_minute.get(i).copied().unwrap_or(0)),
                 server_cpu * 100.0,
                 bench_cpu * 100.0,
+                percent(waited),
             ));
         }
 
@@ -558,7 +583,7 @@ impl Report<'_> {
             "\nHostile clients: {} at once on {} sessions, each reconnecting {} ms after its connection ends; a churner per session wrote {} values of {} KiB ({} reconnects).\n\n| kind | expected | attempts | how the connections ended | |\n|---|---|---|---|---|\n",
             a.hostile_clients,
             a.hostile_sessions,
-            250,
+            hostile::RECONNECT_PAUSE.as_millis(),
             thousands(self.churn_updates as f64),
             a.churn_bytes / 1024,
             self.churn_reconnects,
