@@ -532,6 +532,17 @@ impl Engine {
                 let out = guard.run(&resolved, inputs, &images, cancel)?;
                 let inference = started.elapsed();
                 drop(guard);
+                // One step, so every node reports progress, with a preview of what it made.
+                if let Some(t) = out.get(&first_port.name) {
+                    on_step(progress(
+                        1,
+                        1,
+                        0.0,
+                        t.plane(0),
+                        (t.width as u32, t.height as u32),
+                        started,
+                    ));
+                }
                 let unit = (first_port.ty == "heightmap").then_some("m");
                 (out, unit, inference)
             }
