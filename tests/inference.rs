@@ -10,7 +10,7 @@ mod common;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use atelier::inference::bench::{self, BenchConfig};
 use atelier::inference::image::decode_png;

@@ -297,6 +297,58 @@ async fn stop_runtime(server: &TestServer, token: &str, session: &str) {
     assert_eq!(status, StatusCode::OK, "stop runtime: {body}");
 }
 
+/// The "done when" graph: image-input (the sketch) → terrain-refine → upscale ×4 → hillshade
+/// and colormap → blend (multiply) → output.
+async fn build_six(editor: &mut Editor, sketch: &str) {
+    editor
+        .add_node("in", "image-input", json!({"media": sketch}))
+        .await;
+    editor
+        .add_node(
+            "refine",
+            "terrain-refine",
+            json!({"strength": 0.65, "difficulty": 15, "seed": 42}),
+        )
+        .await;
+    editor.add_node("up", "upscale", json!({"factor": 4})).await;
+    editor
+        .add_node(
+            "shade",
+            "hillshade",
+            json!({"azimuth": 315, "altitude": 40, "z_factor": 60}),
+        )
+        .await;
+    editor.add_node("color", "colormap", json!({})).await;
+    editor
+        .add_node("mix", "blend", json!({"factor": 0.85, "mode": 1}))
+        .await;
+    editor.add_node("out", "output", json!({})).await;
+    editor
+        .add_edge("e1", ("in", "heightmap"), ("refine", "heightmap"))
+        .await;
+    editor
+        .add_edge("e2", ("refine", "heightmap"), ("up", "in"))
+        .await;
+    editor
+        .add_edge("e3", ("up", "out"), ("shade", "heightmap"))
+        .await;
+    editor
+        .add_edge("e4", ("up", "out"), ("color", "heightmap"))
+        .await;
+    editor
+        .add_edge("e5", ("color", "image"), ("mix", "a"))
+        .await;
+    editor
+        .add_edge("e6", ("shade", "image"), ("mix", "b"))
+        .await;
+    editor
+        .add_edge("e7", ("mix", "out"), ("out", "image"))
+        .await;
+    editor
+        .add_edge("e8", ("in", "image"), ("stray", "in"))
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn six_node_workflow_caches_batches_and_refuses() {
     let models = models_dir();
@@ -351,52 +403,9 @@ async fn six_node_workflow_caches_batches_and_refuses() {
     assert_eq!(status, StatusCode::CREATED, "upload: {media}");
     let sketch = media["id"].as_str().unwrap().to_string();
 
-    editor
-        .add_node("in", "image-input", json!({"media": sketch}))
-        .await;
-    editor
-        .add_node(
-            "refine",
-            "terrain-refine",
-            json!({"strength": 0.65, "difficulty": 15, "seed": 42}),
-        )
-        .await;
-    editor.add_node("up", "upscale", json!({"factor": 4})).await;
-    editor
-        .add_node(
-            "shade",
-            "hillshade",
-            json!({"azimuth": 315, "altitude": 40, "z_factor": 60}),
-        )
-        .await;
-    editor.add_node("color", "colormap", json!({})).await;
-    editor
-        .add_node("mix", "blend", json!({"factor": 0.85, "mode": 1}))
-        .await;
-    editor.add_node("out", "output", json!({})).await;
+    build_six(&mut editor, &sketch).await;
     // Feeds no output: never runs.
     editor.add_node("stray", "blur", json!({})).await;
-    editor
-        .add_edge("e1", ("in", "heightmap"), ("refine", "heightmap"))
-        .await;
-    editor
-        .add_edge("e2", ("refine", "heightmap"), ("up", "in"))
-        .await;
-    editor
-        .add_edge("e3", ("up", "out"), ("shade", "heightmap"))
-        .await;
-    editor
-        .add_edge("e4", ("up", "out"), ("color", "heightmap"))
-        .await;
-    editor
-        .add_edge("e5", ("color", "image"), ("mix", "a"))
-        .await;
-    editor
-        .add_edge("e6", ("shade", "image"), ("mix", "b"))
-        .await;
-    editor
-        .add_edge("e7", ("mix", "out"), ("out", "image"))
-        .await;
     editor
         .add_edge("e8", ("in", "image"), ("stray", "in"))
         .await;
@@ -594,5 +603,95 @@ async fn six_node_workflow_caches_batches_and_refuses() {
             .unwrap()
             .contains("node up"),
         "{body}"
+    );
+}
+
+/// The bench row: the 6-node graph's wall time cold (every node forced to run) and all cached,
+/// and the per-node overhead beyond the ONNX Runtime run. Not run by default:
+/// `cargo test --release --test workflows -- --ignored --nocapture` (scripts/bench runs it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn bench_six_node_graph() {
+    let models = models_dir();
+    let server = TestServer::start_with(
+        Backend::Sqlite,
+        &[
+            "--models-dir",
+            models.to_str().unwrap(),
+            "--in-process-worker",
+            "on",
+            "--execution-provider",
+            "cpu",
+            "--signup-credits",
+            "1000000",
+        ],
+    )
+    .await;
+    let ada = server.signup("Ada").await;
+    let session = server.create_session(&ada.token, "bench").await;
+    let mut events = EventsClient::connect(&server, &session, &ada.token).await;
+    let mut editor = Editor {
+        doc: Doc::new(),
+        socket: EventsClient::connect(&server, &session, &ada.token).await,
+        witness: EventsClient::connect(&server, &session, &ada.token).await,
+    };
+    let (_, media) = server
+        .upload(&ada.token, sketch_png(), "sketch.png", Some(&session))
+        .await;
+    build_six(&mut editor, media["id"].as_str().unwrap()).await;
+    start_runtime(&server, &ada.token, &session, &mut events).await;
+    let rounds = 5;
+    let (mut cold, mut warm, mut overhead_worker, mut overhead_e2e) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let (_, evs) = run_ok(
+            &server,
+            &ada.token,
+            &session,
+            &mut events,
+            json!({"from": "in"}),
+        )
+        .await;
+        let wall = t.elapsed().as_secs_f64() * 1000.0;
+        let done: Vec<&Value> = evs
+            .iter()
+            .filter(|e| e["type"] == "job.node_done")
+            .collect();
+        assert_eq!(done.len(), 6);
+        let inference: f64 = done
+            .iter()
+            .map(|e| e["inference_ms"].as_f64().unwrap())
+            .sum();
+        let worker: f64 = done.iter().map(|e| e["worker_ms"].as_f64().unwrap()).sum();
+        cold.push(wall);
+        overhead_worker.push((worker - inference) / 6.0);
+        overhead_e2e.push((wall - inference) / 6.0);
+        let t = Instant::now();
+        let (_, evs) = run_ok(&server, &ada.token, &session, &mut events, json!({})).await;
+        assert_eq!(nodes_with(&evs, "job.node_cached").len(), 6);
+        warm.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!("| 6-node graph (128² refine → 512² relief, CPU) | median of {rounds} |");
+    println!("|---|---|");
+    println!(
+        "| cold, every node runs (submit → job.succeeded) | {:.0} ms |",
+        median(&mut cold)
+    );
+    println!(
+        "| all cached (submit → job.succeeded) | {:.1} ms |",
+        median(&mut warm)
+    );
+    println!(
+        "| per node beyond ONNX Runtime, on the worker | {:.1} ms |",
+        median(&mut overhead_worker)
+    );
+    println!(
+        "| per node beyond ONNX Runtime, end to end | {:.1} ms |",
+        median(&mut overhead_e2e)
     );
 }

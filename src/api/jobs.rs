@@ -37,7 +37,7 @@ pub struct RunJob {
 /// Most variations one run may ask for.
 pub const MAX_BATCH: u32 = 16;
 /// Largest uploaded image a node may read (it travels to the worker with the job).
-pub const MAX_MEDIA_INPUT_BYTES: i64 = 16 * 1024 * 1024;
+pub const MAX_MEDIA_INPUT_BYTES: i64 = 8 * 1024 * 1024;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CancelResponse {

@@ -577,7 +577,7 @@ impl Engine {
         inputs: &BTreeMap<String, Arc<Tensor>>,
         on_step: &mut dyn FnMut(StepProgress),
         cancel: &CancelToken,
-    ) -> Result<(BTreeMap<String, Tensor>, Option<&'static str>, Duration), RunError> {
+    ) -> Result<NodeResult, RunError> {
         let m = &entry.manifest;
         let model = entry.name();
         let resolved = entry.validate_params(params)?;
@@ -646,6 +646,9 @@ impl Engine {
         self.catalog.get(model).map(|e| e.file.as_path())
     }
 }
+
+/// A node's output ports, the unit of its first port, and the time ONNX Runtime ran.
+type NodeResult = (BTreeMap<String, Tensor>, Option<&'static str>, Duration);
 
 /// A generating denoiser's result.
 struct Generated {
