@@ -10,7 +10,7 @@ mod common;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use atelier::inference::bench::{self, BenchConfig};
 use atelier::inference::image::decode_png;
@@ -397,7 +397,11 @@ fn node_types_describe_the_models() {
 #[test]
 fn cancel_during_a_step_terminates_it() {
     let engine = engine();
-    // The terrain model runs one step: time one, then cancel a third of the way into another.
+    // The terrain model runs one step: time one (warm), then cancel early inside another — 30 ms
+    // in, or a third of a step if steps are faster than that.
+    engine
+        .run("terrain", &Params::new(), 2, |_| {}, &CancelToken::new())
+        .unwrap();
     let timed = Instant::now();
     engine
         .run("terrain", &Params::new(), 2, |_| {}, &CancelToken::new())
@@ -407,7 +411,7 @@ fn cancel_during_a_step_terminates_it() {
     let canceller = {
         let cancel = cancel.clone();
         std::thread::spawn(move || {
-            std::thread::sleep(step / 3);
+            std::thread::sleep((step / 3).min(Duration::from_millis(30)));
             let at = Instant::now();
             cancel.cancel();
             at

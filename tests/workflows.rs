@@ -344,9 +344,6 @@ async fn build_six(editor: &mut Editor, sketch: &str) {
     editor
         .add_edge("e7", ("mix", "out"), ("out", "image"))
         .await;
-    editor
-        .add_edge("e8", ("in", "image"), ("stray", "in"))
-        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
