@@ -131,6 +131,8 @@ pub fn rgb_png(bytes: &[u8], width: u32, height: u32, alpha: bool) -> Result<Vec
             png::ColorType::Rgb
         });
         encoder.set_depth(png::BitDepth::Eight);
+        // Fast deflate: node outputs are made on every run; size matters less than time.
+        encoder.set_compression(png::Compression::Fast);
         let mut writer = encoder
             .write_header()
             .map_err(|e| format!("PNG header: {e}"))?;
@@ -191,6 +193,7 @@ fn encode_gray(
         let mut encoder = png::Encoder::new(&mut out, width, height);
         encoder.set_color(png::ColorType::Grayscale);
         encoder.set_depth(depth);
+        encoder.set_compression(png::Compression::Fast);
         for (k, v) in text {
             encoder
                 .add_text_chunk(k.clone(), v.clone())

@@ -18,6 +18,7 @@ import {
 import type * as Y from 'yjs'
 import { connect, deleteEdges, deleteNodes, moveNode, type GraphState } from '../lib/graph'
 import type { NodeTypeDef, PortDef } from '../lib/nodeTypes'
+import { compatible } from '../lib/portTypes'
 import { StudioNode, type StudioFlowNode } from './StudioNode'
 
 const nodeTypes = { studio: StudioNode }
@@ -183,6 +184,18 @@ export function Graph({ doc, graph, defs, readOnly, selectedId, onSelect, remote
     [doc, readOnly],
   )
 
+  // Only ports of compatible types connect (the server refuses the others, naming the edge).
+  const isValidConnection = useCallback(
+    (c: Connection | Edge) => {
+      if (c.source === c.target) return false
+      const typeOf = (id: string) => graph.nodes.find((n) => n.id === id)?.type ?? ''
+      const from = portsOf(c.source, typeOf(c.source), defs, graph).outputs.find((p) => p.name === c.sourceHandle)
+      const to = portsOf(c.target, typeOf(c.target), defs, graph).inputs.find((p) => p.name === c.targetHandle)
+      return compatible(from?.type, to?.type)
+    },
+    [defs, graph],
+  )
+
   return (
     <ReactFlow<StudioFlowNode, Edge>
       nodes={nodes}
@@ -192,7 +205,7 @@ export function Graph({ doc, graph, defs, readOnly, selectedId, onSelect, remote
       onEdgesChange={onEdgesChange}
       onConnect={onConnect}
       onNodeDragStop={onNodeDragStop}
-      isValidConnection={(c) => c.source !== c.target}
+      isValidConnection={isValidConnection}
       nodesDraggable={!readOnly}
       nodesConnectable={!readOnly}
       elementsSelectable

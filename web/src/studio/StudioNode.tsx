@@ -2,6 +2,7 @@ import { memo } from 'react'
 import { Handle, Position, type Node, type NodeProps } from '@xyflow/react'
 import type { GraphNode } from '../lib/graph'
 import type { NodeTypeDef, PortDef } from '../lib/nodeTypes'
+import { portColor } from '../lib/portTypes'
 
 export interface StudioNodeData extends Record<string, unknown> {
   graphNode: GraphNode
@@ -57,7 +58,7 @@ function StudioNodeView({ id, data, selected }: NodeProps<StudioFlowNode>) {
           <div className="sn-col">
             {inputs.map((p) => (
               <div key={p.name} className="sn-port sn-in" title={p.type ? `${p.name}: ${p.type}` : p.name}>
-                <Handle type="target" position={Position.Left} id={p.name} isConnectable={!readOnly} className="sn-handle" />
+                <Handle type="target" position={Position.Left} id={p.name} isConnectable={!readOnly} className="sn-handle" data-port-type={p.type} style={{ background: portColor(p.type) }} />
                 <span>{p.name}</span>
               </div>
             ))}
@@ -66,7 +67,7 @@ function StudioNodeView({ id, data, selected }: NodeProps<StudioFlowNode>) {
             {outputs.map((p) => (
               <div key={p.name} className="sn-port sn-out" title={p.type ? `${p.name}: ${p.type}` : p.name}>
                 <span>{p.name}</span>
-                <Handle type="source" position={Position.Right} id={p.name} isConnectable={!readOnly} className="sn-handle" />
+                <Handle type="source" position={Position.Right} id={p.name} isConnectable={!readOnly} className="sn-handle" data-port-type={p.type} style={{ background: portColor(p.type) }} />
               </div>
             ))}
           </div>
