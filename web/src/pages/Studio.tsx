@@ -293,7 +293,7 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
             </aside>
           )}
           <main className="canvas" aria-label="Graph canvas">
-            <Graph doc={live.doc} graph={graph} defs={defs} readOnly={readOnly} selectedId={selectedId} onSelect={select} remote={remote} progress={progress} />
+            <Graph doc={live.doc} graph={graph} defs={defs} readOnly={readOnly} selectedId={selectedId} onSelect={select} remote={remote} progress={progress} token={token} />
             {graph.nodes.length === 0 && !ended && (
               <div className="canvas-note">
                 {!live.synced ? 'Connecting to the live session…' : readOnly ? 'The graph is empty.' : 'The graph is empty: add a node from “Add a node”.'}

@@ -33,6 +33,8 @@ export interface GraphProps {
   onSelect: (id: string | null) => void
   remote: Record<string, { name: string; color: string }[]>
   progress: Record<string, { step: number; total: number; done: boolean; status: string }>
+  /** For the nodes' output thumbnails (media needs auth). */
+  token: string | null
 }
 
 /** Ports of a node: from its type, plus any that edges in the document use (unknown types). */
@@ -47,7 +49,7 @@ export function portsOf(nodeId: string, type: string, defs: Map<string, NodeType
   return { inputs, outputs }
 }
 
-export function Graph({ doc, graph, defs, readOnly, selectedId, onSelect, remote, progress }: GraphProps) {
+export function Graph({ doc, graph, defs, readOnly, selectedId, onSelect, remote, progress, token }: GraphProps) {
   const [nodes, setNodes] = useState<StudioFlowNode[]>([])
   const [selectedEdges, setSelectedEdges] = useState<Set<string>>(new Set())
   const dragging = useRef<Set<string>>(new Set())
@@ -81,12 +83,14 @@ export function Graph({ doc, graph, defs, readOnly, selectedId, onSelect, remote
             remote: remote[g.id] ?? [],
             progress: p,
             outputCount: graph.outputs[g.id]?.length ?? 0,
+            latest: graph.outputs[g.id]?.at(-1),
+            token,
             readOnly,
           },
         }
       })
     })
-  }, [graph, defs, readOnly, selectedId, remote, progress])
+  }, [graph, defs, readOnly, selectedId, remote, progress, token])
 
   const edges: Edge[] = useMemo(
     () =>

@@ -3,6 +3,14 @@ import { Handle, Position, type Node, type NodeProps } from '@xyflow/react'
 import type { GraphNode } from '../lib/graph'
 import type { NodeTypeDef, PortDef } from '../lib/nodeTypes'
 import { portColor } from '../lib/portTypes'
+import { useMedia } from '../lib/media'
+
+/** The node's latest output, small. Media needs auth: loaded as an object URL. */
+function Thumbnail({ id, token }: { id: string; token: string | null }) {
+  const { media } = useMedia(id, token)
+  if (!media || !media.type.startsWith('image/')) return null
+  return <img className="sn-thumb" src={media.url} alt="latest output" data-thumbnail-of={id} width={96} height={96} style={{ objectFit: 'cover', display: 'block', margin: '4px auto' }} />
+}
 
 export interface StudioNodeData extends Record<string, unknown> {
   graphNode: GraphNode
@@ -12,6 +20,9 @@ export interface StudioNodeData extends Record<string, unknown> {
   remote: { name: string; color: string }[]
   progress?: { step: number; total: number; done: boolean; status: string }
   outputCount: number
+  /** The node's latest output (a media id), shown as a thumbnail. */
+  latest?: string
+  token: string | null
   readOnly: boolean
 }
 
@@ -26,7 +37,7 @@ function show(v: unknown): string {
 }
 
 function StudioNodeView({ id, data, selected }: NodeProps<StudioFlowNode>) {
-  const { graphNode, def, inputs, outputs, remote, progress, outputCount, readOnly } = data
+  const { graphNode, def, inputs, outputs, remote, progress, outputCount, latest, token, readOnly } = data
   const label = def?.label ?? graphNode.type
   const ring = remote[0]?.color
   const paramNames = def ? def.params.map((p) => p.name) : Object.keys(graphNode.params)
@@ -100,6 +111,7 @@ function StudioNodeView({ id, data, selected }: NodeProps<StudioFlowNode>) {
           </span>
         </div>
       )}
+      {latest && <Thumbnail id={latest} token={token} />}
       {outputCount > 0 && <div className="sn-outputs">{outputCount} output{outputCount === 1 ? '' : 's'}</div>}
     </div>
   )
