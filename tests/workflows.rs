@@ -692,3 +692,63 @@ async fn bench_six_node_graph() {
         median(&mut overhead_e2e)
     );
 }
+
+/// The node cache keeps each session under `--node-cache-max-bytes`, evicting the least recently
+/// used result; an evicted node runs again while the others stay cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_cache_evicts_the_least_recently_used_beyond_its_cap() {
+    let models = models_dir();
+    // The sketch's image-input entry is 96²×(3+1+1) floats = 184 KiB, blur's 96²×3 = 108 KiB:
+    // both do not fit in 200 KiB.
+    let server = TestServer::start_with(
+        Backend::Sqlite,
+        &[
+            "--models-dir",
+            models.to_str().unwrap(),
+            "--in-process-worker",
+            "on",
+            "--execution-provider",
+            "cpu",
+            "--signup-credits",
+            "100000",
+            "--node-cache-max-bytes",
+            "204800",
+        ],
+    )
+    .await;
+    let ada = server.signup("Ada").await;
+    let session = server.create_session(&ada.token, "small cache").await;
+    let mut events = EventsClient::connect(&server, &session, &ada.token).await;
+    let mut editor = Editor {
+        doc: Doc::new(),
+        socket: EventsClient::connect(&server, &session, &ada.token).await,
+        witness: EventsClient::connect(&server, &session, &ada.token).await,
+    };
+    let (_, media) = server
+        .upload(&ada.token, sketch_png(), "sketch.png", Some(&session))
+        .await;
+    editor
+        .add_node("in", "image-input", json!({"media": media["id"]}))
+        .await;
+    editor.add_node("soft", "blur", json!({"radius": 3})).await;
+    editor.add_node("out", "output", json!({})).await;
+    editor.add_edge("e1", ("in", "image"), ("soft", "in")).await;
+    editor
+        .add_edge("e2", ("soft", "out"), ("out", "image"))
+        .await;
+    start_runtime(&server, &ada.token, &session, &mut events).await;
+    let (_, evs) = run_ok(&server, &ada.token, &session, &mut events, json!({})).await;
+    assert_eq!(nodes_with(&evs, "job.node_done"), set(&["in", "soft"]));
+    // image-input's result was stored first and is the least recently used: evicted.
+    let (_, evs) = run_ok(&server, &ada.token, &session, &mut events, json!({})).await;
+    assert_eq!(nodes_with(&evs, "job.node_done"), set(&["in"]), "{evs:#?}");
+    assert_eq!(nodes_with(&evs, "job.node_cached"), set(&["soft"]));
+    // Storing image-input's result again pushed out blur's, now the least recently used.
+    let (_, evs) = run_ok(&server, &ada.token, &session, &mut events, json!({})).await;
+    assert_eq!(
+        nodes_with(&evs, "job.node_done"),
+        set(&["soft"]),
+        "{evs:#?}"
+    );
+    assert_eq!(nodes_with(&evs, "job.node_cached"), set(&["in"]));
+}
