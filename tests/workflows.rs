@@ -693,15 +693,16 @@ async fn bench_six_node_graph() {
     );
 }
 
+on_both_backends!(cache_eviction);
+
 /// The node cache keeps each session under `--node-cache-max-bytes`, evicting the least recently
 /// used result; an evicted node runs again while the others stay cached.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_node_cache_evicts_the_least_recently_used_beyond_its_cap() {
+async fn cache_eviction(backend: Backend) {
     let models = models_dir();
     // The sketch's image-input entry is 96²×(3+1+1) floats = 184 KiB, blur's 96²×3 = 108 KiB:
     // both do not fit in 200 KiB.
     let server = TestServer::start_with(
-        Backend::Sqlite,
+        backend,
         &[
             "--models-dir",
             models.to_str().unwrap(),

@@ -95,6 +95,13 @@ pub async fn run(
             "batch: ask for 1 to {MAX_BATCH} variations, got {batch}"
         )));
     }
+    // The cheap refusal first: without a running runtime, only a run whose every node is cached
+    // can go ahead, so a session with nothing cached is refused before its document is read.
+    if let Err(refused) = state.billing.require_active_lease(session.id) {
+        if state.db.cache_bytes(session.id).await? == 0 {
+            return Err(refused);
+        }
+    }
     // The graph as the live session has it, every edit it accepted before this included: what
     // the editors see is what runs.
     let graph_json = state
