@@ -95,6 +95,12 @@ pub async fn run(
             "batch: ask for 1 to {MAX_BATCH} variations, got {batch}"
         )));
     }
+    let max_queued = state.jobs.limits().max_queued_per_account;
+    if batch as usize > max_queued {
+        return Err(Error::TooManyJobs(format!(
+            "a batch of {batch} is more jobs than one account may have waiting ({max_queued})"
+        )));
+    }
     // The cheap refusal first: without a running runtime, only a run whose every node is cached
     // can go ahead, so a session with nothing cached is refused before its document is read.
     if let Err(refused) = state.billing.require_active_lease(session.id) {
