@@ -638,118 +638,52 @@ async fn bench_six_node_graph() {
     build_six(&mut editor, media["id"].as_str().unwrap()).await;
     start_runtime(&server, &ada.token, &session, &mut events).await;
     let rounds = 5;
-    let (mut cold, mut warm, mut overhead_worker, mut overhead_e2e) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        let t = Instant::now();
-        let (_, evs) = run_ok(
-            &server,
-            &ada.token,
-            &session,
-            &mut events,
-            json!({"from": "in"}),
-        )
-        .await;
-        let wall = t.elapsed().as_secs_f64() * 1000.0;
-        let done: Vec<&Value> = evs
-            .iter()
-            .filter(|e| e["type"] == "job.node_done")
-            .collect();
-        assert_eq!(done.len(), 6);
-        let inference: f64 = done
-            .iter()
-            .map(|e| e["inference_ms"].as_f64().unwrap())
-            .sum();
-        let worker: f64 = done.iter().map(|e| e["worker_ms"].as_f64().unwrap()).sum();
-        cold.push(wall);
-        overhead_worker.push((worker - inference) / 6.0);
-        overhead_e2e.push((wall - inference) / 6.0);
-        let t = Instant::now();
-        let (_, evs) = run_ok(&server, &ada.token, &session, &mut events, json!({})).await;
-        assert_eq!(nodes_with(&evs, "job.node_cached").len(), 6);
-        warm.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    println!("| 6-node graph (128² refine → 512² relief, CPU) | median of {rounds} |");
-    println!("|---|---|");
-    println!(
-        "| cold, every node runs (submit → job.succeeded) | {:.0} ms |",
-        median(&mut cold)
-    );
-    println!(
-        "| all cached (submit → job.succeeded) | {:.1} ms |",
-        median(&mut warm)
-    );
-    println!(
-        "| per node beyond ONNX Runtime, on the worker | {:.1} ms |",
-        median(&mut overhead_worker)
-    );
-    println!(
-        "| per node beyond ONNX Runtime, end to end | {:.1} ms |",
-        median(&mut overhead_e2e)
-    );
-}
-
-on_both_backends!(cache_eviction);
-
-/// The node cache keeps each session under `--node-cache-max-bytes`, evicting the least recently
-/// used result; an evicted node runs again while the others stay cached.
-async fn cache_eviction(backend: Backend) {
-    let models = models_dir();
-    // The sketch's image-input entry is 96²×(3+1+1) floats = 184 KiB, blur's 96²×3 = 108 KiB:
-    // both do not fit in 200 KiB.
-    let server = TestServer::start_with(
-        backend,
-        &[
-            "--models-dir",
-            models.to_str().unwrap(),
-            "--in-process-worker",
-            "on",
-            "--execution-provider",
-            "cpu",
-            "--signup-credits",
-            "100000",
-            "--node-cache-max-bytes",
-            "204800",
-        ],
-    )
-    .await;
-    let ada = server.signup("Ada").await;
-    let session = server.create_session(&ada.token, "small cache").await;
-    let mut events = EventsClient::connect(&server, &session, &ada.token).await;
-    let mut editor = Editor {
-        doc: Doc::new(),
-        socket: EventsClient::connect(&server, &session, &ada.token).await,
-        witness: EventsClient::connect(&server, &session, &ada.token).await,
-    };
-    let (_, media) = server
-        .upload(&ada.token, sketch_png(), "sketch.png", Some(&session))
-        .await;
-    editor
-        .add_node("in", "image-input", json!({"media": media["id"]}))
-        .await;
-    editor.add_node("soft", "blur", json!({"radius": 3})).await;
-    editor.add_node("out", "output", json!({})).await;
-    editor.add_edge("e1", ("in", "image"), ("soft", "in")).await;
-    editor
-        .add_edge("e2", ("soft", "out"), ("out", "image"))
-        .await;
-    start_runtime(&server, &ada.token, &session, &mut events).await;
-    let (_, evs) = run_ok(&server, &ada.token, &session, &mut events, json!({})).await;
-    assert_eq!(nodes_with(&evs, "job.node_done"), set(&["in", "soft"]));
-    // image-input's result was stored first and is the least recently used: evicted.
-    let (_, evs) = run_ok(&server, &ada.token, &session, &mut events, json!({})).await;
-    assert_eq!(nodes_with(&evs, "job.node_done"), set(&["in"]), "{evs:#?}");
-    assert_eq!(nodes_with(&evs, "job.node_cached"), set(&["soft"]));
-    // Storing image-input's result again pushed out blur's, now the least recently used.
-    let (_, evs) = run_ok(&server, &ada.token, &session, &mut events, json!({})).await;
-    assert_eq!(
-        nodes_with(&evs, "job.node_done"),
-        set(&["soft"]),
-        "{evs:#?}"
-    );
-    assert_eq!(nodes_with(&evs, "job.node_cached"), set(&["in"]));
+    println!("| 6-node graph, CPU, median of {rounds} | cold (every node runs) | all cached | per node beyond ONNX Runtime: on the worker / end to end |");
+    println!("|---|---|---|---|");
+    for factor in [4, 2] {
+        editor.set_param("up", "factor", json!(factor)).await;
+        let size = 128 * factor;
+        let (mut cold, mut warm, mut overhead_worker, mut overhead_e2e) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let t = Instant::now();
+            let (_, evs) = run_ok(
+                &server,
+                &ada.token,
+                &session,
+                &mut events,
+                json!({"from": "in"}),
+            )
+            .await;
+            let wall = t.elapsed().as_secs_f64() * 1000.0;
+            let done: Vec<&Value> = evs
+                .iter()
+                .filter(|e| e["type"] == "job.node_done")
+                .collect();
+            assert_eq!(done.len(), 6);
+            let inference: f64 = done
+                .iter()
+                .map(|e| e["inference_ms"].as_f64().unwrap())
+                .sum();
+            let worker: f64 = done.iter().map(|e| e["worker_ms"].as_f64().unwrap()).sum();
+            cold.push(wall);
+            overhead_worker.push((worker - inference) / 6.0);
+            overhead_e2e.push((wall - inference) / 6.0);
+            let t = Instant::now();
+            let (_, evs) = run_ok(&server, &ada.token, &session, &mut events, json!({})).await;
+            assert_eq!(nodes_with(&evs, "job.node_cached").len(), 6);
+            warm.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        println!(
+            "| sketch → 128² terrain → {size}² relief | {:.0} ms | {:.1} ms | {:.1} ms / {:.1} ms |",
+            median(&mut cold),
+            median(&mut warm),
+            median(&mut overhead_worker),
+            median(&mut overhead_e2e)
+        );
+    }
 }
