@@ -813,7 +813,8 @@ fn check_manifest(m: &Manifest) -> Result<(), String> {
     for (port, input) in sides.chain(m.ports.outputs.iter().map(|p| (p, false))) {
         if port.name.is_empty() || !PORT_TYPES.contains(&port.ty.as_str()) {
             return Err(format!(
-                "port '{}' needs a name and a type of {}",
+                "port '{}' needs a name and a type of {} (an older manifest? scripts/fetch-models \
+                 copies the current ones from models-manifests/)",
                 port.name,
                 PORT_TYPES.join(", ")
             ));

@@ -9,7 +9,7 @@ import { loadNodeTypes, type NodeTypesResult } from '../lib/nodeTypes'
 import { navigate } from '../lib/router'
 import { Graph } from '../studio/Graph'
 import { Inspector } from '../studio/Inspector'
-import { JobsPanel } from '../studio/JobsPanel'
+import { JobsPanel, type GraphErrorTarget } from '../studio/JobsPanel'
 import { nodeProgress } from '../studio/liveState'
 import { Outputs, type OutputItem } from '../studio/Outputs'
 import { Palette } from '../studio/Palette'
@@ -55,6 +55,7 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
   const [graph, setGraph] = useState<GraphState>(EMPTY)
   const [selectedId, setSelectedId] = useState<string | null>(null)
   const [shareOpen, setShareOpen] = useState(false)
+  const [graphError, setGraphError] = useState<GraphErrorTarget | null>(null)
 
   useEffect(() => {
     let live = true
@@ -352,7 +353,7 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
             </aside>
           )}
           <main className="canvas" aria-label="Graph canvas">
-            <Graph doc={live.doc} graph={graph} defs={defs} readOnly={readOnly} selectedId={selectedId} onSelect={select} remote={remote} progress={progress} token={token} />
+            <Graph doc={live.doc} graph={graph} defs={defs} readOnly={readOnly} selectedId={selectedId} onSelect={select} remote={remote} progress={progress} token={token} graphError={graphError} />
             {graph.nodes.length === 0 && !ended && (
               <div className="canvas-note">
                 {!live.synced ? 'Connecting to the live session…' : readOnly ? 'The graph is empty.' : 'The graph is empty: add a node from “Add a node”.'}
@@ -362,6 +363,7 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
           <aside className="side side-right">
             <Inspector doc={live.doc} graph={graph} node={selectedNode} defs={defs} readOnly={readOnly} onSelect={select} />
             <JobsPanel
+              onGraphError={setGraphError}
               sessionId={sessionId}
               token={token}
               canRun={!readOnly}

@@ -35,6 +35,8 @@ export interface GraphProps {
   progress: Record<string, { step: number; total: number; done: boolean; status: string }>
   /** For the nodes' output thumbnails (media needs auth). */
   token: string | null
+  /** The node or edge the last refused run named: highlighted. */
+  graphError?: { kind: 'node' | 'edge'; id: string } | null
 }
 
 /** Ports of a node: from its type, plus any that edges in the document use (unknown types). */
@@ -49,7 +51,7 @@ export function portsOf(nodeId: string, type: string, defs: Map<string, NodeType
   return { inputs, outputs }
 }
 
-export function Graph({ doc, graph, defs, readOnly, selectedId, onSelect, remote, progress, token }: GraphProps) {
+export function Graph({ doc, graph, defs, readOnly, selectedId, onSelect, remote, progress, token, graphError }: GraphProps) {
   const [nodes, setNodes] = useState<StudioFlowNode[]>([])
   const [selectedEdges, setSelectedEdges] = useState<Set<string>>(new Set())
   const dragging = useRef<Set<string>>(new Set())
@@ -85,12 +87,13 @@ export function Graph({ doc, graph, defs, readOnly, selectedId, onSelect, remote
             outputCount: graph.outputs[g.id]?.length ?? 0,
             latest: graph.outputs[g.id]?.at(-1),
             token,
+            hasError: graphError?.kind === 'node' && graphError.id === g.id,
             readOnly,
           },
         }
       })
     })
-  }, [graph, defs, readOnly, selectedId, remote, progress, token])
+  }, [graph, defs, readOnly, selectedId, remote, progress, token, graphError])
 
   const edges: Edge[] = useMemo(
     () =>
@@ -104,9 +107,10 @@ export function Graph({ doc, graph, defs, readOnly, selectedId, onSelect, remote
         deletable: !readOnly,
         focusable: true,
         animated: progress[e.target]?.status === 'running' && !progress[e.target]?.done,
+        style: graphError?.kind === 'edge' && graphError.id === e.id ? { stroke: '#d9534f', strokeWidth: 3 } : undefined,
         ariaLabel: `Connection from ${e.source} ${e.source_port} to ${e.target} ${e.target_port}`,
       })),
-    [graph.edges, selectedEdges, readOnly, progress],
+    [graph.edges, selectedEdges, readOnly, progress, graphError],
   )
 
   const onNodesChange = useCallback(

@@ -23,6 +23,8 @@ export interface StudioNodeData extends Record<string, unknown> {
   /** The node's latest output (a media id), shown as a thumbnail. */
   latest?: string
   token: string | null
+  /** The last refused run named this node. */
+  hasError?: boolean
   readOnly: boolean
 }
 
@@ -37,7 +39,7 @@ function show(v: unknown): string {
 }
 
 function StudioNodeView({ id, data, selected }: NodeProps<StudioFlowNode>) {
-  const { graphNode, def, inputs, outputs, remote, progress, outputCount, latest, token, readOnly } = data
+  const { graphNode, def, inputs, outputs, remote, progress, outputCount, latest, token, hasError, readOnly } = data
   const label = def?.label ?? graphNode.type
   const ring = remote[0]?.color
   const paramNames = def ? def.params.map((p) => p.name) : Object.keys(graphNode.params)
@@ -46,7 +48,8 @@ function StudioNodeView({ id, data, selected }: NodeProps<StudioFlowNode>) {
   return (
     <div
       className={`sn${selected ? ' sn-selected' : ''}${remote.length ? ' sn-remote-selected' : ''}${progress && !progress.done && progress.status === 'running' ? ' sn-running' : ''}`}
-      style={ring ? ({ '--ring': ring } as React.CSSProperties) : undefined}
+      style={{ ...(ring ? ({ '--ring': ring } as React.CSSProperties) : {}), ...(hasError ? { outline: '2px solid #d9534f', outlineOffset: 2 } : {}) }}
+      data-graph-error={hasError ? 'true' : undefined}
       data-node-id={id}
       data-node-type={graphNode.type}
       data-remote-selected={remote.map((r) => r.name).join(',') || undefined}
