@@ -116,6 +116,11 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub auth_rate_per_minute: u32,
 
+    /// Requests each API key may make per minute (429 with `Retry-After` beyond it).
+    #[arg(long, env = "ATELIER_API_KEY_RATE_PER_MINUTE", default_value_t = 600,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub api_key_rate_per_minute: u32,
+
     /// Starter credits (millicredits) granted to every new account. Unset: about an hour of
     /// the cheapest class of `--gpu-prices` (6000 with the default `cpu=100`); 0 grants none.
     #[arg(long, env = "ATELIER_SIGNUP_CREDITS",
@@ -153,6 +158,9 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub billing: BillingConfig,
+
+    #[command(flatten)]
+    pub webhooks: WebhookConfig,
 
     /// Seconds to wait for in-flight requests on shutdown.
     #[arg(long, env = "ATELIER_SHUTDOWN_TIMEOUT_S", default_value_t = 10)]
@@ -588,4 +596,36 @@ pub enum AdminCommand {
         #[arg(long)]
         token: String,
     },
+}
+
+/// Job webhooks: how deliveries are made and retried.
+#[derive(Debug, Clone, Args)]
+pub struct WebhookConfig {
+    /// Let webhooks reach private, loopback and link-local addresses. Off by default, so that a
+    /// job's webhook cannot be pointed at the server's own network; tests and single-machine
+    /// setups turn it on.
+    #[arg(long, env = "ATELIER_WEBHOOK_ALLOW_PRIVATE", default_value_t = false,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub webhook_allow_private: bool,
+
+    /// How long one delivery attempt may take (connect, send, answer), in milliseconds.
+    #[arg(long, env = "ATELIER_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=120_000))]
+    pub webhook_timeout_ms: u64,
+
+    /// Delay before the first retry, in milliseconds; each further retry waits twice as long.
+    #[arg(long, env = "ATELIER_WEBHOOK_RETRY_BASE_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub webhook_retry_base_ms: u64,
+
+    /// Attempts per message before it is given up (marked `failed`). With the default base,
+    /// 8 attempts span about 10 minutes.
+    #[arg(long, env = "ATELIER_WEBHOOK_MAX_ATTEMPTS", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub webhook_max_attempts: u32,
+
+    /// Least time between two `progress` deliveries of one job, in milliseconds.
+    #[arg(long, env = "ATELIER_WEBHOOK_PROGRESS_INTERVAL_MS", default_value_t = 2_000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub webhook_progress_interval_ms: u64,
 }

@@ -23,6 +23,12 @@ pub enum Error {
     Forbidden(String),
     #[error("{0}")]
     CsrfRejected(String),
+    /// 403: an API key whose scopes do not cover the endpoint, or an endpoint keys cannot call.
+    #[error("{0}")]
+    InsufficientScope(String),
+    /// 412: a conditional write (`If-Match`) whose version is no longer current.
+    #[error("{0}")]
+    PreconditionFailed(String),
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("{0}")]
@@ -102,6 +108,8 @@ impl Error {
             Error::InvalidCredentials(_) => "invalid_credentials",
             Error::Forbidden(_) => "forbidden",
             Error::CsrfRejected(_) => "csrf_rejected",
+            Error::InsufficientScope(_) => "insufficient_scope",
+            Error::PreconditionFailed(_) => "precondition_failed",
             Error::NotFound(_) | Error::NoRoute(_) | Error::Missing(_) => "not_found",
             Error::Conflict(_) => "conflict",
             Error::PayloadTooLarge(_) => "payload_too_large",
@@ -139,9 +147,11 @@ impl ResponseError for Error {
                 StatusCode::PAYMENT_REQUIRED
             }
             Error::Unauthenticated | Error::InvalidCredentials(_) => StatusCode::UNAUTHORIZED,
-            Error::Forbidden(_) | Error::CsrfRejected(_) | Error::AccountSuspended(_) => {
-                StatusCode::FORBIDDEN
-            }
+            Error::Forbidden(_)
+            | Error::CsrfRejected(_)
+            | Error::InsufficientScope(_)
+            | Error::AccountSuspended(_) => StatusCode::FORBIDDEN,
+            Error::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Error::PaymentsNotConfigured(_) => StatusCode::CONFLICT,
             Error::PaymentProvider(_) => StatusCode::BAD_GATEWAY,
             Error::NotFound(_) | Error::NoRoute(_) | Error::Missing(_) => StatusCode::NOT_FOUND,

@@ -8,7 +8,8 @@
 //!   an actor (live sessions, remote workers) without the HTTP connection's buffers.
 //! - [`admin_cli`]: `atelier admin …` (create the first admin, roles, credits, worker tokens).
 //! - [`api`]: the HTTP API under `/api/v1`, one module per resource, plus `/metrics`.
-//! - [`auth`]: passwords, tokens, the request principal, CSRF and auth rate limits.
+//! - [`auth`]: passwords, tokens, API keys and their scopes, the request principal, CSRF and
+//!   rate limits.
 //! - [`authz`]: the one place that decides who may do what in a studio session.
 //! - [`billing`]: credits, Pro runtime leases (worker lease + billing meter actors), payment
 //!   webhooks.
@@ -23,6 +24,7 @@
 //! - [`housekeeping`]: background chores (usage-log retention, stale upload reservations).
 //! - [`telemetry`]: logs and metrics.
 //! - [`ws`]: the live-session WebSocket endpoint (auth, role), handing sockets to the actors.
+//! - [`webhooks`]: job webhooks — signed, retried, guarded deliveries of job events.
 //!
 //! The wire types live in `atelier-protocol`; the live-session actors in `atelier-actors`.
 
@@ -45,5 +47,6 @@ pub mod state;
 pub mod storage;
 pub mod telemetry;
 pub mod upgrade;
+pub mod webhooks;
 pub mod worker;
 pub mod ws;

@@ -17,6 +17,7 @@ use actix_web::http::header;
 use actix_web::{web, App, HttpResponse};
 
 use atelier_actors::{RegistryConfig, SessionRegistryHandle};
+use atelier_protocol::events::StudioEvent;
 
 use crate::auth::rate_limit::AuthRateLimit;
 use crate::billing::checkout::Checkout;
@@ -94,14 +95,21 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
             .as_ref()
             .map(|(c, _)| SharedRateLimit::new(c.clone())),
     );
+    let key_rate_limit = crate::auth::key_rate_limit::KeyRateLimit::per_minute(
+        config.api_key_rate_per_minute,
+        cluster
+            .as_ref()
+            .map(|(c, _)| SharedRateLimit::new(c.clone())),
+    );
     // Jobs that were queued or running when the server last stopped cannot continue.
+    const RESTARTED: &str = "the server restarted while the job was unfinished";
     let ended = db
-        .fail_unfinished_jobs("the server restarted while the job was unfinished")
+        .fail_unfinished_jobs(RESTARTED)
         .await
         .map_err(|e| StartError::Jobs(e.to_string()))?;
-    if ended > 0 {
+    if !ended.is_empty() {
         tracing::warn!(
-            jobs = ended,
+            jobs = ended.len(),
             "unfinished jobs from before the restart marked failed"
         );
     }
@@ -143,6 +151,13 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
             "runtime leases recovered"
         );
     }
+    let webhooks = crate::webhooks::Webhooks::start(db.clone(), config.webhooks.clone())
+        .map_err(|e| StartError::Jobs(e.to_string()))?;
+    // Their webhooks hear how the jobs cut short by the restart ended.
+    for (job_id, session) in ended {
+        let error = RESTARTED.to_owned();
+        webhooks.job_event(session, &StudioEvent::JobFailed { job_id, error });
+    }
     let jobs = JobService::new(
         board,
         db.clone(),
@@ -150,6 +165,7 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         live.clone(),
         billing.clone(),
         config.jobs.limits(),
+        webhooks.clone(),
     );
     billing.set_hooks(Arc::new(jobs.clone()));
     if let Some(engine) = engine {
@@ -184,6 +200,8 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         blobs,
         config: config.clone(),
         auth_rate_limit: auth_rate_limit.clone(),
+        key_rate_limit: key_rate_limit.clone(),
+        webhooks,
         metrics,
         live: live.clone(),
         billing: billing.clone(),
@@ -276,6 +294,7 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         loop {
             tick.tick().await;
             auth_rate_limit.prune();
+            key_rate_limit.prune();
         }
     });
 

@@ -16,6 +16,10 @@ pub struct AppState {
     pub blobs: Blobs,
     pub config: Arc<ServeConfig>,
     pub auth_rate_limit: AuthRateLimit,
+    /// Each API key's request budget.
+    pub key_rate_limit: crate::auth::key_rate_limit::KeyRateLimit,
+    /// Job webhooks (validation at submission; delivery runs in the background).
+    pub webhooks: crate::webhooks::Webhooks,
     pub metrics: PrometheusHandle,
     /// Live studio sessions (one actor each).
     pub live: SessionRegistryHandle,

@@ -22,7 +22,8 @@ use bytes::BytesMut;
 use serde::Deserialize;
 use tokio::net::TcpStream;
 
-use crate::auth::principal::{resolve_cookie, resolve_token, SESSION_COOKIE};
+use crate::auth::principal::{resolve_cookie, resolve_token, Resolved, SESSION_COOKIE};
+use crate::auth::scopes::Scope;
 use crate::auth::Principal;
 use crate::authz;
 use crate::error::{Error, Result};
@@ -121,12 +122,12 @@ fn same_origin(req: &UpgradeRequest<'_>) -> bool {
         .is_some_and(|(_, rest)| rest.trim_end_matches('/') == req.host)
 }
 
-/// Who is asking, and the hash of the token they presented.
+/// Who is asking, the hash of the token they presented, and the API key if it is one.
 async fn principal(
     req: &UpgradeRequest<'_>,
     state: &AppState,
     query: &WsQuery,
-) -> Result<(Principal, String)> {
+) -> Result<Resolved> {
     if let Some(token) = query.token.as_deref().filter(|t| !t.is_empty()) {
         return resolve_token(state, token).await;
     }
@@ -145,7 +146,11 @@ async fn principal(
         }
         // Cookies carry login tokens only, never a share link's.
         let (owner, hash) = resolve_cookie(state, &cookie).await?;
-        return Ok((Principal::Account(owner.account), hash));
+        return Ok(Resolved {
+            principal: Principal::Account(owner.account),
+            credential: hash,
+            api_key: None,
+        });
     }
     Err(Error::Unauthenticated)
 }
@@ -173,13 +178,31 @@ pub async fn authorize(
         .map_err(|e| Error::invalid(format!("invalid query string: {e}")))?
         .into_inner();
     let session_id: SessionId = session.parse().map_err(|_| Error::NotFound("session"))?;
-    let (caller, credential) = principal(req, state, &query).await?;
-    let expires_at = match &caller {
-        Principal::ShareLink(link) => link
-            .expires_at
-            .map(|ms| UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
-        Principal::Account(_) => None,
+    let Resolved {
+        principal: caller,
+        credential,
+        api_key,
+    } = principal(req, state, &query).await?;
+    // An API key joins with `sessions:read`, and edits only with `sessions:write` too.
+    let key_may_edit = match &api_key {
+        Some(key) if !key.allows(Scope::SessionsRead) => {
+            return Err(Error::InsufficientScope(
+                "this API key lacks the sessions:read scope that live sessions need".into(),
+            ))
+        }
+        Some(key) => key.allows(Scope::SessionsWrite),
+        None => true,
     };
+    // Opening a live session is a request of the key like any other.
+    if let Some(key) = &api_key {
+        state.key_rate_limit.check(key.id).await.1?;
+    }
+    // A credential that expires closes its sockets when it does.
+    let expires_at = match &caller {
+        Principal::ShareLink(link) => link.expires_at,
+        Principal::Account(_) => api_key.as_ref().and_then(|key| key.expires_at),
+    }
+    .map(|ms| UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
     let admission = state
         .live
         .admit(Grant {
@@ -193,7 +216,7 @@ pub async fn authorize(
             Error::TooManyConnections(format!("{cap}; close one before opening another"))
         })?;
     // The check proper, with the connection where kicks find it.
-    let (principal, _) = principal(req, state, &query).await?;
+    let principal = principal(req, state, &query).await?.principal;
     if identity(&principal) != identity(&caller) {
         return Err(Error::InvalidCredentials(
             "the credentials changed during the upgrade".into(),
@@ -216,7 +239,11 @@ pub async fn authorize(
         participant: Participant {
             identity: identity(&principal),
             name,
-            role: access.role,
+            role: if key_may_edit {
+                access.role
+            } else {
+                atelier_protocol::Role::Viewer
+            },
             wants_events: query.events.as_deref() == Some("1"),
             admission,
         },

@@ -40,6 +40,16 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/media/{id}"),
     ("get", "/healthz"),
     ("get", "/readyz"),
+    ("post", "/me/api-keys"),
+    ("get", "/me/api-keys"),
+    ("delete", "/me/api-keys/{id}"),
+    ("get", "/sessions/{id}/graph"),
+    ("put", "/sessions/{id}/graph"),
+    ("patch", "/sessions/{id}/graph"),
+    ("post", "/sessions/{id}/jobs"),
+    ("get", "/jobs/{id}/webhook-deliveries"),
+    ("get", "/me/webhook-secret"),
+    ("post", "/me/webhook-secret/rotate"),
 ];
 
 async fn operations_endpoints(backend: Backend) {

@@ -35,9 +35,18 @@ enum Caller {
     /// The owner's session and CSRF cookies without the `X-CSRF-Token` header — what a page on
     /// another site can make a browser send. Reads work; every change is refused with 403.
     CookieWithoutCsrf,
+    /// The owner's API key with every scope: the owner, where keys may go at all (not account
+    /// management, admin, buying credits, logout: 403 `insufficient_scope`).
+    KeyAllScopes,
+    /// The owner's API key with `sessions:read` only.
+    KeyRead,
+    /// The owner's API key with `billing:read` only.
+    KeyBilling,
+    /// The owner's revoked API key: 401 everywhere a credential is read.
+    RevokedKey,
 }
 
-const CALLERS: [Caller; 11] = [
+const CALLERS: [Caller; 15] = [
     Caller::Anonymous,
     Caller::OtherAccount,
     Caller::ViewerMember,
@@ -49,9 +58,32 @@ const CALLERS: [Caller; 11] = [
     Caller::OtherSessionLink,
     Caller::WorkerToken,
     Caller::CookieWithoutCsrf,
+    Caller::KeyAllScopes,
+    Caller::KeyRead,
+    Caller::KeyBilling,
+    Caller::RevokedKey,
 ];
 
+/// A row's cells for the eleven callers without API keys, then for the owner's four keys.
+const fn with_keys(base: [u16; 11], keys: [u16; 4]) -> [u16; CALLERS.len()] {
+    let mut all = [0; CALLERS.len()];
+    let mut i = 0;
+    while i < CALLERS.len() {
+        all[i] = if i < 11 { base[i] } else { keys[i - 11] };
+        i += 1;
+    }
+    all
+}
+
 impl Caller {
+    /// The owner's API keys that still work.
+    fn is_live_key(self) -> bool {
+        matches!(
+            self,
+            Caller::KeyAllScopes | Caller::KeyRead | Caller::KeyBilling
+        )
+    }
+
     /// Callers that are an account (whose logout or deletion ends their credential).
     fn is_account(self) -> bool {
         matches!(
@@ -83,6 +115,11 @@ struct Cast {
     other_session: String,
     other_session_link: String,
     worker_token: String,
+    /// The owner's API keys: every scope, `sessions:read`, `billing:read`, and a revoked one.
+    key_all: String,
+    key_read: String,
+    key_billing: String,
+    key_revoked: String,
 }
 
 /// One session with everything a cell may touch.
@@ -178,7 +215,30 @@ async fn cast(server: &TestServer, worker_token: &str) -> Cast {
     let owner_cookie = cookie_login(server, &owner.email).await;
     let other_session = server.create_session(&owner.token, "Elsewhere").await;
     let (_, other_session_link) = server.share_link(&owner.token, &other_session, None).await;
+    let all = [
+        "sessions:read",
+        "sessions:write",
+        "jobs:run",
+        "billing:read",
+    ];
+    let (_, key_all) = server.api_key(&owner.token, &all).await;
+    let (_, key_read) = server.api_key(&owner.token, &["sessions:read"]).await;
+    let (_, key_billing) = server.api_key(&owner.token, &["billing:read"]).await;
+    let (revoked_id, key_revoked) = server.api_key(&owner.token, &all).await;
+    let (status, _) = server
+        .call(
+            Method::DELETE,
+            &format!("/me/api-keys/{revoked_id}"),
+            Some(&owner.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
     Cast {
+        key_all,
+        key_read,
+        key_billing,
+        key_revoked,
         editor: server.signup("Editor").await,
         viewer: server.signup("Viewer").await,
         other: server.signup("Other").await,
@@ -251,6 +311,10 @@ fn credential<'a>(caller: Caller, c: &'a Cast, f: &'a Fixture) -> Credential<'a>
         Caller::OtherSessionLink => Credential::Bearer(&c.other_session_link),
         Caller::WorkerToken => Credential::Bearer(&c.worker_token),
         Caller::CookieWithoutCsrf => Credential::Cookie(&c.owner_cookie),
+        Caller::KeyAllScopes => Credential::Bearer(&c.key_all),
+        Caller::KeyRead => Credential::Bearer(&c.key_read),
+        Caller::KeyBilling => Credential::Bearer(&c.key_billing),
+        Caller::RevokedKey => Credential::Bearer(&c.key_revoked),
     }
 }
 
@@ -286,8 +350,11 @@ fn row(
 }
 
 // Columns: anon other viewer editor owner | link revoked expired other-session-link |
-//          worker-token cookie-without-csrf
+//          worker-token cookie-without-csrf | the owner's API keys: all scopes, sessions:read,
+//          billing:read, revoked
 //
+// A key is its owner within its scopes: every endpoint declares the scope it needs, and a key
+// without it gets 403 insufficient_scope before anything else is looked at.
 // An account without access does not see the session (404); a member whose role does not allow
 // the action gets 403; a share link is a viewer of its own session and nobody elsewhere (404); a
 // dead credential is 401; the cookie caller is the owner, who may read everything here, and
@@ -299,74 +366,98 @@ fn session_endpoints() -> Vec<Endpoint> {
             M::GET,
             |f, _| format!("/sessions/{}", f.session),
             Body::None,
-            [401, 404, 200, 200, 200, 200, 401, 401, 404, 401, 200],
+            [
+                401, 404, 200, 200, 200, 200, 401, 401, 404, 401, 200, 200, 200, 403, 401,
+            ],
         ),
         row(
             M::PATCH,
             |f, _| format!("/sessions/{}", f.session),
             Body::Json(|_| json!({"title": "Renamed"})),
-            [401, 404, 403, 200, 200, 403, 401, 401, 404, 401, 403],
+            [
+                401, 404, 403, 200, 200, 403, 401, 401, 404, 401, 403, 200, 403, 403, 401,
+            ],
         ),
         row(
             M::DELETE,
             |f, _| format!("/sessions/{}", f.session),
             Body::None,
-            [401, 404, 403, 403, 204, 403, 401, 401, 404, 401, 403],
+            [
+                401, 404, 403, 403, 204, 403, 401, 401, 404, 401, 403, 204, 403, 403, 401,
+            ],
         ),
         row(
             M::GET,
             |f, _| format!("/sessions/{}/members", f.session),
             Body::None,
-            [401, 404, 200, 200, 200, 403, 401, 401, 404, 401, 200],
+            [
+                401, 404, 200, 200, 200, 403, 401, 401, 404, 401, 200, 200, 200, 403, 401,
+            ],
         ),
         row(
             M::POST,
             |f, _| format!("/sessions/{}/members", f.session),
             Body::Json(|c| json!({"email": c.other.email, "role": "viewer"})),
-            [401, 404, 403, 403, 200, 403, 401, 401, 404, 401, 403],
+            [
+                401, 404, 403, 403, 200, 403, 401, 401, 404, 401, 403, 200, 403, 403, 401,
+            ],
         ),
         row(
             M::DELETE,
             |f, c| format!("/sessions/{}/members/{}", f.session, c.viewer.id),
             Body::None,
-            [401, 404, 403, 403, 204, 403, 401, 401, 404, 401, 403],
+            [
+                401, 404, 403, 403, 204, 403, 401, 401, 404, 401, 403, 204, 403, 403, 401,
+            ],
         ),
         row(
             M::POST,
             |f, _| format!("/sessions/{}/share-links", f.session),
             Body::Json(|_| json!({"role": "viewer"})),
-            [401, 404, 403, 201, 201, 403, 401, 401, 404, 401, 403],
+            [
+                401, 404, 403, 201, 201, 403, 401, 401, 404, 401, 403, 201, 403, 403, 401,
+            ],
         ),
         row(
             M::GET,
             |f, _| format!("/sessions/{}/share-links", f.session),
             Body::None,
-            [401, 404, 403, 200, 200, 403, 401, 401, 404, 401, 200],
+            [
+                401, 404, 403, 200, 200, 403, 401, 401, 404, 401, 200, 200, 200, 403, 401,
+            ],
         ),
         row(
             M::DELETE,
             |f, _| format!("/sessions/{}/share-links/{}", f.session, f.spare_link_id),
             Body::None,
-            [401, 404, 403, 204, 204, 403, 401, 401, 404, 401, 403],
+            [
+                401, 404, 403, 204, 204, 403, 401, 401, 404, 401, 403, 204, 403, 403, 401,
+            ],
         ),
         // Media of the session: readable by whoever sees the session, deleted by its owner only.
         row(
             M::GET,
             |f, _| format!("/media/{}", f.media),
             Body::None,
-            [401, 404, 200, 200, 200, 200, 401, 401, 404, 401, 200],
+            [
+                401, 404, 200, 200, 200, 200, 401, 401, 404, 401, 200, 200, 200, 403, 401,
+            ],
         ),
         row(
             M::GET,
             |f, _| format!("/media/{}", f.private_media),
             Body::None,
-            [401, 404, 404, 404, 200, 404, 401, 401, 404, 401, 200],
+            [
+                401, 404, 404, 404, 200, 404, 401, 401, 404, 401, 200, 200, 200, 403, 401,
+            ],
         ),
         row(
             M::DELETE,
             |f, _| format!("/media/{}", f.media),
             Body::None,
-            [401, 404, 403, 403, 204, 403, 401, 401, 404, 401, 403],
+            [
+                401, 404, 403, 403, 204, 403, 401, 401, 404, 401, 403, 204, 403, 403, 401,
+            ],
         ),
         // Uploading into a session is editing it: owners and editors; a share link uploads
         // nothing (403, it is not an account).
@@ -374,7 +465,9 @@ fn session_endpoints() -> Vec<Endpoint> {
             M::POST,
             |_, _| "/media".into(),
             Body::Upload { into_session: true },
-            [401, 404, 403, 201, 201, 403, 401, 401, 403, 401, 403],
+            [
+                401, 404, 403, 201, 201, 403, 401, 401, 403, 401, 403, 201, 403, 403, 401,
+            ],
         ),
         // Pro runtime: everyone who sees the session sees its lease; owners and editors start
         // and stop it (paid from their own credits — none here, hence 402 once authorized;
@@ -383,26 +476,34 @@ fn session_endpoints() -> Vec<Endpoint> {
             M::GET,
             |f, _| format!("/sessions/{}/runtime", f.session),
             Body::None,
-            [401, 404, 200, 200, 200, 200, 401, 401, 404, 401, 200],
+            [
+                401, 404, 200, 200, 200, 200, 401, 401, 404, 401, 200, 200, 200, 403, 401,
+            ],
         ),
         row(
             M::POST,
             |f, _| format!("/sessions/{}/runtime", f.session),
             Body::Json(|_| json!({"gpu_class": "cpu", "prepaid_minutes": 1})),
-            [401, 404, 403, 402, 402, 403, 401, 401, 404, 401, 403],
+            [
+                401, 404, 403, 402, 402, 403, 401, 401, 404, 401, 403, 402, 403, 403, 401,
+            ],
         ),
         row(
             M::DELETE,
             |f, _| format!("/sessions/{}/runtime", f.session),
             Body::None,
-            [401, 404, 403, 404, 404, 403, 401, 401, 404, 401, 403],
+            [
+                401, 404, 403, 404, 404, 403, 401, 401, 404, 401, 403, 404, 403, 403, 401,
+            ],
         ),
         // Extending: owners and editors may ask (only the payer succeeds); nothing runs here.
         row(
             M::PATCH,
             |f, _| format!("/sessions/{}/runtime", f.session),
             Body::Json(|_| json!({"add_minutes": 1})),
-            [401, 404, 403, 404, 404, 403, 401, 401, 404, 401, 403],
+            [
+                401, 404, 403, 404, 404, 403, 401, 401, 404, 401, 403, 404, 403, 403, 401,
+            ],
         ),
         // Jobs are as private as their session. Owners and editors run them (no runtime here,
         // hence 402 once authorized) and cancel them (this one has ended, hence 409).
@@ -410,25 +511,67 @@ fn session_endpoints() -> Vec<Endpoint> {
             M::POST,
             |f, _| format!("/sessions/{}/jobs", f.session),
             Body::Json(|_| json!({})),
-            [401, 404, 403, 402, 402, 403, 401, 401, 404, 401, 403],
+            [
+                401, 404, 403, 402, 402, 403, 401, 401, 404, 401, 403, 402, 403, 403, 401,
+            ],
         ),
         row(
             M::GET,
             |f, _| format!("/sessions/{}/jobs", f.session),
             Body::None,
-            [401, 404, 200, 200, 200, 200, 401, 401, 404, 401, 200],
+            [
+                401, 404, 200, 200, 200, 200, 401, 401, 404, 401, 200, 200, 200, 403, 401,
+            ],
         ),
         row(
             M::GET,
             |f, _| format!("/jobs/{}", f.job),
             Body::None,
-            [401, 404, 200, 200, 200, 200, 401, 401, 404, 401, 200],
+            [
+                401, 404, 200, 200, 200, 200, 401, 401, 404, 401, 200, 200, 200, 403, 401,
+            ],
         ),
         row(
             M::POST,
             |f, _| format!("/jobs/{}/cancel", f.job),
             Body::None,
-            [401, 404, 403, 409, 409, 403, 401, 401, 404, 401, 403],
+            [
+                401, 404, 403, 409, 409, 403, 401, 401, 404, 401, 403, 409, 403, 403, 401,
+            ],
+        ),
+        // The graph over REST: read as the session is seen, written as it is edited.
+        row(
+            M::GET,
+            |f, _| format!("/sessions/{}/graph", f.session),
+            Body::None,
+            [
+                401, 404, 200, 200, 200, 200, 401, 401, 404, 401, 200, 200, 200, 403, 401,
+            ],
+        ),
+        row(
+            M::PUT,
+            |f, _| format!("/sessions/{}/graph", f.session),
+            Body::Json(|_| json!({"nodes": {}, "edges": {}})),
+            [
+                401, 404, 403, 200, 200, 403, 401, 401, 404, 401, 403, 200, 403, 403, 401,
+            ],
+        ),
+        row(
+            M::PATCH,
+            |f, _| format!("/sessions/{}/graph", f.session),
+            Body::Json(|_| json!({"nodes": {}})),
+            [
+                401, 404, 403, 200, 200, 403, 401, 401, 404, 401, 403, 200, 403, 403, 401,
+            ],
+        ),
+        // A job's webhook deliveries name its URL: for those who may run jobs there.
+        row(
+            M::GET,
+            |f, _| format!("/jobs/{}/webhook-deliveries", f.job),
+            Body::None,
+            [
+                401, 404, 403, 200, 200, 403, 401, 401, 404, 401, 200, 200, 200, 403, 401,
+            ],
         ),
     ]
 }
@@ -437,22 +580,38 @@ fn session_endpoints() -> Vec<Endpoint> {
 // public endpoints answer everyone, whatever credential comes along.
 fn account_endpoints() -> Vec<Endpoint> {
     use Method as M;
-    const ACCOUNTS_ONLY: [u16; CALLERS.len()] =
-        [401, 200, 200, 200, 200, 403, 401, 401, 403, 401, 200];
+    const ACCOUNTS_ONLY: [u16; 11] = [401, 200, 200, 200, 200, 403, 401, 401, 403, 401, 200];
     const PUBLIC: [u16; CALLERS.len()] = [200; CALLERS.len()];
     let get = |path: fn(&Fixture, &Cast) -> String, expect| row(M::GET, path, Body::None, expect);
     vec![
-        get(|_, _| "/sessions".into(), ACCOUNTS_ONLY),
+        get(
+            |_, _| "/sessions".into(),
+            with_keys(ACCOUNTS_ONLY, [200, 200, 403, 401]),
+        ),
         row(
             M::POST,
             |_, _| "/sessions".into(),
             Body::Json(|_| json!({"title": "Mine"})),
-            [401, 201, 201, 201, 201, 403, 401, 401, 403, 401, 403],
+            [
+                401, 201, 201, 201, 201, 403, 401, 401, 403, 401, 403, 201, 403, 403, 401,
+            ],
         ),
-        get(|_, _| "/me".into(), ACCOUNTS_ONLY),
-        get(|_, _| "/me/usage".into(), ACCOUNTS_ONLY),
-        get(|_, _| "/me/export".into(), ACCOUNTS_ONLY),
-        get(|_, _| "/media".into(), ACCOUNTS_ONLY),
+        get(
+            |_, _| "/me".into(),
+            with_keys(ACCOUNTS_ONLY, [200, 200, 200, 401]),
+        ),
+        get(
+            |_, _| "/me/usage".into(),
+            with_keys(ACCOUNTS_ONLY, [200, 403, 200, 401]),
+        ),
+        get(
+            |_, _| "/me/export".into(),
+            with_keys(ACCOUNTS_ONLY, [403, 403, 403, 401]),
+        ),
+        get(
+            |_, _| "/media".into(),
+            with_keys(ACCOUNTS_ONLY, [200, 200, 403, 401]),
+        ),
         // An upload of one's own, into no session.
         row(
             M::POST,
@@ -460,20 +619,39 @@ fn account_endpoints() -> Vec<Endpoint> {
             Body::Upload {
                 into_session: false,
             },
-            [401, 201, 201, 201, 201, 403, 401, 401, 403, 401, 403],
+            [
+                401, 201, 201, 201, 201, 403, 401, 401, 403, 401, 403, 201, 403, 403, 401,
+            ],
         ),
         // Billing is per account: a share link has no credits.
-        get(|_, _| "/billing/balance".into(), ACCOUNTS_ONLY),
-        get(|_, _| "/billing/ledger".into(), ACCOUNTS_ONLY),
-        get(|_, _| "/billing/usage".into(), ACCOUNTS_ONLY),
-        get(|_, _| "/billing/statement".into(), ACCOUNTS_ONLY),
-        get(|_, _| "/billing/ledger.csv".into(), ACCOUNTS_ONLY),
+        get(
+            |_, _| "/billing/balance".into(),
+            with_keys(ACCOUNTS_ONLY, [200, 403, 200, 401]),
+        ),
+        get(
+            |_, _| "/billing/ledger".into(),
+            with_keys(ACCOUNTS_ONLY, [200, 403, 200, 401]),
+        ),
+        get(
+            |_, _| "/billing/usage".into(),
+            with_keys(ACCOUNTS_ONLY, [200, 403, 200, 401]),
+        ),
+        get(
+            |_, _| "/billing/statement".into(),
+            with_keys(ACCOUNTS_ONLY, [200, 403, 200, 401]),
+        ),
+        get(
+            |_, _| "/billing/ledger.csv".into(),
+            with_keys(ACCOUNTS_ONLY, [200, 403, 200, 401]),
+        ),
         // Buying needs an account; this server has no payments set up (409).
         row(
             M::POST,
             |_, _| "/billing/checkout".into(),
             Body::Json(|_| json!({"pack": "starter"})),
-            [401, 409, 409, 409, 409, 403, 401, 401, 403, 401, 403],
+            [
+                401, 409, 409, 409, 409, 403, 401, 401, 403, 401, 403, 403, 403, 403, 401,
+            ],
         ),
         // Changing a password needs the current one (wrong here: 403 for every account).
         row(
@@ -482,7 +660,44 @@ fn account_endpoints() -> Vec<Endpoint> {
             Body::Json(
                 |_| json!({"current_password": "not it at all", "new_password": "a brand new passphrase"}),
             ),
-            [401, 403, 403, 403, 403, 403, 401, 401, 403, 401, 403],
+            [
+                401, 403, 403, 403, 403, 403, 401, 401, 403, 401, 403, 403, 403, 403, 401,
+            ],
+        ),
+        // API keys are managed with a login, never with a key.
+        get(
+            |_, _| "/me/api-keys".into(),
+            with_keys(ACCOUNTS_ONLY, [403, 403, 403, 401]),
+        ),
+        row(
+            M::POST,
+            |_, _| "/me/api-keys".into(),
+            Body::Json(|_| json!({"name": "matrix", "scopes": ["sessions:read"]})),
+            [
+                401, 201, 201, 201, 201, 403, 401, 401, 403, 401, 403, 403, 403, 403, 401,
+            ],
+        ),
+        row(
+            M::DELETE,
+            |_, _| format!("/me/api-keys/{NO_ID}"),
+            Body::None,
+            [
+                401, 404, 404, 404, 404, 403, 401, 401, 403, 401, 403, 403, 403, 403, 401,
+            ],
+        ),
+        // The webhook signing secret: for whoever may run jobs (a script verifying its own
+        // deliveries); rotating it needs a login.
+        get(
+            |_, _| "/me/webhook-secret".into(),
+            with_keys(ACCOUNTS_ONLY, [200, 403, 403, 401]),
+        ),
+        row(
+            M::POST,
+            |_, _| "/me/webhook-secret/rotate".into(),
+            Body::None,
+            [
+                401, 200, 200, 200, 200, 403, 401, 401, 403, 401, 403, 403, 403, 403, 401,
+            ],
         ),
         // Prices and the node types the workers run are the operator's catalogue, public.
         get(|_, _| "/billing/prices".into(), PUBLIC),
@@ -516,7 +731,9 @@ fn account_endpoints() -> Vec<Endpoint> {
         // one is authorized, then refused for not being an upgrade (400).
         get(
             |_, _| "/workers/ws".into(),
-            [401, 401, 401, 401, 401, 401, 401, 401, 401, 400, 401],
+            [
+                401, 401, 401, 401, 401, 401, 401, 401, 401, 400, 401, 401, 401, 401, 401,
+            ],
         ),
         get(|_, _| "/healthz".into(), PUBLIC),
         get(|_, _| "/readyz".into(), PUBLIC),
@@ -530,7 +747,9 @@ const NO_ID: &str = "00000000-0000-0000-0000-000000000000";
 // 403 (the matrix's callers include no admin; one is checked separately in `matrix`).
 fn admin_endpoints() -> Vec<Endpoint> {
     use Method as M;
-    const REFUSED: [u16; CALLERS.len()] = [401, 403, 403, 403, 403, 403, 401, 401, 403, 401, 403];
+    const REFUSED: [u16; CALLERS.len()] = [
+        401, 403, 403, 403, 403, 403, 401, 401, 403, 401, 403, 403, 403, 403, 401,
+    ];
     let get = |path: fn(&Fixture, &Cast) -> String| row(M::GET, path, Body::None, REFUSED);
     let post = |path: fn(&Fixture, &Cast) -> String, body: Body| row(M::POST, path, body, REFUSED);
     vec![
@@ -585,13 +804,17 @@ fn ending_endpoints() -> Vec<Endpoint> {
             Method::POST,
             |_, _| "/auth/logout".into(),
             Body::None,
-            [401, 204, 204, 204, 204, 204, 401, 401, 204, 401, 403],
+            [
+                401, 204, 204, 204, 204, 204, 401, 401, 204, 401, 403, 403, 403, 403, 401,
+            ],
         ),
         row(
             Method::DELETE,
             |_, _| "/me".into(),
             Body::None,
-            [401, 204, 204, 204, 204, 403, 401, 401, 403, 401, 403],
+            [
+                401, 204, 204, 204, 204, 403, 401, 401, 403, 401, 403, 403, 403, 403, 401,
+            ],
         ),
     ]
 }
@@ -661,6 +884,11 @@ async fn check(
         failures.push(format!("{cell}: want {want}, got {status} {res}"));
     } else if want >= 400 && code.is_none() {
         failures.push(format!("{cell}: error without the error body: {res}"));
+    } else if caller.is_live_key() && want == 403 && code != Some("insufficient_scope") {
+        // The keys are the owner's: a refusal can only be the key's scope.
+        failures.push(format!(
+            "{cell}: refused, but not for the key's scope: {res}"
+        ));
     } else if csrf_refusal && code != Some("csrf_rejected") {
         failures.push(format!(
             "{cell}: refused, but not for the CSRF header: {res}"

@@ -1,3 +1,4 @@
+import { fileURLToPath } from 'node:url'
 import { defineConfig } from 'vite'
 import react from '@vitejs/plugin-react'
 
@@ -9,6 +10,12 @@ const target = process.env.ATELIER_URL || 'http://127.0.0.1:8080'
 export default defineConfig({
   base: '/',
   plugins: [react()],
+  // The typed API client is a package of this repository (clients/typescript), used from source.
+  resolve: {
+    alias: {
+      '@atelier/client': fileURLToPath(new URL('../clients/typescript/src/index.ts', import.meta.url)),
+    },
+  },
   build: {
     outDir: 'dist',
     emptyOutDir: true,

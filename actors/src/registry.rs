@@ -27,8 +27,8 @@ use crate::limits::SessionLimits;
 use crate::outbound::Outbox;
 use crate::relay::{NoRelay, Relay};
 use crate::session::messages::{
-    BroadcastEvent, BroadcastPreview, CloseSession, DocEdit, Flush, GraphJson, Join, JoinError,
-    Joined, Kick, LiveDocError, ServerEdit, SetRole, Shutdown,
+    BroadcastEvent, BroadcastPreview, CloseSession, DocEdit, Flush, GraphJson, GraphView, Join,
+    JoinError, Joined, Kick, LiveDocError, ServerEdit, SetRole, Shutdown,
 };
 use crate::session::replica::{
     CheckHead, NodeGone, PresenceQuery, RemoteAwareness, RemoteBroadcast, RemoteUpdates, Resync,
@@ -373,6 +373,11 @@ impl SessionRegistryHandle {
         &self,
         session_id: SessionId,
     ) -> Result<serde_json::Value, LiveDocError> {
+        Ok(self.graph_view(session_id).await?.graph)
+    }
+
+    /// As [`Self::graph_json`], with the document's version (state vector) it was read at.
+    pub async fn graph_view(&self, session_id: SessionId) -> Result<GraphView, LiveDocError> {
         for _ in 0..JOIN_ATTEMPTS {
             let addr = self.get_or_start(session_id);
             match addr.send(GraphJson).await {

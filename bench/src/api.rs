@@ -1,4 +1,5 @@
-//! The two HTTP calls the benchmark needs: sign up (returns a bearer token) and create a session.
+//! The HTTP calls the benchmark needs: sign up (returns a bearer token), create a session, and
+//! for the soak a viewer share link and a server metric.
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
@@ -8,6 +9,7 @@ pub const PASSWORD: &str = "bench password, long enough";
 pub struct Api {
     http: reqwest::Client,
     base: String,
+    root: String,
 }
 
 impl Api {
@@ -15,6 +17,7 @@ impl Api {
         Ok(Self {
             http: reqwest::Client::builder().build()?,
             base: format!("{base}/api/v1"),
+            root: base.to_owned(),
         })
     }
 
@@ -65,6 +68,43 @@ impl Api {
             .as_str()
             .map(str::to_owned)
             .ok_or_else(|| anyhow!("create session: no id in {body}"))
+    }
+
+    /// The value of an unlabelled counter or gauge on `/metrics` (0 when it was never set).
+    pub async fn metric(&self, name: &str) -> Result<f64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.root))
+            .send()
+            .await
+            .context("GET /metrics")?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .find_map(|line| {
+                let (key, value) = line.split_once(' ')?;
+                (key == name).then(|| value.trim().parse().ok())?
+            })
+            .unwrap_or(0.0))
+    }
+
+    /// Creates a viewer share link of `session` (no expiry) and returns its token.
+    pub async fn share_link(&self, token: &str, session: &str) -> Result<String> {
+        let (status, body) = self
+            .post(
+                &format!("/sessions/{session}/share-links"),
+                Some(token),
+                json!({"role": "viewer"}),
+            )
+            .await?;
+        if status != 201 {
+            bail!("create share link: {status} {body}");
+        }
+        body["token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("create share link: no token in {body}"))
     }
 }
 

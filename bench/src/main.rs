@@ -9,6 +9,10 @@
 //!
 //! `atelier-bench compare` ([`compare`]) runs Atelier next to the y-websocket reference server
 //! and Hocuspocus on the same workloads, with its own lighter load generator.
+//!
+//! `atelier-bench soak` ([`soak`]) runs mixed hostile clients against one server for a bounded
+//! time while honest editors work on other sessions, and fails if the server dies, its memory or
+//! the editors' latency reach their bounds, or an honest update is lost (`scripts/soak`).
 
 mod api;
 mod client;
@@ -16,6 +20,7 @@ mod compare;
 mod latency;
 mod memory;
 mod server;
+mod soak;
 mod sync;
 mod throughput;
 
@@ -52,7 +57,11 @@ struct Cli {
 enum Command {
     /// Atelier next to the y-websocket reference server and Hocuspocus: same workloads, same
     /// load generator, each server pinned to one core.
-    Compare(compare::Args),
+    Compare(Box<compare::Args>),
+    /// Mixed hostile clients against one server for a bounded time while honest editors work on
+    /// other sessions: fails if the server dies, its RSS or the editors' p99 reach their bounds,
+    /// or an honest update is lost.
+    Soak(soak::Args),
 }
 
 /// How to start Atelier.
@@ -247,8 +256,9 @@ fn main() -> Result<()> {
             // generator's CPUs; one worker per CPU.
             server::pin_self(&args.client_cpus)?;
             runtime.worker_threads(std::thread::available_parallelism().map_or(1, usize::from));
-            Box::pin(compare::run(args))
+            Box::pin(compare::run(*args))
         }
+        Some(Command::Soak(args)) => Box::pin(soak::run(args)),
         None => Box::pin(run(cli.suite)),
     };
     runtime.build()?.block_on(async {

@@ -158,6 +158,25 @@ impl Server {
         })
     }
 
+    /// The process id (the soak checks it never changes and never goes away).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// How the process ended, if it has (`None`: still running).
+    pub fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(None) => None,
+            Ok(Some(status)) => Some(status.to_string()),
+            Err(error) => Some(format!("cannot wait for it: {error}")),
+        }
+    }
+
+    /// Path of the server's log (its stderr).
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     /// Resident set size (`VmRSS`), KiB.
     pub fn rss_kib(&self) -> Result<u64> {
         proc_status_kib(self.pid, "VmRSS:")

@@ -81,6 +81,8 @@ uuid_ids! {
     LeaseId;
     /// A connected GPU worker host.
     WorkerId;
+    /// An account's API key (a named, scoped credential for scripts).
+    ApiKeyId;
 }
 
 /// One live WebSocket connection to a session, unique within the server process. Not persisted;

@@ -122,7 +122,7 @@ async fn start_login(
 }
 
 /// Create an account; logs it in.
-#[utoipa::path(tag = "accounts", request_body = SignupRequest,
+#[utoipa::path(security(()), tag = "accounts", request_body = SignupRequest,
     responses((status = 201, body = LoginResponse), (status = 400), (status = 409), (status = 429)))]
 #[post("/auth/signup")]
 pub async fn signup(
@@ -143,7 +143,7 @@ pub async fn signup(
 }
 
 /// Log in with email and password.
-#[utoipa::path(tag = "accounts", request_body = LoginRequest,
+#[utoipa::path(security(()), tag = "accounts", request_body = LoginRequest,
     responses((status = 200, body = LoginResponse), (status = 401), (status = 429)))]
 #[post("/auth/login")]
 pub async fn login(

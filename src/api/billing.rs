@@ -58,7 +58,7 @@ pub async fn prices(state: web::Data<AppState>) -> web::Json<Prices> {
 }
 
 /// The caller's credits, in millicredits.
-#[utoipa::path(tag = "billing", responses((status = 200, body = Balance), (status = 401)))]
+#[utoipa::path(security(("api_key" = ["billing:read"])), tag = "billing", responses((status = 200, body = Balance), (status = 401)))]
 #[get("/billing/balance")]
 pub async fn balance(state: web::Data<AppState>, auth: AccountAuth) -> Result<web::Json<Balance>> {
     Ok(web::Json(state.db.balance(auth.account.id).await?))
@@ -82,7 +82,7 @@ pub struct LedgerPage {
 }
 
 /// The caller's ledger entries, newest first, paged.
-#[utoipa::path(tag = "billing", params(LedgerQuery),
+#[utoipa::path(security(("api_key" = ["billing:read"])), tag = "billing", params(LedgerQuery),
     responses((status = 200, body = LedgerPage), (status = 400), (status = 401)))]
 #[get("/billing/ledger")]
 pub async fn ledger(
@@ -137,7 +137,7 @@ pub struct UsageReport {
 }
 
 /// The caller's Pro runtime usage: GPU-seconds per session, class and UTC day, newest first.
-#[utoipa::path(tag = "billing", params(UsageQuery),
+#[utoipa::path(security(("api_key" = ["billing:read"])), tag = "billing", params(UsageQuery),
     responses((status = 200, body = UsageReport), (status = 400), (status = 401)))]
 #[get("/billing/usage")]
 pub async fn usage(
@@ -216,7 +216,7 @@ pub struct Statement {
 }
 
 /// The caller's ledger as people read it: one line per runtime lease, one per credit change.
-#[utoipa::path(tag = "billing", params(StatementQuery),
+#[utoipa::path(security(("api_key" = ["billing:read"])), tag = "billing", params(StatementQuery),
     responses((status = 200, body = Statement), (status = 400), (status = 401)))]
 #[get("/billing/statement")]
 pub async fn statement(
@@ -230,7 +230,7 @@ pub async fn statement(
 }
 
 /// The statement as CSV (oldest first, amounts in credits), for receipts and spreadsheets.
-#[utoipa::path(tag = "billing", params(StatementQuery),
+#[utoipa::path(security(("api_key" = ["billing:read"])), tag = "billing", params(StatementQuery),
     responses((status = 200, content_type = "text/csv", description = "the statement"), (status = 401)))]
 #[get("/billing/ledger.csv")]
 pub async fn ledger_csv(

@@ -32,6 +32,8 @@ pub struct RunJob {
     /// Run this many variations (1 to 16), one job each: variation `i` moves every random
     /// node's seed on by `i`. The answer is then `{"jobs": [...]}`.
     pub batch: Option<u32>,
+    /// Deliver the job's events to this URL (signed; see `GET /me/webhook-secret`).
+    pub webhook: Option<crate::webhooks::WebhookSpec>,
 }
 
 /// Most variations one run may ask for.
@@ -47,7 +49,7 @@ pub struct CancelResponse {
 
 /// The node types the workers can run: every model of the catalog (test models only when the
 /// operator enabled them) plus the built-in `output`, with their parameters and typed ports.
-#[utoipa::path(tag = "jobs", responses((status = 200, description = "node types")))]
+#[utoipa::path(security(()), tag = "jobs", responses((status = 200, description = "node types")))]
 #[get("/node-types")]
 pub async fn node_types(state: web::Data<AppState>) -> HttpResponse {
     let mut types: Vec<serde_json::Value> = state
@@ -73,7 +75,7 @@ pub async fn node_types(state: web::Data<AppState>) -> HttpResponse {
 /// naming the node or edge (404 for a media input that is not the session's), before any GPU
 /// time is used. Nodes whose stored result still applies are cached; the rest needs a running
 /// Pro runtime (402 otherwise). A job with every node cached finishes at once, free.
-#[utoipa::path(tag = "jobs", params(("id" = SessionId, Path,)), request_body = RunJob,
+#[utoipa::path(security(("api_key" = ["jobs:run"])), tag = "jobs", params(("id" = SessionId, Path,)), request_body = RunJob,
     responses((status = 201, body = JobRecord), (status = 400), (status = 402), (status = 403),
               (status = 404), (status = 429)))]
 #[post("/sessions/{id}/jobs")]
@@ -81,14 +83,17 @@ pub async fn run(
     state: web::Data<AppState>,
     auth: Auth,
     id: web::Path<SessionId>,
-    body: Option<web::Json<RunJob>>,
+    payload: web::Payload,
 ) -> Result<HttpResponse> {
     let (session, _) = authorize(&state, &auth.principal, *id, Action::RunJobs).await?;
     let account = auth
         .principal
         .account_id()
         .ok_or_else(|| Error::forbidden("share links cannot run jobs"))?;
-    let body = body.map(web::Json::into_inner).unwrap_or_default();
+    let body = run_body(&super::body::read_limited(&state, payload).await?)?;
+    if let Some(webhook) = &body.webhook {
+        state.webhooks.validate(webhook).await?;
+    }
     let batch = body.batch.unwrap_or(1);
     if !(1..=MAX_BATCH).contains(&batch) {
         return Err(Error::invalid(format!(
@@ -148,7 +153,7 @@ pub async fn run(
         };
         let job = state
             .jobs
-            .submit(session.id, account, lease, plan, inputs)
+            .submit(session.id, account, lease, plan, inputs, body.webhook.as_ref())
             .await?;
         jobs.push(state.db.job(job).await?.ok_or(Error::NotFound("job"))?);
     }
@@ -157,6 +162,15 @@ pub async fn run(
     }
     let record = jobs.pop().ok_or(Error::NotFound("job"))?;
     Ok(HttpResponse::Created().json(record))
+}
+
+/// The body of a run: none (or empty) runs the whole graph; anything else must be a valid
+/// [`RunJob`] — a body that does not parse is refused, never run as if it were absent.
+fn run_body(body: &[u8]) -> Result<RunJob> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(RunJob::default());
+    }
+    serde_json::from_slice(body).map_err(|e| Error::invalid(format!("invalid JSON body: {e}")))
 }
 
 /// The nodes "run from `from`" forces to run: `from` and everything downstream of it.
@@ -249,7 +263,7 @@ async fn media_inputs(
 }
 
 /// The session's jobs, newest first.
-#[utoipa::path(tag = "jobs", params(("id" = SessionId, Path,)),
+#[utoipa::path(security(("api_key" = ["sessions:read"])), tag = "jobs", params(("id" = SessionId, Path,)),
     responses((status = 200, body = Vec<JobRecord>), (status = 404)))]
 #[get("/sessions/{id}/jobs")]
 pub async fn list(
@@ -261,7 +275,12 @@ pub async fn list(
     Ok(web::Json(state.db.jobs_of_session(session.id, 100).await?))
 }
 
-async fn job_for(state: &AppState, auth: &Auth, id: JobId, action: Action) -> Result<JobRecord> {
+pub(super) async fn job_for(
+    state: &AppState,
+    auth: &Auth,
+    id: JobId,
+    action: Action,
+) -> Result<JobRecord> {
     let job = state.db.job(id).await?.ok_or(Error::NotFound("job"))?;
     // A job is as private as its session.
     authorize(state, &auth.principal, job.session_id, action)
@@ -273,7 +292,7 @@ async fn job_for(state: &AppState, auth: &Auth, id: JobId, action: Action) -> Re
     Ok(job)
 }
 
-#[utoipa::path(tag = "jobs", params(("id" = JobId, Path,)),
+#[utoipa::path(security(("api_key" = ["sessions:read"])), tag = "jobs", params(("id" = JobId, Path,)),
     responses((status = 200, body = JobRecord), (status = 404)))]
 #[get("/jobs/{id}")]
 pub async fn get_one(
@@ -285,7 +304,7 @@ pub async fn get_one(
 }
 
 /// Cancel a job (editors and owners): a queued job at once, a running one within one step.
-#[utoipa::path(tag = "jobs", params(("id" = JobId, Path,)),
+#[utoipa::path(security(("api_key" = ["jobs:run"])), tag = "jobs", params(("id" = JobId, Path,)),
     responses((status = 202, body = CancelResponse), (status = 403), (status = 404), (status = 409)))]
 #[post("/jobs/{id}/cancel")]
 pub async fn cancel(

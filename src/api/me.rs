@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::state::AppState;
 
 /// The account of the caller.
-#[utoipa::path(tag = "accounts", responses((status = 200, body = Account), (status = 401)))]
+#[utoipa::path(security(("api_key" = [])), tag = "accounts", responses((status = 200, body = Account), (status = 401)))]
 #[get("/me")]
 pub async fn me(auth: AccountAuth) -> Result<web::Json<Account>> {
     Ok(web::Json(auth.account))
@@ -75,7 +75,7 @@ pub struct UsageQuery {
 }
 
 /// The caller's API usage log, newest first.
-#[utoipa::path(tag = "accounts", params(UsageQuery),
+#[utoipa::path(security(("api_key" = ["billing:read"])), tag = "accounts", params(UsageQuery),
     responses((status = 200, body = Vec<UsageEntry>), (status = 401)))]
 #[get("/me/usage")]
 pub async fn usage(

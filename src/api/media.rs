@@ -72,7 +72,7 @@ async fn read_small_field(field: &mut actix_multipart::Field, limit: usize) -> R
 
 /// Upload a file (multipart field `file`, optional field `session_id`). The file streams to
 /// object storage as it arrives; its bytes count against the quota from the first one.
-#[utoipa::path(tag = "media", request_body(content = UploadForm, content_type = "multipart/form-data"),
+#[utoipa::path(security(("api_key" = ["sessions:write"])), tag = "media", request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses((status = 201, body = Media), (status = 400), (status = 413), (status = 415)))]
 #[post("/media")]
 pub async fn upload(
@@ -144,14 +144,14 @@ pub async fn upload(
 }
 
 /// The caller's media.
-#[utoipa::path(tag = "media", responses((status = 200, body = Vec<Media>), (status = 401)))]
+#[utoipa::path(security(("api_key" = ["sessions:read"])), tag = "media", responses((status = 200, body = Vec<Media>), (status = 401)))]
 #[get("/media")]
 pub async fn list(state: web::Data<AppState>, auth: AccountAuth) -> Result<web::Json<Vec<Media>>> {
     Ok(web::Json(state.db.media_of(auth.account.id).await?))
 }
 
 /// The file's bytes (its owner, members of a session that uses it, and that session's share links).
-#[utoipa::path(tag = "media", params(("id" = MediaId, Path,)),
+#[utoipa::path(security(("api_key" = ["sessions:read"])), tag = "media", params(("id" = MediaId, Path,)),
     responses((status = 200, description = "the file"), (status = 401), (status = 404)))]
 #[get("/media/{id}")]
 pub async fn download(
@@ -175,7 +175,7 @@ pub async fn download(
 }
 
 /// Delete media the caller owns, bytes included.
-#[utoipa::path(tag = "media", params(("id" = MediaId, Path,)),
+#[utoipa::path(security(("api_key" = ["sessions:write"])), tag = "media", params(("id" = MediaId, Path,)),
     responses((status = 204), (status = 403), (status = 404)))]
 #[delete("/media/{id}")]
 pub async fn delete_one(

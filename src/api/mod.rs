@@ -2,18 +2,23 @@
 
 pub mod admin;
 pub mod admin_audit;
+pub mod api_keys;
 pub mod auth;
 pub mod billing;
+pub mod body;
+pub mod graph;
 pub mod jobs;
 pub mod me;
 pub mod media;
 pub mod media_upload;
 pub mod openapi;
 pub mod ops;
+pub mod rate_limit_headers;
 pub mod runtime;
 pub mod sessions;
 pub mod share_links;
 pub mod usage_log;
+pub mod webhooks;
 
 use actix_web::{middleware, web, HttpRequest};
 
@@ -25,6 +30,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
         web::scope("/api/v1")
             .wrap(middleware::from_fn(admin_audit::record_failures))
             .wrap(middleware::from_fn(usage_log::record))
+            .wrap(middleware::from_fn(rate_limit_headers::add))
             .app_data(
                 web::JsonConfig::default()
                     .limit(max_json_bytes)
@@ -39,6 +45,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
             .service(me::usage)
             .service(me::export)
             .service(me::delete_me)
+            .service(api_keys::create)
+            .service(api_keys::list)
+            .service(api_keys::revoke)
             .service(sessions::create)
             .service(sessions::list)
             .service(sessions::get_one)
@@ -47,6 +56,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
             .service(sessions::members)
             .service(sessions::add_member)
             .service(sessions::remove_member)
+            .service(graph::get_graph)
+            .service(graph::put_graph)
+            .service(graph::patch_graph)
             .service(share_links::create)
             .service(share_links::list)
             .service(share_links::revoke)
@@ -90,6 +102,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
             .service(jobs::list)
             .service(jobs::get_one)
             .service(jobs::cancel)
+            .service(webhooks::get_secret)
+            .service(webhooks::rotate)
+            .service(webhooks::deliveries)
             .service(crate::jobs::worker_socket::worker_ws)
             .service(openapi::openapi_json)
             .default_service(web::to(not_found)),

@@ -61,7 +61,7 @@ fn minutes_to_ms(minutes: f64, field: &str) -> Result<i64> {
 }
 
 /// Start a Pro runtime lease (owners and editors; paid from the caller's credits).
-#[utoipa::path(tag = "billing", params(("id" = SessionId, Path,)), request_body = StartRuntime,
+#[utoipa::path(security(("api_key" = ["jobs:run"])), tag = "billing", params(("id" = SessionId, Path,)), request_body = StartRuntime,
     responses((status = 201, body = LeaseView), (status = 400), (status = 402, description = "insufficient_credits"),
         (status = 403), (status = 404), (status = 409, description = "the session already has a runtime")))]
 #[post("/sessions/{id}/runtime")]
@@ -85,7 +85,7 @@ pub async fn start(
 }
 
 /// The session's Pro runtime (live numbers while it runs).
-#[utoipa::path(tag = "billing", params(("id" = SessionId, Path,)),
+#[utoipa::path(security(("api_key" = ["sessions:read"])), tag = "billing", params(("id" = SessionId, Path,)),
     responses((status = 200, body = RuntimeStatus), (status = 401), (status = 404)))]
 #[get("/sessions/{id}/runtime")]
 pub async fn get_one(
@@ -101,7 +101,7 @@ pub async fn get_one(
 
 /// Add prepaid time to the running Pro runtime without interrupting its job (the payer only):
 /// a further hold. 402 `insufficient_credits` when the credits are not there.
-#[utoipa::path(tag = "billing", params(("id" = SessionId, Path,)), request_body = ExtendRuntime,
+#[utoipa::path(security(("api_key" = ["jobs:run"])), tag = "billing", params(("id" = SessionId, Path,)), request_body = ExtendRuntime,
     responses((status = 200, body = LeaseView), (status = 400), (status = 402, description = "insufficient_credits"),
         (status = 403, description = "not the payer"), (status = 404, description = "no running runtime"),
         (status = 409, description = "the runtime is stopping")))]
@@ -124,7 +124,7 @@ pub async fn extend(
 }
 
 /// Stop the session's Pro runtime: interrupts its job, charges the used time, refunds the rest.
-#[utoipa::path(tag = "billing", params(("id" = SessionId, Path,)),
+#[utoipa::path(security(("api_key" = ["jobs:run"])), tag = "billing", params(("id" = SessionId, Path,)),
     responses((status = 200, body = Settlement), (status = 403), (status = 404)))]
 #[delete("/sessions/{id}/runtime")]
 pub async fn stop(

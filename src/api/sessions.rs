@@ -56,7 +56,7 @@ fn check_title(raw: &str) -> Result<String> {
 }
 
 /// Create a studio session; the caller becomes its owner.
-#[utoipa::path(tag = "sessions", request_body = CreateSession,
+#[utoipa::path(security(("api_key" = ["sessions:write"])), tag = "sessions", request_body = CreateSession,
     responses((status = 201, body = SessionView), (status = 400), (status = 401)))]
 #[post("/sessions")]
 pub async fn create(
@@ -73,7 +73,7 @@ pub async fn create(
 }
 
 /// The sessions the caller is a member of.
-#[utoipa::path(tag = "sessions", responses((status = 200, body = Vec<SessionView>), (status = 401)))]
+#[utoipa::path(security(("api_key" = ["sessions:read"])), tag = "sessions", responses((status = 200, body = Vec<SessionView>), (status = 401)))]
 #[get("/sessions")]
 pub async fn list(
     state: web::Data<AppState>,
@@ -88,7 +88,7 @@ pub async fn list(
     ))
 }
 
-#[utoipa::path(tag = "sessions", params(("id" = SessionId, Path,)),
+#[utoipa::path(security(("api_key" = ["sessions:read"])), tag = "sessions", params(("id" = SessionId, Path,)),
     responses((status = 200, body = SessionView), (status = 401), (status = 404)))]
 #[get("/sessions/{id}")]
 pub async fn get_one(
@@ -104,7 +104,7 @@ pub async fn get_one(
 }
 
 /// Rename a session (owners and editors).
-#[utoipa::path(tag = "sessions", params(("id" = SessionId, Path,)), request_body = UpdateSession,
+#[utoipa::path(security(("api_key" = ["sessions:write"])), tag = "sessions", params(("id" = SessionId, Path,)), request_body = UpdateSession,
     responses((status = 200, body = SessionView), (status = 400), (status = 403), (status = 404)))]
 #[patch("/sessions/{id}")]
 pub async fn update(
@@ -124,7 +124,7 @@ pub async fn update(
 }
 
 /// Delete a session and its document, members and share links (owners only).
-#[utoipa::path(tag = "sessions", params(("id" = SessionId, Path,)),
+#[utoipa::path(security(("api_key" = ["sessions:write"])), tag = "sessions", params(("id" = SessionId, Path,)),
     responses((status = 204), (status = 403), (status = 404)))]
 #[delete("/sessions/{id}")]
 pub async fn delete_one(
@@ -143,7 +143,7 @@ pub async fn delete_one(
 }
 
 /// The session's members (members only).
-#[utoipa::path(tag = "sessions", params(("id" = SessionId, Path,)),
+#[utoipa::path(security(("api_key" = ["sessions:read"])), tag = "sessions", params(("id" = SessionId, Path,)),
     responses((status = 200, body = Vec<Member>), (status = 403), (status = 404)))]
 #[get("/sessions/{id}/members")]
 pub async fn members(
@@ -156,7 +156,7 @@ pub async fn members(
 }
 
 /// Add a member by email, or change a member's role (owners only).
-#[utoipa::path(tag = "sessions", params(("id" = SessionId, Path,)), request_body = AddMember,
+#[utoipa::path(security(("api_key" = ["sessions:write"])), tag = "sessions", params(("id" = SessionId, Path,)), request_body = AddMember,
     responses((status = 200, body = Member), (status = 400), (status = 403), (status = 404)))]
 #[post("/sessions/{id}/members")]
 pub async fn add_member(
@@ -201,7 +201,7 @@ pub async fn add_member(
 }
 
 /// Remove a member (owners only; the creator cannot be removed).
-#[utoipa::path(tag = "sessions", params(("id" = SessionId, Path,), ("account_id" = AccountId, Path,)),
+#[utoipa::path(security(("api_key" = ["sessions:write"])), tag = "sessions", params(("id" = SessionId, Path,), ("account_id" = AccountId, Path,)),
     responses((status = 204), (status = 400), (status = 403), (status = 404)))]
 #[delete("/sessions/{id}/members/{account_id}")]
 pub async fn remove_member(

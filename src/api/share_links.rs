@@ -36,7 +36,7 @@ pub struct CreatedShareLink {
 }
 
 /// Create a viewer link (owners and editors).
-#[utoipa::path(tag = "share links", params(("id" = SessionId, Path,)), request_body = CreateShareLink,
+#[utoipa::path(security(("api_key" = ["sessions:write"])), tag = "share links", params(("id" = SessionId, Path,)), request_body = CreateShareLink,
     responses((status = 201, body = CreatedShareLink), (status = 400), (status = 403), (status = 404)))]
 #[post("/sessions/{id}/share-links")]
 pub async fn create(
@@ -81,7 +81,7 @@ pub async fn create(
 }
 
 /// The session's share links, including revoked and expired ones (owners and editors).
-#[utoipa::path(tag = "share links", params(("id" = SessionId, Path,)),
+#[utoipa::path(security(("api_key" = ["sessions:read"])), tag = "share links", params(("id" = SessionId, Path,)),
     responses((status = 200, body = Vec<ShareLink>), (status = 403), (status = 404)))]
 #[get("/sessions/{id}/share-links")]
 pub async fn list(
@@ -94,7 +94,7 @@ pub async fn list(
 }
 
 /// Revoke a link: it stops working at once (owners and editors).
-#[utoipa::path(tag = "share links", params(("id" = SessionId, Path,), ("link_id" = ShareLinkId, Path,)),
+#[utoipa::path(security(("api_key" = ["sessions:write"])), tag = "share links", params(("id" = SessionId, Path,), ("link_id" = ShareLinkId, Path,)),
     responses((status = 204), (status = 403), (status = 404)))]
 #[delete("/sessions/{id}/share-links/{link_id}")]
 pub async fn revoke(

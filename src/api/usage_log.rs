@@ -1,5 +1,5 @@
 //! Middleware: every API request is counted in metrics, and an account's requests are recorded
-//! in its usage log.
+//! in its usage log (with the API key that made them, if one did).
 //!
 //! Both are bounded by what the server chooses, never by what a client sends: the metrics'
 //! labels come from closed sets (the known HTTP methods, else `other`; the route pattern, else
@@ -14,8 +14,6 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage};
-
-use atelier_protocol::ids::AccountId;
 
 use crate::auth::principal::UsageAccount;
 use crate::state::AppState;
@@ -35,14 +33,10 @@ pub async fn record(
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_string());
     let status = res.status().as_u16();
-    let account = res
-        .request()
-        .extensions()
-        .get::<UsageAccount>()
-        .map(|u| u.0);
+    let caller = res.request().extensions().get::<UsageAccount>().copied();
     log(
         state.as_ref().map(|s| s.get_ref()),
-        account,
+        caller,
         method,
         &route,
         status,
@@ -91,7 +85,7 @@ pub async fn record_upgrade(
 
 async fn log(
     state: Option<&AppState>,
-    account: Option<AccountId>,
+    caller: Option<UsageAccount>,
     method: &str,
     route: &str,
     status: u16,
@@ -103,11 +97,11 @@ async fn log(
     metrics::histogram!("atelier_http_request_seconds", "route" => route.to_owned())
         .record(elapsed.as_secs_f64());
     tracing::info!(%method, %route, status, ms = elapsed.as_millis() as u64, "request");
-    if let (Some(state), Some(account)) = (state, account) {
+    if let (Some(state), Some(caller)) = (state, caller) {
         let ms = i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX);
         if let Err(e) = state
             .db
-            .record_usage(account, method, route, status, ms)
+            .record_usage(caller.account, caller.api_key, method, route, status, ms)
             .await
         {
             tracing::warn!(error = %e, "could not record API usage");

@@ -1,4 +1,8 @@
-//! The request principal: an account (by bearer token or session cookie) or a share link.
+//! The request principal: an account (by login token, API key or session cookie) or a share link.
+//!
+//! A request made with an API key is the key's account, limited to the key's scopes: the route's
+//! declared scope is checked here, for every endpoint that authenticates, by
+//! [`crate::authz::permit_api_key`], and the key's rate limit is counted.
 //!
 //! A token that is unknown, revoked or expired is refused with 401; it never falls back to
 //! anonymous access.
@@ -9,9 +13,10 @@ use std::pin::Pin;
 use actix_web::dev::Payload;
 use actix_web::http::{header, Method};
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
-use atelier_protocol::ids::AccountId;
+use atelier_protocol::ids::{AccountId, ApiKeyId};
 use atelier_protocol::Role;
 
+use super::scopes::Scope;
 use super::tokens;
 use crate::db::accounts::{Account, TokenOwner};
 use crate::db::now_ms;
@@ -38,21 +43,50 @@ impl Principal {
     }
 }
 
-/// Marks the request with its account for the usage log.
+/// Marks the request with its account (and the API key it used) for the usage log.
 #[derive(Clone, Copy)]
-pub struct UsageAccount(pub AccountId);
+pub struct UsageAccount {
+    pub account: AccountId,
+    pub api_key: Option<ApiKeyId>,
+}
+
+/// The API key a request was made with: which one, and what it may do.
+#[derive(Debug, Clone)]
+pub struct KeyGrant {
+    pub id: ApiKeyId,
+    pub scopes: Vec<Scope>,
+    /// When the key stops working (epoch ms), if it was given an expiry.
+    pub expires_at: Option<i64>,
+}
+
+impl KeyGrant {
+    pub fn allows(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+    }
+}
+
+/// A presented credential, resolved.
+pub struct Resolved {
+    pub principal: Principal,
+    /// The credential's hash: what logout deletes and what kicks find its sockets by.
+    pub credential: String,
+    /// Set when the credential is an API key.
+    pub api_key: Option<KeyGrant>,
+}
 
 /// Any authenticated caller.
 pub struct Auth {
     pub principal: Principal,
     /// The token the caller presented (hashed), so logout can delete exactly it.
     pub token_hash: String,
+    pub api_key: Option<KeyGrant>,
 }
 
 /// An authenticated account; share links are refused.
 pub struct AccountAuth {
     pub account: Account,
     pub token_hash: String,
+    pub api_key: Option<KeyGrant>,
 }
 
 /// An admin account (role `admin`); everyone else is refused with 403, anonymous with 401.
@@ -70,15 +104,44 @@ pub fn refuse_suspended(account: &Account) -> Result<()> {
     Ok(())
 }
 
-/// Resolves a raw token (from a header, cookie or query) to a principal.
-pub async fn resolve_token(state: &AppState, token: &str) -> Result<(Principal, String)> {
+/// Resolves a raw token (from a header or query) to a principal.
+pub async fn resolve_token(state: &AppState, token: &str) -> Result<Resolved> {
     let hash = tokens::hash(token);
     if token.starts_with(tokens::ACCOUNT_PREFIX) {
         let owner = state.db.token_owner(&hash).await?.ok_or_else(|| {
             Error::InvalidCredentials("the token is unknown or has been logged out".into())
         })?;
         refuse_suspended(&owner.account)?;
-        return Ok((Principal::Account(owner.account), hash));
+        return Ok(Resolved {
+            principal: Principal::Account(owner.account),
+            credential: hash,
+            api_key: None,
+        });
+    }
+    if token.starts_with(tokens::API_KEY_PREFIX) {
+        let owner = state
+            .db
+            .api_key_owner(&hash)
+            .await?
+            .ok_or_else(|| Error::InvalidCredentials("the API key is unknown".into()))?;
+        if owner.key.revoked_at.is_some() {
+            return Err(Error::InvalidCredentials(
+                "the API key has been revoked".into(),
+            ));
+        }
+        if !owner.key.is_active(now_ms()) {
+            return Err(Error::InvalidCredentials("the API key has expired".into()));
+        }
+        refuse_suspended(&owner.account)?;
+        return Ok(Resolved {
+            principal: Principal::Account(owner.account),
+            credential: hash,
+            api_key: Some(KeyGrant {
+                id: owner.key.id,
+                scopes: owner.key.scopes,
+                expires_at: owner.key.expires_at,
+            }),
+        });
     }
     if token.starts_with(tokens::SHARE_LINK_PREFIX) {
         let link = state
@@ -107,7 +170,11 @@ pub async fn resolve_token(state: &AppState, token: &str) -> Result<(Principal, 
                 "the share link's creator can no longer share this session".into(),
             ));
         }
-        return Ok((Principal::ShareLink(link), hash));
+        return Ok(Resolved {
+            principal: Principal::ShareLink(link),
+            credential: hash,
+            api_key: None,
+        });
     }
     Err(Error::InvalidCredentials(
         "the token is not an Atelier token".into(),
@@ -156,7 +223,7 @@ async fn authenticate(req: HttpRequest) -> Result<Auth> {
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| Error::Internal("application state missing".into()))?
         .clone();
-    let (principal, token_hash) = if let Some(token) = bearer(&req)? {
+    let resolved = if let Some(token) = bearer(&req)? {
         resolve_token(&state, &token).await?
     } else if let Some(cookie) = req.cookie(SESSION_COOKIE) {
         let token = cookie.value();
@@ -176,16 +243,31 @@ async fn authenticate(req: HttpRequest) -> Result<Auth> {
                 ));
             }
         }
-        (Principal::Account(owner.account), hash)
+        Resolved {
+            principal: Principal::Account(owner.account),
+            credential: hash,
+            api_key: None,
+        }
     } else {
         return Err(Error::Unauthenticated);
     };
-    if let Some(id) = principal.account_id() {
-        req.extensions_mut().insert(UsageAccount(id));
+    if let Some(account) = resolved.principal.account_id() {
+        req.extensions_mut().insert(UsageAccount {
+            account,
+            api_key: resolved.api_key.as_ref().map(|k| k.id),
+        });
+    }
+    if let Some(key) = &resolved.api_key {
+        crate::authz::permit_api_key(key, req.method(), req.match_pattern().as_deref())?;
+        let (budget, allowed) = state.key_rate_limit.check(key.id).await;
+        req.extensions_mut().insert(budget);
+        allowed?;
+        state.db.touch_api_key(key.id).await?;
     }
     Ok(Auth {
-        principal,
-        token_hash,
+        principal: resolved.principal,
+        token_hash: resolved.credential,
+        api_key: resolved.api_key,
     })
 }
 
@@ -210,6 +292,7 @@ impl FromRequest for AccountAuth {
                 Principal::Account(account) => Ok(AccountAuth {
                     account,
                     token_hash: auth.token_hash,
+                    api_key: auth.api_key,
                 }),
                 Principal::ShareLink(_) => Err(Error::forbidden(
                     "a share link only gives access to its session; log in for this",

@@ -40,6 +40,17 @@ impl SharedRateLimit {
     /// Counts one attempt of `what` against `per_minute`.
     pub async fn check(&self, what: &str, per_minute: u32) -> Shared {
         let now = now_ms();
+        match self.count(what).await {
+            Some(count) if count <= u64::from(per_minute) => Shared::Allowed,
+            Some(_) => Shared::Limited(Duration::from_millis(60_000 - now % 60_000)),
+            None => Shared::Unavailable,
+        }
+    }
+
+    /// Counts one attempt of `what` in the current one-minute window; returns the window's count
+    /// so far, or `None` when Redis did not answer.
+    pub async fn count(&self, what: &str) -> Option<u64> {
+        let now = now_ms();
         let window = now / 60_000;
         let key = self.cluster.channels().rate_limit(what, window);
         let attempt = async {
@@ -58,9 +69,8 @@ impl SharedRateLimit {
             Ok::<u64, redis::RedisError>(count)
         };
         match tokio::time::timeout(TIMEOUT, attempt).await {
-            Ok(Ok(count)) if count <= u64::from(per_minute) => Shared::Allowed,
-            Ok(Ok(_)) => Shared::Limited(Duration::from_millis(60_000 - now % 60_000)),
-            Ok(Err(_)) | Err(_) => Shared::Unavailable,
+            Ok(Ok(count)) => Some(count),
+            Ok(Err(_)) | Err(_) => None,
         }
     }
 }

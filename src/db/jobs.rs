@@ -101,16 +101,20 @@ impl Db {
         session: SessionId,
         account: AccountId,
         plan: &serde_json::Value,
+        webhook: Option<&crate::webhooks::WebhookSpec>,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO jobs (id, session_id, account_id, status, plan, created_at) \
-             VALUES ($1, $2, $3, 'queued', $4, $5)",
+            "INSERT INTO jobs \
+             (id, session_id, account_id, status, plan, created_at, webhook_url, webhook_events) \
+             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7)",
         )
         .bind(id.to_string())
         .bind(session.to_string())
         .bind(account.to_string())
         .bind(plan.to_string())
         .bind(now_ms())
+        .bind(webhook.map(|w| w.url.clone()))
+        .bind(webhook.map(|w| w.events_text()))
         .execute(self.pool())
         .await?;
         Ok(())
@@ -177,16 +181,25 @@ impl Db {
 
     /// At start-up: jobs that were queued or running when the server stopped cannot continue
     /// (the in-process queue is gone); end them with a reason.
-    pub async fn fail_unfinished_jobs(&self, reason: &str) -> Result<u64> {
-        let res = sqlx::query(
+    /// Marks every unfinished job failed; returns them (job, session), so that their webhooks
+    /// still hear how they ended.
+    pub async fn fail_unfinished_jobs(&self, reason: &str) -> Result<Vec<(JobId, SessionId)>> {
+        let rows = sqlx::query(
             "UPDATE jobs SET status = 'failed', error = $1, finished_at = $2 \
-             WHERE status IN ('queued', 'running')",
+             WHERE status IN ('queued', 'running') RETURNING id, session_id",
         )
         .bind(reason)
         .bind(now_ms())
-        .execute(self.pool())
+        .fetch_all(self.pool())
         .await?;
-        Ok(res.rows_affected())
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    JobId(uuid_col(row, "id")?),
+                    SessionId(uuid_col(row, "session_id")?),
+                ))
+            })
+            .collect()
     }
 
     pub async fn insert_worker_token(&self, name: &str, token_hash: &str) -> Result<WorkerId> {

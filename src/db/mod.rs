@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod api_keys;
 pub mod documents;
 pub mod jobs;
 pub mod leases;
@@ -16,6 +17,7 @@ pub mod sessions;
 pub mod share_links;
 pub mod storage_quota;
 pub mod usage;
+pub mod webhooks;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The API usage log: one row per request of an account (route, status, duration), kept for
 //! the retention period.
 
-use atelier_protocol::ids::AccountId;
+use atelier_protocol::ids::{AccountId, ApiKeyId};
 use serde::Serialize;
 use sqlx::Row;
 use utoipa::ToSchema;
@@ -17,20 +17,24 @@ pub struct UsageEntry {
     pub status: i64,
     pub duration_ms: i64,
     pub at: i64,
+    /// The API key that made the request; absent for a login token or the cookie.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_id: Option<String>,
 }
 
 impl Db {
     pub async fn record_usage(
         &self,
         account: AccountId,
+        api_key: Option<ApiKeyId>,
         method: &str,
         route: &str,
         status: u16,
         duration_ms: i64,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO api_usage (account_id, method, route, status, duration_ms, at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO api_usage (account_id, method, route, status, duration_ms, at, api_key_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(account.to_string())
         .bind(method)
@@ -38,6 +42,7 @@ impl Db {
         .bind(i64::from(status))
         .bind(duration_ms)
         .bind(now_ms())
+        .bind(api_key.map(|k| k.to_string()))
         .execute(self.pool())
         .await?;
         Ok(())
@@ -55,7 +60,7 @@ impl Db {
     /// The account's most recent requests, newest first.
     pub async fn usage_of(&self, account: AccountId, limit: i64) -> Result<Vec<UsageEntry>> {
         let rows = sqlx::query(
-            "SELECT method, route, status, duration_ms, at FROM api_usage \
+            "SELECT method, route, status, duration_ms, at, api_key_id FROM api_usage \
              WHERE account_id = $1 ORDER BY id DESC LIMIT $2",
         )
         .bind(account.to_string())
@@ -70,6 +75,7 @@ impl Db {
                     status: row.try_get("status")?,
                     duration_ms: row.try_get("duration_ms")?,
                     at: row.try_get("at")?,
+                    api_key_id: row.try_get("api_key_id")?,
                 })
             })
             .collect()

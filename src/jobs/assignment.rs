@@ -194,7 +194,7 @@ impl Assignment {
                 ..
             } => {
                 self.service.note_progress(self.job, &node_id, step, total);
-                live.broadcast_event(
+                self.service.announce(
                     self.session,
                     StudioEvent::JobProgress {
                         job_id: self.job,
@@ -421,7 +421,7 @@ impl Assignment {
         {
             tracing::error!(job = %self.job, error = %e, "could not record the job's end");
         }
-        self.service.live.broadcast_event(self.session, event);
+        self.service.announce(self.session, event);
     }
 }
 

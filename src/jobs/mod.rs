@@ -16,6 +16,7 @@ pub mod assignment;
 pub mod cache;
 pub mod fleet;
 pub mod graph;
+pub mod graph_edit;
 pub mod leasing;
 pub mod queue;
 pub mod service;

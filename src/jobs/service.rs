@@ -178,6 +178,7 @@ pub struct JobService {
     pub(super) live: SessionRegistryHandle,
     pub(super) billing: Billing,
     pub(super) limits: Arc<JobLimits>,
+    pub(super) webhooks: crate::webhooks::Webhooks,
 }
 
 impl JobService {
@@ -188,6 +189,7 @@ impl JobService {
         live: SessionRegistryHandle,
         billing: Billing,
         limits: JobLimits,
+        webhooks: crate::webhooks::Webhooks,
     ) -> Self {
         JobService {
             board,
@@ -196,7 +198,14 @@ impl JobService {
             live,
             billing,
             limits: Arc::new(limits),
+            webhooks,
         }
+    }
+
+    /// Tells the session's participants about a job event, and the job's webhook.
+    pub(super) fn announce(&self, session: SessionId, event: StudioEvent) {
+        self.webhooks.job_event(session, &event);
+        self.live.broadcast_event(session, event);
     }
 
     pub fn limits(&self) -> &JobLimits {
@@ -212,13 +221,14 @@ impl JobService {
         lease: Option<(LeaseId, WorkerId)>,
         plan: Plan,
         inputs: JobInputs,
+        webhook: Option<&crate::webhooks::WebhookSpec>,
     ) -> Result<JobId> {
         let job = JobId::new_random();
         if plan.steps.iter().all(|s| s.cached) {
             let plan_json = serde_json::to_value(&plan.steps)
                 .map_err(|e| Error::Internal(format!("plan: {e}")))?;
             self.db
-                .insert_job(job, session, account, &plan_json)
+                .insert_job(job, session, account, &plan_json, webhook)
                 .await?;
             assignment::finish_cached(self, job, session, &plan, &inputs.resolution.cached).await;
             return Ok(job);
@@ -235,7 +245,7 @@ impl JobService {
         let plan_json =
             serde_json::to_value(&plan.steps).map_err(|e| Error::Internal(format!("plan: {e}")))?;
         self.db
-            .insert_job(job, session, account, &plan_json)
+            .insert_job(job, session, account, &plan_json, webhook)
             .await?;
         {
             let mut state = self.board.lock();
@@ -396,7 +406,7 @@ impl JobService {
             if let Some(lease) = view.lease {
                 self.billing.note_job_activity(lease);
             }
-            self.live.broadcast_event(
+            self.announce(
                 view.session,
                 StudioEvent::JobStarted {
                     job_id: job,
@@ -462,7 +472,7 @@ impl JobService {
                 {
                     tracing::error!(%job, error = %e, "could not record the cancellation");
                 }
-                self.live.broadcast_event(
+                self.announce(
                     session,
                     StudioEvent::JobCancelled {
                         job_id: job,

@@ -412,6 +412,23 @@ impl TestServer {
         )
     }
 
+    /// Makes an API key with these scopes (`POST /me/api-keys`, with a login); (id, secret).
+    pub async fn api_key(&self, login: &str, scopes: &[&str]) -> (String, String) {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/me/api-keys",
+                Some(login),
+                Some(json!({"name": "test key", "scopes": scopes})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "api key: {body}");
+        (
+            body["id"].as_str().unwrap().to_string(),
+            body["secret"].as_str().unwrap().to_string(),
+        )
+    }
+
     pub async fn upload(
         &self,
         token: &str,

@@ -394,8 +394,16 @@ pub struct ServerEdit {
 /// every update accepted before this message is stored and applied: exactly what the editors
 /// see.
 #[derive(Message)]
-#[rtype(result = "Result<serde_json::Value, LiveDocError>")]
+#[rtype(result = "Result<GraphView, LiveDocError>")]
 pub struct GraphJson;
+
+/// The graph and the version of the document it was read from.
+#[derive(Debug, Clone)]
+pub struct GraphView {
+    pub graph: serde_json::Value,
+    /// [`super::document_version`] of the document then.
+    pub version: Vec<u8>,
+}
 
 impl SessionActor {
     /// Whether the document can be read or changed now.
@@ -440,7 +448,7 @@ impl Handler<ServerEdit> for SessionActor {
 }
 
 impl Handler<GraphJson> for SessionActor {
-    type Result = ResponseActFuture<Self, Result<serde_json::Value, LiveDocError>>;
+    type Result = ResponseActFuture<Self, Result<GraphView, LiveDocError>>;
 
     fn handle(&mut self, _: GraphJson, ctx: &mut Context<Self>) -> Self::Result {
         let barrier = self
@@ -456,7 +464,11 @@ impl Handler<GraphJson> for SessionActor {
                     settled?;
                     act.guard(ctx, |act, _| {
                         act.doc_ready()?;
-                        Ok(super::view::graph_json(act.awareness.doc()))
+                        let doc = act.awareness.doc();
+                        Ok(GraphView {
+                            graph: super::view::graph_json(doc),
+                            version: super::view::document_version(doc),
+                        })
                     })
                     .unwrap_or(Err(LiveDocError::Unloaded))
                 }),

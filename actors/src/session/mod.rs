@@ -46,6 +46,7 @@ use yrs::{Doc, ReadTxn, Transact};
 pub use peers::{Identity, Participant};
 #[cfg(test)]
 pub(crate) use sync::pause_diffs;
+pub use view::document_version;
 
 use self::doc::DocCache;
 use self::durability::Durability;

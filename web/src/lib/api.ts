@@ -1,35 +1,14 @@
-// The HTTP API client: JSON under /api/v1, errors as {"error":{"code","message"}}.
+// The studio's side of the HTTP API: every REST call goes through the typed client package
+// (@atelier/client, clients/typescript), the one published for scripts and integrations.
 // Authenticates with the bearer token kept in sessionStorage (from login, or a share link's
 // token); without one the session cookie is used, and changes then echo the CSRF cookie.
 
+import { AtelierClient, ApiError } from '@atelier/client'
+
+export { ApiError }
+
 const TOKEN_KEY = 'atelier_token'
 const CSRF_KEY = 'atelier_csrf'
-
-export class ApiError extends Error {
-  status: number
-  code: string
-  body: unknown
-  constructor(status: number, code: string, message: string, body: unknown) {
-    super(message)
-    this.status = status
-    this.code = code
-    this.body = body
-  }
-
-  /** The route itself does not exist on this server (a feature not deployed yet). */
-  get notAvailable(): boolean {
-    return this.status === 404 && (this.message.startsWith('no API route') || this.code === 'no_route')
-  }
-
-  get insufficientCredits(): boolean {
-    return this.code === 'insufficient_credits' || (this.status === 402 && this.code !== 'payment_required')
-  }
-
-  /** A job was refused because the session has no running Pro runtime. */
-  get needsRuntime(): boolean {
-    return this.code === 'payment_required'
-  }
-}
 
 export function getToken(): string | null {
   try {
@@ -77,46 +56,26 @@ export function authHeaders(token?: string | null, method = 'GET'): Record<strin
   return headers
 }
 
+/** The studio's client: the stored bearer token when there is one, else the session cookie
+ *  with the CSRF header on changes. */
+export const client = new AtelierClient({
+  baseUrl: '/api/v1',
+  credentials: 'same-origin',
+  headers: (method) => authHeaders(undefined, method),
+})
+
+/** One API call through the client (`opts.token` replaces the stored token, e.g. a share link). */
 export async function api<T = unknown>(
   method: string,
   path: string,
   body?: unknown,
   opts: RequestOptions = {},
 ): Promise<T> {
-  const headers = authHeaders(opts.token, method)
-  if (body !== undefined) headers['content-type'] = 'application/json'
-  let res: Response
-  try {
-    res = await fetch(`/api/v1${path}`, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-      credentials: 'same-origin',
-      signal: opts.signal,
-    })
-  } catch (e) {
-    if ((e as Error).name === 'AbortError') throw e
-    throw new ApiError(0, 'network', 'The server cannot be reached. Check your connection.', null)
-  }
-  const text = await res.text()
-  let json: unknown = null
-  if (text) {
-    try {
-      json = JSON.parse(text)
-    } catch {
-      json = null
-    }
-  }
-  if (!res.ok) {
-    const err = (json as { error?: { code?: string; message?: string } } | null)?.error
-    throw new ApiError(
-      res.status,
-      err?.code ?? `http_${res.status}`,
-      err?.message ?? `${res.status} ${res.statusText || 'error'}`,
-      json,
-    )
-  }
-  return json as T
+  return client.request<T>(method, path, {
+    body,
+    signal: opts.signal,
+    token: opts.token,
+  })
 }
 
 /** A message for the page: the server's own words where there are any. */
@@ -154,111 +113,24 @@ export function errorDetails(e: unknown): string[] {
   return out
 }
 
-// ----- shapes (see src/api/*.rs) -----
+// ----- shapes: the client package's (the OpenAPI document's) -----
 
-export type Role = 'owner' | 'editor' | 'viewer'
-
-export interface Account {
-  id: string
-  email: string
-  name: string
-  /** `admin` operates the server (the admin page). */
-  role?: 'user' | 'admin'
-  suspended_at?: number
-  created_at: number
-}
-
-export interface GpuPrice {
-  gpu_class: string
-  price_per_minute: number
-}
-
-export interface Prices {
-  max_prepaid_minutes: number
-  prices: GpuPrice[]
-}
-
-export interface Balance {
-  balance: number
-  held: number
-  available: number
-}
-
-export interface CreditPack {
-  name: string
-  credits: number
-  price: number
-  currency: string
-}
-
-export interface StatementLine {
-  at: number
-  kind: string
-  description: string
-  amount: number
-  balance_after: number
-  session_id?: string
-  session_title?: string
-  lease_id?: string
-  gpu_class?: string
-  used_ms?: number
-  open: boolean
-  note?: string
-}
-
-export interface RuntimeUsage {
-  session_id: string
-  session_title?: string
-  gpu_class: string
-  day: string
-  used_ms: number
-  charged: number
-}
-
-export interface LoginResponse {
-  token: string
-  csrf_token: string
-  account: Account
-}
-
-export interface SessionView {
-  id: string
-  title: string
-  owner_id: string
-  created_at: number
-  updated_at: number
-  role: Role
-}
-
-export interface Member {
-  account_id: string
-  email: string
-  name: string
-  role: Role
-  added_at: number
-}
-
-export interface ShareLink {
-  id: string
-  session_id: string
-  role: Role
-  created_by: string
-  created_at: number
-  expires_at: number | null
-  revoked_at: number | null
-}
-
-export interface CreatedShareLink {
-  id: string
-  token: string
-  url: string
-  expires_at: number | null
-}
-
-export interface UsageEntry {
-  method: string
-  route: string
-  status: number
-  duration_ms: number
-  at: number
-}
+export type {
+  Account,
+  ApiKey,
+  Balance,
+  CreatedApiKey,
+  CreatedShareLink,
+  CreditPack,
+  GpuPrice,
+  LoginResponse,
+  Member,
+  Prices,
+  Role,
+  RuntimeUsage,
+  Scope,
+  SessionView,
+  ShareLink,
+  StatementLine,
+  UsageEntry,
+} from '@atelier/client'

@@ -1,6 +1,8 @@
-// Account settings: change the password, download everything (export), delete the account.
+// Account settings: change the password, API keys, download everything (export), delete the
+// account.
 import { useState } from 'react'
 import { api, ApiError, errorMessage, type Account } from '../lib/api'
+import { ApiKeys } from './ApiKeys'
 
 export function AccountSettings({ account, onLogout }: { account: Account; onLogout: () => void }) {
   const [current, setCurrent] = useState('')
@@ -54,6 +56,7 @@ export function AccountSettings({ account, onLogout }: { account: Account; onLog
           )}
         </form>
       </details>
+      <ApiKeys />
       <p>
         <a className="button small" href="/api/v1/me/export" download>
           Export my data

@@ -2,8 +2,8 @@
 // with one line per runtime, usage per session and day), the API request log, and account
 // settings (password, export, deletion).
 import { useCallback, useEffect, useState } from 'react'
-import { api, errorMessage, type Account, type SessionView, type UsageEntry } from '../lib/api'
-import { dateTime } from '../lib/format'
+import { api, client, errorMessage, type Account, type SessionView, type UsageEntry } from '../lib/api'
+import { dateTime, shortId } from '../lib/format'
 import { AccountSettings } from './AccountSettings'
 import { CreditsCard, LedgerCard, UsageCard } from './Billing'
 
@@ -96,6 +96,7 @@ export function Dashboard({ account, onLogout }: { account: Account; onLogout: (
   const [title, setTitle] = useState('')
   const [error, setError] = useState<string | null>(null)
   const [usage, setUsage] = useState<UsageEntry[] | null>(null)
+  const [keyNames, setKeyNames] = useState<Map<string, string>>(new Map())
   // Bumped when a purchase is credited: the history reloads.
   const [creditsChanged, setCreditsChanged] = useState(0)
 
@@ -110,6 +111,10 @@ export function Dashboard({ account, onLogout }: { account: Account; onLogout: (
   useEffect(() => {
     void load()
     api<UsageEntry[]>('GET', '/me/usage?limit=10').then(setUsage, () => setUsage([]))
+    client.apiKeys().then(
+      (keys) => setKeyNames(new Map(keys.map((k) => [k.id, k.name]))),
+      () => setKeyNames(new Map()),
+    )
   }, [load])
 
   const create = async () => {
@@ -203,6 +208,7 @@ export function Dashboard({ account, onLogout }: { account: Account; onLogout: (
                         <th scope="col">Request</th>
                         <th scope="col">Status</th>
                         <th scope="col">ms</th>
+                        <th scope="col">By</th>
                       </tr>
                     </thead>
                     <tbody>
@@ -214,6 +220,7 @@ export function Dashboard({ account, onLogout }: { account: Account; onLogout: (
                           </td>
                           <td>{u.status}</td>
                           <td>{u.duration_ms}</td>
+                          <td>{u.api_key_id ? `key ${keyNames.get(u.api_key_id) ?? shortId(u.api_key_id)}` : 'login'}</td>
                         </tr>
                       ))}
                     </tbody>
