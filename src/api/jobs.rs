@@ -153,7 +153,14 @@ pub async fn run(
         };
         let job = state
             .jobs
-            .submit(session.id, account, lease, plan, inputs, body.webhook.as_ref())
+            .submit(
+                session.id,
+                account,
+                lease,
+                plan,
+                inputs,
+                body.webhook.as_ref(),
+            )
             .await?;
         jobs.push(state.db.job(job).await?.ok_or(Error::NotFound("job"))?);
     }
