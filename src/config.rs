@@ -488,6 +488,16 @@ pub struct JobsConfig {
     /// At most one preview frame per job per this many milliseconds.
     #[arg(long, env = "ATELIER_PREVIEW_MIN_INTERVAL_MS", default_value_t = 200)]
     pub preview_min_interval_ms: u64,
+
+    /// Bytes of cached node results (their output tensors) one session keeps; beyond it the
+    /// least recently used results are evicted. 0 turns the node cache off.
+    #[arg(long, env = "ATELIER_NODE_CACHE_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub node_cache_max_bytes: u64,
+
+    /// List test models (the tiny denoiser) in the studio's palette (`GET /node-types`). Graphs
+    /// may use them either way.
+    #[arg(long, env = "ATELIER_TEST_MODELS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub test_models: bool,
 }
 
 impl JobsConfig {
@@ -499,6 +509,8 @@ impl JobsConfig {
             heartbeat_timeout: timeout,
             heartbeat_interval: (timeout / 4).max(std::time::Duration::from_millis(250)),
             preview_min_interval: std::time::Duration::from_millis(self.preview_min_interval_ms),
+            node_cache_max_bytes: self.node_cache_max_bytes,
+            test_models: self.test_models,
         }
     }
 }

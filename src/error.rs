@@ -33,6 +33,9 @@ pub enum Error {
     NotFound(&'static str),
     #[error("{0}")]
     NoRoute(String),
+    /// 404 with a message naming what is missing (e.g. the node whose media input is not found).
+    #[error("{0}")]
+    Missing(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -107,7 +110,7 @@ impl Error {
             Error::CsrfRejected(_) => "csrf_rejected",
             Error::InsufficientScope(_) => "insufficient_scope",
             Error::PreconditionFailed(_) => "precondition_failed",
-            Error::NotFound(_) | Error::NoRoute(_) => "not_found",
+            Error::NotFound(_) | Error::NoRoute(_) | Error::Missing(_) => "not_found",
             Error::Conflict(_) => "conflict",
             Error::PayloadTooLarge(_) => "payload_too_large",
             Error::QuotaExceeded(_) => "quota_exceeded",
@@ -151,7 +154,7 @@ impl ResponseError for Error {
             Error::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Error::PaymentsNotConfigured(_) => StatusCode::CONFLICT,
             Error::PaymentProvider(_) => StatusCode::BAD_GATEWAY,
-            Error::NotFound(_) | Error::NoRoute(_) => StatusCode::NOT_FOUND,
+            Error::NotFound(_) | Error::NoRoute(_) | Error::Missing(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::PayloadTooLarge(_) | Error::QuotaExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,

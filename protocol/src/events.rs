@@ -62,6 +62,18 @@ pub enum StudioEvent {
         job_id: JobId,
         node_id: String,
         outputs: Vec<MediaId>,
+        /// The node's time on the worker, and the part of it ONNX Runtime ran (milliseconds).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        worker_ms: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        inference_ms: Option<f64>,
+    },
+    /// A node's stored result was reused: no worker time.
+    #[serde(rename = "job.node_cached")]
+    JobNodeCached {
+        job_id: JobId,
+        node_id: String,
+        outputs: Vec<MediaId>,
     },
     #[serde(rename = "job.succeeded")]
     JobSucceeded {
@@ -141,6 +153,7 @@ impl StudioEvent {
             Self::JobStarted { .. } => "job.started",
             Self::JobProgress { .. } => "job.progress",
             Self::JobNodeDone { .. } => "job.node_done",
+            Self::JobNodeCached { .. } => "job.node_cached",
             Self::JobSucceeded { .. } => "job.succeeded",
             Self::JobFailed { .. } => "job.failed",
             Self::JobCancelled { .. } => "job.cancelled",

@@ -7,6 +7,8 @@
 //! [`ServerMessage::Assign`]; the worker answers with progress, previews and node outputs, and
 //! ends it with exactly one of `Succeeded`, `Failed` or `Cancelled`.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{JobId, SessionId, WorkerId};
@@ -33,7 +35,43 @@ pub struct JobStep {
     pub model: String,
     /// Parameters as validated by the server (defaults filled in).
     pub params: serde_json::Map<String, serde_json::Value>,
+    /// The noise seed (recorded for every node; only random nodes use it).
     pub seed: u64,
+    /// Where each input port's tensor comes from: an earlier step of the job, or a tensor the
+    /// server provides with the assignment (a cached node's).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<String, PortRef>,
+    /// Content address of this node's result: type, model fingerprint, parameters, seed (random
+    /// nodes) and the keys of what feeds it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cache_key: String,
+    /// The server had the result: the worker does not run it (it is never sent one).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
+}
+
+/// An output port of a node.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PortRef {
+    pub node_id: String,
+    pub port: String,
+}
+
+/// A tensor the server hands the worker with an assignment: a cached node's output that a step
+/// of the job consumes. `data` is the tensor's bytes (see the server's `inference::tensor`),
+/// base64.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProvidedTensor {
+    pub node_id: String,
+    pub port: String,
+    pub data: String,
+}
+
+/// An uploaded image a step's media parameter names: its bytes, base64.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MediaBytes {
+    pub media_id: String,
+    pub data: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,6 +111,15 @@ pub enum WorkerMessage {
         mime: String,
         /// base64 (standard alphabet, padded).
         data: String,
+        /// Every output port's tensor bytes, base64: the server keeps them as the node's cache
+        /// entry.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        tensors: BTreeMap<String, String>,
+        /// Microseconds the node took on the worker, and how many of them ONNX Runtime ran.
+        #[serde(default)]
+        run_us: u64,
+        #[serde(default)]
+        inference_us: u64,
     },
     Succeeded {
         job_id: JobId,
@@ -97,7 +144,12 @@ pub enum ServerMessage {
     Assign {
         job_id: JobId,
         session_id: SessionId,
+        /// The steps to run, in order (cached nodes are not among them).
         steps: Vec<JobStep>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        provided: Vec<ProvidedTensor>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        media: Vec<MediaBytes>,
     },
     Cancel {
         job_id: JobId,

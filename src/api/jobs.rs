@@ -5,21 +5,41 @@ use atelier_protocol::ids::{JobId, SessionId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use std::collections::BTreeSet;
+
+use atelier_protocol::ids::{AccountId, MediaId};
+use atelier_protocol::worker::MediaBytes;
+use base64::Engine as _;
+
 use crate::auth::Auth;
 use crate::authz::{authorize, Action};
 use crate::db::jobs::JobRecord;
 use crate::error::{Error, Result};
-use crate::jobs::graph::{self, Graph};
+use crate::inference::catalog::ParamType;
+use crate::jobs::cache;
+use crate::jobs::graph::{self, Graph, Plan};
+use crate::jobs::service::JobInputs;
 use crate::state::AppState;
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunJob {
-    /// Run only these nodes (and what feeds them); absent = the whole graph.
+    /// Run only these nodes (and what feeds them); absent = what feeds the graph's outputs.
     pub nodes: Option<Vec<String>>,
+    /// Run from this node: it and every node that depends on it run again, whatever the cache
+    /// holds (the rest may come from the cache).
+    pub from: Option<String>,
+    /// Run this many variations (1 to 16), one job each: variation `i` moves every random
+    /// node's seed on by `i`. The answer is then `{"jobs": [...]}`.
+    pub batch: Option<u32>,
     /// Deliver the job's events to this URL (signed; see `GET /me/webhook-secret`).
     pub webhook: Option<crate::webhooks::WebhookSpec>,
 }
+
+/// Most variations one run may ask for.
+pub const MAX_BATCH: u32 = 16;
+/// Largest uploaded image a node may read (it travels to the worker with the job).
+pub const MAX_MEDIA_INPUT_BYTES: i64 = 8 * 1024 * 1024;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CancelResponse {
@@ -27,13 +47,14 @@ pub struct CancelResponse {
     pub cancelling: bool,
 }
 
-/// The node types the workers can run: every model of the catalog plus the built-in `output`.
+/// The node types the workers can run: every model of the catalog (test models only when the
+/// operator enabled them) plus the built-in `output`, with their parameters and typed ports.
 #[utoipa::path(security(()), tag = "jobs", responses((status = 200, description = "node types")))]
 #[get("/node-types")]
 pub async fn node_types(state: web::Data<AppState>) -> HttpResponse {
     let mut types: Vec<serde_json::Value> = state
         .catalog
-        .node_types()
+        .palette(state.jobs.limits().test_models)
         .into_iter()
         .filter_map(|t| serde_json::to_value(t).ok())
         .collect();
@@ -43,14 +64,17 @@ pub async fn node_types(state: web::Data<AppState>) -> HttpResponse {
         "description": "Marks the images wired into it as the job's outputs.",
         "kind": "output",
         "params": [],
-        "inputs": [{"name": graph::OUTPUT_PORT, "type": "image/png"}],
+        "inputs": [{"name": graph::OUTPUT_PORT, "type": "any"}],
         "outputs": [],
+        "stochastic": false,
     }));
     HttpResponse::Ok().json(types)
 }
 
 /// Run the session's graph (or part of it). The graph is validated first: any problem is a 400
-/// naming the node, before any GPU time is used. Needs a running Pro runtime (402 otherwise).
+/// naming the node or edge (404 for a media input that is not the session's), before any GPU
+/// time is used. Nodes whose stored result still applies are cached; the rest needs a running
+/// Pro runtime (402 otherwise). A job with every node cached finishes at once, free.
 #[utoipa::path(security(("api_key" = ["jobs:run"])), tag = "jobs", params(("id" = SessionId, Path,)), request_body = RunJob,
     responses((status = 201, body = JobRecord), (status = 400), (status = 402), (status = 403),
               (status = 404), (status = 429)))]
@@ -70,8 +94,25 @@ pub async fn run(
     if let Some(webhook) = &body.webhook {
         state.webhooks.validate(webhook).await?;
     }
-    // The cheap refusal first: no document is read for a session without a running runtime.
-    let lease = state.billing.require_active_lease(session.id)?;
+    let batch = body.batch.unwrap_or(1);
+    if !(1..=MAX_BATCH).contains(&batch) {
+        return Err(Error::invalid(format!(
+            "batch: ask for 1 to {MAX_BATCH} variations, got {batch}"
+        )));
+    }
+    let max_queued = state.jobs.limits().max_queued_per_account;
+    if batch as usize > max_queued {
+        return Err(Error::TooManyJobs(format!(
+            "a batch of {batch} is more jobs than one account may have waiting ({max_queued})"
+        )));
+    }
+    // The cheap refusal first: without a running runtime, only a run whose every node is cached
+    // can go ahead, so a session with nothing cached is refused before its document is read.
+    if let Err(refused) = state.billing.require_active_lease(session.id) {
+        if state.db.cache_bytes(session.id).await? == 0 {
+            return Err(refused);
+        }
+    }
     // The graph as the live session has it, every edit it accepted before this included: what
     // the editors see is what runs.
     let graph_json = state
@@ -84,17 +125,49 @@ pub async fn run(
     let plan = graph
         .compile(&state.catalog, body.nodes.as_deref(), seed)
         .map_err(Error::InvalidInput)?;
-    let job = state
-        .jobs
-        .submit(
+    let forced = run_from(&plan, body.from.as_deref())?;
+    let media = media_inputs(&state, &plan, session.id, account).await?;
+
+    let mut jobs = Vec::new();
+    for i in 0..u64::from(batch) {
+        let mut plan = plan.variation(&state.catalog, i);
+        let resolution = cache::resolve(
+            &state.db,
+            &state.blobs,
             session.id,
-            account,
-            Some((lease.lease_id, lease.worker_id)),
-            plan,
-            body.webhook.as_ref(),
+            &mut plan,
+            &forced,
+            state.jobs.limits().node_cache_max_bytes > 0,
         )
         .await?;
-    let record = state.db.job(job).await?.ok_or(Error::NotFound("job"))?;
+        // Cached nodes use no worker time: a job that runs nothing needs no runtime.
+        let lease = if plan.steps.iter().all(|s| s.cached) {
+            None
+        } else {
+            let lease = state.billing.require_active_lease(session.id)?;
+            Some((lease.lease_id, lease.worker_id))
+        };
+        let inputs = JobInputs {
+            resolution,
+            media: media.clone(),
+        };
+        let job = state
+            .jobs
+            .submit(
+                session.id,
+                account,
+                lease,
+                plan,
+                inputs,
+                body.webhook.as_ref(),
+            )
+            .await?;
+        jobs.push(state.db.job(job).await?.ok_or(Error::NotFound("job"))?);
+    }
+    if body.batch.is_some() {
+        return Ok(HttpResponse::Created().json(serde_json::json!({ "jobs": jobs })));
+    }
+    let record = jobs.pop().ok_or(Error::NotFound("job"))?;
     Ok(HttpResponse::Created().json(record))
 }
 
@@ -105,6 +178,95 @@ fn run_body(body: &[u8]) -> Result<RunJob> {
         return Ok(RunJob::default());
     }
     serde_json::from_slice(body).map_err(|e| Error::invalid(format!("invalid JSON body: {e}")))
+}
+
+/// The nodes "run from `from`" forces to run: `from` and everything downstream of it.
+fn run_from(plan: &Plan, from: Option<&str>) -> Result<BTreeSet<String>> {
+    let mut forced = BTreeSet::new();
+    let Some(from) = from else {
+        return Ok(forced);
+    };
+    if !plan.steps.iter().any(|s| s.node_id == from) {
+        return Err(Error::invalid(format!(
+            "from: node '{from}' is not a node this run executes"
+        )));
+    }
+    forced.insert(from.to_string());
+    // Steps are in dependency order: one pass sees every upstream decision first.
+    for step in &plan.steps {
+        if step.inputs.values().any(|r| forced.contains(&r.node_id)) {
+            forced.insert(step.node_id.clone());
+        }
+    }
+    Ok(forced)
+}
+
+/// The uploaded images the plan's media parameters name, checked and read: each must be a PNG
+/// of this session (or the runner's own upload outside any session). Anything else is refused
+/// naming the node — 404 alike for a missing id and someone else's, so ids leak nothing.
+async fn media_inputs(
+    state: &AppState,
+    plan: &Plan,
+    session: SessionId,
+    account: AccountId,
+) -> Result<Vec<MediaBytes>> {
+    let mut out: Vec<MediaBytes> = Vec::new();
+    for step in &plan.steps {
+        let Some(entry) = state.catalog.get(&step.model) else {
+            continue;
+        };
+        for spec in entry
+            .manifest
+            .params
+            .iter()
+            .filter(|p| p.ty == ParamType::Media)
+        {
+            let id = step
+                .params
+                .get(&spec.name)
+                .and_then(|v| v.as_str())
+                .and_then(|v| v.parse::<MediaId>().ok())
+                .ok_or_else(|| {
+                    Error::invalid(format!(
+                        "node {}: parameter {}: pick an image uploaded to this session",
+                        step.node_id, spec.name
+                    ))
+                })?;
+            if out.iter().any(|m| m.media_id == id.to_string()) {
+                continue;
+            }
+            let not_found = || {
+                Error::Missing(format!(
+                    "node {}: media {id} not found in this session",
+                    step.node_id
+                ))
+            };
+            let media = state.db.media(id).await?.ok_or_else(not_found)?;
+            let visible = media.session_id == Some(session)
+                || (media.session_id.is_none() && media.owner_id == account);
+            if !visible {
+                return Err(not_found());
+            }
+            if media.content_type != "image/png" {
+                return Err(Error::invalid(format!(
+                    "node {}: media {id} is {}; {} reads PNG images",
+                    step.node_id, media.content_type, step.model
+                )));
+            }
+            if media.size_bytes > MAX_MEDIA_INPUT_BYTES {
+                return Err(Error::invalid(format!(
+                    "node {}: media {id} is larger than {MAX_MEDIA_INPUT_BYTES} bytes",
+                    step.node_id
+                )));
+            }
+            let bytes = state.blobs.get(&media.object_key).await?;
+            out.push(MediaBytes {
+                media_id: id.to_string(),
+                data: base64::engine::general_purpose::STANDARD.encode(&bytes),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// The session's jobs, newest first.

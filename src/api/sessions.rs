@@ -133,6 +133,9 @@ pub async fn delete_one(
     id: web::Path<SessionId>,
 ) -> Result<HttpResponse> {
     let (session, _) = authorize(&state, &auth.principal, *id, Action::Delete).await?;
+    // Cached node results are media of the session: they go with it (other media stay their
+    // owner's).
+    crate::jobs::cache::purge_session(&state.db, &state.blobs, session.id).await;
     state.db.delete_session(session.id).await?;
     // Its Pro runtime settled (the payer refunded the unused part), its sockets closed.
     crate::lifecycle::session_deleted(&state, session.id).await;

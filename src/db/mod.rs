@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod leases;
 pub mod ledger;
 pub mod media;
+pub mod node_cache;
 pub mod sessions;
 pub mod share_links;
 pub mod storage_quota;

@@ -90,13 +90,18 @@ pub fn per_step(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     let params = entry
         .validate_params(&Params::new())
         .map_err(RunError::from)?;
+    let (Some(size), Some((_, sigma_max, _))) = (entry.manifest.size, entry.manifest.sampler())
+    else {
+        return Err(RunError::Internal(format!(
+            "model '{}' is not a denoiser: only denoisers are benched per step",
+            entry.name()
+        ))
+        .into());
+    };
     let (w, h) = (
-        params.get_u32("width").unwrap_or(entry.manifest.size.width) as usize,
-        params
-            .get_u32("height")
-            .unwrap_or(entry.manifest.size.height) as usize,
+        params.get_u32("width").unwrap_or(size.width) as usize,
+        params.get_u32("height").unwrap_or(size.height) as usize,
     );
-    let super::catalog::SamplerSpec::Consistency { sigma_max, .. } = entry.manifest.sampler;
     // A deterministic, noise-like input, bit-identical to the Python bench's.
     let x: Vec<f32> = (0..w * h)
         .map(|i| (((i * 7919) % 2001) as f32 / 1000.0 - 1.0) * sigma_max)

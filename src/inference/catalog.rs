@@ -136,21 +136,71 @@ pub struct Manifest {
     pub source: Option<String>,
     #[serde(default)]
     pub license: Option<String>,
-    pub size: Size,
+    /// The output size of a denoiser (unless `width`/`height` params exist); ops have none.
+    #[serde(default)]
+    pub size: Option<Size>,
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
-    pub sampler: SamplerSpec,
+    /// The sampler's constants (denoisers only).
+    #[serde(default)]
+    pub sampler: Option<SamplerSpec>,
+    #[serde(default = "default_decode")]
     pub decode: Decode,
     pub params: Vec<ParamSpec>,
     #[serde(default)]
     pub ports: Ports,
+    /// A model for tests and smoke checks: kept out of the studio's palette unless the operator
+    /// enables test models.
+    #[serde(default)]
+    pub test_model: bool,
+    /// For ops that enlarge their input: the int parameter the output's sides are multiplied by,
+    /// so the engine can refuse an oversized result before running.
+    #[serde(default)]
+    pub output_scale_param: Option<String>,
+}
+
+fn default_decode() -> Decode {
+    Decode::Linear
+}
+
+/// The port types edges carry. Tensors are NCHW float32 with batch 1: `heightmap` `[1,1,H,W]`
+/// heights in metres, `image` `[1,3,H,W]` RGB in 0..1, `mask` `[1,1,H,W]` in 0..1; `any` (ops
+/// that work on every type: upscale, blur) takes whatever its input edge brings, and its output
+/// has that type.
+pub const PORT_TYPES: &[&str] = &["heightmap", "image", "mask", "any"];
+
+impl Manifest {
+    /// Denoisers draw noise: their nodes take a `seed`. Ops are deterministic.
+    pub fn stochastic(&self) -> bool {
+        self.kind != ModelKind::Op
+    }
+
+    /// The sampler constants, for denoiser kinds (checked present at load).
+    pub fn sampler(&self) -> Option<(f32, f32, f32)> {
+        self.sampler.map(|s| {
+            let SamplerSpec::Consistency {
+                sigma_min,
+                sigma_max,
+                rho,
+                ..
+            } = s;
+            (sigma_min, sigma_max, rho)
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ModelKind {
-    /// A denoiser `D(x, sigma, conditions…) -> x0` sampled with multistep consistency sampling.
+    /// A denoiser `D(x, sigma, conditions…) -> x0` sampled with consistency sampling (one step,
+    /// or several when the manifest has a `steps` parameter).
     ConsistencyDenoiser,
+    /// The same kind of denoiser, image-to-image: its `heightmap` input port is encoded to model
+    /// space, re-noised to the sigma its `strength` picks on the Karras schedule and denoised in
+    /// one step.
+    ConsistencyRefine,
+    /// A plain ONNX graph over ports and parameters (image operations).
+    Op,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,6 +221,12 @@ pub enum TensorRole {
     Condition,
     /// The denoised estimate, f32 `[batch, 1, height, width]`.
     Denoised,
+    /// Ops: the tensor of the port named by `port` (input or output).
+    Port,
+    /// Ops: a parameter's value as f32 `[1]` (`param`, optional `map`).
+    Param,
+    /// Ops: a media parameter's image, decoded to RGBA f32 `[1, 4, H, W]` in 0..1.
+    Media,
 }
 
 /// A dimension in a manifest shape: a fixed size or a symbolic name.
@@ -194,6 +250,9 @@ pub struct TensorSpec {
     /// For `condition` inputs: a linear map from the parameter's range to the model's.
     #[serde(default)]
     pub map: Option<LinearMap>,
+    /// For `port` tensors: the port.
+    #[serde(default)]
+    pub port: Option<String>,
 }
 
 /// `value' = to[0] + (value - from[0]) * (to[1] - to[0]) / (from[1] - from[0])`.
@@ -251,6 +310,8 @@ pub enum Decode {
 pub enum ParamType {
     Int,
     Float,
+    /// A media id (a string): an image uploaded to the session. Required, no range.
+    Media,
 }
 
 /// A node parameter: its type, default and inclusive range.
@@ -260,8 +321,11 @@ pub struct ParamSpec {
     pub name: String,
     #[serde(rename = "type")]
     pub ty: ParamType,
+    #[serde(default)]
     pub default: f64,
+    #[serde(default)]
     pub min: f64,
+    #[serde(default)]
     pub max: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -284,6 +348,9 @@ pub struct Port {
     pub ty: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// An input port that may stay unconnected (the node then uses a neutral value).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
 }
 
 /// A checked parameter value.
@@ -292,13 +359,16 @@ pub struct Port {
 pub enum ParamValue {
     Int(i64),
     Float(f64),
+    Media(uuid::Uuid),
 }
 
 impl ParamValue {
-    pub fn as_f64(self) -> f64 {
+    /// The number, for int and float parameters.
+    pub fn as_f64(self) -> Option<f64> {
         match self {
-            Self::Int(v) => v as f64,
-            Self::Float(v) => v,
+            Self::Int(v) => Some(v as f64),
+            Self::Float(v) => Some(v),
+            Self::Media(_) => None,
         }
     }
 }
@@ -316,8 +386,21 @@ impl ResolvedParams {
     pub fn get_u32(&self, name: &str) -> Option<u32> {
         match self.get(name)? {
             ParamValue::Int(v) => u32::try_from(v).ok(),
-            ParamValue::Float(_) => None,
+            ParamValue::Float(_) | ParamValue::Media(_) => None,
         }
+    }
+
+    /// A number parameter as f64.
+    pub fn get_f64(&self, name: &str) -> Option<f64> {
+        self.get(name)?.as_f64()
+    }
+
+    /// The media ids of media parameters.
+    pub fn media(&self) -> impl Iterator<Item = (&str, uuid::Uuid)> {
+        self.0.iter().filter_map(|(k, v)| match v {
+            ParamValue::Media(id) => Some((k.as_str(), *id)),
+            _ => None,
+        })
     }
 }
 
@@ -333,8 +416,13 @@ pub struct NodeType {
     pub params: Vec<ParamSpec>,
     pub inputs: Vec<Port>,
     pub outputs: Vec<Port>,
-    /// Output size when the node has no `width`/`height` parameters.
-    pub size: Size,
+    /// Output size of a denoiser without `width`/`height` parameters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<Size>,
+    /// The node draws noise and takes a `seed` (fixed, or random and recorded in the job).
+    pub stochastic: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub test_model: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub license: Option<String>,
 }
@@ -347,6 +435,9 @@ pub struct ModelEntry {
     pub dir: PathBuf,
     /// The ONNX file (`dir/manifest.file`).
     pub file: PathBuf,
+    /// Hex SHA-256 over the manifest's text and the model file's length: part of every cache
+    /// key, so a changed model or manifest never serves old results.
+    pub fingerprint: String,
 }
 
 impl ModelEntry {
@@ -377,6 +468,8 @@ impl ModelEntry {
             inputs: m.ports.inputs.clone(),
             outputs: m.ports.outputs.clone(),
             size: m.size,
+            stochastic: m.stochastic(),
+            test_model: m.test_model,
             license: m.license.clone(),
         }
     }
@@ -406,6 +499,22 @@ impl ModelEntry {
         }
         let mut out = BTreeMap::new();
         for spec in &self.manifest.params {
+            if spec.ty == ParamType::Media {
+                let id = match params.get(&spec.name) {
+                    None | Some(serde_json::Value::Null) => {
+                        return Err(err(
+                            &spec.name,
+                            "is required: pick an image uploaded to this session".into(),
+                        ))
+                    }
+                    Some(raw) => raw
+                        .as_str()
+                        .and_then(|s| uuid::Uuid::parse_str(s).ok())
+                        .ok_or_else(|| err(&spec.name, format!("must be a media id, got {raw}")))?,
+                };
+                out.insert(spec.name.clone(), ParamValue::Media(id));
+                continue;
+            }
             let value = match params.get(&spec.name) {
                 None | Some(serde_json::Value::Null) => default_value(spec),
                 Some(raw) => {
@@ -423,11 +532,11 @@ impl ModelEntry {
                             }
                             ParamValue::Int(number as i64)
                         }
-                        ParamType::Float => ParamValue::Float(number),
+                        ParamType::Float | ParamType::Media => ParamValue::Float(number),
                     }
                 }
             };
-            let v = value.as_f64();
+            let v = value.as_f64().unwrap_or(f64::NAN);
             if v < spec.min || v > spec.max {
                 return Err(err(
                     &spec.name,
@@ -448,7 +557,7 @@ impl ModelEntry {
 fn default_value(spec: &ParamSpec) -> ParamValue {
     match spec.ty {
         ParamType::Int => ParamValue::Int(spec.default as i64),
-        ParamType::Float => ParamValue::Float(spec.default),
+        ParamType::Float | ParamType::Media => ParamValue::Float(spec.default),
     }
 }
 
@@ -529,6 +638,15 @@ impl ModelCatalog {
         self.models.values().map(ModelEntry::node_type).collect()
     }
 
+    /// The node types of the studio's palette: test models only when `with_test_models`.
+    pub fn palette(&self, with_test_models: bool) -> Vec<NodeType> {
+        self.models
+            .values()
+            .filter(|m| with_test_models || !m.manifest.test_model)
+            .map(ModelEntry::node_type)
+            .collect()
+    }
+
     /// Checks a node's parameters for `model`. An unknown model is reported as a parameter error on
     /// `model`.
     pub fn validate_params(
@@ -572,8 +690,8 @@ fn load_entry(dir_name: &str, dir: &Path) -> Result<ModelEntry, CatalogError> {
         reason,
     })?;
     let file = dir.join(&manifest.file);
-    match std::fs::metadata(&file) {
-        Ok(meta) if meta.is_file() && meta.len() > 0 => {}
+    let file_len = match std::fs::metadata(&file) {
+        Ok(meta) if meta.is_file() && meta.len() > 0 => meta.len(),
         Ok(meta) if meta.is_file() => {
             return Err(CatalogError::CorruptFile {
                 model: manifest.name.clone(),
@@ -587,11 +705,19 @@ fn load_entry(dir_name: &str, dir: &Path) -> Result<ModelEntry, CatalogError> {
                 path: file,
             })
         }
-    }
+    };
+    let fingerprint = {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(text.as_bytes());
+        h.update(file_len.to_le_bytes());
+        hex::encode(h.finalize())
+    };
     Ok(ModelEntry {
         manifest,
         dir: dir.to_path_buf(),
         file,
+        fingerprint,
     })
 }
 
@@ -621,8 +747,10 @@ fn check_manifest(m: &Manifest) -> Result<(), String> {
             m.file
         ));
     }
-    if m.size.width == 0 || m.size.height == 0 || m.size.width > 4096 || m.size.height > 4096 {
-        return Err("size must be between 1x1 and 4096x4096".to_string());
+    if let Some(size) = m.size {
+        if size.width == 0 || size.height == 0 || size.width > 4096 || size.height > 4096 {
+            return Err("size must be between 1x1 and 4096x4096".to_string());
+        }
     }
 
     // Parameters.
@@ -633,6 +761,12 @@ fn check_manifest(m: &Manifest) -> Result<(), String> {
         }
         if !names.insert(p.name.as_str()) {
             return Err(format!("parameter '{}' is declared twice", p.name));
+        }
+        if p.name == "seed" {
+            return Err("'seed' is not a manifest parameter: every random node takes one".into());
+        }
+        if p.ty == ParamType::Media {
+            continue;
         }
         if !(p.min.is_finite() && p.max.is_finite() && p.default.is_finite()) || p.min > p.max {
             return Err(format!(
@@ -657,12 +791,14 @@ fn check_manifest(m: &Manifest) -> Result<(), String> {
             ));
         }
     }
-    match m.params.iter().find(|p| p.name == "steps") {
-        Some(p) if p.ty == ParamType::Int && p.min >= 1.0 && p.max <= 1000.0 => {}
-        _ => return Err("a 'steps' int parameter with a range inside 1..1000 is required".into()),
+    let param_of = |name: &str| m.params.iter().find(|p| p.name == name);
+    if let Some(p) = param_of("steps") {
+        if !(p.ty == ParamType::Int && p.min >= 1.0 && p.max <= 1000.0) {
+            return Err("'steps' must be an int parameter with a range inside 1..1000".into());
+        }
     }
     for dim in ["width", "height"] {
-        if let Some(p) = m.params.iter().find(|p| p.name == dim) {
+        if let Some(p) = param_of(dim) {
             if p.ty != ParamType::Int || p.min < 1.0 || p.max > 4096.0 {
                 return Err(format!(
                     "parameter '{dim}' must be an int with a range inside 1..4096"
@@ -671,74 +807,205 @@ fn check_manifest(m: &Manifest) -> Result<(), String> {
         }
     }
 
-    // Tensors.
-    let count = |role| m.inputs.iter().filter(|t| t.role == role).count();
-    if count(TensorRole::Noisy) != 1 || count(TensorRole::Sigma) != 1 {
-        return Err("inputs need exactly one 'noisy' and one 'sigma' input".into());
+    // Ports.
+    let mut port_names = BTreeSet::new();
+    let sides = m.ports.inputs.iter().map(|p| (p, true));
+    for (port, input) in sides.chain(m.ports.outputs.iter().map(|p| (p, false))) {
+        if port.name.is_empty() || !PORT_TYPES.contains(&port.ty.as_str()) {
+            return Err(format!(
+                "port '{}' needs a name and a type of {} (an older manifest? scripts/fetch-models \
+                 copies the current ones from models-manifests/)",
+                port.name,
+                PORT_TYPES.join(", ")
+            ));
+        }
+        if !port_names.insert((port.name.as_str(), input)) {
+            return Err(format!("port '{}' is declared twice", port.name));
+        }
     }
-    if m.inputs.iter().any(|t| t.role == TensorRole::Denoised) {
-        return Err("'denoised' is an output role, not an input role".into());
+    if m.ports.outputs.is_empty() {
+        return Err("a node needs at least one output port".into());
     }
-    if m.outputs
-        .iter()
-        .filter(|t| t.role == TensorRole::Denoised)
-        .count()
-        != 1
-        || m.outputs.iter().any(|t| t.role != TensorRole::Denoised)
+    if m.ports.outputs.iter().any(|p| p.optional) {
+        return Err("only input ports can be optional".into());
+    }
+    if m.ports.outputs.iter().any(|p| p.ty == "any")
+        && !m.ports.inputs.iter().any(|p| p.ty == "any" && !p.optional)
     {
-        return Err("outputs need exactly one output, with role 'denoised'".into());
+        return Err("an output of type 'any' needs a required input of type 'any'".into());
     }
+
+    // Tensors.
     let mut tensor_names = BTreeSet::new();
     for t in m.inputs.iter().chain(&m.outputs) {
         if t.name.is_empty() || !tensor_names.insert(t.name.as_str()) {
             return Err(format!("tensor name '{}' is empty or used twice", t.name));
         }
-        match t.role {
-            TensorRole::Condition => {
-                let Some(param) = &t.param else {
-                    return Err(format!("condition input '{}' needs a 'param'", t.name));
-                };
-                if !names.contains(param.as_str()) {
+        if t.map.is_some() && !matches!(t.role, TensorRole::Condition | TensorRole::Param) {
+            return Err(format!(
+                "only condition and param inputs take a 'map' ('{}')",
+                t.name
+            ));
+        }
+        if let Some(map) = &t.map {
+            if map.from[0] == map.from[1] || !map.from.iter().chain(&map.to).all(|v| v.is_finite())
+            {
+                return Err(format!(
+                    "input '{}': map.from must be two different finite numbers",
+                    t.name
+                ));
+            }
+        }
+        let wants_param = matches!(
+            t.role,
+            TensorRole::Condition | TensorRole::Param | TensorRole::Media
+        );
+        match (&t.param, wants_param) {
+            (Some(param), true) => {
+                let Some(spec) = param_of(param) else {
                     return Err(format!(
-                        "condition input '{}' refers to unknown parameter '{param}'",
+                        "input '{}' refers to unknown parameter '{param}'",
+                        t.name
+                    ));
+                };
+                if (spec.ty == ParamType::Media) != (t.role == TensorRole::Media) {
+                    return Err(format!(
+                        "input '{}': media inputs take media parameters, others numbers",
                         t.name
                     ));
                 }
-                if let Some(map) = &t.map {
-                    if map.from[0] == map.from[1]
-                        || !map.from.iter().chain(&map.to).all(|v| v.is_finite())
-                    {
-                        return Err(format!(
-                            "condition input '{}': map.from must be two different finite numbers",
-                            t.name
-                        ));
-                    }
-                }
             }
-            _ => {
-                if t.param.is_some() || t.map.is_some() {
+            (None, true) => return Err(format!("input '{}' needs a 'param'", t.name)),
+            (Some(_), false) => {
+                return Err(format!(
+                    "only condition, param and media inputs take a 'param' ('{}')",
+                    t.name
+                ))
+            }
+            (None, false) => {}
+        }
+        if (t.role == TensorRole::Port) != t.port.is_some() {
+            return Err(format!(
+                "port tensors (and only they) name a 'port' ('{}')",
+                t.name
+            ));
+        }
+    }
+    let bound_ports = |tensors: &[TensorSpec], ports: &[Port], side: &str| {
+        for port in ports {
+            let n = tensors
+                .iter()
+                .filter(|t| t.port.as_deref() == Some(port.name.as_str()))
+                .count();
+            if n != 1 {
+                return Err(format!(
+                    "{side} port '{}' must be bound to exactly one tensor, found {n}",
+                    port.name
+                ));
+            }
+        }
+        for t in tensors {
+            if let Some(port) = &t.port {
+                if !ports.iter().any(|p| &p.name == port) {
                     return Err(format!(
-                        "only condition inputs take 'param' and 'map' ('{}')",
+                        "tensor '{}' names unknown {side} port '{port}'",
                         t.name
                     ));
                 }
             }
         }
-    }
+        Ok(())
+    };
 
-    // Sampler and decoder.
-    let SamplerSpec::Consistency {
-        sigma_min,
-        sigma_max,
-        sigma_data,
-        rho,
-    } = m.sampler;
-    let finite = [sigma_min, sigma_max, sigma_data, rho]
-        .iter()
-        .all(|v| v.is_finite());
-    let ordered = sigma_min > 0.0 && sigma_max > sigma_min && sigma_data > 0.0 && rho > 0.0;
-    if !(finite && ordered) {
-        return Err("sampler needs 0 < sigma_min < sigma_max, sigma_data > 0 and rho > 0".into());
+    match m.kind {
+        ModelKind::Op => {
+            if m.inputs.iter().any(|t| {
+                !matches!(
+                    t.role,
+                    TensorRole::Port | TensorRole::Param | TensorRole::Media
+                )
+            }) || m.outputs.iter().any(|t| t.role != TensorRole::Port)
+            {
+                return Err(
+                    "op inputs are port, param or media tensors; outputs port tensors".into(),
+                );
+            }
+            bound_ports(&m.inputs, &m.ports.inputs, "input")?;
+            bound_ports(&m.outputs, &m.ports.outputs, "output")?;
+            if m.sampler.is_some() || m.size.is_some() {
+                return Err("ops take no sampler and no size".into());
+            }
+            if let Some(scale) = &m.output_scale_param {
+                if param_of(scale).is_none_or(|p| p.ty != ParamType::Int || p.min < 1.0) {
+                    return Err(format!(
+                        "output_scale_param '{scale}' must be an int parameter of at least 1"
+                    ));
+                }
+            }
+        }
+        ModelKind::ConsistencyDenoiser | ModelKind::ConsistencyRefine => {
+            let count = |role| m.inputs.iter().filter(|t| t.role == role).count();
+            if count(TensorRole::Noisy) != 1 || count(TensorRole::Sigma) != 1 {
+                return Err("inputs need exactly one 'noisy' and one 'sigma' input".into());
+            }
+            if m.inputs.iter().any(|t| {
+                !matches!(
+                    t.role,
+                    TensorRole::Noisy | TensorRole::Sigma | TensorRole::Condition
+                )
+            }) {
+                return Err("denoiser inputs are noisy, sigma and condition tensors".into());
+            }
+            if m.outputs.len() != 1 || m.outputs.iter().any(|t| t.role != TensorRole::Denoised) {
+                return Err("outputs need exactly one output, with role 'denoised'".into());
+            }
+            if m.size.is_none() {
+                return Err("a denoiser needs a size".into());
+            }
+            let Some(SamplerSpec::Consistency {
+                sigma_min,
+                sigma_max,
+                sigma_data,
+                rho,
+            }) = m.sampler
+            else {
+                return Err("a denoiser needs a sampler".into());
+            };
+            let finite = [sigma_min, sigma_max, sigma_data, rho]
+                .iter()
+                .all(|v| v.is_finite());
+            let ordered = sigma_min > 0.0 && sigma_max > sigma_min && sigma_data > 0.0 && rho > 0.0;
+            if !(finite && ordered) {
+                return Err(
+                    "sampler needs 0 < sigma_min < sigma_max, sigma_data > 0 and rho > 0".into(),
+                );
+            }
+            let heightmap_out = m.ports.outputs.len() == 1 && m.ports.outputs[0].ty == "heightmap";
+            if !heightmap_out {
+                return Err("a denoiser has one output port, of type heightmap".into());
+            }
+            if m.kind == ModelKind::ConsistencyRefine {
+                let heightmap_in = m.ports.inputs.len() == 1
+                    && m.ports.inputs[0].ty == "heightmap"
+                    && !m.ports.inputs[0].optional;
+                if !heightmap_in {
+                    return Err("a refiner has one required input port, of type heightmap".into());
+                }
+                match param_of("strength") {
+                    Some(p) if p.ty == ParamType::Float && p.min > 0.0 && p.max <= 1.0 => {}
+                    _ => {
+                        return Err(
+                            "a refiner needs a float 'strength' parameter inside (0, 1]".into()
+                        )
+                    }
+                }
+                if param_of("steps").is_some() {
+                    return Err("a refiner runs one step: no 'steps' parameter".into());
+                }
+            } else if !m.ports.inputs.is_empty() {
+                return Err("a denoiser takes no input ports".into());
+            }
+        }
     }
     if let Decode::Asinh {
         asinh_scale,
@@ -754,11 +1021,6 @@ fn check_manifest(m: &Manifest) -> Result<(), String> {
             return Err("decode: asinh_scale and height_range must be positive".into());
         }
     }
-    for port in m.ports.inputs.iter().chain(&m.ports.outputs) {
-        if port.name.is_empty() || port.ty.is_empty() {
-            return Err("ports need a name and a type".into());
-        }
-    }
     Ok(())
 }
 
@@ -767,6 +1029,7 @@ impl fmt::Display for ParamType {
         f.write_str(match self {
             Self::Int => "int",
             Self::Float => "float",
+            Self::Media => "media",
         })
     }
 }
@@ -790,7 +1053,7 @@ mod tests {
         { "name": "level", "type": "int", "default": 50, "min": 1, "max": 100 },
         { "name": "gain", "type": "float", "default": 0.5, "min": 0, "max": 1 }
       ],
-      "ports": { "outputs": [{ "name": "image", "type": "image/png" }] }
+      "ports": { "outputs": [{ "name": "image", "type": "heightmap" }] }
     }"#;
 
     fn write_model(root: &Path, dir: &str, manifest: &str, file: Option<&[u8]>) {
@@ -817,7 +1080,8 @@ mod tests {
         assert_eq!(json["params"][1]["type"], "int");
         assert_eq!(json["params"][1]["min"], 1.0);
         assert_eq!(json["params"][1]["max"], 100.0);
-        assert_eq!(json["outputs"][0]["type"], "image/png");
+        assert_eq!(json["outputs"][0]["type"], "heightmap");
+        assert_eq!(json["stochastic"], true);
         let map = catalog
             .get("tiny")
             .unwrap()

@@ -82,7 +82,7 @@ pub fn heightmap_png(
     if let Some(unit) = unit {
         text.push(("unit".to_string(), unit.to_string()));
     }
-    encode(&data, width, height, png::BitDepth::Sixteen, &text)
+    encode_gray(&data, width, height, png::BitDepth::Sixteen, &text)
 }
 
 /// An 8-bit grayscale preview no larger than `max_side` on either side (box-filtered), min–max
@@ -113,7 +113,61 @@ pub fn preview_png(
             data.push((v * 255.0).round().clamp(0.0, 255.0) as u8);
         }
     }
-    encode(&data, pw, ph, png::BitDepth::Eight, &[])
+    encode_gray(&data, pw, ph, png::BitDepth::Eight, &[])
+}
+
+/// An 8-bit RGB (or RGBA) PNG of interleaved `bytes`.
+pub fn rgb_png(bytes: &[u8], width: u32, height: u32, alpha: bool) -> Result<Vec<u8>, String> {
+    let channels = if alpha { 4 } else { 3 };
+    if bytes.len() != width as usize * height as usize * channels {
+        return Err(format!("an RGB image of {width}x{height} needs more bytes"));
+    }
+    let mut out = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut out, width, height);
+        encoder.set_color(if alpha {
+            png::ColorType::Rgba
+        } else {
+            png::ColorType::Rgb
+        });
+        encoder.set_depth(png::BitDepth::Eight);
+        // Fast deflate: node outputs are made on every run; size matters less than time.
+        encoder.set_compression(png::Compression::Fast);
+        let mut writer = encoder
+            .write_header()
+            .map_err(|e| format!("PNG header: {e}"))?;
+        writer
+            .write_image_data(bytes)
+            .map_err(|e| format!("PNG data: {e}"))?;
+        writer.finish().map_err(|e| format!("PNG: {e}"))?;
+    }
+    Ok(out)
+}
+
+/// Heights in the model's space (the inverse of [`decode`]), for image-to-image: heights are
+/// clamped to the decoder's range first.
+pub fn encode(values: &[f32], decode: &Decode) -> Vec<f32> {
+    match *decode {
+        Decode::Linear => values.to_vec(),
+        Decode::Asinh {
+            asinh_scale,
+            height_range,
+            ..
+        } => {
+            let normalizer = (height_range / asinh_scale).asinh();
+            values
+                .iter()
+                .map(|&h| {
+                    let h = if h.is_finite() {
+                        h.clamp(0.0, height_range)
+                    } else {
+                        0.0
+                    };
+                    (h / asinh_scale).asinh() / normalizer * 2.0 - 1.0
+                })
+                .collect()
+        }
+    }
 }
 
 fn check_len(values: &[f32], width: u32, height: u32) -> Result<(), String> {
@@ -127,7 +181,7 @@ fn check_len(values: &[f32], width: u32, height: u32) -> Result<(), String> {
     Ok(())
 }
 
-fn encode(
+fn encode_gray(
     data: &[u8],
     width: u32,
     height: u32,
@@ -139,6 +193,7 @@ fn encode(
         let mut encoder = png::Encoder::new(&mut out, width, height);
         encoder.set_color(png::ColorType::Grayscale);
         encoder.set_depth(depth);
+        encoder.set_compression(png::Compression::Fast);
         for (k, v) in text {
             encoder
                 .add_text_chunk(k.clone(), v.clone())
@@ -245,6 +300,20 @@ mod tests {
         assert_eq!((d.width, d.height), (50, 15));
         let d = decode_png(&preview_png(&[1.0; 16], 4, 4, 64).unwrap()).unwrap();
         assert_eq!((d.width, d.height), (4, 4));
+    }
+
+    #[test]
+    fn encode_inverts_decode() {
+        let dec = Decode::Asinh {
+            asinh_scale: 0.1,
+            height_range: 22.168_64,
+            zero_floor: false,
+        };
+        let v = [-1.0, -0.3, 0.0, 0.5, 1.0];
+        let back = encode(&decode(&v, &dec), &dec);
+        for (a, b) in v.iter().zip(&back) {
+            assert!((a - b).abs() < 1e-4, "{v:?} {back:?}");
+        }
     }
 
     #[test]

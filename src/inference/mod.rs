@@ -7,6 +7,11 @@
 //! - [`session`]: one model's ONNX Runtime session, one denoising step per run, and the
 //!   [`CancelToken`] that terminates a running step (`RunOptions::terminate`).
 //! - [`image`]: heights → 16-bit grayscale PNG, and 8-bit previews.
+//! - [`op`]: plain ONNX graphs over ports and parameters (the workflow's image operations).
+//! - [`tensor`]: the images that flow between a workflow's nodes ([`Tensor`]), their bytes.
+//!
+//! A workflow node runs with [`Engine::run_node`]: its input ports' tensors in, its output ports'
+//! tensors (and the PNG people see) out.
 //! - [`bench`]: per-step timing of a model, for comparing against the Python runtime.
 //!
 //! ```no_run
@@ -52,12 +57,15 @@
 pub mod bench;
 pub mod catalog;
 pub mod image;
+pub mod op;
 pub mod runtime;
 pub mod sampler;
 pub mod session;
+pub mod tensor;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -69,8 +77,10 @@ pub use catalog::{
 };
 pub use runtime::{Device, ExecutionProvider, RuntimeError};
 pub use session::CancelToken;
+pub use tensor::Tensor;
 
-use catalog::{Decode, SamplerSpec};
+use catalog::{Decode, ModelKind};
+use op::OpSession;
 use runtime::{OpenError, SessionSettings};
 use sampler::ConsistencySampler;
 use session::ModelSession;
@@ -174,11 +184,36 @@ pub struct Output {
     pub elapsed_ms: u64,
 }
 
+/// One workflow node to run: its model, parameters, seed, the tensors on its input ports, and
+/// the bytes of the media its parameters name (by media id).
+#[derive(Debug, Clone, Copy)]
+pub struct NodeRequest<'a> {
+    pub model: &'a str,
+    pub params: &'a Params,
+    pub seed: u64,
+    pub inputs: &'a BTreeMap<String, Arc<Tensor>>,
+    pub media: &'a BTreeMap<String, Vec<u8>>,
+}
+
+/// What a node produced: a tensor per output port, and the PNG people see (its first port).
+#[derive(Debug, Clone)]
+pub struct NodeOutput {
+    pub ports: BTreeMap<String, Tensor>,
+    pub png: Vec<u8>,
+    /// Time spent inside ONNX Runtime runs; the rest of the node's time is overhead.
+    pub inference: Duration,
+}
+
+enum Loaded {
+    Denoiser(Mutex<ModelSession>),
+    Op(Mutex<OpSession>),
+}
+
 /// The loaded models, ready to run. See the [module docs](self).
 pub struct Engine {
     device: Device,
     catalog: ModelCatalog,
-    sessions: BTreeMap<String, Mutex<ModelSession>>,
+    sessions: BTreeMap<String, Loaded>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -228,14 +263,19 @@ impl Engine {
                     reason,
                 }),
             })?;
-            let session = ModelSession::new(session, entry)?;
+            let session = match entry.manifest.kind {
+                ModelKind::Op => Loaded::Op(Mutex::new(OpSession::new(session, entry)?)),
+                ModelKind::ConsistencyDenoiser | ModelKind::ConsistencyRefine => {
+                    Loaded::Denoiser(Mutex::new(ModelSession::new(session, entry)?))
+                }
+            };
             tracing::info!(
                 model = entry.name(),
                 file = %entry.file.display(),
                 ms = started.elapsed().as_millis() as u64,
                 "model loaded"
             );
-            sessions.insert(entry.name().to_string(), Mutex::new(session));
+            sessions.insert(entry.name().to_string(), session);
         }
         let device = match (device, config.execution_provider) {
             (Some(d), _) => d,
@@ -295,6 +335,37 @@ impl Engine {
         cancel: &CancelToken,
     ) -> Result<Output, RunError> {
         let started = Instant::now();
+        let generated = self.generate(model, params, seed, &mut on_step, cancel)?;
+        let Generated {
+            values,
+            width,
+            height,
+            steps,
+            resolved,
+            unit,
+            ..
+        } = generated;
+        let (value_min, value_max) = image::range(&values);
+        let png = image::heightmap_png(&values, width, height, unit).map_err(RunError::Image)?;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(model, seed, steps, elapsed_ms, device = %self.device, "run finished");
+        Ok(Output {
+            png,
+            width,
+            height,
+            value_min,
+            value_max,
+            unit,
+            model: model.to_string(),
+            seed,
+            steps,
+            params: resolved,
+            device: self.device.name(),
+            elapsed_ms,
+        })
+    }
+
+    fn entry_and_session(&self, model: &str) -> Result<(&ModelEntry, &Loaded), RunError> {
         let entry = self
             .catalog
             .get(model)
@@ -303,19 +374,37 @@ impl Engine {
             .sessions
             .get(model)
             .ok_or_else(|| RunError::UnknownModel(model.to_string()))?;
-        let resolved = entry.validate_params(params)?;
+        Ok((entry, session))
+    }
+
+    /// A generating denoiser's sampled values (decoded), with what describes them.
+    fn generate(
+        &self,
+        model: &str,
+        params: &Params,
+        seed: u64,
+        on_step: &mut dyn FnMut(StepProgress),
+        cancel: &CancelToken,
+    ) -> Result<Generated, RunError> {
+        let (entry, session) = self.entry_and_session(model)?;
         let m = &entry.manifest;
-        let steps = resolved
-            .get_u32("steps")
-            .ok_or_else(|| RunError::Internal("no 'steps' parameter".into()))?;
-        let width = resolved.get_u32("width").unwrap_or(m.size.width);
-        let height = resolved.get_u32("height").unwrap_or(m.size.height);
-        let SamplerSpec::Consistency {
-            sigma_min,
-            sigma_max,
-            rho,
-            ..
-        } = m.sampler;
+        let (Loaded::Denoiser(session), ModelKind::ConsistencyDenoiser) = (session, m.kind) else {
+            return Err(RunError::Internal(format!(
+                "model '{model}' takes inputs: run it as a node of a graph"
+            )));
+        };
+        let resolved = entry.validate_params(params)?;
+        // One step unless the model offers more: the terrain model is endpoint-distilled, and
+        // noise re-injected by further steps is only partly removed.
+        let steps = resolved.get_u32("steps").unwrap_or(1);
+        let size = m
+            .size
+            .ok_or_else(|| RunError::Internal("a denoiser without a size".into()))?;
+        let width = resolved.get_u32("width").unwrap_or(size.width);
+        let height = resolved.get_u32("height").unwrap_or(size.height);
+        let (sigma_min, sigma_max, rho) = m
+            .sampler()
+            .ok_or_else(|| RunError::Internal("a denoiser without a sampler".into()))?;
         let sampler = ConsistencySampler {
             sigma_min,
             sigma_max,
@@ -336,53 +425,270 @@ impl Engine {
         let mut denoiser = guard.denoiser(h, w, &resolved, cancel)?;
         let decode = m.decode;
         tracing::debug!(model, seed, steps, width, height, "run started");
+        let inference_started = Instant::now();
         let estimate = sampler.sample(&mut denoiser, w * h, steps, seed, cancel, |s| {
-            let values = image::decode(s.denoised, &decode);
-            let preview_png = match image::preview_png(&values, width, height, PREVIEW_MAX_SIDE) {
-                Ok(png) => png,
-                Err(e) => {
-                    tracing::warn!(error = %e, "preview failed");
-                    Vec::new()
-                }
-            };
-            on_step(StepProgress {
-                step: s.step,
-                total: s.total,
-                sigma: s.sigma,
-                preview_png,
-                elapsed: sampling_started.elapsed(),
-            });
+            on_step(progress(
+                s.step,
+                s.total,
+                s.sigma,
+                &image::decode(s.denoised, &decode),
+                (width, height),
+                sampling_started,
+            ));
         })?;
+        let inference = inference_started.elapsed();
         drop(guard);
-
-        let values = image::decode(&estimate, &decode);
-        let (value_min, value_max) = image::range(&values);
-        let unit = match decode {
-            Decode::Asinh { .. } => Some("m"),
-            Decode::Linear => None,
-        };
-        let png = image::heightmap_png(&values, width, height, unit).map_err(RunError::Image)?;
-        let elapsed_ms = started.elapsed().as_millis() as u64;
-        tracing::info!(model, seed, steps, elapsed_ms, device = %self.device, "run finished");
-        Ok(Output {
-            png,
+        Ok(Generated {
+            values: image::decode(&estimate, &decode),
             width,
             height,
-            value_min,
-            value_max,
-            unit,
-            model: model.to_string(),
-            seed,
             steps,
-            params: resolved,
-            device: self.device.name(),
-            elapsed_ms,
+            resolved,
+            unit: unit_of(&decode),
+            inference,
         })
+    }
+
+    /// Runs one workflow node (see [`NodeRequest`]): a denoiser generates, a refiner re-noises
+    /// and denoises its input heightmap, an op runs its graph. Blocks: see the module docs.
+    pub fn run_node(
+        &self,
+        request: NodeRequest<'_>,
+        mut on_step: impl FnMut(StepProgress),
+        cancel: &CancelToken,
+    ) -> Result<NodeOutput, RunError> {
+        let NodeRequest {
+            model,
+            params,
+            seed,
+            inputs,
+            media,
+        } = request;
+        let (entry, session) = self.entry_and_session(model)?;
+        let m = &entry.manifest;
+        let first_port = m
+            .ports
+            .outputs
+            .first()
+            .ok_or_else(|| RunError::Internal(format!("model '{model}' has no output port")))?;
+        let (ports, unit, inference) = match (m.kind, session) {
+            (ModelKind::ConsistencyDenoiser, _) => {
+                let g = self.generate(model, params, seed, &mut on_step, cancel)?;
+                let t = Tensor::new(1, g.height as usize, g.width as usize, g.values)
+                    .map_err(RunError::Internal)?;
+                (
+                    BTreeMap::from([(first_port.name.clone(), t)]),
+                    g.unit,
+                    g.inference,
+                )
+            }
+            (ModelKind::ConsistencyRefine, Loaded::Denoiser(session)) => {
+                self.refine(entry, session, params, seed, inputs, &mut on_step, cancel)?
+            }
+            (ModelKind::Op, Loaded::Op(session)) => {
+                let resolved = entry.validate_params(params)?;
+                for port in &m.ports.inputs {
+                    if !port.optional && !inputs.contains_key(&port.name) {
+                        return Err(RunError::Internal(format!(
+                            "input '{}' was not delivered",
+                            port.name
+                        )));
+                    }
+                }
+                if let Some(scale) = &m.output_scale_param {
+                    let f = resolved.get_u32(scale).unwrap_or(1) as usize;
+                    for t in inputs.values() {
+                        let pixels = t.height * t.width * f * f;
+                        if pixels > tensor::MAX_PIXELS {
+                            return Err(RunError::Inference {
+                                model: model.to_string(),
+                                reason: format!(
+                                    "the result would be {}x{}, above the {}-pixel limit",
+                                    t.width * f,
+                                    t.height * f,
+                                    tensor::MAX_PIXELS
+                                ),
+                            });
+                        }
+                    }
+                }
+                let mut images = BTreeMap::new();
+                for (param, id) in resolved.media() {
+                    let bytes = media
+                        .get(&id.to_string())
+                        .ok_or_else(|| RunError::Inference {
+                            model: model.to_string(),
+                            reason: format!("media {id} was not delivered"),
+                        })?;
+                    let t = Tensor::from_png_rgba(bytes).map_err(|e| RunError::Inference {
+                        model: model.to_string(),
+                        reason: format!("media {id}: {e}"),
+                    })?;
+                    images.insert(param.to_string(), Arc::new(t));
+                }
+                cancel.check()?;
+                let mut guard = session.lock().unwrap_or_else(|e| e.into_inner());
+                let started = Instant::now();
+                let out = guard.run(&resolved, inputs, &images, cancel)?;
+                let inference = started.elapsed();
+                drop(guard);
+                // One step, so every node reports progress, with a preview of what it made.
+                if let Some(t) = out.get(&first_port.name) {
+                    on_step(progress(
+                        1,
+                        1,
+                        0.0,
+                        t.plane(0),
+                        (t.width as u32, t.height as u32),
+                        started,
+                    ));
+                }
+                let unit = (first_port.ty == "heightmap").then_some("m");
+                (out, unit, inference)
+            }
+            _ => {
+                return Err(RunError::Internal(format!(
+                    "model '{model}' was loaded as another kind"
+                )))
+            }
+        };
+        let shown = ports
+            .get(&first_port.name)
+            .ok_or_else(|| RunError::Inference {
+                model: model.to_string(),
+                reason: format!("no '{}' output", first_port.name),
+            })?;
+        let png = shown.to_png(unit).map_err(RunError::Image)?;
+        Ok(NodeOutput {
+            ports,
+            png,
+            inference,
+        })
+    }
+
+    /// Image-to-image with a consistency denoiser (see [`ModelKind::ConsistencyRefine`]).
+    #[allow(clippy::too_many_arguments)]
+    fn refine(
+        &self,
+        entry: &ModelEntry,
+        session: &Mutex<ModelSession>,
+        params: &Params,
+        seed: u64,
+        inputs: &BTreeMap<String, Arc<Tensor>>,
+        on_step: &mut dyn FnMut(StepProgress),
+        cancel: &CancelToken,
+    ) -> Result<NodeResult, RunError> {
+        let m = &entry.manifest;
+        let model = entry.name();
+        let resolved = entry.validate_params(params)?;
+        let strength = resolved.get_f64("strength").unwrap_or(0.5) as f32;
+        let size = m
+            .size
+            .ok_or_else(|| RunError::Internal("a refiner without a size".into()))?;
+        let (sigma_min, sigma_max, rho) = m
+            .sampler()
+            .ok_or_else(|| RunError::Internal("a refiner without a sampler".into()))?;
+        let in_port = m
+            .ports
+            .inputs
+            .first()
+            .ok_or_else(|| RunError::Internal("a refiner without an input port".into()))?;
+        let out_port = m
+            .ports
+            .outputs
+            .first()
+            .ok_or_else(|| RunError::Internal("a refiner without an output port".into()))?;
+        let input = inputs.get(&in_port.name).ok_or_else(|| {
+            RunError::Internal(format!("input '{}' was not delivered", in_port.name))
+        })?;
+        if input.channels != 1 {
+            return Err(RunError::Inference {
+                model: model.to_string(),
+                reason: format!("input '{}' is not a heightmap", in_port.name),
+            });
+        }
+        let (w, h) = (size.width as usize, size.height as usize);
+        // The model takes one size: the input is resampled to it.
+        let input = input.resized(h, w).map_err(RunError::Internal)?;
+        let x0 = image::encode(&input.data, &m.decode);
+        let sampler = ConsistencySampler {
+            sigma_min,
+            sigma_max,
+            rho,
+        };
+        cancel.check()?;
+        let mut guard = session.lock().unwrap_or_else(|e| e.into_inner());
+        let started = Instant::now();
+        let mut denoiser = guard.denoiser(h, w, &resolved, cancel)?;
+        let (sigma, estimate) = sampler.refine(&mut denoiser, &x0, strength, seed, cancel)?;
+        let inference = started.elapsed();
+        drop(guard);
+        let values = image::decode(&estimate, &m.decode);
+        on_step(progress(
+            1,
+            1,
+            sigma,
+            &values,
+            (size.width, size.height),
+            started,
+        ));
+        tracing::debug!(model, seed, strength, sigma, "refined");
+        let t = Tensor::new(1, h, w, values).map_err(RunError::Internal)?;
+        Ok((
+            BTreeMap::from([(out_port.name.clone(), t)]),
+            unit_of(&m.decode),
+            inference,
+        ))
     }
 
     /// The model file and directory of `model`, if it is in the catalog.
     pub fn model_file(&self, model: &str) -> Option<&Path> {
         self.catalog.get(model).map(|e| e.file.as_path())
+    }
+}
+
+/// A node's output ports, the unit of its first port, and the time ONNX Runtime ran.
+type NodeResult = (BTreeMap<String, Tensor>, Option<&'static str>, Duration);
+
+/// A generating denoiser's result.
+struct Generated {
+    values: Vec<f32>,
+    width: u32,
+    height: u32,
+    steps: u32,
+    resolved: ResolvedParams,
+    unit: Option<&'static str>,
+    inference: Duration,
+}
+
+fn unit_of(decode: &Decode) -> Option<&'static str> {
+    match decode {
+        Decode::Asinh { .. } => Some("m"),
+        Decode::Linear => None,
+    }
+}
+
+fn progress(
+    step: u32,
+    total: u32,
+    sigma: f32,
+    values: &[f32],
+    (width, height): (u32, u32),
+    started: Instant,
+) -> StepProgress {
+    let preview_png = match image::preview_png(values, width, height, PREVIEW_MAX_SIDE) {
+        Ok(png) => png,
+        Err(e) => {
+            tracing::warn!(error = %e, "preview failed");
+            Vec::new()
+        }
+    };
+    StepProgress {
+        step,
+        total,
+        sigma,
+        preview_png,
+        elapsed: started.elapsed(),
     }
 }
 

@@ -129,23 +129,63 @@ impl ConsistencySampler {
         // Unreachable: the last step returns above.
         Err(RunError::Internal("the sampler ran no step".into()))
     }
+
+    /// The noise level image-to-image re-noises to: `strength` (0..=1) along the Karras
+    /// schedule, `sigma_min` at 0 and `sigma_max` at 1 (which ignores the input entirely).
+    pub fn refine_sigma(&self, strength: f32) -> f32 {
+        let s = f64::from(strength.clamp(0.0, 1.0));
+        let rho = f64::from(self.rho);
+        let (a, b) = (
+            f64::from(self.sigma_max).powf(1.0 / rho),
+            f64::from(self.sigma_min).powf(1.0 / rho),
+        );
+        (b + s * (a - b)).powf(rho) as f32
+    }
+
+    /// Image-to-image in one step, the consistency model's own way: `x = x0 + sigma · z` at the
+    /// sigma of `strength`, then one denoise. Returns the sigma used and the estimate.
+    pub fn refine<D>(
+        &self,
+        denoiser: &mut D,
+        x0: &[f32],
+        strength: f32,
+        seed: u64,
+        cancel: &CancelToken,
+    ) -> Result<(f32, Vec<f32>), RunError>
+    where
+        D: Denoiser + ?Sized,
+    {
+        let sigma = self.refine_sigma(strength);
+        let mut noise = Noise::new(seed);
+        let x: Vec<f32> = x0.iter().map(|&v| v + sigma * noise.next()).collect();
+        cancel.check()?;
+        let denoised = denoiser.denoise(&x, sigma)?;
+        if denoised.len() != x0.len() {
+            return Err(RunError::Internal(format!(
+                "the denoiser returned {} values for an image of {}",
+                denoised.len(),
+                x0.len()
+            )));
+        }
+        Ok((sigma, denoised))
+    }
 }
 
 /// Standard normal noise from a seeded ChaCha8 stream (Box–Muller, both values used).
-struct Noise {
+pub(super) struct Noise {
     rng: ChaCha8Rng,
     spare: Option<f32>,
 }
 
 impl Noise {
-    fn new(seed: u64) -> Self {
+    pub(super) fn new(seed: u64) -> Self {
         Noise {
             rng: ChaCha8Rng::seed_from_u64(seed),
             spare: None,
         }
     }
 
-    fn next(&mut self) -> f32 {
+    pub(super) fn next(&mut self) -> f32 {
         if let Some(v) = self.spare.take() {
             return v;
         }
@@ -168,6 +208,24 @@ mod tests {
         sigma_max: 80.0,
         rho: 7.0,
     };
+
+    #[test]
+    fn refine_sigma_spans_the_schedule() {
+        assert!((SAMPLER.refine_sigma(1.0) - 80.0).abs() < 1e-3);
+        assert!((SAMPLER.refine_sigma(0.0) - 0.002).abs() < 1e-6);
+        let mid = SAMPLER.refine_sigma(0.5);
+        assert!(mid > 0.002 && mid < 80.0 && SAMPLER.refine_sigma(0.6) > mid);
+        let mut seen = Vec::new();
+        let mut d = |x: &[f32], s: f32| {
+            seen.push(s);
+            Ok(x.to_vec())
+        };
+        let (sigma, out) = SAMPLER
+            .refine(&mut d, &[0.0; 4], 0.5, 3, &CancelToken::new())
+            .unwrap();
+        assert_eq!(seen, vec![sigma]);
+        assert_eq!(out.len(), 4);
+    }
 
     /// A fake denoiser: shrinks towards 0 by sigma, and records the sigmas it saw.
     struct Fake {

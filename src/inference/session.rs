@@ -60,7 +60,7 @@ impl CancelToken {
     /// Registers `options` as the running step's until the guard drops. Checks the flag after
     /// registering, so a cancel racing with the start of a step is never lost: either `cancel` sees
     /// the options, or this sees the flag.
-    fn attach(&self, options: Arc<RunOptions>) -> Result<Attached<'_>, RunError> {
+    pub(super) fn attach(&self, options: Arc<RunOptions>) -> Result<Attached<'_>, RunError> {
         *self.running() = Some(options);
         let attached = Attached(self);
         self.check()?;
@@ -76,7 +76,7 @@ impl std::fmt::Debug for CancelInner {
     }
 }
 
-struct Attached<'a>(&'a CancelToken);
+pub(super) struct Attached<'a>(&'a CancelToken);
 
 impl Drop for Attached<'_> {
     fn drop(&mut self) {
@@ -229,7 +229,9 @@ impl ModelSession {
             let value = params.get(&c.param).ok_or_else(|| {
                 RunError::Internal(format!("parameter '{}' was not resolved", c.param))
             })?;
-            let v = value.as_f64();
+            let v = value.as_f64().ok_or_else(|| {
+                RunError::Internal(format!("parameter '{}' is not a number", c.param))
+            })?;
             let v = c.map.map_or(v, |m| m.apply(v));
             conditions.push((c.input.clone(), v as f32));
         }
@@ -340,7 +342,11 @@ impl super::sampler::Denoiser for SessionDenoiser<'_> {
     }
 }
 
-fn check_outlet(name: &str, dtype: &ValueType, declared: Option<&[Dim]>) -> Result<(), String> {
+pub(super) fn check_outlet(
+    name: &str,
+    dtype: &ValueType,
+    declared: Option<&[Dim]>,
+) -> Result<(), String> {
     let ValueType::Tensor { ty, shape, .. } = dtype else {
         return Err(format!("'{name}' is not a tensor"));
     };

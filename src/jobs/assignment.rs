@@ -39,6 +39,7 @@ pub(super) fn start(
     worker: WorkerId,
     session: SessionId,
     plan: Plan,
+    cached: BTreeMap<String, MediaId>,
     rx: mpsc::UnboundedReceiver<AssignmentEvent>,
 ) {
     actix_web::rt::spawn(async move {
@@ -52,9 +53,44 @@ pub(super) fn start(
             last_preview: None,
             cancel_reason: None,
         };
-        let (end, lost) = run.drive(rx).await;
+        let end = match run.announce_cached(&cached).await {
+            Ok(()) => None,
+            Err(e) => {
+                run.send_to_worker(ServerMessage::Cancel { job_id: job });
+                Some((End::Failed(e), false))
+            }
+        };
+        let (end, lost) = match end {
+            Some(end) => end,
+            None => run.drive(rx).await,
+        };
         run.finish(end, lost).await;
     });
+}
+
+/// A job whose every node is cached: reported and finished here, with no worker and no runtime.
+pub(super) async fn finish_cached(
+    service: &JobService,
+    job: JobId,
+    session: SessionId,
+    plan: &Plan,
+    cached: &BTreeMap<String, MediaId>,
+) {
+    let mut run = Assignment {
+        service: service.clone(),
+        job,
+        worker: WorkerId(uuid::Uuid::nil()),
+        session,
+        plan: plan.clone(),
+        outputs: BTreeMap::new(),
+        last_preview: None,
+        cancel_reason: None,
+    };
+    let end = match run.announce_cached(cached).await {
+        Ok(()) => End::Succeeded,
+        Err(e) => End::Failed(e),
+    };
+    run.record_end(end).await;
 }
 
 struct Assignment {
@@ -69,6 +105,33 @@ struct Assignment {
 }
 
 impl Assignment {
+    /// Every cached node, in plan order: its PNG back into `outputs[node]` of the document and
+    /// `job.node_cached` to every participant.
+    async fn announce_cached(&mut self, cached: &BTreeMap<String, MediaId>) -> Result<(), String> {
+        let nodes: Vec<String> = self
+            .plan
+            .steps
+            .iter()
+            .filter(|s| s.cached)
+            .map(|s| s.node_id.clone())
+            .collect();
+        for node_id in nodes {
+            let Some(media) = cached.get(&node_id).copied() else {
+                continue;
+            };
+            self.record_output(&node_id, media).await?;
+            self.service.live.broadcast_event(
+                self.session,
+                StudioEvent::JobNodeCached {
+                    job_id: self.job,
+                    node_id,
+                    outputs: vec![media],
+                },
+            );
+        }
+        Ok(())
+    }
+
     async fn drive(&mut self, mut rx: mpsc::UnboundedReceiver<AssignmentEvent>) -> (End, bool) {
         let timeout = self.service.limits().heartbeat_timeout;
         loop {
@@ -166,15 +229,21 @@ impl Assignment {
                 node_id,
                 mime,
                 data,
+                tensors,
+                run_us,
+                inference_us,
                 ..
             } => match self.store_output(&node_id, &mime, &data).await {
                 Ok(media) => {
+                    self.keep_in_cache(&node_id, media, tensors).await;
                     live.broadcast_event(
                         self.session,
                         StudioEvent::JobNodeDone {
                             job_id: self.job,
                             node_id,
                             outputs: vec![media],
+                            worker_ms: (run_us > 0).then(|| run_us as f64 / 1000.0),
+                            inference_ms: (run_us > 0).then(|| inference_us as f64 / 1000.0),
                         },
                     );
                     None
@@ -233,8 +302,60 @@ impl Assignment {
             })
             .await
             .map_err(|e| format!("recording the output failed: {e}"))?;
+        self.record_output(node_id, id).await?;
+        Ok(id)
+    }
+
+    /// The node's result into the cache (when the job's step has a key and the worker sent
+    /// its tensors). Tensors that do not parse are not kept.
+    async fn keep_in_cache(
+        &self,
+        node_id: &str,
+        display: MediaId,
+        tensors: BTreeMap<String, String>,
+    ) {
+        let Some(step) = self.plan.steps.iter().find(|s| s.node_id == node_id) else {
+            return;
+        };
+        let Some(account) = self.service.job_account(self.job) else {
+            return;
+        };
+        let mut decoded = Vec::with_capacity(tensors.len());
+        for (port, data) in tensors {
+            match decode_image(&data) {
+                Ok(bytes) if crate::inference::Tensor::from_bytes(&bytes).is_ok() => {
+                    decoded.push((port, bytes))
+                }
+                _ => {
+                    tracing::warn!(job = %self.job, node = node_id, "unreadable tensor from the worker");
+                    return;
+                }
+            }
+        }
+        if decoded.is_empty() {
+            return;
+        }
+        super::cache::store(
+            &self.service.db,
+            &self.service.blobs,
+            super::cache::NewEntry {
+                session: self.session,
+                account,
+                node_id,
+                node_type: &step.model,
+                key: &step.cache_key,
+                display,
+                tensors: decoded,
+            },
+            self.service.limits().node_cache_max_bytes,
+        )
+        .await;
+    }
+
+    /// `outputs[node_id]` of the document gets `media` (after the job's earlier images of it).
+    async fn record_output(&mut self, node_id: &str, media: MediaId) -> Result<(), String> {
         let entry = self.outputs.entry(node_id.to_string()).or_default();
-        entry.push(id);
+        entry.push(media);
         let ids: Vec<String> = entry.iter().map(ToString::to_string).collect();
         // Through the live session, the document's one writer: built on the document as it is
         // there, and answered once stored — so `job.succeeded` (after the last output) is only
@@ -248,10 +369,18 @@ impl Assignment {
             )
             .await
             .map_err(|e| format!("writing the output into the document failed: {e}"))?;
-        Ok(id)
+        Ok(())
     }
 
     async fn finish(self, end: End, worker_lost: bool) {
+        let (job, worker) = (self.job, self.worker);
+        let service = self.service.clone();
+        self.record_end(end).await;
+        service.finished(job, worker, worker_lost).await;
+    }
+
+    /// The job's end into the database and to every participant.
+    async fn record_end(self, end: End) {
         let outputs: Vec<MediaId> = self
             .outputs
             .iter()
@@ -293,9 +422,6 @@ impl Assignment {
             tracing::error!(job = %self.job, error = %e, "could not record the job's end");
         }
         self.service.announce(self.session, event);
-        self.service
-            .finished(self.job, self.worker, worker_lost)
-            .await;
     }
 }
 

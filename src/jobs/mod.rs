@@ -2,6 +2,7 @@
 //! reported live to every participant.
 //!
 //! - [`graph`]: document → validated graph → [`graph::Plan`].
+//! - [`cache`]: cached node results (content-addressed, per session, LRU-capped).
 //! - [`queue`]: the fair per-account queue.
 //! - [`service`]: [`JobService`] — submit, cancel, dispatch, workers joining and leaving.
 //! - [`assignment`]: one job on one worker (the worker lease of a job): heartbeat deadline,
@@ -12,6 +13,7 @@
 //! - [`worker_socket`]: `GET /api/v1/workers/ws`, the remote worker's connection.
 
 pub mod assignment;
+pub mod cache;
 pub mod fleet;
 pub mod graph;
 pub mod graph_edit;

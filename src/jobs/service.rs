@@ -5,14 +5,14 @@
 //! `.await` while it is held); I/O (database, events, worker messages) happens after the lock is
 //! released.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use atelier_actors::{BoxError, BoxFuture, JobsSnapshot, SessionRegistryHandle};
 use atelier_protocol::events::StudioEvent;
-use atelier_protocol::ids::{AccountId, JobId, LeaseId, SessionId, WorkerId};
-use atelier_protocol::worker::{Device, ServerMessage, WorkerMessage};
+use atelier_protocol::ids::{AccountId, JobId, LeaseId, MediaId, SessionId, WorkerId};
+use atelier_protocol::worker::{Device, MediaBytes, ProvidedTensor, ServerMessage, WorkerMessage};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
@@ -32,6 +32,10 @@ pub struct JobLimits {
     pub heartbeat_timeout: Duration,
     pub heartbeat_interval: Duration,
     pub preview_min_interval: Duration,
+    /// Per-session byte cap of the node cache (0: no caching).
+    pub node_cache_max_bytes: u64,
+    /// Test models are listed in the palette.
+    pub test_models: bool,
 }
 
 /// What `session.hello` and `GET` report about an unfinished job.
@@ -50,6 +54,18 @@ pub(super) struct JobView {
     pub(super) step: u32,
     pub(super) total: u32,
     plan: Plan,
+    /// Cached nodes → their PNG.
+    cached: BTreeMap<String, MediaId>,
+    /// Handed to the worker with the assignment (then dropped here).
+    provided: Vec<ProvidedTensor>,
+    media: Vec<MediaBytes>,
+}
+
+/// What a job brings besides its plan: what the cache found, the media its nodes read.
+#[derive(Debug, Clone, Default)]
+pub struct JobInputs {
+    pub resolution: super::cache::Resolution,
+    pub media: Vec<MediaBytes>,
 }
 
 pub(super) struct WorkerEntry {
@@ -134,6 +150,7 @@ fn view_json(id: JobId, v: &JobView) -> serde_json::Value {
         "step": v.step,
         "total": v.total,
         "nodes": v.plan.steps.iter().map(|s| s.node_id.clone()).collect::<Vec<_>>(),
+        "cached": v.cached.keys().collect::<Vec<_>>(),
     })
 }
 
@@ -195,16 +212,27 @@ impl JobService {
         &self.limits
     }
 
-    /// Queues a compiled plan. 429 when the account has too many jobs waiting.
+    /// Queues a compiled plan. 429 when the account has too many jobs waiting. A plan whose
+    /// every node is cached finishes at once, on the server: no worker, no runtime.
     pub async fn submit(
         &self,
         session: SessionId,
         account: AccountId,
         lease: Option<(LeaseId, WorkerId)>,
         plan: Plan,
+        inputs: JobInputs,
         webhook: Option<&crate::webhooks::WebhookSpec>,
     ) -> Result<JobId> {
         let job = JobId::new_random();
+        if plan.steps.iter().all(|s| s.cached) {
+            let plan_json = serde_json::to_value(&plan.steps)
+                .map_err(|e| Error::Internal(format!("plan: {e}")))?;
+            self.db
+                .insert_job(job, session, account, &plan_json, webhook)
+                .await?;
+            assignment::finish_cached(self, job, session, &plan, &inputs.resolution.cached).await;
+            return Ok(job);
+        }
         {
             let state = self.board.lock();
             if state.queue.queued_for(account) >= self.limits.max_queued_per_account {
@@ -254,6 +282,9 @@ impl JobService {
                     step: 0,
                     total: 0,
                     plan,
+                    cached: inputs.resolution.cached,
+                    provided: inputs.resolution.provided,
+                    media: inputs.media,
                 },
             );
         }
@@ -329,6 +360,7 @@ impl JobService {
                                 .plan
                                 .steps
                                 .iter()
+                                .filter(|s| !s.cached)
                                 .all(|s| worker.models.contains(&s.model))
                     };
                     let mut picked = None;
@@ -357,11 +389,15 @@ impl JobService {
                         view.status = JobStatus::Running;
                         view.worker = Some(worker);
                         view.device = Some(device.clone());
-                        Some((job, worker, device, link, rx, view.clone()))
+                        let payload = (
+                            std::mem::take(&mut view.provided),
+                            std::mem::take(&mut view.media),
+                        );
+                        Some((job, worker, device, link, rx, view.clone(), payload))
                     })
                 }
             };
-            let Some((job, worker, device, link, rx, view)) = started else {
+            let Some((job, worker, device, link, rx, view, (provided, media))) = started else {
                 break;
             };
             if let Err(e) = self.db.mark_job_running(job, worker, &device).await {
@@ -381,9 +417,19 @@ impl JobService {
             let _ = link.send(ServerMessage::Assign {
                 job_id: job,
                 session_id: view.session,
-                steps: view.plan.steps.clone(),
+                steps: view.plan.to_run(),
+                provided,
+                media,
             });
-            assignment::start(self.clone(), job, worker, view.session, view.plan, rx);
+            assignment::start(
+                self.clone(),
+                job,
+                worker,
+                view.session,
+                view.plan,
+                view.cached,
+                rx,
+            );
             self.announce_positions();
         }
     }

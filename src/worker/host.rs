@@ -2,15 +2,16 @@
 //! blocking thread, and reports progress, previews, outputs and the result. Transport-agnostic:
 //! the in-process worker feeds it from channels, `atelier worker` from a WebSocket.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use atelier_protocol::ids::JobId;
-use atelier_protocol::worker::{JobStep, ServerMessage, WorkerMessage};
+use atelier_protocol::worker::{JobStep, MediaBytes, ProvidedTensor, ServerMessage, WorkerMessage};
 use base64::Engine as _;
 use tokio::sync::mpsc;
 
-use crate::inference::{CancelToken, Engine, Params, RunError};
+use crate::inference::{CancelToken, Engine, NodeRequest, Params, RunError, Tensor};
 
 /// Where the worker's messages go (a channel into the server, or a socket).
 pub type Outbox = mpsc::UnboundedSender<WorkerMessage>;
@@ -43,7 +44,7 @@ pub async fn run(
         tokio::select! {
             msg = inbox.recv() => match msg {
                 None => break,
-                Some(ServerMessage::Assign { job_id, steps, .. }) => {
+                Some(ServerMessage::Assign { job_id, steps, provided, media, .. }) => {
                     if current.is_some() {
                         let _ = outbox.send(WorkerMessage::Failed { job_id, error: "worker is busy".into() });
                         continue;
@@ -55,7 +56,8 @@ pub async fn run(
                     let done = done_tx.clone();
                     // The engine blocks (a step is about a second): its own thread, never the executor.
                     tokio::task::spawn_blocking(move || {
-                        let result = run_job(&engine, job_id, &steps, &cancel, &out);
+                        let job = Job { id: job_id, steps: &steps, provided, media };
+                        let result = run_job(&engine, job, &cancel, &out);
                         let _ = out.send(result);
                         let _ = done.send(job_id);
                     });
@@ -86,25 +88,88 @@ pub async fn run(
     heartbeats.abort();
 }
 
-/// Runs every step of a job; returns the final message (succeeded, failed or cancelled).
-fn run_job(
-    engine: &Engine,
-    job_id: JobId,
-    steps: &[JobStep],
-    cancel: &CancelToken,
-    out: &Outbox,
-) -> WorkerMessage {
-    for step in steps {
+/// A job as assigned: its steps in order, the cached tensors and media bytes they consume.
+struct Job<'a> {
+    id: JobId,
+    steps: &'a [JobStep],
+    provided: Vec<ProvidedTensor>,
+    media: Vec<MediaBytes>,
+}
+
+fn unb64(data: &str) -> Result<Vec<u8>, String> {
+    base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(|e| format!("not base64: {e}"))
+}
+
+/// Runs every step of a job, each node's output tensors feeding the next steps in memory;
+/// returns the final message (succeeded, failed or cancelled).
+fn run_job(engine: &Engine, job: Job<'_>, cancel: &CancelToken, out: &Outbox) -> WorkerMessage {
+    let job_id = job.id;
+    let fail = |error: String| WorkerMessage::Failed { job_id, error };
+    // (node, port) → tensor. A tensor is dropped after its last consumer ran.
+    let mut values: BTreeMap<(String, String), Arc<Tensor>> = BTreeMap::new();
+    for p in job.provided {
+        match unb64(&p.data).and_then(|b| Tensor::from_bytes(&b)) {
+            Ok(t) => {
+                values.insert((p.node_id, p.port), Arc::new(t));
+            }
+            Err(e) => {
+                return fail(format!(
+                    "node {}: cached output '{}': {e}",
+                    p.node_id, p.port
+                ))
+            }
+        }
+    }
+    let mut media = BTreeMap::new();
+    for m in job.media {
+        match unb64(&m.data) {
+            Ok(bytes) => {
+                media.insert(m.media_id, bytes);
+            }
+            Err(e) => return fail(format!("media {}: {e}", m.media_id)),
+        }
+    }
+    let mut uses: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for step in job.steps {
+        for r in step.inputs.values() {
+            *uses.entry((r.node_id.clone(), r.port.clone())).or_default() += 1;
+        }
+    }
+    for step in job.steps {
+        let node_id = step.node_id.clone();
+        let mut inputs = BTreeMap::new();
+        for (port, source) in &step.inputs {
+            let key = (source.node_id.clone(), source.port.clone());
+            let Some(t) = values.get(&key) else {
+                return fail(format!(
+                    "node {node_id}: input '{port}' from {}:{} is missing",
+                    source.node_id, source.port
+                ));
+            };
+            inputs.insert(port.clone(), Arc::clone(t));
+            if let Some(n) = uses.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    values.remove(&key);
+                }
+            }
+        }
         let params: Params = step
             .params
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let node_id = step.node_id.clone();
-        let result = engine.run(
-            &step.model,
-            &params,
-            step.seed,
+        let started = Instant::now();
+        let result = engine.run_node(
+            NodeRequest {
+                model: &step.model,
+                params: &params,
+                seed: step.seed,
+                inputs: &inputs,
+                media: &media,
+            },
             |p| {
                 let _ = out.send(WorkerMessage::Progress {
                     job_id,
@@ -122,22 +187,32 @@ fn run_job(
             },
             cancel,
         );
+        drop(inputs);
         match result {
             Ok(output) => {
+                let tensors = output
+                    .ports
+                    .iter()
+                    .map(|(port, t)| (port.clone(), b64(&t.to_bytes())))
+                    .collect();
+                for (port, t) in output.ports {
+                    let key = (node_id.clone(), port);
+                    if uses.get(&key).is_some_and(|n| *n > 0) {
+                        values.insert(key, Arc::new(t));
+                    }
+                }
                 let _ = out.send(WorkerMessage::NodeOutput {
                     job_id,
                     node_id: node_id.clone(),
                     mime: "image/png".into(),
                     data: b64(&output.png),
+                    tensors,
+                    run_us: started.elapsed().as_micros() as u64,
+                    inference_us: output.inference.as_micros() as u64,
                 });
             }
             Err(RunError::Cancelled) => return WorkerMessage::Cancelled { job_id },
-            Err(e) => {
-                return WorkerMessage::Failed {
-                    job_id,
-                    error: format!("node {node_id}: {e}"),
-                }
-            }
+            Err(e) => return fail(format!("node {node_id}: {e}")),
         }
     }
     WorkerMessage::Succeeded { job_id }

@@ -313,6 +313,19 @@ impl TestServer {
         (status, value)
     }
 
+    /// `GET /media/{id}`: status and bytes.
+    pub async fn media_bytes(&self, token: &str, id: &str) -> (StatusCode, Vec<u8>) {
+        let res = self
+            .client
+            .get(self.api(&format!("/media/{id}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request sent");
+        let status = res.status();
+        (status, res.bytes().await.expect("body read").to_vec())
+    }
+
     pub async fn signup(&self, name: &str) -> User {
         let email = format!(
             "{}-{}@example.com",
@@ -550,6 +563,33 @@ impl EventsClient {
             if let tokio_tungstenite::tungstenite::Message::Binary(bytes) = msg {
                 if let Some(event) = decode_event_frame(&bytes) {
                     return Some(event);
+                }
+            }
+        }
+    }
+
+    /// Sends a Yjs update (y-sync type 0, sub-type 2) as an editor.
+    pub async fn send_update(&mut self, update: &[u8]) {
+        use futures_util::SinkExt;
+        self.ws
+            .send(tokio_tungstenite::tungstenite::Message::Binary(
+                atelier_protocol::ysync::encode_update_frame(update).into(),
+            ))
+            .await
+            .expect("update sent");
+    }
+
+    /// Waits for a relayed Yjs update (a sync frame of sub-type 2); false after `timeout`.
+    pub async fn wait_for_update(&mut self, timeout: Duration) -> bool {
+        use futures_util::StreamExt;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, self.ws.next()).await else {
+                return false;
+            };
+            if let tokio_tungstenite::tungstenite::Message::Binary(bytes) = msg {
+                if bytes.len() > 2 && bytes[0] == 0 && bytes[1] == 2 {
+                    return true;
                 }
             }
         }

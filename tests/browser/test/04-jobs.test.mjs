@@ -45,7 +45,8 @@ function normalize (raw) {
  */
 function plan (types) {
   const isImage = (p) => /image/i.test(p.type ?? p.name ?? '')
-  const goal = types.find((t) => t.outputs.some(isImage)) ?? types.find((t) => t.outputs.length > 0)
+  // The terrain model needs no inputs (workflow nodes such as image-input need an upload).
+  const goal = types.find((t) => t.type === 'terrain') ?? types.find((t) => t.outputs.some(isImage)) ?? types.find((t) => t.outputs.length > 0)
   assert.ok(goal, 'a node type with an output')
   const nodes = []
   const edges = []

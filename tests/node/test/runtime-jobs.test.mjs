@@ -36,16 +36,28 @@ async function setup () {
   const link = await server.shareLink(ada.token, session)
   const a = server.provider(session, ada.token)
   await synced(a.provider)
-  // Eight 16-step terrain nodes: a job of 128 model steps, far longer than any lease here (one
-  // step is 0.1 to 1 s on a CPU core), so that stopping always finds the job running.
+  // A terrain refined 48 times in a chain: 49 one-step model runs, far longer than any lease here
+  // (one run is 0.1 to 1 s on a CPU core), so that stopping always finds the job running.
   a.doc.transact(() => {
-    for (let i = 1; i <= 8; i++) {
-      const node = new Y.Map()
-      node.set('type', 'terrain')
+    const nodes = a.doc.getMap('nodes')
+    const edges = a.doc.getMap('edges')
+    const node = (id, type, p = {}) => {
+      const n = new Y.Map()
+      n.set('type', type)
       const params = new Y.Map()
-      params.set('steps', 16)
-      node.set('params', params)
-      a.doc.getMap('nodes').set(`terrain${i}`, node)
+      for (const [k, v] of Object.entries(p)) params.set(k, v)
+      n.set('params', params)
+      nodes.set(id, n)
+    }
+    node('terrain0', 'terrain')
+    for (let i = 1; i <= 48; i++) {
+      node(`terrain${i}`, 'terrain-refine', { strength: 0.6 })
+      const e = new Y.Map()
+      e.set('source', `terrain${i - 1}`)
+      e.set('source_port', 'heightmap')
+      e.set('target', `terrain${i}`)
+      e.set('target_port', 'heightmap')
+      edges.set(`c${i}`, e)
     }
   })
   const watchers = [watch(session, ada.token), watch(session, bob.token), watch(session, link.token)]

@@ -30,6 +30,8 @@ export interface NodeTypeDef {
   inputs: PortDef[]
   outputs: PortDef[]
   params: ParamDef[]
+  /** Draws noise: takes a `seed` (recorded in every job's plan). */
+  stochastic?: boolean
 }
 
 /** The built-in sink: one `image` input; what is wired to it is the job's output. */
@@ -205,6 +207,7 @@ export function normalizeNodeTypes(raw: unknown): NodeTypeDef[] {
       inputs: normalizePorts(o.inputs ?? ports.inputs ?? ports.in),
       outputs: normalizePorts(o.outputs ?? ports.outputs ?? ports.out),
       params,
+      stochastic: o.stochastic === true,
     })
   }
   return out

@@ -4,14 +4,14 @@
 import { useCallback, useEffect, useMemo, useState } from 'react'
 import { ReactFlowProvider } from '@xyflow/react'
 import { api, ApiError, errorMessage, type Account, type SessionView } from '../lib/api'
-import { nodesOf, readGraph, type GraphState } from '../lib/graph'
+import { nodesOf, readGraph, setParam, type GraphState } from '../lib/graph'
 import { loadNodeTypes, type NodeTypesResult } from '../lib/nodeTypes'
 import { navigate } from '../lib/router'
 import { Graph } from '../studio/Graph'
 import { Inspector } from '../studio/Inspector'
-import { JobsPanel } from '../studio/JobsPanel'
+import { JobsPanel, type GraphErrorTarget } from '../studio/JobsPanel'
 import { nodeProgress } from '../studio/liveState'
-import { Outputs } from '../studio/Outputs'
+import { Outputs, type OutputItem } from '../studio/Outputs'
 import { Palette } from '../studio/Palette'
 import { Presence } from '../studio/Presence'
 import { RuntimePanel } from '../studio/RuntimePanel'
@@ -26,6 +26,14 @@ export interface StudioProps {
   account: Account | null
   shareLink: boolean
   onLogout?: () => void
+}
+
+/** A job as `GET /sessions/{id}/jobs` shows it (the fields the gallery reads). */
+interface JobRecord {
+  id: string
+  status: string
+  outputs?: string[]
+  plan?: { node_id: string; model: string; params?: Record<string, unknown>; seed: number; cached?: boolean }[]
 }
 
 const EMPTY: GraphState = { nodes: [], edges: [], outputs: {}, title: null }
@@ -47,6 +55,7 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
   const [graph, setGraph] = useState<GraphState>(EMPTY)
   const [selectedId, setSelectedId] = useState<string | null>(null)
   const [shareOpen, setShareOpen] = useState(false)
+  const [graphError, setGraphError] = useState<GraphErrorTarget | null>(null)
 
   useEffect(() => {
     let live = true
@@ -168,9 +177,60 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
   const progress = useMemo(() => nodeProgress(events.state), [events.state])
   const defs = useMemo(() => new Map((types?.types ?? []).map((t) => [t.type, t])), [types])
 
+  // Every run of the session, from the server: the gallery survives a reload and shows what
+  // produced each image. Reloaded whenever a job ends.
+  const [history, setHistory] = useState<JobRecord[]>([])
+  const finishedCount = useMemo(
+    () => events.state.order.filter((j) => ['succeeded', 'failed', 'cancelled'].includes(String(events.state.jobs[j]?.status))).length,
+    [events.state],
+  )
+  useEffect(() => {
+    let on = true
+    api<JobRecord[]>('GET', `/sessions/${sessionId}/jobs`, undefined, { token }).then(
+      (jobs) => on && Array.isArray(jobs) && setHistory(jobs),
+      () => {},
+    )
+    return () => {
+      on = false
+    }
+  }, [sessionId, token, finishedCount])
+
+  const restore = useCallback(
+    (job: JobRecord) => {
+      const nodes = nodesOf(live.doc)
+      live.doc.transact(() => {
+        for (const step of job.plan ?? []) {
+          if (!nodes.has(step.node_id)) continue
+          for (const [k, v] of Object.entries(step.params ?? {})) if (v !== null && v !== undefined) setParam(live.doc, step.node_id, k, v)
+          if (defs.get(step.model)?.stochastic) setParam(live.doc, step.node_id, 'seed', step.seed)
+        }
+      })
+    },
+    [live.doc, defs],
+  )
+
   const outputItems = useMemo(() => {
-    const items: { id: string; caption: string }[] = []
+    const items: OutputItem[] = []
     const seen = new Set<string>()
+    // Newest run first; a batch's variations sit side by side in the grid.
+    for (const job of history) {
+      if (job.status !== 'succeeded') continue
+      const seeds = (job.plan ?? [])
+        .filter((s) => defs.get(s.model)?.stochastic)
+        .map((s) => `${s.node_id} seed ${s.seed}`)
+        .join(', ')
+      const cached = (job.plan ?? []).filter((s) => s.cached).length
+      for (const id of job.outputs ?? []) {
+        if (seen.has(id)) continue
+        seen.add(id)
+        items.push({
+          id,
+          caption: `job ${job.id.slice(0, 8)}`,
+          detail: [seeds, cached ? `${cached} cached` : ''].filter(Boolean).join(' · ') || undefined,
+          onRestore: readOnly ? undefined : () => restore(job),
+        })
+      }
+    }
     for (const n of graph.nodes) {
       for (const id of graph.outputs[n.id] ?? []) {
         if (seen.has(id)) continue
@@ -185,7 +245,7 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
       for (const id of events.state.jobs[jid]?.outputs ?? []) if (!seen.has(id)) (seen.add(id), items.push({ id, caption: `job ${jid.slice(0, 8)}` }))
     }
     return items
-  }, [graph, defs, events.state])
+  }, [graph, defs, events.state, history, readOnly, restore])
 
   if (loadError) {
     return (
@@ -293,7 +353,7 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
             </aside>
           )}
           <main className="canvas" aria-label="Graph canvas">
-            <Graph doc={live.doc} graph={graph} defs={defs} readOnly={readOnly} selectedId={selectedId} onSelect={select} remote={remote} progress={progress} />
+            <Graph doc={live.doc} graph={graph} defs={defs} readOnly={readOnly} selectedId={selectedId} onSelect={select} remote={remote} progress={progress} token={token} graphError={graphError} />
             {graph.nodes.length === 0 && !ended && (
               <div className="canvas-note">
                 {!live.synced ? 'Connecting to the live session…' : readOnly ? 'The graph is empty.' : 'The graph is empty: add a node from “Add a node”.'}
@@ -303,6 +363,7 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
           <aside className="side side-right">
             <Inspector doc={live.doc} graph={graph} node={selectedNode} defs={defs} readOnly={readOnly} onSelect={select} />
             <JobsPanel
+              onGraphError={setGraphError}
               sessionId={sessionId}
               token={token}
               canRun={!readOnly}

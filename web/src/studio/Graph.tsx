@@ -18,6 +18,7 @@ import {
 import type * as Y from 'yjs'
 import { connect, deleteEdges, deleteNodes, moveNode, type GraphState } from '../lib/graph'
 import type { NodeTypeDef, PortDef } from '../lib/nodeTypes'
+import { compatible } from '../lib/portTypes'
 import { StudioNode, type StudioFlowNode } from './StudioNode'
 
 const nodeTypes = { studio: StudioNode }
@@ -32,6 +33,10 @@ export interface GraphProps {
   onSelect: (id: string | null) => void
   remote: Record<string, { name: string; color: string }[]>
   progress: Record<string, { step: number; total: number; done: boolean; status: string }>
+  /** For the nodes' output thumbnails (media needs auth). */
+  token: string | null
+  /** The node or edge the last refused run named: highlighted. */
+  graphError?: { kind: 'node' | 'edge'; id: string } | null
 }
 
 /** Ports of a node: from its type, plus any that edges in the document use (unknown types). */
@@ -46,7 +51,7 @@ export function portsOf(nodeId: string, type: string, defs: Map<string, NodeType
   return { inputs, outputs }
 }
 
-export function Graph({ doc, graph, defs, readOnly, selectedId, onSelect, remote, progress }: GraphProps) {
+export function Graph({ doc, graph, defs, readOnly, selectedId, onSelect, remote, progress, token, graphError }: GraphProps) {
   const [nodes, setNodes] = useState<StudioFlowNode[]>([])
   const [selectedEdges, setSelectedEdges] = useState<Set<string>>(new Set())
   const dragging = useRef<Set<string>>(new Set())
@@ -80,12 +85,15 @@ export function Graph({ doc, graph, defs, readOnly, selectedId, onSelect, remote
             remote: remote[g.id] ?? [],
             progress: p,
             outputCount: graph.outputs[g.id]?.length ?? 0,
+            latest: graph.outputs[g.id]?.at(-1),
+            token,
+            hasError: graphError?.kind === 'node' && graphError.id === g.id,
             readOnly,
           },
         }
       })
     })
-  }, [graph, defs, readOnly, selectedId, remote, progress])
+  }, [graph, defs, readOnly, selectedId, remote, progress, token, graphError])
 
   const edges: Edge[] = useMemo(
     () =>
@@ -99,9 +107,10 @@ export function Graph({ doc, graph, defs, readOnly, selectedId, onSelect, remote
         deletable: !readOnly,
         focusable: true,
         animated: progress[e.target]?.status === 'running' && !progress[e.target]?.done,
+        style: graphError?.kind === 'edge' && graphError.id === e.id ? { stroke: '#d9534f', strokeWidth: 3 } : undefined,
         ariaLabel: `Connection from ${e.source} ${e.source_port} to ${e.target} ${e.target_port}`,
       })),
-    [graph.edges, selectedEdges, readOnly, progress],
+    [graph.edges, selectedEdges, readOnly, progress, graphError],
   )
 
   const onNodesChange = useCallback(
@@ -183,6 +192,18 @@ export function Graph({ doc, graph, defs, readOnly, selectedId, onSelect, remote
     [doc, readOnly],
   )
 
+  // Only ports of compatible types connect (the server refuses the others, naming the edge).
+  const isValidConnection = useCallback(
+    (c: Connection | Edge) => {
+      if (c.source === c.target) return false
+      const typeOf = (id: string) => graph.nodes.find((n) => n.id === id)?.type ?? ''
+      const from = portsOf(c.source, typeOf(c.source), defs, graph).outputs.find((p) => p.name === c.sourceHandle)
+      const to = portsOf(c.target, typeOf(c.target), defs, graph).inputs.find((p) => p.name === c.targetHandle)
+      return compatible(from?.type, to?.type)
+    },
+    [defs, graph],
+  )
+
   return (
     <ReactFlow<StudioFlowNode, Edge>
       nodes={nodes}
@@ -192,7 +213,7 @@ export function Graph({ doc, graph, defs, readOnly, selectedId, onSelect, remote
       onEdgesChange={onEdgesChange}
       onConnect={onConnect}
       onNodeDragStop={onNodeDragStop}
-      isValidConnection={(c) => c.source !== c.target}
+      isValidConnection={isValidConnection}
       nodesDraggable={!readOnly}
       nodesConnectable={!readOnly}
       elementsSelectable

@@ -97,36 +97,48 @@ export interface JobsPanelProps {
   defs: Map<string, NodeTypeDef>
   selectedId: string | null
   eventsConnected: boolean
+  /** The node or edge a refused run names (400/404 "node x: …", "edge e: …"), or null. */
+  onGraphError?: (target: GraphErrorTarget | null) => void
 }
 
-export function JobsPanel({ sessionId, token, canRun, live, dispatch, previews, graph, defs, selectedId, eventsConnected }: JobsPanelProps) {
+export interface GraphErrorTarget {
+  kind: 'node' | 'edge'
+  id: string
+}
+
+/** What a refusal names: the server's messages start with "node <id>:" or "edge <id>:". */
+export function graphErrorTarget(e: unknown): GraphErrorTarget | null {
+  if (!(e instanceof ApiError) || (e.status !== 400 && e.status !== 404)) return null
+  const m = /^(node|edge) ([^\s:]+):/.exec(e.message)
+  return m ? { kind: m[1] as 'node' | 'edge', id: m[2] } : null
+}
+
+export function JobsPanel({ sessionId, token, canRun, live, dispatch, previews, graph, defs, selectedId, eventsConnected, onGraphError }: JobsPanelProps) {
   const [busy, setBusy] = useState(false)
   const [error, setError] = useState<RunError | null>(null)
   // Run without a running runtime: the offer to start one, then run these nodes.
   const [offer, setOffer] = useState<{ nodes?: string[] } | null>(null)
   const jobs = live.order.map((id) => live.jobs[id]).filter(Boolean)
   const active = jobs.filter(isActive)
-  const runtimeUp = !!live.runtime?.running
 
   const submit = async (nodes?: string[]) => {
     setBusy(true)
     setError(null)
+    onGraphError?.(null)
     try {
       const job = await api<unknown>('POST', `/sessions/${sessionId}/jobs`, nodes ? { nodes } : {}, { token })
       dispatch({ kind: 'submitted', job })
     } catch (e) {
+      onGraphError?.(graphErrorTarget(e))
       if (e instanceof ApiError && e.needsRuntime && canRun) setOffer({ nodes })
       else setError(runError(e, 'Running jobs'))
     } finally {
       setBusy(false)
     }
   }
+  // Without a runtime the run is still tried: a graph whose every node is cached runs free,
+  // with no runtime; anything else is answered 402 and the offer to start one appears.
   const run = async (nodes?: string[]) => {
-    if (!runtimeUp && canRun) {
-      setError(null)
-      setOffer({ nodes })
-      return
-    }
     await submit(nodes)
   }
   const cancel = async (id: string) => {

@@ -3,7 +3,16 @@
 import { extensionFor, useMedia } from '../lib/media'
 import { shortId } from '../lib/format'
 
-function MediaItem({ id, token, caption }: { id: string; token: string | null; caption: string }) {
+export interface OutputItem {
+  id: string
+  caption: string
+  /** What produced it, e.g. the seeds of its job's random nodes. */
+  detail?: string
+  /** Puts the values (parameters, seeds) that produced it back into the graph. */
+  onRestore?: () => void
+}
+
+function MediaItem({ id, token, caption, detail, onRestore }: { id: string; token: string | null } & Omit<OutputItem, 'id'>) {
   const { media, error } = useMedia(id, token)
   const name = `${caption.replace(/[^a-z0-9_-]+/gi, '_')}-${shortId(id)}.${media ? extensionFor(media.type) : 'bin'}`
   return (
@@ -18,6 +27,17 @@ function MediaItem({ id, token, caption }: { id: string; token: string | null; c
       </div>
       <div className="output-meta">
         <span>{caption}</span>
+        {detail && <span className="muted" data-output-detail>{detail}</span>}
+        {media && (
+          <a href={media.url} target="_blank" rel="noopener noreferrer" aria-label={`Full size: output ${shortId(id)} of ${caption}`}>
+            Full size
+          </a>
+        )}
+        {onRestore && (
+          <button type="button" onClick={onRestore} aria-label={`Restore the values of output ${shortId(id)}`}>
+            Restore values
+          </button>
+        )}
         {media && (
           <a href={media.url} download={name} aria-label={`Download output ${shortId(id)} of ${caption}`}>
             Download
@@ -28,7 +48,7 @@ function MediaItem({ id, token, caption }: { id: string; token: string | null; c
   )
 }
 
-export function Outputs({ items, token }: { items: { id: string; caption: string }[]; token: string | null }) {
+export function Outputs({ items, token }: { items: OutputItem[]; token: string | null }) {
   return (
     <section className="panel" aria-labelledby="outputs-h">
       <h2 id="outputs-h">Outputs</h2>
@@ -37,7 +57,7 @@ export function Outputs({ items, token }: { items: { id: string; caption: string
       ) : (
         <ul className="gallery">
           {items.map((it) => (
-            <MediaItem key={it.id} id={it.id} token={token} caption={it.caption} />
+            <MediaItem key={it.id} id={it.id} token={token} caption={it.caption} detail={it.detail} onRestore={it.onRestore} />
           ))}
         </ul>
       )}

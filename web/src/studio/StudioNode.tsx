@@ -2,6 +2,15 @@ import { memo } from 'react'
 import { Handle, Position, type Node, type NodeProps } from '@xyflow/react'
 import type { GraphNode } from '../lib/graph'
 import type { NodeTypeDef, PortDef } from '../lib/nodeTypes'
+import { portColor } from '../lib/portTypes'
+import { useMedia } from '../lib/media'
+
+/** The node's latest output, small. Media needs auth: loaded as an object URL. */
+function Thumbnail({ id, token }: { id: string; token: string | null }) {
+  const { media } = useMedia(id, token)
+  if (!media || !media.type.startsWith('image/')) return null
+  return <img className="sn-thumb" src={media.url} alt="latest output" data-thumbnail-of={id} width={96} height={96} style={{ objectFit: 'cover', display: 'block', margin: '4px auto' }} />
+}
 
 export interface StudioNodeData extends Record<string, unknown> {
   graphNode: GraphNode
@@ -11,6 +20,11 @@ export interface StudioNodeData extends Record<string, unknown> {
   remote: { name: string; color: string }[]
   progress?: { step: number; total: number; done: boolean; status: string }
   outputCount: number
+  /** The node's latest output (a media id), shown as a thumbnail. */
+  latest?: string
+  token: string | null
+  /** The last refused run named this node. */
+  hasError?: boolean
   readOnly: boolean
 }
 
@@ -25,7 +39,7 @@ function show(v: unknown): string {
 }
 
 function StudioNodeView({ id, data, selected }: NodeProps<StudioFlowNode>) {
-  const { graphNode, def, inputs, outputs, remote, progress, outputCount, readOnly } = data
+  const { graphNode, def, inputs, outputs, remote, progress, outputCount, latest, token, hasError, readOnly } = data
   const label = def?.label ?? graphNode.type
   const ring = remote[0]?.color
   const paramNames = def ? def.params.map((p) => p.name) : Object.keys(graphNode.params)
@@ -34,7 +48,8 @@ function StudioNodeView({ id, data, selected }: NodeProps<StudioFlowNode>) {
   return (
     <div
       className={`sn${selected ? ' sn-selected' : ''}${remote.length ? ' sn-remote-selected' : ''}${progress && !progress.done && progress.status === 'running' ? ' sn-running' : ''}`}
-      style={ring ? ({ '--ring': ring } as React.CSSProperties) : undefined}
+      style={{ ...(ring ? ({ '--ring': ring } as React.CSSProperties) : {}), ...(hasError ? { outline: '2px solid #d9534f', outlineOffset: 2 } : {}) }}
+      data-graph-error={hasError ? 'true' : undefined}
       data-node-id={id}
       data-node-type={graphNode.type}
       data-remote-selected={remote.map((r) => r.name).join(',') || undefined}
@@ -57,7 +72,7 @@ function StudioNodeView({ id, data, selected }: NodeProps<StudioFlowNode>) {
           <div className="sn-col">
             {inputs.map((p) => (
               <div key={p.name} className="sn-port sn-in" title={p.type ? `${p.name}: ${p.type}` : p.name}>
-                <Handle type="target" position={Position.Left} id={p.name} isConnectable={!readOnly} className="sn-handle" />
+                <Handle type="target" position={Position.Left} id={p.name} isConnectable={!readOnly} className="sn-handle" data-port-type={p.type} style={{ background: portColor(p.type) }} />
                 <span>{p.name}</span>
               </div>
             ))}
@@ -66,7 +81,7 @@ function StudioNodeView({ id, data, selected }: NodeProps<StudioFlowNode>) {
             {outputs.map((p) => (
               <div key={p.name} className="sn-port sn-out" title={p.type ? `${p.name}: ${p.type}` : p.name}>
                 <span>{p.name}</span>
-                <Handle type="source" position={Position.Right} id={p.name} isConnectable={!readOnly} className="sn-handle" />
+                <Handle type="source" position={Position.Right} id={p.name} isConnectable={!readOnly} className="sn-handle" data-port-type={p.type} style={{ background: portColor(p.type) }} />
               </div>
             ))}
           </div>
@@ -99,6 +114,7 @@ function StudioNodeView({ id, data, selected }: NodeProps<StudioFlowNode>) {
           </span>
         </div>
       )}
+      {latest && <Thumbnail id={latest} token={token} />}
       {outputCount > 0 && <div className="sn-outputs">{outputCount} output{outputCount === 1 ? '' : 's'}</div>}
     </div>
   )
