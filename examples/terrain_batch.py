@@ -161,7 +161,8 @@ class Receiver:
 def terrain_graph(model):
     return {
         "nodes": {
-            "terrain": {"type": model, "x": 80, "y": 80, "params": {"steps": 1}},
+            # The terrain model is a one-step model (no `steps`); the tiny test denoiser samples.
+            "terrain": {"type": model, "x": 80, "y": 80, "params": {} if model == "terrain" else {"steps": 1}},
             "out": {"type": "output", "x": 380, "y": 80, "params": {}},
         },
         "edges": {"e1": {"source": "terrain", "source_port": port_of(model), "target": "out", "target_port": "image"}},
