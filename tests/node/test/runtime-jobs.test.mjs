@@ -36,8 +36,9 @@ async function setup () {
   const link = await server.shareLink(ada.token, session)
   const a = server.provider(session, ada.token)
   await synced(a.provider)
-  // A terrain refined 48 times in a chain: 49 one-step model runs, far longer than any lease here
-  // (one run is 0.1 to 1 s on a CPU core), so that stopping always finds the job running.
+  // A terrain refined 62 times in a chain: 63 one-step model runs (a job's most model nodes is
+  // 64), longer than any lease here (one run is 0.1 to 1 s on a CPU core: at least 6.3 s), so
+  // that stopping always finds the job running.
   a.doc.transact(() => {
     const nodes = a.doc.getMap('nodes')
     const edges = a.doc.getMap('edges')
@@ -50,7 +51,7 @@ async function setup () {
       nodes.set(id, n)
     }
     node('terrain0', 'terrain')
-    for (let i = 1; i <= 48; i++) {
+    for (let i = 1; i <= 62; i++) {
       node(`terrain${i}`, 'terrain-refine', { strength: 0.6 })
       const e = new Y.Map()
       e.set('source', `terrain${i - 1}`)
@@ -136,7 +137,12 @@ test('extending a running lease keeps its job running; charged + refunded = the 
     assert.equal(started.status, 201, JSON.stringify(started.body))
     const t0 = Date.now()
     await until(async () => (await server.call('GET', `/sessions/${session}/runtime`, { token: ada.token })).body?.lease?.status === 'running', 5000, 'running')
-    const job = await runJob(ada.token, session, watchers[0])
+    // The job starts 4 s into the lease, so that even on a fast CPU (6.3 s for the job) it is
+    // still running well past the original end; it is extended while the job runs.
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, 4000 - (Date.now() - t0))))
+    const submitted = await server.call('POST', `/sessions/${session}/jobs`, { token: ada.token })
+    assert.equal(submitted.status, 201, JSON.stringify(submitted.body))
+    const job = submitted.body.id
     const extended = await server.call('PATCH', `/sessions/${session}/runtime`, { token: ada.token, body: { add_minutes: 0.5 } })
     assert.equal(extended.status, 200, JSON.stringify(extended.body))
     assert.equal(extended.body.prepaid_ms, 38_000)
