@@ -8,6 +8,9 @@ import { isActive, type JobState, type LiveAction, type LiveState } from './live
 import { RuntimeOffer } from './RuntimeOffer'
 import type { Preview } from './useEvents'
 
+/** Most variations one run may ask for (the server's MAX_BATCH). */
+const MAX_BATCH = 16
+
 const STATUS_TEXT: Record<string, string> = {
   submitted: 'Submitted',
   queued: 'Queued',
@@ -115,6 +118,10 @@ export function graphErrorTarget(e: unknown): GraphErrorTarget | null {
 
 export function JobsPanel({ sessionId, token, canRun, live, dispatch, previews, graph, defs, selectedId, eventsConnected, onGraphError }: JobsPanelProps) {
   const [busy, setBusy] = useState(false)
+  // Variations per run: more than 1 runs a batch (`{"batch": n}`), one job per variation.
+  const [variations, setVariations] = useState('1')
+  const batch = Math.trunc(Number(variations))
+  const batchProblem = Number.isInteger(Number(variations)) && batch >= 1 && batch <= MAX_BATCH ? null : `Variations: a whole number from 1 to ${MAX_BATCH}.`
   const [error, setError] = useState<RunError | null>(null)
   // Run without a running runtime: the offer to start one, then run these nodes.
   const [offer, setOffer] = useState<{ nodes?: string[] } | null>(null)
@@ -126,8 +133,11 @@ export function JobsPanel({ sessionId, token, canRun, live, dispatch, previews, 
     setError(null)
     onGraphError?.(null)
     try {
-      const job = await api<unknown>('POST', `/sessions/${sessionId}/jobs`, nodes ? { nodes } : {}, { token })
-      dispatch({ kind: 'submitted', job })
+      const body: Record<string, unknown> = nodes ? { nodes } : {}
+      if (batch > 1) body.batch = batch
+      const answer = await api<unknown>('POST', `/sessions/${sessionId}/jobs`, body, { token })
+      const list = batch > 1 ? ((answer as { jobs?: unknown[] } | null)?.jobs ?? []) : [answer]
+      for (const job of list) dispatch({ kind: 'submitted', job })
     } catch (e) {
       onGraphError?.(graphErrorTarget(e))
       if (e instanceof ApiError && e.needsRuntime && canRun) setOffer({ nodes })
@@ -139,6 +149,10 @@ export function JobsPanel({ sessionId, token, canRun, live, dispatch, previews, 
   // Without a runtime the run is still tried: a graph whose every node is cached runs free,
   // with no runtime; anything else is answered 402 and the offer to start one appears.
   const run = async (nodes?: string[]) => {
+    if (batchProblem) {
+      setError({ kind: 'error', text: batchProblem, details: [] })
+      return
+    }
     await submit(nodes)
   }
   const cancel = async (id: string) => {
@@ -164,6 +178,21 @@ export function JobsPanel({ sessionId, token, canRun, live, dispatch, previews, 
           <button type="button" onClick={() => active.forEach((j) => cancel(j.id))} disabled={active.length === 0}>
             Cancel
           </button>
+          <label className="inline-field">
+            Variations
+            <input
+              type="number"
+              min={1}
+              max={MAX_BATCH}
+              step={1}
+              value={variations}
+              onChange={(e) => setVariations(e.target.value)}
+              aria-invalid={batchProblem ? true : undefined}
+              title="Run this many variations at once, each with the next seed: a batch, shown as a grid"
+              data-testid="variations"
+              style={{ width: '4.5em', marginLeft: '0.4em' }}
+            />
+          </label>
         </div>
       )}
       {offer && (
