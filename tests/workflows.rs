@@ -862,7 +862,13 @@ async fn large_terrain_is_tiled_with_smooth_seams() {
     let (status, batch) = run(&server, &ada.token, &session, json!({"batch": 2})).await;
     assert_eq!(status, StatusCode::CREATED, "{batch}");
     let mut tiles = Vec::new();
-    for j in batch["jobs"].as_array().unwrap() {
+    let batch_jobs = batch["jobs"].as_array().unwrap();
+    // A batch's jobs record their batch and place in it (the studio's grid reads them).
+    assert_eq!(batch_jobs[0]["batch"]["index"], 0);
+    assert_eq!(batch_jobs[1]["batch"]["index"], 1);
+    assert!(batch_jobs[0]["batch"]["id"].is_string());
+    assert_eq!(batch_jobs[0]["batch"]["id"], batch_jobs[1]["batch"]["id"]);
+    for j in batch_jobs {
         let evs = job_events(
             &mut events,
             j["id"].as_str().unwrap(),
@@ -883,6 +889,26 @@ async fn large_terrain_is_tiled_with_smooth_seams() {
         assert_eq!((tw, th), (128, 128));
         tiles.push(heights);
     }
+    let (_, listed) = server
+        .call(
+            Method::GET,
+            &format!("/sessions/{session}/jobs"),
+            Some(&ada.token),
+            None,
+        )
+        .await;
+    let batches: Vec<&Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| &j["batch"])
+        .collect();
+    assert_eq!(
+        batches.iter().filter(|b| b.is_null()).count(),
+        1,
+        "the single run has no batch: {batches:?}"
+    );
+    assert_eq!(batches.iter().filter(|b| b["id"] == batch_jobs[0]["batch"]["id"]).count(), 2);
     let naive_seam = (0..128)
         .map(|y| (tiles[0][y * 128 + 127] - tiles[1][y * 128]).abs())
         .sum::<f64>()

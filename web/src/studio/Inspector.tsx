@@ -79,7 +79,7 @@ function ParamField({ nodeId, def, value, readOnly, sessionId, token, onChange }
       const n = Number(raw)
       const problem = paramProblem(def, n)
       if (problem) {
-        setRefused(`${raw} is refused: ${problem.replace(/\.$/, '')}; not saved.`)
+        setRefused(`${raw} is refused: ${problem.charAt(0).toLowerCase()}${problem.slice(1).replace(/\.$/, '')}; not saved.`)
         return
       }
       setRefused(null)

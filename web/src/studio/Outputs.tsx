@@ -79,7 +79,7 @@ export function Outputs({ groups, token }: { groups: OutputGroup[]; token: strin
             g.batch ? (
               <li key={g.key} className="batch" data-batch-id={g.batch.id}>
                 <h3 className="batch-title">{g.batch.title}</h3>
-                <ul className="batch-grid" aria-label={g.batch.title} style={{ display: 'grid', gridTemplateColumns: 'repeat(2, minmax(0, 1fr))', gap: '0.5rem', listStyle: 'none', padding: 0 }}>
+                <ul className="batch-grid" aria-label={g.batch.title} >
                   {g.items.map((it) => (
                     <Item key={it.id} it={it} token={token} />
                   ))}

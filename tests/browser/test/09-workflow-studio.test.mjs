@@ -1,0 +1,190 @@
+// (9) The studio's workflow parts: a parameter outside its node type's range is refused where
+// it is typed (with the reason, and never written to the document); image-input's picker
+// uploads a PNG and the node then uses it; a batch of 4 shows as a grid of 4 with distinct
+// seeds, "Use seed" writes that seed into the node, and the grid survives a reload.
+// The server runs the in-process worker on the repository's models (see 04-jobs).
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { deflateSync, crc32 } from 'node:zlib'
+import { Server, PASSWORD, withModels } from '../lib/server.mjs'
+import { launch, openPage, loginViaUi, openStudio, artifact, until } from '../lib/browser.mjs'
+import { addNode, selectNode, nodeSel, paramShown } from '../lib/studio.mjs'
+
+const JOB_TIMEOUT_MS = Number(process.env.ATELIER_BROWSER_JOB_TIMEOUT_MS || 120000)
+
+let server, browser, ada, session
+before(async () => {
+  server = await new Server(withModels({ worker: true })).start()
+  browser = await launch()
+  ada = await server.signup('Ada')
+  session = (await server.call('POST', '/sessions', { token: ada.token, body: { title: 'Workflow studio' } })).body.id
+})
+after(async () => {
+  await browser?.close()
+  await server?.stop()
+})
+
+/** A small grey-ramp RGB PNG, encoded here (no image library needed). */
+function rampPng (w = 48, h = 32) {
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4)
+    len.writeUInt32BE(data.length)
+    const body = Buffer.concat([Buffer.from(type, 'latin1'), data])
+    const crc = Buffer.alloc(4)
+    crc.writeUInt32BE(crc32(body))
+    return Buffer.concat([len, body, crc])
+  }
+  const ihdr = Buffer.alloc(13)
+  ihdr.writeUInt32BE(w, 0)
+  ihdr.writeUInt32BE(h, 4)
+  ihdr.set([8, 2, 0, 0, 0], 8) // 8-bit RGB
+  const rows = []
+  for (let y = 0; y < h; y++) {
+    const row = Buffer.alloc(1 + w * 3)
+    for (let x = 0; x < w; x++) row.fill(Math.round((255 * x) / (w - 1)), 1 + x * 3, 4 + x * 3)
+    rows.push(row)
+  }
+  const sig = Buffer.from([137, 80, 78, 71, 13, 10, 26, 10])
+  return Buffer.concat([sig, chunk('IHDR', ihdr), chunk('IDAT', deflateSync(Buffer.concat(rows))), chunk('IEND', Buffer.alloc(0))])
+}
+
+/** A node's parameters as the server's document has them (GET /sessions/{id}/graph). */
+async function serverParams (nodeId) {
+  const res = await server.call('GET', `/sessions/${session}/graph`, { token: ada.token })
+  assert.equal(res.status, 200, JSON.stringify(res.body))
+  const nodes = res.body.graph?.nodes ?? res.body.nodes ?? {}
+  return nodes[nodeId]?.params ?? {}
+}
+
+async function studio () {
+  const p = await openPage(browser, server.base, { name: 'ada' })
+  await loginViaUi(p.page, { email: ada.email, password: PASSWORD })
+  await openStudio(p.page, session)
+  return p
+}
+
+test('an out-of-range value typed in the inspector is refused with the reason and not written', async () => {
+  const { context, page, problems } = await studio()
+  try {
+    const id = await addNode(page, 'Terrain diffusion')
+    await selectNode(page, id)
+    const input = page.locator(`[data-param-input="difficulty"][data-node-id="${id}"]`)
+    // The node type's range, from GET /node-types, is shown next to the field.
+    assert.equal(await input.getAttribute('min'), '1')
+    assert.equal(await input.getAttribute('max'), '100')
+    await input.fill('70')
+    await until(async () => (await serverParams(id)).difficulty === 70, 3000, 'a valid value written')
+
+    for (const [typed, reason] of [['500', /between 1 and 100/], ['0', /between 1 and 100/], ['7.5', /whole number/]]) {
+      await input.fill(typed)
+      const refused = page.locator(`[data-param-refused="difficulty"]`)
+      await refused.waitFor({ timeout: 3000 })
+      const text = await refused.textContent()
+      assert.match(text, reason)
+      assert.match(text, /not saved/)
+      assert.equal(await refused.getAttribute('role'), 'alert')
+      assert.equal(await input.getAttribute('aria-invalid'), 'true')
+      // Give a wrong write time to arrive, then check it never did: canvas and server.
+      await page.waitForTimeout(300)
+      assert.equal(await paramShown(page, id, 'difficulty'), '70', `${typed} not on the canvas`)
+      assert.equal((await serverParams(id)).difficulty, 70, `${typed} not in the document`)
+    }
+    await page.screenshot({ path: artifact('inspector-refused.png') })
+    // Leaving the field puts the document's value back; a valid value clears the message.
+    await input.blur()
+    assert.equal(await input.inputValue(), '70')
+    await input.fill('42')
+    await until(async () => (await serverParams(id)).difficulty === 42, 3000, 'the valid value written')
+    assert.equal(await page.locator('[data-param-refused="difficulty"]').count(), 0)
+    assert.deepEqual(problems, [])
+  } finally {
+    await context.close()
+  }
+})
+
+test('the image-input picker uploads a PNG and the node uses it; the session\'s images can be picked', async () => {
+  const { context, page, problems } = await studio()
+  try {
+    const id = await addNode(page, 'Image input')
+    await selectNode(page, id)
+    // No media id is invented for a new node: it waits for a picked image.
+    assert.equal((await serverParams(id)).media, undefined)
+    await page.locator(`[data-media-param="media"][data-node-id="${id}"] [data-media-upload="media"]`).setInputFiles({ name: 'ramp.png', mimeType: 'image/png', buffer: rampPng() })
+    let media = null
+    await until(async () => {
+      media = (await serverParams(id)).media ?? null
+      return typeof media === 'string' && /^[0-9a-f-]{36}$/.test(media)
+    }, 10000, 'the uploaded image as the node\'s media param')
+    // The upload is the session's, and the node shows it.
+    const mine = await server.call('GET', '/media', { token: ada.token })
+    const record = mine.body.find((m) => m.id === media)
+    assert.ok(record, 'the upload is listed')
+    assert.equal(record.session_id, session)
+    assert.equal(record.content_type, 'image/png')
+    await page.locator(`[data-media-current="${media}"]`).waitFor({ timeout: 5000 })
+    assert.equal(await paramShown(page, id, 'media'), media)
+
+    // A second image-input node picks the same image from the session's list.
+    const other = await addNode(page, 'Image input')
+    await selectNode(page, other)
+    const pick = page.locator(`[data-media-param="media"][data-node-id="${other}"] [data-media-pick="media"]`)
+    await until(async () => (await pick.locator(`option[value="${media}"]`).count()) === 1, 5000, 'the upload in the picker')
+    await pick.selectOption(media)
+    await until(async () => (await serverParams(other)).media === media, 3000, 'the picked image as the param')
+    await page.screenshot({ path: artifact('image-input-picker.png') })
+    assert.deepEqual(problems, [])
+  } finally {
+    await context.close()
+  }
+})
+
+test('a batch of 4 shows as a grid of 4 with distinct seeds; "Use seed" writes the seed into the node; the grid survives a reload', async () => {
+  const { context, page, problems } = await studio()
+  try {
+    const terrain = await addNode(page, 'Terrain diffusion')
+    const out = await addNode(page, 'Output')
+    await selectNode(page, terrain)
+    const connect = page.getByLabel('Connect heightmap to')
+    await connect.selectOption(`${out}\u0000image`)
+    await page.locator('.connect-forms form').filter({ has: connect }).getByRole('button', { name: 'Connect' }).click()
+    await page.locator('.react-flow__edge').first().waitFor({ timeout: 3000 })
+
+    const rt = await server.call('POST', `/sessions/${session}/runtime`, { token: ada.token, body: { gpu_class: 'cpu', prepaid_minutes: 10 } })
+    assert.equal(rt.status, 201, JSON.stringify(rt.body))
+    await page.locator('[data-runtime-state="running"]').waitFor({ timeout: 15000 })
+
+    await page.getByTestId('variations').fill('4')
+    await page.getByRole('button', { name: 'Run', exact: true }).click()
+    const grid = page.locator('[data-batch-id]')
+    await until(async () => (await grid.locator('.output img').count()) === 4, JOB_TIMEOUT_MS, 'a grid of 4 images')
+    assert.equal(await grid.count(), 1, 'one batch')
+    assert.match(await grid.locator('.batch-title').textContent(), /Batch of 4/)
+    const seeds = await grid.locator('[data-use-seed]').evaluateAll((els) => els.map((e) => e.getAttribute('data-use-seed')))
+    assert.equal(seeds.length, 4)
+    assert.equal(new Set(seeds).size, 4, `distinct seeds: ${seeds}`)
+    const values = seeds.map((s) => Number(s.split('=')[1]))
+    assert.ok(seeds.every((s) => s.startsWith(`${terrain}=`)), `${seeds}`)
+    // Variations are in order: each the next seed.
+    assert.deepEqual(values, values.map((_, i) => values[0] + i))
+    const media = await grid.locator('.output').evaluateAll((els) => els.map((e) => e.getAttribute('data-media-id')))
+    assert.equal(new Set(media).size, 4)
+    await grid.scrollIntoViewIfNeeded()
+    await page.screenshot({ path: artifact('batch-grid.png') })
+
+    // "Use seed" on the third variation: the node's seed is now that seed, in the document.
+    const third = grid.locator('.output').nth(2)
+    await third.locator('[data-use-seed]').click()
+    await until(async () => (await serverParams(terrain)).seed === values[2], 3000, 'the seed in the document')
+    assert.equal(await paramShown(page, terrain, 'seed'), String(values[2]))
+
+    // The gallery reads the session's runs from the server: the grid is there after a reload.
+    await page.reload()
+    await page.locator('.studio[data-conn="live"]').waitFor({ timeout: 15000 })
+    await until(async () => (await page.locator('[data-batch-id] .output img').count()) === 4, 15000, 'the grid after a reload')
+    const after = await page.locator('[data-batch-id] [data-use-seed]').evaluateAll((els) => els.map((e) => e.getAttribute('data-use-seed')))
+    assert.deepEqual(after, seeds)
+    assert.deepEqual(problems, [])
+  } finally {
+    await context.close()
+  }
+})
