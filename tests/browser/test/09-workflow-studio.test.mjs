@@ -1,7 +1,8 @@
 // (9) The studio's workflow parts: a parameter outside its node type's range is refused where
 // it is typed (with the reason, and never written to the document); image-input's picker
 // uploads a PNG and the node then uses it; a batch of 4 shows as a grid of 4 with distinct
-// seeds, "Use seed" writes that seed into the node, and the grid survives a reload.
+// seeds, "Use seed" writes that seed into the node, and the grid and the run panel survive a
+// reload.
 // The server runs the in-process worker on the repository's models (see 04-jobs).
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
@@ -183,6 +184,9 @@ test('a batch of 4 shows as a grid of 4 with distinct seeds; "Use seed" writes t
     await until(async () => (await page.locator('[data-batch-id] .output img').count()) === 4, 15000, 'the grid after a reload')
     const after = await page.locator('[data-batch-id] [data-use-seed]').evaluateAll((els) => els.map((e) => e.getAttribute('data-use-seed')))
     assert.deepEqual(after, seeds)
+    // So is the run panel: the four finished runs, from the server's record.
+    const runs = page.locator('section[aria-labelledby="run-h"] [data-job-id][data-status="succeeded"]')
+    await until(async () => (await runs.count()) === 4, 10000, 'the finished runs in the run panel after a reload')
     assert.deepEqual(problems, [])
   } finally {
     await context.close()

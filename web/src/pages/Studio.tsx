@@ -189,12 +189,18 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
   useEffect(() => {
     let on = true
     api<JobRecord[]>('GET', `/sessions/${sessionId}/jobs`, undefined, { token }).then(
-      (jobs) => on && Array.isArray(jobs) && setHistory(jobs),
+      (jobs) => {
+        if (!on || !Array.isArray(jobs)) return
+        setHistory(jobs)
+        // The run panel lists them too: it survives a reload.
+        events.dispatch({ kind: 'history', jobs })
+      },
       () => {},
     )
     return () => {
       on = false
     }
+    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [sessionId, token, finishedCount])
 
   const restore = useCallback(
