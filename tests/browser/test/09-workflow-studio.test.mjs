@@ -192,3 +192,27 @@ test('a batch of 4 shows as a grid of 4 with distinct seeds; "Use seed" writes t
     await context.close()
   }
 })
+
+test('a server without models: the palette offers only the output sink and says there is nothing to run', async () => {
+  const { mkdtempSync, rmSync } = await import('node:fs')
+  const { tmpdir } = await import('node:os')
+  const { join } = await import('node:path')
+  const empty = mkdtempSync(join(tmpdir(), 'atelier-no-models-'))
+  const bare = await new Server({ args: ['--models-dir', empty, '--in-process-worker', 'off'] }).start()
+  const p = await openPage(browser, bare.base, { name: 'bare' })
+  try {
+    const eve = await bare.signup('Eve')
+    const id = (await bare.call('POST', '/sessions', { token: eve.token, body: { title: 'No models' } })).body.id
+    await loginViaUi(p.page, { email: eve.email, password: PASSWORD })
+    await openStudio(p.page, id)
+    await p.page.getByText('This server has no models installed yet: there is nothing to run.').waitFor({ timeout: 5000 })
+    const offered = await p.page.getByRole('button', { name: /^Add node:/ }).evaluateAll((els) => els.map((e) => e.getAttribute('aria-label')))
+    // Nothing the server does not list: no built-in stand-ins (prompt, sampler, …).
+    assert.deepEqual(offered, ['Add node: Output'])
+    assert.deepEqual(p.problems, [])
+  } finally {
+    await p.context.close()
+    await bare.stop()
+    rmSync(empty, { recursive: true, force: true })
+  }
+})
