@@ -125,13 +125,22 @@ test('the image-input picker uploads a PNG and the node uses it; the session\'s 
     await page.locator(`[data-media-current="${media}"]`).waitFor({ timeout: 5000 })
     assert.equal(await paramShown(page, id, 'media'), media)
 
-    // A second image-input node picks the same image from the session's list.
+    // A second image-input node picks from the session's images: another member's upload too.
+    const bob = await server.signup('Bob')
+    await server.call('POST', `/sessions/${session}/members`, { token: ada.token, body: { email: bob.email, role: 'editor' } })
+    const form = new FormData()
+    form.append('session_id', session)
+    form.append('file', new Blob([rampPng(20, 20)], { type: 'image/png' }), 'bobs.png')
+    const up = await fetch(`${server.base}/api/v1/media`, { method: 'POST', body: form, headers: { authorization: `Bearer ${bob.token}` } })
+    assert.equal(up.status, 201, await up.clone().text())
+    const bobs = (await up.json()).id
     const other = await addNode(page, 'Image input')
     await selectNode(page, other)
     const pick = page.locator(`[data-media-param="media"][data-node-id="${other}"] [data-media-pick="media"]`)
     await until(async () => (await pick.locator(`option[value="${media}"]`).count()) === 1, 5000, 'the upload in the picker')
-    await pick.selectOption(media)
-    await until(async () => (await serverParams(other)).media === media, 3000, 'the picked image as the param')
+    assert.equal(await pick.locator(`option[value="${bobs}"]`).count(), 1, 'Bob\'s upload in the picker')
+    await pick.selectOption(bobs)
+    await until(async () => (await serverParams(other)).media === bobs, 3000, 'the picked image as the param')
     await page.screenshot({ path: artifact('image-input-picker.png') })
     assert.deepEqual(problems, [])
   } finally {
@@ -167,6 +176,9 @@ test('a batch of 4 shows as a grid of 4 with distinct seeds; "Use seed" writes t
     assert.ok(seeds.every((s) => s.startsWith(`${terrain}=`)), `${seeds}`)
     // Variations are in order: each the next seed.
     assert.deepEqual(values, values.map((_, i) => values[0] + i))
+    // Each image says which graph values made it.
+    const shown = await grid.locator('.output').first().locator('[data-output-values] li').allTextContents()
+    assert.ok(shown.some((v) => v.startsWith(`${terrain} (terrain):`) && v.includes('difficulty 50') && v.includes(`seed ${values[0]}`)), `${shown}`)
     const media = await grid.locator('.output').evaluateAll((els) => els.map((e) => e.getAttribute('data-media-id')))
     assert.equal(new Set(media).size, 4)
     await grid.scrollIntoViewIfNeeded()

@@ -94,10 +94,11 @@ export async function uploadMedia(file: File, sessionId: string, token: string |
   return (await res.json()) as MediaRecord
 }
 
-/** The PNG images you uploaded to (or runs made in) this session, newest first. */
+/** The session's PNG images (every member's uploads, and its runs' outputs), newest first. */
 export async function sessionImages(sessionId: string, token: string | null): Promise<MediaRecord[]> {
-  const res = await fetch('/api/v1/media', { headers: authHeaders(token), credentials: 'same-origin' })
+  const res = await fetch(`/api/v1/sessions/${encodeURIComponent(sessionId)}/media`, { headers: authHeaders(token), credentials: 'same-origin' })
   if (!res.ok) throw await failure(res)
   const all = (await res.json()) as MediaRecord[]
-  return all.filter((m) => m.session_id === sessionId && m.content_type === 'image/png').sort((a, b) => b.created_at - a.created_at)
+  // The image-input node reads PNG.
+  return all.filter((m) => m.content_type === 'image/png')
 }

@@ -248,6 +248,11 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
           id,
           caption: job.batch ? `variation ${job.batch.index + 1}` : `job ${job.id.slice(0, 8)}`,
           detail: [seeds, cached ? `${cached} cached` : ''].filter(Boolean).join(' · ') || undefined,
+          values: (job.plan ?? []).map((step) => {
+            const shown = Object.entries(step.params ?? {}).map(([k, v]) => `${k} ${typeof v === 'string' && v.length > 12 ? `${v.slice(0, 8)}…` : String(v)}`)
+            if (defs.get(step.model)?.stochastic) shown.push(`seed ${step.seed}`)
+            return `${step.node_id} (${step.model}): ${shown.join(', ') || 'no parameters'}`
+          }),
           onRestore: readOnly ? undefined : () => restore(job),
         }
         if (!job.batch) {

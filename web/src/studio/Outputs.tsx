@@ -8,6 +8,8 @@ export interface OutputItem {
   caption: string
   /** What produced it, e.g. the seeds of its job's random nodes. */
   detail?: string
+  /** The graph values of the run that made it, one line per node ("terrain_1 (terrain): difficulty 50, seed 42"). */
+  values?: string[]
   /** Puts the values (parameters, seeds) that produced it back into the graph. */
   onRestore?: () => void
   /** Copies only the seeds of its random nodes back into the graph (batch variations). */
@@ -22,7 +24,7 @@ export interface OutputGroup {
   items: OutputItem[]
 }
 
-function MediaItem({ id, token, caption, detail, onRestore, useSeed }: { id: string; token: string | null } & Omit<OutputItem, 'id'>) {
+function MediaItem({ id, token, caption, detail, values, onRestore, useSeed }: { id: string; token: string | null } & Omit<OutputItem, 'id'>) {
   const { media, error } = useMedia(id, token)
   const name = `${caption.replace(/[^a-z0-9_-]+/gi, '_')}-${shortId(id)}.${media ? extensionFor(media.type) : 'bin'}`
   return (
@@ -38,6 +40,16 @@ function MediaItem({ id, token, caption, detail, onRestore, useSeed }: { id: str
       <div className="output-meta">
         <span>{caption}</span>
         {detail && <span className="muted" data-output-detail>{detail}</span>}
+        {values && values.length > 0 && (
+          <details className="output-values" data-output-values>
+            <summary>Values</summary>
+            <ul>
+              {values.map((v) => (
+                <li key={v}>{v}</li>
+              ))}
+            </ul>
+          </details>
+        )}
         {media && (
           <a href={media.url} target="_blank" rel="noopener noreferrer" aria-label={`Full size: output ${shortId(id)} of ${caption}`}>
             Full size
@@ -64,7 +76,7 @@ function MediaItem({ id, token, caption, detail, onRestore, useSeed }: { id: str
 }
 
 function Item({ it, token }: { it: OutputItem; token: string | null }) {
-  return <MediaItem id={it.id} token={token} caption={it.caption} detail={it.detail} onRestore={it.onRestore} useSeed={it.useSeed} />
+  return <MediaItem id={it.id} token={token} caption={it.caption} detail={it.detail} values={it.values} onRestore={it.onRestore} useSeed={it.useSeed} />
 }
 
 export function Outputs({ groups, token }: { groups: OutputGroup[]; token: string | null }) {
