@@ -1,8 +1,8 @@
 // (9) The studio's workflow parts: a parameter outside its node type's range is refused where
 // it is typed (with the reason, and never written to the document); image-input's picker
 // uploads a PNG and the node then uses it; a batch of 4 shows as a grid of 4 with distinct
-// seeds, "Use seed" writes that seed into the node, and the grid and the run panel survive a
-// reload.
+// seeds, "Use seed" writes that seed into the node, "Run from selected" runs it again despite
+// the cache, and the grid and the run panel survive a reload.
 // The server runs the in-process worker on the repository's models (see 04-jobs).
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
@@ -49,12 +49,16 @@ function rampPng (w = 48, h = 32) {
   return Buffer.concat([sig, chunk('IHDR', ihdr), chunk('IDAT', deflateSync(Buffer.concat(rows))), chunk('IEND', Buffer.alloc(0))])
 }
 
-/** A node's parameters as the server's document has them (GET /sessions/{id}/graph). */
-async function serverParams (nodeId) {
+/** The graph as the server's document has it (GET /sessions/{id}/graph). */
+async function serverGraph () {
   const res = await server.call('GET', `/sessions/${session}/graph`, { token: ada.token })
   assert.equal(res.status, 200, JSON.stringify(res.body))
-  const nodes = res.body.graph?.nodes ?? res.body.nodes ?? {}
-  return nodes[nodeId]?.params ?? {}
+  return res.body.graph ?? res.body
+}
+
+/** A node's parameters as the server's document has them. */
+async function serverParams (nodeId) {
+  return (await serverGraph()).nodes?.[nodeId]?.params ?? {}
 }
 
 async function studio () {
@@ -183,12 +187,38 @@ test('a batch of 4 shows as a grid of 4 with distinct seeds; "Use seed" writes t
     assert.equal(new Set(media).size, 4)
     await grid.scrollIntoViewIfNeeded()
     await page.screenshot({ path: artifact('batch-grid.png') })
+    // The node shows its latest output; "Full size" opens an image at its own size (128²).
+    await page.locator(`${nodeSel(terrain)} img[data-thumbnail-of]`).waitFor({ timeout: 5000 })
+    const full = await grid.locator('.output').first().getByRole('link', { name: /^Full size/ }).getAttribute('href')
+    assert.match(full, /^blob:/)
+    const natural = await page.evaluate(async (url) => {
+      const img = new Image()
+      img.src = url
+      await img.decode()
+      return [img.naturalWidth, img.naturalHeight]
+    }, full)
+    assert.deepEqual(natural, [128, 128])
 
     // "Use seed" on the third variation: the node's seed is now that seed, in the document.
     const third = grid.locator('.output').nth(2)
     await third.locator('[data-use-seed]').click()
     await until(async () => (await serverParams(terrain)).seed === values[2], 3000, 'the seed in the document')
-    assert.equal(await paramShown(page, terrain, 'seed'), String(values[2]))
+    await until(async () => (await paramShown(page, terrain, 'seed')) === String(values[2]), 3000, 'the seed on the canvas')
+
+    // "Run from selected" runs the node again although its result is cached (that seed's).
+    await page.getByTestId('variations').fill('1')
+    await selectNode(page, terrain)
+    await page.getByRole('button', { name: 'Run from selected', exact: true }).click()
+    let rerun = null
+    await until(async () => {
+      const list = (await server.call('GET', `/sessions/${session}/jobs`, { token: ada.token })).body
+      rerun = list.length === 5 ? list[0] : null
+      return rerun?.status === 'succeeded'
+    }, JOB_TIMEOUT_MS, 'the run from the terrain node')
+    assert.equal(rerun.batch, null)
+    assert.equal(rerun.plan[0].node_id, terrain)
+    assert.equal(rerun.plan[0].seed, values[2])
+    assert.notEqual(rerun.plan[0].cached, true, 'run again, not taken from the cache')
 
     // The gallery reads the session's runs from the server: the grid is there after a reload.
     await page.reload()
@@ -196,9 +226,9 @@ test('a batch of 4 shows as a grid of 4 with distinct seeds; "Use seed" writes t
     await until(async () => (await page.locator('[data-batch-id] .output img').count()) === 4, 15000, 'the grid after a reload')
     const after = await page.locator('[data-batch-id] [data-use-seed]').evaluateAll((els) => els.map((e) => e.getAttribute('data-use-seed')))
     assert.deepEqual(after, seeds)
-    // So is the run panel: the four finished runs, from the server's record.
+    // So is the run panel: the five finished runs, from the server's record.
     const runs = page.locator('section[aria-labelledby="run-h"] [data-job-id][data-status="succeeded"]')
-    await until(async () => (await runs.count()) === 4, 10000, 'the finished runs in the run panel after a reload')
+    await until(async () => (await runs.count()) === 5, 10000, 'the finished runs in the run panel after a reload')
     assert.deepEqual(problems, [])
   } finally {
     await context.close()
@@ -226,5 +256,30 @@ test('a server without models: the palette offers only the output sink and says 
     await p.context.close()
     await bare.stop()
     rmSync(empty, { recursive: true, force: true })
+  }
+})
+
+test('a refused run highlights the node it names on the canvas', async () => {
+  const { context, page, problems } = await studio()
+  try {
+    // An image input with no image, wired to an output: the run is refused naming the node.
+    const input = await addNode(page, 'Image input')
+    const out = await addNode(page, 'Output')
+    await selectNode(page, input)
+    const connect = page.getByLabel('Connect heightmap to')
+    await connect.selectOption(`${out}\u0000image`)
+    await page.locator('.connect-forms form').filter({ has: connect }).getByRole('button', { name: 'Connect' }).click()
+    await until(async () => Object.values((await serverGraph()).edges ?? {}).some((e) => e.source === input), 3000, 'the edge in the document')
+    await page.getByRole('button', { name: 'Run', exact: true }).click()
+    const alert = page.locator('section[aria-labelledby="run-h"] [role="alert"]')
+    await alert.waitFor({ timeout: 10000 })
+    assert.match(await alert.textContent(), new RegExp(`node ${input}: parameter media`))
+    await page.locator(`${nodeSel(input)} [data-graph-error="true"]`).waitFor({ timeout: 3000 })
+    // Only that node.
+    assert.equal(await page.locator('[data-graph-error="true"]').count(), 1)
+    await page.screenshot({ path: artifact('graph-error.png') })
+    assert.deepEqual(problems, [])
+  } finally {
+    await context.close()
   }
 })

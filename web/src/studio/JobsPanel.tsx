@@ -104,6 +104,13 @@ export interface JobsPanelProps {
   onGraphError?: (target: GraphErrorTarget | null) => void
 }
 
+/** What a run runs: the whole graph (what feeds its outputs), some nodes and what they need,
+ *  or everything from a node on (`from`: run again whatever the cache holds). */
+interface Target {
+  nodes?: string[]
+  from?: string
+}
+
 export interface GraphErrorTarget {
   kind: 'node' | 'edge'
   id: string
@@ -124,23 +131,23 @@ export function JobsPanel({ sessionId, token, canRun, live, dispatch, previews, 
   const batchProblem = Number.isInteger(Number(variations)) && batch >= 1 && batch <= MAX_BATCH ? null : `Variations: a whole number from 1 to ${MAX_BATCH}.`
   const [error, setError] = useState<RunError | null>(null)
   // Run without a running runtime: the offer to start one, then run these nodes.
-  const [offer, setOffer] = useState<{ nodes?: string[] } | null>(null)
+  const [offer, setOffer] = useState<Target | null>(null)
   const jobs = live.order.map((id) => live.jobs[id]).filter(Boolean)
   const active = jobs.filter(isActive)
 
-  const submit = async (nodes?: string[]) => {
+  const submit = async (target: Target = {}) => {
     setBusy(true)
     setError(null)
     onGraphError?.(null)
     try {
-      const body: Record<string, unknown> = nodes ? { nodes } : {}
+      const body: Record<string, unknown> = target.nodes ? { nodes: target.nodes } : target.from ? { from: target.from } : {}
       if (batch > 1) body.batch = batch
       const answer = await api<unknown>('POST', `/sessions/${sessionId}/jobs`, body, { token })
       const list = batch > 1 ? ((answer as { jobs?: unknown[] } | null)?.jobs ?? []) : [answer]
       for (const job of list) dispatch({ kind: 'submitted', job })
     } catch (e) {
       onGraphError?.(graphErrorTarget(e))
-      if (e instanceof ApiError && e.needsRuntime && canRun) setOffer({ nodes })
+      if (e instanceof ApiError && e.needsRuntime && canRun) setOffer(target)
       else setError(runError(e, 'Running jobs'))
     } finally {
       setBusy(false)
@@ -148,12 +155,12 @@ export function JobsPanel({ sessionId, token, canRun, live, dispatch, previews, 
   }
   // Without a runtime the run is still tried: a graph whose every node is cached runs free,
   // with no runtime; anything else is answered 402 and the offer to start one appears.
-  const run = async (nodes?: string[]) => {
+  const run = async (target: Target = {}) => {
     if (batchProblem) {
       setError({ kind: 'error', text: batchProblem, details: [] })
       return
     }
-    await submit(nodes)
+    await submit(target)
   }
   const cancel = async (id: string) => {
     setError(null)
@@ -172,8 +179,16 @@ export function JobsPanel({ sessionId, token, canRun, live, dispatch, previews, 
           <button type="button" className="primary" onClick={() => run()} disabled={busy || graph.nodes.length === 0}>
             {busy ? 'Starting…' : 'Run'}
           </button>
-          <button type="button" onClick={() => selectedId && run([selectedId])} disabled={busy || !selectedId} title="Run the selected node and what it needs">
+          <button type="button" onClick={() => selectedId && run({ nodes: [selectedId] })} disabled={busy || !selectedId} title="Run the selected node and what it needs">
             Run selected
+          </button>
+          <button
+            type="button"
+            onClick={() => selectedId && run({ from: selectedId })}
+            disabled={busy || !selectedId}
+            title="Run the selected node and everything that depends on it again, whatever the cache holds"
+          >
+            Run from selected
           </button>
           <button type="button" onClick={() => active.forEach((j) => cancel(j.id))} disabled={active.length === 0}>
             Cancel
@@ -202,9 +217,9 @@ export function JobsPanel({ sessionId, token, canRun, live, dispatch, previews, 
           dispatch={dispatch}
           onCancel={() => setOffer(null)}
           onReady={() => {
-            const nodes = offer.nodes
+            const target = offer
             setOffer(null)
-            void submit(nodes)
+            void submit(target)
           }}
         />
       )}
