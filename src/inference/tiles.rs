@@ -39,8 +39,9 @@ fn axis_offsets(side: usize, tile: usize) -> Result<Vec<usize>, String> {
     Ok((0..=gaps).map(|i| (i * span + gaps / 2) / gaps).collect())
 }
 
-/// The raised-cosine weights of one tile along one axis: `starts[k]` is this tile's offset,
-/// `prev_end`/`next_start` where its neighbours reach into it (if it has them).
+/// The raised-cosine weights of one tile along one axis: `start` is the tile's offset,
+/// `prev_end` where the previous tile ends and `next_start` where the next begins (if it has
+/// those neighbours): the spans where they overlap this one.
 fn axis_weights(
     tile: usize,
     start: usize,
