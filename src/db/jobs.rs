@@ -67,11 +67,22 @@ pub struct JobRecord {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// The batch this job is a variation of (`{"batch": N}` runs), if any.
+    pub batch: Option<BatchPlace>,
+}
+
+/// A job's place in a batch: the batch's id (shared by its jobs) and the variation's index
+/// (0-based; variation `i` moved every random node's seed on by `i`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct BatchPlace {
+    #[schema(value_type = String)]
+    pub id: uuid::Uuid,
+    pub index: u32,
 }
 
 const COLUMNS: &str =
     "id, session_id, account_id, status, plan, worker_id, device, error, outputs, \
-                       created_at, started_at, finished_at";
+                       created_at, started_at, finished_at, batch_id, batch_index";
 
 fn job_from_row(row: &AnyRow) -> Result<JobRecord> {
     let plan: String = row.try_get("plan")?;
@@ -91,6 +102,17 @@ fn job_from_row(row: &AnyRow) -> Result<JobRecord> {
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
+        batch: match (
+            opt_uuid_col(row, "batch_id")?,
+            row.try_get::<Option<i64>, _>("batch_index")?,
+        ) {
+            (Some(id), Some(index)) => Some(BatchPlace {
+                id,
+                index: u32::try_from(index)
+                    .map_err(|_| Error::Internal(format!("job batch index {index}")))?,
+            }),
+            _ => None,
+        },
     })
 }
 
@@ -102,11 +124,13 @@ impl Db {
         account: AccountId,
         plan: &serde_json::Value,
         webhook: Option<&crate::webhooks::WebhookSpec>,
+        batch: Option<BatchPlace>,
     ) -> Result<()> {
         sqlx::query(
             "INSERT INTO jobs \
-             (id, session_id, account_id, status, plan, created_at, webhook_url, webhook_events) \
-             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7)",
+             (id, session_id, account_id, status, plan, created_at, webhook_url, webhook_events, \
+              batch_id, batch_index) \
+             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9)",
         )
         .bind(id.to_string())
         .bind(session.to_string())
@@ -115,6 +139,8 @@ impl Db {
         .bind(now_ms())
         .bind(webhook.map(|w| w.url.clone()))
         .bind(webhook.map(|w| w.events_text()))
+        .bind(batch.map(|b| b.id.to_string()))
+        .bind(batch.map(|b| i64::from(b.index)))
         .execute(self.pool())
         .await?;
         Ok(())
