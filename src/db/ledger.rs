@@ -19,7 +19,7 @@
 //! Concurrency: every change starts by upserting the account's `account_balances` row. That first
 //! statement is a write, so SQLite takes its (database-wide) write lock before anything is read,
 //! and PostgreSQL locks the row until commit; all ledger changes of one account are therefore
-//! serialised, and the checks that follow read current values. [`Db::retrying`] reruns a
+//! serialised, and the checks that follow read current values. [`with_retrying_tx!`](super::with_retrying_tx) reruns a
 //! transaction that lost a race (busy, deadlock, a concurrent insert of the same key).
 
 use std::fmt;
@@ -27,12 +27,13 @@ use std::str::FromStr;
 
 use atelier_protocol::ids::{AccountId, LeaseId};
 use serde::{Deserialize, Serialize};
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{now_ms, opt_uuid_col, uuid_col, Db};
+use super::columns::{ids_from_uuid_text, OptUuidText, UuidText};
+use super::with_retrying_tx;
+use super::{now_ms, Db};
 use crate::error::{Error, Result};
 
 /// A reservation of credits (for now, one per runtime lease).
@@ -52,6 +53,14 @@ impl fmt::Display for HoldId {
         self.0.hyphenated().fmt(f)
     }
 }
+
+impl From<Uuid> for HoldId {
+    fn from(id: Uuid) -> Self {
+        Self(id)
+    }
+}
+
+ids_from_uuid_text!(HoldId);
 
 impl FromStr for HoldId {
     type Err = uuid::Error;
@@ -97,7 +106,7 @@ impl EntryKind {
         }
     }
 
-    fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         Some(match text {
             "grant" => EntryKind::Grant,
             "adjustment" => EntryKind::Adjustment,
@@ -114,6 +123,14 @@ impl EntryKind {
     /// Payment reversals are the only entries allowed to leave `available` below zero.
     pub fn is_reversal(self) -> bool {
         matches!(self, EntryKind::PurchaseRefund | EntryKind::Chargeback)
+    }
+}
+
+impl TryFrom<String> for EntryKind {
+    type Error = String;
+
+    fn try_from(stored: String) -> Result<Self, String> {
+        EntryKind::parse(&stored).ok_or_else(|| format!("unknown ledger entry kind {stored:?}"))
     }
 }
 
@@ -139,11 +156,13 @@ impl Balance {
 }
 
 /// One immutable ledger entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
 pub struct LedgerEntry {
     /// Increases with every entry; the ledger's page cursor.
     pub id: i64,
+    #[sqlx(try_from = "UuidText")]
     pub account_id: AccountId,
+    #[sqlx(try_from = "String")]
     pub kind: EntryKind,
     /// Effect on the balance (millicredits).
     pub amount: i64,
@@ -153,8 +172,10 @@ pub struct LedgerEntry {
     pub held_after: i64,
     pub idempotency_key: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[sqlx(try_from = "OptUuidText")]
     pub hold_id: Option<HoldId>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[sqlx(try_from = "OptUuidText")]
     pub lease_id: Option<LeaseId>,
     /// The payment provider's object (checkout, payment intent) for purchases and reversals.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -164,6 +185,7 @@ pub struct LedgerEntry {
     pub usage_ms: Option<i64>,
     /// For an admin's grant or adjustment: the admin who made it.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[sqlx(try_from = "OptUuidText")]
     pub admin_id: Option<AccountId>,
     /// For an admin's grant or adjustment: their reason, shown to the account.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -196,14 +218,29 @@ pub enum HoldStatus {
     Settled,
 }
 
+impl TryFrom<String> for HoldStatus {
+    type Error = String;
+
+    fn try_from(stored: String) -> Result<Self, String> {
+        match stored.as_str() {
+            "open" => Ok(HoldStatus::Open),
+            "settled" => Ok(HoldStatus::Settled),
+            other => Err(format!("unknown hold status {other:?}")),
+        }
+    }
+}
+
 /// A two-phase reservation: `amount` reserved, `charged` used so far, `released` once settled.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Hold {
+    #[sqlx(try_from = "UuidText")]
     pub id: HoldId,
+    #[sqlx(try_from = "UuidText")]
     pub account_id: AccountId,
     pub amount: i64,
     pub charged: i64,
     pub released: i64,
+    #[sqlx(try_from = "String")]
     pub status: HoldStatus,
     pub created_at: i64,
     pub settled_at: Option<i64>,
@@ -258,46 +295,6 @@ pub(crate) struct NewEntry<'a> {
 const ENTRY_COLUMNS: &str = "id, account_id, kind, amount, held_delta, balance_after, held_after, \
      idempotency_key, hold_id, lease_id, reference, usage_ms, admin_id, note, created_at";
 
-fn entry_from_row(row: &AnyRow) -> Result<LedgerEntry> {
-    let kind: String = row.try_get("kind")?;
-    Ok(LedgerEntry {
-        id: row.try_get("id")?,
-        account_id: AccountId(uuid_col(row, "account_id")?),
-        kind: EntryKind::parse(&kind)
-            .ok_or_else(|| Error::Internal(format!("unknown ledger entry kind {kind:?}")))?,
-        amount: row.try_get("amount")?,
-        held_delta: row.try_get("held_delta")?,
-        balance_after: row.try_get("balance_after")?,
-        held_after: row.try_get("held_after")?,
-        idempotency_key: row.try_get("idempotency_key")?,
-        hold_id: opt_uuid_col(row, "hold_id")?.map(HoldId),
-        lease_id: opt_uuid_col(row, "lease_id")?.map(LeaseId),
-        reference: row.try_get("reference")?,
-        usage_ms: row.try_get("usage_ms")?,
-        admin_id: opt_uuid_col(row, "admin_id")?.map(AccountId),
-        note: row.try_get("note")?,
-        created_at: row.try_get("created_at")?,
-    })
-}
-
-fn hold_from_row(row: &AnyRow) -> Result<Hold> {
-    let status: String = row.try_get("status")?;
-    Ok(Hold {
-        id: HoldId(uuid_col(row, "id")?),
-        account_id: AccountId(uuid_col(row, "account_id")?),
-        amount: row.try_get("amount")?,
-        charged: row.try_get("charged")?,
-        released: row.try_get("released")?,
-        status: match status.as_str() {
-            "open" => HoldStatus::Open,
-            "settled" => HoldStatus::Settled,
-            other => return Err(Error::Internal(format!("unknown hold status {other:?}"))),
-        },
-        created_at: row.try_get("created_at")?,
-        settled_at: row.try_get("settled_at")?,
-    })
-}
-
 fn overflow() -> Error {
     Error::invalid("amount out of range")
 }
@@ -310,7 +307,7 @@ fn is_fk_violation(e: &sqlx::Error) -> bool {
 /// Must be the first statement of the transaction.
 pub(crate) async fn lock_account(conn: &mut AnyConnection, account: AccountId) -> Result<Balance> {
     let now = now_ms();
-    let row = sqlx::query(
+    let row: Result<(i64, i64), _> = sqlx::query_as(
         "INSERT INTO account_balances (account_id, balance, held, updated_at) \
          VALUES ($1, 0, 0, $2) \
          ON CONFLICT (account_id) DO UPDATE SET updated_at = $2 \
@@ -321,7 +318,7 @@ pub(crate) async fn lock_account(conn: &mut AnyConnection, account: AccountId) -
     .fetch_one(&mut *conn)
     .await;
     match row {
-        Ok(row) => Ok(Balance::new(row.try_get("balance")?, row.try_get("held")?)),
+        Ok((balance, held)) => Ok(Balance::new(balance, held)),
         Err(e) if is_fk_violation(&e) => Err(Error::NotFound("account")),
         Err(e) => Err(e.into()),
     }
@@ -332,11 +329,11 @@ pub(crate) async fn entry_by_key(
     key: &str,
 ) -> Result<Option<LedgerEntry>> {
     let sql = format!("SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE idempotency_key = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let row: Option<LedgerEntry> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(key)
         .fetch_optional(&mut *conn)
         .await?;
-    row.as_ref().map(entry_from_row).transpose()
+    Ok(row)
 }
 
 /// A repeated key is a replay only when it asks for the same thing.
@@ -387,7 +384,7 @@ pub(crate) async fn post(
         Some((admin, note)) => (admin, Some(note)),
         None => (None, None),
     };
-    let id: i64 = sqlx::query(
+    let id: i64 = sqlx::query_scalar(
         "INSERT INTO ledger_entries (account_id, kind, amount, held_delta, balance_after, \
          held_after, idempotency_key, hold_id, lease_id, reference, usage_ms, admin_id, note, \
          created_at) \
@@ -408,8 +405,7 @@ pub(crate) async fn post(
     .bind(note)
     .bind(now)
     .fetch_one(&mut *conn)
-    .await?
-    .try_get("id")?;
+    .await?;
     sqlx::query(
         "UPDATE account_balances SET balance = $1, held = $2, updated_at = $3 \
          WHERE account_id = $4",
@@ -441,14 +437,14 @@ pub(crate) async fn post(
 }
 
 pub(crate) async fn hold_in(conn: &mut AnyConnection, id: HoldId) -> Result<Option<Hold>> {
-    let row = sqlx::query(
+    let row: Option<Hold> = sqlx::query_as(
         "SELECT id, account_id, amount, charged, released, status, created_at, settled_at \
          FROM credit_holds WHERE id = $1",
     )
     .bind(id.to_string())
     .fetch_optional(&mut *conn)
     .await?;
-    row.as_ref().map(hold_from_row).transpose()
+    Ok(row)
 }
 
 /// Reserves `amount` for a new hold. The caller holds the account's lock.
@@ -727,14 +723,13 @@ impl Db {
         if amount <= 0 {
             return Err(Error::invalid("credits must be a positive amount"));
         }
-        self.retrying("ledger credit", || async move {
-            let mut tx = self.pool().begin().await?;
-            let mut bal = lock_account(&mut tx, account).await?;
-            if let Some(existing) = entry_by_key(&mut tx, key).await? {
+        with_retrying_tx!(self, "ledger credit", |tx| {
+            let mut bal = lock_account(tx, account).await?;
+            if let Some(existing) = entry_by_key(tx, key).await? {
                 return replay_of(existing, account, kind, Some((amount, 0)));
             }
             let entry = post(
-                &mut tx,
+                tx,
                 &mut bal,
                 NewEntry {
                     account,
@@ -750,10 +745,8 @@ impl Db {
                 },
             )
             .await?;
-            tx.commit().await?;
             Ok(Posted::Applied(entry))
         })
-        .await
     }
 
     /// An admin's grant (`amount` > 0, kind `grant`) or adjustment (kind `adjustment`, either
@@ -780,14 +773,13 @@ impl Db {
                 )))
             }
         }
-        self.retrying("ledger admin credit", || async move {
-            let mut tx = self.pool().begin().await?;
-            let mut bal = lock_account(&mut tx, account).await?;
-            if let Some(existing) = entry_by_key(&mut tx, key).await? {
+        with_retrying_tx!(self, "ledger admin credit", |tx| {
+            let mut bal = lock_account(tx, account).await?;
+            if let Some(existing) = entry_by_key(tx, key).await? {
                 return replay_of(existing, account, kind, Some((amount, 0)));
             }
             let entry = post(
-                &mut tx,
+                tx,
                 &mut bal,
                 NewEntry {
                     account,
@@ -803,10 +795,8 @@ impl Db {
                 },
             )
             .await?;
-            tx.commit().await?;
             Ok(Posted::Applied(entry))
         })
-        .await
     }
 
     /// Takes back (part of) the purchase recorded with `reference`. Returns `None` when there is
@@ -828,25 +818,21 @@ impl Db {
             "SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE reference = $1 AND kind = 'purchase' \
              ORDER BY id LIMIT 1"
         );
-        let purchase = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let purchase: Option<LedgerEntry> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(reference)
             .fetch_optional(self.pool())
-            .await?
-            .as_ref()
-            .map(entry_from_row)
-            .transpose()?;
+            .await?;
         let Some(purchase) = purchase else {
             return Ok(None);
         };
         let account = purchase.account_id;
         let purchased = purchase.amount;
-        self.retrying("ledger reversal", || async move {
-            let mut tx = self.pool().begin().await?;
-            let mut bal = lock_account(&mut tx, account).await?;
-            if let Some(existing) = entry_by_key(&mut tx, key).await? {
+        with_retrying_tx!(self, "ledger reversal", |tx| {
+            let mut bal = lock_account(tx, account).await?;
+            if let Some(existing) = entry_by_key(tx, key).await? {
                 return replay_of(existing, account, kind, None).map(Some);
             }
-            let reversed: i64 = sqlx::query(
+            let reversed: i64 = sqlx::query_scalar(
                 "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) AS total FROM ledger_entries \
                  WHERE reference = $1 AND account_id = $2 \
                  AND kind IN ('purchase_refund', 'chargeback')",
@@ -854,8 +840,7 @@ impl Db {
             .bind(reference)
             .bind(account.to_string())
             .fetch_one(&mut *tx)
-            .await?
-            .try_get("total")?;
+            .await?;
             let already = -reversed;
             let wanted = match target {
                 ReversalTarget::All => purchased,
@@ -871,7 +856,7 @@ impl Db {
                 return Ok(None);
             }
             let entry = post(
-                &mut tx,
+                tx,
                 &mut bal,
                 NewEntry {
                     account,
@@ -887,10 +872,8 @@ impl Db {
                 },
             )
             .await?;
-            tx.commit().await?;
             Ok(Some(Posted::Applied(entry)))
         })
-        .await
     }
 
     /// Reserves credits in a new hold, or fails with `insufficient_credits`.
@@ -901,15 +884,11 @@ impl Db {
         amount: i64,
         key: &str,
     ) -> Result<Posted> {
-        self.retrying("ledger hold", || async move {
-            let mut tx = self.pool().begin().await?;
-            let mut bal = lock_account(&mut tx, account).await?;
-            let posted =
-                place_hold_in(&mut tx, &mut bal, account, hold_id, amount, key, None).await?;
-            tx.commit().await?;
+        with_retrying_tx!(self, "ledger hold", |tx| {
+            let mut bal = lock_account(tx, account).await?;
+            let posted = place_hold_in(tx, &mut bal, account, hold_id, amount, key, None).await?;
             Ok(posted)
         })
-        .await
     }
 
     /// Charges part of an open hold.
@@ -919,18 +898,12 @@ impl Db {
             .await?
             .ok_or(Error::NotFound("hold"))?
             .account_id;
-        self.retrying("ledger charge", || async move {
-            let mut tx = self.pool().begin().await?;
-            let mut bal = lock_account(&mut tx, account).await?;
-            let mut hold = hold_in(&mut tx, hold_id)
-                .await?
-                .ok_or(Error::NotFound("hold"))?;
-            let posted =
-                charge_hold_in(&mut tx, &mut bal, &mut hold, amount, key, None, None).await?;
-            tx.commit().await?;
+        with_retrying_tx!(self, "ledger charge", |tx| {
+            let mut bal = lock_account(tx, account).await?;
+            let mut hold = hold_in(tx, hold_id).await?.ok_or(Error::NotFound("hold"))?;
+            let posted = charge_hold_in(tx, &mut bal, &mut hold, amount, key, None, None).await?;
             Ok(posted)
         })
-        .await
     }
 
     /// Settles a hold: a final charge, and the rest released. Settling twice changes nothing.
@@ -946,14 +919,11 @@ impl Db {
             .await?
             .ok_or(Error::NotFound("hold"))?
             .account_id;
-        self.retrying("ledger settle", || async move {
-            let mut tx = self.pool().begin().await?;
-            let mut bal = lock_account(&mut tx, account).await?;
-            let mut hold = hold_in(&mut tx, hold_id)
-                .await?
-                .ok_or(Error::NotFound("hold"))?;
+        with_retrying_tx!(self, "ledger settle", |tx| {
+            let mut bal = lock_account(tx, account).await?;
+            let mut hold = hold_in(tx, hold_id).await?.ok_or(Error::NotFound("hold"))?;
             let settled = settle_hold_in(
-                &mut tx,
+                tx,
                 &mut bal,
                 &mut hold,
                 final_charge,
@@ -963,10 +933,8 @@ impl Db {
                 None,
             )
             .await?;
-            tx.commit().await?;
             Ok(settled)
         })
-        .await
     }
 
     pub async fn hold(&self, id: HoldId) -> Result<Option<Hold>> {
@@ -976,12 +944,13 @@ impl Db {
 
     /// The account's materialised totals (zero for an account without entries).
     pub async fn balance(&self, account: AccountId) -> Result<Balance> {
-        let row = sqlx::query("SELECT balance, held FROM account_balances WHERE account_id = $1")
-            .bind(account.to_string())
-            .fetch_optional(self.pool())
-            .await?;
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT balance, held FROM account_balances WHERE account_id = $1")
+                .bind(account.to_string())
+                .fetch_optional(self.pool())
+                .await?;
         Ok(match row {
-            Some(row) => Balance::new(row.try_get("balance")?, row.try_get("held")?),
+            Some((balance, held)) => Balance::new(balance, held),
             None => Balance::default(),
         })
     }
@@ -989,7 +958,7 @@ impl Db {
     /// Recomputes the totals from the entries, next to the materialised ones.
     pub async fn verify_balance(&self, account: AccountId) -> Result<BalanceCheck> {
         let materialised = self.balance(account).await?;
-        let row = sqlx::query(
+        let (balance, held): (i64, i64) = sqlx::query_as(
             "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) AS balance, \
              CAST(COALESCE(SUM(held_delta), 0) AS BIGINT) AS held \
              FROM ledger_entries WHERE account_id = $1",
@@ -997,7 +966,7 @@ impl Db {
         .bind(account.to_string())
         .fetch_one(self.pool())
         .await?;
-        let summed = Balance::new(row.try_get("balance")?, row.try_get("held")?);
+        let summed = Balance::new(balance, held);
         Ok(BalanceCheck {
             materialised,
             summed,
@@ -1015,24 +984,24 @@ impl Db {
             "SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE account_id = $1 AND id < $2 \
              ORDER BY id DESC LIMIT $3"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let rows: Vec<LedgerEntry> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(account.to_string())
             .bind(before.unwrap_or(i64::MAX))
             .bind(i64::from(limit))
             .fetch_all(self.pool())
             .await?;
-        rows.iter().map(entry_from_row).collect()
+        Ok(rows)
     }
 
     /// Every entry of a lease (its hold, charges and release), oldest first.
     pub async fn lease_entries(&self, lease: LeaseId) -> Result<Vec<LedgerEntry>> {
         let sql =
             format!("SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE lease_id = $1 ORDER BY id");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let rows: Vec<LedgerEntry> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(lease.to_string())
             .fetch_all(self.pool())
             .await?;
-        rows.iter().map(entry_from_row).collect()
+        Ok(rows)
     }
 }
 
