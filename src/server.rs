@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use actix_http::{HttpService, KeepAlive};
 use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt};
-use actix_web::dev::AppConfig;
+use actix_web::dev::{AppConfig, Service};
 use actix_web::http::header;
 use actix_web::{web, App, HttpResponse};
 
@@ -30,6 +30,7 @@ use crate::db::documents::SqlDocStore;
 use crate::db::Db;
 use crate::inference::{Engine, ModelCatalog};
 use crate::jobs::{JobBoard, JobService};
+use crate::lifecycle::ServerShutdown;
 use crate::state::AppState;
 use crate::storage::Blobs;
 use crate::{api, telemetry, upgrade, ws};
@@ -222,6 +223,7 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     if !has_web {
         tracing::warn!(dir = %web_dir.display(), "studio page not built; serving a placeholder at /");
     }
+    let default_host = header::HeaderValue::from_str(&addr.to_string()).ok();
     let builder = actix_server::Server::build();
     let shutting_down = builder.graceful_shutdown_signal();
     let server = builder
@@ -231,7 +233,21 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         // the process.
         .disable_signals()
         .listen("atelier-http", listener, move || {
+            let default_host = default_host.clone();
             let app = App::new()
+                // actix-web's own server gives the application the listening address as the host
+                // of requests that name none; its public `AppConfig` cannot, so such a request
+                // gets the address as its `Host` here (what `ConnectionInfo::host` then reads).
+                .wrap_fn(move |mut req, srv| {
+                    if let Some(host) = &default_host {
+                        if !req.headers().contains_key(header::HOST)
+                            && req.uri().authority().is_none()
+                        {
+                            req.headers_mut().insert(header::HOST, host.clone());
+                        }
+                    }
+                    srv.call(req)
+                })
                 .app_data(state.clone())
                 .configure(|cfg| api::configure(cfg, max_json))
                 .service(ws::live_session);
@@ -262,29 +278,14 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
                 .tcp_nodelay(true)
                 .local_addr(addr)
                 .upgrade(upgrade)
-                .finish(map_config(app, move |_| {
-                    AppConfig::__priv_test_new(false, addr.to_string(), addr)
-                }))
+                .finish(map_config(app, |_| AppConfig::default()))
                 .tcp()
         })?;
     let server = server.run();
-    // Leases are settled and live sessions flushed while the HTTP workers still run: database
-    // connections opened on a worker's runtime die with it.
+    let shutdown = ServerShutdown::new(billing.clone(), live.clone(), cluster.clone());
     let before_stop = {
-        let billing = billing.clone();
-        let live = live.clone();
-        let cluster = cluster.clone();
-        async move {
-            if let Some(cluster) = &cluster {
-                cluster.leave();
-            }
-            tracing::info!("shutting down: settling runtime leases");
-            billing.shutdown().await;
-            tracing::info!("shutting down: flushing live sessions");
-            if let Err(e) = live.shutdown().await {
-                tracing::error!(error = %e, "a live session could not be flushed");
-            }
-        }
+        let shutdown = shutdown.clone();
+        async move { shutdown.run().await }
     };
     let signals = stop_on_signals(server.handle(), before_stop)?;
 
@@ -308,12 +309,7 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     pruner.abort();
     chores.abort();
     signals.abort();
-    tracing::info!("shutting down: settling runtime leases");
-    billing.shutdown().await;
-    tracing::info!("shutting down: flushing live sessions");
-    if let Err(e) = live.shutdown().await {
-        tracing::error!(error = %e, "a live session could not be flushed");
-    }
+    shutdown.run().await;
     tracing::info!("closing the database");
     db.close().await;
     result.map_err(StartError::Io)
