@@ -35,6 +35,7 @@
 pub mod admission;
 pub mod connection;
 pub mod jobs;
+pub mod lease;
 pub mod limits;
 pub mod memory_store;
 pub mod outbound;

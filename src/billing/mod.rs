@@ -23,7 +23,6 @@
 //! in-process pool with [`Billing::set_worker_pool`].
 
 pub mod checkout;
-pub mod lease;
 pub mod meter;
 pub mod packs;
 mod payments;
@@ -42,7 +41,9 @@ use atelier_protocol::events::StudioEvent;
 use atelier_protocol::ids::{AccountId, LeaseId, SessionId, WorkerId};
 use tokio::sync::oneshot;
 
-pub use lease::{InProcessWorkerPool, PoolError, WorkerAssignment, WorkerHeartbeat, WorkerPool};
+pub use atelier_actors::lease::{
+    InProcessWorkerPool, PoolError, WorkerAssignment, WorkerHeartbeat, WorkerPool,
+};
 pub use meter::{reason, MeterSettings};
 pub use ports::{EventSink, NoJobs, RuntimeHooks};
 pub use settings::BillingSettings;

@@ -1,8 +1,8 @@
 //! Worker assignment for runtime leases: the [`WorkerPool`] port and the [`WorkerLeaseActor`]
 //! that owns one lease's assignment.
 //!
-//! The pool hands out workers of a GPU class; the job system implements it over the connected
-//! worker hosts (`crate::jobs::leasing`). [`InProcessWorkerPool`] is a fixed stand-in for tests
+//! The pool hands out workers of a GPU class; the server's job system implements it over the
+//! connected worker hosts (`atelier::jobs::leasing`). [`InProcessWorkerPool`] is a fixed stand-in for tests
 //! of billing alone: it offers every configured class and assigns immediately.
 //!
 //! A worker's liveness travels with its assignment as a `watch` of [`WorkerHeartbeat`]s: the
@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use actix::prelude::*;
 use atelier_protocol::ids::{LeaseId, WorkerId};
-use futures_util::future::BoxFuture;
 use tokio::sync::watch;
+
+use crate::store::BoxFuture;
 
 /// The latest news of an assigned worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,7 +202,7 @@ impl Actor for WorkerLeaseActor {
                                 if watch.changed().await.is_err() {
                                     // The pool dropped the worker without a word: lost as of now.
                                     let last = *watch.borrow();
-                                    return last.billable_until(crate::db::now_ms());
+                                    return last.billable_until(now_ms());
                                 }
                             }
                         };
@@ -239,4 +240,12 @@ impl Handler<ReleaseWorker> for WorkerLeaseActor {
         }
         ctx.stop();
     }
+}
+
+/// Milliseconds since the Unix epoch (as the server stores times).
+fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
 }
