@@ -2,8 +2,8 @@
 //!
 //! Layout:
 //! - [`prices`]: the price table (`--gpu-prices`) and the time → credits arithmetic.
-//! - [`lease`]: the [`WorkerPool`] port, the in-process pool, and `WorkerLeaseActor` (one per
-//!   lease: owns its worker assignment).
+//! - The [`WorkerPool`] port, the in-process pool and `WorkerLeaseActor` (one per lease: owns
+//!   its worker assignment) are in `atelier_actors::lease`, re-exported here.
 //! - [`meter`]: `BillingMeterActor` (one per lease: meters, checkpoints, stops and settles).
 //! - [`webhook`]: Stripe-style signature verification and the payment events understood;
 //!   `payments.rs` applies them (and the signup grant) to the ledger.
