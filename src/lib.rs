@@ -29,24 +29,20 @@
 //! The wire types live in `atelier-protocol`; the live-session actors in `atelier-actors`.
 
 pub mod admin_cli;
-pub mod api;
 pub mod auth;
 pub mod authz;
 pub mod billing;
-pub mod client_ip;
 pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod housekeeping;
+pub mod http;
 pub mod inference;
 pub mod jobs;
 pub mod lifecycle;
-pub mod server;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
-pub mod upgrade;
 pub mod webhooks;
 pub mod worker;
-pub mod ws;

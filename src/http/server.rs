@@ -2,7 +2,7 @@
 //!
 //! The server is actix-web's application in actix-http's `HttpService` on an actix-server
 //! `Server`, put together here rather than with `actix_web::HttpServer` for one reason: requests
-//! that ask for a WebSocket upgrade go to [`crate::upgrade`] with their socket, so WebSockets run
+//! that ask for a WebSocket upgrade go to [`crate::http::upgrade`] with their socket, so WebSockets run
 //! on the bare socket instead of inside an HTTP connection and its buffers.
 
 use std::net::SocketAddr;
@@ -19,6 +19,7 @@ use actix_web::{web, App, HttpResponse};
 use atelier_actors::{RegistryConfig, SessionRegistryHandle};
 use atelier_protocol::events::StudioEvent;
 
+use super::{api, upgrade, ws};
 use crate::auth::rate_limit::AuthRateLimit;
 use crate::billing::checkout::Checkout;
 use crate::billing::{Billing, BillingSettings};
@@ -33,7 +34,7 @@ use crate::jobs::{JobBoard, JobService};
 use crate::lifecycle::ServerShutdown;
 use crate::state::AppState;
 use crate::storage::Blobs;
-use crate::{api, telemetry, upgrade, ws};
+use crate::telemetry;
 
 /// As actix-web's `HttpServer`: pending connections the OS may queue.
 const BACKLOG: i32 = 1024;
@@ -43,7 +44,7 @@ const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Shown at `/` when the studio page has not been built (`web/dist` missing).
-const PLACEHOLDER_HTML: &str = include_str!("../web/placeholder.html");
+const PLACEHOLDER_HTML: &str = include_str!("../../web/placeholder.html");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
