@@ -19,6 +19,8 @@
 //! - [`outbound`] — [`Outbound`], what a session sends a connection, and the [`Outbox`], bounded
 //!   in frames and bytes.
 //! - [`store`] — the [`DocStore`] port; [`memory_store`] — [`MemoryDocStore`] for tests.
+//! - [`events`] — the [`events::EventSink`] port: the bus studio events go out on (the live
+//!   sessions are one).
 //! - [`relay`] — the [`Relay`] port to the other nodes of a cluster ([`NoRelay`] on one node).
 //! - [`jobs`] — the [`JobsSnapshot`] port (`session.hello`'s job list).
 //! - [`lease`] — Pro runtime leases: the [`lease::WorkerPool`] port (where a lease gets its
@@ -37,6 +39,7 @@
 
 pub mod admission;
 pub mod connection;
+pub mod events;
 pub mod jobs;
 pub mod lease;
 pub mod limits;

@@ -8,7 +8,8 @@
 //! - [`webhook`]: Stripe-style signature verification and the payment events understood;
 //!   `payments.rs` applies them (and the signup grant) to the ledger.
 //! - [`checkout`], [`packs`]: buying credits; [`statement`]: an account's statement.
-//! - `ports.rs`: [`RuntimeHooks`] (the job system) and [`EventSink`] (studio events);
+//! - `ports.rs`: [`RuntimeHooks`] (the job system); [`EventSink`] (studio events) is the
+//!   actors' event bus port, re-exported;
 //!   `settings.rs`: [`BillingSettings`]; `views.rs`: what callers get back ([`LeaseView`], …).
 //! - The ledger and lease queries are in [`crate::db::ledger`] and [`crate::db::leases`].
 //!
@@ -41,11 +42,12 @@ use atelier_protocol::events::StudioEvent;
 use atelier_protocol::ids::{AccountId, LeaseId, SessionId, WorkerId};
 use tokio::sync::oneshot;
 
+pub use atelier_actors::events::EventSink;
 pub use atelier_actors::lease::{
     InProcessWorkerPool, PoolError, WorkerAssignment, WorkerHeartbeat, WorkerPool,
 };
 pub use meter::{reason, MeterSettings};
-pub use ports::{EventSink, NoJobs, RuntimeHooks};
+pub use ports::{NoJobs, RuntimeHooks};
 pub use settings::BillingSettings;
 pub use views::{LeaseInfo, LeaseView, PaymentOutcome, Recovery};
 
