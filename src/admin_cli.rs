@@ -7,14 +7,14 @@ use std::io::{BufRead, IsTerminal, Write};
 use rand::Rng;
 use serde_json::json;
 
-use crate::api::admin::check_reason;
-use crate::api::auth::normalize_email;
 use crate::auth::{password, tokens};
 use crate::config::{AdminCommand, DatabaseConfig};
 use crate::db::accounts::{Account, AccountRole};
 use crate::db::admin::AuditActor;
 use crate::db::ledger::EntryKind;
 use crate::db::Db;
+use crate::http::api::admin::check_reason;
+use crate::http::api::auth::normalize_email;
 use crate::jobs::worker_socket::WORKER_TOKEN_PREFIX;
 
 /// Length of a generated admin password.

@@ -140,7 +140,7 @@ type KeyScopes = HashMap<(String, String), Vec<Scope>>;
 /// The endpoints' declared key scopes, read once from the generated OpenAPI document.
 fn key_scopes() -> &'static KeyScopes {
     static TABLE: OnceLock<KeyScopes> = OnceLock::new();
-    TABLE.get_or_init(|| declared_key_scopes(&crate::api::openapi::document()))
+    TABLE.get_or_init(|| declared_key_scopes(&crate::http::api::openapi::document()))
 }
 
 /// Reads each operation's `security` list for an [`API_KEY_SCHEME`] requirement.
@@ -247,7 +247,7 @@ mod tests {
     /// take them; the handful that must take them do, and account management does not.
     #[test]
     fn every_endpoint_declares_its_key_scopes() {
-        let doc = crate::api::openapi::document();
+        let doc = crate::http::api::openapi::document();
         let table = declared_key_scopes(&doc);
         for (path, item) in doc["paths"].as_object().unwrap() {
             for (method, op) in item.as_object().unwrap() {

@@ -109,7 +109,7 @@ pub struct ServeConfig {
     /// Proxies (addresses or CIDR ranges, comma-separated) whose `X-Forwarded-For` names the
     /// client, e.g. the load balancer in front of a cluster. Unset: the peer is the client.
     #[arg(long, env = "ATELIER_TRUSTED_PROXIES", default_value = "")]
-    pub trusted_proxies: crate::client_ip::TrustedProxies,
+    pub trusted_proxies: crate::http::client_ip::TrustedProxies,
 
     /// Signup and login attempts allowed per client IP per minute (429 beyond it).
     #[arg(long, env = "ATELIER_AUTH_RATE_PER_MINUTE", default_value_t = 20,

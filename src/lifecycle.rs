@@ -1,5 +1,5 @@
-//! What must end when a session, an account, a login or a share link ends — in one place, so
-//! that every way of ending one does all of it: a Pro runtime left running on a deleted session
+//! What must end when a session, an account, a login, a share link or the server itself ends —
+//! in one place, so that every way of ending one does all of it: a Pro runtime left running on a deleted session
 //! would go on charging its payer, who could no longer stop it, and a socket left open would
 //! go on receiving what its holder may no longer see.
 //!
@@ -7,11 +7,14 @@
 //! deleted), 4403 when access was taken away (member removed, link revoked, expired, or its
 //! creator lost the right to share). Stock y-websocket does not reconnect after any of them.
 
-use atelier_actors::KickTarget;
+use std::sync::Arc;
+
+use atelier_actors::{KickTarget, SessionRegistryHandle};
 use atelier_protocol::close_code;
 use atelier_protocol::ids::{AccountId, SessionId, ShareLinkId};
 
-use crate::billing::reason;
+use crate::billing::{reason, Billing};
+use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::state::AppState;
 
@@ -121,4 +124,44 @@ pub async fn delete_account(state: &AppState, account: AccountId) -> Result<()> 
     }
     tracing::info!(%account, "account deleted");
     Ok(())
+}
+
+/// What must end when the server stops: this node leaves the cluster, every runtime lease is
+/// settled (`server_shutdown`) and every live session flushed. The signal handler runs it while
+/// the HTTP workers still run (database connections opened on a worker's runtime die with it);
+/// the server runs it again once it has stopped, for a stop that came another way — a second run
+/// waits for the first and does nothing more.
+#[derive(Clone)]
+pub struct ServerShutdown {
+    billing: Billing,
+    live: SessionRegistryHandle,
+    cluster: Option<Cluster>,
+    done: Arc<tokio::sync::OnceCell<()>>,
+}
+
+impl ServerShutdown {
+    pub fn new(billing: Billing, live: SessionRegistryHandle, cluster: Option<Cluster>) -> Self {
+        ServerShutdown {
+            billing,
+            live,
+            cluster,
+            done: Arc::new(tokio::sync::OnceCell::new()),
+        }
+    }
+
+    pub async fn run(&self) {
+        self.done
+            .get_or_init(|| async {
+                if let Some(cluster) = &self.cluster {
+                    cluster.leave();
+                }
+                tracing::info!("shutting down: settling runtime leases");
+                self.billing.shutdown().await;
+                tracing::info!("shutting down: flushing live sessions");
+                if let Err(e) = self.live.shutdown().await {
+                    tracing::error!(error = %e, "a live session could not be flushed");
+                }
+            })
+            .await;
+    }
 }

@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use atelier::config::{Cli, Command};
-use atelier::{db, server, telemetry};
+use atelier::http::server;
+use atelier::{db, telemetry};
 use clap::Parser;
 
 fn main() -> ExitCode {

@@ -19,12 +19,17 @@
 //! - [`outbound`] — [`Outbound`], what a session sends a connection, and the [`Outbox`], bounded
 //!   in frames and bytes.
 //! - [`store`] — the [`DocStore`] port; [`memory_store`] — [`MemoryDocStore`] for tests.
+//! - [`events`] — the [`events::EventSink`] port: the bus studio events go out on (the live
+//!   sessions are one).
 //! - [`relay`] — the [`Relay`] port to the other nodes of a cluster ([`NoRelay`] on one node).
 //! - [`jobs`] — the [`JobsSnapshot`] port (`session.hello`'s job list).
+//! - [`lease`] — Pro runtime leases: the [`lease::WorkerPool`] port (where a lease gets its
+//!   worker; the server implements it over its worker hosts), [`lease::WorkerLeaseActor`] (owns
+//!   one lease's worker) and [`lease::InProcessWorkerPool`] (a fixed pool, for tests).
 //! - [`limits`] — [`ConnectionLimits`], [`SessionLimits`]; [`telemetry`] — metric names.
 //!
-//! Tests (`src/tests/`) drive sessions with fake connections and [`MemoryDocStore`], and
-//! connections over real WebSockets. The `test-hooks` feature exposes
+//! Tests (`src/tests/`) drive sessions with fake connections and [`MemoryDocStore`],
+//! connections over real WebSockets, and the lease's worker actor with fake pools. The `test-hooks` feature exposes
 //! `session::messages::InjectPanic` for supervision tests elsewhere (e.g. the server's).
 //!
 //! The flow of one edit: socket → `ConnectionActor` (size, rate, `decode_frame`) →
@@ -34,7 +39,9 @@
 
 pub mod admission;
 pub mod connection;
+pub mod events;
 pub mod jobs;
+pub mod lease;
 pub mod limits;
 pub mod memory_store;
 pub mod outbound;

@@ -1,7 +1,7 @@
 //! Each API key's own request budget: `ATELIER_API_KEY_RATE_PER_MINUTE` requests per fixed
 //! one-minute window. A script that loops too fast gets 429 with `Retry-After`; every answer to
 //! a key carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` (seconds
-//! until the window ends), added by [`crate::api::rate_limit_headers`].
+//! until the window ends), added by [`crate::http::api::rate_limit_headers`].
 //!
 //! Fixed windows, not a token bucket, because that is what the headers can state exactly and
 //! what the cluster's Redis counters count: in a cluster the window's count is kept in Redis (one

@@ -316,7 +316,7 @@ impl FromRequest for AdminAuth {
             }
             // So that a call failing after this point is still audited.
             req.extensions_mut()
-                .insert(crate::api::admin_audit::AdminCaller(
+                .insert(crate::http::api::admin_audit::AdminCaller(
                     crate::db::admin::AuditActor::admin(&auth.account),
                 ));
             Ok(AdminAuth {

@@ -27,12 +27,12 @@ use atelier_protocol::events::StudioEvent;
 use atelier_protocol::ids::WorkerId;
 use tokio::sync::{oneshot, watch};
 
-use super::lease::{LeaseNews, ReleaseWorker, WorkerHeartbeat, WorkerLeaseActor};
 use super::prices::cost;
 use super::Billing;
 use crate::db::leases::{LeaseStatus, RuntimeLease, Settlement};
 use crate::db::now_ms;
 use crate::error::{Error, Result};
+use atelier_actors::lease::{LeaseNews, ReleaseWorker, WorkerHeartbeat, WorkerLeaseActor};
 
 /// How long a failed settlement waits before it is tried again (doubling up to the maximum).
 const SETTLE_RETRY_MIN: Duration = Duration::from_millis(500);

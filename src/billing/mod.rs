@@ -2,10 +2,15 @@
 //!
 //! Layout:
 //! - [`prices`]: the price table (`--gpu-prices`) and the time → credits arithmetic.
-//! - [`lease`]: the [`WorkerPool`] port, the in-process pool, and `WorkerLeaseActor` (one per
-//!   lease: owns its worker assignment).
+//! - The [`WorkerPool`] port, the in-process pool and `WorkerLeaseActor` (one per lease: owns
+//!   its worker assignment) are in `atelier_actors::lease`, re-exported here.
 //! - [`meter`]: `BillingMeterActor` (one per lease: meters, checkpoints, stops and settles).
-//! - [`webhook`]: Stripe-style signature verification and the payment events understood.
+//! - [`webhook`]: Stripe-style signature verification and the payment events understood;
+//!   `payments.rs` applies them (and the signup grant) to the ledger.
+//! - [`checkout`], [`packs`]: buying credits; [`statement`]: an account's statement.
+//! - `ports.rs`: [`RuntimeHooks`] (the job system); [`EventSink`] (studio events) is the
+//!   actors' event bus port, re-exported;
+//!   `settings.rs`: [`BillingSettings`]; `views.rs`: what callers get back ([`LeaseView`], …).
 //! - The ledger and lease queries are in [`crate::db::ledger`] and [`crate::db::leases`].
 //!
 //! [`Billing`] is the cheap-to-clone handle the API and the job system use. It keeps the active
@@ -19,185 +24,38 @@
 //! in-process pool with [`Billing::set_worker_pool`].
 
 pub mod checkout;
-pub mod lease;
 pub mod meter;
 pub mod packs;
+mod payments;
+mod ports;
 pub mod prices;
+mod settings;
 pub mod statement;
+mod views;
 pub mod webhook;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
-use std::time::Duration;
 
 use actix::prelude::*;
-use atelier_actors::SessionRegistryHandle;
 use atelier_protocol::events::StudioEvent;
 use atelier_protocol::ids::{AccountId, LeaseId, SessionId, WorkerId};
-use serde::Serialize;
 use tokio::sync::oneshot;
-use utoipa::ToSchema;
 
-pub use lease::{InProcessWorkerPool, PoolError, WorkerAssignment, WorkerHeartbeat, WorkerPool};
+pub use atelier_actors::events::EventSink;
+pub use atelier_actors::lease::{
+    InProcessWorkerPool, PoolError, WorkerAssignment, WorkerHeartbeat, WorkerPool,
+};
 pub use meter::{reason, MeterSettings};
+pub use ports::{NoJobs, RuntimeHooks};
+pub use settings::BillingSettings;
+pub use views::{LeaseInfo, LeaseView, PaymentOutcome, Recovery};
 
 use self::meter::{BillingMeterActor, ExtendLease, JobActivity, Snapshot, StopLease};
 use self::prices::{hold_for, PriceTable};
-use self::webhook::{PaymentAction, PaymentEvent};
 use crate::db::leases::{LeaseStatus, NewLease, RuntimeLease, Settlement};
-use crate::db::ledger::EntryKind;
 use crate::db::{now_ms, Db};
 use crate::error::{Error, Result};
-
-/// What the job system does when a lease stops: interrupt the session's running job(s), with
-/// `job.cancelled {reason}` to the session. Called from the meter actor: must not block.
-pub trait RuntimeHooks: Send + Sync + 'static {
-    fn interrupt_session_jobs(&self, session: SessionId, reason: &str);
-}
-
-/// No job system attached.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoJobs;
-
-impl RuntimeHooks for NoJobs {
-    fn interrupt_session_jobs(&self, _session: SessionId, _reason: &str) {}
-}
-
-/// Where studio events go (the live sessions; a recorder in tests).
-pub trait EventSink: Send + Sync + 'static {
-    fn send(&self, session: SessionId, event: StudioEvent);
-}
-
-impl EventSink for SessionRegistryHandle {
-    fn send(&self, session: SessionId, event: StudioEvent) {
-        self.broadcast_event(session, event);
-    }
-}
-
-/// The running lease a job may use.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeaseInfo {
-    pub lease_id: LeaseId,
-    pub session_id: SessionId,
-    /// Who pays.
-    pub account_id: AccountId,
-    pub gpu_class: String,
-    pub worker_id: WorkerId,
-    pub device: String,
-}
-
-/// Billing configuration (from `ServeConfig`).
-#[derive(Debug, Clone)]
-pub struct BillingSettings {
-    pub prices: PriceTable,
-    pub meter: MeterSettings,
-    pub max_prepaid_minutes: u32,
-    /// Open leases whose last sign of life is older than this at start-up are settled at their
-    /// last checkpoint instead of resumed.
-    pub resume_window: Duration,
-    /// Millicredits granted at signup (`ATELIER_SIGNUP_CREDITS`, by default an hour of the
-    /// cheapest class).
-    pub signup_credits: i64,
-}
-
-impl BillingSettings {
-    pub fn from_config(config: &crate::config::ServeConfig) -> Self {
-        let b = &config.billing;
-        BillingSettings {
-            prices: b.gpu_prices.clone(),
-            meter: MeterSettings {
-                meter_interval: Duration::from_millis(b.meter_interval_ms),
-                checkpoint_interval: Duration::from_secs(b.checkpoint_interval_s),
-                idle_timeout: Duration::from_secs(b.lease_idle_timeout_s),
-                low_balance_warning: Duration::from_secs(b.low_balance_warning_s),
-            },
-            max_prepaid_minutes: b.max_prepaid_minutes,
-            resume_window: Duration::from_secs(b.lease_resume_window_s),
-            signup_credits: config.signup_credits(),
-        }
-    }
-}
-
-/// A lease as the API shows it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct LeaseView {
-    pub lease_id: LeaseId,
-    pub session_id: SessionId,
-    pub gpu_class: String,
-    pub status: LeaseStatus,
-    /// Millicredits per minute.
-    pub price_per_minute: i64,
-    pub prepaid_minutes: f64,
-    pub prepaid_ms: i64,
-    /// Millicredits reserved when the lease started.
-    pub hold: i64,
-    /// Metered lease time so far (final once stopped).
-    pub used_ms: i64,
-    /// Millicredits charged so far (final once stopped).
-    pub charged: i64,
-    /// Prepaid time left.
-    pub remaining_ms: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub refunded: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub worker_id: Option<WorkerId>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub device: Option<String>,
-    pub created_at: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub assigned_at: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stopped_at: Option<i64>,
-}
-
-impl LeaseView {
-    fn new(lease: &RuntimeLease, status: LeaseStatus, used_ms: i64, charged: i64) -> Self {
-        LeaseView {
-            lease_id: lease.id,
-            session_id: lease.session_id,
-            gpu_class: lease.gpu_class.clone(),
-            status,
-            price_per_minute: lease.price_per_minute,
-            prepaid_minutes: lease.prepaid_ms as f64 / prices::MINUTE_MS as f64,
-            prepaid_ms: lease.prepaid_ms,
-            hold: lease.hold_amount,
-            used_ms,
-            charged,
-            remaining_ms: (lease.prepaid_ms - used_ms).max(0),
-            refunded: lease.refunded,
-            reason: lease.stop_reason.clone(),
-            worker_id: lease.worker_id,
-            device: lease.device.clone(),
-            created_at: lease.created_at,
-            assigned_at: lease.assigned_at,
-            stopped_at: lease.stopped_at,
-        }
-    }
-
-    fn stored(lease: &RuntimeLease) -> Self {
-        LeaseView::new(lease, lease.status, lease.used_ms, lease.charged)
-    }
-}
-
-/// What a payment webhook did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum PaymentOutcome {
-    Credited,
-    Reversed,
-    /// Seen before: nothing changed.
-    Duplicate,
-    Ignored,
-}
-
-/// What start-up recovery did with the leases left open by the previous run.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Recovery {
-    pub resumed: usize,
-    pub settled: usize,
-}
 
 struct ActiveLease {
     lease_id: LeaseId,
@@ -589,83 +447,6 @@ impl Billing {
             .map(|a| a.meter.clone());
         if let Some(meter) = meter {
             meter.do_send(JobActivity);
-        }
-    }
-
-    /// Grants the signup credits (`ATELIER_SIGNUP_CREDITS`) once per account.
-    pub async fn signup_grant(&self, account: AccountId) -> Result<()> {
-        let credits = self.shared.settings.signup_credits;
-        if credits > 0 {
-            let key = format!("signup:{account}");
-            self.db()
-                .credit(account, EntryKind::Grant, credits, &key, None)
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// Applies a verified payment event to the ledger.
-    pub async fn apply_payment(&self, event: &PaymentEvent) -> Result<PaymentOutcome> {
-        match &event.action {
-            PaymentAction::Purchase {
-                account,
-                credits,
-                key,
-                reference,
-            } => {
-                if self.db().account(*account).await?.is_none() {
-                    tracing::error!(event = %event.id, %account, "payment for an unknown account ignored");
-                    return Ok(PaymentOutcome::Ignored);
-                }
-                let posted = self
-                    .db()
-                    .credit(
-                        *account,
-                        EntryKind::Purchase,
-                        *credits,
-                        key,
-                        Some(reference),
-                    )
-                    .await?;
-                if posted.is_replay() {
-                    return Ok(PaymentOutcome::Duplicate);
-                }
-                tracing::info!(event = %event.id, %account, credits, "credits purchased");
-                Ok(PaymentOutcome::Credited)
-            }
-            PaymentAction::Reversal {
-                chargeback,
-                reference,
-                target,
-                key,
-            } => {
-                let kind = if *chargeback {
-                    EntryKind::Chargeback
-                } else {
-                    EntryKind::PurchaseRefund
-                };
-                let Some(posted) = self
-                    .db()
-                    .reverse_purchase(reference, kind, *target, key)
-                    .await?
-                else {
-                    return Ok(PaymentOutcome::Ignored);
-                };
-                if posted.is_replay() {
-                    return Ok(PaymentOutcome::Duplicate);
-                }
-                let account = posted.entry().account_id;
-                tracing::warn!(event = %event.id, %account, amount = posted.entry().amount, kind = kind.as_str(), "purchase reversed");
-                if self.db().balance(account).await?.available < 0 {
-                    self.stop_account_leases(account, reason::PAYMENT_REVERSED)
-                        .await;
-                }
-                Ok(PaymentOutcome::Reversed)
-            }
-            PaymentAction::Ignore { why } => {
-                tracing::debug!(event = %event.id, kind = %event.kind, why, "payment event ignored");
-                Ok(PaymentOutcome::Ignored)
-            }
         }
     }
 

@@ -164,7 +164,7 @@ pub fn to_csv(lines: &[StatementLine]) -> String {
     );
     for l in lines.iter().rev() {
         let row = [
-            crate::api::billing::utc_timestamp(l.at),
+            crate::http::api::billing::utc_timestamp(l.at),
             l.description.clone(),
             super::prices::credits_text(l.amount),
             super::prices::credits_text(l.balance_after),

@@ -4,11 +4,10 @@ use std::fmt;
 
 use atelier_protocol::ids::AccountId;
 use serde::{Deserialize, Serialize};
-use sqlx::any::AnyRow;
-use sqlx::Row;
 use utoipa::ToSchema;
 
-use super::{is_unique_violation, now_ms, uuid_col, Db};
+use super::columns::UuidText;
+use super::{is_unique_violation, now_ms, Db};
 use crate::error::{Error, Result};
 
 /// What an account may do beyond its own sessions.
@@ -27,6 +26,14 @@ impl AccountRole {
             AccountRole::User => "user",
             AccountRole::Admin => "admin",
         }
+    }
+}
+
+impl TryFrom<String> for AccountRole {
+    type Error = String;
+
+    fn try_from(stored: String) -> Result<Self, String> {
+        AccountRole::parse(&stored)
     }
 }
 
@@ -54,11 +61,13 @@ impl AccountRole {
     }
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Account {
+    #[sqlx(try_from = "UuidText")]
     pub id: AccountId,
     pub email: String,
     pub name: String,
+    #[sqlx(try_from = "String")]
     pub role: AccountRole,
     /// Set while an admin has suspended the account (it cannot log in or use its tokens).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -72,30 +81,22 @@ impl Account {
     }
 }
 
-/// The columns [`account_from_row`] reads.
+/// The columns an [`Account`] row is read from.
 pub(crate) const ACCOUNT_COLUMNS: &str = "id, email, name, role, suspended_at, created_at";
 
+#[derive(sqlx::FromRow)]
 pub struct Credentials {
+    #[sqlx(flatten)]
     pub account: Account,
     pub password_hash: String,
 }
 
 /// What a bearer token resolves to.
+#[derive(sqlx::FromRow)]
 pub struct TokenOwner {
+    #[sqlx(flatten)]
     pub account: Account,
     pub csrf_token: String,
-}
-
-pub(crate) fn account_from_row(row: &AnyRow) -> Result<Account> {
-    let role: String = row.try_get("role")?;
-    Ok(Account {
-        id: AccountId(uuid_col(row, "id")?),
-        email: row.try_get("email")?,
-        name: row.try_get("name")?,
-        role: AccountRole::parse(&role).map_err(Error::Internal)?,
-        suspended_at: row.try_get("suspended_at")?,
-        created_at: row.try_get("created_at")?,
-    })
 }
 
 impl Db {
@@ -135,35 +136,29 @@ impl Db {
 
     pub async fn credentials_by_email(&self, email: &str) -> Result<Option<Credentials>> {
         let sql = format!("SELECT {ACCOUNT_COLUMNS}, password_hash FROM accounts WHERE email = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let row: Option<Credentials> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(email)
             .fetch_optional(self.pool())
             .await?;
-        row.map(|row| {
-            Ok(Credentials {
-                account: account_from_row(&row)?,
-                password_hash: row.try_get("password_hash")?,
-            })
-        })
-        .transpose()
+        Ok(row)
     }
 
     pub async fn account(&self, id: AccountId) -> Result<Option<Account>> {
         let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let row: Option<Account> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(id.to_string())
             .fetch_optional(self.pool())
             .await?;
-        row.as_ref().map(account_from_row).transpose()
+        Ok(row)
     }
 
     pub async fn account_by_email(&self, email: &str) -> Result<Option<Account>> {
         let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE email = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let row: Option<Account> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(email)
             .fetch_optional(self.pool())
             .await?;
-        row.as_ref().map(account_from_row).transpose()
+        Ok(row)
     }
 
     pub async fn insert_token(
@@ -186,20 +181,14 @@ impl Db {
     }
 
     pub async fn token_owner(&self, token_hash: &str) -> Result<Option<TokenOwner>> {
-        let row = sqlx::query(
+        let row: Option<TokenOwner> = sqlx::query_as(
             "SELECT a.id, a.email, a.name, a.role, a.suspended_at, a.created_at, t.csrf_token \
              FROM api_tokens t JOIN accounts a ON a.id = t.account_id WHERE t.token_hash = $1",
         )
         .bind(token_hash)
         .fetch_optional(self.pool())
         .await?;
-        row.map(|row| {
-            Ok(TokenOwner {
-                account: account_from_row(&row)?,
-                csrf_token: row.try_get("csrf_token")?,
-            })
-        })
-        .transpose()
+        Ok(row)
     }
 
     pub async fn delete_token(&self, token_hash: &str) -> Result<()> {
@@ -251,11 +240,11 @@ impl Db {
 
     /// The password hash of an account (to check the current password before a change).
     pub async fn password_hash(&self, id: AccountId) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT password_hash FROM accounts WHERE id = $1")
+        let hash = sqlx::query_scalar("SELECT password_hash FROM accounts WHERE id = $1")
             .bind(id.to_string())
             .fetch_optional(self.pool())
             .await?;
-        Ok(row.map(|r| r.try_get("password_hash")).transpose()?)
+        Ok(hash)
     }
 
     /// Ends every token of the account except `keep` (a password change logs out elsewhere).

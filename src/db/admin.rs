@@ -3,12 +3,11 @@
 
 use atelier_protocol::ids::{AccountId, WorkerId};
 use serde::Serialize;
-use sqlx::any::AnyRow;
-use sqlx::Row;
 use utoipa::ToSchema;
 
-use super::accounts::{account_from_row, Account};
-use super::{now_ms, opt_uuid_col, uuid_col, Db};
+use super::accounts::Account;
+use super::columns::{OptJsonText, OptUuidText, UuidText};
+use super::{now_ms, Db};
 use crate::error::{Error, Result};
 
 /// An account as the admin page lists it.
@@ -27,11 +26,12 @@ pub struct AccountSummary {
 }
 
 /// One admin action.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct AuditEntry {
     pub id: i64,
     /// The admin's account; absent for the command line.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[sqlx(try_from = "OptUuidText")]
     pub admin_id: Option<AccountId>,
     /// Who acted: the admin's email, or `cli:<os user>`.
     pub actor: String,
@@ -45,6 +45,7 @@ pub struct AuditEntry {
     /// The details (amounts, outcomes), as JSON.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Object)]
+    #[sqlx(try_from = "OptJsonText")]
     pub detail: Option<serde_json::Value>,
     pub at: i64,
 }
@@ -90,8 +91,9 @@ impl AuditActor {
 }
 
 /// A worker token as listed (never the token itself).
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct WorkerToken {
+    #[sqlx(try_from = "UuidText")]
     pub id: WorkerId,
     pub name: String,
     pub created_at: i64,
@@ -99,31 +101,28 @@ pub struct WorkerToken {
     pub revoked_at: Option<i64>,
 }
 
-fn summary_from_row(row: &AnyRow) -> Result<AccountSummary> {
-    let balance: i64 = row.try_get("balance")?;
-    let held: i64 = row.try_get("held")?;
-    Ok(AccountSummary {
-        account: account_from_row(row)?,
-        balance,
-        held,
-        available: balance.saturating_sub(held),
-        sessions: row.try_get("sessions")?,
-        suspended_reason: row.try_get("suspended_reason")?,
-    })
+/// A row of [`SUMMARY_SELECT`].
+#[derive(sqlx::FromRow)]
+struct SummaryRow {
+    #[sqlx(flatten)]
+    account: Account,
+    balance: i64,
+    held: i64,
+    sessions: i64,
+    suspended_reason: Option<String>,
 }
 
-fn audit_from_row(row: &AnyRow) -> Result<AuditEntry> {
-    let detail: Option<String> = row.try_get("detail")?;
-    Ok(AuditEntry {
-        id: row.try_get("id")?,
-        admin_id: opt_uuid_col(row, "admin_id")?.map(AccountId),
-        actor: row.try_get("actor")?,
-        action: row.try_get("action")?,
-        target: row.try_get("target")?,
-        reason: row.try_get("reason")?,
-        detail: detail.and_then(|d| serde_json::from_str(&d).ok()),
-        at: row.try_get("at")?,
-    })
+impl From<SummaryRow> for AccountSummary {
+    fn from(row: SummaryRow) -> Self {
+        AccountSummary {
+            account: row.account,
+            balance: row.balance,
+            held: row.held,
+            available: row.balance.saturating_sub(row.held),
+            sessions: row.sessions,
+            suspended_reason: row.suspended_reason,
+        }
+    }
 }
 
 const SUMMARY_SELECT: &str = "SELECT a.id, a.email, a.name, a.role, a.suspended_at, \
@@ -153,21 +152,21 @@ impl Db {
              LIMIT $2"
         );
         let pattern = format!("%{}%", like_escape(&search.trim().to_lowercase()));
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let rows: Vec<SummaryRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(pattern)
             .bind(i64::from(limit))
             .fetch_all(self.pool())
             .await?;
-        rows.iter().map(summary_from_row).collect()
+        Ok(rows.into_iter().map(AccountSummary::from).collect())
     }
 
     pub async fn account_summary(&self, id: AccountId) -> Result<Option<AccountSummary>> {
         let sql = format!("{SUMMARY_SELECT} WHERE a.id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let row: Option<SummaryRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(id.to_string())
             .fetch_optional(self.pool())
             .await?;
-        row.as_ref().map(summary_from_row).transpose()
+        Ok(row.map(AccountSummary::from))
     }
 
     /// Appends to the admin audit log.
@@ -197,7 +196,7 @@ impl Db {
 
     /// The audit log, newest first, older than `before` (an entry id).
     pub async fn audit_entries(&self, before: Option<i64>, limit: u32) -> Result<Vec<AuditEntry>> {
-        let rows = sqlx::query(
+        let rows: Vec<AuditEntry> = sqlx::query_as(
             "SELECT id, admin_id, actor, action, target, reason, detail, at FROM admin_audit \
              WHERE id < $1 ORDER BY id DESC LIMIT $2",
         )
@@ -205,51 +204,42 @@ impl Db {
         .bind(i64::from(limit))
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(audit_from_row).collect()
+        Ok(rows)
     }
 
     pub async fn worker_tokens(&self) -> Result<Vec<WorkerToken>> {
-        let rows = sqlx::query(
+        let rows: Vec<WorkerToken> = sqlx::query_as(
             "SELECT id, name, created_at, revoked_at FROM worker_tokens ORDER BY created_at DESC",
         )
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(WorkerToken {
-                    id: WorkerId(uuid_col(row, "id")?),
-                    name: row.try_get("name")?,
-                    created_at: row.try_get("created_at")?,
-                    revoked_at: row.try_get("revoked_at")?,
-                })
-            })
-            .collect()
+        Ok(rows)
     }
 
     /// Revokes the worker token with this id, or every unrevoked token with this name.
     /// Returns the ids revoked now; `NotFound` when nothing matches (409 when it already was).
     pub async fn revoke_worker_token(&self, id_or_name: &str) -> Result<Vec<WorkerId>> {
         let by_id = uuid::Uuid::parse_str(id_or_name).ok();
-        let rows = match by_id {
+        let ids: Vec<UuidText> = match by_id {
             Some(id) => {
-                sqlx::query("SELECT id, revoked_at FROM worker_tokens WHERE id = $1")
+                sqlx::query_scalar("SELECT id FROM worker_tokens WHERE id = $1")
                     .bind(id.to_string())
                     .fetch_all(self.pool())
                     .await?
             }
             None => {
-                sqlx::query("SELECT id, revoked_at FROM worker_tokens WHERE name = $1")
+                sqlx::query_scalar("SELECT id FROM worker_tokens WHERE name = $1")
                     .bind(id_or_name)
                     .fetch_all(self.pool())
                     .await?
             }
         };
-        if rows.is_empty() {
+        if ids.is_empty() {
             return Err(Error::NotFound("worker token"));
         }
         let mut revoked = Vec::new();
-        for row in &rows {
-            let id = WorkerId(uuid_col(row, "id")?);
+        for id in ids {
+            let id = WorkerId::from(id);
             let res = sqlx::query(
                 "UPDATE worker_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
             )

@@ -5,12 +5,11 @@
 
 use atelier_protocol::ids::{AccountId, ApiKeyId};
 use serde::Serialize;
-use sqlx::any::AnyRow;
-use sqlx::Row;
 use utoipa::ToSchema;
 
 use super::accounts::{Account, AccountRole};
-use super::{now_ms, uuid_col, Db};
+use super::columns::UuidText;
+use super::{now_ms, Db};
 use crate::auth::scopes::{self, Scope};
 use crate::error::{Error, Result};
 
@@ -49,19 +48,34 @@ const LAST_USED_RESOLUTION_MS: i64 = 60_000;
 const KEY_COLUMNS: &str = "k.id, k.name, k.scopes, k.prefix, k.created_at, k.last_used_at, \
                            k.expires_at, k.revoked_at";
 
-fn key_from_row(row: &AnyRow, requests_24h: i64) -> Result<ApiKey> {
-    let stored: String = row.try_get("scopes")?;
-    Ok(ApiKey {
-        id: ApiKeyId(uuid_col(row, "id")?),
-        name: row.try_get("name")?,
-        scopes: scopes::split(&stored).map_err(Error::Internal)?,
-        prefix: row.try_get("prefix")?,
-        created_at: row.try_get("created_at")?,
-        last_used_at: row.try_get("last_used_at")?,
-        expires_at: row.try_get("expires_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-        requests_24h,
-    })
+/// An [`ApiKey`] as stored ([`KEY_COLUMNS`]); its request count comes from the usage log.
+#[derive(sqlx::FromRow)]
+struct ApiKeyRow {
+    #[sqlx(try_from = "UuidText")]
+    id: ApiKeyId,
+    name: String,
+    scopes: String,
+    prefix: String,
+    created_at: i64,
+    last_used_at: Option<i64>,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
+}
+
+impl ApiKeyRow {
+    fn into_key(self, requests_24h: i64) -> Result<ApiKey> {
+        Ok(ApiKey {
+            id: self.id,
+            name: self.name,
+            scopes: scopes::split(&self.scopes).map_err(Error::Internal)?,
+            prefix: self.prefix,
+            created_at: self.created_at,
+            last_used_at: self.last_used_at,
+            expires_at: self.expires_at,
+            revoked_at: self.revoked_at,
+            requests_24h,
+        })
+    }
 }
 
 pub struct NewApiKey<'a> {
@@ -106,20 +120,26 @@ impl Db {
 
     /// How many keys the account holds that are not revoked.
     pub async fn live_api_key_count(&self, account: AccountId) -> Result<i64> {
-        let row = sqlx::query(
+        let count = sqlx::query_scalar(
             "SELECT COUNT(*) AS n FROM api_keys WHERE account_id = $1 AND revoked_at IS NULL",
         )
         .bind(account.to_string())
         .fetch_one(self.pool())
         .await?;
-        Ok(row.try_get("n")?)
+        Ok(count)
     }
 
     /// The account's keys, newest first (the 200 newest: revoked keys stay listed, and an account
     /// may make many over the years), each with its request count of the last 24 hours.
     pub async fn api_keys(&self, account: AccountId) -> Result<Vec<ApiKey>> {
         let since = now_ms() - 24 * 3600 * 1000;
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        #[derive(sqlx::FromRow)]
+        struct ApiKeyWithCount {
+            #[sqlx(flatten)]
+            key: ApiKeyRow,
+            recent: i64,
+        }
+        let rows: Vec<ApiKeyWithCount> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {KEY_COLUMNS}, \
              (SELECT COUNT(*) FROM api_usage u WHERE u.api_key_id = k.id AND u.at >= $2) AS recent \
              FROM api_keys k WHERE k.account_id = $1 ORDER BY k.created_at DESC, k.id LIMIT 200"
@@ -128,15 +148,15 @@ impl Db {
         .bind(since)
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|row| key_from_row(row, row.try_get("recent")?))
+        rows.into_iter()
+            .map(|row| row.key.into_key(row.recent))
             .collect()
     }
 
     /// The key with this secret hash and its account (revoked and expired keys included: the
     /// caller says why a key is refused).
     pub async fn api_key_owner(&self, token_hash: &str) -> Result<Option<KeyOwner>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let row: Option<KeyOwnerRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {KEY_COLUMNS}, a.id AS account_id, a.email, a.name AS account_name, a.role, \
              a.suspended_at, a.created_at AS account_created_at \
              FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.token_hash = $1"
@@ -145,8 +165,15 @@ impl Db {
         .fetch_optional(self.pool())
         .await?;
         let Some(row) = row else { return Ok(None) };
-        let key = key_from_row(&row, 0)?;
-        let account = account_from_row_aliased(&row)?;
+        let account = Account {
+            id: row.account_id,
+            email: row.email,
+            name: row.account_name,
+            role: row.role,
+            suspended_at: row.suspended_at,
+            created_at: row.account_created_at,
+        };
+        let key = row.key.into_key(0)?;
         Ok(Some(KeyOwner { key, account }))
     }
 
@@ -168,31 +195,36 @@ impl Db {
     /// Revokes one of the account's keys; returns its secret's hash (to close its sockets), or
     /// `None` when the account has no such key. Revoking a revoked key changes nothing.
     pub async fn revoke_api_key(&self, account: AccountId, id: ApiKeyId) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT token_hash FROM api_keys WHERE id = $1 AND account_id = $2")
-            .bind(id.to_string())
-            .bind(account.to_string())
-            .fetch_optional(self.pool())
-            .await?;
-        let Some(row) = row else { return Ok(None) };
+        let token_hash: Option<String> =
+            sqlx::query_scalar("SELECT token_hash FROM api_keys WHERE id = $1 AND account_id = $2")
+                .bind(id.to_string())
+                .bind(account.to_string())
+                .fetch_optional(self.pool())
+                .await?;
+        let Some(token_hash) = token_hash else {
+            return Ok(None);
+        };
         sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
             .bind(now_ms())
             .bind(id.to_string())
             .execute(self.pool())
             .await?;
-        Ok(Some(row.try_get("token_hash")?))
+        Ok(Some(token_hash))
     }
 }
 
-/// The account columns of [`Db::api_key_owner`]'s join (as `accounts::account_from_row` reads
-/// them), renamed where they clash with the key's.
-fn account_from_row_aliased(row: &AnyRow) -> Result<Account> {
-    let role: String = row.try_get("role")?;
-    Ok(Account {
-        id: AccountId(uuid_col(row, "account_id")?),
-        email: row.try_get("email")?,
-        name: row.try_get("account_name")?,
-        role: AccountRole::parse(&role).map_err(Error::Internal)?,
-        suspended_at: row.try_get("suspended_at")?,
-        created_at: row.try_get("account_created_at")?,
-    })
+/// A row of [`Db::api_key_owner`]'s join: the key, and its account's columns renamed where
+/// they clash with the key's.
+#[derive(sqlx::FromRow)]
+struct KeyOwnerRow {
+    #[sqlx(flatten)]
+    key: ApiKeyRow,
+    #[sqlx(try_from = "UuidText")]
+    account_id: AccountId,
+    email: String,
+    account_name: String,
+    #[sqlx(try_from = "String")]
+    role: AccountRole,
+    suspended_at: Option<i64>,
+    account_created_at: i64,
 }

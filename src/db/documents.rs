@@ -5,8 +5,9 @@
 
 use atelier_actors::store::{BoxFuture, DocStore, DocStoreError, StoredDoc, StoredUpdate};
 use atelier_protocol::ids::SessionId;
-use sqlx::Row;
 
+use super::columns::UuidText;
+use super::with_retrying_tx;
 use super::{Db, Dialect};
 
 /// Rows per INSERT statement; keeps the parameter count well under both engines' limits.
@@ -27,7 +28,7 @@ impl Db {
     /// PostgreSQL the transaction is `REPEATABLE READ` (one snapshot for both statements); on
     /// SQLite a read transaction in WAL mode sees the database as of its first read.
     pub async fn load_document(&self, session: SessionId) -> Result<StoredDoc, DocStoreError> {
-        let sid = session.to_string();
+        let sid = &session.to_string();
         let mut tx = self.pool().begin().await.map_err(backend)?;
         if self.dialect() == Dialect::Postgres {
             sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -35,21 +36,14 @@ impl Db {
                 .await
                 .map_err(backend)?;
         }
-        let head =
-            sqlx::query("SELECT snapshot, snapshot_seq FROM documents WHERE session_id = $1")
-                .bind(&sid)
+        let head: Option<(Option<Vec<u8>>, i64)> =
+            sqlx::query_as("SELECT snapshot, snapshot_seq FROM documents WHERE session_id = $1")
+                .bind(sid)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(backend)?;
-        let (snapshot, snapshot_seq) = match head {
-            Some(row) => (
-                row.try_get::<Option<Vec<u8>>, _>("snapshot")
-                    .map_err(backend)?,
-                row.try_get::<i64, _>("snapshot_seq").map_err(backend)?,
-            ),
-            None => (None, 0),
-        };
-        let updates = fetch_updates(&mut tx, &sid, snapshot_seq).await?;
+        let (snapshot, snapshot_seq) = head.unwrap_or((None, 0));
+        let updates = fetch_updates(&mut tx, sid, snapshot_seq).await?;
         tx.commit().await.map_err(backend)?;
         Ok(StoredDoc {
             snapshot,
@@ -64,7 +58,7 @@ impl Db {
         session: SessionId,
         after_seq: i64,
     ) -> Result<Option<Vec<StoredUpdate>>, DocStoreError> {
-        let sid = session.to_string();
+        let sid = &session.to_string();
         let mut tx = self.pool().begin().await.map_err(backend)?;
         if self.dialect() == Dialect::Postgres {
             sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -74,7 +68,7 @@ impl Db {
         }
         let snapshot_seq: i64 =
             sqlx::query_scalar("SELECT snapshot_seq FROM documents WHERE session_id = $1")
-                .bind(&sid)
+                .bind(sid)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(backend)?
@@ -82,7 +76,7 @@ impl Db {
         if snapshot_seq > after_seq {
             return Ok(None);
         }
-        let updates = fetch_updates(&mut tx, &sid, after_seq).await?;
+        let updates = fetch_updates(&mut tx, sid, after_seq).await?;
         tx.commit().await.map_err(backend)?;
         Ok(Some(updates))
     }
@@ -101,19 +95,15 @@ impl Db {
             "SELECT session_id, last_seq FROM documents WHERE session_id IN ({})",
             placeholders.join(", ")
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut query = sqlx::query_as::<_, (UuidText, i64)>(sqlx::AssertSqlSafe(sql));
         for session in sessions {
             query = query.bind(session.to_string());
         }
         let rows = query.fetch_all(self.pool()).await.map_err(backend)?;
-        rows.iter()
-            .map(|row| {
-                let id: String = row.try_get("session_id").map_err(backend)?;
-                let head: i64 = row.try_get("last_seq").map_err(backend)?;
-                let id = id.parse().map_err(DocStoreError::backend)?;
-                Ok((id, head))
-            })
-            .collect()
+        Ok(rows
+            .into_iter()
+            .map(|(id, head)| (SessionId::from(id), head))
+            .collect())
     }
 
     pub async fn append_updates(
@@ -123,41 +113,45 @@ impl Db {
     ) -> Result<i64, DocStoreError> {
         let sid = session.to_string();
         let n = i64::try_from(updates.len()).map_err(|e| DocStoreError::backend(e.to_string()))?;
-        let mut tx = self.doc_writer().begin().await.map_err(backend)?;
-        let head = sqlx::query(
-            "INSERT INTO documents (session_id, last_seq) VALUES ($1, $2) \
-             ON CONFLICT (session_id) DO UPDATE SET last_seq = documents.last_seq + $2 \
-             RETURNING last_seq",
-        )
-        .bind(&sid)
-        .bind(n)
-        .fetch_one(&mut *tx)
-        .await;
-        let last: i64 = match head {
-            Ok(row) => row.try_get("last_seq").map_err(backend)?,
-            Err(e) if is_fk_violation(&e) => return Err(DocStoreError::SessionNotFound(session)),
-            Err(e) => return Err(backend(e)),
-        };
-        let mut seq = last - n;
-        for chunk in updates.chunks(INSERT_CHUNK) {
-            let mut sql = String::from("INSERT INTO doc_updates (session_id, seq, data) VALUES ");
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push_str(", ");
+        let (sid, updates) = (&sid, &updates);
+        with_retrying_tx!(self, "append updates", pool = self.doc_writer(), |tx| {
+            let head: Result<i64, _> = sqlx::query_scalar(
+                "INSERT INTO documents (session_id, last_seq) VALUES ($1, $2) \
+                 ON CONFLICT (session_id) DO UPDATE SET last_seq = documents.last_seq + $2 \
+                 RETURNING last_seq",
+            )
+            .bind(sid)
+            .bind(n)
+            .fetch_one(&mut *tx)
+            .await;
+            let last: i64 = match head {
+                Ok(last) => last,
+                Err(e) if is_fk_violation(&e) => {
+                    return Err(DocStoreError::SessionNotFound(session))
                 }
-                let p = i * 3;
-                sql.push_str(&format!("(${}, ${}, ${})", p + 1, p + 2, p + 3));
+                Err(e) => return Err(backend(e)),
+            };
+            let mut seq = last - n;
+            for chunk in updates.chunks(INSERT_CHUNK) {
+                let mut sql =
+                    String::from("INSERT INTO doc_updates (session_id, seq, data) VALUES ");
+                for i in 0..chunk.len() {
+                    if i > 0 {
+                        sql.push_str(", ");
+                    }
+                    let p = i * 3;
+                    sql.push_str(&format!("(${}, ${}, ${})", p + 1, p + 2, p + 3));
+                }
+                // Only placeholders are formatted in; every value is bound.
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for update in chunk {
+                    seq += 1;
+                    query = query.bind(sid.clone()).bind(seq).bind(update.clone());
+                }
+                query.execute(&mut *tx).await.map_err(backend)?;
             }
-            // Only placeholders are formatted in; every value is bound.
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for update in chunk {
-                seq += 1;
-                query = query.bind(sid.clone()).bind(seq).bind(update.clone());
-            }
-            query.execute(&mut *tx).await.map_err(backend)?;
-        }
-        tx.commit().await.map_err(backend)?;
-        Ok(last)
+            Ok(last)
+        })
     }
 
     pub async fn compact_document(
@@ -167,42 +161,44 @@ impl Db {
         upto_seq: i64,
     ) -> Result<(), DocStoreError> {
         let sid = session.to_string();
-        let mut tx = self.doc_writer().begin().await.map_err(backend)?;
-        if self.dialect() == Dialect::Postgres {
-            // In a cluster every node holding the session may decide to compact it; one at a
-            // time does it, the others skip (the conditional update below keeps even a late one
-            // from replacing a newer snapshot).
-            let ours: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext($1))")
-                .bind(format!("atelier:compact:{sid}"))
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(backend)?;
-            if !ours {
-                return Ok(());
+        let (sid, snapshot) = (&sid, &snapshot);
+        with_retrying_tx!(self, "compact document", pool = self.doc_writer(), |tx| {
+            if self.dialect() == Dialect::Postgres {
+                // In a cluster every node holding the session may decide to compact it; one at a
+                // time does it, the others skip (the conditional update below keeps even a late one
+                // from replacing a newer snapshot).
+                let ours: bool =
+                    sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext($1))")
+                        .bind(format!("atelier:compact:{sid}"))
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(backend)?;
+                if !ours {
+                    return Ok(());
+                }
             }
-        }
-        let res = sqlx::query(
-            "UPDATE documents SET snapshot = $1, snapshot_seq = $2 \
-             WHERE session_id = $3 AND snapshot_seq <= $2",
-        )
-        .bind(snapshot)
-        .bind(upto_seq)
-        .bind(&sid)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        if res.rows_affected() == 0 {
-            // No document row (session deleted) or a newer snapshot already: leave it be.
-            return Ok(());
-        }
-        sqlx::query("DELETE FROM doc_updates WHERE session_id = $1 AND seq <= $2")
-            .bind(&sid)
+            let res = sqlx::query(
+                "UPDATE documents SET snapshot = $1, snapshot_seq = $2 \
+                 WHERE session_id = $3 AND snapshot_seq <= $2",
+            )
+            .bind(snapshot.as_slice())
             .bind(upto_seq)
+            .bind(sid)
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
-        Ok(())
+            if res.rows_affected() == 0 {
+                // No document row (session deleted) or a newer snapshot already: leave it be.
+                return Ok(());
+            }
+            sqlx::query("DELETE FROM doc_updates WHERE session_id = $1 AND seq <= $2")
+                .bind(sid)
+                .bind(upto_seq)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            Ok(())
+        })
     }
 }
 
@@ -212,18 +208,14 @@ async fn fetch_updates(
     sid: &str,
     after_seq: i64,
 ) -> Result<Vec<(i64, Vec<u8>)>, DocStoreError> {
-    let rows = sqlx::query(
+    sqlx::query_as(
         "SELECT seq, data FROM doc_updates WHERE session_id = $1 AND seq > $2 ORDER BY seq",
     )
     .bind(sid)
     .bind(after_seq)
     .fetch_all(&mut **tx)
     .await
-    .map_err(backend)?;
-    rows.iter()
-        .map(|row| Ok((row.try_get("seq")?, row.try_get("data")?)))
-        .collect::<Result<Vec<(i64, Vec<u8>)>, sqlx::Error>>()
-        .map_err(backend)
+    .map_err(backend)
 }
 
 /// The `DocStore` port over the database.

@@ -2,11 +2,10 @@
 
 use atelier_protocol::ids::{AccountId, JobId, MediaId, SessionId, WorkerId};
 use serde::Serialize;
-use sqlx::any::AnyRow;
-use sqlx::Row;
 use utoipa::ToSchema;
 
-use super::{now_ms, opt_uuid_col, uuid_col, Db};
+use super::columns::{JsonText, OptUuidText, UuidText};
+use super::{now_ms, Db};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -36,39 +35,73 @@ impl JobStatus {
             JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
         )
     }
+}
 
-    fn parse(s: &str) -> Result<Self> {
-        Ok(match s {
+impl TryFrom<String> for JobStatus {
+    type Error = String;
+
+    fn try_from(stored: String) -> Result<Self, String> {
+        Ok(match stored.as_str() {
             "queued" => JobStatus::Queued,
             "running" => JobStatus::Running,
             "succeeded" => JobStatus::Succeeded,
             "failed" => JobStatus::Failed,
             "cancelled" => JobStatus::Cancelled,
-            other => return Err(Error::Internal(format!("unknown job status {other:?}"))),
+            other => return Err(format!("unknown job status {other:?}")),
         })
     }
 }
 
 /// A job as the API shows it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct JobRecord {
+    #[sqlx(try_from = "UuidText")]
     pub id: JobId,
+    #[sqlx(try_from = "UuidText")]
     pub session_id: SessionId,
+    #[sqlx(try_from = "UuidText")]
     pub account_id: AccountId,
+    #[sqlx(try_from = "String")]
     pub status: JobStatus,
     /// The compiled steps: `[{node_id, model, params, seed}]`.
     #[schema(value_type = Object)]
+    #[sqlx(try_from = "JsonText<serde_json::Value>")]
     pub plan: serde_json::Value,
+    #[sqlx(try_from = "OptUuidText")]
     pub worker_id: Option<WorkerId>,
     pub device: Option<String>,
     pub error: Option<String>,
     #[schema(value_type = Vec<String>)]
+    #[sqlx(try_from = "JsonText<Vec<MediaId>>")]
     pub outputs: Vec<MediaId>,
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     /// The batch this job is a variation of (`{"batch": N}` runs), if any.
+    #[sqlx(flatten, try_from = "BatchColumns")]
     pub batch: Option<BatchPlace>,
+}
+
+/// The two columns a job's batch place is stored in: both set, or both NULL.
+#[derive(sqlx::FromRow)]
+struct BatchColumns {
+    #[sqlx(try_from = "OptUuidText")]
+    batch_id: Option<uuid::Uuid>,
+    batch_index: Option<i64>,
+}
+
+impl TryFrom<BatchColumns> for Option<BatchPlace> {
+    type Error = String;
+
+    fn try_from(c: BatchColumns) -> Result<Self, String> {
+        match (c.batch_id, c.batch_index) {
+            (Some(id), Some(index)) => Ok(Some(BatchPlace {
+                id,
+                index: u32::try_from(index).map_err(|_| format!("job batch index {index}"))?,
+            })),
+            _ => Ok(None),
+        }
+    }
 }
 
 /// A job's place in a batch: the batch's id (shared by its jobs) and the variation's index
@@ -83,38 +116,6 @@ pub struct BatchPlace {
 const COLUMNS: &str =
     "id, session_id, account_id, status, plan, worker_id, device, error, outputs, \
                        created_at, started_at, finished_at, batch_id, batch_index";
-
-fn job_from_row(row: &AnyRow) -> Result<JobRecord> {
-    let plan: String = row.try_get("plan")?;
-    let outputs: String = row.try_get("outputs")?;
-    let status: String = row.try_get("status")?;
-    Ok(JobRecord {
-        id: JobId(uuid_col(row, "id")?),
-        session_id: SessionId(uuid_col(row, "session_id")?),
-        account_id: AccountId(uuid_col(row, "account_id")?),
-        status: JobStatus::parse(&status)?,
-        plan: serde_json::from_str(&plan).map_err(|e| Error::Internal(format!("job plan: {e}")))?,
-        worker_id: opt_uuid_col(row, "worker_id")?.map(WorkerId),
-        device: row.try_get("device")?,
-        error: row.try_get("error")?,
-        outputs: serde_json::from_str(&outputs)
-            .map_err(|e| Error::Internal(format!("job outputs: {e}")))?,
-        created_at: row.try_get("created_at")?,
-        started_at: row.try_get("started_at")?,
-        finished_at: row.try_get("finished_at")?,
-        batch: match (
-            opt_uuid_col(row, "batch_id")?,
-            row.try_get::<Option<i64>, _>("batch_index")?,
-        ) {
-            (Some(id), Some(index)) => Some(BatchPlace {
-                id,
-                index: u32::try_from(index)
-                    .map_err(|_| Error::Internal(format!("job batch index {index}")))?,
-            }),
-            _ => None,
-        },
-    })
-}
 
 impl Db {
     pub async fn insert_job(
@@ -147,24 +148,24 @@ impl Db {
     }
 
     pub async fn job(&self, id: JobId) -> Result<Option<JobRecord>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let row: Option<JobRecord> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM jobs WHERE id = $1"
         )))
         .bind(id.to_string())
         .fetch_optional(self.pool())
         .await?;
-        row.as_ref().map(job_from_row).transpose()
+        Ok(row)
     }
 
     pub async fn jobs_of_session(&self, session: SessionId, limit: i64) -> Result<Vec<JobRecord>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let rows: Vec<JobRecord> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM jobs WHERE session_id = $1 ORDER BY created_at DESC, id LIMIT $2"
         )))
         .bind(session.to_string())
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(job_from_row).collect()
+        Ok(rows)
     }
 
     pub async fn mark_job_running(&self, id: JobId, worker: WorkerId, device: &str) -> Result<()> {
@@ -210,7 +211,7 @@ impl Db {
     /// Marks every unfinished job failed; returns them (job, session), so that their webhooks
     /// still hear how they ended.
     pub async fn fail_unfinished_jobs(&self, reason: &str) -> Result<Vec<(JobId, SessionId)>> {
-        let rows = sqlx::query(
+        let rows: Vec<(UuidText, UuidText)> = sqlx::query_as(
             "UPDATE jobs SET status = 'failed', error = $1, finished_at = $2 \
              WHERE status IN ('queued', 'running') RETURNING id, session_id",
         )
@@ -218,14 +219,10 @@ impl Db {
         .bind(now_ms())
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok((
-                    JobId(uuid_col(row, "id")?),
-                    SessionId(uuid_col(row, "session_id")?),
-                ))
-            })
-            .collect()
+        Ok(rows
+            .into_iter()
+            .map(|(job, session)| (JobId::from(job), SessionId::from(session)))
+            .collect())
     }
 
     pub async fn insert_worker_token(&self, name: &str, token_hash: &str) -> Result<WorkerId> {
@@ -244,14 +241,13 @@ impl Db {
 
     /// The id and name of the worker token with this hash, if it exists and is not revoked.
     pub async fn worker_token(&self, token_hash: &str) -> Result<Option<(WorkerId, String)>> {
-        let row = sqlx::query(
+        let row: Option<(UuidText, String)> = sqlx::query_as(
             "SELECT id, name FROM worker_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
         )
         .bind(token_hash)
         .fetch_optional(self.pool())
         .await?;
-        row.map(|r| Ok((WorkerId(super::uuid_col(&r, "id")?), r.try_get("name")?)))
-            .transpose()
+        Ok(row.map(|(id, name)| (WorkerId::from(id), name)))
     }
 
     /// Whether the worker token with this id is still valid (not revoked, not deleted).

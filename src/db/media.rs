@@ -2,17 +2,20 @@
 
 use atelier_protocol::ids::{AccountId, MediaId, SessionId};
 use serde::Serialize;
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
-use super::{now_ms, opt_uuid_col, uuid_col, Db};
+use super::columns::{OptUuidText, UuidText};
+use super::{now_ms, Db};
 use crate::error::Result;
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Media {
+    #[sqlx(try_from = "UuidText")]
     pub id: MediaId,
+    #[sqlx(try_from = "UuidText")]
     pub owner_id: AccountId,
+    #[sqlx(try_from = "OptUuidText")]
     pub session_id: Option<SessionId>,
     pub content_type: String,
     pub size_bytes: i64,
@@ -34,19 +37,6 @@ pub struct NewMedia<'a> {
 
 const COLUMNS: &str =
     "id, owner_id, session_id, content_type, size_bytes, object_key, filename, created_at";
-
-fn media_from_row(row: &AnyRow) -> Result<Media> {
-    Ok(Media {
-        id: MediaId(uuid_col(row, "id")?),
-        owner_id: AccountId(uuid_col(row, "owner_id")?),
-        session_id: opt_uuid_col(row, "session_id")?.map(SessionId),
-        content_type: row.try_get("content_type")?,
-        size_bytes: row.try_get("size_bytes")?,
-        object_key: row.try_get("object_key")?,
-        filename: row.try_get("filename")?,
-        created_at: row.try_get("created_at")?,
-    })
-}
 
 /// Inserts a media row on `conn` (inside the caller's transaction, if any).
 pub(crate) async fn insert_media_in(conn: &mut AnyConnection, new: &NewMedia<'_>) -> Result<Media> {
@@ -83,19 +73,19 @@ impl Db {
     }
 
     pub async fn media(&self, id: MediaId) -> Result<Option<Media>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let row: Option<Media> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM media WHERE id = $1"
         )))
         .bind(id.to_string())
         .fetch_optional(self.pool())
         .await?;
-        row.as_ref().map(media_from_row).transpose()
+        Ok(row)
     }
 
     /// The images a session uses (every member's uploads for it, and its runs' outputs), newest
     /// first, at most `limit`.
     pub async fn images_of_session(&self, session: SessionId, limit: i64) -> Result<Vec<Media>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let rows: Vec<Media> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM media WHERE session_id = $1 AND content_type LIKE 'image/%' \
              ORDER BY created_at DESC, id LIMIT $2"
         )))
@@ -103,29 +93,29 @@ impl Db {
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(media_from_row).collect()
+        Ok(rows)
     }
 
     pub async fn media_of(&self, owner: AccountId) -> Result<Vec<Media>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let rows: Vec<Media> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM media WHERE owner_id = $1 ORDER BY created_at, id"
         )))
         .bind(owner.to_string())
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(media_from_row).collect()
+        Ok(rows)
     }
 
     /// Bytes of media the account owns (what its quota counts).
     pub async fn media_bytes_of(&self, owner: AccountId) -> Result<i64> {
-        let row = sqlx::query(
+        let total = sqlx::query_scalar(
             "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) AS total \
              FROM media WHERE owner_id = $1",
         )
         .bind(owner.to_string())
         .fetch_one(self.pool())
         .await?;
-        Ok(row.try_get("total")?)
+        Ok(total)
     }
 
     pub async fn delete_media(&self, id: MediaId) -> Result<()> {

@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod api_keys;
+mod columns;
 pub mod documents;
 pub mod jobs;
 pub mod leases;
@@ -19,12 +20,10 @@ pub mod storage_quota;
 pub mod usage;
 pub mod webhooks;
 
-use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Executor, Row};
-use uuid::Uuid;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Executor};
 
 use crate::error::{Error, Result};
 
@@ -225,20 +224,6 @@ pub fn now_ms() -> i64 {
     i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Reads a UUID stored as TEXT.
-pub(crate) fn uuid_col(row: &AnyRow, col: &str) -> Result<Uuid> {
-    let text: String = row.try_get(col)?;
-    Uuid::from_str(&text).map_err(|e| Error::Internal(format!("bad uuid in column {col}: {e}")))
-}
-
-pub(crate) fn opt_uuid_col(row: &AnyRow, col: &str) -> Result<Option<Uuid>> {
-    let text: Option<String> = row.try_get(col)?;
-    text.map(|t| {
-        Uuid::from_str(&t).map_err(|e| Error::Internal(format!("bad uuid in column {col}: {e}")))
-    })
-    .transpose()
-}
-
 /// True when the error is a foreign-key violation (both engines).
 pub(crate) fn is_fk_violation_of(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_foreign_key_violation())
@@ -252,22 +237,107 @@ pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
 /// How often [`Db::retrying`] runs a transaction that lost a race before giving up.
 const TX_ATTEMPTS: u32 = 8;
 
+/// An error a transaction body may end with: it can carry a database error, which
+/// [`Db::retrying`] inspects to decide whether a retry cures it.
+pub(crate) trait TxError: Sized {
+    fn from_db(error: sqlx::Error) -> Self;
+    fn db_error(&self) -> Option<&sqlx::Error>;
+}
+
+impl TxError for Error {
+    fn from_db(error: sqlx::Error) -> Self {
+        Error::Database(error)
+    }
+
+    fn db_error(&self) -> Option<&sqlx::Error> {
+        match self {
+            Error::Database(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl TxError for atelier_actors::DocStoreError {
+    fn from_db(error: sqlx::Error) -> Self {
+        atelier_actors::DocStoreError::backend(error)
+    }
+
+    fn db_error(&self) -> Option<&sqlx::Error> {
+        match self {
+            atelier_actors::DocStoreError::Backend(e) => e.downcast_ref::<sqlx::Error>(),
+            atelier_actors::DocStoreError::SessionNotFound(_) => None,
+        }
+    }
+}
+
+/// Runs `$body` — a block evaluating to `Result<T, E>` with `E:` [`TxError`], which sees the
+/// open transaction as `$tx: &mut AnyConnection` — in a transaction, commits it when the block
+/// gives `Ok` and rolls it back on `Err`; the whole transaction runs again when the database
+/// refused it for a reason a retry cures (see [`Db::retrying`]). Every write that opens a
+/// transaction goes through here:
+///
+/// ```ignore
+/// with_retrying_tx!(self, "ledger credit", |tx| { lock_account(tx, account).await?; … })
+/// with_retrying_tx!(self, "append updates", pool = self.doc_writer(), |tx| { … })
+/// ```
+///
+/// A macro rather than a function taking a closure: a closure over `&mut AnyConnection` is
+/// higher-ranked over the borrow, and rustc then cannot prove the resulting future `Send` (which
+/// the `DocStore` port and actix handlers need).
+macro_rules! with_retrying_tx {
+    ($db:expr, $what:expr, |$tx:ident| $body:block) => {
+        $crate::db::with_retrying_tx!($db, $what, pool = $db.pool(), |$tx| $body)
+    };
+    ($db:expr, $what:expr, pool = $pool:expr, |$tx:ident| $body:block) => {
+        $db.retrying($what, || async move {
+            // No `?` here: it would leave the error type to inference at each step.
+            let mut transaction = match $pool.begin().await {
+                Ok(transaction) => transaction,
+                Err(e) => return Err($crate::db::TxError::from_db(e)),
+            };
+            let outcome = async {
+                let $tx: &mut ::sqlx::AnyConnection = &mut transaction;
+                $body
+            }
+            .await;
+            let value = match outcome {
+                Ok(value) => value,
+                Err(e) => return Err(e),
+            };
+            match transaction.commit().await {
+                Ok(()) => Ok(value),
+                Err(e) => Err($crate::db::TxError::from_db(e)),
+            }
+        })
+        .await
+    };
+}
+
+pub(crate) use with_retrying_tx;
+
 impl Db {
-    /// Runs `attempt` (one whole transaction: begin, statements, commit) and runs it again when
-    /// the database refused it for a reason that a retry cures: a PostgreSQL serialization
-    /// failure or deadlock, SQLite busy/locked, or a unique violation from a concurrent insert of
-    /// the same idempotency key (the retry then finds the row and treats the call as a replay).
-    pub(crate) async fn retrying<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T>
+    /// Runs `attempt` (one whole transaction: begin, statements, commit; see
+    /// [`with_retrying_tx!`]) and runs it again when the database refused it for a reason that
+    /// a retry cures: a PostgreSQL serialization failure or deadlock, SQLite busy/locked, or a
+    /// unique violation from a concurrent insert of the same idempotency key (the retry then
+    /// finds the row and treats the call as a replay).
+    pub(crate) async fn retrying<T, E, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, E>
     where
         F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T>>,
+        Fut: std::future::Future<Output = Result<T, E>>,
+        E: TxError,
     {
         let mut tries = 0;
         loop {
             tries += 1;
             match attempt().await {
-                Err(Error::Database(e)) if tries < TX_ATTEMPTS && self.is_retryable(&e) => {
-                    tracing::debug!(what, tries, error = %e, "transaction retried");
+                Err(e)
+                    if tries < TX_ATTEMPTS
+                        && e.db_error().is_some_and(|d| self.is_retryable(d)) =>
+                {
+                    if let Some(db_error) = e.db_error() {
+                        tracing::debug!(what, tries, error = %db_error, "transaction retried");
+                    }
                     let jitter = u64::from(rand::random::<u8>() % 20);
                     tokio::time::sleep(Duration::from_millis(5 * u64::from(tries) + jitter)).await;
                 }

@@ -3,51 +3,38 @@
 use std::collections::BTreeMap;
 
 use atelier_protocol::ids::{MediaId, SessionId};
-use sqlx::any::AnyRow;
-use sqlx::Row;
 
+use super::columns::{JsonText, UuidText};
 use super::{now_ms, Db};
 use crate::error::{Error, Result};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct CacheEntry {
+    #[sqlx(rename = "cache_key")]
     pub key: String,
     pub node_type: String,
     /// Output port → the media holding its tensor.
+    #[sqlx(try_from = "JsonText<BTreeMap<String, MediaId>>")]
     pub tensors: BTreeMap<String, MediaId>,
     /// The PNG shown for the node.
+    #[sqlx(rename = "display_media", try_from = "UuidText")]
     pub display: MediaId,
     pub size_bytes: i64,
 }
 
 const COLUMNS: &str = "cache_key, node_type, tensors, display_media, size_bytes";
 
-fn entry_from_row(row: &AnyRow) -> Result<CacheEntry> {
-    let tensors: String = row.try_get("tensors")?;
-    let display: String = row.try_get("display_media")?;
-    Ok(CacheEntry {
-        key: row.try_get("cache_key")?,
-        node_type: row.try_get("node_type")?,
-        tensors: serde_json::from_str(&tensors)
-            .map_err(|e| Error::Internal(format!("node cache tensors: {e}")))?,
-        display: display
-            .parse::<MediaId>()
-            .map_err(|e| Error::Internal(format!("node cache display media: {e}")))?,
-        size_bytes: row.try_get("size_bytes")?,
-    })
-}
-
 impl Db {
     /// The entry for `key` in `session`, marked used now.
     pub async fn cache_hit(&self, session: SessionId, key: &str) -> Result<Option<CacheEntry>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let entry: Option<CacheEntry> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM node_cache WHERE session_id = $1 AND cache_key = $2"
         )))
         .bind(session.to_string())
         .bind(key)
         .fetch_optional(self.pool())
         .await?;
-        let Some(row) = row else { return Ok(None) };
+        let Some(entry) = entry else { return Ok(None) };
         sqlx::query(
             "UPDATE node_cache SET last_used_at = $1 WHERE session_id = $2 AND cache_key = $3",
         )
@@ -56,7 +43,7 @@ impl Db {
         .bind(key)
         .execute(self.pool())
         .await?;
-        entry_from_row(&row).map(Some)
+        Ok(Some(entry))
     }
 
     /// Records an entry; false when `key` was already there (the caller drops its copy).
@@ -83,37 +70,37 @@ impl Db {
 
     /// The session's cache size in bytes.
     pub async fn cache_bytes(&self, session: SessionId) -> Result<i64> {
-        let row = sqlx::query(
+        let total = sqlx::query_scalar(
             "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) AS total FROM node_cache \
              WHERE session_id = $1",
         )
         .bind(session.to_string())
         .fetch_one(self.pool())
         .await?;
-        Ok(row.try_get("total")?)
+        Ok(total)
     }
 
     /// The session's least recently used entry.
     pub async fn cache_lru(&self, session: SessionId) -> Result<Option<CacheEntry>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let row: Option<CacheEntry> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM node_cache WHERE session_id = $1 \
              ORDER BY last_used_at ASC, created_at ASC LIMIT 1"
         )))
         .bind(session.to_string())
         .fetch_optional(self.pool())
         .await?;
-        row.as_ref().map(entry_from_row).transpose()
+        Ok(row)
     }
 
     /// Every entry of the session (to delete their media with the session).
     pub async fn cache_entries(&self, session: SessionId) -> Result<Vec<CacheEntry>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let rows: Vec<CacheEntry> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM node_cache WHERE session_id = $1"
         )))
         .bind(session.to_string())
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(entry_from_row).collect()
+        Ok(rows)
     }
 
     pub async fn cache_remove(&self, session: SessionId, key: &str) -> Result<()> {

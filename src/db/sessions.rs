@@ -3,45 +3,33 @@
 use atelier_protocol::ids::{AccountId, SessionId};
 use atelier_protocol::Role;
 use serde::Serialize;
-use sqlx::any::AnyRow;
-use sqlx::Row;
 use utoipa::ToSchema;
 
-use super::{now_ms, uuid_col, Db};
+use super::columns::{RoleText, UuidText};
+use super::with_retrying_tx;
+use super::{now_ms, Db};
 use crate::error::{Error, Result};
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct StudioSession {
+    #[sqlx(try_from = "UuidText")]
     pub id: SessionId,
     pub title: String,
+    #[sqlx(try_from = "UuidText")]
     pub owner_id: AccountId,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Member {
+    #[sqlx(rename = "id", try_from = "UuidText")]
     pub account_id: AccountId,
     pub email: String,
     pub name: String,
+    #[sqlx(try_from = "RoleText")]
     pub role: Role,
     pub added_at: i64,
-}
-
-fn session_from_row(row: &AnyRow) -> Result<StudioSession> {
-    Ok(StudioSession {
-        id: SessionId(uuid_col(row, "id")?),
-        title: row.try_get("title")?,
-        owner_id: AccountId(uuid_col(row, "owner_id")?),
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
-}
-
-pub(crate) fn role_col(row: &AnyRow, col: &str) -> Result<Role> {
-    let text: String = row.try_get(col)?;
-    text.parse()
-        .map_err(|_| Error::Internal(format!("unknown role {text:?} in column {col}")))
 }
 
 impl Db {
@@ -55,45 +43,53 @@ impl Db {
             created_at: now,
             updated_at: now,
         };
-        let mut tx = self.pool().begin().await?;
-        sqlx::query(
-            "INSERT INTO studio_sessions (id, owner_id, title, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(session.id.to_string())
-        .bind(owner.to_string())
-        .bind(title)
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO session_members (session_id, account_id, role, added_at) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(session.id.to_string())
-        .bind(owner.to_string())
-        .bind(Role::Owner.to_string())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        with_retrying_tx!(self, "create session", |tx| {
+            sqlx::query(
+                "INSERT INTO studio_sessions (id, owner_id, title, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(session.id.to_string())
+            .bind(owner.to_string())
+            .bind(title)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO session_members (session_id, account_id, role, added_at) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(session.id.to_string())
+            .bind(owner.to_string())
+            .bind(Role::Owner.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            Ok::<(), Error>(())
+        })?;
         Ok(session)
     }
 
     pub async fn session(&self, id: SessionId) -> Result<Option<StudioSession>> {
-        let row = sqlx::query(
+        let row: Option<StudioSession> = sqlx::query_as(
             "SELECT id, owner_id, title, created_at, updated_at FROM studio_sessions WHERE id = $1",
         )
         .bind(id.to_string())
         .fetch_optional(self.pool())
         .await?;
-        row.as_ref().map(session_from_row).transpose()
+        Ok(row)
     }
 
     /// Sessions the account is a member of, newest first, with the account's role in each.
     pub async fn sessions_of(&self, account: AccountId) -> Result<Vec<(StudioSession, Role)>> {
-        let rows = sqlx::query(
+        #[derive(sqlx::FromRow)]
+        struct SessionWithRole {
+            #[sqlx(flatten)]
+            session: StudioSession,
+            #[sqlx(try_from = "RoleText")]
+            role: Role,
+        }
+        let rows: Vec<SessionWithRole> = sqlx::query_as(
             "SELECT s.id, s.owner_id, s.title, s.created_at, s.updated_at, m.role \
              FROM studio_sessions s JOIN session_members m ON m.session_id = s.id \
              WHERE m.account_id = $1 ORDER BY s.created_at DESC, s.id",
@@ -101,9 +97,10 @@ impl Db {
         .bind(account.to_string())
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|row| Ok((session_from_row(row)?, role_col(row, "role")?)))
-            .collect()
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.session, row.role))
+            .collect())
     }
 
     pub async fn rename_session(&self, id: SessionId, title: &str) -> Result<()> {
@@ -129,14 +126,14 @@ impl Db {
         session: SessionId,
         account: AccountId,
     ) -> Result<Option<Role>> {
-        let row = sqlx::query(
+        let role: Option<RoleText> = sqlx::query_scalar(
             "SELECT role FROM session_members WHERE session_id = $1 AND account_id = $2",
         )
         .bind(session.to_string())
         .bind(account.to_string())
         .fetch_optional(self.pool())
         .await?;
-        row.as_ref().map(|r| role_col(r, "role")).transpose()
+        Ok(role.map(Role::from))
     }
 
     /// Adds a member or changes an existing member's role.
@@ -172,7 +169,7 @@ impl Db {
     }
 
     pub async fn members(&self, session: SessionId) -> Result<Vec<Member>> {
-        let rows = sqlx::query(
+        let rows: Vec<Member> = sqlx::query_as(
             "SELECT a.id, a.email, a.name, m.role, m.added_at \
              FROM session_members m JOIN accounts a ON a.id = m.account_id \
              WHERE m.session_id = $1 ORDER BY m.added_at, a.email",
@@ -180,16 +177,6 @@ impl Db {
         .bind(session.to_string())
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Member {
-                    account_id: AccountId(uuid_col(row, "id")?),
-                    email: row.try_get("email")?,
-                    name: row.try_get("name")?,
-                    role: role_col(row, "role")?,
-                    added_at: row.try_get("added_at")?,
-                })
-            })
-            .collect()
+        Ok(rows)
     }
 }

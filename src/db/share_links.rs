@@ -3,19 +3,21 @@
 use atelier_protocol::ids::{AccountId, SessionId, ShareLinkId};
 use atelier_protocol::Role;
 use serde::Serialize;
-use sqlx::any::AnyRow;
-use sqlx::Row;
 use utoipa::ToSchema;
 
-use super::sessions::role_col;
-use super::{now_ms, uuid_col, Db};
+use super::columns::{RoleText, UuidText};
+use super::{now_ms, Db};
 use crate::error::Result;
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct ShareLink {
+    #[sqlx(try_from = "UuidText")]
     pub id: ShareLinkId,
+    #[sqlx(try_from = "UuidText")]
     pub session_id: SessionId,
+    #[sqlx(try_from = "RoleText")]
     pub role: Role,
+    #[sqlx(try_from = "UuidText")]
     pub created_by: AccountId,
     pub created_at: i64,
     pub expires_at: Option<i64>,
@@ -27,18 +29,6 @@ impl ShareLink {
     pub fn is_active(&self, now_ms: i64) -> bool {
         self.revoked_at.is_none() && self.expires_at.is_none_or(|at| at > now_ms)
     }
-}
-
-fn link_from_row(row: &AnyRow) -> Result<ShareLink> {
-    Ok(ShareLink {
-        id: ShareLinkId(uuid_col(row, "id")?),
-        session_id: SessionId(uuid_col(row, "session_id")?),
-        role: role_col(row, "role")?,
-        created_by: AccountId(uuid_col(row, "created_by")?),
-        created_at: row.try_get("created_at")?,
-        expires_at: row.try_get("expires_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-    })
 }
 
 const COLUMNS: &str = "id, session_id, role, created_by, created_at, expires_at, revoked_at";
@@ -78,23 +68,23 @@ impl Db {
     }
 
     pub async fn share_links(&self, session: SessionId) -> Result<Vec<ShareLink>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let rows: Vec<ShareLink> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM share_links WHERE session_id = $1 ORDER BY created_at, id"
         )))
         .bind(session.to_string())
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(link_from_row).collect()
+        Ok(rows)
     }
 
     pub async fn share_link_by_token(&self, token_hash: &str) -> Result<Option<ShareLink>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let row: Option<ShareLink> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM share_links WHERE token_hash = $1"
         )))
         .bind(token_hash)
         .fetch_optional(self.pool())
         .await?;
-        row.as_ref().map(link_from_row).transpose()
+        Ok(row)
     }
 
     /// Revokes the open links `creator` made for `session` (they lost the right to share it);
@@ -104,7 +94,7 @@ impl Db {
         session: SessionId,
         creator: AccountId,
     ) -> Result<Vec<ShareLinkId>> {
-        let rows = sqlx::query(
+        let rows: Vec<UuidText> = sqlx::query_scalar(
             "UPDATE share_links SET revoked_at = $1 \
              WHERE session_id = $2 AND created_by = $3 AND revoked_at IS NULL RETURNING id",
         )
@@ -113,21 +103,18 @@ impl Db {
         .bind(creator.to_string())
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|row| Ok(ShareLinkId(uuid_col(row, "id")?)))
-            .collect()
+        Ok(rows.into_iter().map(ShareLinkId::from).collect())
     }
 
     /// Every link `creator` made (in any session) that is not revoked.
     pub async fn share_links_created_by(&self, creator: AccountId) -> Result<Vec<ShareLinkId>> {
-        let rows =
-            sqlx::query("SELECT id FROM share_links WHERE created_by = $1 AND revoked_at IS NULL")
-                .bind(creator.to_string())
-                .fetch_all(self.pool())
-                .await?;
-        rows.iter()
-            .map(|row| Ok(ShareLinkId(uuid_col(row, "id")?)))
-            .collect()
+        let rows: Vec<UuidText> = sqlx::query_scalar(
+            "SELECT id FROM share_links WHERE created_by = $1 AND revoked_at IS NULL",
+        )
+        .bind(creator.to_string())
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(ShareLinkId::from).collect())
     }
 
     /// Revokes a link of the session; false when the session has no such link.

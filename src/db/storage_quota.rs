@@ -7,10 +7,11 @@
 //! reservation it allows happen as one step for each account.
 
 use atelier_protocol::ids::{AccountId, MediaId};
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 use uuid::Uuid;
 
 use super::media::{insert_media_in, Media, NewMedia};
+use super::with_retrying_tx;
 use super::{is_fk_violation_of, now_ms, Db};
 use crate::error::{Error, Result};
 
@@ -36,7 +37,7 @@ async fn lock_storage(conn: &mut AnyConnection, account: AccountId) -> Result<()
 
 /// Stored media bytes plus every reservation of the account (inside the locked transaction).
 async fn committed_bytes(conn: &mut AnyConnection, account: AccountId) -> Result<i64> {
-    let row = sqlx::query(
+    let total = sqlx::query_scalar(
         "SELECT CAST(COALESCE((SELECT SUM(size_bytes) FROM media WHERE owner_id = $1), 0) \
                 + COALESCE((SELECT SUM(bytes) FROM storage_reservations WHERE account_id = $1), 0) \
                 AS BIGINT) AS total",
@@ -44,7 +45,7 @@ async fn committed_bytes(conn: &mut AnyConnection, account: AccountId) -> Result
     .bind(account.to_string())
     .fetch_one(&mut *conn)
     .await?;
-    Ok(row.try_get("total")?)
+    Ok(total)
 }
 
 impl Db {
@@ -60,10 +61,9 @@ impl Db {
         wanted: i64,
         quota: i64,
     ) -> Result<i64> {
-        self.retrying("reserve storage", || async move {
-            let mut tx = self.pool().begin().await?;
-            lock_storage(&mut tx, account).await?;
-            let used = committed_bytes(&mut tx, account).await?;
+        with_retrying_tx!(self, "reserve storage", |tx| {
+            lock_storage(tx, account).await?;
+            let used = committed_bytes(tx, account).await?;
             let room = quota.saturating_sub(used);
             if room < at_least {
                 return Err(Error::QuotaExceeded(format!(
@@ -85,10 +85,8 @@ impl Db {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            tx.commit().await?;
             Ok(granted)
         })
-        .await
     }
 
     /// Turns a reservation into the media row of the finished upload, in one transaction (the
@@ -99,18 +97,15 @@ impl Db {
         new: NewMedia<'_>,
     ) -> Result<Media> {
         let new = &new;
-        self.retrying("commit upload", || async move {
-            let mut tx = self.pool().begin().await?;
-            lock_storage(&mut tx, new.owner).await?;
-            let media = insert_media_in(&mut tx, new).await?;
+        with_retrying_tx!(self, "commit upload", |tx| {
+            lock_storage(tx, new.owner).await?;
+            let media = insert_media_in(tx, new).await?;
             sqlx::query("DELETE FROM storage_reservations WHERE id = $1")
                 .bind(reservation.0.to_string())
                 .execute(&mut *tx)
                 .await?;
-            tx.commit().await?;
             Ok(media)
         })
-        .await
     }
 
     /// Gives a reservation's bytes back (the upload failed or was abandoned).

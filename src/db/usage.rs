@@ -3,13 +3,12 @@
 
 use atelier_protocol::ids::{AccountId, ApiKeyId};
 use serde::Serialize;
-use sqlx::Row;
 use utoipa::ToSchema;
 
 use super::{now_ms, Db};
 use crate::error::Result;
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct UsageEntry {
     pub method: String,
     /// The route pattern, e.g. `/api/v1/sessions/{id}` (ids are not logged).
@@ -59,7 +58,7 @@ impl Db {
 
     /// The account's most recent requests, newest first.
     pub async fn usage_of(&self, account: AccountId, limit: i64) -> Result<Vec<UsageEntry>> {
-        let rows = sqlx::query(
+        let rows: Vec<UsageEntry> = sqlx::query_as(
             "SELECT method, route, status, duration_ms, at, api_key_id FROM api_usage \
              WHERE account_id = $1 ORDER BY id DESC LIMIT $2",
         )
@@ -67,17 +66,6 @@ impl Db {
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(UsageEntry {
-                    method: row.try_get("method")?,
-                    route: row.try_get("route")?,
-                    status: row.try_get("status")?,
-                    duration_ms: row.try_get("duration_ms")?,
-                    at: row.try_get("at")?,
-                    api_key_id: row.try_get("api_key_id")?,
-                })
-            })
-            .collect()
+        Ok(rows)
     }
 }

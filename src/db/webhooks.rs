@@ -2,11 +2,10 @@
 
 use atelier_protocol::ids::{AccountId, JobId};
 use serde::Serialize;
-use sqlx::any::AnyRow;
-use sqlx::Row;
 use utoipa::ToSchema;
 
-use super::{is_unique_violation, now_ms, uuid_col, Db};
+use super::columns::{JsonTextOrNull, UuidText};
+use super::{is_unique_violation, now_ms, Db};
 use crate::error::Result;
 
 /// Where a job's webhook goes and which events it wants.
@@ -19,7 +18,7 @@ pub struct JobWebhook {
 }
 
 /// One attempt to deliver a message.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct DeliveryAttempt {
     pub attempt: i64,
     pub at: i64,
@@ -31,7 +30,7 @@ pub struct DeliveryAttempt {
 }
 
 /// One message of a job's webhook, with its attempts.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct WebhookDelivery {
     /// The `webhook-id` every attempt carries (receivers dedupe on it).
     pub id: String,
@@ -46,14 +45,17 @@ pub struct WebhookDelivery {
     pub finished_at: Option<i64>,
     /// The message body as sent.
     #[schema(value_type = Object)]
+    #[sqlx(try_from = "JsonTextOrNull")]
     pub payload: serde_json::Value,
+    #[sqlx(skip)]
     pub attempt_log: Vec<DeliveryAttempt>,
 }
 
 /// A message due for an attempt.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DueDelivery {
     pub id: String,
+    #[sqlx(rename = "account_id", try_from = "UuidText")]
     pub account: AccountId,
     pub url: String,
     pub payload: String,
@@ -68,22 +70,6 @@ pub enum Outcome {
     GiveUp,
 }
 
-fn delivery_from_row(row: &AnyRow) -> Result<WebhookDelivery> {
-    let payload: String = row.try_get("payload")?;
-    Ok(WebhookDelivery {
-        id: row.try_get("id")?,
-        event: row.try_get("event")?,
-        url: row.try_get("url")?,
-        status: row.try_get("status")?,
-        attempts: row.try_get("attempts")?,
-        created_at: row.try_get("created_at")?,
-        next_attempt_at: row.try_get("next_attempt_at")?,
-        finished_at: row.try_get("finished_at")?,
-        payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
-        attempt_log: Vec::new(),
-    })
-}
-
 impl Db {
     /// The account's signing secret, made (by `make`) on first use.
     pub async fn webhook_secret(
@@ -92,11 +78,11 @@ impl Db {
         make: impl FnOnce() -> String,
     ) -> Result<String> {
         let select = || {
-            sqlx::query("SELECT secret FROM webhook_secrets WHERE account_id = $1")
+            sqlx::query_scalar("SELECT secret FROM webhook_secrets WHERE account_id = $1")
                 .bind(account.to_string())
         };
-        if let Some(row) = select().fetch_optional(self.pool()).await? {
-            return Ok(row.try_get("secret")?);
+        if let Some(secret) = select().fetch_optional(self.pool()).await? {
+            return Ok(secret);
         }
         let res = sqlx::query(
             "INSERT INTO webhook_secrets (account_id, secret, created_at) VALUES ($1, $2, $3)",
@@ -112,7 +98,7 @@ impl Db {
             Err(e) if is_unique_violation(&e) => {}
             Err(e) => return Err(e.into()),
         }
-        Ok(select().fetch_one(self.pool()).await?.try_get("secret")?)
+        Ok(select().fetch_one(self.pool()).await?)
     }
 
     /// Replaces the account's signing secret.
@@ -133,26 +119,30 @@ impl Db {
     }
 
     pub async fn job_webhook(&self, job: JobId) -> Result<Option<JobWebhook>> {
-        let row = sqlx::query(
+        #[derive(sqlx::FromRow)]
+        struct JobWebhookRow {
+            #[sqlx(try_from = "UuidText")]
+            account_id: AccountId,
+            webhook_url: String,
+            webhook_events: Option<String>,
+        }
+        let row: Option<JobWebhookRow> = sqlx::query_as(
             "SELECT account_id, webhook_url, webhook_events FROM jobs \
              WHERE id = $1 AND webhook_url IS NOT NULL",
         )
         .bind(job.to_string())
         .fetch_optional(self.pool())
         .await?;
-        row.map(|row| {
-            let events: Option<String> = row.try_get("webhook_events")?;
-            Ok(JobWebhook {
-                account: AccountId(uuid_col(&row, "account_id")?),
-                url: row.try_get("webhook_url")?,
-                events: events
-                    .unwrap_or_default()
-                    .split_whitespace()
-                    .map(str::to_owned)
-                    .collect(),
-            })
-        })
-        .transpose()
+        Ok(row.map(|row| JobWebhook {
+            account: row.account_id,
+            url: row.webhook_url,
+            events: row
+                .webhook_events
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
+        }))
     }
 
     /// Queues a message for delivery now.
@@ -184,7 +174,7 @@ impl Db {
 
     /// Messages whose next attempt is due, oldest first.
     pub async fn due_deliveries(&self, limit: i64) -> Result<Vec<DueDelivery>> {
-        let rows = sqlx::query(
+        let rows: Vec<DueDelivery> = sqlx::query_as(
             "SELECT id, account_id, url, payload, attempts, next_attempt_at \
              FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 \
              ORDER BY next_attempt_at, created_at LIMIT $2",
@@ -193,18 +183,7 @@ impl Db {
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(DueDelivery {
-                    id: row.try_get("id")?,
-                    account: AccountId(uuid_col(row, "account_id")?),
-                    url: row.try_get("url")?,
-                    payload: row.try_get("payload")?,
-                    attempts: row.try_get("attempts")?,
-                    next_attempt_at: row.try_get("next_attempt_at")?,
-                })
-            })
-            .collect()
+        Ok(rows)
     }
 
     /// Takes a due message for one attempt: moves its next attempt to `until` unless another
@@ -263,18 +242,20 @@ impl Db {
 
     /// A job's messages, oldest first, each with its attempts.
     pub async fn deliveries_of_job(&self, job: JobId) -> Result<Vec<WebhookDelivery>> {
-        let rows = sqlx::query(
+        let mut deliveries: Vec<WebhookDelivery> = sqlx::query_as(
             "SELECT id, event, url, status, attempts, created_at, next_attempt_at, finished_at, \
              payload FROM webhook_deliveries WHERE job_id = $1 ORDER BY created_at, id LIMIT 1000",
         )
         .bind(job.to_string())
         .fetch_all(self.pool())
         .await?;
-        let mut deliveries = rows
-            .iter()
-            .map(delivery_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        let attempts = sqlx::query(
+        #[derive(sqlx::FromRow)]
+        struct AttemptRow {
+            delivery_id: String,
+            #[sqlx(flatten)]
+            attempt: DeliveryAttempt,
+        }
+        let attempts: Vec<AttemptRow> = sqlx::query_as(
             "SELECT a.delivery_id, a.attempt, a.at, a.status_code, a.error, a.latency_ms \
              FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id \
              WHERE d.job_id = $1 ORDER BY a.attempt",
@@ -282,16 +263,9 @@ impl Db {
         .bind(job.to_string())
         .fetch_all(self.pool())
         .await?;
-        for row in &attempts {
-            let delivery: String = row.try_get("delivery_id")?;
-            if let Some(d) = deliveries.iter_mut().find(|d| d.id == delivery) {
-                d.attempt_log.push(DeliveryAttempt {
-                    attempt: row.try_get("attempt")?,
-                    at: row.try_get("at")?,
-                    status_code: row.try_get("status_code")?,
-                    error: row.try_get("error")?,
-                    latency_ms: row.try_get("latency_ms")?,
-                });
+        for row in attempts {
+            if let Some(d) = deliveries.iter_mut().find(|d| d.id == row.delivery_id) {
+                d.attempt_log.push(row.attempt);
             }
         }
         Ok(deliveries)

@@ -273,7 +273,7 @@ impl Assignment {
             return Err("output for a node that is not part of the job".into());
         }
         let bytes = decode_image(data)?;
-        if crate::api::media::sniff(&bytes) != Some("image/png") || mime != "image/png" {
+        if crate::http::api::media::sniff(&bytes) != Some("image/png") || mime != "image/png" {
             return Err("the worker's output is not a PNG".into());
         }
         let account = self

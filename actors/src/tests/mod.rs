@@ -1,7 +1,7 @@
 //! Tests of the live-session core through its public API: sessions driven by fake connections
 //! (`session`, and the hostile-input bounds: `nesting`, `outbound`, `presence`), what the server
 //! does to them (`server_side`), and real WebSockets on sockets upgraded the way the server does
-//! it (`connection`).
+//! it (`connection`); the runtime lease's worker actor against fake pools (`worker_lease`).
 
 mod connection;
 mod nesting;
@@ -10,3 +10,4 @@ mod presence;
 mod server_side;
 mod session;
 mod support;
+mod worker_lease;

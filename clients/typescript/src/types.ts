@@ -1,5 +1,5 @@
 // The API's shapes, as the OpenAPI document (GET /api/v1/openapi.json) declares them. Kept by
-// hand next to the server's DTOs (src/api/*.rs, src/db/*.rs); tests/node checks the document.
+// hand next to the server's DTOs (src/http/api/*.rs, src/db/*.rs); tests/node checks the document.
 
 export type Role = 'owner' | 'editor' | 'viewer'
 

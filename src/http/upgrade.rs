@@ -23,11 +23,11 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::api::usage_log;
 use crate::error::Error;
+use crate::http::api::usage_log;
+use crate::http::ws;
 use crate::jobs::worker_socket;
 use crate::state::AppState;
-use crate::ws;
 
 /// After a refusal, how long the client has to close its end before the socket is closed.
 const REFUSAL_LINGER: Duration = Duration::from_secs(1);

@@ -64,7 +64,7 @@ pub fn method_label(method: &Method) -> &'static str {
 }
 
 /// Counts an API request that asked for a protocol upgrade (these never pass through the
-/// middleware: see `crate::upgrade`). Worker connections belong to no account: not logged.
+/// middleware: see `crate::http::upgrade`). Worker connections belong to no account: not logged.
 pub async fn record_upgrade(
     state: &AppState,
     method: &Method,

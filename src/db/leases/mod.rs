@@ -1,4 +1,5 @@
-//! Pro runtime leases: the lease row, its hold, its checkpoints and its settlement.
+//! Pro runtime leases: the SQL of the lease row, its hold, its checkpoints and its settlement
+//! (the values are in `types.rs`).
 //!
 //! Every change that moves credits runs in one transaction under the payer's ledger lock (see
 //! [`super::ledger`]) and re-reads the lease row inside it, so a checkpoint racing a settlement
@@ -7,171 +8,25 @@
 //! Idempotency keys: `lease:{id}:hold`, `lease:{id}:charge:{seq}` for the checkpoint numbered
 //! `seq`, `lease:{id}:charge:final` and `lease:{id}:release` for the settlement.
 
+mod types;
+
 use atelier_protocol::ids::{AccountId, LeaseId, SessionId, WorkerId};
-use serde::Serialize;
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
-use utoipa::ToSchema;
+use sqlx::AnyConnection;
 
+pub use types::{Checkpoint, LeaseStatus, NewLease, RuntimeLease, Settlement, UsageRow};
+
+use super::columns::UuidText;
 use super::ledger::{
-    charge_hold_in, extend_hold_in, hold_in, lock_account, place_hold_in, settle_hold_in, Balance,
-    HoldId,
+    charge_hold_in, extend_hold_in, hold_in, lock_account, place_hold_in, settle_hold_in, HoldId,
 };
-use super::{now_ms, opt_uuid_col, uuid_col, Db, Dialect};
+use super::with_retrying_tx;
+use super::{now_ms, Db, Dialect};
 use crate::error::{Error, Result};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum LeaseStatus {
-    /// Credits held; waiting for a worker.
-    Starting,
-    /// A worker is assigned and the meter runs.
-    Running,
-    /// Being settled (in memory only; stored leases are starting, running or stopped).
-    Stopping,
-    /// Settled: used part charged, the rest released.
-    Stopped,
-}
-
-impl LeaseStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LeaseStatus::Starting => "starting",
-            LeaseStatus::Running => "running",
-            LeaseStatus::Stopping => "stopping",
-            LeaseStatus::Stopped => "stopped",
-        }
-    }
-}
-
-/// A lease as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuntimeLease {
-    pub id: LeaseId,
-    pub session_id: SessionId,
-    /// Who pays: the account that started the lease.
-    pub account_id: AccountId,
-    pub gpu_class: String,
-    /// Millicredits per minute, as priced when the lease started.
-    pub price_per_minute: i64,
-    pub prepaid_ms: i64,
-    pub hold_id: HoldId,
-    pub hold_amount: i64,
-    pub status: LeaseStatus,
-    pub worker_id: Option<WorkerId>,
-    pub device: Option<String>,
-    pub created_at: i64,
-    pub assigned_at: Option<i64>,
-    /// When the current metering segment began (assignment, or a resume after a restart).
-    pub segment_started_at: Option<i64>,
-    /// Used time before the current segment.
-    pub segment_base_ms: i64,
-    /// Used time as of the last checkpoint (final once stopped).
-    pub used_ms: i64,
-    /// Charged as of the last checkpoint (final once stopped).
-    pub charged: i64,
-    pub checkpoint_seq: i64,
-    pub checkpointed_at: Option<i64>,
-    pub stopped_at: Option<i64>,
-    pub stop_reason: Option<String>,
-    pub refunded: Option<i64>,
-    /// How many times the payer added prepaid time.
-    pub extensions: i64,
-}
-
-/// What starting a lease needs.
-pub struct NewLease<'a> {
-    pub id: LeaseId,
-    pub session_id: SessionId,
-    pub account_id: AccountId,
-    pub gpu_class: &'a str,
-    pub price_per_minute: i64,
-    pub prepaid_ms: i64,
-    pub hold_amount: i64,
-}
-
-/// The result of a checkpoint.
-#[derive(Debug, Clone)]
-pub struct Checkpoint {
-    /// The lease after the checkpoint (or as it was, when nothing was applied).
-    pub lease: RuntimeLease,
-    /// The payer's totals after the checkpoint.
-    pub balance: Balance,
-    /// False when the checkpoint had been applied before (a retry) or the lease is stopped.
-    pub applied: bool,
-    /// False when the lease's session no longer exists: the lease must stop.
-    pub session_exists: bool,
-}
-
-/// A settled lease.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct Settlement {
-    pub lease_id: LeaseId,
-    #[serde(skip)]
-    pub session_id: SessionId,
-    #[serde(skip)]
-    pub account_id: AccountId,
-    /// Metered lease time, in milliseconds.
-    pub used_ms: i64,
-    /// Millicredits charged for it.
-    pub charged: i64,
-    /// Millicredits of the hold given back (`charged + refunded` = the hold).
-    pub refunded: i64,
-    pub reason: String,
-    /// The payer's balance after settling.
-    pub balance: i64,
-}
-
-/// GPU time of one session, class and UTC day.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UsageRow {
-    pub session_id: SessionId,
-    pub session_title: Option<String>,
-    pub gpu_class: String,
-    /// Days since 1970-01-01 (UTC).
-    pub epoch_day: i64,
-    pub used_ms: i64,
-    pub charged: i64,
-}
 
 const LEASE_COLUMNS: &str = "id, session_id, account_id, gpu_class, price_per_minute, \
      prepaid_ms, hold_id, hold_amount, status, worker_id, device, created_at, assigned_at, \
      segment_started_at, segment_base_ms, used_ms, charged, checkpoint_seq, checkpointed_at, \
      stopped_at, stop_reason, refunded, extensions";
-
-fn lease_from_row(row: &AnyRow) -> Result<RuntimeLease> {
-    let status: String = row.try_get("status")?;
-    Ok(RuntimeLease {
-        id: LeaseId(uuid_col(row, "id")?),
-        session_id: SessionId(uuid_col(row, "session_id")?),
-        account_id: AccountId(uuid_col(row, "account_id")?),
-        gpu_class: row.try_get("gpu_class")?,
-        price_per_minute: row.try_get("price_per_minute")?,
-        prepaid_ms: row.try_get("prepaid_ms")?,
-        hold_id: HoldId(uuid_col(row, "hold_id")?),
-        hold_amount: row.try_get("hold_amount")?,
-        status: match status.as_str() {
-            "starting" => LeaseStatus::Starting,
-            "running" => LeaseStatus::Running,
-            "stopped" => LeaseStatus::Stopped,
-            other => return Err(Error::Internal(format!("unknown lease status {other:?}"))),
-        },
-        worker_id: opt_uuid_col(row, "worker_id")?.map(WorkerId),
-        device: row.try_get("device")?,
-        created_at: row.try_get("created_at")?,
-        assigned_at: row.try_get("assigned_at")?,
-        segment_started_at: row.try_get("segment_started_at")?,
-        segment_base_ms: row.try_get("segment_base_ms")?,
-        used_ms: row.try_get("used_ms")?,
-        charged: row.try_get("charged")?,
-        checkpoint_seq: row.try_get("checkpoint_seq")?,
-        checkpointed_at: row.try_get("checkpointed_at")?,
-        stopped_at: row.try_get("stopped_at")?,
-        stop_reason: row.try_get("stop_reason")?,
-        refunded: row.try_get("refunded")?,
-        extensions: row.try_get("extensions")?,
-    })
-}
 
 /// Whether the session exists, read inside a transaction. On PostgreSQL the row is locked
 /// (`FOR SHARE`) until commit, so the session cannot be deleted under a lease being created
@@ -194,26 +49,11 @@ async fn session_exists_in(
 
 async fn lease_in(conn: &mut AnyConnection, id: LeaseId) -> Result<Option<RuntimeLease>> {
     let sql = format!("SELECT {LEASE_COLUMNS} FROM runtime_leases WHERE id = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let row: Option<RuntimeLease> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(id.to_string())
         .fetch_optional(&mut *conn)
         .await?;
-    row.as_ref().map(lease_from_row).transpose()
-}
-
-impl RuntimeLease {
-    fn settlement(&self, balance: i64) -> Settlement {
-        Settlement {
-            lease_id: self.id,
-            session_id: self.session_id,
-            account_id: self.account_id,
-            used_ms: self.used_ms,
-            charged: self.charged,
-            refunded: self.refunded.unwrap_or(0),
-            reason: self.stop_reason.clone().unwrap_or_default(),
-            balance,
-        }
-    }
+    Ok(row)
 }
 
 impl Db {
@@ -222,12 +62,11 @@ impl Db {
     /// a lease that is not stopped).
     pub async fn create_lease(&self, new: &NewLease<'_>) -> Result<RuntimeLease> {
         let hold_id = HoldId::new_random();
-        self.retrying("create lease", || async move {
-            let mut tx = self.pool().begin().await?;
-            let mut bal = lock_account(&mut tx, new.account_id).await?;
+        with_retrying_tx!(self, "create lease", |tx| {
+            let mut bal = lock_account(tx, new.account_id).await?;
             // A lease only for a session that exists (and stays until this commits): a session
             // deleted meanwhile leaves no lease behind that nobody could stop.
-            if !session_exists_in(&mut tx, self.dialect(), new.session_id).await? {
+            if !session_exists_in(tx, self.dialect(), new.session_id).await? {
                 return Err(Error::NotFound("session"));
             }
             let active = sqlx::query(
@@ -244,7 +83,7 @@ impl Db {
             }
             let key = format!("lease:{}:hold", new.id);
             place_hold_in(
-                &mut tx,
+                tx,
                 &mut bal,
                 new.account_id,
                 hold_id,
@@ -270,13 +109,11 @@ impl Db {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            let lease = lease_in(&mut tx, new.id)
+            let lease = lease_in(tx, new.id)
                 .await?
                 .ok_or_else(|| Error::Internal("a new lease vanished".into()))?;
-            tx.commit().await?;
             Ok(lease)
         })
-        .await
     }
 
     /// A worker was assigned (or the lease resumed after a restart): metering starts a new
@@ -320,14 +157,10 @@ impl Db {
             .await?
             .ok_or(Error::NotFound("lease"))?
             .account_id;
-        self.retrying("lease checkpoint", || async move {
-            let mut tx = self.pool().begin().await?;
-            let mut bal = lock_account(&mut tx, account).await?;
-            let lease = lease_in(&mut tx, id)
-                .await?
-                .ok_or(Error::NotFound("lease"))?;
-            let session_exists =
-                session_exists_in(&mut tx, self.dialect(), lease.session_id).await?;
+        with_retrying_tx!(self, "lease checkpoint", |tx| {
+            let mut bal = lock_account(tx, account).await?;
+            let lease = lease_in(tx, id).await?.ok_or(Error::NotFound("lease"))?;
+            let session_exists = session_exists_in(tx, self.dialect(), lease.session_id).await?;
             if lease.status == LeaseStatus::Stopped || lease.checkpoint_seq >= seq {
                 return Ok(Checkpoint {
                     lease,
@@ -340,12 +173,12 @@ impl Db {
             let total = charged_total.clamp(lease.charged, lease.hold_amount);
             let delta = total - lease.charged;
             if delta > 0 {
-                let mut hold = hold_in(&mut tx, lease.hold_id)
+                let mut hold = hold_in(tx, lease.hold_id)
                     .await?
                     .ok_or(Error::NotFound("hold"))?;
                 let key = format!("lease:{id}:charge:{seq}");
                 charge_hold_in(
-                    &mut tx,
+                    tx,
                     &mut bal,
                     &mut hold,
                     delta,
@@ -367,10 +200,7 @@ impl Db {
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
-            let lease = lease_in(&mut tx, id)
-                .await?
-                .ok_or(Error::NotFound("lease"))?;
-            tx.commit().await?;
+            let lease = lease_in(tx, id).await?.ok_or(Error::NotFound("lease"))?;
             Ok(Checkpoint {
                 lease,
                 balance: bal,
@@ -378,7 +208,6 @@ impl Db {
                 session_exists,
             })
         })
-        .await
     }
 
     /// Stops a lease once: charges up to `charged_total` in all (never less than already
@@ -396,24 +225,21 @@ impl Db {
             .await?
             .ok_or(Error::NotFound("lease"))?
             .account_id;
-        self.retrying("settle lease", || async move {
-            let mut tx = self.pool().begin().await?;
-            let mut bal = lock_account(&mut tx, account).await?;
-            let lease = lease_in(&mut tx, id)
-                .await?
-                .ok_or(Error::NotFound("lease"))?;
+        with_retrying_tx!(self, "settle lease", |tx| {
+            let mut bal = lock_account(tx, account).await?;
+            let lease = lease_in(tx, id).await?.ok_or(Error::NotFound("lease"))?;
             if lease.status == LeaseStatus::Stopped {
                 return Ok(lease.settlement(bal.balance));
             }
             let used = used_ms.clamp(lease.used_ms, lease.prepaid_ms);
             let total = charged_total.clamp(lease.charged, lease.hold_amount);
-            let mut hold = hold_in(&mut tx, lease.hold_id)
+            let mut hold = hold_in(tx, lease.hold_id)
                 .await?
                 .ok_or(Error::NotFound("hold"))?;
             let charge_key = format!("lease:{id}:charge:final");
             let release_key = format!("lease:{id}:release");
             let settled = settle_hold_in(
-                &mut tx,
+                tx,
                 &mut bal,
                 &mut hold,
                 total - lease.charged,
@@ -436,13 +262,9 @@ impl Db {
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
-            let lease = lease_in(&mut tx, id)
-                .await?
-                .ok_or(Error::NotFound("lease"))?;
-            tx.commit().await?;
+            let lease = lease_in(tx, id).await?.ok_or(Error::NotFound("lease"))?;
             Ok(lease.settlement(bal.balance))
         })
-        .await
     }
 
     /// Adds `add_ms` of prepaid time to a lease that is not stopped: a further hold of
@@ -461,12 +283,9 @@ impl Db {
             .await?
             .ok_or(Error::NotFound("lease"))?
             .account_id;
-        self.retrying("extend lease", || async move {
-            let mut tx = self.pool().begin().await?;
-            let mut bal = lock_account(&mut tx, account).await?;
-            let lease = lease_in(&mut tx, id)
-                .await?
-                .ok_or(Error::NotFound("lease"))?;
+        with_retrying_tx!(self, "extend lease", |tx| {
+            let mut bal = lock_account(tx, account).await?;
+            let lease = lease_in(tx, id).await?.ok_or(Error::NotFound("lease"))?;
             if lease.status == LeaseStatus::Stopped {
                 return Err(Error::Conflict(
                     "the Pro runtime has already stopped".into(),
@@ -483,11 +302,11 @@ impl Db {
             let extra = hold_amount - lease.hold_amount;
             let seq = lease.extensions + 1;
             if extra > 0 {
-                let mut hold = hold_in(&mut tx, lease.hold_id)
+                let mut hold = hold_in(tx, lease.hold_id)
                     .await?
                     .ok_or(Error::NotFound("hold"))?;
                 let key = format!("lease:{id}:extend:{seq}");
-                extend_hold_in(&mut tx, &mut bal, &mut hold, extra, &key, Some(id)).await?;
+                extend_hold_in(tx, &mut bal, &mut hold, extra, &key, Some(id)).await?;
             }
             sqlx::query(
                 "UPDATE runtime_leases SET prepaid_ms = $1, hold_amount = $2, extensions = $3 \
@@ -499,13 +318,9 @@ impl Db {
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
-            let lease = lease_in(&mut tx, id)
-                .await?
-                .ok_or(Error::NotFound("lease"))?;
-            tx.commit().await?;
+            let lease = lease_in(tx, id).await?.ok_or(Error::NotFound("lease"))?;
             Ok(lease)
         })
-        .await
     }
 
     /// Every lease the account paid for, with its session's title, for the statement.
@@ -513,7 +328,18 @@ impl Db {
         &self,
         account: AccountId,
     ) -> Result<std::collections::HashMap<LeaseId, crate::billing::statement::LeaseContext>> {
-        let rows = sqlx::query(
+        #[derive(sqlx::FromRow)]
+        struct LeaseContextRow {
+            #[sqlx(try_from = "UuidText")]
+            id: LeaseId,
+            #[sqlx(try_from = "UuidText")]
+            session_id: SessionId,
+            gpu_class: String,
+            used_ms: i64,
+            status: String,
+            title: Option<String>,
+        }
+        let rows: Vec<LeaseContextRow> = sqlx::query_as(
             "SELECT l.id, l.session_id, l.gpu_class, l.used_ms, l.status, s.title \
              FROM runtime_leases l LEFT JOIN studio_sessions s ON s.id = l.session_id \
              WHERE l.account_id = $1",
@@ -521,21 +347,21 @@ impl Db {
         .bind(account.to_string())
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
+        Ok(rows
+            .into_iter()
             .map(|row| {
-                let status: String = row.try_get("status")?;
-                Ok((
-                    LeaseId(uuid_col(row, "id")?),
+                (
+                    row.id,
                     crate::billing::statement::LeaseContext {
-                        session_id: SessionId(uuid_col(row, "session_id")?),
-                        session_title: row.try_get("title")?,
-                        gpu_class: row.try_get("gpu_class")?,
-                        used_ms: row.try_get("used_ms")?,
-                        stopped: status == "stopped",
+                        session_id: row.session_id,
+                        session_title: row.title,
+                        gpu_class: row.gpu_class,
+                        used_ms: row.used_ms,
+                        stopped: row.status == "stopped",
                     },
-                ))
+                )
             })
-            .collect()
+            .collect())
     }
 
     pub async fn lease(&self, id: LeaseId) -> Result<Option<RuntimeLease>> {
@@ -550,11 +376,11 @@ impl Db {
              ORDER BY (CASE WHEN status = 'stopped' THEN 0 ELSE 1 END) DESC, created_at DESC \
              LIMIT 1"
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let row: Option<RuntimeLease> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(session.to_string())
             .fetch_optional(self.pool())
             .await?;
-        row.as_ref().map(lease_from_row).transpose()
+        Ok(row)
     }
 
     /// Every lease that is not stopped (recovered at start-up).
@@ -563,10 +389,10 @@ impl Db {
             "SELECT {LEASE_COLUMNS} FROM runtime_leases WHERE status <> 'stopped' \
              ORDER BY created_at"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let rows: Vec<RuntimeLease> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .fetch_all(self.pool())
             .await?;
-        rows.iter().map(lease_from_row).collect()
+        Ok(rows)
     }
 
     /// The account's leases that are not stopped.
@@ -575,17 +401,17 @@ impl Db {
             "SELECT {LEASE_COLUMNS} FROM runtime_leases WHERE account_id = $1 \
              AND status <> 'stopped' ORDER BY created_at"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let rows: Vec<RuntimeLease> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(account.to_string())
             .fetch_all(self.pool())
             .await?;
-        rows.iter().map(lease_from_row).collect()
+        Ok(rows)
     }
 
     /// GPU time the account paid for since `since_ms`, per session, GPU class and UTC day (the
     /// day its charge was recorded; charges are checkpointed every few seconds).
     pub async fn runtime_usage(&self, account: AccountId, since_ms: i64) -> Result<Vec<UsageRow>> {
-        let rows = sqlx::query(
+        let rows: Vec<UsageRow> = sqlx::query_as(
             "SELECT l.session_id AS session_id, s.title AS session_title, \
              l.gpu_class AS gpu_class, (e.created_at / 86400000) AS epoch_day, \
              CAST(SUM(COALESCE(e.usage_ms, 0)) AS BIGINT) AS used_ms, \
@@ -601,17 +427,6 @@ impl Db {
         .bind(since_ms)
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(UsageRow {
-                    session_id: SessionId(uuid_col(row, "session_id")?),
-                    session_title: row.try_get("session_title")?,
-                    gpu_class: row.try_get("gpu_class")?,
-                    epoch_day: row.try_get("epoch_day")?,
-                    used_ms: row.try_get("used_ms")?,
-                    charged: row.try_get("charged")?,
-                })
-            })
-            .collect()
+        Ok(rows)
     }
 }

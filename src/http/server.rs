@@ -2,7 +2,7 @@
 //!
 //! The server is actix-web's application in actix-http's `HttpService` on an actix-server
 //! `Server`, put together here rather than with `actix_web::HttpServer` for one reason: requests
-//! that ask for a WebSocket upgrade go to [`crate::upgrade`] with their socket, so WebSockets run
+//! that ask for a WebSocket upgrade go to [`crate::http::upgrade`] with their socket, so WebSockets run
 //! on the bare socket instead of inside an HTTP connection and its buffers.
 
 use std::net::SocketAddr;
@@ -12,13 +12,14 @@ use std::time::Duration;
 
 use actix_http::{HttpService, KeepAlive};
 use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt};
-use actix_web::dev::AppConfig;
+use actix_web::dev::{AppConfig, Service};
 use actix_web::http::header;
 use actix_web::{web, App, HttpResponse};
 
 use atelier_actors::{RegistryConfig, SessionRegistryHandle};
 use atelier_protocol::events::StudioEvent;
 
+use super::{api, upgrade, ws};
 use crate::auth::rate_limit::AuthRateLimit;
 use crate::billing::checkout::Checkout;
 use crate::billing::{Billing, BillingSettings};
@@ -30,9 +31,10 @@ use crate::db::documents::SqlDocStore;
 use crate::db::Db;
 use crate::inference::{Engine, ModelCatalog};
 use crate::jobs::{JobBoard, JobService};
+use crate::lifecycle::ServerShutdown;
 use crate::state::AppState;
 use crate::storage::Blobs;
-use crate::{api, telemetry, upgrade, ws};
+use crate::telemetry;
 
 /// As actix-web's `HttpServer`: pending connections the OS may queue.
 const BACKLOG: i32 = 1024;
@@ -42,7 +44,7 @@ const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Shown at `/` when the studio page has not been built (`web/dist` missing).
-const PLACEHOLDER_HTML: &str = include_str!("../web/placeholder.html");
+const PLACEHOLDER_HTML: &str = include_str!("../../web/placeholder.html");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -222,6 +224,7 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     if !has_web {
         tracing::warn!(dir = %web_dir.display(), "studio page not built; serving a placeholder at /");
     }
+    let default_host = header::HeaderValue::from_str(&addr.to_string()).ok();
     let builder = actix_server::Server::build();
     let shutting_down = builder.graceful_shutdown_signal();
     let server = builder
@@ -231,7 +234,21 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         // the process.
         .disable_signals()
         .listen("atelier-http", listener, move || {
+            let default_host = default_host.clone();
             let app = App::new()
+                // actix-web's own server gives the application the listening address as the host
+                // of requests that name none; its public `AppConfig` cannot, so such a request
+                // gets the address as its `Host` here (what `ConnectionInfo::host` then reads).
+                .wrap_fn(move |mut req, srv| {
+                    if let Some(host) = &default_host {
+                        if !req.headers().contains_key(header::HOST)
+                            && req.uri().authority().is_none()
+                        {
+                            req.headers_mut().insert(header::HOST, host.clone());
+                        }
+                    }
+                    srv.call(req)
+                })
                 .app_data(state.clone())
                 .configure(|cfg| api::configure(cfg, max_json))
                 .service(ws::live_session);
@@ -262,29 +279,14 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
                 .tcp_nodelay(true)
                 .local_addr(addr)
                 .upgrade(upgrade)
-                .finish(map_config(app, move |_| {
-                    AppConfig::__priv_test_new(false, addr.to_string(), addr)
-                }))
+                .finish(map_config(app, |_| AppConfig::default()))
                 .tcp()
         })?;
     let server = server.run();
-    // Leases are settled and live sessions flushed while the HTTP workers still run: database
-    // connections opened on a worker's runtime die with it.
+    let shutdown = ServerShutdown::new(billing.clone(), live.clone(), cluster.clone());
     let before_stop = {
-        let billing = billing.clone();
-        let live = live.clone();
-        let cluster = cluster.clone();
-        async move {
-            if let Some(cluster) = &cluster {
-                cluster.leave();
-            }
-            tracing::info!("shutting down: settling runtime leases");
-            billing.shutdown().await;
-            tracing::info!("shutting down: flushing live sessions");
-            if let Err(e) = live.shutdown().await {
-                tracing::error!(error = %e, "a live session could not be flushed");
-            }
-        }
+        let shutdown = shutdown.clone();
+        async move { shutdown.run().await }
     };
     let signals = stop_on_signals(server.handle(), before_stop)?;
 
@@ -308,12 +310,7 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     pruner.abort();
     chores.abort();
     signals.abort();
-    tracing::info!("shutting down: settling runtime leases");
-    billing.shutdown().await;
-    tracing::info!("shutting down: flushing live sessions");
-    if let Err(e) = live.shutdown().await {
-        tracing::error!(error = %e, "a live session could not be flushed");
-    }
+    shutdown.run().await;
     tracing::info!("closing the database");
     db.close().await;
     result.map_err(StartError::Io)

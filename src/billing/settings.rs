@@ -1,0 +1,38 @@
+//! Billing configuration, from `ServeConfig`.
+
+use std::time::Duration;
+
+use super::prices::PriceTable;
+use super::MeterSettings;
+
+/// Billing configuration (from `ServeConfig`).
+#[derive(Debug, Clone)]
+pub struct BillingSettings {
+    pub prices: PriceTable,
+    pub meter: MeterSettings,
+    pub max_prepaid_minutes: u32,
+    /// Open leases whose last sign of life is older than this at start-up are settled at their
+    /// last checkpoint instead of resumed.
+    pub resume_window: Duration,
+    /// Millicredits granted at signup (`ATELIER_SIGNUP_CREDITS`, by default an hour of the
+    /// cheapest class).
+    pub signup_credits: i64,
+}
+
+impl BillingSettings {
+    pub fn from_config(config: &crate::config::ServeConfig) -> Self {
+        let b = &config.billing;
+        BillingSettings {
+            prices: b.gpu_prices.clone(),
+            meter: MeterSettings {
+                meter_interval: Duration::from_millis(b.meter_interval_ms),
+                checkpoint_interval: Duration::from_secs(b.checkpoint_interval_s),
+                idle_timeout: Duration::from_secs(b.lease_idle_timeout_s),
+                low_balance_warning: Duration::from_secs(b.low_balance_warning_s),
+            },
+            max_prepaid_minutes: b.max_prepaid_minutes,
+            resume_window: Duration::from_secs(b.lease_resume_window_s),
+            signup_credits: config.signup_credits(),
+        }
+    }
+}
