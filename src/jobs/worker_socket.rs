@@ -239,7 +239,13 @@ pub fn start(state: &AppState, token_id: WorkerId, io: TcpStream, leftover: Byte
         closing: false,
     };
     // Nothing of the worker's needs keeping until written.
-    socket::serve(io, leftover, MAX_FRAME_BYTES, actor, UntilWritten::<()>::new());
+    socket::serve(
+        io,
+        leftover,
+        MAX_FRAME_BYTES,
+        actor,
+        UntilWritten::<()>::new(),
+    );
 }
 
 /// A GET without the WebSocket upgrade: the refusals an upgrade would get, else 400.

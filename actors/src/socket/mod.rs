@@ -105,12 +105,12 @@ mod tests {
     /// The decoder reports the input's overflow as an I/O error with its text.
     #[test]
     fn an_overflow_of_the_input_is_recognised() {
-        let passed_on = ProtocolError::Io(std::io::Error::other(format!(
-            "{}",
-            PayloadError::Overflow
-        )));
+        let passed_on =
+            ProtocolError::Io(std::io::Error::other(format!("{}", PayloadError::Overflow)));
         assert!(is_oversize(&passed_on));
         assert!(is_oversize(&ProtocolError::Overflow));
-        assert!(!is_oversize(&ProtocolError::Io(std::io::Error::other("reset"))));
+        assert!(!is_oversize(&ProtocolError::Io(std::io::Error::other(
+            "reset"
+        ))));
     }
 }

@@ -280,7 +280,11 @@ mod tests {
                     }
                     offset = end;
                 }
-                assert_eq!(ends, vec![frame_len, stream.len()], "{len} bytes, cut {cut}");
+                assert_eq!(
+                    ends,
+                    vec![frame_len, stream.len()],
+                    "{len} bytes, cut {cut}"
+                );
             }
         }
     }

@@ -90,6 +90,26 @@ where
     S: Stream<Item = Result<Bytes, E>>,
     E: std::fmt::Display,
 {
+    // The context (the actor, its input) is dropped when `drive` returns: before the lingering
+    // below, and stopping the actor if it still runs (writing failed: the client is gone).
+    let (ended, queue) = drive(&io, frames, until_written).await;
+    match ended {
+        Ok(()) => finish(io, queue).await,
+        Err(error) => tracing::debug!(%error, "WebSocket write failed"),
+    }
+}
+
+/// Polls the context for frames and writes them until the context ends (`Ok`, with what is still
+/// to write) or writing fails.
+async fn drive<S, E, T>(
+    io: &TcpStream,
+    frames: S,
+    until_written: UntilWritten<T>,
+) -> (io::Result<()>, VecDeque<Queued<T>>)
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: std::fmt::Display,
+{
     let mut frames = pin!(frames);
     let mut queue: VecDeque<Queued<T>> = VecDeque::new();
     let ended = poll_fn(|task| {
@@ -117,19 +137,13 @@ where
                 Poll::Pending => break,
             }
         }
-        match poll_write(&io, &mut queue, task) {
+        match poll_write(io, &mut queue, task) {
             Poll::Ready(Ok(())) | Poll::Pending => Poll::Pending,
             Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
         }
     })
     .await;
-    // Dropping the context stops the actor if it is still running (writing failed: the client is
-    // gone), and frees it before the lingering below.
-    drop(frames);
-    match ended {
-        Ok(()) => finish(io, queue).await,
-        Err(error) => tracing::debug!(%error, "WebSocket write failed"),
-    }
+    (ended, queue)
 }
 
 /// Writes queued chunks until the queue is empty (ready) or the socket is full (pending).

@@ -390,9 +390,10 @@ fn every_message_kind_has_its_golden_bytes() {
     for (frame, golden) in cases {
         assert_eq!(encode_frame(&frame), golden, "{frame:?}");
         assert_eq!(frame.clone().into_encoded(), golden, "{frame:?}");
-        if let Some(update) = frame.document_update().filter(|_| {
-            matches!(frame, Frame::Sync(SyncMessage::Update(_)))
-        }) {
+        if let Some(update) = frame
+            .document_update()
+            .filter(|_| matches!(frame, Frame::Sync(SyncMessage::Update(_))))
+        {
             assert_eq!(encode_update_frame(update), golden, "{frame:?}");
         }
     }

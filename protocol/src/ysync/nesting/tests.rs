@@ -8,8 +8,8 @@ use yrs::{
 };
 
 use super::*;
-use yrs::encoding::write::Write;
 use crate::ysync::update::{repair_update_v1, summarize_update};
+use yrs::encoding::write::Write;
 
 /// `levels` maps nested under the root map `nodes`, each at key `k` of the one above: the
 /// deepest is `levels + 1` deep.
