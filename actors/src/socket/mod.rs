@@ -58,7 +58,7 @@ pub fn serve<A, T>(
     let input = SocketReader::new(io.clone(), leftover, max_frame_bytes);
     let codec = Codec::new().max_size(max_frame_bytes);
     let frames = WebsocketContext::with_codec(actor, input, codec);
-    actix::spawn(writer::run(io, frames, until_written));
+    actix::spawn(writer::Writer::new(io, frames, until_written));
 }
 
 /// A close reason must fit a control frame (125 bytes, 2 of them for the code).
