@@ -12,10 +12,13 @@
 //!   awareness (with who owns which presence), its participants, group-committed persistence and
 //!   compaction; its [`session::messages`]; [`session::rebuild_document`] for readers outside a
 //!   live session.
-//! - [`connection`] — [`ConnectionActor`] and [`start_connection`]: one WebSocket each:
-//!   heartbeat, rate and size limits, decoding.
-//! - [`socket`] — the WebSocket transport actors use on a socket the server took over after the
-//!   HTTP upgrade ([`socket::WsReader`], [`socket::WsWriter`]); no buffers while idle.
+//! - [`connection`] — [`ConnectionActor`] and [`start_connection`]: one WebSocket each, an
+//!   actix-web-actors `WebsocketContext` actor: heartbeat, rate and size limits, decoding.
+//! - [`socket`] — how `WebsocketContext` actors are served on a socket the server took over after
+//!   the HTTP upgrade ([`socket::serve`]): the context's input is [`socket::SocketReader`] (the
+//!   socket's bytes, one frame at a time), its encoded frames are written by a vectored writer
+//!   that keeps what the actor holds ([`socket::UntilWritten`]) until written. The server's
+//!   worker socket actor is served the same way.
 //! - [`outbound`] — [`Outbound`], what a session sends a connection, and the [`Outbox`], bounded
 //!   in frames and bytes.
 //! - [`store`] — the [`DocStore`] port; [`memory_store`] — [`MemoryDocStore`] for tests.
@@ -32,7 +35,8 @@
 //! connections over real WebSockets, and the lease's worker actor with fake pools. The `test-hooks` feature exposes
 //! `session::messages::InjectPanic` for supervision tests elsewhere (e.g. the server's).
 //!
-//! The flow of one edit: socket → `ConnectionActor` (size, rate, `decode_frame`) →
+//! The flow of one edit: socket → `SocketReader` → `WebsocketContext` (WebSocket frames) →
+//! `ConnectionActor` (size, rate, `decode_frame`) →
 //! [`session::messages::Inbound`] → `SessionActor` (role check, validation, nesting check, size
 //! limit) → [`DocStore::append`] (batched) → apply to the document (`ysync::integrate`) →
 //! [`Outbound`] to the other connections.

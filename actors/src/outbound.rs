@@ -49,6 +49,12 @@ impl OutboundFrame {
     pub fn into_bytes(self) -> Bytes {
         self.bytes
     }
+
+    /// The frame and its queue slot apart: the slot counts until it is dropped (the connection
+    /// keeps it until the frame's bytes were written).
+    pub fn into_parts(self) -> (Bytes, QueueSlot) {
+        (self.bytes, self._slot)
+    }
 }
 
 impl AsRef<[u8]> for OutboundFrame {
@@ -72,9 +78,9 @@ struct Queued {
     bytes: AtomicUsize,
 }
 
-/// Gives a frame's share back when the frame is dropped.
+/// A frame's share of its connection's queue counts, given back when dropped.
 #[derive(Debug)]
-struct QueueSlot {
+pub struct QueueSlot {
     queued: Arc<Queued>,
     charge: usize,
 }

@@ -1,10 +1,12 @@
-//! A bounds-checked reader and a writer for the lib0 encoding used by y-protocols.
+//! A bounds-checked reader for the lib0 encoding used by y-protocols. Writing is yrs's
+//! (`yrs::encoding::write::Write`); reading untrusted bytes is not.
 //!
-//! Why not yrs's own `Cursor`: its decoders trust length prefixes enough to *reserve* memory for
-//! the declared number of elements before reading them (a five-byte state vector can ask for a
-//! multi-gigabyte hash map), and some integer paths panic in debug builds (`ClientID::new` asserts
-//! 53 bits, `read_var_i64` shifts by up to 69 bits). Everything that arrives from a socket goes
-//! through this reader first; it never allocates from a declared length and never panics.
+//! Why not yrs's own `Cursor`: yrs's decoder is not safe on hostile input. Its decoders trust
+//! length prefixes enough to *reserve* memory for the declared number of elements before reading
+//! them (a five-byte state vector can ask for a multi-gigabyte hash map), and some integer paths
+//! panic in debug builds (`ClientID::new` asserts 53 bits, `read_var_i64` shifts by up to 69
+//! bits). Everything that arrives from a socket goes through this reader first; it never
+//! allocates from a declared length and never panics.
 
 use crate::ysync::FrameError;
 
@@ -128,28 +130,10 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// lib0 `writeVarUint`.
-pub(crate) fn write_var_u64(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8 & 0x7f) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
-/// lib0 `writeVarUint8Array`.
-pub(crate) fn write_var_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    write_var_u64(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
-/// lib0 `writeVarString`.
-pub(crate) fn write_var_str(out: &mut Vec<u8>, s: &str) {
-    write_var_bytes(out, s.as_bytes());
-}
-
 #[cfg(test)]
 mod tests {
+    use yrs::encoding::write::Write;
+
     use super::*;
 
     #[test]
@@ -165,7 +149,7 @@ mod tests {
             u64::MAX,
         ] {
             let mut buf = Vec::new();
-            write_var_u64(&mut buf, value);
+            buf.write_var::<u64>(value);
             let mut reader = Reader::new(&buf);
             assert_eq!(reader.var_u64().unwrap(), value);
             reader.finish().unwrap();
@@ -188,14 +172,14 @@ mod tests {
         assert_eq!(Reader::new(&too_big).var_u64(), Err(FrameError::BadVarInt));
         // 2^32 does not fit a u32 field.
         let mut buf = Vec::new();
-        write_var_u64(&mut buf, 1 << 32);
+        buf.write_var::<u64>(1 << 32);
         assert_eq!(Reader::new(&buf).var_u32(), Err(FrameError::BadVarInt));
     }
 
     #[test]
     fn absurd_length_prefix_is_an_error_not_an_allocation() {
         let mut buf = Vec::new();
-        write_var_u64(&mut buf, u64::MAX);
+        buf.write_var::<u64>(u64::MAX);
         buf.extend_from_slice(b"abc");
         assert!(matches!(
             Reader::new(&buf).var_bytes(),
@@ -206,7 +190,7 @@ mod tests {
     #[test]
     fn client_ids_above_53_bits_are_rejected() {
         let mut buf = Vec::new();
-        write_var_u64(&mut buf, MAX_CLIENT_ID + 1);
+        buf.write_var::<u64>(MAX_CLIENT_ID + 1);
         assert!(Reader::new(&buf).client_id().is_err());
     }
 }

@@ -4,8 +4,11 @@
 //! `CONNECT`) to this service together with the connection, as a `Framed` socket, instead of to
 //! the application. Here the request is routed and authorized, answered — `101` or an error in
 //! the API's JSON shape — and for a `101` the socket is taken out of the `Framed` and served by an
-//! actor on this arbiter (`atelier_actors::socket`). The dispatcher's task ends right after, and
-//! with it its 8 KiB read and write buffers: an idle WebSocket keeps neither.
+//! actix-web-actors `WebsocketContext` actor on this arbiter (`atelier_actors::socket::serve`: the
+//! context reads the socket's bytes and its encoded frames are written straight to the socket).
+//! The dispatcher's task ends right after, and with it its 8 KiB read and write buffers: an idle
+//! WebSocket keeps neither (`ws::start` would keep the dispatcher streaming the socket for the
+//! connection's life).
 //!
 //! Endpoints: `/ws/{session_id}` ([`crate::ws`]) and `/api/v1/workers/ws`
 //! ([`crate::jobs::worker_socket`]); anything else is 404. The refusals are those of the plain

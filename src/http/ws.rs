@@ -2,7 +2,7 @@
 //! the socket to a `ConnectionActor` (atelier-actors) joined to the session's `SessionActor`.
 //!
 //! Upgrade requests do not go through actix-web: the HTTP service hands them over with their
-//! socket to [`crate::upgrade`], which calls [`authorize`], answers `101` and then [`start`]s the
+//! socket to [`crate::http::upgrade`], which calls [`authorize`], answers `101` and then [`start`]s the
 //! connection on the socket (the HTTP connection and its buffers end there). A plain GET without
 //! the upgrade is answered by [`live_session`]: the same refusals, else 400.
 //!

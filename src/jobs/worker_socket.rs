@@ -2,9 +2,9 @@
 //! JSON text frames both ways (`atelier_protocol::worker`). The socket's end is the worker's end:
 //! its running job fails with "worker lost".
 //!
-//! Like the live-session socket, the upgrade is handled by [`crate::upgrade`] ([`authorize`],
-//! `101`, [`start`]) and the socket served with `atelier_actors::socket`; a plain GET is answered
-//! by [`worker_ws`].
+//! Like the live-session socket, the upgrade is handled by [`crate::http::upgrade`] ([`authorize`],
+//! `101`, [`start`]) and the socket served by an actix-web-actors `WebsocketContext` actor through
+//! `atelier_actors::socket`; a plain GET is answered by [`worker_ws`].
 
 use std::time::{Duration, Instant};
 
@@ -12,11 +12,11 @@ use actix::prelude::*;
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::{get, web, HttpRequest, HttpResponse};
 use atelier_actors::socket::{
-    self, CloseCode, CloseReason, Message, ProtocolError, WsActor, WsWriter,
+    self, CloseCode, Message, ProtocolError, UntilWritten, WebsocketContext,
 };
 use atelier_protocol::ids::WorkerId;
 use atelier_protocol::worker::{ServerMessage, WorkerMessage};
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -43,7 +43,8 @@ struct WorkerSocket {
     checking_token: bool,
     worker: Option<WorkerId>,
     last_heard: Instant,
-    socket: WsWriter<Bytes>,
+    /// A close frame was sent: nothing more is.
+    closing: bool,
 }
 
 #[derive(Message)]
@@ -51,16 +52,19 @@ struct WorkerSocket {
 struct ToWorker(ServerMessage);
 
 impl Actor for WorkerSocket {
-    type Context = Context<Self>;
+    type Context = WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let timeout = self.service.limits().heartbeat_timeout;
         ctx.run_interval(PING_EVERY, move |act, ctx| {
+            if act.closing {
+                return;
+            }
             if act.last_heard.elapsed() > timeout {
                 Self::refuse(ctx, act, CloseCode::Policy, "heartbeat timeout".into());
                 return;
             }
-            act.socket.ping(ctx, b"");
+            ctx.ping(b"");
             act.check_token(ctx);
         });
     }
@@ -77,7 +81,8 @@ impl Handler<ToWorker> for WorkerSocket {
 
     fn handle(&mut self, msg: ToWorker, ctx: &mut Self::Context) {
         match serde_json::to_string(&msg.0) {
-            Ok(text) => self.socket.text(ctx, text),
+            Ok(text) if !self.closing => ctx.text(text),
+            Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "cannot encode a worker message"),
         }
         if let ServerMessage::Refused { reason } = msg.0 {
@@ -87,7 +92,7 @@ impl Handler<ToWorker> for WorkerSocket {
 }
 
 impl WorkerSocket {
-    fn check_token(&mut self, ctx: &mut Context<Self>) {
+    fn check_token(&mut self, ctx: &mut WebsocketContext<Self>) {
         if self.checking_token {
             return;
         }
@@ -114,35 +119,29 @@ impl WorkerSocket {
     }
 
     /// Sends a close frame (after everything queued) and stops.
-    fn refuse(ctx: &mut Context<Self>, act: &mut Self, code: CloseCode, reason: String) {
-        act.socket.close(Some(CloseReason {
-            code,
-            description: Some(reason),
-        }));
+    fn refuse(ctx: &mut WebsocketContext<Self>, act: &mut Self, code: CloseCode, reason: String) {
+        if act.closing {
+            return;
+        }
+        act.closing = true;
+        ctx.close(Some(socket::close_reason(code, &reason)));
         ctx.stop();
-    }
-}
-
-impl WsActor for WorkerSocket {
-    type Held = Bytes;
-
-    fn writer(&mut self) -> &mut WsWriter<Bytes> {
-        &mut self.socket
     }
 }
 
 impl StreamHandler<Result<Message, ProtocolError>> for WorkerSocket {
     fn handle(&mut self, item: Result<Message, ProtocolError>, ctx: &mut Self::Context) {
-        if self.socket.is_closed() {
+        if self.closing {
             return;
         }
         self.last_heard = Instant::now();
         let text = match item {
             Ok(Message::Text(text)) => text,
-            Ok(Message::Ping(p)) => return self.socket.pong(ctx, &p),
+            Ok(Message::Ping(p)) => return ctx.pong(&p),
             Ok(Message::Pong(_)) => return,
             Ok(Message::Close(reason)) => {
-                self.socket.close(reason);
+                self.closing = true;
+                ctx.close(reason);
                 return ctx.stop();
             }
             Ok(_) => {
@@ -230,21 +229,23 @@ pub async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<WorkerId
 /// Serves an accepted worker WebSocket on `io` (after the `101`); `leftover` is what the worker
 /// sent after its request. The connection runs on the current arbiter.
 pub fn start(state: &AppState, token_id: WorkerId, io: TcpStream, leftover: BytesMut) {
-    let (reader, writer) = socket::split(io, leftover, MAX_FRAME_BYTES);
-    let service = state.jobs.clone();
-    let db = state.db.clone();
-    WorkerSocket::create(move |ctx| {
-        ctx.add_stream(reader);
-        WorkerSocket {
-            service,
-            db,
-            token_id,
-            checking_token: false,
-            worker: None,
-            last_heard: Instant::now(),
-            socket: writer,
-        }
-    });
+    let actor = WorkerSocket {
+        service: state.jobs.clone(),
+        db: state.db.clone(),
+        token_id,
+        checking_token: false,
+        worker: None,
+        last_heard: Instant::now(),
+        closing: false,
+    };
+    // Nothing of the worker's needs keeping until written.
+    socket::serve(
+        io,
+        leftover,
+        MAX_FRAME_BYTES,
+        actor,
+        UntilWritten::<()>::new(),
+    );
 }
 
 /// A GET without the WebSocket upgrade: the refusals an upgrade would get, else 400.

@@ -1,7 +1,7 @@
-//! `ConnectionActor`: one live-session WebSocket, served through [`crate::socket`] on the socket
-//! the server took over after the upgrade.
+//! `ConnectionActor`: one live-session WebSocket, an actix-web-actors `WebsocketContext` actor
+//! served by [`crate::socket`] on the socket the server took over after the upgrade.
 //!
-//! It owns the socket and everything per-connection: heartbeat, rate limit, message size limit,
+//! It owns everything per-connection: heartbeat, rate limit, message size limit,
 //! frame decoding, and the outbound side of the [`Outbox`] the session writes to. It never
 //! interprets the document — decoded frames go to the [`SessionActor`], which decides (roles,
 //! storage, fan-out). Every refusal closes the socket with a code and a reason:
@@ -30,12 +30,12 @@ use tokio::time::Instant;
 
 use self::rate_limit::TokenBucket;
 use crate::limits::ConnectionLimits;
-use crate::outbound::{Outbound, OutboundFrame, Outbox};
+use crate::outbound::{Outbound, Outbox, QueueSlot};
 use crate::registry::SessionRegistryHandle;
 use crate::session::messages::{Inbound, JoinError, Leave};
 use crate::session::{Participant, SessionActor};
 use crate::socket::{
-    self, CloseCode, CloseReason, Item, Message, ProtocolError, WsActor, WsWriter,
+    self, CloseCode, Item, Message, ProtocolError, UntilWritten, WebsocketContext,
 };
 use crate::telemetry;
 
@@ -43,9 +43,6 @@ use crate::telemetry;
 /// little too large reach our check (which answers 1009 with the actual size) and only absurd
 /// frames hit the codec's backstop (`ProtocolError::Overflow`, also answered with 1009).
 const CODEC_SLACK_BYTES: usize = 64 * 1024;
-
-/// A close reason must fit a control frame (125 bytes, 2 of them for the code).
-const MAX_CLOSE_REASON_BYTES: usize = 123;
 
 /// Everything a connection needs; see [`ConnectionActor::new`].
 #[derive(Clone)]
@@ -56,7 +53,8 @@ pub struct ConnectionConfig {
     pub limits: ConnectionLimits,
 }
 
-/// Serves a WebSocket with a [`ConnectionActor`] joined to `session_id`, on the current arbiter.
+/// Serves a WebSocket with a [`ConnectionActor`] joined to `session_id`, on the current arbiter
+/// (a `WebsocketContext` fed by the socket, see [`crate::socket::serve`]).
 ///
 /// `io` is the client's socket after the server answered its upgrade request (`101`), and
 /// `leftover` what the client had sent after that request. The caller has already authenticated
@@ -68,27 +66,24 @@ pub fn start_connection(
     session_id: SessionId,
     participant: Participant,
     limits: ConnectionLimits,
-) -> Addr<ConnectionActor> {
+) {
     let max_frame_bytes = limits.max_message_bytes.saturating_add(CODEC_SLACK_BYTES);
-    let (reader, writer) = socket::split(io, leftover, max_frame_bytes);
     let config = ConnectionConfig {
         registry,
         session_id,
         participant,
         limits,
     };
-    ConnectionActor::create(move |ctx| {
-        ctx.add_stream(reader);
-        ConnectionActor::new(config, writer)
-    })
+    let until_written = UntilWritten::new();
+    let actor = ConnectionActor::new(config, until_written.clone());
+    socket::serve(io, leftover, max_frame_bytes, actor, until_written);
 }
 
 /// One participant's WebSocket.
 pub struct ConnectionActor {
     config: ConnectionConfig,
-    /// The socket's writing half (its reading half is a stream on the context). Frames from the
-    /// session keep their queue slot until they were written.
-    socket: WsWriter<OutboundFrame>,
+    /// Frames from the session keep their queue slot here until they were written.
+    until_written: UntilWritten<QueueSlot>,
     /// Set once the session accepted the join.
     session: Option<(Addr<SessionActor>, ConnectionId)>,
     last_heard: Instant,
@@ -99,16 +94,16 @@ pub struct ConnectionActor {
 }
 
 impl ConnectionActor {
-    /// A connection writing to `socket`; its reading half must be added to the actor's context
-    /// (`ctx.add_stream`), as [`start_connection`] does.
-    pub fn new(config: ConnectionConfig, socket: WsWriter<OutboundFrame>) -> Self {
+    /// A connection whose sent frames' queue slots go to `until_written`, the handle its socket's
+    /// writer releases them from ([`crate::socket::serve`], as [`start_connection`] does).
+    pub fn new(config: ConnectionConfig, until_written: UntilWritten<QueueSlot>) -> Self {
         let rate = TokenBucket::new(
             config.limits.max_messages_per_sec,
             config.limits.message_burst,
         );
         Self {
             config,
-            socket,
+            until_written,
             session: None,
             last_heard: Instant::now(),
             rate,
@@ -118,7 +113,7 @@ impl ConnectionActor {
     }
 
     /// Sends a close frame and stops. The close frame follows every frame already queued.
-    fn close(&mut self, ctx: &mut Context<Self>, code: u16, reason: &str) {
+    fn close(&mut self, ctx: &mut WebsocketContext<Self>, code: u16, reason: &str) {
         if self.closing {
             return;
         }
@@ -129,14 +124,11 @@ impl ConnectionActor {
             reason,
             "closing live-session connection"
         );
-        self.socket.close(Some(CloseReason {
-            code: CloseCode::from(code),
-            description: Some(truncate_reason(reason).to_owned()),
-        }));
+        ctx.close(Some(socket::close_reason(CloseCode::from(code), reason)));
         ctx.stop();
     }
 
-    fn join(&mut self, ctx: &mut Context<Self>) {
+    fn join(&mut self, ctx: &mut WebsocketContext<Self>) {
         let outbox = Outbox::new(
             ctx.address().recipient(),
             self.config.limits.outbox_budget(),
@@ -165,16 +157,19 @@ impl ConnectionActor {
         );
     }
 
-    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+    fn heartbeat(&mut self, ctx: &mut WebsocketContext<Self>) {
+        if self.closing {
+            return;
+        }
         if self.last_heard.elapsed() > self.config.limits.client_timeout {
             self.close(ctx, close_code::GOING_AWAY, "ping timeout");
         } else {
-            self.socket.ping(ctx, b"");
+            ctx.ping(b"");
         }
     }
 
     /// One complete binary message from the client.
-    fn on_message(&mut self, bytes: &[u8], ctx: &mut Context<Self>) {
+    fn on_message(&mut self, bytes: &[u8], ctx: &mut WebsocketContext<Self>) {
         let max = self.config.limits.max_message_bytes;
         if bytes.len() > max {
             let reason = format!("message of {} bytes exceeds {max}", bytes.len());
@@ -218,7 +213,7 @@ impl ConnectionActor {
         );
     }
 
-    fn on_fragment(&mut self, item: Item, ctx: &mut Context<Self>) {
+    fn on_fragment(&mut self, item: Item, ctx: &mut WebsocketContext<Self>) {
         let max = self.config.limits.max_message_bytes;
         let (start, chunk, last) = match item {
             Item::FirstText(_) => {
@@ -256,7 +251,7 @@ impl ConnectionActor {
 }
 
 impl Actor for ConnectionActor {
-    type Context = Context<Self>;
+    type Context = WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         metrics::gauge!(telemetry::WS_CONNECTIONS).increment(1.0);
@@ -274,14 +269,6 @@ impl Actor for ConnectionActor {
     }
 }
 
-impl WsActor for ConnectionActor {
-    type Held = OutboundFrame;
-
-    fn writer(&mut self) -> &mut WsWriter<OutboundFrame> {
-        &mut self.socket
-    }
-}
-
 impl StreamHandler<Result<Message, ProtocolError>> for ConnectionActor {
     fn handle(&mut self, msg: Result<Message, ProtocolError>, ctx: &mut Self::Context) {
         if self.closing {
@@ -289,7 +276,7 @@ impl StreamHandler<Result<Message, ProtocolError>> for ConnectionActor {
         }
         let msg = match msg {
             Ok(msg) => msg,
-            Err(ProtocolError::Overflow) => {
+            Err(error) if socket::is_oversize(&error) => {
                 let max = self.config.limits.max_message_bytes;
                 self.close(
                     ctx,
@@ -314,11 +301,11 @@ impl StreamHandler<Result<Message, ProtocolError>> for ConnectionActor {
             Message::Text(_) => {
                 self.close(ctx, close_code::UNSUPPORTED_DATA, "binary frames only");
             }
-            Message::Ping(payload) => self.socket.pong(ctx, &payload),
+            Message::Ping(payload) => ctx.pong(&payload),
             Message::Pong(_) | Message::Nop => {}
             Message::Close(reason) => {
                 self.closing = true;
-                self.socket.close(reason);
+                ctx.close(reason);
                 ctx.stop();
             }
         }
@@ -340,21 +327,13 @@ impl Handler<Outbound> for ConnectionActor {
                     return;
                 }
                 metrics::counter!(telemetry::WS_BYTES_OUT).increment(frame.bytes().len() as u64);
-                // The frame (and its slot in the session's count) lives until it was written.
-                self.socket.binary_held(ctx, frame);
+                // The context encodes (copies) the frame; its slot in the session's count is kept
+                // until that copy was written.
+                let (bytes, slot) = frame.into_parts();
+                ctx.binary(bytes);
+                self.until_written.hold(slot);
             }
             Outbound::Close { code, reason } => self.close(ctx, code, &reason),
         }
     }
-}
-
-fn truncate_reason(reason: &str) -> &str {
-    if reason.len() <= MAX_CLOSE_REASON_BYTES {
-        return reason;
-    }
-    let mut end = MAX_CLOSE_REASON_BYTES;
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    reason.get(..end).unwrap_or_default()
 }

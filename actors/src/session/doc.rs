@@ -105,7 +105,7 @@ impl FullState {
     fn encode(doc: &Doc) -> Self {
         let update = full_state(doc);
         let update_len = update.len();
-        let frame = Bytes::from(Frame::Sync(SyncMessage::SyncStep2(update)).encode());
+        let frame = Bytes::from(Frame::Sync(SyncMessage::SyncStep2(update)).into_encoded());
         Self { frame, update_len }
     }
 

@@ -149,7 +149,7 @@ impl SessionActor {
         };
         match diff {
             Ok(diff) => {
-                let frame = Bytes::from(Frame::Sync(SyncMessage::SyncStep2(diff)).encode());
+                let frame = Bytes::from(Frame::Sync(SyncMessage::SyncStep2(diff)).into_encoded());
                 self.peers.send_to(from, frame);
                 if let Some(sv) = next {
                     self.answer_step1(from, sv, ctx);

@@ -2,7 +2,7 @@
 //! chain of maps nested far past the server's depth bound, messages over the size limit, garbage,
 //! awareness states nobody should send, state vectors naming clients the server has never seen.
 
-use atelier_protocol::ysync::{encode_frame, encode_update_frame, Frame, MESSAGE_AWARENESS};
+use atelier_protocol::ysync::{encode_frame, encode_update_frame, Frame, MSG_AWARENESS};
 use yrs::{ClientID, StateVector};
 
 /// lib0 variable-length unsigned integer.
@@ -100,7 +100,7 @@ pub fn awareness_frame(client: u64, clock: u64, bytes: usize) -> Vec<u8> {
     var(&mut payload, clock);
     string(&mut payload, &json);
     let mut frame = Vec::with_capacity(payload.len() + 8);
-    var(&mut frame, MESSAGE_AWARENESS);
+    var(&mut frame, u64::from(MSG_AWARENESS));
     var(&mut frame, payload.len() as u64);
     frame.extend_from_slice(&payload);
     frame

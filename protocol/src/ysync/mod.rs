@@ -12,8 +12,18 @@
 //! | 100 | [`Frame::Event`] | `varString(JSON studio event)` |
 //! | 101 | [`Frame::Preview`] | `varString(job_id)` `varUint(step)` `varString(mime)` `varBytes(image)` |
 //!
-//! [`decode_frame`] validates everything it returns, including the update and awareness payloads,
-//! so a [`Frame`] in hand is well-formed. It never panics on any input.
+//! Encoding is yrs's: a frame becomes a `yrs::sync::Message` (its own `Sync`, `Auth` and
+//! `AwarenessQuery`; `Custom(1, …)` for awareness, whose bytes are passed on as they came, and
+//! `Custom(100, …)` for events — `Custom` writes its tag as one byte, which is the varint of any
+//! tag below 128, then the payload as `varBytes`), and a preview is written with yrs's
+//! `encoding::write::Write` (its fields follow the tag directly, where `Custom(101, …)` would add a
+//! length prefix and change the bytes stock clients decode). The message types are yrs's
+//! `sync::protocol::MSG_*`, plus [`MESSAGE_EVENT`] and [`MESSAGE_PREVIEW`].
+//!
+//! Decoding is not yrs's: its decoders trust length prefixes and panic on some hostile input (see
+//! `crate::lib0`). [`decode_frame`] reads with the bounded reader and validates everything it
+//! returns, including the update and awareness payloads, so a [`Frame`] in hand is well-formed. It
+//! never panics on any input.
 
 mod awareness;
 mod error;
@@ -31,30 +41,23 @@ pub use update::{
     DeletedRange, ItemId, ParentRef, Repairs, SectionSummary, UpdateSummary, MAX_ANY_DEPTH,
     SUBDOCUMENTS_UNSUPPORTED,
 };
+pub use yrs::sync::protocol::{
+    MSG_AUTH, MSG_AWARENESS, MSG_QUERY_AWARENESS, MSG_SYNC, MSG_SYNC_STEP_1, MSG_SYNC_STEP_2,
+    MSG_SYNC_UPDATE, PERMISSION_DENIED,
+};
 pub use yrs::sync::SyncMessage;
 
+use yrs::encoding::write::Write;
+use yrs::sync::Message;
 use yrs::updates::encoder::Encode;
 
 use crate::ids::JobId;
-use crate::lib0::{write_var_bytes, write_var_str, write_var_u64, Reader};
+use crate::lib0::Reader;
 
-/// y-protocols message type: document sync.
-pub const MESSAGE_SYNC: u64 = 0;
-/// y-protocols message type: awareness (presence, cursors).
-pub const MESSAGE_AWARENESS: u64 = 1;
-/// y-protocols message type: auth (only "permission denied" exists).
-pub const MESSAGE_AUTH: u64 = 2;
-/// y-protocols message type: ask the peer for all awareness states.
-pub const MESSAGE_QUERY_AWARENESS: u64 = 3;
 /// Atelier extension: one JSON studio event (sent only to clients that asked with `?events=1`).
-pub const MESSAGE_EVENT: u64 = 100;
+pub const MESSAGE_EVENT: u8 = 100;
 /// Atelier extension: a binary job preview (same audience as events).
-pub const MESSAGE_PREVIEW: u64 = 101;
-
-const SYNC_STEP1: u64 = 0;
-const SYNC_STEP2: u64 = 1;
-const SYNC_UPDATE: u64 = 2;
-const AUTH_PERMISSION_DENIED: u64 = 0;
+pub const MESSAGE_PREVIEW: u8 = 101;
 
 /// The reason sent with `[2, 0, reason]` when a viewer tries to change the document.
 pub const READ_ONLY_REASON: &str = "read-only";
@@ -99,14 +102,14 @@ impl Frame {
 
     /// The y-protocols/extension message type number of this frame.
     pub fn message_type(&self) -> u64 {
-        match self {
-            Self::Sync(_) => MESSAGE_SYNC,
-            Self::Awareness(_) => MESSAGE_AWARENESS,
-            Self::Auth(_) => MESSAGE_AUTH,
-            Self::QueryAwareness => MESSAGE_QUERY_AWARENESS,
+        u64::from(match self {
+            Self::Sync(_) => MSG_SYNC,
+            Self::Awareness(_) => MSG_AWARENESS,
+            Self::Auth(_) => MSG_AUTH,
+            Self::QueryAwareness => MSG_QUERY_AWARENESS,
             Self::Event(_) => MESSAGE_EVENT,
             Self::Preview { .. } => MESSAGE_PREVIEW,
-        }
+        })
     }
 
     /// The v1 update carried by a sync step 2 or update message, if this frame writes.
@@ -128,54 +131,49 @@ impl Frame {
     pub fn encode(&self) -> Vec<u8> {
         encode_frame(self)
     }
+
+    /// Encodes the frame it consumes, without copying its payload first.
+    pub fn into_encoded(self) -> Vec<u8> {
+        let message = match self {
+            Self::Sync(sync) => Message::Sync(sync),
+            Self::Auth(reason) => Message::Auth(Some(reason)),
+            Self::QueryAwareness => Message::AwarenessQuery,
+            // The awareness update as it came: `Message::Awareness` holds a decoded update and
+            // would write its clients in hash-map order.
+            Self::Awareness(update) => Message::Custom(MSG_AWARENESS, update),
+            Self::Event(json) => Message::Custom(MESSAGE_EVENT, json.into_bytes()),
+            Self::Preview {
+                job_id,
+                step,
+                mime,
+                image,
+            } => {
+                let mut out = Vec::with_capacity(image.len() + mime.len() + 48);
+                out.write_var(MESSAGE_PREVIEW);
+                out.write_string(&job_id.to_string());
+                out.write_var(step);
+                out.write_string(&mime);
+                out.write_buf(&image);
+                return out;
+            }
+        };
+        message.encode_v1()
+    }
 }
 
 /// Encodes one frame as the bytes of one WebSocket binary message.
 pub fn encode_frame(frame: &Frame) -> Vec<u8> {
-    let mut out = Vec::new();
-    write_var_u64(&mut out, frame.message_type());
-    match frame {
-        Frame::Sync(SyncMessage::SyncStep1(sv)) => {
-            write_var_u64(&mut out, SYNC_STEP1);
-            write_var_bytes(&mut out, &sv.encode_v1());
-        }
-        Frame::Sync(SyncMessage::SyncStep2(update)) => {
-            write_var_u64(&mut out, SYNC_STEP2);
-            write_var_bytes(&mut out, update);
-        }
-        Frame::Sync(SyncMessage::Update(update)) => {
-            write_var_u64(&mut out, SYNC_UPDATE);
-            write_var_bytes(&mut out, update);
-        }
-        Frame::Awareness(update) => write_var_bytes(&mut out, update),
-        Frame::Auth(reason) => {
-            write_var_u64(&mut out, AUTH_PERMISSION_DENIED);
-            write_var_str(&mut out, reason);
-        }
-        Frame::QueryAwareness => {}
-        Frame::Event(json) => write_var_str(&mut out, json),
-        Frame::Preview {
-            job_id,
-            step,
-            mime,
-            image,
-        } => {
-            write_var_str(&mut out, &job_id.to_string());
-            write_var_u64(&mut out, u64::from(*step));
-            write_var_str(&mut out, mime);
-            write_var_bytes(&mut out, image);
-        }
-    }
-    out
+    frame.clone().into_encoded()
 }
 
 /// Encodes a sync update frame (`[0, 2, varBytes(update)]`) straight from a borrowed update —
-/// what a session fans out for every stored update, without building a [`Frame`] first.
+/// what a session fans out for every stored update, without building a [`Frame`] first. (yrs's
+/// `SyncMessage::Update` owns its update; this writes the same bytes with yrs's writer.)
 pub fn encode_update_frame(update: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(update.len() + 7);
-    write_var_u64(&mut out, MESSAGE_SYNC);
-    write_var_u64(&mut out, SYNC_UPDATE);
-    write_var_bytes(&mut out, update);
+    out.write_var(MSG_SYNC);
+    out.write_var(MSG_SYNC_UPDATE);
+    out.write_buf(update);
     out
 }
 
@@ -183,23 +181,27 @@ pub fn encode_update_frame(update: &[u8]) -> Vec<u8> {
 /// trailing input is an error; see [`FrameError::close_code`] for how to answer it.
 pub fn decode_frame(bytes: &[u8]) -> Result<Frame, FrameError> {
     let mut r = Reader::new(bytes);
-    let frame = match r.var_u64()? {
-        MESSAGE_SYNC => Frame::Sync(match r.var_u64()? {
-            SYNC_STEP1 => SyncMessage::SyncStep1(decode_state_vector(r.var_bytes()?)?),
-            SYNC_STEP2 => SyncMessage::SyncStep2(checked_update(r.var_bytes()?)?),
-            SYNC_UPDATE => SyncMessage::Update(checked_update(r.var_bytes()?)?),
-            other => return Err(FrameError::UnknownSyncType(other)),
-        }),
-        MESSAGE_AWARENESS => {
+    let message_type = r.var_u64()?;
+    let frame = match u8::try_from(message_type).unwrap_or(u8::MAX) {
+        MSG_SYNC => {
+            let sync_type = r.var_u64()?;
+            Frame::Sync(match u8::try_from(sync_type).unwrap_or(u8::MAX) {
+                MSG_SYNC_STEP_1 => SyncMessage::SyncStep1(decode_state_vector(r.var_bytes()?)?),
+                MSG_SYNC_STEP_2 => SyncMessage::SyncStep2(checked_update(r.var_bytes()?)?),
+                MSG_SYNC_UPDATE => SyncMessage::Update(checked_update(r.var_bytes()?)?),
+                _ => return Err(FrameError::UnknownSyncType(sync_type)),
+            })
+        }
+        MSG_AWARENESS => {
             let payload = r.var_bytes()?;
             check_awareness(payload)?;
             Frame::Awareness(payload.to_vec())
         }
-        MESSAGE_AUTH => match r.var_u64()? {
-            AUTH_PERMISSION_DENIED => Frame::Auth(r.var_str()?.to_owned()),
+        MSG_AUTH => match r.var_u64()? {
+            auth if auth == u64::from(PERMISSION_DENIED) => Frame::Auth(r.var_str()?.to_owned()),
             other => return Err(FrameError::UnknownAuthType(other)),
         },
-        MESSAGE_QUERY_AWARENESS => Frame::QueryAwareness,
+        MSG_QUERY_AWARENESS => Frame::QueryAwareness,
         MESSAGE_EVENT => Frame::Event(r.var_str()?.to_owned()),
         MESSAGE_PREVIEW => Frame::Preview {
             job_id: r
@@ -210,7 +212,7 @@ pub fn decode_frame(bytes: &[u8]) -> Result<Frame, FrameError> {
             mime: r.var_str()?.to_owned(),
             image: r.var_bytes()?.to_vec(),
         },
-        other => return Err(FrameError::UnknownType(other)),
+        _ => return Err(FrameError::UnknownType(message_type)),
     };
     r.finish()?;
     Ok(frame)

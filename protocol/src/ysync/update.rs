@@ -1,4 +1,5 @@
-//! Structural validation of Yjs v1 document updates before yrs decodes them.
+//! Structural validation of Yjs v1 document updates before yrs decodes them. It exists because
+//! yrs's decoder is not safe on hostile input:
 //!
 //! `Update::decode_v1` reserves memory for the element counts an update *declares* (clients,
 //! blocks, `Any` arrays and maps) before reading them, recurses without a depth limit into nested
@@ -21,15 +22,18 @@
 //!
 //! The walk mirrors yrs 0.28's v1 decoder (`Update::decode`, `Update::decode_block`,
 //! `ItemContent::decode`, `TypeRef::decode`, `Any::decode`, `IdSet::decode`), including its
-//! quirks, so that both agree on where every field starts.
+//! quirks, so that both agree on where every field starts. That is why yrs is pinned to exactly
+//! that version (`=0.28.1`) in every Cargo.toml that uses it: a new yrs must be re-checked against
+//! this walk before it is let in.
 
 use std::collections::HashSet;
 use std::ops::Range;
 
+use yrs::encoding::write::Write;
 use yrs::updates::decoder::Decode;
 use yrs::Update;
 
-use crate::lib0::{write_var_u64, Reader};
+use crate::lib0::Reader;
 use crate::ysync::FrameError;
 
 /// Why an update containing a subdocument is refused.
@@ -199,22 +203,22 @@ pub fn repair_update_v1(bytes: &[u8], summary: &UpdateSummary, repairs: &Repairs
         .enumerate()
         .filter(|(index, _)| kept(*index) > 0)
         .collect();
-    write_var_u64(&mut out, sections.len() as u64);
+    out.write_var::<u64>(sections.len() as u64);
     for (index, section) in sections {
         let keep = kept(index);
         let Some(first) = summary.blocks.get(section.blocks.start) else {
             continue;
         };
-        write_var_u64(&mut out, keep as u64);
-        write_var_u64(&mut out, section.client);
-        write_var_u64(&mut out, u64::from(first.clock));
+        out.write_var::<u64>(keep as u64);
+        out.write_var::<u64>(section.client);
+        out.write_var::<u64>(u64::from(first.clock));
         for block_index in section.blocks.clone().take(keep) {
             let Some(block) = summary.blocks.get(block_index) else {
                 continue;
             };
             if collect.contains(&block_index) {
                 out.push(BLOCK_GC);
-                write_var_u64(&mut out, u64::from(block.len));
+                out.write_var::<u64>(u64::from(block.len));
             } else {
                 out.extend_from_slice(bytes.get(block.span.clone()).unwrap_or_default());
             }
@@ -233,14 +237,14 @@ fn write_delete_set(out: &mut Vec<u8>, deletes: &[DeletedRange]) {
             clients.push(range.client);
         }
     }
-    write_var_u64(out, clients.len() as u64);
+    out.write_var::<u64>(clients.len() as u64);
     for client in clients {
         let ranges: Vec<&DeletedRange> = deletes.iter().filter(|r| r.client == client).collect();
-        write_var_u64(out, client);
-        write_var_u64(out, ranges.len() as u64);
+        out.write_var::<u64>(client);
+        out.write_var::<u64>(ranges.len() as u64);
         for range in ranges {
-            write_var_u64(out, u64::from(range.start));
-            write_var_u64(out, u64::from(range.end - range.start));
+            out.write_var::<u64>(u64::from(range.start));
+            out.write_var::<u64>(u64::from(range.end - range.start));
         }
     }
 }

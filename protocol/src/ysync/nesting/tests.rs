@@ -8,8 +8,8 @@ use yrs::{
 };
 
 use super::*;
-use crate::lib0::{write_var_str, write_var_u64};
 use crate::ysync::update::{repair_update_v1, summarize_update};
+use yrs::encoding::write::Write;
 
 /// `levels` maps nested under the root map `nodes`, each at key `k` of the one above: the
 /// deepest is `levels + 1` deep.
@@ -90,25 +90,25 @@ fn tens_of_thousands_of_levels_are_refused_without_recursion() {
     // Hand-written: yrs itself cannot even drop a document this deep without recursing.
     let levels = 50_000;
     let mut update = Vec::new();
-    write_var_u64(&mut update, 1); // one client
-    write_var_u64(&mut update, levels); // blocks
-    write_var_u64(&mut update, 7); // client
-    write_var_u64(&mut update, 0); // first clock
+    update.write_var::<u64>(1); // one client
+    update.write_var::<u64>(levels); // blocks
+    update.write_var::<u64>(7); // client
+    update.write_var::<u64>(0); // first clock
     for clock in 0..levels {
         // A Y.Map at key "k": parent is the root "nodes" first, then the previous map.
         update.push(0b0010_0000 | 7);
         if clock == 0 {
-            write_var_u64(&mut update, 1);
-            write_var_str(&mut update, "nodes");
+            update.write_var::<u64>(1);
+            update.write_string("nodes");
         } else {
-            write_var_u64(&mut update, 0);
-            write_var_u64(&mut update, 7);
-            write_var_u64(&mut update, clock - 1);
+            update.write_var::<u64>(0);
+            update.write_var::<u64>(7);
+            update.write_var::<u64>(clock - 1);
         }
-        write_var_str(&mut update, "k");
+        update.write_string("k");
         update.push(1); // TYPE_REFS_MAP
     }
-    write_var_u64(&mut update, 0); // empty delete set
+    update.write_var::<u64>(0); // empty delete set
     let summary = summarize_update(&update).unwrap();
     assert_eq!(
         resolve(&summary, &[&NestingIndex::new()]).unwrap_err(),
@@ -376,12 +376,12 @@ fn a_gap_in_a_clients_clocks_is_refused() {
 #[test]
 fn deleting_unknown_items_is_refused() {
     let mut update = Vec::new();
-    write_var_u64(&mut update, 0); // no blocks
-    write_var_u64(&mut update, 1); // one client in the delete set
-    write_var_u64(&mut update, 99);
-    write_var_u64(&mut update, 1);
-    write_var_u64(&mut update, 0);
-    write_var_u64(&mut update, 1_000_000);
+    update.write_var::<u64>(0); // no blocks
+    update.write_var::<u64>(1); // one client in the delete set
+    update.write_var::<u64>(99);
+    update.write_var::<u64>(1);
+    update.write_var::<u64>(0);
+    update.write_var::<u64>(1_000_000);
     let summary = summarize_update(&update).unwrap();
     assert_eq!(
         resolve(&summary, &[&NestingIndex::new()]).unwrap_err(),
@@ -395,17 +395,17 @@ fn deleting_unknown_items_is_refused() {
 fn a_dependency_cycle_is_refused() {
     // Client 5's item has its origin in client 6's item and the other way round.
     let mut update = Vec::new();
-    write_var_u64(&mut update, 2);
+    update.write_var::<u64>(2);
     for (client, other) in [(6u64, 5u64), (5, 6)] {
-        write_var_u64(&mut update, 1);
-        write_var_u64(&mut update, client);
-        write_var_u64(&mut update, 0);
+        update.write_var::<u64>(1);
+        update.write_var::<u64>(client);
+        update.write_var::<u64>(0);
         update.push(0b1000_0000 | 7); // origin, type content
-        write_var_u64(&mut update, other);
-        write_var_u64(&mut update, 0);
+        update.write_var::<u64>(other);
+        update.write_var::<u64>(0);
         update.push(1);
     }
-    write_var_u64(&mut update, 0);
+    update.write_var::<u64>(0);
     let summary = summarize_update(&update).unwrap();
     assert_eq!(
         resolve(&summary, &[&NestingIndex::new()]).unwrap_err(),
@@ -453,30 +453,30 @@ fn a_cycle_through_a_clients_clock_order_is_refused() {
     // 5#0 is a map under 1#0; 1#0 sits after 5#1 (its origin). yrs integrates 5#0 before 5#1,
     // so neither can go first: it would park them all (found by the hostile_update fuzzer).
     let mut update = Vec::new();
-    write_var_u64(&mut update, 2);
+    update.write_var::<u64>(2);
     // Client 5: two blocks.
-    write_var_u64(&mut update, 2);
-    write_var_u64(&mut update, 5);
-    write_var_u64(&mut update, 0);
+    update.write_var::<u64>(2);
+    update.write_var::<u64>(5);
+    update.write_var::<u64>(0);
     update.push(0b0010_0000 | 7);
-    write_var_u64(&mut update, 0);
-    write_var_u64(&mut update, 1);
-    write_var_u64(&mut update, 0);
-    write_var_str(&mut update, "k");
+    update.write_var::<u64>(0);
+    update.write_var::<u64>(1);
+    update.write_var::<u64>(0);
+    update.write_string("k");
     update.push(1);
     update.push(7);
-    write_var_u64(&mut update, 1);
-    write_var_str(&mut update, "nodes");
+    update.write_var::<u64>(1);
+    update.write_string("nodes");
     update.push(1);
     // Client 1: one block after 5#1.
-    write_var_u64(&mut update, 1);
-    write_var_u64(&mut update, 1);
-    write_var_u64(&mut update, 0);
+    update.write_var::<u64>(1);
+    update.write_var::<u64>(1);
+    update.write_var::<u64>(0);
     update.push(0b1000_0000 | 7);
-    write_var_u64(&mut update, 5);
-    write_var_u64(&mut update, 1);
+    update.write_var::<u64>(5);
+    update.write_var::<u64>(1);
     update.push(1);
-    write_var_u64(&mut update, 0);
+    update.write_var::<u64>(0);
     let summary = summarize_update(&update).unwrap();
     assert_eq!(
         resolve(&summary, &[&NestingIndex::new()]).unwrap_err(),
@@ -496,26 +496,26 @@ fn a_reference_past_the_end_of_a_clients_blocks_is_unknown() {
     // 5#0 names 1#7 as its parent; client 1's blocks end at 1#1, and the next section (client
     // 6's) must not be mistaken for it (found by the hostile_update fuzzer).
     let mut update = Vec::new();
-    write_var_u64(&mut update, 3);
+    update.write_var::<u64>(3);
     for client in [1, 6] {
-        write_var_u64(&mut update, 1);
-        write_var_u64(&mut update, client);
-        write_var_u64(&mut update, 0);
+        update.write_var::<u64>(1);
+        update.write_var::<u64>(client);
+        update.write_var::<u64>(0);
         update.push(7);
-        write_var_u64(&mut update, 1);
-        write_var_str(&mut update, "nodes");
+        update.write_var::<u64>(1);
+        update.write_string("nodes");
         update.push(1);
     }
-    write_var_u64(&mut update, 1);
-    write_var_u64(&mut update, 5);
-    write_var_u64(&mut update, 0);
+    update.write_var::<u64>(1);
+    update.write_var::<u64>(5);
+    update.write_var::<u64>(0);
     update.push(8);
-    write_var_u64(&mut update, 0);
-    write_var_u64(&mut update, 1);
-    write_var_u64(&mut update, 7);
-    write_var_u64(&mut update, 1);
+    update.write_var::<u64>(0);
+    update.write_var::<u64>(1);
+    update.write_var::<u64>(7);
+    update.write_var::<u64>(1);
     update.push(126);
-    write_var_u64(&mut update, 0);
+    update.write_var::<u64>(0);
     let summary = summarize_update(&update).unwrap();
     assert_eq!(
         resolve(&summary, &[&NestingIndex::new()]).unwrap_err(),
@@ -528,17 +528,17 @@ fn a_reference_to_a_later_collected_range_of_the_same_client_is_a_cycle() {
     // 1#0 sits after 1#5, inside the collected range that follows it: yrs cannot integrate
     // 1#0 before that range, nor the range before 1#0 (found by the hostile_update fuzzer).
     let mut update = Vec::new();
-    write_var_u64(&mut update, 1);
-    write_var_u64(&mut update, 2);
-    write_var_u64(&mut update, 1);
-    write_var_u64(&mut update, 0);
+    update.write_var::<u64>(1);
+    update.write_var::<u64>(2);
+    update.write_var::<u64>(1);
+    update.write_var::<u64>(0);
     update.push(0b1000_0000 | 7);
-    write_var_u64(&mut update, 1);
-    write_var_u64(&mut update, 5);
+    update.write_var::<u64>(1);
+    update.write_var::<u64>(5);
     update.push(1);
     update.push(0);
-    write_var_u64(&mut update, 10);
-    write_var_u64(&mut update, 0);
+    update.write_var::<u64>(10);
+    update.write_var::<u64>(0);
     let summary = summarize_update(&update).unwrap();
     assert_eq!(
         resolve(&summary, &[&NestingIndex::new()]).unwrap_err(),
