@@ -22,6 +22,8 @@
 //! - [`lifecycle`]: what must end when a session, account, login or share link ends (leases
 //!   settled, sockets closed) — the one place every way of ending them goes through.
 //! - [`housekeeping`]: background chores (usage-log retention, stale upload reservations).
+//! - [`versions`]: version history of session documents (retention, storage bound);
+//!   [`graph_diff`]: what changed between two graphs.
 //! - [`telemetry`]: logs and metrics.
 //! - [`ws`]: the live-session WebSocket endpoint (auth, role), handing sockets to the actors.
 //! - [`webhooks`]: job webhooks — signed, retried, guarded deliveries of job events.
@@ -38,6 +40,7 @@ pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod graph_diff;
 pub mod housekeeping;
 pub mod inference;
 pub mod jobs;
@@ -47,6 +50,7 @@ pub mod state;
 pub mod storage;
 pub mod telemetry;
 pub mod upgrade;
+pub mod versions;
 pub mod webhooks;
 pub mod worker;
 pub mod ws;

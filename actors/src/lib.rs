@@ -21,6 +21,7 @@
 //! - [`store`] — the [`DocStore`] port; [`memory_store`] — [`MemoryDocStore`] for tests.
 //! - [`relay`] — the [`Relay`] port to the other nodes of a cluster ([`NoRelay`] on one node).
 //! - [`jobs`] — the [`JobsSnapshot`] port (`session.hello`'s job list).
+//! - [`versions`] — the [`VersionRecorder`] port (automatic versions after a burst of edits).
 //! - [`limits`] — [`ConnectionLimits`], [`SessionLimits`]; [`telemetry`] — metric names.
 //!
 //! Tests (`src/tests/`) drive sessions with fake connections and [`MemoryDocStore`], and
@@ -44,6 +45,7 @@ pub mod session;
 pub mod socket;
 pub mod store;
 pub mod telemetry;
+pub mod versions;
 
 pub use admission::{Admission, AdmissionCaps, CapExceeded, Grant, KickTarget};
 pub use connection::{start_connection, ConnectionActor, ConnectionConfig};
@@ -55,6 +57,7 @@ pub use registry::{RegistryConfig, SessionRegistryHandle};
 pub use relay::{NoRelay, Relay};
 pub use session::{Identity, Participant, SessionActor};
 pub use store::{BoxError, BoxFuture, DocStore, DocStoreError, StoredDoc, StoredUpdate};
+pub use versions::{EditBurst, NoVersions, VersionRecorder};
 
 #[cfg(test)]
 mod tests;

@@ -18,6 +18,7 @@ pub mod runtime;
 pub mod sessions;
 pub mod share_links;
 pub mod usage_log;
+pub mod versions;
 pub mod webhooks;
 
 use actix_web::{middleware, web, HttpRequest};
@@ -59,6 +60,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
             .service(graph::get_graph)
             .service(graph::put_graph)
             .service(graph::patch_graph)
+            .service(versions::list)
+            .service(versions::create)
+            .service(versions::diff)
+            .service(versions::restore)
+            .service(versions::get_one)
+            .service(versions::delete_one)
             .service(share_links::create)
             .service(share_links::list)
             .service(share_links::revoke)

@@ -14,7 +14,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     admin, api_keys, auth, billing, graph, jobs, me, media, ops, runtime, sessions, share_links,
-    webhooks,
+    versions, webhooks,
 };
 
 struct Security;
@@ -66,6 +66,8 @@ impl Modify for Security {
         sessions::create, sessions::list, sessions::get_one, sessions::update, sessions::delete_one,
         sessions::members, sessions::add_member, sessions::remove_member,
         graph::get_graph, graph::put_graph, graph::patch_graph,
+        versions::list, versions::create, versions::get_one, versions::diff, versions::restore,
+        versions::delete_one,
         share_links::create, share_links::list, share_links::revoke,
         media::upload, media::list, media::download, media::delete_one,
         jobs::node_types, jobs::run, jobs::list, jobs::get_one, jobs::cancel,

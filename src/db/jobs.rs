@@ -1,6 +1,6 @@
 //! Jobs and worker tokens.
 
-use atelier_protocol::ids::{AccountId, JobId, MediaId, SessionId, WorkerId};
+use atelier_protocol::ids::{AccountId, JobId, MediaId, SessionId, VersionId, WorkerId};
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -67,11 +67,15 @@ pub struct JobRecord {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// The version of the session's document this job ran (`GET …/versions/{id}`); absent for
+    /// jobs from before versions, or when the version was evicted.
+    #[schema(value_type = Option<String>)]
+    pub version_id: Option<VersionId>,
 }
 
 const COLUMNS: &str =
     "id, session_id, account_id, status, plan, worker_id, device, error, outputs, \
-                       created_at, started_at, finished_at";
+                       created_at, started_at, finished_at, version_id";
 
 fn job_from_row(row: &AnyRow) -> Result<JobRecord> {
     let plan: String = row.try_get("plan")?;
@@ -91,6 +95,7 @@ fn job_from_row(row: &AnyRow) -> Result<JobRecord> {
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
+        version_id: opt_uuid_col(row, "version_id")?.map(VersionId),
     })
 }
 

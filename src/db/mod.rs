@@ -17,6 +17,7 @@ pub mod sessions;
 pub mod share_links;
 pub mod storage_quota;
 pub mod usage;
+pub mod versions;
 pub mod webhooks;
 
 use std::str::FromStr;
