@@ -133,6 +133,8 @@ struct Fixture {
     private_media: String,
     /// A finished job of the session.
     job: String,
+    /// A named version of the session's document.
+    version: String,
 }
 
 /// The test's own connection to the server's database, for rows the API only makes at a cost:
@@ -280,6 +282,15 @@ async fn fixture(server: &TestServer, db: &Database, c: &Cast) -> Fixture {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{private_media}");
     let job = db.finished_job(&session, &c.owner.id).await;
+    let (status, version) = server
+        .call(
+            Method::POST,
+            &format!("/sessions/{session}/versions"),
+            Some(&c.owner.token),
+            Some(json!({"name": "fixture"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{version}");
     Fixture {
         session,
         link,
@@ -289,6 +300,7 @@ async fn fixture(server: &TestServer, db: &Database, c: &Cast) -> Fixture {
         media: media["id"].as_str().unwrap().to_string(),
         private_media: private_media["id"].as_str().unwrap().to_string(),
         job,
+        version: version["id"].as_str().unwrap().to_string(),
     }
 }
 
@@ -562,6 +574,61 @@ fn session_endpoints() -> Vec<Endpoint> {
             Body::Json(|_| json!({"nodes": {}})),
             [
                 401, 404, 403, 200, 200, 403, 401, 401, 404, 401, 403, 200, 403, 403, 401,
+            ],
+        ),
+        // Versions: read as the session is seen; named, restored and deleted by those who edit.
+        row(
+            M::GET,
+            |f, _| format!("/sessions/{}/versions", f.session),
+            Body::None,
+            [
+                401, 404, 200, 200, 200, 200, 401, 401, 404, 401, 200, 200, 200, 403, 401,
+            ],
+        ),
+        row(
+            M::GET,
+            |f, _| format!("/sessions/{}/versions/{}", f.session, f.version),
+            Body::None,
+            [
+                401, 404, 200, 200, 200, 200, 401, 401, 404, 401, 200, 200, 200, 403, 401,
+            ],
+        ),
+        row(
+            M::GET,
+            |f, _| {
+                format!(
+                    "/sessions/{}/versions/{v}/diff/{v}",
+                    f.session,
+                    v = f.version
+                )
+            },
+            Body::None,
+            [
+                401, 404, 200, 200, 200, 200, 401, 401, 404, 401, 200, 200, 200, 403, 401,
+            ],
+        ),
+        row(
+            M::POST,
+            |f, _| format!("/sessions/{}/versions", f.session),
+            Body::Json(|_| json!({"name": "mine"})),
+            [
+                401, 404, 403, 201, 201, 403, 401, 401, 404, 401, 403, 201, 403, 403, 401,
+            ],
+        ),
+        row(
+            M::POST,
+            |f, _| format!("/sessions/{}/versions/{}/restore", f.session, f.version),
+            Body::None,
+            [
+                401, 404, 403, 201, 201, 403, 401, 401, 404, 401, 403, 201, 403, 403, 401,
+            ],
+        ),
+        row(
+            M::DELETE,
+            |f, _| format!("/sessions/{}/versions/{}", f.session, f.version),
+            Body::None,
+            [
+                401, 404, 403, 204, 204, 403, 401, 401, 404, 401, 403, 204, 403, 403, 401,
             ],
         ),
         // A job's webhook deliveries name its URL: for those who may run jobs there.

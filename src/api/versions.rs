@@ -90,6 +90,9 @@ pub struct Restored {
     pub undo: VersionId,
 }
 
+/// The document states just before and just after a restore.
+type BeforeAfter = (Vec<u8>, Vec<u8>);
+
 /// The graph a stored state holds, read as a session would load it (off the async threads: a
 /// large document takes a while to decode).
 async fn graph_of(state: Vec<u8>) -> Result<Value> {
@@ -275,7 +278,7 @@ pub async fn restore(
     let target = graph_of(doc_state).await?;
     // The states just before and after, as the session applies the change (not as read
     // before or after it: others may be editing meanwhile).
-    let states: Arc<Mutex<Option<(Vec<u8>, Vec<u8>)>>> = Arc::default();
+    let states: Arc<Mutex<Option<BeforeAfter>>> = Arc::default();
     let seen = states.clone();
     let edit: DocEdit = Arc::new(move |doc| {
         let full = |doc: &yrs::Doc| {
