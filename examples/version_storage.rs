@@ -34,7 +34,7 @@ fn main() {
     let per_version: usize = args.next().map_or(1_000, |a| a.parse().unwrap());
     let editors = [Doc::with_client_id(1), Doc::with_client_id(2)];
     let mut log_bytes = 0usize;
-    let mut sync = |from: &Doc, to: &Doc, log: &mut usize| {
+    let sync = |from: &Doc, to: &Doc, log: &mut usize| {
         let update = from
             .transact()
             .encode_state_as_update_v1(&to.transact().state_vector());
