@@ -135,6 +135,9 @@ struct Fixture {
     job: String,
     /// A named version of the session's document.
     version: String,
+    /// An open, any-number-of-uses editor invitation link of the session: its id and token.
+    invitation: String,
+    invitation_token: String,
 }
 
 /// The test's own connection to the server's database, for rows the API only makes at a cost:
@@ -291,6 +294,15 @@ async fn fixture(server: &TestServer, db: &Database, c: &Cast) -> Fixture {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{version}");
+    let (status, invitation) = server
+        .call(
+            Method::POST,
+            &format!("/sessions/{session}/invitations"),
+            Some(&c.owner.token),
+            Some(json!({"role": "editor"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{invitation}");
     Fixture {
         session,
         link,
@@ -301,6 +313,8 @@ async fn fixture(server: &TestServer, db: &Database, c: &Cast) -> Fixture {
         private_media: private_media["id"].as_str().unwrap().to_string(),
         job,
         version: version["id"].as_str().unwrap().to_string(),
+        invitation: invitation["id"].as_str().unwrap().to_string(),
+        invitation_token: invitation["token"].as_str().unwrap().to_string(),
     }
 }
 
@@ -420,6 +434,57 @@ fn session_endpoints() -> Vec<Endpoint> {
             Body::None,
             [
                 401, 404, 403, 403, 204, 403, 401, 401, 404, 401, 403, 204, 403, 403, 401,
+            ],
+        ),
+        row(
+            M::PATCH,
+            |f, c| format!("/sessions/{}/members/{}", f.session, c.viewer.id),
+            Body::Json(|_| json!({"role": "editor"})),
+            [
+                401, 404, 403, 403, 200, 403, 401, 401, 404, 401, 403, 200, 403, 403, 401,
+            ],
+        ),
+        // Invitation links make members: owners only, like adding a member.
+        row(
+            M::POST,
+            |f, _| format!("/sessions/{}/invitations", f.session),
+            Body::Json(|_| json!({"role": "editor", "expires_in_s": 3600, "max_uses": 1})),
+            [
+                401, 404, 403, 403, 201, 403, 401, 401, 404, 401, 403, 201, 403, 403, 401,
+            ],
+        ),
+        row(
+            M::GET,
+            |f, _| format!("/sessions/{}/invitations", f.session),
+            Body::None,
+            [
+                401, 404, 403, 403, 200, 403, 401, 401, 404, 401, 200, 200, 200, 403, 401,
+            ],
+        ),
+        row(
+            M::DELETE,
+            |f, _| format!("/sessions/{}/invitations/{}", f.session, f.invitation),
+            Body::None,
+            [
+                401, 404, 403, 403, 204, 403, 401, 401, 404, 401, 403, 204, 403, 403, 401,
+            ],
+        ),
+        // Looking at and accepting an invitation link: any signed-in account holding it (the
+        // token is the authority); not a share link, not an API key.
+        row(
+            M::GET,
+            |f, _| format!("/invitations/{}", f.invitation_token),
+            Body::None,
+            [
+                401, 200, 200, 200, 200, 403, 401, 401, 403, 401, 200, 403, 403, 403, 401,
+            ],
+        ),
+        row(
+            M::POST,
+            |f, _| format!("/invitations/{}/accept", f.invitation_token),
+            Body::None,
+            [
+                401, 200, 200, 200, 200, 403, 401, 401, 403, 401, 403, 403, 403, 403, 401,
             ],
         ),
         row(

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod billing;
 pub mod body;
 pub mod graph;
+pub mod invitations;
 pub mod jobs;
 pub mod me;
 pub mod media;
@@ -56,7 +57,13 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
             .service(sessions::delete_one)
             .service(sessions::members)
             .service(sessions::add_member)
+            .service(sessions::change_role)
             .service(sessions::remove_member)
+            .service(invitations::create)
+            .service(invitations::list)
+            .service(invitations::revoke)
+            .service(invitations::preview)
+            .service(invitations::accept)
             .service(graph::get_graph)
             .service(graph::put_graph)
             .service(graph::patch_graph)

@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod admin;
 pub mod api_keys;
 pub mod documents;
+pub mod invitations;
 pub mod jobs;
 pub mod leases;
 pub mod ledger;

@@ -1,0 +1,367 @@
+//! Invitations to a session: links (a random token, stored only as its hash) that signed-in
+//! people accept to become members, and pending invitations by email that become memberships
+//! when an account with that email signs up.
+
+use atelier_protocol::ids::{AccountId, InvitationId, SessionId};
+use atelier_protocol::Role;
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use utoipa::ToSchema;
+
+use super::sessions::role_col;
+use super::{now_ms, uuid_col, Db};
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Invitation {
+    pub id: InvitationId,
+    pub session_id: SessionId,
+    /// `editor` or `viewer`.
+    pub role: Role,
+    /// `link` (accepted with its token) or `email` (pending until that address signs up).
+    pub kind: InvitationKind,
+    /// The invited address (email invitations only).
+    pub email: Option<String>,
+    pub created_by: Option<AccountId>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    /// How many times a link may be accepted; none: any number.
+    pub max_uses: Option<i64>,
+    pub uses: i64,
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InvitationKind {
+    Link,
+    Email,
+}
+
+/// Why an invitation can no longer be accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spent {
+    Revoked,
+    Expired,
+    UsedUp,
+}
+
+impl Spent {
+    pub fn explain(self) -> &'static str {
+        match self {
+            Spent::Revoked => "this invitation was revoked; ask for a new one",
+            Spent::Expired => "this invitation has expired; ask for a new one",
+            Spent::UsedUp => "this invitation has been used as many times as it allows",
+        }
+    }
+}
+
+impl Invitation {
+    /// Why it cannot be accepted now, if it cannot.
+    pub fn spent(&self, now_ms: i64) -> Option<Spent> {
+        if self.revoked_at.is_some() {
+            Some(Spent::Revoked)
+        } else if self.expires_at.is_some_and(|at| at <= now_ms) {
+            Some(Spent::Expired)
+        } else if self.max_uses.is_some_and(|max| self.uses >= max) {
+            Some(Spent::UsedUp)
+        } else {
+            None
+        }
+    }
+}
+
+fn invitation_from_row(row: &AnyRow) -> Result<Invitation> {
+    let email: Option<String> = row.try_get("email")?;
+    let created_by: Option<String> = row.try_get("created_by")?;
+    Ok(Invitation {
+        id: InvitationId(uuid_col(row, "id")?),
+        session_id: SessionId(uuid_col(row, "session_id")?),
+        role: role_col(row, "role")?,
+        kind: if email.is_some() {
+            InvitationKind::Email
+        } else {
+            InvitationKind::Link
+        },
+        email,
+        created_by: created_by
+            .map(|id| {
+                id.parse()
+                    .map(AccountId)
+                    .map_err(|_| Error::Internal(format!("bad account id {id:?} in invitation")))
+            })
+            .transpose()?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        max_uses: row.try_get("max_uses")?,
+        uses: row.try_get("uses")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+const COLUMNS: &str = "id, session_id, role, email, created_by, created_at, expires_at, \
+                       max_uses, uses, revoked_at";
+
+/// What a new invitation is: a link (by the hash of its token) or an email address.
+pub enum NewInvitation<'a> {
+    Link {
+        token_hash: &'a str,
+        max_uses: Option<i64>,
+    },
+    Email(&'a str),
+}
+
+impl Db {
+    pub async fn create_invitation(
+        &self,
+        session: SessionId,
+        created_by: AccountId,
+        role: Role,
+        what: NewInvitation<'_>,
+        expires_at: Option<i64>,
+    ) -> Result<Invitation> {
+        let (token_hash, email, max_uses) = match what {
+            NewInvitation::Link {
+                token_hash,
+                max_uses,
+            } => (Some(token_hash), None, max_uses),
+            NewInvitation::Email(email) => (None, Some(email), Some(1)),
+        };
+        let invitation = Invitation {
+            id: InvitationId::new_random(),
+            session_id: session,
+            role,
+            kind: if email.is_some() {
+                InvitationKind::Email
+            } else {
+                InvitationKind::Link
+            },
+            email: email.map(str::to_owned),
+            created_by: Some(created_by),
+            created_at: now_ms(),
+            expires_at,
+            max_uses,
+            uses: 0,
+            revoked_at: None,
+        };
+        sqlx::query(
+            "INSERT INTO session_invitations \
+             (id, session_id, role, token_hash, email, created_by, created_at, expires_at, max_uses) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(invitation.id.to_string())
+        .bind(session.to_string())
+        .bind(role.to_string())
+        .bind(token_hash)
+        .bind(email)
+        .bind(created_by.to_string())
+        .bind(invitation.created_at)
+        .bind(expires_at)
+        .bind(max_uses)
+        .execute(self.pool())
+        .await?;
+        Ok(invitation)
+    }
+
+    /// The session's invitations, newest first, including revoked, expired and used ones.
+    pub async fn invitations(&self, session: SessionId) -> Result<Vec<Invitation>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM session_invitations WHERE session_id = $1 \
+             ORDER BY created_at DESC, id"
+        )))
+        .bind(session.to_string())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(invitation_from_row).collect()
+    }
+
+    pub async fn invitation_by_token(&self, token_hash: &str) -> Result<Option<Invitation>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM session_invitations WHERE token_hash = $1"
+        )))
+        .bind(token_hash)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(invitation_from_row).transpose()
+    }
+
+    /// Revokes an invitation of the session; false when the session has no such invitation.
+    pub async fn revoke_invitation(
+        &self,
+        session: SessionId,
+        invitation: InvitationId,
+    ) -> Result<bool> {
+        let res = sqlx::query(
+            "UPDATE session_invitations SET revoked_at = COALESCE(revoked_at, $1) \
+             WHERE id = $2 AND session_id = $3",
+        )
+        .bind(now_ms())
+        .bind(invitation.to_string())
+        .bind(session.to_string())
+        .execute(self.pool())
+        .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    /// Records (or re-affirms with a new role) a pending email invitation: one open invitation
+    /// per session and address.
+    pub async fn invite_email(
+        &self,
+        session: SessionId,
+        created_by: AccountId,
+        email: &str,
+        role: Role,
+    ) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(
+            "UPDATE session_invitations SET revoked_at = $1 \
+             WHERE session_id = $2 AND email = $3 AND revoked_at IS NULL AND uses = 0",
+        )
+        .bind(now_ms())
+        .bind(session.to_string())
+        .bind(email)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO session_invitations \
+             (id, session_id, role, email, created_by, created_at, max_uses) \
+             VALUES ($1, $2, $3, $4, $5, $6, 1)",
+        )
+        .bind(InvitationId::new_random().to_string())
+        .bind(session.to_string())
+        .bind(role.to_string())
+        .bind(email)
+        .bind(created_by.to_string())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Accepts a link invitation for `account`: counts one use (atomically, so a single-use link
+    /// admits one person however many accept at once) and makes the account a member with the
+    /// invitation's role — or keeps its role when that is already at least as strong (an owner
+    /// following an editor link stays an owner, and no use is counted). Returns the role the
+    /// account now has, or why the invitation cannot be accepted.
+    pub async fn accept_invitation(
+        &self,
+        invitation: &Invitation,
+        account: AccountId,
+    ) -> Result<std::result::Result<Role, Spent>> {
+        let mut tx = self.pool().begin().await?;
+        let current = sqlx::query(
+            "SELECT role FROM session_members WHERE session_id = $1 AND account_id = $2",
+        )
+        .bind(invitation.session_id.to_string())
+        .bind(account.to_string())
+        .fetch_optional(&mut *tx)
+        .await?
+        .as_ref()
+        .map(|row| role_col(row, "role"))
+        .transpose()?;
+        if let Some(role) = current {
+            if role_rank(role) >= role_rank(invitation.role) {
+                return Ok(Ok(role));
+            }
+        }
+        let now = now_ms();
+        let counted = sqlx::query(
+            "UPDATE session_invitations SET uses = uses + 1 \
+             WHERE id = $1 AND revoked_at IS NULL \
+             AND (expires_at IS NULL OR expires_at > $2) \
+             AND (max_uses IS NULL OR uses < max_uses)",
+        )
+        .bind(invitation.id.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if counted.rows_affected() == 0 {
+            // Spent between the caller's read and now: say why from a fresh read.
+            let fresh = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM session_invitations WHERE id = $1"
+            )))
+            .bind(invitation.id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+            let why = fresh
+                .as_ref()
+                .map(invitation_from_row)
+                .transpose()?
+                .and_then(|inv| inv.spent(now))
+                .unwrap_or(Spent::Revoked);
+            return Ok(Err(why));
+        }
+        upsert_member(
+            &mut tx,
+            invitation.session_id,
+            account,
+            invitation.role,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Ok(invitation.role))
+    }
+
+    /// Turns the open email invitations for `email` into memberships of `account` (at signup);
+    /// returns the sessions joined.
+    pub async fn accept_email_invitations(
+        &self,
+        email: &str,
+        account: AccountId,
+    ) -> Result<Vec<(SessionId, Role)>> {
+        let now = now_ms();
+        let mut tx = self.pool().begin().await?;
+        let rows = sqlx::query(
+            "UPDATE session_invitations SET uses = uses + 1 \
+             WHERE email = $1 AND revoked_at IS NULL AND uses = 0 \
+             AND (expires_at IS NULL OR expires_at > $2) \
+             RETURNING session_id, role",
+        )
+        .bind(email)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut joined = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let session = SessionId(uuid_col(row, "session_id")?);
+            let role = role_col(row, "role")?;
+            upsert_member(&mut tx, session, account, role, now).await?;
+            joined.push((session, role));
+        }
+        tx.commit().await?;
+        Ok(joined)
+    }
+}
+
+/// How much a role may do, for "keep the stronger role".
+fn role_rank(role: Role) -> u8 {
+    match role {
+        Role::Viewer => 0,
+        Role::Editor => 1,
+        Role::Owner => 2,
+    }
+}
+
+async fn upsert_member(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    session: SessionId,
+    account: AccountId,
+    role: Role,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO session_members (session_id, account_id, role, added_at) \
+         VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (session_id, account_id) DO UPDATE SET role = excluded.role",
+    )
+    .bind(session.to_string())
+    .bind(account.to_string())
+    .bind(role.to_string())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
