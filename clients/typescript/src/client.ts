@@ -16,6 +16,11 @@ import type {
   JobRecord,
   LoginResponse,
   Member,
+  MemberAdded,
+  Invitation,
+  CreatedInvitation,
+  InvitationPreview,
+  AcceptedInvitation,
   Prices,
   Role,
   RunJob,
@@ -149,8 +154,31 @@ export class AtelierClient {
   members(session: string) {
     return this.request<Member[]>('GET', `/sessions/${encodeURIComponent(session)}/members`)
   }
+  /** Adds a member, or records an invitation when the address has no account (the answer is the same). */
   addMember(session: string, email: string, role: Role) {
-    return this.request<Member>('POST', `/sessions/${encodeURIComponent(session)}/members`, { body: { email, role } })
+    return this.request<MemberAdded>('POST', `/sessions/${encodeURIComponent(session)}/members`, { body: { email, role } })
+  }
+  changeMemberRole(session: string, account: string, role: Role) {
+    return this.request<Member>('PATCH', `/sessions/${encodeURIComponent(session)}/members/${encodeURIComponent(account)}`, { body: { role } })
+  }
+  invitations(session: string) {
+    return this.request<Invitation[]>('GET', `/sessions/${encodeURIComponent(session)}/invitations`)
+  }
+  /** An invitation link; `maxUses` 1 makes it single-use, none any number until it expires or is revoked. */
+  createInvitation(session: string, role: Role, options: { expiresInS?: number; maxUses?: number } = {}) {
+    const body: Record<string, unknown> = { role }
+    if (options.expiresInS !== undefined) body.expires_in_s = options.expiresInS
+    if (options.maxUses !== undefined) body.max_uses = options.maxUses
+    return this.request<CreatedInvitation>('POST', `/sessions/${encodeURIComponent(session)}/invitations`, { body })
+  }
+  revokeInvitation(session: string, invitation: string) {
+    return this.request<null>('DELETE', `/sessions/${encodeURIComponent(session)}/invitations/${encodeURIComponent(invitation)}`)
+  }
+  invitation(token: string) {
+    return this.request<InvitationPreview>('GET', `/invitations/${encodeURIComponent(token)}`)
+  }
+  acceptInvitation(token: string) {
+    return this.request<AcceptedInvitation>('POST', `/invitations/${encodeURIComponent(token)}/accept`)
   }
   shareLinks(session: string) {
     return this.request<ShareLink[]>('GET', `/sessions/${encodeURIComponent(session)}/share-links`)

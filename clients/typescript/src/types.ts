@@ -39,6 +39,46 @@ export interface Member {
   added_at: number
 }
 
+/** What adding a member answers: the same whether or not the address has an account. */
+export interface MemberAdded {
+  email: string
+  role: Role
+  invited: true
+}
+
+/** An invitation link, or a pending invitation by email (for an address without an account). */
+export interface Invitation {
+  id: string
+  session_id: string
+  role: Role
+  kind: 'link' | 'email'
+  email: string | null
+  created_by: string | null
+  created_at: number
+  expires_at: number | null
+  max_uses: number | null
+  uses: number
+  revoked_at: number | null
+}
+
+/** A new invitation link; `token` and `url` are shown once. */
+export interface CreatedInvitation extends Invitation {
+  token: string
+  url: string
+}
+
+export interface InvitationPreview {
+  session_id: string
+  session_title: string
+  role: Role
+  expires_at: number | null
+}
+
+export interface AcceptedInvitation {
+  session_id: string
+  role: Role
+}
+
 export interface ShareLink {
   id: string
   session_id: string

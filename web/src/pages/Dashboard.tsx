@@ -108,6 +108,15 @@ export function Dashboard({ account, onLogout }: { account: Account; onLogout: (
     }
   }, [])
 
+  // Sessions shared with you appear without a reload: there is no account-wide live channel
+  // (the live socket is per session), so the list is polled every few seconds.
+  useEffect(() => {
+    const every = window.setInterval(() => {
+      if (document.visibilityState === 'visible') void load()
+    }, 4000)
+    return () => window.clearInterval(every)
+  }, [load])
+
   useEffect(() => {
     void load()
     api<UsageEntry[]>('GET', '/me/usage?limit=10').then(setUsage, () => setUsage([]))
