@@ -4,7 +4,7 @@
 import { useCallback, useEffect, useMemo, useState } from 'react'
 import { ReactFlowProvider } from '@xyflow/react'
 import { api, ApiError, errorMessage, type Account, type SessionView } from '../lib/api'
-import { nodesOf, readGraph, setParam, type GraphState } from '../lib/graph'
+import { LOCAL_ORIGIN, nodesOf, readGraph, setParam, undoManagerOf, type GraphState } from '../lib/graph'
 import { loadNodeTypes, type NodeTypesResult } from '../lib/nodeTypes'
 import { navigate } from '../lib/router'
 import { Graph } from '../studio/Graph'
@@ -195,6 +195,22 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
     }
   }, [sessionId, token, finishedCount])
 
+  // Undo and redo of this person's own edits (the keys are handled by the graph).
+  const [undoable, setUndoable] = useState({ undo: false, redo: false })
+  useEffect(() => {
+    const um = undoManagerOf(live.doc)
+    const update = () => setUndoable({ undo: um.undoStack.length > 0, redo: um.redoStack.length > 0 })
+    um.on('stack-item-added', update)
+    um.on('stack-item-popped', update)
+    um.on('stack-cleared', update)
+    update()
+    return () => {
+      um.off('stack-item-added', update)
+      um.off('stack-item-popped', update)
+      um.off('stack-cleared', update)
+    }
+  }, [live.doc])
+
   const restore = useCallback(
     (job: JobRecord) => {
       const nodes = nodesOf(live.doc)
@@ -204,7 +220,7 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
           for (const [k, v] of Object.entries(step.params ?? {})) if (v !== null && v !== undefined) setParam(live.doc, step.node_id, k, v)
           if (defs.get(step.model)?.stochastic) setParam(live.doc, step.node_id, 'seed', step.seed)
         }
-      })
+      }, LOCAL_ORIGIN)
     },
     [live.doc, defs],
   )
@@ -295,6 +311,16 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
           )}
           <Presence participants={ended ? [] : live.participants} />
           <div className="bar-actions">
+            {!readOnly && (
+              <>
+                <button type="button" className="subtle" disabled={!undoable.undo} onClick={() => undoManagerOf(live.doc).undo()} aria-label="Undo my last change" title="Undo (Ctrl/Cmd+Z)">
+                  Undo
+                </button>
+                <button type="button" className="subtle" disabled={!undoable.redo} onClick={() => undoManagerOf(live.doc).redo()} aria-label="Redo" title="Redo (Shift+Ctrl/Cmd+Z)">
+                  Redo
+                </button>
+              </>
+            )}
             {canManage && (
               <button type="button" onClick={() => setShareOpen(true)}>
                 Share
