@@ -16,6 +16,10 @@ import type {
   JobRecord,
   LoginResponse,
   Member,
+  VersionList,
+  VersionContent,
+  VersionRecord,
+  RestoredVersion,
   MemberAdded,
   Invitation,
   CreatedInvitation,
@@ -173,6 +177,22 @@ export class AtelierClient {
   }
   revokeInvitation(session: string, invitation: string) {
     return this.request<null>('DELETE', `/sessions/${encodeURIComponent(session)}/invitations/${encodeURIComponent(invitation)}`)
+  }
+  versions(session: string, page: { limit?: number; offset?: number } = {}) {
+    const q = new URLSearchParams()
+    if (page.limit !== undefined) q.set('limit', String(page.limit))
+    if (page.offset !== undefined) q.set('offset', String(page.offset))
+    const qs = q.toString()
+    return this.request<VersionList>('GET', `/sessions/${encodeURIComponent(session)}/versions${qs ? `?${qs}` : ''}`)
+  }
+  version(session: string, version: string) {
+    return this.request<VersionContent>('GET', `/sessions/${encodeURIComponent(session)}/versions/${encodeURIComponent(version)}`)
+  }
+  nameVersion(session: string, name: string) {
+    return this.request<VersionRecord>('POST', `/sessions/${encodeURIComponent(session)}/versions`, { body: { name } })
+  }
+  restoreVersion(session: string, version: string) {
+    return this.request<RestoredVersion>('POST', `/sessions/${encodeURIComponent(session)}/versions/${encodeURIComponent(version)}/restore`)
   }
   invitation(token: string) {
     return this.request<InvitationPreview>('GET', `/invitations/${encodeURIComponent(token)}`)

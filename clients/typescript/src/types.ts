@@ -252,3 +252,50 @@ export interface RuntimeUsage {
   used_ms: number
   charged: number
 }
+
+/** A kept version of a session's document. */
+export interface VersionRecord {
+  id: string
+  session_id: string
+  kind: 'auto' | 'named' | 'job' | 'restore'
+  name: string | null
+  created_by: { account_id: string; name: string } | null
+  authors: string[]
+  restored_from: string | null
+  jobs: string[]
+  size_bytes: number
+  created_at: number
+}
+
+export interface VersionList {
+  versions: VersionRecord[]
+  next_offset: number | null
+  storage: { versions: number; bytes: number; max_bytes: number }
+}
+
+/** A version with its graph (`{nodes, edges}`) and its document state (base64). */
+export interface VersionContent extends VersionRecord {
+  graph: { nodes: Record<string, GraphNodeJson>; edges: Record<string, GraphEdgeJson> }
+  state: string
+}
+
+export interface GraphNodeJson {
+  type: string
+  x: number
+  y: number
+  params: Record<string, unknown>
+}
+
+export interface GraphEdgeJson {
+  source: string
+  source_port: string
+  target: string
+  target_port: string
+}
+
+export interface RestoredVersion {
+  /** The `restore` version: the document right after it. */
+  version: VersionRecord
+  /** The version just before: restore it to undo the restore. */
+  undo: string
+}

@@ -16,6 +16,7 @@ import { Palette } from '../studio/Palette'
 import { Presence } from '../studio/Presence'
 import { RuntimePanel } from '../studio/RuntimePanel'
 import { ShareDialog } from '../studio/ShareDialog'
+import { HistoryPanel } from '../studio/HistoryPanel'
 import { useStudioEvents } from '../studio/useEvents'
 import { useLiveDoc } from '../studio/useLiveDoc'
 
@@ -32,6 +33,8 @@ export interface StudioProps {
 interface JobRecord {
   id: string
   status: string
+  /** The version of the document the job ran. */
+  version_id?: string | null
   outputs?: string[]
   plan?: { node_id: string; model: string; params?: Record<string, unknown>; seed: number; cached?: boolean }[]
 }
@@ -55,6 +58,8 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
   const [graph, setGraph] = useState<GraphState>(EMPTY)
   const [selectedId, setSelectedId] = useState<string | null>(null)
   const [shareOpen, setShareOpen] = useState(false)
+  // The history panel, open (with the version to preview, if any) or closed (undefined).
+  const [historyFocus, setHistoryFocus] = useState<string | null | undefined>(undefined)
   const [graphError, setGraphError] = useState<GraphErrorTarget | null>(null)
 
   useEffect(() => {
@@ -244,6 +249,7 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
           caption: `job ${job.id.slice(0, 8)}`,
           detail: [seeds, cached ? `${cached} cached` : ''].filter(Boolean).join(' · ') || undefined,
           onRestore: readOnly ? undefined : () => restore(job),
+          onOpenGraph: job.version_id && !shareLink ? () => setHistoryFocus(job.version_id) : undefined,
         })
       }
     }
@@ -320,6 +326,11 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
                   Redo
                 </button>
               </>
+            )}
+            {!shareLink && account && (
+              <button type="button" onClick={() => setHistoryFocus(null)}>
+                History
+              </button>
             )}
             {canManage && (
               <button type="button" onClick={() => setShareOpen(true)}>
@@ -405,6 +416,9 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
             <Outputs items={outputItems} token={token} />
           </aside>
         </div>
+        {historyFocus !== undefined && (
+          <HistoryPanel sessionId={sessionId} doc={live.doc} canEdit={!readOnly} focus={historyFocus} onClose={() => setHistoryFocus(undefined)} />
+        )}
         {shareOpen && <ShareDialog sessionId={sessionId} role={role} onClose={() => setShareOpen(false)} />}
       </div>
     </ReactFlowProvider>

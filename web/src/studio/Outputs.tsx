@@ -10,9 +10,11 @@ export interface OutputItem {
   detail?: string
   /** Puts the values (parameters, seeds) that produced it back into the graph. */
   onRestore?: () => void
+  /** Opens the version of the graph that made it in the history panel. */
+  onOpenGraph?: () => void
 }
 
-function MediaItem({ id, token, caption, detail, onRestore }: { id: string; token: string | null } & Omit<OutputItem, 'id'>) {
+function MediaItem({ id, token, caption, detail, onRestore, onOpenGraph }: { id: string; token: string | null } & Omit<OutputItem, 'id'>) {
   const { media, error } = useMedia(id, token)
   const name = `${caption.replace(/[^a-z0-9_-]+/gi, '_')}-${shortId(id)}.${media ? extensionFor(media.type) : 'bin'}`
   return (
@@ -38,6 +40,11 @@ function MediaItem({ id, token, caption, detail, onRestore }: { id: string; toke
             Restore values
           </button>
         )}
+        {onOpenGraph && (
+          <button type="button" onClick={onOpenGraph} aria-label={`Open the graph that made output ${shortId(id)}`}>
+            Open this graph
+          </button>
+        )}
         {media && (
           <a href={media.url} download={name} aria-label={`Download output ${shortId(id)} of ${caption}`}>
             Download
@@ -57,7 +64,7 @@ export function Outputs({ items, token }: { items: OutputItem[]; token: string |
       ) : (
         <ul className="gallery">
           {items.map((it) => (
-            <MediaItem key={it.id} id={it.id} token={token} caption={it.caption} detail={it.detail} onRestore={it.onRestore} />
+            <MediaItem key={it.id} id={it.id} token={token} caption={it.caption} detail={it.detail} onRestore={it.onRestore} onOpenGraph={it.onOpenGraph} />
           ))}
         </ul>
       )}
