@@ -279,12 +279,13 @@ mod tests {
         let now = 100 * DAY_MS;
         // Three in the last hour: all kept.
         let recent: Vec<_> = (1..=3).map(|m| auto(now - m * 60_000)).collect();
-        // Two in one hour five hours ago: the newer is kept.
-        let hour_old = auto(now - 5 * HOUR_MS);
-        let hour_older = auto(now - 5 * HOUR_MS - 60_000);
+        // Buckets are calendar hours and days (`now` is at midnight), so each pair sits inside
+        // one. Two in one hour five hours ago: the newer is kept.
+        let hour_old = auto(now - 5 * HOUR_MS + 30 * 60_000);
+        let hour_older = auto(now - 5 * HOUR_MS + 10 * 60_000);
         // Two on one day three days ago: the newer is kept.
-        let day_old = auto(now - 3 * DAY_MS);
-        let day_older = auto(now - 3 * DAY_MS - HOUR_MS);
+        let day_old = auto(now - 3 * DAY_MS + 12 * HOUR_MS);
+        let day_older = auto(now - 3 * DAY_MS + 11 * HOUR_MS);
         // Beyond ten days: gone.
         let ancient = auto(now - 20 * DAY_MS);
         let named = VersionEntry {
