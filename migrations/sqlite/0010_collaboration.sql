@@ -1,5 +1,5 @@
 -- Working together (issue 14): version history and invitations. Kept column-for-column
--- identical to the other engine's 0009_collaboration.sql (PostgreSQL).
+-- identical to the other engine's 0010_collaboration.sql (PostgreSQL).
 
 -- Document states kept by versions, stored once per session however many versions show them
 -- (a job run on an unchanged graph adds a version, not a copy). `size_bytes` is what the
