@@ -911,7 +911,62 @@ async fn delete_account(backend: Backend) {
     }
 }
 
+/// `GET /sessions/{id}/media`: the session's images, every member's, newest first — not other
+/// sessions' nor media without a session, nor sounds — for whoever may view the session.
+async fn session_images(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let ada = server.signup("Ada").await;
+    let bob = server.signup("Bob").await;
+    let carol = server.signup("Carol").await;
+    let session = server.create_session(&ada.token, "Sketches").await;
+    let elsewhere = server.create_session(&ada.token, "Elsewhere").await;
+    server
+        .add_member(&ada.token, &session, &bob.email, "editor")
+        .await;
+    let upload = |token: &str, bytes: Vec<u8>, name: &str, to: Option<&str>| {
+        let (token, name, to) = (token.to_string(), name.to_string(), to.map(str::to_string));
+        let server = &server;
+        async move {
+            let (status, body) = server.upload(&token, bytes, &name, to.as_deref()).await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+            id(&body)
+        }
+    };
+    let adas = upload(&ada.token, png(4, 4), "ada.png", Some(&session)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let bobs = upload(&bob.token, jpeg(), "bob.jpg", Some(&session)).await;
+    upload(&bob.token, wav(64), "bob.wav", Some(&session)).await;
+    upload(&ada.token, png(4, 4), "loose.png", None).await;
+    upload(&ada.token, png(4, 4), "other.png", Some(&elsewhere)).await;
+
+    let path = format!("/sessions/{session}/media");
+    let (status, listed) = server
+        .call(Method::GET, &path, Some(&ada.token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![bobs.as_str(), adas.as_str()]);
+    // A member sees the others' uploads too; a share link may look; strangers get 404.
+    let (status, as_bob) = server
+        .call(Method::GET, &path, Some(&bob.token), None)
+        .await;
+    assert_eq!((status, as_bob), (StatusCode::OK, listed.clone()));
+    let (_, link) = server.share_link(&ada.token, &session, None).await;
+    let (status, _) = server.call(Method::GET, &path, Some(&link), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = server
+        .call(Method::GET, &path, Some(&carol.token), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
 on_both_backends!(
+    session_images,
     upload_every_kind,
     bad_uploads,
     upload_size_limit,

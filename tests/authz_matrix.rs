@@ -600,6 +600,15 @@ fn session_endpoints() -> Vec<Endpoint> {
                 401, 404, 200, 200, 200, 200, 401, 401, 404, 401, 200, 200, 200, 403, 401,
             ],
         ),
+        // The session's images (what an image input can pick): as visible as the session.
+        row(
+            M::GET,
+            |f, _| format!("/sessions/{}/media", f.session),
+            Body::None,
+            [
+                401, 404, 200, 200, 200, 200, 401, 401, 404, 401, 200, 200, 200, 403, 401,
+            ],
+        ),
         row(
             M::GET,
             |f, _| format!("/jobs/{}", f.job),

@@ -687,3 +687,270 @@ async fn bench_six_node_graph() {
         );
     }
 }
+
+/// A models directory with the repository's manifests (`models-manifests/`) over the model
+/// files of `models_dir()`: what `scripts/fetch-models` would install from this checkout.
+fn repo_manifest_models_dir() -> tempfile::TempDir {
+    let src = models_dir();
+    let manifests = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models-manifests");
+    let tmp = tempfile::tempdir().unwrap();
+    for model in std::fs::read_dir(&src).unwrap() {
+        let model = model.unwrap();
+        if !model.path().is_dir() {
+            continue;
+        }
+        let name = model.file_name();
+        let dst = tmp.path().join(&name);
+        std::fs::create_dir_all(&dst).unwrap();
+        for f in std::fs::read_dir(model.path()).unwrap() {
+            let f = f.unwrap();
+            if f.file_name() != "model.json" {
+                let target = std::fs::canonicalize(f.path()).unwrap();
+                std::os::unix::fs::symlink(target, dst.join(f.file_name())).unwrap();
+            }
+        }
+        let manifest = manifests.join(format!("{}.json", name.to_string_lossy()));
+        let manifest = if manifest.is_file() {
+            manifest
+        } else {
+            model.path().join("model.json")
+        };
+        std::fs::copy(manifest, dst.join("model.json")).unwrap();
+    }
+    tmp
+}
+
+/// A 16-bit heightmap PNG as heights (its `value_min`/`value_max` text chunks undo the
+/// normalisation), with its size.
+fn decode_heights(bytes: &[u8]) -> (usize, usize, Vec<f64>) {
+    let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
+        .read_info()
+        .unwrap();
+    let text = |key: &str| -> f64 {
+        reader
+            .info()
+            .uncompressed_latin1_text
+            .iter()
+            .find(|t| t.keyword == key)
+            .unwrap_or_else(|| panic!("no {key} chunk"))
+            .text
+            .parse()
+            .unwrap()
+    };
+    let (min, max) = (text("value_min"), text("value_max"));
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let frame = reader.next_frame(&mut buf).unwrap();
+    assert_eq!(frame.bit_depth, png::BitDepth::Sixteen);
+    assert_eq!(frame.color_type, png::ColorType::Grayscale);
+    let heights = buf[..frame.buffer_size()]
+        .chunks_exact(2)
+        .map(|b| f64::from(u16::from_be_bytes([b[0], b[1]])) / 65535.0 * (max - min) + min)
+        .collect();
+    (frame.width as usize, frame.height as usize, heights)
+}
+
+/// Mean |h(x+1) - h(x)| over the rows, between columns `x` and `x + 1`.
+fn column_step(w: usize, h: &[f64], x: usize) -> f64 {
+    let rows = h.len() / w;
+    (0..rows)
+        .map(|y| (h[y * w + x + 1] - h[y * w + x]).abs())
+        .sum::<f64>()
+        / rows as f64
+}
+
+/// `terrain` above the model's 128²: overlapping tiles blended at their seams, one progress
+/// event per tile, seams as smooth as the terrain itself (where two independent 128² tiles put
+/// side by side — naive tiling — jump); sizes that are not whole tiles or too large refused
+/// before anything runs, naming the node and the parameter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_terrain_is_tiled_with_smooth_seams() {
+    let models = repo_manifest_models_dir();
+    let server = TestServer::start_with(
+        Backend::Sqlite,
+        &[
+            "--models-dir",
+            models.path().to_str().unwrap(),
+            "--in-process-worker",
+            "on",
+            "--execution-provider",
+            "cpu",
+            "--signup-credits",
+            "100000",
+        ],
+    )
+    .await;
+    let ada = server.signup("Ada").await;
+    let session = server.create_session(&ada.token, "big").await;
+    let mut events = EventsClient::connect(&server, &session, &ada.token).await;
+    let mut editor = Editor {
+        doc: Doc::new(),
+        socket: EventsClient::connect(&server, &session, &ada.token).await,
+        witness: EventsClient::connect(&server, &session, &ada.token).await,
+    };
+    let (_, types) = server.call(Method::GET, "/node-types", None, None).await;
+    let terrain = types
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "terrain")
+        .unwrap()
+        .clone();
+    let width = terrain["params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "width")
+        .unwrap();
+    assert_eq!(
+        (&width["min"], &width["max"], &width["multiple_of"]),
+        (&json!(128.0), &json!(512.0), &json!(64))
+    );
+
+    editor
+        .add_node(
+            "t",
+            "terrain",
+            json!({"width": 256, "height": 256, "difficulty": 60, "seed": 7}),
+        )
+        .await;
+    editor.add_node("out", "output", json!({})).await;
+    editor
+        .add_edge("e1", ("t", "heightmap"), ("out", "image"))
+        .await;
+
+    // Refused at validation, before anything runs: not whole tiles, too large.
+    start_runtime(&server, &ada.token, &session, &mut events).await;
+    for (key, value, says) in [
+        ("width", 200, "multiple of 64, got 200"),
+        ("height", 1024, "between 128 and 512, got 1024"),
+    ] {
+        editor.set_param("t", key, json!(value)).await;
+        let (status, body) = run(&server, &ada.token, &session, json!({})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let msg = body["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains("node t") && msg.contains(key) && msg.contains(says),
+            "{msg}"
+        );
+        editor.set_param("t", key, json!(256)).await;
+    }
+
+    let (_, evs) = run_ok(&server, &ada.token, &session, &mut events, json!({})).await;
+    let progress: Vec<(u64, u64)> = evs
+        .iter()
+        .filter(|e| e["type"] == "job.progress")
+        .map(|e| (e["step"].as_u64().unwrap(), e["total"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        progress,
+        (1..=9).map(|i| (i, 9)).collect::<Vec<_>>(),
+        "one progress event per tile of the 3x3 grid"
+    );
+    let inference_ms = |evs: &[Value]| {
+        evs.iter()
+            .find(|e| e["type"] == "job.node_done")
+            .and_then(|e| e["inference_ms"].as_f64())
+            .unwrap()
+    };
+    let big_ms = inference_ms(&evs);
+    let media = evs.last().unwrap()["outputs"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, png) = server.media_bytes(&ada.token, &media).await;
+    assert_eq!(status, StatusCode::OK);
+    let (w, h, big) = decode_heights(&png);
+    assert_eq!((w, h), (256, 256));
+
+    // Naive tiling's seam, for comparison: the last column of one 128² terrain against the
+    // first of another (a batch of two seeds).
+    editor.set_param("t", "width", json!(128)).await;
+    editor.set_param("t", "height", json!(128)).await;
+    let (status, batch) = run(&server, &ada.token, &session, json!({"batch": 2})).await;
+    assert_eq!(status, StatusCode::CREATED, "{batch}");
+    let mut tiles = Vec::new();
+    let batch_jobs = batch["jobs"].as_array().unwrap();
+    // A batch's jobs record their batch and place in it (the studio's grid reads them).
+    assert_eq!(batch_jobs[0]["batch"]["index"], 0);
+    assert_eq!(batch_jobs[1]["batch"]["index"], 1);
+    assert!(batch_jobs[0]["batch"]["id"].is_string());
+    assert_eq!(batch_jobs[0]["batch"]["id"], batch_jobs[1]["batch"]["id"]);
+    for j in batch_jobs {
+        let evs = job_events(
+            &mut events,
+            j["id"].as_str().unwrap(),
+            Duration::from_secs(60),
+        )
+        .await;
+        assert_eq!(evs.last().unwrap()["type"], "job.succeeded", "{evs:#?}");
+        assert_eq!(
+            evs.iter().filter(|e| e["type"] == "job.progress").count(),
+            1,
+            "128² is one model run"
+        );
+        println!(
+            "terrain in ONNX Runtime: 256² (9 tiles) {big_ms:.0} ms, 128² {:.0} ms",
+            inference_ms(&evs)
+        );
+        let id = evs.last().unwrap()["outputs"][0]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let (tw, th, heights) = decode_heights(&server.media_bytes(&ada.token, &id).await.1);
+        assert_eq!((tw, th), (128, 128));
+        tiles.push(heights);
+    }
+    let (_, listed) = server
+        .call(
+            Method::GET,
+            &format!("/sessions/{session}/jobs"),
+            Some(&ada.token),
+            None,
+        )
+        .await;
+    let batches: Vec<&Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| &j["batch"])
+        .collect();
+    assert_eq!(
+        batches.iter().filter(|b| b.is_null()).count(),
+        1,
+        "the single run has no batch: {batches:?}"
+    );
+    assert_eq!(
+        batches
+            .iter()
+            .filter(|b| b["id"] == batch_jobs[0]["batch"]["id"])
+            .count(),
+        2
+    );
+    let naive_seam = (0..128)
+        .map(|y| (tiles[0][y * 128 + 127] - tiles[1][y * 128]).abs())
+        .sum::<f64>()
+        / 128.0;
+    let naive_interior = (0..127)
+        .map(|x| column_step(128, &tiles[0], x))
+        .sum::<f64>()
+        / 127.0;
+
+    let interior = (0..w - 1).map(|x| column_step(w, &big, x)).sum::<f64>() / (w - 1) as f64;
+    // The columns where tiles begin and end (tiles at 0, 64 and 128).
+    let seams: Vec<f64> = [63, 127, 191]
+        .iter()
+        .map(|&x| column_step(w, &big, x))
+        .collect();
+    println!(
+        "256² terrain: neighbour step {interior:.4} m, at tile edges {seams:.4?} m; naive tiling: \
+         {naive_seam:.4} m at the seam, {naive_interior:.4} m inside"
+    );
+    assert!(interior > 0.0, "not flat");
+    for s in &seams {
+        assert!(*s < 2.0 * interior, "seam step {s} vs interior {interior}");
+    }
+    assert!(
+        naive_seam > 2.0 * naive_interior,
+        "the comparison is meaningful: naive tiling jumps ({naive_seam} vs {naive_interior})"
+    );
+}

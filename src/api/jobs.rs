@@ -13,13 +13,14 @@ use base64::Engine as _;
 
 use crate::auth::Auth;
 use crate::authz::{authorize, Action};
+use crate::db::jobs::BatchPlace;
 use crate::db::jobs::JobRecord;
 use crate::db::versions::{NewVersion, VersionKind};
 use crate::error::{Error, Result};
 use crate::inference::catalog::ParamType;
 use crate::jobs::cache;
 use crate::jobs::graph::{self, Graph, Plan};
-use crate::jobs::service::JobInputs;
+use crate::jobs::service::{JobInputs, JobOptions};
 use crate::state::AppState;
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -151,9 +152,10 @@ pub async fn run(
         }
     };
 
+    let batch_id = uuid::Uuid::new_v4();
     let mut jobs = Vec::new();
-    for i in 0..u64::from(batch) {
-        let mut plan = plan.variation(&state.catalog, i);
+    for i in 0..batch {
+        let mut plan = plan.variation(&state.catalog, u64::from(i));
         let resolution = cache::resolve(
             &state.db,
             &state.blobs,
@@ -182,7 +184,13 @@ pub async fn run(
                 lease,
                 plan,
                 inputs,
-                body.webhook.as_ref(),
+                JobOptions {
+                    webhook: body.webhook.as_ref(),
+                    batch: body.batch.map(|_| BatchPlace {
+                        id: batch_id,
+                        index: i,
+                    }),
+                },
             )
             .await?;
         if let Some(version) = version {

@@ -150,6 +150,28 @@ pub async fn list(state: web::Data<AppState>, auth: AccountAuth) -> Result<web::
     Ok(web::Json(state.db.media_of(auth.account.id).await?))
 }
 
+/// Most images `GET /sessions/{id}/media` lists.
+const SESSION_IMAGES_LIMIT: i64 = 500;
+
+/// The session's images, newest first: every member's uploads for it and its runs' outputs —
+/// what an `image-input` node can pick. Readable by whoever may view the session.
+#[utoipa::path(security(("api_key" = ["sessions:read"])), tag = "media", params(("id" = SessionId, Path,)),
+    responses((status = 200, body = Vec<Media>), (status = 401), (status = 403), (status = 404)))]
+#[get("/sessions/{id}/media")]
+pub async fn session_images(
+    state: web::Data<AppState>,
+    auth: Auth,
+    id: web::Path<SessionId>,
+) -> Result<web::Json<Vec<Media>>> {
+    let (session, _) = authorize(&state, &auth.principal, *id, Action::View).await?;
+    Ok(web::Json(
+        state
+            .db
+            .images_of_session(session.id, SESSION_IMAGES_LIMIT)
+            .await?,
+    ))
+}
+
 /// The file's bytes (its owner, members of a session that uses it, and that session's share links).
 #[utoipa::path(security(("api_key" = ["sessions:read"])), tag = "media", params(("id" = MediaId, Path,)),
     responses((status = 200, description = "the file"), (status = 401), (status = 404)))]

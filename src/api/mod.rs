@@ -78,6 +78,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
             .service(share_links::revoke)
             .service(media::upload)
             .service(media::list)
+            .service(media::session_images)
             .service(media::download)
             .service(media::delete_one)
             .service(runtime::start)

@@ -71,7 +71,7 @@ impl Modify for Security {
         versions::list, versions::create, versions::get_one, versions::diff, versions::restore,
         versions::delete_one,
         share_links::create, share_links::list, share_links::revoke,
-        media::upload, media::list, media::download, media::delete_one,
+        media::upload, media::list, media::session_images, media::download, media::delete_one,
         jobs::node_types, jobs::run, jobs::list, jobs::get_one, jobs::cancel,
         webhooks::get_secret, webhooks::rotate, webhooks::deliveries,
         ops::healthz, ops::readyz,

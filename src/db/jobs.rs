@@ -71,11 +71,22 @@ pub struct JobRecord {
     /// jobs from before versions, or when the version was evicted.
     #[schema(value_type = Option<String>)]
     pub version_id: Option<VersionId>,
+    /// The batch this job is a variation of (`{"batch": N}` runs), if any.
+    pub batch: Option<BatchPlace>,
+}
+
+/// A job's place in a batch: the batch's id (shared by its jobs) and the variation's index
+/// (0-based; variation `i` moved every random node's seed on by `i`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct BatchPlace {
+    #[schema(value_type = String)]
+    pub id: uuid::Uuid,
+    pub index: u32,
 }
 
 const COLUMNS: &str =
     "id, session_id, account_id, status, plan, worker_id, device, error, outputs, \
-                       created_at, started_at, finished_at, version_id";
+                       created_at, started_at, finished_at, version_id, batch_id, batch_index";
 
 fn job_from_row(row: &AnyRow) -> Result<JobRecord> {
     let plan: String = row.try_get("plan")?;
@@ -96,6 +107,17 @@ fn job_from_row(row: &AnyRow) -> Result<JobRecord> {
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
         version_id: opt_uuid_col(row, "version_id")?.map(VersionId),
+        batch: match (
+            opt_uuid_col(row, "batch_id")?,
+            row.try_get::<Option<i64>, _>("batch_index")?,
+        ) {
+            (Some(id), Some(index)) => Some(BatchPlace {
+                id,
+                index: u32::try_from(index)
+                    .map_err(|_| Error::Internal(format!("job batch index {index}")))?,
+            }),
+            _ => None,
+        },
     })
 }
 
@@ -107,11 +129,13 @@ impl Db {
         account: AccountId,
         plan: &serde_json::Value,
         webhook: Option<&crate::webhooks::WebhookSpec>,
+        batch: Option<BatchPlace>,
     ) -> Result<()> {
         sqlx::query(
             "INSERT INTO jobs \
-             (id, session_id, account_id, status, plan, created_at, webhook_url, webhook_events) \
-             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7)",
+             (id, session_id, account_id, status, plan, created_at, webhook_url, webhook_events, \
+              batch_id, batch_index) \
+             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9)",
         )
         .bind(id.to_string())
         .bind(session.to_string())
@@ -120,6 +144,8 @@ impl Db {
         .bind(now_ms())
         .bind(webhook.map(|w| w.url.clone()))
         .bind(webhook.map(|w| w.events_text()))
+        .bind(batch.map(|b| b.id.to_string()))
+        .bind(batch.map(|b| i64::from(b.index)))
         .execute(self.pool())
         .await?;
         Ok(())

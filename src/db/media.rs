@@ -92,6 +92,20 @@ impl Db {
         row.as_ref().map(media_from_row).transpose()
     }
 
+    /// The images a session uses (every member's uploads for it, and its runs' outputs), newest
+    /// first, at most `limit`.
+    pub async fn images_of_session(&self, session: SessionId, limit: i64) -> Result<Vec<Media>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM media WHERE session_id = $1 AND content_type LIKE 'image/%' \
+             ORDER BY created_at DESC, id LIMIT $2"
+        )))
+        .bind(session.to_string())
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(media_from_row).collect()
+    }
+
     pub async fn media_of(&self, owner: AccountId) -> Result<Vec<Media>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM media WHERE owner_id = $1 ORDER BY created_at, id"

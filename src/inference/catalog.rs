@@ -36,7 +36,9 @@
 //!                                            // or { "kind": "linear" }: model space as is
 //!   "params": [                              // the node's parameters; `steps` is required
 //!     { "name": "steps", "type": "int", "default": 1, "min": 1, "max": 16, "description": "..." },
-//!     { "name": "difficulty", "type": "int", "default": 50, "min": 1, "max": 100 }
+//!     { "name": "difficulty", "type": "int", "default": 50, "min": 1, "max": 100 },
+//!     { "name": "width", "type": "int", "default": 128, "min": 128, "max": 512,
+//!       "multiple_of": 64 }                  // optional: the value must be a multiple of it
 //!   ],
 //!   "ports": { "inputs": [], "outputs": [ { "name": "heightmap", "type": "image/png" } ] }
 //! }
@@ -44,6 +46,8 @@
 //!
 //! Parameter types are `int` and `float`; `min`/`max` are inclusive. The engine reads the well-known
 //! parameters `steps` (required), and `width`/`height` (optional: without them the size is fixed).
+//! A model whose ONNX graph fixes its size and whose `width`/`height` go beyond it makes the
+//! larger sizes as overlapping tiles blended at their seams ([`super::tiles`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -327,6 +331,9 @@ pub struct ParamSpec {
     pub min: f64,
     #[serde(default)]
     pub max: f64,
+    /// Int parameters: the value must be a multiple of this (a size made of whole tiles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multiple_of: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
@@ -547,6 +554,14 @@ impl ModelEntry {
                         fmt_num(v)
                     ),
                 ));
+            }
+            if let (Some(m), ParamValue::Int(i)) = (spec.multiple_of, value) {
+                if i % i64::from(m) != 0 {
+                    return Err(err(
+                        &spec.name,
+                        format!("must be a multiple of {m}, got {i}"),
+                    ));
+                }
             }
             out.insert(spec.name.clone(), value);
         }
@@ -789,6 +804,15 @@ fn check_manifest(m: &Manifest) -> Result<(), String> {
                 "parameter '{}' is an int: min, max and default must be whole numbers",
                 p.name
             ));
+        }
+        if let Some(m) = p.multiple_of {
+            let fits = |v: f64| v % f64::from(m) == 0.0;
+            if p.ty != ParamType::Int || m == 0 || !fits(p.default) || !fits(p.min) {
+                return Err(format!(
+                    "parameter '{}': multiple_of needs an int parameter whose min and default are multiples of it",
+                    p.name
+                ));
+            }
         }
     }
     let param_of = |name: &str| m.params.iter().find(|p| p.name == name);
@@ -1127,6 +1151,46 @@ mod tests {
             .validate_params("tiny", &p("steps", 3.0.into()))
             .unwrap();
         assert_eq!(ok.get_u32("steps"), Some(3));
+    }
+
+    #[test]
+    fn multiple_of_is_checked_in_manifests_and_params() {
+        let sized = TINY.replace(
+            r#"{ "name": "gain","#,
+            r#"{ "name": "width", "type": "int", "default": 128, "min": 128, "max": 512, "multiple_of": 64 },
+        { "name": "gain","#,
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        write_model(tmp.path(), "tiny", &sized, Some(b"x"));
+        let catalog = ModelCatalog::load(tmp.path()).unwrap();
+        let p = |v: i64| Params::from([("width".to_string(), v.into())]);
+        assert_eq!(
+            catalog
+                .validate_params("tiny", &p(256))
+                .unwrap()
+                .get_u32("width"),
+            Some(256)
+        );
+        let e = catalog.validate_params("tiny", &p(200)).unwrap_err();
+        assert_eq!(e.param, "width");
+        assert!(e.to_string().contains("multiple of 64, got 200"), "{e}");
+        let e = catalog.validate_params("tiny", &p(576)).unwrap_err();
+        assert!(
+            e.to_string().contains("between 128 and 512, got 576"),
+            "{e}"
+        );
+        let json = serde_json::to_value(&catalog.node_types()[0]).unwrap();
+        assert_eq!(json["params"][2]["multiple_of"], 64);
+
+        let tmp = tempfile::tempdir().unwrap();
+        write_model(
+            tmp.path(),
+            "tiny",
+            &sized.replace(r#""default": 128"#, r#""default": 130"#),
+            Some(b"x"),
+        );
+        let e = ModelCatalog::load(tmp.path()).unwrap_err();
+        assert!(e.to_string().contains("multiple_of"), "{e}");
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! - [`image`]: heights → 16-bit grayscale PNG, and 8-bit previews.
 //! - [`op`]: plain ONNX graphs over ports and parameters (the workflow's image operations).
 //! - [`tensor`]: the images that flow between a workflow's nodes ([`Tensor`]), their bytes.
+//! - [`tiles`]: outputs larger than a fixed-size model's, as overlapping tiles blended at their
+//!   seams (several tiles per ONNX Runtime run).
 //!
 //! A workflow node runs with [`Engine::run_node`]: its input ports' tensors in, its output ports'
 //! tensors (and the PNG people see) out.
@@ -62,6 +64,7 @@ pub mod runtime;
 pub mod sampler;
 pub mod session;
 pub mod tensor;
+pub mod tiles;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -413,29 +416,60 @@ impl Engine {
         cancel.check()?;
 
         let mut guard = session.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((h, w)) = guard.fixed_size() {
-            if (h, w) != (height as usize, width as usize) {
+        // A model that fixes its size makes larger outputs as overlapping tiles.
+        let tile = match guard.fixed_size() {
+            Some(fixed) if fixed == (height as usize, width as usize) => None,
+            Some((th, tw)) if height as usize >= th && width as usize >= tw => Some((th, tw)),
+            Some((th, tw)) => {
                 return Err(RunError::Internal(format!(
-                    "model '{model}' only takes {w}x{h} images, asked for {width}x{height}"
-                )));
+                    "model '{model}' takes {tw}x{th} images or larger ones made of tiles, asked for {width}x{height}"
+                )))
             }
-        }
+            None => None,
+        };
         let (w, h) = (width as usize, height as usize);
         let sampling_started = Instant::now();
-        let mut denoiser = guard.denoiser(h, w, &resolved, cancel)?;
         let decode = m.decode;
-        tracing::debug!(model, seed, steps, width, height, "run started");
+        tracing::debug!(model, seed, steps, width, height, ?tile, "run started");
         let inference_started = Instant::now();
-        let estimate = sampler.sample(&mut denoiser, w * h, steps, seed, cancel, |s| {
-            on_step(progress(
-                s.step,
-                s.total,
-                s.sigma,
-                &image::decode(s.denoised, &decode),
-                (width, height),
-                sampling_started,
-            ));
-        })?;
+        let estimate = match tile {
+            None => {
+                let mut denoiser = guard.denoiser(h, w, &resolved, cancel)?;
+                sampler.sample(&mut denoiser, w * h, steps, seed, cancel, |s| {
+                    on_step(progress(
+                        s.step,
+                        s.total,
+                        s.sigma,
+                        &image::decode(s.denoised, &decode),
+                        (width, height),
+                        sampling_started,
+                    ));
+                })?
+            }
+            Some((th, tw)) => {
+                let grid = tiles::TileGrid::new(h, w, th, tw).map_err(RunError::Internal)?;
+                let mut inner = guard.denoiser(th, tw, &resolved, cancel)?;
+                // Progress per tile: the sampler's own per-step report would repeat the last.
+                let mut on_tile = |p: tiles::TileProgress<'_>| {
+                    on_step(progress(
+                        p.done,
+                        p.total,
+                        p.sigma,
+                        &image::decode(p.canvas, &decode),
+                        (width, height),
+                        sampling_started,
+                    ));
+                };
+                let mut tiled = tiles::TiledDenoiser {
+                    inner: &mut inner,
+                    grid: &grid,
+                    total: (grid.len() as u32).saturating_mul(steps),
+                    done: 0,
+                    on_tile: &mut on_tile,
+                };
+                sampler.sample(&mut tiled, w * h, steps, seed, cancel, |_| {})?
+            }
+        };
         let inference = inference_started.elapsed();
         drop(guard);
         Ok(Generated {

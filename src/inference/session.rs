@@ -244,11 +244,28 @@ impl ModelSession {
         })
     }
 
-    /// Runs one step. `x` is one image (`height × width` values); the batch is 1. The run can be
-    /// terminated through `cancel`.
+    /// Runs one step on one image (`height × width` values). The run can be terminated
+    /// through `cancel`.
     pub fn step(
         &mut self,
         x: &[f32],
+        height: usize,
+        width: usize,
+        sigma: f32,
+        conditions: &[(String, f32)],
+        cancel: &CancelToken,
+    ) -> Result<Vec<f32>, RunError> {
+        self.step_batch(x, 1, height, width, sigma, conditions, cancel)
+    }
+
+    /// Runs one step on `n` images of `height × width` at once (the model's batch dimension),
+    /// all at noise level `sigma` and with the same conditions; `xs` holds them back to back,
+    /// and so does the result.
+    #[allow(clippy::too_many_arguments)]
+    pub fn step_batch(
+        &mut self,
+        xs: &[f32],
+        n: usize,
         height: usize,
         width: usize,
         sigma: f32,
@@ -259,23 +276,23 @@ impl ModelSession {
             model: self.model.clone(),
             reason: format!("{what}: {e}"),
         };
-        if x.len() != height * width {
+        let len = n * height * width;
+        if n == 0 || xs.len() != len {
             return Err(RunError::Internal(format!(
-                "an image of {height}x{width} needs {} values, got {}",
-                height * width,
-                x.len()
+                "{n} images of {height}x{width} need {len} values, got {}",
+                xs.len()
             )));
         }
         let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
             Vec::with_capacity(2 + conditions.len());
-        let noisy = Tensor::from_array(([1usize, 1, height, width], x.to_vec()))
+        let noisy = Tensor::from_array(([n, 1, height, width], xs.to_vec()))
             .map_err(|e| failed("input tensor", e))?;
         inputs.push((Cow::Borrowed(self.noisy.as_str()), noisy.into()));
         let sigma_t =
-            Tensor::from_array(([1usize], vec![sigma])).map_err(|e| failed("input tensor", e))?;
+            Tensor::from_array(([n], vec![sigma; n])).map_err(|e| failed("input tensor", e))?;
         inputs.push((Cow::Borrowed(self.sigma.as_str()), sigma_t.into()));
         for (name, value) in conditions {
-            let t = Tensor::from_array(([1usize], vec![*value]))
+            let t = Tensor::from_array(([n], vec![*value; n]))
                 .map_err(|e| failed("input tensor", e))?;
             inputs.push((Cow::Owned(name.clone()), t.into()));
         }
@@ -307,11 +324,11 @@ impl ModelSession {
                 model: model.clone(),
                 reason: format!("output '{output_name}': {e}"),
             })?;
-        if data.len() != height * width {
+        if data.len() != len {
             return Err(RunError::Inference {
                 model,
                 reason: format!(
-                    "output '{output_name}' has shape {:?}, expected [1, 1, {height}, {width}]",
+                    "output '{output_name}' has shape {:?}, expected [{n}, 1, {height}, {width}]",
                     &shape[..]
                 ),
             });
@@ -327,6 +344,20 @@ pub struct SessionDenoiser<'a> {
     width: usize,
     conditions: Vec<(String, f32)>,
     cancel: &'a CancelToken,
+}
+
+impl super::tiles::BatchDenoiser for SessionDenoiser<'_> {
+    fn denoise_batch(&mut self, xs: &[f32], n: usize, sigma: f32) -> Result<Vec<f32>, RunError> {
+        self.session.step_batch(
+            xs,
+            n,
+            self.height,
+            self.width,
+            sigma,
+            &self.conditions,
+            self.cancel,
+        )
+    }
 }
 
 impl super::sampler::Denoiser for SessionDenoiser<'_> {

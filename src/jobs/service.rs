@@ -61,6 +61,13 @@ pub(super) struct JobView {
     media: Vec<MediaBytes>,
 }
 
+/// Where events about a job go besides the session, and the batch it belongs to.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JobOptions<'a> {
+    pub webhook: Option<&'a crate::webhooks::WebhookSpec>,
+    pub batch: Option<crate::db::jobs::BatchPlace>,
+}
+
 /// What a job brings besides its plan: what the cache found, the media its nodes read.
 #[derive(Debug, Clone, Default)]
 pub struct JobInputs {
@@ -221,14 +228,15 @@ impl JobService {
         lease: Option<(LeaseId, WorkerId)>,
         plan: Plan,
         inputs: JobInputs,
-        webhook: Option<&crate::webhooks::WebhookSpec>,
+        options: JobOptions<'_>,
     ) -> Result<JobId> {
+        let JobOptions { webhook, batch } = options;
         let job = JobId::new_random();
         if plan.steps.iter().all(|s| s.cached) {
             let plan_json = serde_json::to_value(&plan.steps)
                 .map_err(|e| Error::Internal(format!("plan: {e}")))?;
             self.db
-                .insert_job(job, session, account, &plan_json, webhook)
+                .insert_job(job, session, account, &plan_json, webhook, batch)
                 .await?;
             assignment::finish_cached(self, job, session, &plan, &inputs.resolution.cached).await;
             return Ok(job);
@@ -245,7 +253,7 @@ impl JobService {
         let plan_json =
             serde_json::to_value(&plan.steps).map_err(|e| Error::Internal(format!("plan: {e}")))?;
         self.db
-            .insert_job(job, session, account, &plan_json, webhook)
+            .insert_job(job, session, account, &plan_json, webhook, batch)
             .await?;
         {
             let mut state = self.board.lock();

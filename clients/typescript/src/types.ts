@@ -183,6 +183,14 @@ export interface JobRecord {
   created_at: number
   started_at: number | null
   finished_at: number | null
+  /** Set for the variations of a `{"batch": n}` run. */
+  batch: BatchPlace | null
+}
+
+/** A job's place in a batch: the batch's id (shared by its jobs) and the variation's index. */
+export interface BatchPlace {
+  id: string
+  index: number
 }
 
 export interface DeliveryAttempt {

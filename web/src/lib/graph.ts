@@ -231,6 +231,14 @@ export function setParam(doc: Y.Doc, nodeId: string, name: string, value: unknow
   }, LOCAL_ORIGIN)
 }
 
+/** Removes a parameter: its default applies again (for a seed: a random one per run). */
+export function deleteParam(doc: Y.Doc, nodeId: string, name: string): void {
+  const node = nodesOf(doc).get(nodeId)
+  if (!(node instanceof Y.Map)) return
+  const params = node.get('params')
+  if (params instanceof Y.Map && params.has(name)) doc.transact(() => params.delete(name))
+}
+
 export function setTitle(doc: Y.Doc, title: string): void {
   step(doc, () => metaOf(doc).set('title', title))
 }

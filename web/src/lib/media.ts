@@ -63,3 +63,42 @@ export function extensionFor(type: string): string {
   }
   return map[type] ?? 'bin'
 }
+
+/** A media record as `GET /media` and `POST /media` return it. */
+export interface MediaRecord {
+  id: string
+  session_id?: string | null
+  content_type: string
+  size_bytes: number
+  filename?: string | null
+  created_at: number
+}
+
+async function failure(res: Response): Promise<Error> {
+  let msg = `${res.status}`
+  try {
+    msg = ((await res.json()) as { error?: { message?: string } }).error?.message ?? msg
+  } catch {
+    /* not JSON */
+  }
+  return new Error(msg)
+}
+
+/** Uploads a file for a session (POST /media, multipart `file` and `session_id`). */
+export async function uploadMedia(file: File, sessionId: string, token: string | null): Promise<MediaRecord> {
+  const form = new FormData()
+  form.append('session_id', sessionId)
+  form.append('file', file, file.name)
+  const res = await fetch('/api/v1/media', { method: 'POST', body: form, headers: authHeaders(token, 'POST'), credentials: 'same-origin' })
+  if (!res.ok) throw await failure(res)
+  return (await res.json()) as MediaRecord
+}
+
+/** The session's PNG images (every member's uploads, and its runs' outputs), newest first. */
+export async function sessionImages(sessionId: string, token: string | null): Promise<MediaRecord[]> {
+  const res = await fetch(`/api/v1/sessions/${encodeURIComponent(sessionId)}/media`, { headers: authHeaders(token), credentials: 'same-origin' })
+  if (!res.ok) throw await failure(res)
+  const all = (await res.json()) as MediaRecord[]
+  // The image-input node reads PNG.
+  return all.filter((m) => m.content_type === 'image/png')
+}

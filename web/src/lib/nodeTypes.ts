@@ -1,9 +1,10 @@
-// Node types: what can be added to a graph, with their ports and parameters. They come from
-// GET /api/v1/node-types when the server has it; otherwise a built-in list lets people sketch
-// a graph (running it needs the server's job system anyway).
+// Node types: what can be added to a graph, with their ports and parameters, from
+// GET /api/v1/node-types. The studio offers only what the server lists: a node it cannot run
+// would only be refused at Run.
 import { api, ApiError } from './api'
 
-export type ParamKind = 'int' | 'float' | 'string' | 'text' | 'bool' | 'enum'
+/** `media`: the id of an image uploaded to the session (picked or uploaded in the inspector). */
+export type ParamKind = 'int' | 'float' | 'string' | 'text' | 'bool' | 'enum' | 'media'
 
 export interface ParamDef {
   name: string
@@ -44,51 +45,6 @@ export const OUTPUT_NODE: NodeTypeDef = {
   params: [],
 }
 
-export const FALLBACK_NODE_TYPES: NodeTypeDef[] = [
-  {
-    type: 'prompt',
-    label: 'Prompt',
-    description: 'Text that describes what to make',
-    inputs: [],
-    outputs: [{ name: 'text', type: 'text' }],
-    params: [{ name: 'text', label: 'Text', kind: 'text', default: 'a misty mountain range at dawn' }],
-  },
-  {
-    type: 'noise',
-    label: 'Noise',
-    description: 'Seeded random latent',
-    inputs: [],
-    outputs: [{ name: 'latent', type: 'latent' }],
-    params: [
-      { name: 'seed', label: 'Seed', kind: 'int', default: 42, min: 0, max: 2147483647, step: 1 },
-      { name: 'size', label: 'Size (px)', kind: 'int', default: 128, min: 32, max: 1024, step: 32 },
-    ],
-  },
-  {
-    type: 'sampler',
-    label: 'Sampler',
-    description: 'Denoises a latent step by step with a model',
-    inputs: [
-      { name: 'latent', type: 'latent' },
-      { name: 'prompt', type: 'text' },
-    ],
-    outputs: [{ name: 'image', type: 'image' }],
-    params: [
-      { name: 'model', label: 'Model', kind: 'string', default: 'tiny-denoiser' },
-      { name: 'steps', label: 'Steps', kind: 'int', default: 20, min: 1, max: 200, step: 1 },
-      { name: 'guidance', label: 'Guidance', kind: 'float', default: 7.5, min: 0, max: 30, step: 0.5 },
-    ],
-  },
-  {
-    type: 'save_image',
-    label: 'Save image',
-    description: 'Stores the image as session media',
-    inputs: [{ name: 'image', type: 'image' }],
-    outputs: [],
-    params: [{ name: 'name', label: 'File name', kind: 'string', default: 'output' }],
-  },
-]
-
 function str(v: unknown): string | undefined {
   return typeof v === 'string' && v.length > 0 ? v : undefined
 }
@@ -105,6 +61,7 @@ function humanize(name: string): string {
 function kindOf(rawType: unknown, dflt: unknown, options: unknown): ParamKind {
   const t = typeof rawType === 'string' ? rawType.toLowerCase() : ''
   if (Array.isArray(options) && options.length > 0) return 'enum'
+  if (t === 'media') return 'media'
   if (['int', 'integer', 'i32', 'i64', 'u32', 'u64', 'seed'].includes(t)) return 'int'
   if (['float', 'number', 'f32', 'f64', 'double', 'real'].includes(t)) return 'float'
   if (['bool', 'boolean'].includes(t)) return 'bool'
@@ -133,6 +90,10 @@ function normalizeParam(name: string, raw: unknown): ParamDef {
   }
   const dflt = o.default ?? o.default_value ?? (raw !== null && typeof raw !== 'object' ? raw : undefined)
   const kind = kindOf(o.type ?? o.kind, dflt, options)
+  if (kind === 'media') {
+    // No default: the node needs an image of the session, picked by someone.
+    return { name: pname, label: str(o.label) ?? str(o.title) ?? humanize(pname), kind, default: undefined, description: str(o.description) }
+  }
   return {
     name: pname,
     label: str(o.label) ?? str(o.title) ?? humanize(pname),
@@ -140,7 +101,7 @@ function normalizeParam(name: string, raw: unknown): ParamDef {
     default: dflt ?? (kind === 'int' || kind === 'float' ? (min ?? 0) : kind === 'bool' ? false : ''),
     min,
     max,
-    step: num(o.step) ?? (kind === 'int' ? 1 : kind === 'float' ? 'any' : undefined),
+    step: num(o.step) ?? num(o.multiple_of) ?? (kind === 'int' ? 1 : kind === 'float' ? 'any' : undefined),
     options: Array.isArray(options) ? options.map((x) => String(x)) : undefined,
     description: str(o.description),
   }
@@ -214,9 +175,9 @@ export function normalizeNodeTypes(raw: unknown): NodeTypeDef[] {
 }
 
 export interface NodeTypesResult {
+  /** What the server lists (empty when it lists none or could not be asked). */
   types: NodeTypeDef[]
-  /** False when the server has no node-type listing yet and the built-in list is used. */
-  fromServer: boolean
+  /** Why the palette is empty or cannot run anything, for people. */
   message?: string
 }
 
@@ -225,26 +186,60 @@ export async function loadNodeTypes(token?: string | null): Promise<NodeTypesRes
     const raw = await api<unknown>('GET', '/node-types', undefined, { token })
     const types = normalizeNodeTypes(raw)
     if (types.length === 0) {
-      return { types: FALLBACK_NODE_TYPES, fromServer: false, message: 'The server lists no node types; showing the built-in list.' }
+      return { types: [], message: 'This server lists no node types: there is nothing to add or run.' }
     }
     // The job system's built-in sink marks which images are a job's outputs (src/jobs/graph.rs).
     if (!types.some((t) => t.type === OUTPUT_NODE.type)) types.push(OUTPUT_NODE)
     // Only the sink: the server has no models installed, so nothing can run yet.
     if (types.every((t) => t.type === OUTPUT_NODE.type)) {
-      return { types, fromServer: true, message: 'This server has no models installed yet: there is nothing to run.' }
+      return { types, message: 'This server has no models installed yet: there is nothing to run.' }
     }
-    return { types, fromServer: true }
+    return { types }
   } catch (e) {
     const msg =
       e instanceof ApiError && e.status === 404
-        ? 'Node types are not available from this server yet; showing a built-in list.'
-        : `Could not load node types (${(e as Error).message}); showing a built-in list.`
-    return { types: FALLBACK_NODE_TYPES, fromServer: false, message: msg }
+        ? 'This server has no job system: there are no node types to add.'
+        : `Could not load the node types (${(e as Error).message}): reload the page to try again.`
+    return { types: [], message: msg }
   }
 }
 
 export function defaultParams(def: NodeTypeDef): Record<string, unknown> {
   const out: Record<string, unknown> = {}
-  for (const p of def.params) out[p.name] = p.default
+  for (const p of def.params) if (p.default !== undefined) out[p.name] = p.default
   return out
+}
+
+/** Largest seed: integers a JavaScript number holds exactly (the server's limit too). */
+export const MAX_SEED = 2 ** 53 - 1
+
+/** The `seed` every random node takes: empty means a random one, recorded in the job. */
+export const SEED_PARAM: ParamDef = {
+  name: 'seed',
+  label: 'Seed',
+  kind: 'int',
+  default: undefined,
+  min: 0,
+  max: MAX_SEED,
+  step: 1,
+  description: 'Empty: a new random seed every run (recorded with the run). A number makes the run repeatable.',
+}
+
+/**
+ * Why `value` cannot be this parameter's value, or null when it can: the node type's range
+ * (from GET /node-types), whole numbers for ints, and `step` for sizes made of whole tiles.
+ * The server checks the same at Run; this stops a bad value where it is typed.
+ */
+export function paramProblem(def: ParamDef, value: number): string | null {
+  if (!Number.isFinite(value)) return 'Not a number.'
+  if (def.kind === 'int' && !Number.isInteger(value)) return 'Must be a whole number.'
+  const lo = def.min
+  const hi = def.max
+  if ((lo !== undefined && value < lo) || (hi !== undefined && value > hi)) {
+    return `Must be between ${lo ?? '…'} and ${hi ?? '…'}.`
+  }
+  if (def.kind === 'int' && typeof def.step === 'number' && def.step > 1 && value % def.step !== 0) {
+    return `Must be a multiple of ${def.step}.`
+  }
+  return null
 }

@@ -11,7 +11,7 @@ import { Graph } from '../studio/Graph'
 import { Inspector } from '../studio/Inspector'
 import { JobsPanel, type GraphErrorTarget } from '../studio/JobsPanel'
 import { nodeProgress } from '../studio/liveState'
-import { Outputs, type OutputItem } from '../studio/Outputs'
+import { Outputs, type OutputGroup, type OutputItem } from '../studio/Outputs'
 import { Palette } from '../studio/Palette'
 import { Presence } from '../studio/Presence'
 import { RuntimePanel } from '../studio/RuntimePanel'
@@ -37,6 +37,8 @@ interface JobRecord {
   version_id?: string | null
   outputs?: string[]
   plan?: { node_id: string; model: string; params?: Record<string, unknown>; seed: number; cached?: boolean }[]
+  /** Set for the variations of a batch run: the batch and this variation's place in it. */
+  batch?: { id: string; index: number } | null
 }
 
 const EMPTY: GraphState = { nodes: [], edges: [], outputs: {}, title: null }
@@ -192,12 +194,18 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
   useEffect(() => {
     let on = true
     api<JobRecord[]>('GET', `/sessions/${sessionId}/jobs`, undefined, { token }).then(
-      (jobs) => on && Array.isArray(jobs) && setHistory(jobs),
+      (jobs) => {
+        if (!on || !Array.isArray(jobs)) return
+        setHistory(jobs)
+        // The run panel lists them too: it survives a reload.
+        events.dispatch({ kind: 'history', jobs })
+      },
       () => {},
     )
     return () => {
       on = false
     }
+    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [sessionId, token, finishedCount])
 
   // Undo and redo of this person's own edits (the keys are handled by the graph).
@@ -230,44 +238,88 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
     [live.doc, defs],
   )
 
-  const outputItems = useMemo(() => {
-    const items: OutputItem[] = []
+  // Copies a variation's seeds into the graph: the next run makes that variation again.
+  const copySeeds = useCallback(
+    (job: JobRecord) => {
+      const nodes = nodesOf(live.doc)
+      live.doc.transact(() => {
+        for (const step of job.plan ?? []) {
+          if (nodes.has(step.node_id) && defs.get(step.model)?.stochastic) setParam(live.doc, step.node_id, 'seed', step.seed)
+        }
+      })
+    },
+    [live.doc, defs],
+  )
+
+  const outputGroups = useMemo(() => {
+    const groups: OutputGroup[] = []
+    const batches = new Map<string, { group: OutputGroup; order: number[] }>()
     const seen = new Set<string>()
-    // Newest run first; a batch's variations sit side by side in the grid.
+    const single = (item: OutputItem) => groups.push({ key: item.id, items: [item] })
+    // Newest run first; a batch's variations sit together in a grid, in variation order.
     for (const job of history) {
       if (job.status !== 'succeeded') continue
-      const seeds = (job.plan ?? [])
-        .filter((s) => defs.get(s.model)?.stochastic)
-        .map((s) => `${s.node_id} seed ${s.seed}`)
-        .join(', ')
+      const random = (job.plan ?? []).filter((s) => defs.get(s.model)?.stochastic)
+      const seeds = random.map((s) => `${s.node_id} seed ${s.seed}`).join(', ')
       const cached = (job.plan ?? []).filter((s) => s.cached).length
       for (const id of job.outputs ?? []) {
         if (seen.has(id)) continue
         seen.add(id)
-        items.push({
+        const item: OutputItem = {
           id,
-          caption: `job ${job.id.slice(0, 8)}`,
+          caption: job.batch ? `variation ${job.batch.index + 1}` : `job ${job.id.slice(0, 8)}`,
           detail: [seeds, cached ? `${cached} cached` : ''].filter(Boolean).join(' · ') || undefined,
+          values: (job.plan ?? []).map((step) => {
+            const shown = Object.entries(step.params ?? {}).map(([k, v]) => `${k} ${typeof v === 'string' && v.length > 12 ? `${v.slice(0, 8)}…` : String(v)}`)
+            if (defs.get(step.model)?.stochastic) shown.push(`seed ${step.seed}`)
+            return `${step.node_id} (${step.model}): ${shown.join(', ') || 'no parameters'}`
+          }),
           onRestore: readOnly ? undefined : () => restore(job),
           onOpenGraph: job.version_id && !shareLink ? () => setHistoryFocus(job.version_id) : undefined,
-        })
+        }
+        if (!job.batch) {
+          single(item)
+          continue
+        }
+        if (!readOnly && random.length > 0) {
+          item.useSeed = {
+            label: random.length === 1 ? `Use seed ${random[0].seed}` : 'Use these seeds',
+            seeds: random.map((s) => `${s.node_id}=${s.seed}`).join(' '),
+            apply: () => copySeeds(job),
+          }
+        }
+        let b = batches.get(job.batch.id)
+        if (!b) {
+          b = { group: { key: `batch-${job.batch.id}`, batch: { id: job.batch.id, title: '' }, items: [] }, order: [] }
+          batches.set(job.batch.id, b)
+          groups.push(b.group)
+        }
+        const at = b.order.findIndex((i) => i > job.batch!.index)
+        if (at < 0) {
+          b.order.push(job.batch.index)
+          b.group.items.push(item)
+        } else {
+          b.order.splice(at, 0, job.batch.index)
+          b.group.items.splice(at, 0, item)
+        }
+        b.group.batch!.title = `Batch of ${b.group.items.length} variations`
       }
     }
     for (const n of graph.nodes) {
       for (const id of graph.outputs[n.id] ?? []) {
         if (seen.has(id)) continue
         seen.add(id)
-        items.push({ id, caption: `${defs.get(n.type)?.label ?? n.type} ${n.id}` })
+        single({ id, caption: `${defs.get(n.type)?.label ?? n.type} ${n.id}` })
       }
     }
     for (const [nodeId, ids] of Object.entries(graph.outputs)) {
-      for (const id of ids) if (!seen.has(id)) (seen.add(id), items.push({ id, caption: nodeId }))
+      for (const id of ids) if (!seen.has(id)) (seen.add(id), single({ id, caption: nodeId }))
     }
     for (const jid of events.state.order) {
-      for (const id of events.state.jobs[jid]?.outputs ?? []) if (!seen.has(id)) (seen.add(id), items.push({ id, caption: `job ${jid.slice(0, 8)}` }))
+      for (const id of events.state.jobs[jid]?.outputs ?? []) if (!seen.has(id)) (seen.add(id), single({ id, caption: `job ${jid.slice(0, 8)}` }))
     }
-    return items
-  }, [graph, defs, events.state, history, readOnly, restore])
+    return groups
+  }, [graph, defs, events.state, history, readOnly, restore, copySeeds])
 
   if (loadError) {
     return (
@@ -398,7 +450,7 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
             )}
           </main>
           <aside className="side side-right">
-            <Inspector doc={live.doc} graph={graph} node={selectedNode} defs={defs} readOnly={readOnly} onSelect={select} />
+            <Inspector sessionId={sessionId} token={token} doc={live.doc} graph={graph} node={selectedNode} defs={defs} readOnly={readOnly} onSelect={select} />
             <JobsPanel
               onGraphError={setGraphError}
               sessionId={sessionId}
@@ -413,7 +465,7 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
               eventsConnected={events.status === 'open' || !!ended}
             />
             <RuntimePanel sessionId={sessionId} token={token} canManage={canManage} isAccount={!!account && !shareLink} accountId={account?.id} runtime={events.state.runtime} liveBalance={events.state.balance} dispatch={events.dispatch} />
-            <Outputs items={outputItems} token={token} />
+            <Outputs groups={outputGroups} token={token} />
           </aside>
         </div>
         {historyFocus !== undefined && (

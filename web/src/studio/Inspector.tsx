@@ -1,9 +1,12 @@
 // The selected node: its parameters (labelled inputs, written to the Y.Doc), its connections,
 // and keyboard-reachable ways to connect and delete — everything the canvas does by mouse.
+// A value outside the node type's range (GET /node-types) is refused where it is typed, with
+// the reason, and never written to the document.
 import { useEffect, useId, useState } from 'react'
 import type * as Y from 'yjs'
-import { connect, deleteEdges, deleteNodes, setParam, type GraphNode, type GraphState } from '../lib/graph'
-import type { NodeTypeDef, ParamDef } from '../lib/nodeTypes'
+import { connect, deleteEdges, deleteNodes, deleteParam, setParam, type GraphNode, type GraphState } from '../lib/graph'
+import { paramProblem, SEED_PARAM, type NodeTypeDef, type ParamDef } from '../lib/nodeTypes'
+import { MediaField } from './MediaField'
 import { portsOf } from './Graph'
 
 function inferParam(name: string, value: unknown): ParamDef {
@@ -11,18 +14,33 @@ function inferParam(name: string, value: unknown): ParamDef {
   return { name, label: name, kind, default: value, step: kind === 'float' ? 'any' : undefined }
 }
 
-function ParamField({ nodeId, def, value, readOnly, onChange }: { nodeId: string; def: ParamDef; value: unknown; readOnly: boolean; onChange: (v: unknown) => void }) {
+interface ParamFieldProps {
+  nodeId: string
+  def: ParamDef
+  value: unknown
+  readOnly: boolean
+  sessionId: string
+  token: string | null
+  /** `undefined` removes the parameter (its default applies; a seed becomes random). */
+  onChange: (v: unknown) => void
+}
+
+function ParamField({ nodeId, def, value, readOnly, sessionId, token, onChange }: ParamFieldProps) {
   const uid = useId()
   const id = `param-${uid}`
   const numeric = def.kind === 'int' || def.kind === 'float'
   const [draft, setDraft] = useState<string>(value === undefined || value === null ? '' : String(value))
   const [focused, setFocused] = useState(false)
+  const [refused, setRefused] = useState<string | null>(null)
   useEffect(() => {
     if (!focused) setDraft(value === undefined || value === null ? '' : String(value))
   }, [value, focused])
   const range = def.min !== undefined || def.max !== undefined ? ` (${def.min ?? '…'}–${def.max ?? '…'})` : ''
   const hint = def.description ? <span className="hint">{def.description}</span> : null
   const common = { id, disabled: readOnly, 'aria-describedby': undefined, 'data-param-input': def.name, 'data-node-id': nodeId }
+  if (def.kind === 'media') {
+    return <MediaField id={id} nodeId={nodeId} def={def} value={typeof value === 'string' ? value : null} readOnly={readOnly} sessionId={sessionId} token={token} onChange={onChange} />
+  }
   if (def.kind === 'bool') {
     return (
       <div className="field field-check">
@@ -50,13 +68,23 @@ function ParamField({ nodeId, def, value, readOnly, onChange }: { nodeId: string
     )
   }
   if (numeric) {
+    // Every keystroke is checked; only a valid value reaches the document. Empty clears a
+    // parameter that may be empty (the seed: random), and is otherwise left unwritten.
     const commit = (raw: string) => {
-      if (raw.trim() === '') return
+      if (raw.trim() === '') {
+        setRefused(null)
+        if (def.default === undefined) onChange(undefined)
+        return
+      }
       const n = Number(raw)
-      if (!Number.isFinite(n)) return
-      onChange(def.kind === 'int' ? Math.round(n) : n)
+      const problem = paramProblem(def, n)
+      if (problem) {
+        setRefused(`${raw} is refused: ${problem.charAt(0).toLowerCase()}${problem.slice(1).replace(/\.$/, '')}; not saved.`)
+        return
+      }
+      setRefused(null)
+      onChange(n)
     }
-    const outOfRange = draft !== '' && ((def.min !== undefined && Number(draft) < def.min) || (def.max !== undefined && Number(draft) > def.max))
     return (
       <div className="field">
         <label htmlFor={id}>
@@ -71,7 +99,9 @@ function ParamField({ nodeId, def, value, readOnly, onChange }: { nodeId: string
           min={def.min}
           max={def.max}
           step={def.step ?? (def.kind === 'int' ? 1 : 'any')}
-          aria-invalid={outOfRange || undefined}
+          placeholder={def.default === undefined ? 'random' : undefined}
+          aria-invalid={refused ? true : undefined}
+          aria-errormessage={refused ? `${id}-refused` : undefined}
           onFocus={() => setFocused(true)}
           onBlur={() => {
             setFocused(false)
@@ -82,7 +112,11 @@ function ParamField({ nodeId, def, value, readOnly, onChange }: { nodeId: string
             commit(e.target.value)
           }}
         />
-        {outOfRange && <span className="hint warn">Outside the allowed range{range}</span>}
+        {refused && (
+          <span className="hint warn" role="alert" id={`${id}-refused`} data-param-refused={def.name}>
+            {refused}
+          </span>
+        )}
         {hint}
       </div>
     )
@@ -102,6 +136,8 @@ function ParamField({ nodeId, def, value, readOnly, onChange }: { nodeId: string
 }
 
 export interface InspectorProps {
+  sessionId: string
+  token: string | null
   doc: Y.Doc
   graph: GraphState
   node: GraphNode | null
@@ -110,7 +146,7 @@ export interface InspectorProps {
   onSelect: (id: string | null) => void
 }
 
-export function Inspector({ doc, graph, node, defs, readOnly, onSelect }: InspectorProps) {
+export function Inspector({ sessionId, token, doc, graph, node, defs, readOnly, onSelect }: InspectorProps) {
   const [target, setTarget] = useState<Record<string, string>>({})
   if (!node) {
     return (
@@ -128,6 +164,7 @@ export function Inspector({ doc, graph, node, defs, readOnly, onSelect }: Inspec
   }
   const def = defs.get(node.type)
   const params: ParamDef[] = def ? [...def.params] : []
+  if (def?.stochastic && !params.some((p) => p.name === 'seed')) params.push(SEED_PARAM)
   for (const [k, v] of Object.entries(node.params)) if (!params.some((p) => p.name === k)) params.push(inferParam(k, v))
   const { outputs } = portsOf(node.id, node.type, defs, graph)
   const incoming = graph.edges.filter((e) => e.target === node.id)
@@ -155,7 +192,13 @@ export function Inspector({ doc, graph, node, defs, readOnly, onSelect }: Inspec
             def={p}
             value={node.params[p.name] ?? p.default}
             readOnly={readOnly}
-            onChange={(v) => !readOnly && setParam(doc, node.id, p.name, v)}
+            sessionId={sessionId}
+            token={token}
+            onChange={(v) => {
+              if (readOnly) return
+              if (v === undefined) deleteParam(doc, node.id, p.name)
+              else setParam(doc, node.id, p.name, v)
+            }}
           />
         ))}
       </form>

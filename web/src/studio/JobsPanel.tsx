@@ -8,6 +8,9 @@ import { isActive, type JobState, type LiveAction, type LiveState } from './live
 import { RuntimeOffer } from './RuntimeOffer'
 import type { Preview } from './useEvents'
 
+/** Most variations one run may ask for (the server's MAX_BATCH). */
+const MAX_BATCH = 16
+
 const STATUS_TEXT: Record<string, string> = {
   submitted: 'Submitted',
   queued: 'Queued',
@@ -101,6 +104,13 @@ export interface JobsPanelProps {
   onGraphError?: (target: GraphErrorTarget | null) => void
 }
 
+/** What a run runs: the whole graph (what feeds its outputs), some nodes and what they need,
+ *  or everything from a node on (`from`: run again whatever the cache holds). */
+interface Target {
+  nodes?: string[]
+  from?: string
+}
+
 export interface GraphErrorTarget {
   kind: 'node' | 'edge'
   id: string
@@ -115,22 +125,29 @@ export function graphErrorTarget(e: unknown): GraphErrorTarget | null {
 
 export function JobsPanel({ sessionId, token, canRun, live, dispatch, previews, graph, defs, selectedId, eventsConnected, onGraphError }: JobsPanelProps) {
   const [busy, setBusy] = useState(false)
+  // Variations per run: more than 1 runs a batch (`{"batch": n}`), one job per variation.
+  const [variations, setVariations] = useState('1')
+  const batch = Math.trunc(Number(variations))
+  const batchProblem = Number.isInteger(Number(variations)) && batch >= 1 && batch <= MAX_BATCH ? null : `Variations: a whole number from 1 to ${MAX_BATCH}.`
   const [error, setError] = useState<RunError | null>(null)
   // Run without a running runtime: the offer to start one, then run these nodes.
-  const [offer, setOffer] = useState<{ nodes?: string[] } | null>(null)
+  const [offer, setOffer] = useState<Target | null>(null)
   const jobs = live.order.map((id) => live.jobs[id]).filter(Boolean)
   const active = jobs.filter(isActive)
 
-  const submit = async (nodes?: string[]) => {
+  const submit = async (target: Target = {}) => {
     setBusy(true)
     setError(null)
     onGraphError?.(null)
     try {
-      const job = await api<unknown>('POST', `/sessions/${sessionId}/jobs`, nodes ? { nodes } : {}, { token })
-      dispatch({ kind: 'submitted', job })
+      const body: Record<string, unknown> = target.nodes ? { nodes: target.nodes } : target.from ? { from: target.from } : {}
+      if (batch > 1) body.batch = batch
+      const answer = await api<unknown>('POST', `/sessions/${sessionId}/jobs`, body, { token })
+      const list = batch > 1 ? ((answer as { jobs?: unknown[] } | null)?.jobs ?? []) : [answer]
+      for (const job of list) dispatch({ kind: 'submitted', job })
     } catch (e) {
       onGraphError?.(graphErrorTarget(e))
-      if (e instanceof ApiError && e.needsRuntime && canRun) setOffer({ nodes })
+      if (e instanceof ApiError && e.needsRuntime && canRun) setOffer(target)
       else setError(runError(e, 'Running jobs'))
     } finally {
       setBusy(false)
@@ -138,8 +155,12 @@ export function JobsPanel({ sessionId, token, canRun, live, dispatch, previews, 
   }
   // Without a runtime the run is still tried: a graph whose every node is cached runs free,
   // with no runtime; anything else is answered 402 and the offer to start one appears.
-  const run = async (nodes?: string[]) => {
-    await submit(nodes)
+  const run = async (target: Target = {}) => {
+    if (batchProblem) {
+      setError({ kind: 'error', text: batchProblem, details: [] })
+      return
+    }
+    await submit(target)
   }
   const cancel = async (id: string) => {
     setError(null)
@@ -158,12 +179,35 @@ export function JobsPanel({ sessionId, token, canRun, live, dispatch, previews, 
           <button type="button" className="primary" onClick={() => run()} disabled={busy || graph.nodes.length === 0}>
             {busy ? 'Starting…' : 'Run'}
           </button>
-          <button type="button" onClick={() => selectedId && run([selectedId])} disabled={busy || !selectedId} title="Run the selected node and what it needs">
+          <button type="button" onClick={() => selectedId && run({ nodes: [selectedId] })} disabled={busy || !selectedId} title="Run the selected node and what it needs">
             Run selected
+          </button>
+          <button
+            type="button"
+            onClick={() => selectedId && run({ from: selectedId })}
+            disabled={busy || !selectedId}
+            title="Run the selected node and everything that depends on it again, whatever the cache holds"
+          >
+            Run from selected
           </button>
           <button type="button" onClick={() => active.forEach((j) => cancel(j.id))} disabled={active.length === 0}>
             Cancel
           </button>
+          <label className="inline-field">
+            Variations
+            <input
+              type="number"
+              min={1}
+              max={MAX_BATCH}
+              step={1}
+              value={variations}
+              onChange={(e) => setVariations(e.target.value)}
+              aria-invalid={batchProblem ? true : undefined}
+              title="Run this many variations at once, each with the next seed: a batch, shown as a grid"
+              data-testid="variations"
+              style={{ width: '4.5em', marginLeft: '0.4em' }}
+            />
+          </label>
         </div>
       )}
       {offer && (
@@ -173,9 +217,9 @@ export function JobsPanel({ sessionId, token, canRun, live, dispatch, previews, 
           dispatch={dispatch}
           onCancel={() => setOffer(null)}
           onReady={() => {
-            const nodes = offer.nodes
+            const target = offer
             setOffer(null)
-            void submit(nodes)
+            void submit(target)
           }}
         />
       )}

@@ -69,6 +69,10 @@ export const initialLiveState: LiveState = { hello: false, jobs: {}, order: [], 
 export type LiveAction =
   | { kind: 'event'; event: StudioEvent }
   | { kind: 'submitted'; job: unknown }
+  /** The session's runs from the server (GET /sessions/{id}/jobs, newest first): what a reload
+   *  would otherwise forget. Finished jobs the events did not tell us about are added after the
+   *  ones they did; a job the server records as finished is finished here too. */
+  | { kind: 'history'; jobs: unknown[] }
   | { kind: 'runtime'; runtime: RuntimeState | null }
   | { kind: 'dismiss'; id: number }
   | { kind: 'notice'; level: 'error' | 'info'; text: string }
@@ -151,6 +155,23 @@ export function liveReducer(state: LiveState, action: LiveAction): LiveState {
       if (prev) return state
       if (job.status === 'queued' && (action.job as Record<string, unknown>).status === undefined) job.status = 'submitted'
       return withJob(state, job.id, () => job)
+    }
+    case 'history': {
+      const jobs: Record<string, JobState> = { ...state.jobs }
+      const order = [...state.order]
+      for (const raw of action.jobs) {
+        const record = jobFromSnapshot(raw)
+        if (!record) continue
+        const known = jobs[record.id]
+        const finished = ['succeeded', 'failed', 'cancelled'].includes(record.status)
+        if (!known) {
+          jobs[record.id] = record
+          order.push(record.id)
+        } else if (finished && known.status !== record.status) {
+          jobs[record.id] = { ...known, status: record.status, error: record.error ?? known.error, outputs: record.outputs.length ? record.outputs : known.outputs, position: undefined }
+        }
+      }
+      return { ...state, jobs, order: order.slice(0, 50) }
     }
     case 'event':
       return applyEvent(state, action.event)
