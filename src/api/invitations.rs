@@ -1,8 +1,10 @@
 //! Invitation links: a link with a role (`editor` or `viewer`), an expiry and a number of uses,
 //! that a signed-in person accepts to become a member. Owners create, list and revoke them (they
 //! make members, which only owners do). Pending invitations by email are made by adding a
-//! member whose address has no account yet (`POST /sessions/{id}/members`); they are listed
-//! and revoked here too.
+//! member by address (`POST /sessions/{id}/members`), whether or not the address has an
+//! account; they are listed and revoked here too. The invited person sees them under
+//! `/me/invitations` and accepts or declines them there (or, without an account yet, joins at
+//! signup).
 
 use actix_web::{delete, get, post, web, HttpResponse};
 use atelier_protocol::ids::{InvitationId, SessionId};
@@ -12,7 +14,7 @@ use utoipa::ToSchema;
 
 use crate::auth::{tokens, AccountAuth, Auth};
 use crate::authz::{authorize, Action};
-use crate::db::invitations::{Invitation, NewInvitation};
+use crate::db::invitations::{Invitation, InvitationToMe, NewInvitation};
 use crate::db::now_ms;
 use crate::error::{Error, Result};
 use crate::state::AppState;
@@ -217,4 +219,60 @@ pub async fn accept(
         session_id: invitation.session_id,
         role,
     }))
+}
+
+/// The pending email invitations addressed to the caller's email (signed-in accounts).
+#[utoipa::path(tag = "invitations",
+    responses((status = 200, body = Vec<InvitationToMe>), (status = 401), (status = 403)))]
+#[get("/me/invitations")]
+pub async fn mine(
+    state: web::Data<AppState>,
+    auth: AccountAuth,
+) -> Result<web::Json<Vec<InvitationToMe>>> {
+    Ok(web::Json(state.db.invitations_to(&auth.account.email).await?))
+}
+
+/// Accept a pending email invitation addressed to the caller's email: the caller becomes a
+/// member with its role (a stronger role they already have is kept). 404 when no pending
+/// invitation with this id is addressed to the caller.
+#[utoipa::path(tag = "invitations", params(("id" = InvitationId, Path,)),
+    responses((status = 200, body = AcceptedInvitation), (status = 401), (status = 403), (status = 404)))]
+#[post("/me/invitations/{id}/accept")]
+pub async fn accept_mine(
+    state: web::Data<AppState>,
+    auth: AccountAuth,
+    id: web::Path<InvitationId>,
+) -> Result<web::Json<AcceptedInvitation>> {
+    let (session_id, role) = state
+        .db
+        .accept_email_invitation(*id, &auth.account.email, auth.account.id)
+        .await?
+        .ok_or(Error::NotFound("invitation"))?;
+    // Sockets the account already has open (as a viewer) follow an upgrade at once.
+    state
+        .live
+        .set_role(session_id, auth.account.id, Some(role))
+        .await;
+    tracing::info!(session = %session_id, account = %auth.account.id, %role, "email invitation accepted");
+    Ok(web::Json(AcceptedInvitation { session_id, role }))
+}
+
+/// Decline a pending email invitation addressed to the caller's email; the owner sees it
+/// revoked. 404 when no pending invitation with this id is addressed to the caller.
+#[utoipa::path(tag = "invitations", params(("id" = InvitationId, Path,)),
+    responses((status = 204), (status = 401), (status = 403), (status = 404)))]
+#[post("/me/invitations/{id}/decline")]
+pub async fn decline_mine(
+    state: web::Data<AppState>,
+    auth: AccountAuth,
+    id: web::Path<InvitationId>,
+) -> Result<HttpResponse> {
+    if !state
+        .db
+        .decline_email_invitation(*id, &auth.account.email)
+        .await?
+    {
+        return Err(Error::NotFound("invitation"));
+    }
+    Ok(HttpResponse::NoContent().finish())
 }

@@ -162,8 +162,8 @@ pub struct MemberAdded {
     /// The address, normalised.
     pub email: String,
     pub role: Role,
-    /// Always `true`: the person is a member now if the address has an account, otherwise the
-    /// invitation waits for it to sign up (no email is sent).
+    /// Always `true`: a pending invitation now waits for the address (no email is sent). A
+    /// person with an account accepts it from their dashboard; a new account joins at signup.
     pub invited: bool,
 }
 
@@ -173,9 +173,11 @@ pub struct ChangeRole {
     pub role: Role,
 }
 
-/// Add a member by email (owners only). An address with an account becomes a member (or gets
-/// the new role); an address without one gets a pending invitation that becomes a membership
-/// when it signs up. The answer is the same either way.
+/// Invite someone by email (owners only). Whatever the address, this records a pending email
+/// invitation (listed under `GET /sessions/{id}/invitations`) and nothing else: a person with an
+/// account becomes a member only by accepting it (`POST /me/invitations/{id}/accept`), an
+/// address without one joins at signup. So neither this answer nor the member and invitation
+/// lists tell whether the address has an account. A member's role is changed with `PATCH`.
 #[utoipa::path(security(("api_key" = ["sessions:write"])), tag = "sessions", params(("id" = SessionId, Path,)), request_body = AddMember,
     responses((status = 200, body = MemberAdded), (status = 400), (status = 403), (status = 404)))]
 #[post("/sessions/{id}/members")]
@@ -191,15 +193,10 @@ pub async fn add_member(
         .account_id()
         .ok_or_else(|| Error::forbidden("share links cannot add members"))?;
     let email = normalize_email(&body.email)?;
-    match state.db.account_by_email(&email).await? {
-        Some(account) => set_member_role(&state, &session, account.id, body.role).await?,
-        None => {
-            state
-                .db
-                .invite_email(session.id, inviter, &email, body.role)
-                .await?
-        }
-    }
+    state
+        .db
+        .invite_email(session.id, inviter, &email, body.role)
+        .await?;
     Ok(web::Json(MemberAdded {
         email,
         role: body.role,

@@ -336,6 +336,117 @@ impl Db {
     }
 }
 
+/// An open email invitation as the invited person sees it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct InvitationToMe {
+    pub id: InvitationId,
+    pub session_id: SessionId,
+    pub session_title: String,
+    /// The role accepting gives (a stronger role the account already has is kept).
+    pub role: Role,
+    /// The display name of the owner who invited (none when that account is gone).
+    pub invited_by: Option<String>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+/// Open email invitations: not revoked, declined, accepted or expired.
+const OPEN_EMAIL: &str = "i.email = $1 AND i.revoked_at IS NULL AND i.uses = 0 \
+                          AND (i.expires_at IS NULL OR i.expires_at > $2)";
+
+impl Db {
+    /// The open email invitations addressed to `email`, newest first.
+    pub async fn invitations_to(&self, email: &str) -> Result<Vec<InvitationToMe>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT i.id, i.session_id, i.role, i.created_at, i.expires_at, \
+             s.title AS session_title, a.name AS invited_by \
+             FROM session_invitations i \
+             JOIN studio_sessions s ON s.id = i.session_id \
+             LEFT JOIN accounts a ON a.id = i.created_by \
+             WHERE {OPEN_EMAIL} ORDER BY i.created_at DESC, i.id"
+        )))
+        .bind(email)
+        .bind(now_ms())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(InvitationToMe {
+                    id: InvitationId(uuid_col(row, "id")?),
+                    session_id: SessionId(uuid_col(row, "session_id")?),
+                    session_title: row.try_get("session_title")?,
+                    role: role_col(row, "role")?,
+                    invited_by: row.try_get("invited_by")?,
+                    created_at: row.try_get("created_at")?,
+                    expires_at: row.try_get("expires_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Accepts the open email invitation `id` addressed to `email` for `account`: it is used up
+    /// and the account becomes a member with its role, or keeps a stronger role it has. None
+    /// when there is no such open invitation for this address.
+    pub async fn accept_email_invitation(
+        &self,
+        id: InvitationId,
+        email: &str,
+        account: AccountId,
+    ) -> Result<Option<(SessionId, Role)>> {
+        let now = now_ms();
+        let mut tx = self.pool().begin().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE session_invitations AS i SET uses = uses + 1 \
+             WHERE i.id = $3 AND {OPEN_EMAIL} RETURNING i.session_id, i.role"
+        )))
+        .bind(email)
+        .bind(now)
+        .bind(id.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let session = SessionId(uuid_col(&row, "session_id")?);
+        let invited = role_col(&row, "role")?;
+        let current = sqlx::query(
+            "SELECT role FROM session_members WHERE session_id = $1 AND account_id = $2",
+        )
+        .bind(session.to_string())
+        .bind(account.to_string())
+        .fetch_optional(&mut *tx)
+        .await?
+        .as_ref()
+        .map(|row| role_col(row, "role"))
+        .transpose()?;
+        let role = match current {
+            Some(current) if role_rank(current) >= role_rank(invited) => current,
+            _ => {
+                upsert_member(&mut tx, session, account, invited, now).await?;
+                invited
+            }
+        };
+        tx.commit().await?;
+        Ok(Some((session, role)))
+    }
+
+    /// Declines the open email invitation `id` addressed to `email` (the owner sees it
+    /// revoked); false when there is no such open invitation for this address.
+    pub async fn decline_email_invitation(&self, id: InvitationId, email: &str) -> Result<bool> {
+        let now = now_ms();
+        let res = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE session_invitations AS i SET revoked_at = $2 \
+             WHERE i.id = $3 AND {OPEN_EMAIL}"
+        )))
+        .bind(email)
+        .bind(now)
+        .bind(id.to_string())
+        .execute(self.pool())
+        .await?;
+        Ok(res.rows_affected() > 0)
+    }
+}
+
 /// How much a role may do, for "keep the stronger role".
 fn role_rank(role: Role) -> u8 {
     match role {
