@@ -258,10 +258,10 @@ async fn cast(server: &TestServer, worker_token: &str) -> Cast {
 async fn fixture(server: &TestServer, db: &Database, c: &Cast) -> Fixture {
     let session = server.create_session(&c.owner.token, "Matrix").await;
     server
-        .add_member(&c.owner.token, &session, &c.editor.email, "editor")
+        .add_member(&c.owner.token, &session, &c.editor, "editor")
         .await;
     server
-        .add_member(&c.owner.token, &session, &c.viewer.email, "viewer")
+        .add_member(&c.owner.token, &session, &c.viewer, "viewer")
         .await;
     let (_, link) = server.share_link(&c.owner.token, &session, None).await;
     let (spare_link_id, _) = server.share_link(&c.owner.token, &session, None).await;

@@ -2,7 +2,9 @@
 //! whoever accepts it an editor (and the session appears in their list); single-use links admit
 //! one person; revoked, expired and unknown links are refused with the reason; an email
 //! invitation for an address without an account becomes a membership at signup (and a revoked
-//! one does not); adding a member answers the same whether or not the address has an account;
+//! one does not); adding a member makes only a pending invitation whatever the address, and
+//! everything the owner sees of it is the same whether or not the address has an account; a
+//! person with an account accepts or declines it from `/me/invitations`, and nobody else can;
 //! owners change members' roles. (Who may call what: `tests/authz_matrix.rs`.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -310,13 +312,21 @@ async fn email_invitations_and_no_enumeration(backend: Backend) {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{res}");
         assert!(!res.to_string().contains("account"), "{res}");
     }
-    // The known account is a member now; the unknown address waits as an email invitation.
-    assert_eq!(
-        listed_role(&server, &known.token, &session)
-            .await
-            .as_deref(),
-        Some("editor")
-    );
+    // Nobody is a member yet: the member list is unchanged, and both addresses wait as email
+    // invitations that look the same to the owner apart from the address, id and time.
+    let member_list = |token: String| {
+        let server = &server;
+        let members = members.clone();
+        async move {
+            let (status, list) = server.call(Method::GET, &members, Some(&token), None).await;
+            assert_eq!(status, StatusCode::OK, "{list}");
+            list
+        }
+    };
+    let only_owner = member_list(owner.token.clone()).await;
+    assert_eq!(only_owner.as_array().unwrap().len(), 1, "{only_owner}");
+    assert_eq!(only_owner[0]["account_id"], owner.id.as_str());
+    assert_eq!(listed_role(&server, &known.token, &session).await, None);
     let (_, invitations) = server
         .call(
             Method::GET,
@@ -331,10 +341,138 @@ async fn email_invitations_and_no_enumeration(backend: Backend) {
         .iter()
         .filter(|i| i["kind"] == "email")
         .collect();
-    assert_eq!(pending.len(), 1, "{invitations}");
-    assert_eq!(pending[0]["email"], unknown_email.as_str());
-    assert_eq!(pending[0]["role"], "editor");
-    assert_eq!(pending[0]["uses"], 0);
+    assert_eq!(pending.len(), 2, "{invitations}");
+    let of = |email: &str| {
+        (*pending.iter().find(|i| i["email"] == email).unwrap()).clone()
+    };
+    let (known_invitation, unknown_invitation) = (of(&known.email), of(&unknown_email));
+    // Blank out what differs by nature (address, generated id, timestamp) and compare bytes.
+    let blanked = |mut i: Value| {
+        for field in ["email", "id", "created_at"] {
+            assert!(i.get(field).is_some(), "{i}");
+            i[field] = json!("…");
+        }
+        serde_json::to_vec(&i).unwrap()
+    };
+    assert_eq!(
+        blanked(known_invitation.clone()),
+        blanked(unknown_invitation.clone()),
+        "{known_invitation} vs {unknown_invitation}"
+    );
+    assert_eq!(unknown_invitation["role"], "editor");
+    assert_eq!(unknown_invitation["uses"], 0);
+
+    // The known account sees its invitation on its dashboard; nobody else can use it.
+    let mine = |token: String| {
+        let server = &server;
+        async move {
+            let (status, list) = server
+                .call(Method::GET, "/me/invitations", Some(&token), None)
+                .await;
+            assert_eq!(status, StatusCode::OK, "{list}");
+            list
+        }
+    };
+    let known_mine = mine(known.token.clone()).await;
+    assert_eq!(known_mine.as_array().unwrap().len(), 1, "{known_mine}");
+    assert_eq!(known_mine[0]["id"], known_invitation["id"]);
+    assert_eq!(known_mine[0]["session_id"], session.as_str());
+    assert_eq!(known_mine[0]["session_title"], "By email");
+    assert_eq!(known_mine[0]["role"], "editor");
+    assert_eq!(known_mine[0]["invited_by"], "Owner");
+    let stranger = server.signup("Stranger").await;
+    assert_eq!(mine(stranger.token.clone()).await, json!([]));
+    let on_mine = |token: String, id: Value, what: &'static str| {
+        let server = &server;
+        async move {
+            server
+                .call(
+                    Method::POST,
+                    &format!("/me/invitations/{}/{what}", id.as_str().unwrap()),
+                    Some(&token),
+                    None,
+                )
+                .await
+        }
+    };
+    for (token, id) in [
+        // Someone whose email does not match, for either invitation.
+        (&stranger.token, &known_invitation["id"]),
+        (&stranger.token, &unknown_invitation["id"]),
+        (&owner.token, &known_invitation["id"]),
+        // The known account, for the invitation addressed to someone else.
+        (&known.token, &unknown_invitation["id"]),
+    ] {
+        for what in ["accept", "decline"] {
+            let (status, res) = on_mine(token.clone(), id.clone(), what).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{what} {id}: {res}");
+        }
+    }
+    assert_eq!(only_owner, member_list(owner.token.clone()).await);
+    let (status, res) = on_mine(
+        known.token.clone(),
+        json!(uuid::Uuid::new_v4().to_string()),
+        "accept",
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{res}");
+
+    // Accepting makes the known account an editor, once.
+    let (status, accepted) = on_mine(
+        known.token.clone(),
+        known_invitation["id"].clone(),
+        "accept",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{accepted}");
+    assert_eq!(accepted, json!({"session_id": session, "role": "editor"}));
+    assert_eq!(
+        listed_role(&server, &known.token, &session)
+            .await
+            .as_deref(),
+        Some("editor")
+    );
+    assert_eq!(can_edit(&server, &known.token, &session).await, StatusCode::OK);
+    assert_eq!(mine(known.token.clone()).await, json!([]));
+    let (status, _) = on_mine(
+        known.token.clone(),
+        known_invitation["id"].clone(),
+        "accept",
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Declining leaves the account out; the owner sees the invitation revoked.
+    let other_session = server.create_session(&owner.token, "Declined").await;
+    let (status, _) = server
+        .call(
+            Method::POST,
+            &format!("/sessions/{other_session}/members"),
+            Some(&owner.token),
+            Some(json!({"email": stranger.email, "role": "viewer"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let stranger_mine = mine(stranger.token.clone()).await;
+    let declined_id = stranger_mine[0]["id"].clone();
+    let (status, res) = on_mine(stranger.token.clone(), declined_id.clone(), "decline").await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{res}");
+    assert_eq!(mine(stranger.token.clone()).await, json!([]));
+    let (status, _) = on_mine(stranger.token.clone(), declined_id.clone(), "accept").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        listed_role(&server, &stranger.token, &other_session).await,
+        None
+    );
+    let (_, invitations) = server
+        .call(
+            Method::GET,
+            &format!("/sessions/{other_session}/invitations"),
+            Some(&owner.token),
+            None,
+        )
+        .await;
+    assert!(invitations[0]["revoked_at"].is_i64(), "{invitations}");
 
     // Signing up with that address makes the newcomer an editor of the session.
     let (status, signed_up) = server
@@ -364,7 +502,7 @@ async fn email_invitations_and_no_enumeration(backend: Backend) {
         .as_array()
         .unwrap()
         .iter()
-        .find(|i| i["kind"] == "email")
+        .find(|i| i["email"] == unknown_email.as_str())
         .unwrap();
     assert_eq!(used["uses"], 1, "{invitations}");
 
@@ -428,7 +566,7 @@ async fn changing_roles(backend: Backend) {
     let stranger = server.signup("Stranger").await;
     let session = server.create_session(&owner.token, "Roles").await;
     server
-        .add_member(&owner.token, &session, &ed.email, "editor")
+        .add_member(&owner.token, &session, &ed, "editor")
         .await;
     assert_eq!(can_edit(&server, &ed.token, &session).await, StatusCode::OK);
     let patch = |account: String, role: &'static str| {

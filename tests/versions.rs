@@ -139,7 +139,7 @@ async fn versions_by_every_trigger(backend: Backend) {
     let viewer = server.signup("Viewer").await;
     let session = server.create_session(&owner.token, "History").await;
     server
-        .add_member(&owner.token, &session, &viewer.email, "viewer")
+        .add_member(&owner.token, &session, &viewer, "viewer")
         .await;
     let (_, link) = server.share_link(&owner.token, &session, None).await;
 

@@ -193,6 +193,16 @@ pub async fn add_member(
         .account_id()
         .ok_or_else(|| Error::forbidden("share links cannot add members"))?;
     let email = normalize_email(&body.email)?;
+    // The creator's address is in the member list for every member to see, so refusing it
+    // tells nobody anything new.
+    if body.role != Role::Owner {
+        let creator = state.db.account(session.owner_id).await?;
+        if creator.is_some_and(|c| c.email == email) {
+            return Err(Error::invalid(
+                "the session's creator always stays an owner",
+            ));
+        }
+    }
     state
         .db
         .invite_email(session.id, inviter, &email, body.role)

@@ -350,9 +350,15 @@ pub struct InvitationToMe {
     pub expires_at: Option<i64>,
 }
 
-/// Open email invitations: not revoked, declined, accepted or expired.
-const OPEN_EMAIL: &str = "i.email = $1 AND i.revoked_at IS NULL AND i.uses = 0 \
-                          AND (i.expires_at IS NULL OR i.expires_at > $2)";
+/// The condition for open email invitations (not revoked, declined, accepted or expired) to
+/// `email_param` at time `now_param`; `t` qualifies the columns. Placeholders are numbered in
+/// the order they appear, as SQLite binds them.
+fn open_email(t: &str, email_param: &str, now_param: &str) -> String {
+    format!(
+        "{t}email = {email_param} AND {t}revoked_at IS NULL AND {t}uses = 0 \
+         AND ({t}expires_at IS NULL OR {t}expires_at > {now_param})"
+    )
+}
 
 impl Db {
     /// The open email invitations addressed to `email`, newest first.
@@ -363,7 +369,8 @@ impl Db {
              FROM session_invitations i \
              JOIN studio_sessions s ON s.id = i.session_id \
              LEFT JOIN accounts a ON a.id = i.created_by \
-             WHERE {OPEN_EMAIL} ORDER BY i.created_at DESC, i.id"
+             WHERE {} ORDER BY i.created_at DESC, i.id",
+            open_email("i.", "$1", "$2")
         )))
         .bind(email)
         .bind(now_ms())
@@ -396,12 +403,13 @@ impl Db {
         let now = now_ms();
         let mut tx = self.pool().begin().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE session_invitations AS i SET uses = uses + 1 \
-             WHERE i.id = $3 AND {OPEN_EMAIL} RETURNING i.session_id, i.role"
+            "UPDATE session_invitations SET uses = uses + 1 \
+             WHERE id = $1 AND {} RETURNING session_id, role",
+            open_email("", "$2", "$3")
         )))
+        .bind(id.to_string())
         .bind(email)
         .bind(now)
-        .bind(id.to_string())
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
@@ -435,12 +443,13 @@ impl Db {
     pub async fn decline_email_invitation(&self, id: InvitationId, email: &str) -> Result<bool> {
         let now = now_ms();
         let res = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE session_invitations AS i SET revoked_at = $2 \
-             WHERE i.id = $3 AND {OPEN_EMAIL}"
+            "UPDATE session_invitations SET revoked_at = $1 \
+             WHERE id = $2 AND {}",
+            open_email("", "$3", "$1")
         )))
-        .bind(email)
         .bind(now)
         .bind(id.to_string())
+        .bind(email)
         .execute(self.pool())
         .await?;
         Ok(res.rows_affected() > 0)
