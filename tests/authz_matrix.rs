@@ -138,6 +138,8 @@ struct Fixture {
     /// An open, any-number-of-uses editor invitation link of the session: its id and token.
     invitation: String,
     invitation_token: String,
+    /// A pending email invitation (`POST …/members`) addressed to the other account.
+    email_invitation: String,
 }
 
 /// The test's own connection to the server's database, for rows the API only makes at a cost:
@@ -303,7 +305,35 @@ async fn fixture(server: &TestServer, db: &Database, c: &Cast) -> Fixture {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{invitation}");
+    let (status, added) = server
+        .call(
+            Method::POST,
+            &format!("/sessions/{session}/members"),
+            Some(&c.owner.token),
+            Some(json!({"email": c.other.email, "role": "viewer"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{added}");
+    let (status, invitations) = server
+        .call(
+            Method::GET,
+            &format!("/sessions/{session}/invitations"),
+            Some(&c.owner.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{invitations}");
+    let email_invitation = invitations
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["email"] == c.other.email.as_str())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     Fixture {
+        email_invitation,
         session,
         link,
         spare_link_id,
@@ -485,6 +515,25 @@ fn session_endpoints() -> Vec<Endpoint> {
             Body::None,
             [
                 401, 200, 200, 200, 200, 403, 401, 401, 403, 401, 403, 403, 403, 403, 401,
+            ],
+        ),
+        // A pending email invitation is accepted or declined by the account with that address
+        // (here the other account) and nobody else: everyone else gets 404, as if it did not
+        // exist. With a login only, like accepting an invitation link.
+        row(
+            M::POST,
+            |f, _| format!("/me/invitations/{}/accept", f.email_invitation),
+            Body::None,
+            [
+                401, 200, 404, 404, 404, 403, 401, 401, 403, 401, 403, 403, 403, 403, 401,
+            ],
+        ),
+        row(
+            M::POST,
+            |f, _| format!("/me/invitations/{}/decline", f.email_invitation),
+            Body::None,
+            [
+                401, 204, 404, 404, 404, 403, 401, 401, 403, 401, 403, 403, 403, 403, 401,
             ],
         ),
         row(
@@ -740,6 +789,10 @@ fn account_endpoints() -> Vec<Endpoint> {
         get(
             |_, _| "/me".into(),
             with_keys(ACCOUNTS_ONLY, [200, 200, 200, 401]),
+        ),
+        get(
+            |_, _| "/me/invitations".into(),
+            with_keys(ACCOUNTS_ONLY, [403, 403, 403, 401]),
         ),
         get(
             |_, _| "/me/usage".into(),

@@ -81,7 +81,10 @@ test('the public API is in the document', () => {
     '/sessions/{id}/invitations': ['get', 'post'],
     '/sessions/{id}/invitations/{invitation_id}': ['delete'],
     '/invitations/{token}': ['get'],
-    '/invitations/{token}/accept': ['post']
+    '/invitations/{token}/accept': ['post'],
+    '/me/invitations': ['get'],
+    '/me/invitations/{id}/accept': ['post'],
+    '/me/invitations/{id}/decline': ['post']
   }
   for (const [path, methods] of Object.entries(expect)) {
     for (const method of methods) assert.ok(doc.paths[path]?.[method], `${method} ${path} missing`)
@@ -91,6 +94,7 @@ test('the public API is in the document', () => {
   assert.deepEqual(scopesOf('/sessions/{id}/jobs', 'post'), ['jobs:run'])
   assert.equal(scopesOf('/me/api-keys', 'post'), undefined, 'keys are made with a login only')
   assert.equal(scopesOf('/invitations/{token}/accept', 'post'), undefined, 'invitations are accepted with a login only')
+  assert.equal(scopesOf('/me/invitations/{id}/accept', 'post'), undefined, 'email invitations are accepted with a login only')
   assert.ok(doc.paths['/invitations/{token}/accept'].post.responses['410'], 'a spent invitation answers 410')
   const patch = doc.paths['/sessions/{id}/graph'].patch
   assert.ok(patch.requestBody.content['application/merge-patch+json'])
