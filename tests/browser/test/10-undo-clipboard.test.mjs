@@ -24,7 +24,7 @@ after(async () => {
 
 async function sessionFor (title) {
   const session = (await server.call('POST', '/sessions', { token: ada.token, body: { title } })).body.id
-  await server.addMember(ada.token, session, bob.email, 'editor')
+  await server.addMember(ada.token, session, bob, 'editor')
   return session
 }
 

@@ -17,8 +17,8 @@ before(async () => {
   bob = await server.signup('Bob')
   cy = await server.signup('Cy')
   session = (await server.call('POST', '/sessions', { token: ada.token, body: { title: 'History' } })).body.id
-  await server.addMember(ada.token, session, bob.email, 'editor')
-  await server.addMember(ada.token, session, cy.email, 'viewer')
+  await server.addMember(ada.token, session, bob, 'editor')
+  await server.addMember(ada.token, session, cy, 'viewer')
 })
 after(async () => {
   await browser?.close()

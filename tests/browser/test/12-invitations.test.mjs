@@ -62,7 +62,7 @@ test('an editor invitation link, opened logged out, makes its acceptor an editor
 })
 
 test('a logged-out person opening a session link lands in that session after logging in', async () => {
-  await server.addMember(ada.token, session, cy.email, 'viewer')
+  await server.addMember(ada.token, session, cy, 'viewer')
   const c = await openPage(browser, server.base, { name: 'cy' })
   try {
     await c.page.goto(`/#/s/${session}`)
@@ -85,7 +85,7 @@ test('a session shared with you appears on your open dashboard', async () => {
     await loginViaUi(d.page, { email: dee.email, password: PASSWORD })
     const other = (await server.call('POST', '/sessions', { token: ada.token, body: { title: 'Shared later' } })).body.id
     assert.equal(await d.page.locator(`[data-session-id="${other}"]`).count(), 0)
-    await server.addMember(ada.token, other, dee.email, 'editor')
+    await server.addMember(ada.token, other, dee, 'editor')
     // The dashboard polls its list every 4 s.
     const took = await until(async () => (await d.page.locator(`[data-session-id="${other}"]`).count()) === 1, 6000, 'the shared session on the dashboard')
     assert.ok(took < 6000)

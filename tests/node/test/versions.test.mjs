@@ -35,7 +35,7 @@ test('a restore during concurrent edits converges for every client', async () =>
   const ada = await server.signup('Ada')
   const bo = await server.signup('Bo')
   const session = await server.createSession(ada.token)
-  await server.addMember(ada.token, session, bo.email, 'editor')
+  await server.addMember(ada.token, session, bo, 'editor')
   const A = server.provider(session, ada.token)
   const B = server.provider(session, bo.token)
   try {
