@@ -24,6 +24,7 @@ import type {
   Invitation,
   CreatedInvitation,
   InvitationPreview,
+  InvitationToMe,
   AcceptedInvitation,
   Prices,
   Role,
@@ -158,7 +159,7 @@ export class AtelierClient {
   members(session: string) {
     return this.request<Member[]>('GET', `/sessions/${encodeURIComponent(session)}/members`)
   }
-  /** Adds a member, or records an invitation when the address has no account (the answer is the same). */
+  /** Invites an address: always a pending invitation (the answer is the same whether or not it has an account). */
   addMember(session: string, email: string, role: Role) {
     return this.request<MemberAdded>('POST', `/sessions/${encodeURIComponent(session)}/members`, { body: { email, role } })
   }
@@ -199,6 +200,16 @@ export class AtelierClient {
   }
   acceptInvitation(token: string) {
     return this.request<AcceptedInvitation>('POST', `/invitations/${encodeURIComponent(token)}/accept`)
+  }
+  /** Pending email invitations addressed to the caller. */
+  myInvitations() {
+    return this.request<InvitationToMe[]>('GET', '/me/invitations')
+  }
+  acceptMyInvitation(invitation: string) {
+    return this.request<AcceptedInvitation>('POST', `/me/invitations/${encodeURIComponent(invitation)}/accept`)
+  }
+  declineMyInvitation(invitation: string) {
+    return this.request<null>('POST', `/me/invitations/${encodeURIComponent(invitation)}/decline`)
   }
   shareLinks(session: string) {
     return this.request<ShareLink[]>('GET', `/sessions/${encodeURIComponent(session)}/share-links`)

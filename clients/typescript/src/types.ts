@@ -39,14 +39,16 @@ export interface Member {
   added_at: number
 }
 
-/** What adding a member answers: the same whether or not the address has an account. */
+/** What adding a member answers: the same whether or not the address has an account (a pending
+ * email invitation either way). */
 export interface MemberAdded {
   email: string
   role: Role
   invited: true
 }
 
-/** An invitation link, or a pending invitation by email (for an address without an account). */
+/** An invitation link, or a pending invitation by email (accepted by an account with that
+ * address from its dashboard, or at signup). */
 export interface Invitation {
   id: string
   session_id: string
@@ -71,6 +73,17 @@ export interface InvitationPreview {
   session_id: string
   session_title: string
   role: Role
+  expires_at: number | null
+}
+
+/** A pending email invitation addressed to the caller (`GET /me/invitations`). */
+export interface InvitationToMe {
+  id: string
+  session_id: string
+  session_title: string
+  role: Role
+  invited_by: string | null
+  created_at: number
   expires_at: number | null
 }
 

@@ -1,6 +1,7 @@
 // (9) Invitations in the studio: the owner makes an editor invitation link in the share dialog; a
 // logged-out person opening it is sent to log in, comes back to it, accepts, and lands in the
-// session as an editor. A session shared with someone appears on their open dashboard.
+// session as an editor. An email invitation appears on the invited person's open dashboard; accepting it
+// adds the session, declining it does not.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { Server, PASSWORD } from '../lib/server.mjs'
@@ -78,17 +79,33 @@ test('a logged-out person opening a session link lands in that session after log
   }
 })
 
-test('a session shared with you appears on your open dashboard', async () => {
+test('an invitation by email appears on your open dashboard, and accepting it adds the session', async () => {
   const dee = await server.signup('Dee')
   const d = await openPage(browser, server.base, { name: 'dee' })
   try {
     await loginViaUi(d.page, { email: dee.email, password: PASSWORD })
     const other = (await server.call('POST', '/sessions', { token: ada.token, body: { title: 'Shared later' } })).body.id
     assert.equal(await d.page.locator(`[data-session-id="${other}"]`).count(), 0)
-    await server.addMember(ada.token, other, dee, 'editor')
-    // The dashboard polls its list every 4 s.
-    const took = await until(async () => (await d.page.locator(`[data-session-id="${other}"]`).count()) === 1, 6000, 'the shared session on the dashboard')
+    const added = await server.call('POST', `/sessions/${other}/members`, { token: ada.token, body: { email: dee.email, role: 'editor' } })
+    assert.equal(added.status, 200, JSON.stringify(added.body))
+    // The dashboard polls its list and invitations every 4 s; inviting alone adds nothing.
+    const invitation = d.page.locator(`[data-invited-session-id="${other}"]`)
+    const took = await until(async () => (await invitation.count()) === 1, 6000, 'the invitation on the dashboard')
     assert.ok(took < 6000)
+    assert.equal(await d.page.locator(`[data-session-id="${other}"]`).count(), 0, 'not a member before accepting')
+    await d.page.getByRole('button', { name: 'Accept the invitation to Shared later' }).click()
+    await d.page.locator(`[data-session-id="${other}"]`).waitFor({ timeout: 5000 })
+    assert.equal(await invitation.count(), 0)
+    const role = await server.call('GET', `/sessions/${other}`, { token: dee.token })
+    assert.equal(role.body.role, 'editor')
+    // Declining another one removes it from the dashboard and adds nothing.
+    const third = (await server.call('POST', '/sessions', { token: ada.token, body: { title: 'Declined' } })).body.id
+    await server.call('POST', `/sessions/${third}/members`, { token: ada.token, body: { email: dee.email, role: 'viewer' } })
+    await until(async () => (await d.page.locator(`[data-invited-session-id="${third}"]`).count()) === 1, 6000, 'the second invitation')
+    await d.page.getByRole('button', { name: 'Decline the invitation to Declined' }).click()
+    await until(async () => (await d.page.locator(`[data-invited-session-id="${third}"]`).count()) === 0, 5000, 'the declined invitation gone')
+    assert.equal(await d.page.locator(`[data-session-id="${third}"]`).count(), 0)
+    assert.equal((await server.call('GET', `/sessions/${third}`, { token: dee.token })).status, 404)
     assert.deepEqual(d.problems, [])
   } finally {
     await d.context.close()

@@ -133,6 +133,7 @@ export type {
   Invitation,
   CreatedInvitation,
   InvitationPreview,
+  InvitationToMe,
   AcceptedInvitation,
   Prices,
   Role,

@@ -171,7 +171,7 @@ export function ShareDialog({ sessionId, role, onClose }: { sessionId: string; r
     try {
       const added = await client.addMember(sessionId, email.trim(), memberRole)
       // The server answers the same whether or not the address has an account.
-      setNotice(`${added.email} is a ${added.role} now if they have an account; otherwise they become one when they sign up with that address. No email is sent — tell them yourself.`)
+      setNotice(`${added.email} is invited as ${added.role}: with an account, they accept it from their dashboard; otherwise they join when they sign up with that address. No email is sent — tell them yourself.`)
       setEmail('')
       await load()
     } catch (e) {
