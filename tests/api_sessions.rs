@@ -75,9 +75,7 @@ async fn create_list_get_rename_delete(backend: Backend) {
     assert_eq!(ids(&list), vec![bobs.clone()]);
 
     // Membership makes a session appear in the member's list, with the member's role.
-    server
-        .add_member(&ada.token, &first, &bob, "viewer")
-        .await;
+    server.add_member(&ada.token, &first, &bob, "viewer").await;
     let (_, list) = server
         .call(Method::GET, "/sessions", Some(&bob.token), None)
         .await;
@@ -159,9 +157,7 @@ async fn create_list_get_rename_delete(backend: Backend) {
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(error_code(&body), "forbidden");
     // An editor may rename.
-    server
-        .add_member(&ada.token, &first, &bob, "editor")
-        .await;
+    server.add_member(&ada.token, &first, &bob, "editor").await;
     let (status, renamed) = server
         .call(
             Method::PATCH,
@@ -737,9 +733,7 @@ async fn share_links(backend: Backend) {
         .add_member(&ada.token, &session, &bob, "editor")
         .await;
     let (bobs_link_id, bobs_link) = server.share_link(&bob.token, &session, None).await;
-    server
-        .set_role(&ada.token, &session, &bob, "viewer")
-        .await;
+    server.set_role(&ada.token, &session, &bob, "viewer").await;
     // Links die with their creator's right to share: Bob, now a viewer, cannot share, so the
     // link he made stops working (and is listed as revoked).
     let (status, res) = server

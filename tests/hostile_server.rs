@@ -562,9 +562,7 @@ async fn connections_per_ip_are_capped(backend: Backend) {
     let a = server.signup("A").await;
     let b = server.signup("B").await;
     let session = server.create_session(&a.token, "s").await;
-    server
-        .add_member(&a.token, &session, &b, "viewer")
-        .await;
+    server.add_member(&a.token, &session, &b, "viewer").await;
     let _one = connect(&server, &session, &a.token).await;
     let _two = connect(&server, &session, &b.token).await;
     let (status, body) = refused(&server, &session, &a.token).await;

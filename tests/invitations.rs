@@ -342,9 +342,7 @@ async fn email_invitations_and_no_enumeration(backend: Backend) {
         .filter(|i| i["kind"] == "email")
         .collect();
     assert_eq!(pending.len(), 2, "{invitations}");
-    let of = |email: &str| {
-        (*pending.iter().find(|i| i["email"] == email).unwrap()).clone()
-    };
+    let of = |email: &str| (*pending.iter().find(|i| i["email"] == email).unwrap()).clone();
     let (known_invitation, unknown_invitation) = (of(&known.email), of(&unknown_email));
     // Blank out what differs by nature (address, generated id, timestamp) and compare bytes.
     let blanked = |mut i: Value| {
@@ -432,7 +430,10 @@ async fn email_invitations_and_no_enumeration(backend: Backend) {
             .as_deref(),
         Some("editor")
     );
-    assert_eq!(can_edit(&server, &known.token, &session).await, StatusCode::OK);
+    assert_eq!(
+        can_edit(&server, &known.token, &session).await,
+        StatusCode::OK
+    );
     assert_eq!(mine(known.token.clone()).await, json!([]));
     let (status, _) = on_mine(
         known.token.clone(),

@@ -229,7 +229,9 @@ pub async fn mine(
     state: web::Data<AppState>,
     auth: AccountAuth,
 ) -> Result<web::Json<Vec<InvitationToMe>>> {
-    Ok(web::Json(state.db.invitations_to(&auth.account.email).await?))
+    Ok(web::Json(
+        state.db.invitations_to(&auth.account.email).await?,
+    ))
 }
 
 /// Accept a pending email invitation addressed to the caller's email: the caller becomes a
