@@ -209,6 +209,9 @@ impl Versions {
 
     /// How much version storage the session uses.
     pub async fn storage(&self, session: SessionId) -> Result<VersionStorage> {
+        // Under the session's lock: a version being kept is inserted before the bound is
+        // enforced, so an unlocked read can see the session over its bound for a moment.
+        let _serialised = self.lock_of(session).lock().await;
         let entries = self.db.version_entries(session).await?;
         let bytes = self
             .db
