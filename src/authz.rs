@@ -35,6 +35,8 @@ pub enum Action {
     CancelJobs,
     /// Start or stop the session's Pro runtime lease (paid by the caller's own credits).
     ManageRuntime,
+    /// Name the current state, restore or delete a version.
+    ManageVersions,
 }
 
 impl Action {
@@ -50,6 +52,7 @@ impl Action {
             Action::RunJobs => "run jobs in this session",
             Action::CancelJobs => "cancel jobs in this session",
             Action::ManageRuntime => "start or stop this session's Pro runtime",
+            Action::ManageVersions => "name, restore or delete versions of this session",
         }
     }
 }
@@ -72,7 +75,8 @@ pub fn allows(access: Access, action: Action) -> bool {
         | Action::EditDocument
         | Action::RunJobs
         | Action::CancelJobs
-        | Action::ManageRuntime => matches!(access.role, Role::Owner | Role::Editor),
+        | Action::ManageRuntime
+        | Action::ManageVersions => matches!(access.role, Role::Owner | Role::Editor),
         Action::Delete | Action::ManageMembers => access.role == Role::Owner,
     }
 }

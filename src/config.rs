@@ -162,6 +162,9 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub webhooks: WebhookConfig,
 
+    #[command(flatten)]
+    pub versions: VersionsConfig,
+
     /// Seconds to wait for in-flight requests on shutdown.
     #[arg(long, env = "ATELIER_SHUTDOWN_TIMEOUT_S", default_value_t = 10)]
     pub shutdown_timeout_s: u64,
@@ -628,4 +631,40 @@ pub struct WebhookConfig {
     #[arg(long, env = "ATELIER_WEBHOOK_PROGRESS_INTERVAL_MS", default_value_t = 2_000,
           value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub webhook_progress_interval_ms: u64,
+}
+
+/// Version history of session documents: when automatic versions are made and how long they
+/// are kept. Named, job and restore versions are kept until deleted (or, for job and restore
+/// versions, until the session's version storage is full).
+#[derive(Debug, Clone, Args)]
+pub struct VersionsConfig {
+    /// An automatic version is made once nobody has edited for this many milliseconds.
+    #[arg(long, env = "ATELIER_VERSION_SETTLE_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(10..))]
+    pub version_settle_ms: u64,
+
+    /// ... and at least this often (seconds) while editing goes on without a pause.
+    #[arg(long, env = "ATELIER_VERSION_EVERY_S", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub version_every_s: u64,
+
+    /// Automatic versions younger than this (hours) are all kept.
+    #[arg(long, env = "ATELIER_VERSIONS_KEEP_ALL_HOURS", default_value_t = 24)]
+    pub versions_keep_all_hours: u64,
+
+    /// After that, one automatic version per hour is kept until this age (days)…
+    #[arg(long, env = "ATELIER_VERSIONS_HOURLY_DAYS", default_value_t = 7)]
+    pub versions_hourly_days: u64,
+
+    /// …then one per day until this age (days), after which automatic versions are deleted;
+    /// 0 keeps one per day forever.
+    #[arg(long, env = "ATELIER_VERSIONS_DAILY_DAYS", default_value_t = 90)]
+    pub versions_daily_days: u64,
+
+    /// Version storage per session (distinct document states, bytes). When a new version
+    /// would exceed it, the oldest automatic versions go first, then the oldest job and
+    /// restore versions; a named version that still does not fit is refused (413).
+    #[arg(long, env = "ATELIER_VERSIONS_MAX_BYTES_PER_SESSION", default_value_t = 64 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..))]
+    pub versions_max_bytes_per_session: u64,
 }

@@ -38,6 +38,10 @@ pub enum Error {
     Missing(String),
     #[error("{0}")]
     Conflict(String),
+    /// 410: something that existed and can no longer be used (a revoked, expired or used-up
+    /// invitation).
+    #[error("{0}")]
+    Gone(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
@@ -112,6 +116,7 @@ impl Error {
             Error::PreconditionFailed(_) => "precondition_failed",
             Error::NotFound(_) | Error::NoRoute(_) | Error::Missing(_) => "not_found",
             Error::Conflict(_) => "conflict",
+            Error::Gone(_) => "gone",
             Error::PayloadTooLarge(_) => "payload_too_large",
             Error::QuotaExceeded(_) => "quota_exceeded",
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -156,6 +161,7 @@ impl ResponseError for Error {
             Error::PaymentProvider(_) => StatusCode::BAD_GATEWAY,
             Error::NotFound(_) | Error::NoRoute(_) | Error::Missing(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::Gone(_) => StatusCode::GONE,
             Error::PayloadTooLarge(_) | Error::QuotaExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::RateLimited { .. }

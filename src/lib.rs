@@ -26,6 +26,8 @@
 //! - [`lifecycle`]: what must end when a session, account, login, share link or the server ends
 //!   (leases settled, sockets closed) — the one place every way of ending them goes through.
 //! - [`housekeeping`]: background chores (usage-log retention, stale upload reservations).
+//! - [`versions`]: version history of session documents (retention, storage bound);
+//!   [`graph_diff`]: what changed between two graphs.
 //! - [`webhooks`]: job webhooks — signed, retried, guarded deliveries of job events.
 //!
 //! Adapters:
@@ -51,6 +53,7 @@ pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod graph_diff;
 pub mod housekeeping;
 pub mod http;
 pub mod inference;
@@ -59,5 +62,6 @@ pub mod lifecycle;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
+pub mod versions;
 pub mod webhooks;
 pub mod worker;

@@ -29,6 +29,8 @@ pub struct AppState {
     pub checkout: crate::billing::checkout::Checkout,
     /// The queue, unfinished jobs and connected workers.
     pub jobs: crate::jobs::JobService,
+    /// The version history of session documents.
+    pub versions: crate::versions::Versions,
     /// The node types jobs may use (the models directory's manifests).
     pub catalog: Arc<crate::inference::ModelCatalog>,
     /// The other nodes (cluster mode), `None` on a single node.

@@ -241,7 +241,7 @@ async fn bad_uploads(backend: Backend) {
     let bob = server.signup("Bob").await;
     let session = server.create_session(&ada.token, "S").await;
     server
-        .add_member(&ada.token, &session, &bob.email, "viewer")
+        .add_member(&ada.token, &session, &bob, "viewer")
         .await;
 
     // Wrong or unknown content: 415.
@@ -448,7 +448,7 @@ async fn download_access_and_delete(backend: Backend) {
     let session = server.create_session(&ada.token, "Gallery").await;
     let other_session = server.create_session(&ada.token, "Elsewhere").await;
     server
-        .add_member(&ada.token, &session, &bob.email, "viewer")
+        .add_member(&ada.token, &session, &bob, "viewer")
         .await;
     let (_, link) = server.share_link(&ada.token, &session, None).await;
     let (_, other_link) = server.share_link(&ada.token, &other_session, None).await;
@@ -518,7 +518,7 @@ async fn download_access_and_delete(backend: Backend) {
     // A member who is removed loses access.
     let dave = server.signup("Dave").await;
     server
-        .add_member(&ada.token, &session, &dave.email, "editor")
+        .add_member(&ada.token, &session, &dave, "editor")
         .await;
     let (status, _, _) = download(&server, &shared, Some(&dave.token)).await;
     assert_eq!(status, StatusCode::OK);
@@ -636,10 +636,10 @@ async fn account_export(backend: Backend) {
     let session = server.create_session(&ada.token, "Exported").await;
     let bobs_session = server.create_session(&bob.token, "Bob's").await;
     server
-        .add_member(&ada.token, &session, &bob.email, "editor")
+        .add_member(&ada.token, &session, &bob, "editor")
         .await;
     server
-        .add_member(&bob.token, &bobs_session, &ada.email, "viewer")
+        .add_member(&bob.token, &bobs_session, &ada, "viewer")
         .await;
     let (link_id, link) = server.share_link(&ada.token, &session, None).await;
 
@@ -760,10 +760,10 @@ async fn delete_account(backend: Backend) {
     let session = server.create_session(&ada.token, "Ada's").await;
     let bobs_session = server.create_session(&bob.token, "Bob's").await;
     server
-        .add_member(&ada.token, &session, &bob.email, "editor")
+        .add_member(&ada.token, &session, &bob, "editor")
         .await;
     server
-        .add_member(&bob.token, &bobs_session, &ada.email, "editor")
+        .add_member(&bob.token, &bobs_session, &ada, "editor")
         .await;
     let (_, link) = server.share_link(&ada.token, &session, None).await;
     let (_, bobs_link) = server.share_link(&bob.token, &bobs_session, None).await;
@@ -921,7 +921,7 @@ async fn session_images(backend: Backend) {
     let session = server.create_session(&ada.token, "Sketches").await;
     let elsewhere = server.create_session(&ada.token, "Elsewhere").await;
     server
-        .add_member(&ada.token, &session, &bob.email, "editor")
+        .add_member(&ada.token, &session, &bob, "editor")
         .await;
     let upload = |token: &str, bytes: Vec<u8>, name: &str, to: Option<&str>| {
         let (token, name, to) = (token.to_string(), name.to_string(), to.map(str::to_string));

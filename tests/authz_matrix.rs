@@ -133,6 +133,13 @@ struct Fixture {
     private_media: String,
     /// A finished job of the session.
     job: String,
+    /// A named version of the session's document.
+    version: String,
+    /// An open, any-number-of-uses editor invitation link of the session: its id and token.
+    invitation: String,
+    invitation_token: String,
+    /// A pending email invitation (`POST …/members`) addressed to the other account.
+    email_invitation: String,
 }
 
 /// The test's own connection to the server's database, for rows the API only makes at a cost:
@@ -253,10 +260,10 @@ async fn cast(server: &TestServer, worker_token: &str) -> Cast {
 async fn fixture(server: &TestServer, db: &Database, c: &Cast) -> Fixture {
     let session = server.create_session(&c.owner.token, "Matrix").await;
     server
-        .add_member(&c.owner.token, &session, &c.editor.email, "editor")
+        .add_member(&c.owner.token, &session, &c.editor, "editor")
         .await;
     server
-        .add_member(&c.owner.token, &session, &c.viewer.email, "viewer")
+        .add_member(&c.owner.token, &session, &c.viewer, "viewer")
         .await;
     let (_, link) = server.share_link(&c.owner.token, &session, None).await;
     let (spare_link_id, _) = server.share_link(&c.owner.token, &session, None).await;
@@ -280,7 +287,53 @@ async fn fixture(server: &TestServer, db: &Database, c: &Cast) -> Fixture {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{private_media}");
     let job = db.finished_job(&session, &c.owner.id).await;
+    let (status, version) = server
+        .call(
+            Method::POST,
+            &format!("/sessions/{session}/versions"),
+            Some(&c.owner.token),
+            Some(json!({"name": "fixture"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{version}");
+    let (status, invitation) = server
+        .call(
+            Method::POST,
+            &format!("/sessions/{session}/invitations"),
+            Some(&c.owner.token),
+            Some(json!({"role": "editor"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{invitation}");
+    let (status, added) = server
+        .call(
+            Method::POST,
+            &format!("/sessions/{session}/members"),
+            Some(&c.owner.token),
+            Some(json!({"email": c.other.email, "role": "viewer"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{added}");
+    let (status, invitations) = server
+        .call(
+            Method::GET,
+            &format!("/sessions/{session}/invitations"),
+            Some(&c.owner.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{invitations}");
+    let email_invitation = invitations
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["email"] == c.other.email.as_str())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     Fixture {
+        email_invitation,
         session,
         link,
         spare_link_id,
@@ -289,6 +342,9 @@ async fn fixture(server: &TestServer, db: &Database, c: &Cast) -> Fixture {
         media: media["id"].as_str().unwrap().to_string(),
         private_media: private_media["id"].as_str().unwrap().to_string(),
         job,
+        version: version["id"].as_str().unwrap().to_string(),
+        invitation: invitation["id"].as_str().unwrap().to_string(),
+        invitation_token: invitation["token"].as_str().unwrap().to_string(),
     }
 }
 
@@ -408,6 +464,76 @@ fn session_endpoints() -> Vec<Endpoint> {
             Body::None,
             [
                 401, 404, 403, 403, 204, 403, 401, 401, 404, 401, 403, 204, 403, 403, 401,
+            ],
+        ),
+        row(
+            M::PATCH,
+            |f, c| format!("/sessions/{}/members/{}", f.session, c.viewer.id),
+            Body::Json(|_| json!({"role": "editor"})),
+            [
+                401, 404, 403, 403, 200, 403, 401, 401, 404, 401, 403, 200, 403, 403, 401,
+            ],
+        ),
+        // Invitation links make members: owners only, like adding a member.
+        row(
+            M::POST,
+            |f, _| format!("/sessions/{}/invitations", f.session),
+            Body::Json(|_| json!({"role": "editor", "expires_in_s": 3600, "max_uses": 1})),
+            [
+                401, 404, 403, 403, 201, 403, 401, 401, 404, 401, 403, 201, 403, 403, 401,
+            ],
+        ),
+        row(
+            M::GET,
+            |f, _| format!("/sessions/{}/invitations", f.session),
+            Body::None,
+            [
+                401, 404, 403, 403, 200, 403, 401, 401, 404, 401, 200, 200, 200, 403, 401,
+            ],
+        ),
+        row(
+            M::DELETE,
+            |f, _| format!("/sessions/{}/invitations/{}", f.session, f.invitation),
+            Body::None,
+            [
+                401, 404, 403, 403, 204, 403, 401, 401, 404, 401, 403, 204, 403, 403, 401,
+            ],
+        ),
+        // Looking at and accepting an invitation link: any signed-in account holding it (the
+        // token is the authority); not a share link, not an API key.
+        row(
+            M::GET,
+            |f, _| format!("/invitations/{}", f.invitation_token),
+            Body::None,
+            [
+                401, 200, 200, 200, 200, 403, 401, 401, 403, 401, 200, 403, 403, 403, 401,
+            ],
+        ),
+        row(
+            M::POST,
+            |f, _| format!("/invitations/{}/accept", f.invitation_token),
+            Body::None,
+            [
+                401, 200, 200, 200, 200, 403, 401, 401, 403, 401, 403, 403, 403, 403, 401,
+            ],
+        ),
+        // A pending email invitation is accepted or declined by the account with that address
+        // (here the other account) and nobody else: everyone else gets 404, as if it did not
+        // exist. With a login only, like accepting an invitation link.
+        row(
+            M::POST,
+            |f, _| format!("/me/invitations/{}/accept", f.email_invitation),
+            Body::None,
+            [
+                401, 200, 404, 404, 404, 403, 401, 401, 403, 401, 403, 403, 403, 403, 401,
+            ],
+        ),
+        row(
+            M::POST,
+            |f, _| format!("/me/invitations/{}/decline", f.email_invitation),
+            Body::None,
+            [
+                401, 204, 404, 404, 404, 403, 401, 401, 403, 401, 403, 403, 403, 403, 401,
             ],
         ),
         row(
@@ -573,6 +699,61 @@ fn session_endpoints() -> Vec<Endpoint> {
                 401, 404, 403, 200, 200, 403, 401, 401, 404, 401, 403, 200, 403, 403, 401,
             ],
         ),
+        // Versions: read as the session is seen; named, restored and deleted by those who edit.
+        row(
+            M::GET,
+            |f, _| format!("/sessions/{}/versions", f.session),
+            Body::None,
+            [
+                401, 404, 200, 200, 200, 200, 401, 401, 404, 401, 200, 200, 200, 403, 401,
+            ],
+        ),
+        row(
+            M::GET,
+            |f, _| format!("/sessions/{}/versions/{}", f.session, f.version),
+            Body::None,
+            [
+                401, 404, 200, 200, 200, 200, 401, 401, 404, 401, 200, 200, 200, 403, 401,
+            ],
+        ),
+        row(
+            M::GET,
+            |f, _| {
+                format!(
+                    "/sessions/{}/versions/{v}/diff/{v}",
+                    f.session,
+                    v = f.version
+                )
+            },
+            Body::None,
+            [
+                401, 404, 200, 200, 200, 200, 401, 401, 404, 401, 200, 200, 200, 403, 401,
+            ],
+        ),
+        row(
+            M::POST,
+            |f, _| format!("/sessions/{}/versions", f.session),
+            Body::Json(|_| json!({"name": "mine"})),
+            [
+                401, 404, 403, 201, 201, 403, 401, 401, 404, 401, 403, 201, 403, 403, 401,
+            ],
+        ),
+        row(
+            M::POST,
+            |f, _| format!("/sessions/{}/versions/{}/restore", f.session, f.version),
+            Body::None,
+            [
+                401, 404, 403, 201, 201, 403, 401, 401, 404, 401, 403, 201, 403, 403, 401,
+            ],
+        ),
+        row(
+            M::DELETE,
+            |f, _| format!("/sessions/{}/versions/{}", f.session, f.version),
+            Body::None,
+            [
+                401, 404, 403, 204, 204, 403, 401, 401, 404, 401, 403, 204, 403, 403, 401,
+            ],
+        ),
         // A job's webhook deliveries name its URL: for those who may run jobs there.
         row(
             M::GET,
@@ -608,6 +789,10 @@ fn account_endpoints() -> Vec<Endpoint> {
         get(
             |_, _| "/me".into(),
             with_keys(ACCOUNTS_ONLY, [200, 200, 200, 401]),
+        ),
+        get(
+            |_, _| "/me/invitations".into(),
+            with_keys(ACCOUNTS_ONLY, [403, 403, 403, 401]),
         ),
         get(
             |_, _| "/me/usage".into(),

@@ -408,7 +408,7 @@ async fn prepaid_time_out_stops_the_lease_for_every_participant(backend: Backend
     let editor = server.signup("Editor").await;
     let session = server.create_session(&owner.token, "Out of time").await;
     server
-        .add_member(&owner.token, &session, &editor.email, "editor")
+        .add_member(&owner.token, &session, &editor, "editor")
         .await;
     let (_, link) = server.share_link(&owner.token, &session, None).await;
     let mut participants = vec![
@@ -571,7 +571,7 @@ async fn extending_a_lease_warns_first_and_holds_more(backend: Backend) {
     let editor = server.signup("Editor").await;
     let session = server.create_session(&owner.token, "Extend").await;
     server
-        .add_member(&owner.token, &session, &editor.email, "editor")
+        .add_member(&owner.token, &session, &editor, "editor")
         .await;
     let (_, link) = server.share_link(&owner.token, &session, None).await;
     let mut payer = EventsClient::connect(&server, &session, &owner.token).await;

@@ -71,7 +71,7 @@ async fn graph_over_rest(backend: Backend) {
     let viewer = server.signup("Viewer").await;
     let session = server.create_session(&owner.token, "Graph").await;
     server
-        .add_member(&owner.token, &session, &viewer.email, "viewer")
+        .add_member(&owner.token, &session, &viewer, "viewer")
         .await;
     let path = format!("/sessions/{session}/graph");
 

@@ -361,7 +361,7 @@ async fn links_die_with_their_creators_right_to_share(backend: Backend) {
     let editor = server.signup("Editor").await;
     let session = server.create_session(&owner.token, "s").await;
     server
-        .add_member(&owner.token, &session, &editor.email, "editor")
+        .add_member(&owner.token, &session, &editor, "editor")
         .await;
     let (_, removed_link) = server.share_link(&editor.token, &session, None).await;
     let (_, owners_link) = server.share_link(&owner.token, &session, None).await;
@@ -392,7 +392,7 @@ async fn links_die_with_their_creators_right_to_share(backend: Backend) {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // Back as an editor: the old link stays dead (it was revoked).
     server
-        .add_member(&owner.token, &session, &editor.email, "editor")
+        .add_member(&owner.token, &session, &editor, "editor")
         .await;
     let (status, _) = server
         .call(
@@ -407,7 +407,7 @@ async fn links_die_with_their_creators_right_to_share(backend: Backend) {
     let (_, second) = server.share_link(&editor.token, &session, None).await;
     let mut guest = connect(&server, &session, &second).await;
     server
-        .add_member(&owner.token, &session, &editor.email, "viewer")
+        .set_role(&owner.token, &session, &editor, "viewer")
         .await;
     assert_eq!(
         close_code(&mut guest, Duration::from_secs(1)).await,
@@ -475,7 +475,7 @@ async fn logout_and_account_deletion_close_their_sockets(backend: Backend) {
     let member = server.signup("Member").await;
     let session = server.create_session(&owner.token, "s").await;
     server
-        .add_member(&owner.token, &session, &member.email, "editor")
+        .add_member(&owner.token, &session, &member, "editor")
         .await;
     let laptop = member.token.clone();
     let phone = server.login(&member.email).await;
@@ -562,9 +562,7 @@ async fn connections_per_ip_are_capped(backend: Backend) {
     let a = server.signup("A").await;
     let b = server.signup("B").await;
     let session = server.create_session(&a.token, "s").await;
-    server
-        .add_member(&a.token, &session, &b.email, "viewer")
-        .await;
+    server.add_member(&a.token, &session, &b, "viewer").await;
     let _one = connect(&server, &session, &a.token).await;
     let _two = connect(&server, &session, &b.token).await;
     let (status, body) = refused(&server, &session, &a.token).await;
@@ -762,7 +760,7 @@ async fn deleting_the_owner_settles_a_members_lease(backend: Backend) {
     let payer = server.signup("Payer").await;
     let session = server.create_session(&owner.token, "paid").await;
     server
-        .add_member(&owner.token, &session, &payer.email, "editor")
+        .add_member(&owner.token, &session, &payer, "editor")
         .await;
     let (status, lease) = server
         .call(

@@ -205,7 +205,7 @@ async fn suspension_closes_sockets_and_settles_leases(backend: Backend) {
     let other = server.signup("Bystander").await;
     let session = server.create_session(&user.token, "Suspended work").await;
     server
-        .add_member(&user.token, &session, &other.email, "editor")
+        .add_member(&user.token, &session, &other, "editor")
         .await;
     let mut user_socket = EventsClient::connect(&server, &session, &user.token).await;
     let mut other_socket = EventsClient::connect(&server, &session, &other.token).await;

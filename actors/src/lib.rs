@@ -29,6 +29,7 @@
 //! - [`lease`] — Pro runtime leases: the [`lease::WorkerPool`] port (where a lease gets its
 //!   worker; the server implements it over its worker hosts), [`lease::WorkerLeaseActor`] (owns
 //!   one lease's worker) and [`lease::InProcessWorkerPool`] (a fixed pool, for tests).
+//! - [`versions`] — the [`VersionRecorder`] port (automatic versions after a burst of edits).
 //! - [`limits`] — [`ConnectionLimits`], [`SessionLimits`]; [`telemetry`] — metric names.
 //!
 //! Tests (`src/tests/`) drive sessions with fake connections and [`MemoryDocStore`],
@@ -55,6 +56,7 @@ pub mod session;
 pub mod socket;
 pub mod store;
 pub mod telemetry;
+pub mod versions;
 
 pub use admission::{Admission, AdmissionCaps, CapExceeded, Grant, KickTarget};
 pub use connection::{start_connection, ConnectionActor, ConnectionConfig};
@@ -66,6 +68,7 @@ pub use registry::{RegistryConfig, SessionRegistryHandle};
 pub use relay::{NoRelay, Relay};
 pub use session::{Identity, Participant, SessionActor};
 pub use store::{BoxError, BoxFuture, DocStore, DocStoreError, StoredDoc, StoredUpdate};
+pub use versions::{EditBurst, NoVersions, VersionRecorder};
 
 #[cfg(test)]
 mod tests;

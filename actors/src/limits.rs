@@ -70,6 +70,12 @@ pub struct SessionLimits {
     /// Presence all participants together may hold (every joiner receives all of it). A new or
     /// larger state that does not fit is not applied and not relayed.
     pub max_presence_bytes_per_session: usize,
+    /// A burst of editing has settled (an automatic version is due) after this long without
+    /// an edit.
+    pub version_settle: Duration,
+    /// A burst that goes on this long gets an automatic version anyway (at most one per this
+    /// much activity).
+    pub version_every: Duration,
 }
 
 /// Default of [`SessionLimits::max_presence_bytes_per_connection`]: a cursor, a selection and a
@@ -88,6 +94,8 @@ impl Default for SessionLimits {
             idle_unload: Duration::from_secs(60),
             max_presence_bytes_per_connection: MAX_PRESENCE_BYTES_PER_CONNECTION,
             max_presence_bytes_per_session: MAX_PRESENCE_BYTES_PER_SESSION,
+            version_settle: Duration::from_secs(10),
+            version_every: Duration::from_secs(300),
         }
     }
 }

@@ -36,6 +36,7 @@ use crate::session::replica::{
 use crate::session::Identity;
 use crate::session::{Participant, SessionActor, SessionDeps};
 use crate::store::{DocStore, DocStoreError};
+use crate::versions::{NoVersions, VersionRecorder};
 
 /// How often [`SessionRegistryHandle::join`] retries when it races with an unloading session.
 const JOIN_ATTEMPTS: usize = 3;
@@ -48,6 +49,8 @@ pub struct RegistryConfig {
     /// The other nodes of a cluster ([`NoRelay`] on a single node).
     pub relay: Arc<dyn Relay>,
     pub limits: SessionLimits,
+    /// Keeps automatic versions ([`NoVersions`]: none).
+    pub versions: Arc<dyn VersionRecorder>,
     /// Connections per share link, account and IP.
     pub caps: AdmissionCaps,
 }
@@ -60,6 +63,7 @@ impl RegistryConfig {
             jobs: Arc::new(NoJobs),
             relay: Arc::new(NoRelay),
             limits: SessionLimits::default(),
+            versions: Arc::new(NoVersions),
             caps: AdmissionCaps::default(),
         }
     }
@@ -98,6 +102,7 @@ impl SessionRegistryHandle {
                     jobs: config.jobs,
                     relay: config.relay,
                     limits: config.limits,
+                    versions: config.versions,
                 },
                 admissions: Admissions::new(config.caps),
             }),
@@ -353,9 +358,23 @@ impl SessionRegistryHandle {
         session_id: SessionId,
         edit: DocEdit,
     ) -> Result<(), LiveDocError> {
+        self.apply_edit_for(session_id, None, edit).await
+    }
+
+    /// [`Self::apply_server_edit`] on behalf of a person's editing (`editor`): the change
+    /// counts towards automatic versions as theirs.
+    pub async fn apply_edit_for(
+        &self,
+        session_id: SessionId,
+        editor: Option<AccountId>,
+        edit: DocEdit,
+    ) -> Result<(), LiveDocError> {
         for _ in 0..JOIN_ATTEMPTS {
             let addr = self.get_or_start(session_id);
-            let msg = ServerEdit { edit: edit.clone() };
+            let msg = ServerEdit {
+                edit: edit.clone(),
+                editor,
+            };
             match addr.send(msg).await {
                 // An actor that was unloading ran nothing: ask a fresh one.
                 Ok(Err(LiveDocError::Unloaded)) | Err(_) => {

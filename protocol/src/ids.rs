@@ -83,6 +83,10 @@ uuid_ids! {
     WorkerId;
     /// An account's API key (a named, scoped credential for scripts).
     ApiKeyId;
+    /// A kept version of a session's document (automatic, named, a job's, or a restore).
+    VersionId;
+    /// An invitation to a session (a link or a pending email invitation).
+    InvitationId;
 }
 
 /// One live WebSocket connection to a session, unique within the server process. Not persisted;

@@ -1,6 +1,7 @@
 //! Random bearer tokens. Only their SHA-256 is stored, so a leaked database holds no usable token.
 //!
-//! Account tokens start with `atl_`, share-link tokens with `ats_`, API keys with `atk_`: the prefix says where to look
+//! Account tokens start with `atl_`, share-link tokens with `ats_`, API keys with `atk_`,
+//! invitation links with `ati_`: the prefix says where to look
 //! one up and makes leaked tokens easy to recognise in logs and secret scanners.
 
 use sha2::{Digest, Sha256};
@@ -9,6 +10,7 @@ use subtle::ConstantTimeEq;
 pub const ACCOUNT_PREFIX: &str = "atl_";
 pub const SHARE_LINK_PREFIX: &str = "ats_";
 pub const API_KEY_PREFIX: &str = "atk_";
+pub const INVITATION_PREFIX: &str = "ati_";
 
 /// A new token: the prefix and 256 random bits in hex.
 pub fn generate(prefix: &str) -> String {

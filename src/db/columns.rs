@@ -5,7 +5,8 @@
 use std::str::FromStr;
 
 use atelier_protocol::ids::{
-    AccountId, ApiKeyId, JobId, LeaseId, MediaId, SessionId, ShareLinkId, WorkerId,
+    AccountId, ApiKeyId, InvitationId, JobId, LeaseId, MediaId, SessionId, ShareLinkId, VersionId,
+    WorkerId,
 };
 use atelier_protocol::Role;
 use sqlx::any::{Any, AnyTypeInfo};
@@ -92,11 +93,13 @@ pub(crate) use ids_from_uuid_text;
 ids_from_uuid_text!(
     AccountId,
     ApiKeyId,
+    InvitationId,
     JobId,
     LeaseId,
     MediaId,
     SessionId,
     ShareLinkId,
+    VersionId,
     WorkerId
 );
 
@@ -213,6 +216,12 @@ impl From<JsonText<serde_json::Value>> for serde_json::Value {
 
 impl From<JsonText<Vec<MediaId>>> for Vec<MediaId> {
     fn from(json: JsonText<Vec<MediaId>>) -> Vec<MediaId> {
+        json.0
+    }
+}
+
+impl From<JsonText<Vec<AccountId>>> for Vec<AccountId> {
+    fn from(json: JsonText<Vec<AccountId>>) -> Vec<AccountId> {
         json.0
     }
 }

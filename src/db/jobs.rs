@@ -1,6 +1,6 @@
 //! Jobs and worker tokens.
 
-use atelier_protocol::ids::{AccountId, JobId, MediaId, SessionId, WorkerId};
+use atelier_protocol::ids::{AccountId, JobId, MediaId, SessionId, VersionId, WorkerId};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -77,6 +77,11 @@ pub struct JobRecord {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// The version of the session's document this job ran (`GET …/versions/{id}`); absent for
+    /// jobs from before versions, or when the version was evicted.
+    #[schema(value_type = Option<String>)]
+    #[sqlx(try_from = "OptUuidText")]
+    pub version_id: Option<VersionId>,
     /// The batch this job is a variation of (`{"batch": N}` runs), if any.
     #[sqlx(flatten, try_from = "BatchColumns")]
     pub batch: Option<BatchPlace>,
@@ -115,7 +120,7 @@ pub struct BatchPlace {
 
 const COLUMNS: &str =
     "id, session_id, account_id, status, plan, worker_id, device, error, outputs, \
-                       created_at, started_at, finished_at, batch_id, batch_index";
+                       created_at, started_at, finished_at, version_id, batch_id, batch_index";
 
 impl Db {
     pub async fn insert_job(

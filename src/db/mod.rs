@@ -9,6 +9,7 @@ pub mod admin;
 pub mod api_keys;
 mod columns;
 pub mod documents;
+pub mod invitations;
 pub mod jobs;
 pub mod leases;
 pub mod ledger;
@@ -18,6 +19,7 @@ pub mod sessions;
 pub mod share_links;
 pub mod storage_quota;
 pub mod usage;
+pub mod versions;
 pub mod webhooks;
 
 use std::time::Duration;

@@ -119,6 +119,15 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     let board = JobBoard::default();
     let mut registry = RegistryConfig::new(Arc::new(SqlDocStore(db.clone())));
     registry.limits = config.live.session_limits();
+    (
+        registry.limits.version_settle,
+        registry.limits.version_every,
+    ) = crate::versions::cadence(&config.versions);
+    let versions = crate::versions::Versions::new(
+        db.clone(),
+        crate::versions::Retention::from_config(&config.versions),
+    );
+    registry.versions = Arc::new(versions.clone());
     registry.caps = config.live_caps.caps();
     registry.jobs = Arc::new(board.clone());
     if let Some((cluster, _)) = &cluster {
@@ -209,6 +218,7 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         billing: billing.clone(),
         checkout,
         jobs,
+        versions,
         catalog,
         cluster: cluster.clone(),
         exports: Arc::new(tokio::sync::Semaphore::new(

@@ -374,16 +374,53 @@ impl TestServer {
         body["id"].as_str().unwrap().to_string()
     }
 
-    pub async fn add_member(&self, owner: &str, session: &str, email: &str, role: &str) {
+    /// Makes `invitee` a member: the owner invites their address (`POST …/members`, which only
+    /// records a pending invitation), then the invitee accepts it from `GET /me/invitations`.
+    pub async fn add_member(&self, owner: &str, session: &str, invitee: &User, role: &str) {
         let (status, body) = self
             .call(
                 Method::POST,
                 &format!("/sessions/{session}/members"),
                 Some(owner),
-                Some(json!({"email": email, "role": role})),
+                Some(json!({"email": invitee.email, "role": role})),
             )
             .await;
         assert_eq!(status, StatusCode::OK, "add member: {body}");
+        let (status, mine) = self
+            .call(Method::GET, "/me/invitations", Some(&invitee.token), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "my invitations: {mine}");
+        let invitation = mine
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["session_id"] == session)
+            .unwrap_or_else(|| panic!("no invitation to {session} in {mine}"));
+        let (status, body) = self
+            .call(
+                Method::POST,
+                &format!(
+                    "/me/invitations/{}/accept",
+                    invitation["id"].as_str().unwrap()
+                ),
+                Some(&invitee.token),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "accept invitation: {body}");
+    }
+
+    /// Changes a member's role (`PATCH …/members/{account}`, owners).
+    pub async fn set_role(&self, owner: &str, session: &str, member: &User, role: &str) {
+        let (status, body) = self
+            .call(
+                Method::PATCH,
+                &format!("/sessions/{session}/members/{}", member.id),
+                Some(owner),
+                Some(json!({"role": role})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "change role: {body}");
     }
 
     /// Returns (link id, token).

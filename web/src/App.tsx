@@ -1,9 +1,10 @@
 import { useCallback, useEffect, useState } from 'react'
 import { api, ApiError, getToken, setLogin, type Account } from './lib/api'
-import { navigate, useRoute } from './lib/router'
+import { currentPath, navigate, useRoute } from './lib/router'
 import { AdminPage } from './pages/Admin'
 import { AuthPage } from './pages/AuthPage'
 import { Dashboard } from './pages/Dashboard'
+import { InvitePage } from './pages/InvitePage'
 import { Studio } from './pages/Studio'
 
 export function App() {
@@ -87,11 +88,19 @@ export function App() {
   }
 
   if (route.name === 'login' || route.name === 'signup') {
-    if (account) return <Redirect to="/sessions" />
-    return <AuthPage key={route.name} mode={route.name} onLoggedIn={onLoggedIn} />
+    if (account) return <Redirect to={route.next ?? '/sessions'} />
+    return <AuthPage key={route.name} mode={route.name} next={route.next} onLoggedIn={onLoggedIn} />
   }
 
-  if (!account) return <Redirect to="/login" />
+  // A logged-out person opening a session or invitation link comes back to it after logging in.
+  if (!account) {
+    const wanted = route.name === 'studio' || route.name === 'invite' ? currentPath() : null
+    return <Redirect to={wanted ? `/login?next=${encodeURIComponent(wanted)}` : '/login'} />
+  }
+
+  if (route.name === 'invite') {
+    return <InvitePage token={route.token} />
+  }
 
   if (route.name === 'studio') {
     return <Studio key={`s-${route.sessionId}`} sessionId={route.sessionId} token={token} account={account} shareLink={false} onLogout={onLogout} />

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use atelier_protocol::close_code;
-use atelier_protocol::ids::ConnectionId;
+use atelier_protocol::ids::{AccountId, ConnectionId};
 use atelier_protocol::ysync::nesting::Placed;
 use atelier_protocol::ysync::NestingIndex;
 use bytes::Bytes;
@@ -54,6 +54,9 @@ pub(crate) struct PendingUpdate {
     pub(crate) stored: Option<StoredReply>,
     /// Its new items and where they sit, as found when it was accepted.
     pub(crate) placed: Vec<Placed>,
+    /// Someone's editing (and whose account, if any) for the version history; `None` for the
+    /// server's own changes (job outputs, restores).
+    pub(crate) edit_by: Option<Option<AccountId>>,
 }
 
 impl PendingUpdate {
@@ -206,18 +209,26 @@ impl SessionActor {
         placed: Vec<Placed>,
         ctx: &mut Context<Self>,
     ) {
-        self.enqueue(from, bytes, placed, None, ctx);
+        let author = self
+            .peers
+            .get(from)
+            .and_then(|p| p.participant.account_id());
+        self.enqueue(from, bytes, placed, None, Some(author), ctx);
     }
 
-    /// Queues an update the server made itself; the receiver learns when it is stored.
+    /// Queues an update the server made itself (`editor`: on behalf of that person's editing,
+    /// e.g. a graph written over REST); the receiver learns when it is stored.
     pub(crate) fn enqueue_server_update(
         &mut self,
         bytes: Vec<u8>,
         placed: Vec<Placed>,
+        editor: Option<AccountId>,
         ctx: &mut Context<Self>,
     ) -> oneshot::Receiver<Result<(), DocStoreError>> {
         let (tx, rx) = oneshot::channel();
-        self.enqueue(super::messages::SERVER_ORIGIN, bytes, placed, Some(tx), ctx);
+        let edit_by = editor.map(Some);
+        let origin = super::messages::SERVER_ORIGIN;
+        self.enqueue(origin, bytes, placed, Some(tx), edit_by, ctx);
         rx
     }
 
@@ -227,6 +238,7 @@ impl SessionActor {
         bytes: Vec<u8>,
         placed: Vec<Placed>,
         stored: Option<StoredReply>,
+        edit_by: Option<Option<AccountId>>,
         ctx: &mut Context<Self>,
     ) {
         let frame = Bytes::from(atelier_protocol::ysync::encode_update_frame(&bytes));
@@ -244,6 +256,7 @@ impl SessionActor {
             len,
             stored,
             placed,
+            edit_by,
         });
         self.progress(ctx);
     }
@@ -345,6 +358,9 @@ impl SessionActor {
                 }
                 for (seq, mut pending) in (first_seq..).zip(batch) {
                     self.replica.applied.insert(seq);
+                    if let Some(author) = pending.edit_by {
+                        self.history.edited(author);
+                    }
                     let stored = pending.stored.take();
                     let update = pending.update();
                     let integrated =

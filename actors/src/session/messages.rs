@@ -303,14 +303,19 @@ impl Handler<Shutdown> for SessionActor {
                 act.remove_peer(id, Some((close_code::GOING_AWAY, "server shutting down")));
             }
             act.peers.take_slow();
-            act.flush_waiter(ctx)
+            // The last burst of editing becomes a version before the session goes.
+            let recorded = act.record_burst(true);
+            (act.flush_waiter(ctx), recorded)
         });
         Box::pin(
             async move {
-                match flushed {
-                    Some(rx) => rx.await.unwrap_or_else(|_| Err(restarted())),
-                    None => Err(restarted()),
+                let Some((flushed, recorded)) = flushed else {
+                    return Err(restarted());
+                };
+                if let Some(recorded) = recorded {
+                    recorded.await;
                 }
+                flushed.await.unwrap_or_else(|_| Err(restarted()))
             }
             .into_actor(self)
             .map(|result, act, ctx| {
@@ -388,6 +393,9 @@ pub type DocEdit = std::sync::Arc<dyn Fn(&Doc) -> Result<Vec<u8>, String> + Send
 #[rtype(result = "Result<(), LiveDocError>")]
 pub struct ServerEdit {
     pub edit: DocEdit,
+    /// Made on behalf of this person's editing (a graph written over REST): it counts towards
+    /// automatic versions as theirs. `None`: the server's own change.
+    pub editor: Option<AccountId>,
 }
 
 /// The document's `nodes` and `edges` as JSON (`{"nodes": {...}, "edges": {...}}`), read once
@@ -403,6 +411,9 @@ pub struct GraphView {
     pub graph: serde_json::Value,
     /// [`super::document_version`] of the document then.
     pub version: Vec<u8>,
+    /// The full document state (v1) then: what a version of it keeps. Encoded once per change
+    /// of the document and shared, so reading it costs nothing more.
+    pub state: Bytes,
 }
 
 impl SessionActor {
@@ -433,7 +444,7 @@ impl Handler<ServerEdit> for SessionActor {
                     .apply_update(current)
                     .map_err(|e| LiveDocError::InvalidEdit(e.to_string()))?;
                 let bytes = (msg.edit)(&copy).map_err(LiveDocError::InvalidEdit)?;
-                act.accept_server_update(bytes, ctx)
+                act.accept_server_update(bytes, msg.editor, ctx)
                     .map_err(LiveDocError::InvalidEdit)
             })
             .unwrap_or(Err(LiveDocError::Unloaded));
@@ -464,10 +475,12 @@ impl Handler<GraphJson> for SessionActor {
                     settled?;
                     act.guard(ctx, |act, _| {
                         act.doc_ready()?;
+                        let state = act.cache.full_state(act.awareness.doc()).update();
                         let doc = act.awareness.doc();
                         Ok(GraphView {
                             graph: super::view::graph_json(doc),
                             version: super::view::document_version(doc),
+                            state,
                         })
                     })
                     .unwrap_or(Err(LiveDocError::Unloaded))

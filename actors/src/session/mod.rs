@@ -5,6 +5,7 @@
 //! - `peers`: participants and how frames reach them (bounded, never silently dropped).
 //! - `sync`: y-sync and awareness frames coming from participants.
 //! - `presence`: awareness ownership and presence bounds.
+//! - `history`: bursts of editing, handed over as automatic versions.
 //! - `durability`: group commit of updates to the [`DocStore`], compaction, flush.
 //! - `doc`: rebuilding the yrs document from storage, integrating updates within the nesting
 //!   bound, what is encoded once per change; "does this update add anything?".
@@ -21,6 +22,7 @@
 
 mod doc;
 mod durability;
+mod history;
 pub mod messages;
 mod peers;
 mod presence;
@@ -46,10 +48,11 @@ use yrs::{Doc, ReadTxn, Transact};
 pub use peers::{Identity, Participant};
 #[cfg(test)]
 pub(crate) use sync::pause_diffs;
-pub use view::document_version;
+pub use view::{document_version, graph_json};
 
 use self::doc::DocCache;
 use self::durability::Durability;
+use self::history::History;
 use self::messages::{JoinError, Joined};
 use self::peers::Peers;
 use self::presence::Presence;
@@ -61,6 +64,7 @@ use crate::registry::RegistryLink;
 use crate::relay::Relay;
 use crate::store::{DocStore, DocStoreError, StoredDoc};
 use crate::telemetry;
+use crate::versions::VersionRecorder;
 
 /// What a session actor needs from the outside world.
 #[derive(Clone)]
@@ -69,6 +73,7 @@ pub(crate) struct SessionDeps {
     pub(crate) jobs: Arc<dyn JobsSnapshot>,
     pub(crate) relay: Arc<dyn Relay>,
     pub(crate) limits: SessionLimits,
+    pub(crate) versions: Arc<dyn VersionRecorder>,
 }
 
 #[derive(Debug)]
@@ -115,6 +120,8 @@ pub struct SessionActor {
     presence: Presence,
     peers: Peers,
     durability: Durability,
+    /// The burst of editing since the last automatic version.
+    history: History,
     /// Which committed updates are applied here; presence from other nodes.
     replica: Replica,
     /// This actor receives the session's relay channel (cluster mode).
@@ -139,6 +146,7 @@ impl SessionActor {
             presence: Presence::default(),
             peers: Peers::default(),
             durability: Durability::default(),
+            history: History::default(),
             replica: Replica::default(),
             subscribed: false,
             empty_since: Some(Instant::now()),
@@ -254,6 +262,10 @@ impl SessionActor {
         self.timers.push(ctx.run_interval(idle_tick, |act, ctx| {
             act.guard(ctx, |act, ctx| act.on_idle_tick(ctx));
         }));
+        let history_tick = History::tick(limits.version_settle);
+        self.timers.push(ctx.run_interval(history_tick, |act, ctx| {
+            act.guard(ctx, |act, ctx| act.on_history_tick(ctx));
+        }));
     }
 
     fn on_idle_tick(&mut self, ctx: &mut Context<Self>) {
@@ -265,6 +277,9 @@ impl SessionActor {
             return;
         }
         self.unloading = true;
+        if let Some(recorded) = self.record_burst(true) {
+            ctx.spawn(recorded.into_actor(self));
+        }
         let flushed = self.flush_waiter(ctx);
         ctx.spawn(flushed.into_actor(self).map(|result, act, ctx| {
             act.unloading = false;
@@ -469,6 +484,7 @@ impl Supervised for SessionActor {
         self.cache.reset();
         self.presence = Presence::default();
         self.replica = Replica::default();
+        self.history = History::default();
         self.phase = Phase::Loading;
         self.empty_since = Some(Instant::now());
         self.unloading = false;

@@ -224,6 +224,7 @@ impl SessionActor {
     pub(crate) fn accept_server_update(
         &mut self,
         bytes: Vec<u8>,
+        editor: Option<atelier_protocol::ids::AccountId>,
         ctx: &mut Context<Self>,
     ) -> Result<oneshot::Receiver<Result<(), DocStoreError>>, String> {
         let summary =
@@ -231,7 +232,7 @@ impl SessionActor {
         let placed: Vec<Placed> = resolve(&summary, &[&self.nesting, self.durability.queued()])
             .map_err(|e| format!("server update refused: {e}"))?
             .placed;
-        Ok(self.enqueue_server_update(bytes, placed, ctx))
+        Ok(self.enqueue_server_update(bytes, placed, editor, ctx))
     }
 
     fn receive_awareness(&mut self, from: ConnectionId, payload: &[u8]) {

@@ -27,7 +27,7 @@ pub fn document_version(doc: &Doc) -> Vec<u8> {
 /// The graph the editors see: `{"nodes": {...}, "edges": {...}}`, each the JSON of that root
 /// map (an empty object when the document has none yet). Nesting is bounded by the update
 /// validator, so `to_json`'s recursion is too.
-pub(crate) fn graph_json(doc: &Doc) -> Value {
+pub fn graph_json(doc: &Doc) -> Value {
     let txn = doc.transact();
     let mut graph = Map::new();
     for name in ["nodes", "edges"] {

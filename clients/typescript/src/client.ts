@@ -16,6 +16,16 @@ import type {
   JobRecord,
   LoginResponse,
   Member,
+  VersionList,
+  VersionContent,
+  VersionRecord,
+  RestoredVersion,
+  MemberAdded,
+  Invitation,
+  CreatedInvitation,
+  InvitationPreview,
+  InvitationToMe,
+  AcceptedInvitation,
   Prices,
   Role,
   RunJob,
@@ -149,8 +159,57 @@ export class AtelierClient {
   members(session: string) {
     return this.request<Member[]>('GET', `/sessions/${encodeURIComponent(session)}/members`)
   }
+  /** Invites an address: always a pending invitation (the answer is the same whether or not it has an account). */
   addMember(session: string, email: string, role: Role) {
-    return this.request<Member>('POST', `/sessions/${encodeURIComponent(session)}/members`, { body: { email, role } })
+    return this.request<MemberAdded>('POST', `/sessions/${encodeURIComponent(session)}/members`, { body: { email, role } })
+  }
+  changeMemberRole(session: string, account: string, role: Role) {
+    return this.request<Member>('PATCH', `/sessions/${encodeURIComponent(session)}/members/${encodeURIComponent(account)}`, { body: { role } })
+  }
+  invitations(session: string) {
+    return this.request<Invitation[]>('GET', `/sessions/${encodeURIComponent(session)}/invitations`)
+  }
+  /** An invitation link; `maxUses` 1 makes it single-use, none any number until it expires or is revoked. */
+  createInvitation(session: string, role: Role, options: { expiresInS?: number; maxUses?: number } = {}) {
+    const body: Record<string, unknown> = { role }
+    if (options.expiresInS !== undefined) body.expires_in_s = options.expiresInS
+    if (options.maxUses !== undefined) body.max_uses = options.maxUses
+    return this.request<CreatedInvitation>('POST', `/sessions/${encodeURIComponent(session)}/invitations`, { body })
+  }
+  revokeInvitation(session: string, invitation: string) {
+    return this.request<null>('DELETE', `/sessions/${encodeURIComponent(session)}/invitations/${encodeURIComponent(invitation)}`)
+  }
+  versions(session: string, page: { limit?: number; offset?: number } = {}) {
+    const q = new URLSearchParams()
+    if (page.limit !== undefined) q.set('limit', String(page.limit))
+    if (page.offset !== undefined) q.set('offset', String(page.offset))
+    const qs = q.toString()
+    return this.request<VersionList>('GET', `/sessions/${encodeURIComponent(session)}/versions${qs ? `?${qs}` : ''}`)
+  }
+  version(session: string, version: string) {
+    return this.request<VersionContent>('GET', `/sessions/${encodeURIComponent(session)}/versions/${encodeURIComponent(version)}`)
+  }
+  nameVersion(session: string, name: string) {
+    return this.request<VersionRecord>('POST', `/sessions/${encodeURIComponent(session)}/versions`, { body: { name } })
+  }
+  restoreVersion(session: string, version: string) {
+    return this.request<RestoredVersion>('POST', `/sessions/${encodeURIComponent(session)}/versions/${encodeURIComponent(version)}/restore`)
+  }
+  invitation(token: string) {
+    return this.request<InvitationPreview>('GET', `/invitations/${encodeURIComponent(token)}`)
+  }
+  acceptInvitation(token: string) {
+    return this.request<AcceptedInvitation>('POST', `/invitations/${encodeURIComponent(token)}/accept`)
+  }
+  /** Pending email invitations addressed to the caller. */
+  myInvitations() {
+    return this.request<InvitationToMe[]>('GET', '/me/invitations')
+  }
+  acceptMyInvitation(invitation: string) {
+    return this.request<AcceptedInvitation>('POST', `/me/invitations/${encodeURIComponent(invitation)}/accept`)
+  }
+  declineMyInvitation(invitation: string) {
+    return this.request<null>('POST', `/me/invitations/${encodeURIComponent(invitation)}/decline`)
   }
   shareLinks(session: string) {
     return this.request<ShareLink[]>('GET', `/sessions/${encodeURIComponent(session)}/share-links`)

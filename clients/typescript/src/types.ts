@@ -39,6 +39,59 @@ export interface Member {
   added_at: number
 }
 
+/** What adding a member answers: the same whether or not the address has an account (a pending
+ * email invitation either way). */
+export interface MemberAdded {
+  email: string
+  role: Role
+  invited: true
+}
+
+/** An invitation link, or a pending invitation by email (accepted by an account with that
+ * address from its dashboard, or at signup). */
+export interface Invitation {
+  id: string
+  session_id: string
+  role: Role
+  kind: 'link' | 'email'
+  email: string | null
+  created_by: string | null
+  created_at: number
+  expires_at: number | null
+  max_uses: number | null
+  uses: number
+  revoked_at: number | null
+}
+
+/** A new invitation link; `token` and `url` are shown once. */
+export interface CreatedInvitation extends Invitation {
+  token: string
+  url: string
+}
+
+export interface InvitationPreview {
+  session_id: string
+  session_title: string
+  role: Role
+  expires_at: number | null
+}
+
+/** A pending email invitation addressed to the caller (`GET /me/invitations`). */
+export interface InvitationToMe {
+  id: string
+  session_id: string
+  session_title: string
+  role: Role
+  invited_by: string | null
+  created_at: number
+  expires_at: number | null
+}
+
+export interface AcceptedInvitation {
+  session_id: string
+  role: Role
+}
+
 export interface ShareLink {
   id: string
   session_id: string
@@ -219,4 +272,51 @@ export interface RuntimeUsage {
   day: string
   used_ms: number
   charged: number
+}
+
+/** A kept version of a session's document. */
+export interface VersionRecord {
+  id: string
+  session_id: string
+  kind: 'auto' | 'named' | 'job' | 'restore'
+  name: string | null
+  created_by: { account_id: string; name: string } | null
+  authors: string[]
+  restored_from: string | null
+  jobs: string[]
+  size_bytes: number
+  created_at: number
+}
+
+export interface VersionList {
+  versions: VersionRecord[]
+  next_offset: number | null
+  storage: { versions: number; bytes: number; max_bytes: number }
+}
+
+/** A version with its graph (`{nodes, edges}`) and its document state (base64). */
+export interface VersionContent extends VersionRecord {
+  graph: { nodes: Record<string, GraphNodeJson>; edges: Record<string, GraphEdgeJson> }
+  state: string
+}
+
+export interface GraphNodeJson {
+  type: string
+  x: number
+  y: number
+  params: Record<string, unknown>
+}
+
+export interface GraphEdgeJson {
+  source: string
+  source_port: string
+  target: string
+  target_port: string
+}
+
+export interface RestoredVersion {
+  /** The `restore` version: the document right after it. */
+  version: VersionRecord
+  /** The version just before: restore it to undo the restore. */
+  undo: string
 }

@@ -138,7 +138,12 @@ pub async fn signup(
     let hash = password::hash(body.password).await?;
     let account = state.db.create_account(&email, &name, &hash).await?;
     state.billing.signup_grant(account.id).await?;
-    tracing::info!(account = %account.id, "account created");
+    // Sessions this address was invited to by email become the account's.
+    let joined = state
+        .db
+        .accept_email_invitations(&email, account.id)
+        .await?;
+    tracing::info!(account = %account.id, invitations = joined.len(), "account created");
     start_login(&state, account, actix_web::http::StatusCode::CREATED).await
 }
 

@@ -169,7 +169,11 @@ pub async fn put_graph(
     target.insert("nodes".into(), Value::Object(body.nodes));
     target.insert("edges".into(), Value::Object(body.edges));
     let target = Value::Object(target);
-    write(&state, session.id, req.headers(), |_| Ok(target.clone())).await
+    let editor = auth.principal.account_id();
+    write(&state, session.id, editor, req.headers(), |_| {
+        Ok(target.clone())
+    })
+    .await
 }
 
 /// Change the graph with a JSON Merge Patch (RFC 7396; owners and editors): e.g.
@@ -212,7 +216,8 @@ pub async fn patch_graph(
             "a graph patch is a JSON object (e.g. {\"nodes\": {...}})",
         ));
     }
-    write(&state, session.id, req.headers(), |current| {
+    let editor = auth.principal.account_id();
+    write(&state, session.id, editor, req.headers(), |current| {
         let mut target = current.clone();
         json_patch::merge(&mut target, &patch);
         Ok(target)
@@ -225,6 +230,7 @@ pub async fn patch_graph(
 async fn write(
     state: &AppState,
     session: SessionId,
+    editor: Option<atelier_protocol::ids::AccountId>,
     headers: &HeaderMap,
     compute: impl Fn(&Value) -> Result<Value>,
 ) -> Result<HttpResponse> {
@@ -256,7 +262,7 @@ async fn write(
             }
             Ok(graph_edit::replace_update(doc, &target))
         });
-        match state.live.apply_server_edit(session, edit).await {
+        match state.live.apply_edit_for(session, editor, edit).await {
             Ok(()) => {
                 let after = state.live.graph_view(session).await.map_err(live_error)?;
                 return Ok(respond(after.graph, &after.version));

@@ -15,6 +15,7 @@ use crate::auth::Auth;
 use crate::authz::{authorize, Action};
 use crate::db::jobs::BatchPlace;
 use crate::db::jobs::JobRecord;
+use crate::db::versions::{NewVersion, VersionKind};
 use crate::error::{Error, Result};
 use crate::inference::catalog::ParamType;
 use crate::jobs::cache;
@@ -116,18 +117,40 @@ pub async fn run(
     }
     // The graph as the live session has it, every edit it accepted before this included: what
     // the editors see is what runs.
-    let graph_json = state
+    let view = state
         .live
-        .graph_json(session.id)
+        .graph_view(session.id)
         .await
         .map_err(|e| Error::Internal(format!("could not read the session's document: {e}")))?;
-    let graph = Graph::from_json(&graph_json).map_err(Error::InvalidInput)?;
+    let graph = Graph::from_json(&view.graph).map_err(Error::InvalidInput)?;
     let seed: u64 = rand::random::<u64>() & graph::MAX_SEED;
     let plan = graph
         .compile(&state.catalog, body.nodes.as_deref(), seed)
         .map_err(Error::InvalidInput)?;
     let forced = run_from(&plan, body.from.as_deref())?;
     let media = media_inputs(&state, &plan, session.id, account).await?;
+    // The document the job runs, kept as a version (one for all the jobs of a batch). A job
+    // still runs when its version cannot be kept (the session's version storage is full of
+    // named versions): it then has none.
+    let version = match state
+        .versions
+        .record(NewVersion {
+            session: session.id,
+            kind: VersionKind::Job,
+            name: None,
+            created_by: Some(account),
+            authors: Vec::new(),
+            restored_from: None,
+            state: view.state.to_vec(),
+        })
+        .await
+    {
+        Ok(version) => Some(version),
+        Err(e) => {
+            tracing::warn!(session = %session.id, error = %e, "job runs without a version");
+            None
+        }
+    };
 
     let batch_id = uuid::Uuid::new_v4();
     let mut jobs = Vec::new();
@@ -170,6 +193,9 @@ pub async fn run(
                 },
             )
             .await?;
+        if let Some(version) = version {
+            state.db.set_job_version(job, version).await?;
+        }
         jobs.push(state.db.job(job).await?.ok_or(Error::NotFound("job"))?);
     }
     if body.batch.is_some() {

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod billing;
 pub mod body;
 pub mod graph;
+pub mod invitations;
 pub mod jobs;
 pub mod me;
 pub mod media;
@@ -18,6 +19,7 @@ pub mod runtime;
 pub mod sessions;
 pub mod share_links;
 pub mod usage_log;
+pub mod versions;
 pub mod webhooks;
 
 use actix_web::{middleware, web, HttpRequest};
@@ -55,10 +57,25 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
             .service(sessions::delete_one)
             .service(sessions::members)
             .service(sessions::add_member)
+            .service(sessions::change_role)
             .service(sessions::remove_member)
+            .service(invitations::create)
+            .service(invitations::list)
+            .service(invitations::revoke)
+            .service(invitations::preview)
+            .service(invitations::accept)
+            .service(invitations::mine)
+            .service(invitations::accept_mine)
+            .service(invitations::decline_mine)
             .service(graph::get_graph)
             .service(graph::put_graph)
             .service(graph::patch_graph)
+            .service(versions::list)
+            .service(versions::create)
+            .service(versions::diff)
+            .service(versions::restore)
+            .service(versions::get_one)
+            .service(versions::delete_one)
             .service(share_links::create)
             .service(share_links::list)
             .service(share_links::revoke)

@@ -13,8 +13,8 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    admin, api_keys, auth, billing, graph, jobs, me, media, ops, runtime, sessions, share_links,
-    webhooks,
+    admin, api_keys, auth, billing, graph, invitations, jobs, me, media, ops, runtime, sessions,
+    share_links, versions, webhooks,
 };
 
 struct Security;
@@ -64,8 +64,13 @@ impl Modify for Security {
         me::me, me::usage, me::export, me::delete_me,
         api_keys::create, api_keys::list, api_keys::revoke,
         sessions::create, sessions::list, sessions::get_one, sessions::update, sessions::delete_one,
-        sessions::members, sessions::add_member, sessions::remove_member,
+        sessions::members, sessions::add_member, sessions::change_role, sessions::remove_member,
+        invitations::create, invitations::list, invitations::revoke, invitations::preview,
+        invitations::accept, invitations::mine, invitations::accept_mine,
+        invitations::decline_mine,
         graph::get_graph, graph::put_graph, graph::patch_graph,
+        versions::list, versions::create, versions::get_one, versions::diff, versions::restore,
+        versions::delete_one,
         share_links::create, share_links::list, share_links::revoke,
         media::upload, media::list, media::session_images, media::download, media::delete_one,
         jobs::node_types, jobs::run, jobs::list, jobs::get_one, jobs::cancel,
@@ -89,7 +94,7 @@ fn error_schema() -> Value {
         "type": "object",
         "description": "Every error answer. `code` is machine-readable (e.g. `invalid_input`, \
             `unauthenticated`, `invalid_credentials`, `forbidden`, `insufficient_scope`, \
-            `csrf_rejected`, `not_found`, `conflict`, `precondition_failed`, \
+            `csrf_rejected`, `not_found`, `conflict`, `gone`, `precondition_failed`, \
             `payload_too_large`, `unsupported_media_type`, `payment_required`, \
             `insufficient_credits`, `rate_limited`, `too_many_jobs`, `internal`); `message` \
             says what went wrong, for a person.",

@@ -155,48 +155,116 @@ pub async fn members(
     Ok(web::Json(state.db.members(session.id).await?))
 }
 
-/// Add a member by email, or change a member's role (owners only).
+/// What adding a member answers: the same whether or not the address has an account, so the
+/// endpoint cannot be used to learn which addresses do.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberAdded {
+    /// The address, normalised.
+    pub email: String,
+    pub role: Role,
+    /// Always `true`: a pending invitation now waits for the address (no email is sent). A
+    /// person with an account accepts it from their dashboard; a new account joins at signup.
+    pub invited: bool,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeRole {
+    pub role: Role,
+}
+
+/// Invite someone by email (owners only). Whatever the address, this records a pending email
+/// invitation (listed under `GET /sessions/{id}/invitations`) and nothing else: a person with an
+/// account becomes a member only by accepting it (`POST /me/invitations/{id}/accept`), an
+/// address without one joins at signup. So neither this answer nor the member and invitation
+/// lists tell whether the address has an account. A member's role is changed with `PATCH`.
 #[utoipa::path(security(("api_key" = ["sessions:write"])), tag = "sessions", params(("id" = SessionId, Path,)), request_body = AddMember,
-    responses((status = 200, body = Member), (status = 400), (status = 403), (status = 404)))]
+    responses((status = 200, body = MemberAdded), (status = 400), (status = 403), (status = 404)))]
 #[post("/sessions/{id}/members")]
 pub async fn add_member(
     state: web::Data<AppState>,
     auth: Auth,
     id: web::Path<SessionId>,
     body: web::Json<AddMember>,
-) -> Result<web::Json<Member>> {
+) -> Result<web::Json<MemberAdded>> {
     let (session, _) = authorize(&state, &auth.principal, *id, Action::ManageMembers).await?;
+    let inviter = auth
+        .principal
+        .account_id()
+        .ok_or_else(|| Error::forbidden("share links cannot add members"))?;
     let email = normalize_email(&body.email)?;
-    let account = state
+    // The creator's address is in the member list for every member to see, so refusing it
+    // tells nobody anything new.
+    if body.role != Role::Owner {
+        let creator = state.db.account(session.owner_id).await?;
+        if creator.is_some_and(|c| c.email == email) {
+            return Err(Error::invalid(
+                "the session's creator always stays an owner",
+            ));
+        }
+    }
+    state
         .db
-        .account_by_email(&email)
-        .await?
-        .ok_or_else(|| Error::invalid(format!("no account has the email {email}")))?;
-    if account.id == session.owner_id && body.role != Role::Owner {
+        .invite_email(session.id, inviter, &email, body.role)
+        .await?;
+    Ok(web::Json(MemberAdded {
+        email,
+        role: body.role,
+        invited: true,
+    }))
+}
+
+/// Gives a member (or a new member) a role; open sockets follow it at once.
+async fn set_member_role(
+    state: &AppState,
+    session: &StudioSession,
+    account: AccountId,
+    role: Role,
+) -> Result<()> {
+    if account == session.owner_id && role != Role::Owner {
         return Err(Error::invalid(
             "the session's creator always stays an owner",
         ));
     }
-    state
-        .db
-        .upsert_member(session.id, account.id, body.role)
-        .await?;
+    state.db.upsert_member(session.id, account, role).await?;
     // Open sockets follow the new role at once (a downgrade makes them read-only), and a
     // viewer's share links stop working.
-    state
-        .live
-        .set_role(session.id, account.id, Some(body.role))
-        .await;
-    if body.role == Role::Viewer {
-        crate::lifecycle::member_lost_sharing(&state, session.id, account.id).await?;
+    state.live.set_role(session.id, account, Some(role)).await;
+    if role == Role::Viewer {
+        crate::lifecycle::member_lost_sharing(state, session.id, account).await?;
     }
+    Ok(())
+}
+
+/// Change a member's role (owners only; the creator stays an owner).
+#[utoipa::path(security(("api_key" = ["sessions:write"])), tag = "sessions", params(("id" = SessionId, Path,), ("account_id" = AccountId, Path,)), request_body = ChangeRole,
+    responses((status = 200, body = Member), (status = 400), (status = 403), (status = 404)))]
+#[patch("/sessions/{id}/members/{account_id}")]
+pub async fn change_role(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<(SessionId, AccountId)>,
+    body: web::Json<ChangeRole>,
+) -> Result<web::Json<Member>> {
+    let (session_id, account_id) = path.into_inner();
+    let (session, _) =
+        authorize(&state, &auth.principal, session_id, Action::ManageMembers).await?;
+    if state
+        .db
+        .member_role(session.id, account_id)
+        .await?
+        .is_none()
+    {
+        return Err(Error::NotFound("member"));
+    }
+    set_member_role(&state, &session, account_id, body.role).await?;
     let member = state
         .db
         .members(session.id)
         .await?
         .into_iter()
-        .find(|m| m.account_id == account.id)
-        .ok_or_else(|| Error::Internal("member vanished after insert".into()))?;
+        .find(|m| m.account_id == account_id)
+        .ok_or(Error::NotFound("member"))?;
     Ok(web::Json(member))
 }
 

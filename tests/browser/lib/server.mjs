@@ -140,9 +140,17 @@ export class Server {
     return { id: res.body.account.id, email, name, token: res.body.token }
   }
 
-  async addMember (token, session, email, role) {
-    const res = await this.call('POST', `/sessions/${session}/members`, { token, body: { email, role } })
+  /** Makes `invitee` ({ email, token }) a member: the owner invites the address (a pending
+   * invitation, whatever the address), then the invitee accepts it from GET /me/invitations. */
+  async addMember (token, session, invitee, role) {
+    const res = await this.call('POST', `/sessions/${session}/members`, { token, body: { email: invitee.email, role } })
     if (res.status !== 200) throw new Error(`add member: ${res.status} ${JSON.stringify(res.body)}`)
+    const mine = await this.call('GET', '/me/invitations', { token: invitee.token })
+    if (mine.status !== 200) throw new Error(`my invitations: ${mine.status} ${JSON.stringify(mine.body)}`)
+    const invitation = mine.body.find((i) => i.session_id === session)
+    if (!invitation) throw new Error(`no invitation to ${session} in ${JSON.stringify(mine.body)}`)
+    const accepted = await this.call('POST', `/me/invitations/${invitation.id}/accept`, { token: invitee.token })
+    if (accepted.status !== 200) throw new Error(`accept invitation: ${accepted.status} ${JSON.stringify(accepted.body)}`)
   }
 
   /** Whether the live WebSocket endpoint exists on this server (it answers the upgrade). */

@@ -15,7 +15,7 @@ before(async () => {
   ada = await server.signup('Ada')
   bob = await server.signup('Bob')
   session = (await server.call('POST', '/sessions', { token: ada.token, body: { title: 'Co-edit' } })).body.id
-  await server.addMember(ada.token, session, bob.email, 'editor')
+  await server.addMember(ada.token, session, bob, 'editor')
   live = await server.hasLiveSocket(session, ada.token)
 })
 after(async () => {

@@ -13,7 +13,7 @@ before(async () => {
   ada = await server.signup('Ada')
   bob = await server.signup('Bob')
   session = (await server.call('POST', '/sessions', { token: ada.token, body: { title: 'Shared study' } })).body.id
-  await server.addMember(ada.token, session, bob.email, 'editor')
+  await server.addMember(ada.token, session, bob, 'editor')
   live = await server.hasLiveSocket(session, ada.token)
 })
 after(async () => {
@@ -124,7 +124,7 @@ test('a viewer link shows the graph read-only with presence; edits never reach o
 test('a member with the viewer role gets the same read-only studio', async (t) => {
   assert.ok(live, 'the server has no live WebSocket (/ws)')
   const vic = await server.signup('Vic')
-  await server.addMember(ada.token, session, vic.email, 'viewer')
+  await server.addMember(ada.token, session, vic, 'viewer')
   const p = await openPage(browser, server.base, { name: 'vic' })
   try {
     await loginViaUi(p.page, { email: vic.email, password: PASSWORD })

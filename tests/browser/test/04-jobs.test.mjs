@@ -20,7 +20,7 @@ before(async () => {
   ada = await server.signup('Ada')
   bob = await server.signup('Bob')
   session = (await server.call('POST', '/sessions', { token: ada.token, body: { title: 'Job run' } })).body.id
-  await server.addMember(ada.token, session, bob.email, 'editor')
+  await server.addMember(ada.token, session, bob, 'editor')
   live = await server.hasLiveSocket(session, ada.token)
   const res = await server.call('GET', '/node-types', { token: ada.token })
   jobs = res.status === 200

@@ -16,7 +16,7 @@ before(async () => {
   ada = await server.signup('Ada')
   bob = await server.signup('Bob')
   session = (await server.call('POST', '/sessions', { token: ada.token, body: { title: 'Extend' } })).body.id
-  await server.addMember(ada.token, session, bob.email, 'editor')
+  await server.addMember(ada.token, session, bob, 'editor')
 })
 after(async () => {
   await browser?.close()

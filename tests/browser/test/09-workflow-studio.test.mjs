@@ -131,7 +131,7 @@ test('the image-input picker uploads a PNG and the node uses it; the session\'s 
 
     // A second image-input node picks from the session's images: another member's upload too.
     const bob = await server.signup('Bob')
-    await server.call('POST', `/sessions/${session}/members`, { token: ada.token, body: { email: bob.email, role: 'editor' } })
+    await server.addMember(ada.token, session, bob, 'editor')
     const form = new FormData()
     form.append('session_id', session)
     form.append('file', new Blob([rampPng(20, 20)], { type: 'image/png' }), 'bobs.png')

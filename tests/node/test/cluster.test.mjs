@@ -25,7 +25,7 @@ async function sessionWithEditors (count) {
   const editors = [owner]
   for (let i = 1; i < count; i++) {
     const editor = await cluster.nodes[i % cluster.nodes.length].signup(`Editor${i}`)
-    await n1.addMember(owner.token, session, editor.email, 'editor')
+    await n1.addMember(owner.token, session, editor, 'editor')
     editors.push(editor)
   }
   return { session, owner, editors }
@@ -149,7 +149,7 @@ test('relayed updates that Redis loses are repaired from the database', async ()
     const owner = await n1.signup('Owner')
     const other = await n2.signup('Other')
     const session = await n1.createSession(owner.token)
-    await n1.addMember(owner.token, session, other.email, 'editor')
+    await n1.addMember(owner.token, session, other, 'editor')
     const a = n1.provider(session, owner.token)
     const b = n2.provider(session, other.token)
     try {
@@ -199,7 +199,7 @@ test('kill -9 of a node mid-edit loses nothing a peer received; its clients conv
     const owner = await n1.signup('Owner')
     const other = await n2.signup('Other')
     const session = await n1.createSession(owner.token)
-    await n1.addMember(owner.token, session, other.email, 'editor')
+    await n1.addMember(owner.token, session, other, 'editor')
     // The watcher sits on node 1; the editor's connection is pinned to node 3 first.
     const watcher = n1.provider(session, owner.token)
     const victimDoc = new Y.Doc()

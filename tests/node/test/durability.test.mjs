@@ -12,7 +12,7 @@ test('kill -9 loses no update that another peer received', async () => {
   const ada = await server.signup('Ada')
   const bob = await server.signup('Bob')
   const session = await server.createSession(ada.token)
-  await server.addMember(ada.token, session, bob.email, 'editor')
+  await server.addMember(ada.token, session, bob, 'editor')
   const a = server.provider(session, ada.token)
   const b = server.provider(session, bob.token)
   try {

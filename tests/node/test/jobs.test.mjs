@@ -88,7 +88,7 @@ async function studio (server) {
   const ada = await server.signup('Ada')
   const bob = await server.signup('Bob')
   const session = await server.createSession(ada.token)
-  await server.addMember(ada.token, session, bob.email, 'editor')
+  await server.addMember(ada.token, session, bob, 'editor')
   const link = await server.shareLink(ada.token, session)
   const a = server.provider(session, ada.token)
   await synced(a.provider)

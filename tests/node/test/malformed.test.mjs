@@ -25,7 +25,7 @@ test('bad frames close their own connection with the matching code; others carry
   const ada = await server.signup('Ada')
   const bob = await server.signup('Bob')
   const session = await server.createSession(ada.token)
-  await server.addMember(ada.token, session, bob.email, 'editor')
+  await server.addMember(ada.token, session, bob, 'editor')
   const a = server.provider(session, ada.token)
   const b = server.provider(session, bob.token)
   try {

@@ -74,7 +74,17 @@ test('the public API is in the document', () => {
     '/sessions/{id}/graph': ['get', 'put', 'patch'],
     '/sessions/{id}/jobs': ['get', 'post'],
     '/jobs/{id}/webhook-deliveries': ['get'],
-    '/me/webhook-secret': ['get']
+    '/me/webhook-secret': ['get'],
+    '/sessions/{id}/versions': ['get', 'post'],
+    '/sessions/{id}/versions/{version}/restore': ['post'],
+    '/sessions/{id}/members/{account_id}': ['patch', 'delete'],
+    '/sessions/{id}/invitations': ['get', 'post'],
+    '/sessions/{id}/invitations/{invitation_id}': ['delete'],
+    '/invitations/{token}': ['get'],
+    '/invitations/{token}/accept': ['post'],
+    '/me/invitations': ['get'],
+    '/me/invitations/{id}/accept': ['post'],
+    '/me/invitations/{id}/decline': ['post']
   }
   for (const [path, methods] of Object.entries(expect)) {
     for (const method of methods) assert.ok(doc.paths[path]?.[method], `${method} ${path} missing`)
@@ -83,6 +93,9 @@ test('the public API is in the document', () => {
   assert.deepEqual(scopesOf('/sessions/{id}/graph', 'patch'), ['sessions:write'])
   assert.deepEqual(scopesOf('/sessions/{id}/jobs', 'post'), ['jobs:run'])
   assert.equal(scopesOf('/me/api-keys', 'post'), undefined, 'keys are made with a login only')
+  assert.equal(scopesOf('/invitations/{token}/accept', 'post'), undefined, 'invitations are accepted with a login only')
+  assert.equal(scopesOf('/me/invitations/{id}/accept', 'post'), undefined, 'email invitations are accepted with a login only')
+  assert.ok(doc.paths['/invitations/{token}/accept'].post.responses['410'], 'a spent invitation answers 410')
   const patch = doc.paths['/sessions/{id}/graph'].patch
   assert.ok(patch.requestBody.content['application/merge-patch+json'])
   assert.ok(patch.responses['412'])

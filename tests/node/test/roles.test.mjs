@@ -25,7 +25,7 @@ test("a viewer's edit is refused with [2,0,reason] and never stored", async () =
   const ada = await server.signup('Ada')
   const vic = await server.signup('Vic')
   const session = await server.createSession(ada.token)
-  await server.addMember(ada.token, session, vic.email, 'viewer')
+  await server.addMember(ada.token, session, vic, 'viewer')
   const link = await server.shareLink(ada.token, session)
 
   const editor = server.provider(session, ada.token)
@@ -90,8 +90,8 @@ test('removing or downgrading a member takes effect on the open socket', async (
   const bob = await server.signup('Bob')
   const cat = await server.signup('Cat')
   const session = await server.createSession(ada.token)
-  await server.addMember(ada.token, session, bob.email, 'editor')
-  await server.addMember(ada.token, session, cat.email, 'editor')
+  await server.addMember(ada.token, session, bob, 'editor')
+  await server.addMember(ada.token, session, cat, 'editor')
   const editor = server.provider(session, ada.token)
   const bobLog = []
   const b = server.provider(session, bob.token, { provider: { WebSocketPolyfill: recordingSocket(bobLog) } })
@@ -99,7 +99,7 @@ test('removing or downgrading a member takes effect on the open socket', async (
   try {
     await Promise.all([synced(editor.provider), synced(b.provider), synced(c.provider)])
     // Downgrade Bob: his next edit is refused.
-    assert.equal((await server.call('POST', `/sessions/${session}/members`, { token: ada.token, body: { email: bob.email, role: 'viewer' } })).status, 200)
+    assert.equal((await server.call('PATCH', `/sessions/${session}/members/${bob.id}`, { token: ada.token, body: { role: 'viewer' } })).status, 200)
     await new Promise((resolve) => setTimeout(resolve, 200))
     b.doc.getText('t').insert(0, 'bob after downgrade')
     await until(() => bobLog.some(isReadOnlyAuth), 3000, 'read-only after downgrade')

@@ -13,7 +13,7 @@ async function twoEditors () {
   const ada = await server.signup('Ada')
   const bob = await server.signup('Bob')
   const session = await server.createSession(ada.token)
-  await server.addMember(ada.token, session, bob.email, 'editor')
+  await server.addMember(ada.token, session, bob, 'editor')
   return { ada, bob, session }
 }
 

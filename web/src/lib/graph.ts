@@ -4,8 +4,54 @@
 //   outputs: Y.Map node_id → Y.Array of media ids (written by the server)
 //   meta:    Y.Map (title, …)
 // Every edit goes through these functions, inside one transaction each, so every participant
-// sees it as one change.
+// sees it as one change. Each transaction carries LOCAL_ORIGIN: the undo manager tracks only
+// those, so a person's undo reverts their own edits and never a colleague's (whose updates
+// arrive with the provider as origin) or the server's (outputs, restores).
 import * as Y from 'yjs'
+
+/** The origin of this person's own edits. */
+export const LOCAL_ORIGIN = Symbol('local edit')
+/** How long consecutive small edits (typing in a parameter) merge into one undo step. */
+const TYPING_MERGE_MS = 500
+/** While a drag lasts, its many position writes merge into one step whatever the pauses. */
+const DRAG_MERGE_MS = 24 * 3600 * 1000
+
+const undoManagers = new WeakMap<Y.Doc, Y.UndoManager>()
+
+/** The document's undo manager for this person's edits (nodes, edges and meta; not outputs). */
+export function undoManagerOf(doc: Y.Doc): Y.UndoManager {
+  let um = undoManagers.get(doc)
+  if (!um) {
+    um = new Y.UndoManager([nodesOf(doc), edgesOf(doc), metaOf(doc)], {
+      trackedOrigins: new Set([LOCAL_ORIGIN]),
+      captureTimeout: TYPING_MERGE_MS,
+    })
+    undoManagers.set(doc, um)
+  }
+  return um
+}
+
+/** Runs one local edit that is an undo step of its own (not merged with the edits around it). */
+function step(doc: Y.Doc, edit: () => void): void {
+  const um = undoManagers.get(doc)
+  um?.stopCapturing()
+  doc.transact(edit, LOCAL_ORIGIN)
+  um?.stopCapturing()
+}
+
+/** A drag begins: its position writes become one undo step. */
+export function beginDrag(doc: Y.Doc): void {
+  const um = undoManagerOf(doc)
+  um.stopCapturing()
+  um.captureTimeout = DRAG_MERGE_MS
+}
+
+/** The drag ended (after its last position write). */
+export function endDrag(doc: Y.Doc): void {
+  const um = undoManagerOf(doc)
+  um.captureTimeout = TYPING_MERGE_MS
+  um.stopCapturing()
+}
 
 export interface GraphNode {
   id: string
@@ -86,7 +132,7 @@ export function readGraph(doc: Y.Doc): GraphState {
 
 export function addNode(doc: Y.Doc, type: string, x: number, y: number, params: Record<string, unknown>): string {
   const id = newNodeId(type)
-  doc.transact(() => {
+  step(doc, () => {
     const node = new Y.Map<unknown>()
     const p = new Y.Map<unknown>()
     for (const [k, v] of Object.entries(params)) if (v !== undefined) p.set(k, v)
@@ -108,14 +154,14 @@ export function moveNode(doc: Y.Doc, id: string, x: number, y: number): void {
   doc.transact(() => {
     node.set('x', rx)
     node.set('y', ry)
-  })
+  }, LOCAL_ORIGIN)
 }
 
 /** Deletes nodes and every edge that touches them. */
 export function deleteNodes(doc: Y.Doc, ids: string[]): void {
   if (ids.length === 0) return
   const gone = new Set(ids)
-  doc.transact(() => {
+  step(doc, () => {
     const nodes = nodesOf(doc)
     for (const id of ids) nodes.delete(id)
     const edges = edgesOf(doc)
@@ -127,9 +173,19 @@ export function deleteNodes(doc: Y.Doc, ids: string[]): void {
   })
 }
 
+/** Deletes nodes (with their edges) and edges, as one undo step. */
+export function deleteSelection(doc: Y.Doc, nodeIds: string[], edgeIds: string[]): void {
+  if (nodeIds.length === 0 && edgeIds.length === 0) return
+  step(doc, () => {
+    const edges = edgesOf(doc)
+    for (const id of edgeIds) edges.delete(id)
+    deleteNodes(doc, nodeIds)
+  })
+}
+
 export function deleteEdges(doc: Y.Doc, ids: string[]): void {
   if (ids.length === 0) return
-  doc.transact(() => {
+  step(doc, () => {
     const edges = edgesOf(doc)
     for (const id of ids) edges.delete(id)
   })
@@ -144,7 +200,7 @@ export function connect(doc: Y.Doc, source: string, sourcePort: string, target: 
   const nodes = nodesOf(doc)
   if (!(nodes.get(source) instanceof Y.Map) || !(nodes.get(target) instanceof Y.Map)) return null
   const id = newEdgeId()
-  doc.transact(() => {
+  step(doc, () => {
     const edges = edgesOf(doc)
     const replaced: string[] = []
     edges.forEach((value, eid) => {
@@ -172,7 +228,7 @@ export function setParam(doc: Y.Doc, nodeId: string, name: string, value: unknow
     }
     const p = params as Y.Map<unknown>
     if (p.get(name) !== value) p.set(name, value)
-  })
+  }, LOCAL_ORIGIN)
 }
 
 /** Removes a parameter: its default applies again (for a seed: a random one per run). */
@@ -184,5 +240,51 @@ export function deleteParam(doc: Y.Doc, nodeId: string, name: string): void {
 }
 
 export function setTitle(doc: Y.Doc, title: string): void {
-  metaOf(doc).set('title', title)
+  step(doc, () => metaOf(doc).set('title', title))
+}
+
+/** Nodes with their params and the edges among them, as copied to the clipboard. */
+export interface Fragment {
+  nodes: GraphNode[]
+  edges: GraphEdge[]
+}
+
+/** The given nodes and the edges that connect two of them. */
+export function copyFragment(graph: GraphState, ids: Set<string>): Fragment {
+  return {
+    nodes: graph.nodes.filter((n) => ids.has(n.id)).map((n) => ({ ...n, params: structuredClone(n.params) })),
+    edges: graph.edges.filter((e) => ids.has(e.source) && ids.has(e.target)).map((e) => ({ ...e })),
+  }
+}
+
+/** Pastes a fragment with new ids, offset from the originals, as one step; returns the new node ids. */
+export function pasteFragment(doc: Y.Doc, fragment: Fragment, offset = 40): string[] {
+  const renamed = new Map<string, string>()
+  for (const n of fragment.nodes) renamed.set(n.id, newNodeId(n.type))
+  step(doc, () => {
+    const nodes = nodesOf(doc)
+    for (const n of fragment.nodes) {
+      const node = new Y.Map<unknown>()
+      const p = new Y.Map<unknown>()
+      for (const [k, v] of Object.entries(n.params)) if (v !== undefined) p.set(k, v)
+      node.set('type', n.type)
+      node.set('x', Math.round(n.x + offset))
+      node.set('y', Math.round(n.y + offset))
+      node.set('params', p)
+      nodes.set(renamed.get(n.id)!, node)
+    }
+    const edges = edgesOf(doc)
+    for (const e of fragment.edges) {
+      const source = renamed.get(e.source)
+      const target = renamed.get(e.target)
+      if (!source || !target) continue
+      const edge = new Y.Map<unknown>()
+      edge.set('source', source)
+      edge.set('source_port', e.source_port)
+      edge.set('target', target)
+      edge.set('target_port', e.target_port)
+      edges.set(newEdgeId(), edge)
+    }
+  })
+  return [...renamed.values()]
 }

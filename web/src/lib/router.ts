@@ -1,9 +1,11 @@
-// Hash routes: #/login, #/signup, #/sessions, #/admin, #/s/{id}, #/share/{id}?token=ats_…
+// Hash routes: #/login, #/signup, #/sessions, #/admin, #/s/{id}, #/share/{id}?token=ats_…,
+// #/invite/{token}. #/login and #/signup take ?next=<route> to go back to after logging in.
 import { useEffect, useState } from 'react'
 
 export type Route =
-  | { name: 'login' }
-  | { name: 'signup' }
+  | { name: 'login'; next: string | null }
+  | { name: 'signup'; next: string | null }
+  | { name: 'invite'; token: string }
   | { name: 'sessions' }
   | { name: 'admin' }
   | { name: 'studio'; sessionId: string }
@@ -19,9 +21,12 @@ export function parseHash(hash: string): Route {
   if (parts.length === 0) return { name: 'home' }
   switch (parts[0]) {
     case 'login':
-      return { name: 'login' }
+      return { name: 'login', next: safeNext(params.get('next')) }
     case 'signup':
-      return { name: 'signup' }
+      return { name: 'signup', next: safeNext(params.get('next')) }
+    case 'invite':
+      if (parts[1]) return { name: 'invite', token: parts[1] }
+      break
     case 'sessions':
       return { name: 'sessions' }
     case 'admin':
@@ -34,6 +39,17 @@ export function parseHash(hash: string): Route {
       break
   }
   return { name: 'unknown', path: pathPart }
+}
+
+/** A route inside this app to return to after logging in (never another site). */
+function safeNext(next: string | null): string | null {
+  if (!next || !next.startsWith('/') || next.startsWith('//')) return null
+  return next
+}
+
+/** The current route as a `next` value: where a logged-out person wanted to go. */
+export function currentPath(): string {
+  return window.location.hash.replace(/^#/, '') || '/sessions'
 }
 
 export function navigate(path: string): void {

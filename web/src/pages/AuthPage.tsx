@@ -2,7 +2,7 @@ import { useState } from 'react'
 import { api, errorMessage, setLogin, type Account, type LoginResponse } from '../lib/api'
 import { navigate } from '../lib/router'
 
-export function AuthPage({ mode, onLoggedIn }: { mode: 'login' | 'signup'; onLoggedIn: (a: Account) => void }) {
+export function AuthPage({ mode, next, onLoggedIn }: { mode: 'login' | 'signup'; next: string | null; onLoggedIn: (a: Account) => void }) {
   const [name, setName] = useState('')
   const [email, setEmail] = useState('')
   const [password, setPassword] = useState('')
@@ -19,7 +19,8 @@ export function AuthPage({ mode, onLoggedIn }: { mode: 'login' | 'signup'; onLog
         : await api<LoginResponse>('POST', '/auth/login', { email, password }, { token: null })
       setLogin(res.token, res.csrf_token)
       onLoggedIn(res.account)
-      navigate('/sessions')
+      // Back to where the person was going (a session, an invitation) before logging in.
+      navigate(next ?? '/sessions')
     } catch (e) {
       setError(errorMessage(e).replace(/^Not signed in or the link is no longer valid: /, ''))
     } finally {
@@ -82,11 +83,11 @@ export function AuthPage({ mode, onLoggedIn }: { mode: 'login' | 'signup'; onLog
         <p className="muted center">
           {signup ? (
             <>
-              Already have an account? <a href="#/login">Log in</a>
+              Already have an account? <a href={next ? `#/login?next=${encodeURIComponent(next)}` : '#/login'}>Log in</a>
             </>
           ) : (
             <>
-              New here? <a href="#/signup">Create an account</a>
+              New here? <a href={next ? `#/signup?next=${encodeURIComponent(next)}` : '#/signup'}>Create an account</a>
             </>
           )}
         </p>

@@ -1,8 +1,9 @@
-// Your sessions (create, open, rename, delete), credits (balance, buying packs, a statement
+// Your sessions (create, open, rename, delete), invitations addressed to your email (accept or
+// decline), credits (balance, buying packs, a statement
 // with one line per runtime, usage per session and day), the API request log, and account
 // settings (password, export, deletion).
 import { useCallback, useEffect, useState } from 'react'
-import { api, client, errorMessage, type Account, type SessionView, type UsageEntry } from '../lib/api'
+import { api, client, errorMessage, type Account, type InvitationToMe, type SessionView, type UsageEntry } from '../lib/api'
 import { dateTime, shortId } from '../lib/format'
 import { AccountSettings } from './AccountSettings'
 import { CreditsCard, LedgerCard, UsageCard } from './Billing'
@@ -91,8 +92,49 @@ function SessionRow({ s, onChanged, onError }: { s: SessionView; onChanged: () =
   )
 }
 
+/** Pending invitations addressed to your email: a session joins your list only when you accept. */
+function InvitationsCard({ invitations, onAnswered, onError }: { invitations: InvitationToMe[]; onAnswered: () => void; onError: (m: string) => void }) {
+  if (invitations.length === 0) return null
+  const answer = async (id: string, accept: boolean) => {
+    try {
+      if (accept) await client.acceptMyInvitation(id)
+      else await client.declineMyInvitation(id)
+    } catch (e) {
+      onError(errorMessage(e))
+    }
+    onAnswered()
+  }
+  return (
+    <section className="card" aria-labelledby="invitations-h">
+      <h2 id="invitations-h">Invitations</h2>
+      <ul className="sessions" aria-label="Invitations">
+        {invitations.map((i) => (
+          <li key={i.id} className="session-row" data-my-invitation-id={i.id} data-invited-session-id={i.session_id}>
+            <div className="grow">
+              <span className="session-title">{i.session_title}</span>
+              <div className="muted small-text">
+                as {i.role}
+                {i.invited_by ? ` · from ${i.invited_by}` : ''} · {dateTime(i.created_at)}
+              </div>
+            </div>
+            <div className="row">
+              <button type="button" className="primary small" onClick={() => void answer(i.id, true)} aria-label={`Accept the invitation to ${i.session_title}`}>
+                Accept
+              </button>
+              <button type="button" className="small" onClick={() => void answer(i.id, false)} aria-label={`Decline the invitation to ${i.session_title}`}>
+                Decline
+              </button>
+            </div>
+          </li>
+        ))}
+      </ul>
+    </section>
+  )
+}
+
 export function Dashboard({ account, onLogout }: { account: Account; onLogout: () => void }) {
   const [sessions, setSessions] = useState<SessionView[] | null>(null)
+  const [invitations, setInvitations] = useState<InvitationToMe[]>([])
   const [title, setTitle] = useState('')
   const [error, setError] = useState<string | null>(null)
   const [usage, setUsage] = useState<UsageEntry[] | null>(null)
@@ -102,11 +144,22 @@ export function Dashboard({ account, onLogout }: { account: Account; onLogout: (
 
   const load = useCallback(async () => {
     try {
-      setSessions(await api<SessionView[]>('GET', '/sessions'))
+      const [list, mine] = await Promise.all([api<SessionView[]>('GET', '/sessions'), client.myInvitations()])
+      setSessions(list)
+      setInvitations(mine)
     } catch (e) {
       setError(errorMessage(e))
     }
   }, [])
+
+  // Sessions shared with you and invitations addressed to you appear without a reload: there is no account-wide live channel
+  // (the live socket is per session), so the list is polled every few seconds.
+  useEffect(() => {
+    const every = window.setInterval(() => {
+      if (document.visibilityState === 'visible') void load()
+    }, 4000)
+    return () => window.clearInterval(every)
+  }, [load])
 
   useEffect(() => {
     void load()
@@ -150,6 +203,7 @@ export function Dashboard({ account, onLogout }: { account: Account; onLogout: (
       </header>
       <div className="dash">
         <div className="dash-main">
+          <InvitationsCard invitations={invitations} onAnswered={load} onError={setError} />
           <section className="card" aria-labelledby="sessions-h">
             <h1 id="sessions-h">Your sessions</h1>
             <form

@@ -4,7 +4,7 @@
 import { useCallback, useEffect, useMemo, useState } from 'react'
 import { ReactFlowProvider } from '@xyflow/react'
 import { api, ApiError, errorMessage, type Account, type SessionView } from '../lib/api'
-import { nodesOf, readGraph, setParam, type GraphState } from '../lib/graph'
+import { LOCAL_ORIGIN, nodesOf, readGraph, setParam, undoManagerOf, type GraphState } from '../lib/graph'
 import { loadNodeTypes, type NodeTypesResult } from '../lib/nodeTypes'
 import { navigate } from '../lib/router'
 import { Graph } from '../studio/Graph'
@@ -16,6 +16,7 @@ import { Palette } from '../studio/Palette'
 import { Presence } from '../studio/Presence'
 import { RuntimePanel } from '../studio/RuntimePanel'
 import { ShareDialog } from '../studio/ShareDialog'
+import { HistoryPanel } from '../studio/HistoryPanel'
 import { useStudioEvents } from '../studio/useEvents'
 import { useLiveDoc } from '../studio/useLiveDoc'
 
@@ -32,6 +33,8 @@ export interface StudioProps {
 interface JobRecord {
   id: string
   status: string
+  /** The version of the document the job ran. */
+  version_id?: string | null
   outputs?: string[]
   plan?: { node_id: string; model: string; params?: Record<string, unknown>; seed: number; cached?: boolean }[]
   /** Set for the variations of a batch run: the batch and this variation's place in it. */
@@ -57,6 +60,8 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
   const [graph, setGraph] = useState<GraphState>(EMPTY)
   const [selectedId, setSelectedId] = useState<string | null>(null)
   const [shareOpen, setShareOpen] = useState(false)
+  // The history panel, open (with the version to preview, if any) or closed (undefined).
+  const [historyFocus, setHistoryFocus] = useState<string | null | undefined>(undefined)
   const [graphError, setGraphError] = useState<GraphErrorTarget | null>(null)
 
   useEffect(() => {
@@ -203,6 +208,22 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [sessionId, token, finishedCount])
 
+  // Undo and redo of this person's own edits (the keys are handled by the graph).
+  const [undoable, setUndoable] = useState({ undo: false, redo: false })
+  useEffect(() => {
+    const um = undoManagerOf(live.doc)
+    const update = () => setUndoable({ undo: um.undoStack.length > 0, redo: um.redoStack.length > 0 })
+    um.on('stack-item-added', update)
+    um.on('stack-item-popped', update)
+    um.on('stack-cleared', update)
+    update()
+    return () => {
+      um.off('stack-item-added', update)
+      um.off('stack-item-popped', update)
+      um.off('stack-cleared', update)
+    }
+  }, [live.doc])
+
   const restore = useCallback(
     (job: JobRecord) => {
       const nodes = nodesOf(live.doc)
@@ -212,7 +233,7 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
           for (const [k, v] of Object.entries(step.params ?? {})) if (v !== null && v !== undefined) setParam(live.doc, step.node_id, k, v)
           if (defs.get(step.model)?.stochastic) setParam(live.doc, step.node_id, 'seed', step.seed)
         }
-      })
+      }, LOCAL_ORIGIN)
     },
     [live.doc, defs],
   )
@@ -254,6 +275,7 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
             return `${step.node_id} (${step.model}): ${shown.join(', ') || 'no parameters'}`
           }),
           onRestore: readOnly ? undefined : () => restore(job),
+          onOpenGraph: job.version_id && !shareLink ? () => setHistoryFocus(job.version_id) : undefined,
         }
         if (!job.batch) {
           single(item)
@@ -347,6 +369,21 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
           )}
           <Presence participants={ended ? [] : live.participants} />
           <div className="bar-actions">
+            {!readOnly && (
+              <>
+                <button type="button" className="subtle" disabled={!undoable.undo} onClick={() => undoManagerOf(live.doc).undo()} aria-label="Undo my last change" title="Undo (Ctrl/Cmd+Z)">
+                  Undo
+                </button>
+                <button type="button" className="subtle" disabled={!undoable.redo} onClick={() => undoManagerOf(live.doc).redo()} aria-label="Redo" title="Redo (Shift+Ctrl/Cmd+Z)">
+                  Redo
+                </button>
+              </>
+            )}
+            {!shareLink && account && (
+              <button type="button" onClick={() => setHistoryFocus(null)}>
+                History
+              </button>
+            )}
             {canManage && (
               <button type="button" onClick={() => setShareOpen(true)}>
                 Share
@@ -431,6 +468,9 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
             <Outputs groups={outputGroups} token={token} />
           </aside>
         </div>
+        {historyFocus !== undefined && (
+          <HistoryPanel sessionId={sessionId} doc={live.doc} canEdit={!readOnly} focus={historyFocus} onClose={() => setHistoryFocus(undefined)} />
+        )}
         {shareOpen && <ShareDialog sessionId={sessionId} role={role} onClose={() => setShareOpen(false)} />}
       </div>
     </ReactFlowProvider>

@@ -1,5 +1,10 @@
 // The node graph, bound to the Y.Doc: React Flow shows it, and every edit (move, connect,
 // delete) is written to the document, which is what the other participants receive.
+// Keyboard (outside text fields): Ctrl/Cmd+Z undo and Shift+Ctrl/Cmd+Z (or Ctrl+Y) redo of this
+// person's own edits, Delete/Backspace removes the selection, Ctrl/Cmd+C/V copies and pastes the
+// selected nodes with the edges among them and their params, Ctrl/Cmd+A selects every node,
+// Escape clears the selection. React Flow's own delete key is off so that a deletion of nodes
+// and edges is one undo step.
 import { useCallback, useEffect, useMemo, useRef, useState } from 'react'
 import {
   Background,
@@ -16,13 +21,24 @@ import {
   type NodeChange,
 } from '@xyflow/react'
 import type * as Y from 'yjs'
-import { connect, deleteEdges, deleteNodes, moveNode, type GraphState } from '../lib/graph'
+import { beginDrag, connect, copyFragment, deleteEdges, deleteNodes, deleteSelection, endDrag, moveNode, pasteFragment, undoManagerOf, type Fragment, type GraphState } from '../lib/graph'
 import type { NodeTypeDef, PortDef } from '../lib/nodeTypes'
 import { compatible } from '../lib/portTypes'
 import { StudioNode, type StudioFlowNode } from './StudioNode'
 
 const nodeTypes = { studio: StudioNode }
 const DRAG_WRITE_MS = 60
+
+/** What Ctrl/Cmd+C copied (kept for the page's lifetime, so it pastes into another session too). */
+let clipboard: Fragment | null = null
+
+/** Keys typed into a field, or while a dialog is open, are not graph commands. */
+function typingElsewhere(e: KeyboardEvent): boolean {
+  const t = e.target as HTMLElement | null
+  if (document.querySelector('dialog[open]')) return true
+  if (!t) return false
+  return t.isContentEditable || ['INPUT', 'TEXTAREA', 'SELECT'].includes(t.tagName)
+}
 
 export interface GraphProps {
   doc: Y.Doc
@@ -54,6 +70,8 @@ export function portsOf(nodeId: string, type: string, defs: Map<string, NodeType
 export function Graph({ doc, graph, defs, readOnly, selectedId, onSelect, remote, progress, token, graphError }: GraphProps) {
   const [nodes, setNodes] = useState<StudioFlowNode[]>([])
   const [selectedEdges, setSelectedEdges] = useState<Set<string>>(new Set())
+  // Nodes selected besides the inspected one (Ctrl/Cmd+A, a paste).
+  const [picked, setPicked] = useState<Set<string>>(new Set())
   const dragging = useRef<Set<string>>(new Set())
   const selectedRef = useRef(selectedId)
   selectedRef.current = selectedId
@@ -72,7 +90,7 @@ export function Graph({ doc, graph, defs, readOnly, selectedId, onSelect, remote
           type: 'studio' as const,
           position: before && dragging.current.has(g.id) ? before.position : { x: g.x, y: g.y },
           measured: before?.measured,
-          selected: g.id === selectedId,
+          selected: g.id === selectedId || picked.has(g.id),
           draggable: !readOnly,
           connectable: !readOnly,
           deletable: !readOnly,
@@ -93,7 +111,7 @@ export function Graph({ doc, graph, defs, readOnly, selectedId, onSelect, remote
         }
       })
     })
-  }, [graph, defs, readOnly, selectedId, remote, progress, token, graphError])
+  }, [graph, defs, readOnly, selectedId, picked, remote, progress, token, graphError])
 
   const edges: Edge[] = useMemo(
     () =>
@@ -120,8 +138,11 @@ export function Graph({ doc, graph, defs, readOnly, selectedId, onSelect, remote
       // Selection is ours (it is also announced to the others): React Flow only proposes it,
       // on a click, Enter on a focused node, or a click on the empty pane.
       let picked: string | null | undefined
+      let clearPicked = false
       for (const c of changes) {
         if (c.type === 'select') {
+          // A click picks one node (or none, on the pane): a multiple selection ends.
+          clearPicked = true
           if (c.selected) picked = c.id
           else if (c.id === selectedRef.current && picked === undefined) picked = null
           continue
@@ -150,10 +171,15 @@ export function Graph({ doc, graph, defs, readOnly, selectedId, onSelect, remote
       }
       if (local.length) setNodes((nds) => applyNodeChanges(local, nds))
       if (removed.length) deleteNodes(doc, removed)
+      if (clearPicked) setPicked((p) => (p.size ? new Set() : p))
       if (picked !== undefined && picked !== selectedRef.current) onSelect(picked)
     },
     [doc, readOnly, onSelect],
   )
+
+  const onNodeDragStart = useCallback(() => {
+    if (!readOnly) beginDrag(doc)
+  }, [doc, readOnly])
 
   const onNodeDragStop = useCallback(
     (_: unknown, _node: StudioFlowNode, dragged: StudioFlowNode[]) => {
@@ -162,9 +188,64 @@ export function Graph({ doc, graph, defs, readOnly, selectedId, onSelect, remote
         dragging.current.delete(n.id)
         moveNode(doc, n.id, n.position.x, n.position.y)
       }
+      // The whole drag is one undo step.
+      endDrag(doc)
     },
     [doc, readOnly],
   )
+
+  // The keyboard habits of node editors (see the top of this file).
+  const keyState = useRef({ graph, selectedId, picked, selectedEdges, readOnly })
+  keyState.current = { graph, selectedId, picked, selectedEdges, readOnly }
+  useEffect(() => {
+    const onKey = (e: KeyboardEvent) => {
+      if (typingElsewhere(e)) return
+      const k = keyState.current
+      const mod = e.ctrlKey || e.metaKey
+      const key = e.key.toLowerCase()
+      const selection = new Set(k.picked)
+      if (k.selectedId) selection.add(k.selectedId)
+      if (mod && key === 'z' && !k.readOnly) {
+        e.preventDefault()
+        const um = undoManagerOf(doc)
+        if (e.shiftKey) um.redo()
+        else um.undo()
+      } else if (mod && key === 'y' && !k.readOnly) {
+        e.preventDefault()
+        undoManagerOf(doc).redo()
+      } else if (mod && key === 'a') {
+        e.preventDefault()
+        setPicked(new Set(k.graph.nodes.map((n) => n.id)))
+      } else if (mod && key === 'c') {
+        if (selection.size === 0) return
+        e.preventDefault()
+        clipboard = copyFragment(k.graph, selection)
+      } else if (mod && key === 'v' && !k.readOnly) {
+        if (!clipboard || clipboard.nodes.length === 0) return
+        e.preventDefault()
+        const pasted = pasteFragment(doc, clipboard)
+        // A second paste lands beside the first, not on it.
+        clipboard = { ...clipboard, nodes: clipboard.nodes.map((n) => ({ ...n, x: n.x + 40, y: n.y + 40 })) }
+        onSelect(null)
+        setPicked(new Set(pasted))
+        setSelectedEdges(new Set())
+      } else if ((e.key === 'Delete' || e.key === 'Backspace') && !mod && !k.readOnly) {
+        if (selection.size === 0 && k.selectedEdges.size === 0) return
+        e.preventDefault()
+        deleteSelection(doc, [...selection], [...k.selectedEdges])
+        onSelect(null)
+        setPicked(new Set())
+        setSelectedEdges(new Set())
+      } else if (e.key === 'Escape') {
+        if (selection.size === 0 && k.selectedEdges.size === 0) return
+        onSelect(null)
+        setPicked(new Set())
+        setSelectedEdges(new Set())
+      }
+    }
+    window.addEventListener('keydown', onKey)
+    return () => window.removeEventListener('keydown', onKey)
+  }, [doc, onSelect])
 
   const onEdgesChange = useCallback(
     (changes: EdgeChange[]) => {
@@ -212,6 +293,7 @@ export function Graph({ doc, graph, defs, readOnly, selectedId, onSelect, remote
       onNodesChange={onNodesChange}
       onEdgesChange={onEdgesChange}
       onConnect={onConnect}
+      onNodeDragStart={onNodeDragStart}
       onNodeDragStop={onNodeDragStop}
       isValidConnection={isValidConnection}
       nodesDraggable={!readOnly}
@@ -219,7 +301,7 @@ export function Graph({ doc, graph, defs, readOnly, selectedId, onSelect, remote
       elementsSelectable
       nodesFocusable
       edgesFocusable
-      deleteKeyCode={readOnly ? null : ['Delete', 'Backspace']}
+      deleteKeyCode={null}
       multiSelectionKeyCode={null}
       selectionKeyCode={null}
       fitView

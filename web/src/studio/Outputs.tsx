@@ -12,6 +12,8 @@ export interface OutputItem {
   values?: string[]
   /** Puts the values (parameters, seeds) that produced it back into the graph. */
   onRestore?: () => void
+  /** Opens the version of the graph that made it in the history panel. */
+  onOpenGraph?: () => void
   /** Copies only the seeds of its random nodes back into the graph (batch variations). */
   useSeed?: { label: string; seeds: string; apply: () => void }
 }
@@ -24,7 +26,7 @@ export interface OutputGroup {
   items: OutputItem[]
 }
 
-function MediaItem({ id, token, caption, detail, values, onRestore, useSeed }: { id: string; token: string | null } & Omit<OutputItem, 'id'>) {
+function MediaItem({ id, token, caption, detail, values, onRestore, onOpenGraph, useSeed }: { id: string; token: string | null } & Omit<OutputItem, 'id'>) {
   const { media, error } = useMedia(id, token)
   const name = `${caption.replace(/[^a-z0-9_-]+/gi, '_')}-${shortId(id)}.${media ? extensionFor(media.type) : 'bin'}`
   return (
@@ -65,6 +67,11 @@ function MediaItem({ id, token, caption, detail, values, onRestore, useSeed }: {
             Restore values
           </button>
         )}
+        {onOpenGraph && (
+          <button type="button" onClick={onOpenGraph} aria-label={`Open the graph that made output ${shortId(id)}`}>
+            Open this graph
+          </button>
+        )}
         {media && (
           <a href={media.url} download={name} aria-label={`Download output ${shortId(id)} of ${caption}`}>
             Download
@@ -76,7 +83,7 @@ function MediaItem({ id, token, caption, detail, values, onRestore, useSeed }: {
 }
 
 function Item({ it, token }: { it: OutputItem; token: string | null }) {
-  return <MediaItem id={it.id} token={token} caption={it.caption} detail={it.detail} values={it.values} onRestore={it.onRestore} useSeed={it.useSeed} />
+  return <MediaItem id={it.id} token={token} caption={it.caption} detail={it.detail} values={it.values} onRestore={it.onRestore} onOpenGraph={it.onOpenGraph} useSeed={it.useSeed} />
 }
 
 export function Outputs({ groups, token }: { groups: OutputGroup[]; token: string | null }) {

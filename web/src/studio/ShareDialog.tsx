@@ -1,6 +1,7 @@
-// Sharing: viewer links (create, copy, list, revoke) and members.
+// Sharing: viewer links (create, copy, list, revoke), invitation links and pending email
+// invitations (owners), and members (role changes and removal, with a confirmation).
 import { useCallback, useEffect, useRef, useState } from 'react'
-import { api, errorMessage, type CreatedShareLink, type Member, type Role, type ShareLink } from '../lib/api'
+import { api, client, errorMessage, type CreatedInvitation, type CreatedShareLink, type Invitation, type Member, type Role, type ShareLink } from '../lib/api'
 import { dateTime, shortId } from '../lib/format'
 
 const EXPIRY: { label: string; seconds: number | null }[] = [
@@ -33,7 +34,7 @@ async function copyText(text: string, input: HTMLInputElement | null): Promise<b
 }
 
 /** The server's URL for the link; this page's own origin when the server has no usable public URL. */
-function usableUrl(link: CreatedShareLink): string {
+function usableUrl(link: { url: string }): string {
   try {
     const u = new URL(link.url)
     if (u.port === '0' || u.hostname === '0.0.0.0' || u.hostname === '[::]') {
@@ -51,6 +52,13 @@ function linkState(l: ShareLink): string {
   return 'active'
 }
 
+function invitationState(i: Invitation): string {
+  if (i.revoked_at) return 'revoked'
+  if (i.expires_at && i.expires_at <= Date.now()) return 'expired'
+  if (i.max_uses !== null && i.uses >= i.max_uses) return i.kind === 'email' ? 'joined' : 'used up'
+  return i.kind === 'email' ? 'pending' : 'active'
+}
+
 export function ShareDialog({ sessionId, role, onClose }: { sessionId: string; role: Role; onClose: () => void }) {
   const dialogRef = useRef<HTMLDialogElement>(null)
   const urlRef = useRef<HTMLInputElement>(null)
@@ -63,6 +71,14 @@ export function ShareDialog({ sessionId, role, onClose }: { sessionId: string; r
   const [email, setEmail] = useState('')
   const [memberRole, setMemberRole] = useState<Role>('editor')
   const [busy, setBusy] = useState(false)
+  const [invitations, setInvitations] = useState<Invitation[] | null>(null)
+  const [inviteRole, setInviteRole] = useState<Role>('editor')
+  const [inviteExpiry, setInviteExpiry] = useState(2)
+  const [singleUse, setSingleUse] = useState(true)
+  const [createdInvite, setCreatedInvite] = useState<CreatedInvitation | null>(null)
+  const [notice, setNotice] = useState<string | null>(null)
+  const [confirmRemove, setConfirmRemove] = useState<string | null>(null)
+  const inviteUrlRef = useRef<HTMLInputElement>(null)
 
   const load = useCallback(async () => {
     try {
@@ -75,7 +91,14 @@ export function ShareDialog({ sessionId, role, onClose }: { sessionId: string; r
     } catch {
       setMembers(null)
     }
-  }, [sessionId])
+    if (role === 'owner') {
+      try {
+        setInvitations(await client.invitations(sessionId))
+      } catch {
+        setInvitations(null)
+      }
+    }
+  }, [sessionId, role])
 
   useEffect(() => {
     const d = dialogRef.current
@@ -111,10 +134,44 @@ export function ShareDialog({ sessionId, role, onClose }: { sessionId: string; r
       setError(errorMessage(e))
     }
   }
-  const addMember = async () => {
+  const createInvite = async () => {
     setError(null)
     try {
-      await api('POST', `/sessions/${sessionId}/members`, { email: email.trim(), role: memberRole })
+      const seconds = EXPIRY[inviteExpiry].seconds
+      const inv = await client.createInvitation(sessionId, inviteRole, { expiresInS: seconds ?? undefined, maxUses: singleUse ? 1 : undefined })
+      setCreatedInvite({ ...inv, url: usableUrl(inv) })
+      await load()
+      setTimeout(() => inviteUrlRef.current?.select(), 0)
+    } catch (e) {
+      setError(errorMessage(e))
+    }
+  }
+  const revokeInvite = async (id: string) => {
+    setError(null)
+    try {
+      await client.revokeInvitation(sessionId, id)
+      if (createdInvite?.id === id) setCreatedInvite(null)
+      await load()
+    } catch (e) {
+      setError(errorMessage(e))
+    }
+  }
+  const changeRole = async (m: Member, newRole: Role) => {
+    setError(null)
+    try {
+      await client.changeMemberRole(sessionId, m.account_id, newRole)
+      await load()
+    } catch (e) {
+      setError(errorMessage(e))
+    }
+  }
+  const addMember = async () => {
+    setError(null)
+    setNotice(null)
+    try {
+      const added = await client.addMember(sessionId, email.trim(), memberRole)
+      // The server answers the same whether or not the address has an account.
+      setNotice(`${added.email} is invited as ${added.role}: with an account, they accept it from their dashboard; otherwise they join when they sign up with that address. No email is sent — tell them yourself.`)
       setEmail('')
       await load()
     } catch (e) {
@@ -125,6 +182,7 @@ export function ShareDialog({ sessionId, role, onClose }: { sessionId: string; r
     setError(null)
     try {
       await api('DELETE', `/sessions/${sessionId}/members/${m.account_id}`)
+      setConfirmRemove(null)
       await load()
     } catch (e) {
       setError(errorMessage(e))
@@ -215,14 +273,36 @@ export function ShareDialog({ sessionId, role, onClose }: { sessionId: string; r
           <h3 id="members-h">Members</h3>
           <ul className="link-list">
             {members.map((m) => (
-              <li key={m.account_id}>
+              <li key={m.account_id} data-member-email={m.email}>
                 <span>
-                  {m.name} <span className="muted">{m.email}</span> · {m.role}
+                  {m.name} <span className="muted">{m.email}</span>
+                  {!(role === 'owner' && m.role !== 'owner') && <> · {m.role}</>}
                 </span>
                 {role === 'owner' && m.role !== 'owner' && (
-                  <button type="button" className="small" onClick={() => removeMember(m)} aria-label={`Remove ${m.name}`}>
-                    Remove
-                  </button>
+                  <span className="row">
+                    <label htmlFor={`role-${m.account_id}`} className="sr-only">
+                      Role of {m.name}
+                    </label>
+                    <select id={`role-${m.account_id}`} value={m.role} onChange={(e) => void changeRole(m, e.target.value as Role)}>
+                      <option value="editor">editor</option>
+                      <option value="viewer">viewer</option>
+                      <option value="owner">owner</option>
+                    </select>
+                    {confirmRemove === m.account_id ? (
+                      <>
+                        <button type="button" className="small danger" onClick={() => removeMember(m)} aria-label={`Confirm removing ${m.name}`}>
+                          Remove for good
+                        </button>
+                        <button type="button" className="small" onClick={() => setConfirmRemove(null)}>
+                          Keep
+                        </button>
+                      </>
+                    ) : (
+                      <button type="button" className="small" onClick={() => setConfirmRemove(m.account_id)} aria-label={`Remove ${m.name}`}>
+                        Remove
+                      </button>
+                    )}
+                  </span>
                 )}
               </li>
             ))}
@@ -245,6 +325,76 @@ export function ShareDialog({ sessionId, role, onClose }: { sessionId: string; r
               </select>
               <button type="submit">Add member</button>
             </form>
+          )}
+          {notice && (
+            <p className="muted" role="status">
+              {notice}
+            </p>
+          )}
+        </section>
+      )}
+      {role === 'owner' && (
+        <section aria-labelledby="invites-h">
+          <h3 id="invites-h">Invitation links</h3>
+          <p className="muted">Whoever opens an invitation link and signs in (or signs up) becomes a member with its role.</p>
+          <form
+            className="row wrap"
+            onSubmit={(e) => {
+              e.preventDefault()
+              void createInvite()
+            }}
+          >
+            <label htmlFor="invite-role">Role</label>
+            <select id="invite-role" value={inviteRole} onChange={(e) => setInviteRole(e.target.value as Role)}>
+              <option value="editor">editor</option>
+              <option value="viewer">viewer</option>
+            </select>
+            <label htmlFor="invite-expiry">Expires</label>
+            <select id="invite-expiry" value={inviteExpiry} onChange={(e) => setInviteExpiry(Number(e.target.value))}>
+              {EXPIRY.map((x, i) => (
+                <option key={x.label} value={i}>
+                  {x.label}
+                </option>
+              ))}
+            </select>
+            <label>
+              <input type="checkbox" checked={singleUse} onChange={(e) => setSingleUse(e.target.checked)} /> single use
+            </label>
+            <button type="submit">Create invitation link</button>
+          </form>
+          {createdInvite && (
+            <div className="created-link">
+              <label htmlFor="created-invite-url">New invitation link (shown once — copy it now)</label>
+              <div className="row">
+                <input id="created-invite-url" ref={inviteUrlRef} type="text" readOnly value={createdInvite.url} onFocus={(e) => e.target.select()} />
+                <button
+                  type="button"
+                  onClick={async () => setCopied((await copyText(createdInvite.url, inviteUrlRef.current)) ? 'Copied to the clipboard.' : 'Select the link and copy it (Ctrl+C).')}
+                >
+                  Copy
+                </button>
+              </div>
+            </div>
+          )}
+          {invitations && invitations.length > 0 && (
+            <ul className="link-list" aria-label="Invitations">
+              {invitations.map((i) => {
+                const st = invitationState(i)
+                return (
+                  <li key={i.id} data-invitation-id={i.id} data-state={st}>
+                    <span>
+                      {i.kind === 'email' ? i.email : <span className="mono">link {shortId(i.id)}</span>} · {i.role} · {i.max_uses === null ? `${i.uses} uses` : `${i.uses}/${i.max_uses} used`} ·{' '}
+                      {i.expires_at ? `expires ${dateTime(i.expires_at)}` : 'no expiry'} · <strong>{st}</strong>
+                    </span>
+                    {(st === 'active' || st === 'pending') && (
+                      <button type="button" className="small danger" onClick={() => revokeInvite(i.id)} aria-label={`Revoke invitation ${shortId(i.id)}`}>
+                        Revoke
+                      </button>
+                    )}
+                  </li>
+                )
+              })}
+            </ul>
           )}
         </section>
       )}

@@ -1,0 +1,280 @@
+//! Invitation links: a link with a role (`editor` or `viewer`), an expiry and a number of uses,
+//! that a signed-in person accepts to become a member. Owners create, list and revoke them (they
+//! make members, which only owners do). Pending invitations by email are made by adding a
+//! member by address (`POST /sessions/{id}/members`), whether or not the address has an
+//! account; they are listed and revoked here too. The invited person sees them under
+//! `/me/invitations` and accepts or declines them there (or, without an account yet, joins at
+//! signup).
+
+use actix_web::{delete, get, post, web, HttpResponse};
+use atelier_protocol::ids::{InvitationId, SessionId};
+use atelier_protocol::Role;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::{tokens, AccountAuth, Auth};
+use crate::authz::{authorize, Action};
+use crate::db::invitations::{Invitation, InvitationToMe, NewInvitation};
+use crate::db::now_ms;
+use crate::error::{Error, Result};
+use crate::state::AppState;
+
+/// Longest expiry an invitation may be given: one year.
+pub const MAX_EXPIRES_IN_S: i64 = 365 * 24 * 3600;
+/// Most uses a limited invitation may be given.
+pub const MAX_USES: i64 = 10_000;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInvitation {
+    /// `editor` or `viewer`.
+    pub role: Role,
+    /// Seconds until the link stops working; none = until revoked.
+    pub expires_in_s: Option<i64>,
+    /// How many people may accept it (1 = single-use); none = any number until it expires or
+    /// is revoked.
+    pub max_uses: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedInvitation {
+    #[serde(flatten)]
+    pub invitation: Invitation,
+    /// Shown once; only its hash is stored.
+    pub token: String,
+    /// The studio page that accepts it.
+    pub url: String,
+}
+
+/// What a person holding an invitation link may see before accepting it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvitationPreview {
+    pub session_id: SessionId,
+    pub session_title: String,
+    pub role: Role,
+    pub expires_at: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AcceptedInvitation {
+    pub session_id: SessionId,
+    /// The caller's role in the session now (an existing stronger role is kept).
+    pub role: Role,
+}
+
+/// Create an invitation link (owners).
+#[utoipa::path(security(("api_key" = ["sessions:write"])), tag = "invitations", params(("id" = SessionId, Path,)), request_body = CreateInvitation,
+    responses((status = 201, body = CreatedInvitation), (status = 400), (status = 403), (status = 404)))]
+#[post("/sessions/{id}/invitations")]
+pub async fn create(
+    state: web::Data<AppState>,
+    auth: Auth,
+    id: web::Path<SessionId>,
+    body: web::Json<CreateInvitation>,
+) -> Result<HttpResponse> {
+    let (session, _) = authorize(&state, &auth.principal, *id, Action::ManageMembers).await?;
+    let creator = auth
+        .principal
+        .account_id()
+        .ok_or_else(|| Error::forbidden("share links cannot invite"))?;
+    if !matches!(body.role, Role::Editor | Role::Viewer) {
+        return Err(Error::invalid(
+            "invitation links can have the editor or viewer role",
+        ));
+    }
+    let expires_at = match body.expires_in_s {
+        None => None,
+        Some(s) if (1..=MAX_EXPIRES_IN_S).contains(&s) => Some(now_ms() + s * 1000),
+        Some(_) => {
+            return Err(Error::invalid(format!(
+                "expires_in_s must be between 1 and {MAX_EXPIRES_IN_S}"
+            )))
+        }
+    };
+    if body.max_uses.is_some_and(|n| !(1..=MAX_USES).contains(&n)) {
+        return Err(Error::invalid(format!(
+            "max_uses must be between 1 and {MAX_USES}"
+        )));
+    }
+    let token = tokens::generate(tokens::INVITATION_PREFIX);
+    let invitation = state
+        .db
+        .create_invitation(
+            session.id,
+            creator,
+            body.role,
+            NewInvitation::Link {
+                token_hash: &tokens::hash(&token),
+                max_uses: body.max_uses,
+            },
+            expires_at,
+        )
+        .await?;
+    let url = format!("{}/#/invite/{token}", state.config.public_url());
+    Ok(HttpResponse::Created().json(CreatedInvitation {
+        invitation,
+        token,
+        url,
+    }))
+}
+
+/// The session's invitations, links and pending emails, including revoked, expired and used ones
+/// (owners).
+#[utoipa::path(security(("api_key" = ["sessions:read"])), tag = "invitations", params(("id" = SessionId, Path,)),
+    responses((status = 200, body = Vec<Invitation>), (status = 403), (status = 404)))]
+#[get("/sessions/{id}/invitations")]
+pub async fn list(
+    state: web::Data<AppState>,
+    auth: Auth,
+    id: web::Path<SessionId>,
+) -> Result<web::Json<Vec<Invitation>>> {
+    let (session, _) = authorize(&state, &auth.principal, *id, Action::ManageMembers).await?;
+    Ok(web::Json(state.db.invitations(session.id).await?))
+}
+
+/// Revoke an invitation: its link stops working, a pending email invitation is dropped (owners).
+#[utoipa::path(security(("api_key" = ["sessions:write"])), tag = "invitations", params(("id" = SessionId, Path,), ("invitation_id" = InvitationId, Path,)),
+    responses((status = 204), (status = 403), (status = 404)))]
+#[delete("/sessions/{id}/invitations/{invitation_id}")]
+pub async fn revoke(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<(SessionId, InvitationId)>,
+) -> Result<HttpResponse> {
+    let (session_id, invitation_id) = path.into_inner();
+    let (session, _) =
+        authorize(&state, &auth.principal, session_id, Action::ManageMembers).await?;
+    if !state
+        .db
+        .revoke_invitation(session.id, invitation_id)
+        .await?
+    {
+        return Err(Error::NotFound("invitation"));
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The invitation a token names, usable now; 404 when there is none, 410 with the reason when
+/// it was revoked, has expired or is used up.
+async fn usable(state: &AppState, token: &str) -> Result<Invitation> {
+    let invitation = state
+        .db
+        .invitation_by_token(&tokens::hash(token))
+        .await?
+        .ok_or_else(|| {
+            Error::Missing("no invitation has this link; check that it was copied whole".into())
+        })?;
+    match invitation.spent(now_ms()) {
+        Some(why) => Err(Error::Gone(why.explain().into())),
+        None => Ok(invitation),
+    }
+}
+
+/// What an invitation link offers (any signed-in account holding it).
+#[utoipa::path(tag = "invitations", params(("token" = String, Path,)),
+    responses((status = 200, body = InvitationPreview), (status = 401), (status = 404), (status = 410)))]
+#[get("/invitations/{token}")]
+pub async fn preview(
+    state: web::Data<AppState>,
+    _auth: AccountAuth,
+    token: web::Path<String>,
+) -> Result<web::Json<InvitationPreview>> {
+    let invitation = usable(&state, &token).await?;
+    let session = state
+        .db
+        .session(invitation.session_id)
+        .await?
+        .ok_or(Error::NotFound("session"))?;
+    Ok(web::Json(InvitationPreview {
+        session_id: session.id,
+        session_title: session.title,
+        role: invitation.role,
+        expires_at: invitation.expires_at,
+    }))
+}
+
+/// Accept an invitation link: the signed-in caller becomes a member with its role (a stronger
+/// role they already have is kept).
+#[utoipa::path(tag = "invitations", params(("token" = String, Path,)),
+    responses((status = 200, body = AcceptedInvitation), (status = 401), (status = 404), (status = 410)))]
+#[post("/invitations/{token}/accept")]
+pub async fn accept(
+    state: web::Data<AppState>,
+    auth: AccountAuth,
+    token: web::Path<String>,
+) -> Result<web::Json<AcceptedInvitation>> {
+    let invitation = usable(&state, &token).await?;
+    let role = state
+        .db
+        .accept_invitation(&invitation, auth.account.id)
+        .await?
+        .map_err(|why| Error::Gone(why.explain().into()))?;
+    // Sockets the account already has open (as a viewer) follow an upgrade at once.
+    state
+        .live
+        .set_role(invitation.session_id, auth.account.id, Some(role))
+        .await;
+    tracing::info!(session = %invitation.session_id, account = %auth.account.id, %role, "invitation accepted");
+    Ok(web::Json(AcceptedInvitation {
+        session_id: invitation.session_id,
+        role,
+    }))
+}
+
+/// The pending email invitations addressed to the caller's email (signed-in accounts).
+#[utoipa::path(tag = "invitations",
+    responses((status = 200, body = Vec<InvitationToMe>), (status = 401), (status = 403)))]
+#[get("/me/invitations")]
+pub async fn mine(
+    state: web::Data<AppState>,
+    auth: AccountAuth,
+) -> Result<web::Json<Vec<InvitationToMe>>> {
+    Ok(web::Json(
+        state.db.invitations_to(&auth.account.email).await?,
+    ))
+}
+
+/// Accept a pending email invitation addressed to the caller's email: the caller becomes a
+/// member with its role (a stronger role they already have is kept). 404 when no pending
+/// invitation with this id is addressed to the caller.
+#[utoipa::path(tag = "invitations", params(("id" = InvitationId, Path,)),
+    responses((status = 200, body = AcceptedInvitation), (status = 401), (status = 403), (status = 404)))]
+#[post("/me/invitations/{id}/accept")]
+pub async fn accept_mine(
+    state: web::Data<AppState>,
+    auth: AccountAuth,
+    id: web::Path<InvitationId>,
+) -> Result<web::Json<AcceptedInvitation>> {
+    let (session_id, role) = state
+        .db
+        .accept_email_invitation(*id, &auth.account.email, auth.account.id)
+        .await?
+        .ok_or(Error::NotFound("invitation"))?;
+    // Sockets the account already has open (as a viewer) follow an upgrade at once.
+    state
+        .live
+        .set_role(session_id, auth.account.id, Some(role))
+        .await;
+    tracing::info!(session = %session_id, account = %auth.account.id, %role, "email invitation accepted");
+    Ok(web::Json(AcceptedInvitation { session_id, role }))
+}
+
+/// Decline a pending email invitation addressed to the caller's email; the owner sees it
+/// revoked. 404 when no pending invitation with this id is addressed to the caller.
+#[utoipa::path(tag = "invitations", params(("id" = InvitationId, Path,)),
+    responses((status = 204), (status = 401), (status = 403), (status = 404)))]
+#[post("/me/invitations/{id}/decline")]
+pub async fn decline_mine(
+    state: web::Data<AppState>,
+    auth: AccountAuth,
+    id: web::Path<InvitationId>,
+) -> Result<HttpResponse> {
+    if !state
+        .db
+        .decline_email_invitation(*id, &auth.account.email)
+        .await?
+    {
+        return Err(Error::NotFound("invitation"));
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
