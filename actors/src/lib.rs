@@ -48,6 +48,7 @@ pub mod jobs;
 pub mod lease;
 pub mod limits;
 pub mod memory_store;
+pub mod meter;
 pub mod outbound;
 pub mod registry;
 pub mod relay;
