@@ -35,6 +35,7 @@ use tokio::sync::{oneshot, watch};
 use super::cost::cost;
 use super::host::MeterHost;
 use super::ledger::{LeaseStatus, Ledger, LedgerError, MeteredLease, Settlement};
+use super::messages::{ExtendLease, JobActivity, LeaseSnapshot, MeterError, Snapshot, StopLease};
 use super::reason;
 use crate::events::EventSink;
 use crate::lease::worker::now_ms;
@@ -64,56 +65,6 @@ pub struct MeterPorts {
     pub host: Arc<dyn MeterHost>,
     pub events: Arc<dyn EventSink>,
     pub pool: Arc<dyn WorkerPool>,
-}
-
-/// Why a meter could not do what it was asked.
-#[derive(Debug, thiserror::Error)]
-pub enum MeterError {
-    /// An extension asked of a lease that is stopping.
-    #[error("the Pro runtime is stopping; start a new one")]
-    Stopping,
-    /// Settling failed; the meter tries again by itself.
-    #[error("the lease could not be settled yet ({0}); it will be retried")]
-    NotSettledYet(String),
-    /// What the ledger said.
-    #[error(transparent)]
-    Ledger(#[from] LedgerError),
-}
-
-/// Stops the lease; the reply carries the settlement.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StopLease {
-    pub reason: String,
-    pub reply: oneshot::Sender<Result<Settlement, MeterError>>,
-}
-
-/// The payer adds prepaid time: a further hold; the lease and its job go on. The reply is the
-/// lease as extended (402 when the credits are not there, 409 once it is stopping).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ExtendLease {
-    pub add_ms: i64,
-    pub max_prepaid_ms: i64,
-    pub reply: oneshot::Sender<Result<MeteredLease, MeterError>>,
-}
-
-/// A job started, progressed or finished: the lease is not idle.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct JobActivity;
-
-/// The lease as the meter sees it now.
-#[derive(Message)]
-#[rtype(result = "LeaseSnapshot")]
-pub struct Snapshot;
-
-#[derive(Debug, Clone)]
-pub struct LeaseSnapshot {
-    pub lease: MeteredLease,
-    pub status: LeaseStatus,
-    pub used_ms: i64,
-    pub charged: i64,
 }
 
 #[derive(Message)]

@@ -1,6 +1,7 @@
-//! Metering of Pro runtime leases: [`BillingMeterActor`] ([`actor`]), one per lease, owns the
-//! lease's billing state — it meters the time used, checkpoints and settles it, and tells the
-//! session — reaching the rest of the server only through ports:
+//! Metering of Pro runtime leases: [`BillingMeterActor`] ([`actor`]; what it is asked, in
+//! [`messages`]), one per lease, owns the lease's billing state — it meters the time used,
+//! checkpoints and settles it, and tells the session — reaching the rest of the server only
+//! through ports:
 //! - [`ledger`] — the [`Ledger`] port (segments, checkpoints, extensions, settlements) and the
 //!   values it trades in ([`MeteredLease`], [`Settlement`], …); the server implements it on its
 //!   database.
@@ -15,11 +16,10 @@ pub mod actor;
 pub mod cost;
 pub mod host;
 pub mod ledger;
+pub mod messages;
 pub mod reason;
 
-pub use actor::{
-    BillingMeterActor, ExtendLease, JobActivity, LeaseSnapshot, MeterError, MeterPorts,
-    MeterSettings, Snapshot, StopLease,
-};
+pub use actor::{BillingMeterActor, MeterPorts, MeterSettings};
 pub use host::MeterHost;
 pub use ledger::{Checkpointed, LeaseStatus, Ledger, LedgerError, MeteredLease, Settlement};
+pub use messages::{ExtendLease, JobActivity, LeaseSnapshot, MeterError, Snapshot, StopLease};
