@@ -19,8 +19,10 @@
 //! - [`auth`]: passwords, tokens, API keys and their scopes, the request principal, CSRF and
 //!   rate limits.
 //! - [`authz`]: the one place that decides who may do what in a studio session.
-//! - [`billing`]: credits, Pro runtime leases (the billing meter actor; the worker lease actor
-//!   and its `WorkerPool` port are in `atelier_actors::lease`), payment webhooks.
+//! - [`billing`]: credits, Pro runtime leases, payment webhooks. The lease's actors are in
+//!   `atelier-actors` (the worker lease actor and its `WorkerPool` port in `lease`, the billing
+//!   meter actor and its `Ledger` and `MeterHost` ports in `meter`): billing is the meter's host,
+//!   the database (`db::leases`) its ledger.
 //! - [`jobs`]: the job system — graphs compiled into jobs, the queue, workers and their
 //!   sockets, the node cache; it is the `WorkerPool` leases take their workers from.
 //! - [`lifecycle`]: what must end when a session, account, login, share link or the server ends

@@ -29,11 +29,16 @@
 //! - [`lease`] — Pro runtime leases: the [`lease::WorkerPool`] port (where a lease gets its
 //!   worker; the server implements it over its worker hosts), [`lease::WorkerLeaseActor`] (owns
 //!   one lease's worker) and [`lease::InProcessWorkerPool`] (a fixed pool, for tests).
+//! - [`meter`] — [`meter::BillingMeterActor`] (one per lease: meters, checkpoints, stops and
+//!   settles it) and its ports: [`meter::Ledger`] (the server's database) and
+//!   [`meter::MeterHost`] (the billing service that started it); [`meter::cost`] turns time into
+//!   credits, [`meter::reason`] lists why a lease stops.
 //! - [`versions`] — the [`VersionRecorder`] port (automatic versions after a burst of edits).
 //! - [`limits`] — [`ConnectionLimits`], [`SessionLimits`]; [`telemetry`] — metric names.
 //!
 //! Tests (`src/tests/`) drive sessions with fake connections and [`MemoryDocStore`],
-//! connections over real WebSockets, and the lease's worker actor with fake pools. The `test-hooks` feature exposes
+//! connections over real WebSockets, the lease's worker actor with fake pools, and its meter with
+//! a fake ledger, host and event bus (`tests/meter_fakes.rs`). The `test-hooks` feature exposes
 //! `session::messages::InjectPanic` for supervision tests elsewhere (e.g. the server's).
 //!
 //! The flow of one edit: socket → `SocketReader` → `WebsocketContext` (WebSocket frames) →
@@ -49,6 +54,7 @@ pub mod jobs;
 pub mod lease;
 pub mod limits;
 pub mod memory_store;
+pub mod meter;
 pub mod outbound;
 pub mod registry;
 pub mod relay;

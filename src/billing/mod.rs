@@ -1,10 +1,14 @@
 //! Billing: credits, Pro runtime leases and their meters, payment webhooks.
 //!
 //! Layout:
-//! - [`prices`]: the price table (`--gpu-prices`) and the time → credits arithmetic.
-//! - The [`WorkerPool`] port, the in-process pool and `WorkerLeaseActor` (one per lease: owns
-//!   its worker assignment) are in `atelier_actors::lease`, re-exported here.
-//! - [`meter`]: `BillingMeterActor` (one per lease: meters, checkpoints, stops and settles).
+//! - [`prices`]: the price table (`--gpu-prices`); the time → credits arithmetic is the meter's,
+//!   re-exported there.
+//! - The actors are in `atelier-actors`: the [`WorkerPool`] port, the in-process pool and
+//!   `WorkerLeaseActor` (one per lease: owns its worker assignment) in `atelier_actors::lease`,
+//!   re-exported here; `BillingMeterActor` (one per lease: meters, checkpoints, stops and
+//!   settles) in `atelier_actors::meter`, with its stop [`reason`]s re-exported here. Billing
+//!   is its `MeterHost` (`host.rs`); the database is its `Ledger`
+//!   (`crate::db::leases`).
 //! - [`webhook`]: Stripe-style signature verification and the payment events understood;
 //!   `payments.rs` applies them (and the signup grant) to the ledger.
 //! - [`checkout`], [`packs`]: buying credits; [`statement`]: an account's statement.
@@ -24,7 +28,7 @@
 //! in-process pool with [`Billing::set_worker_pool`].
 
 pub mod checkout;
-pub mod meter;
+mod host;
 pub mod packs;
 mod payments;
 mod ports;
@@ -42,16 +46,19 @@ use atelier_protocol::events::StudioEvent;
 use atelier_protocol::ids::{AccountId, LeaseId, SessionId, WorkerId};
 use tokio::sync::oneshot;
 
+use atelier_actors::meter::{
+    BillingMeterActor, ExtendLease, JobActivity, MeterError, MeterPorts, Snapshot, StopLease,
+};
+
 pub use atelier_actors::events::EventSink;
 pub use atelier_actors::lease::{
     InProcessWorkerPool, PoolError, WorkerAssignment, WorkerHeartbeat, WorkerPool,
 };
-pub use meter::{reason, MeterSettings};
+pub use atelier_actors::meter::{reason, MeterSettings};
 pub use ports::{NoJobs, RuntimeHooks};
 pub use settings::BillingSettings;
 pub use views::{LeaseInfo, LeaseView, PaymentOutcome, Recovery};
 
-use self::meter::{BillingMeterActor, ExtendLease, JobActivity, Snapshot, StopLease};
 use self::prices::{hold_for, PriceTable};
 use crate::db::leases::{LeaseStatus, NewLease, RuntimeLease, Settlement};
 use crate::db::{now_ms, Db};
@@ -147,7 +154,7 @@ impl Billing {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn worker_pool(&self) -> Arc<dyn WorkerPool> {
+    fn worker_pool(&self) -> Arc<dyn WorkerPool> {
         self.shared
             .pool
             .read()
@@ -155,47 +162,8 @@ impl Billing {
             .clone()
     }
 
-    pub(crate) fn send_event(&self, session: SessionId, event: StudioEvent) {
+    fn send_event(&self, session: SessionId, event: StudioEvent) {
         self.shared.events.send(session, event);
-    }
-
-    pub(crate) fn interrupt_jobs(&self, session: SessionId, reason: &str) {
-        let hooks = self
-            .shared
-            .hooks
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        hooks.interrupt_session_jobs(session, reason);
-    }
-
-    pub(crate) fn note_assigned(
-        &self,
-        session: SessionId,
-        lease: LeaseId,
-        worker: WorkerId,
-        device: String,
-    ) {
-        if let Some(active) = self.leases().get_mut(&session) {
-            if active.lease_id == lease {
-                active.worker = Some((worker, device));
-            }
-        }
-    }
-
-    pub(crate) fn note_stopping(&self, session: SessionId, lease: LeaseId) {
-        if let Some(active) = self.leases().get_mut(&session) {
-            if active.lease_id == lease {
-                active.stopping = true;
-            }
-        }
-    }
-
-    pub(crate) fn forget(&self, session: SessionId, lease: LeaseId) {
-        let mut leases = self.leases();
-        if leases.get(&session).is_some_and(|a| a.lease_id == lease) {
-            leases.remove(&session);
-        }
     }
 
     /// Starts a meter (and through it a worker lease) for a stored open lease.
@@ -205,10 +173,16 @@ impl Billing {
         let entry_lease = lease.id;
         let account_id = lease.account_id;
         let gpu_class = lease.gpu_class.clone();
-        let billing = self.clone();
+        let ports = MeterPorts {
+            ledger: Arc::new(self.shared.db.clone()),
+            host: Arc::new(self.clone()),
+            events: self.shared.events.clone(),
+            pool: self.worker_pool(),
+        };
+        let settings = *self.settings();
         // Started under the map's lock so the meter cannot `forget` itself before it is listed.
         let meter = BillingMeterActor::start_in_arbiter(&self.shared.arbiter, move |_| {
-            BillingMeterActor::new(billing, lease, balance, payer_name)
+            BillingMeterActor::new(ports, settings, lease.into(), balance, payer_name)
         });
         leases.insert(
             session,
@@ -320,7 +294,8 @@ impl Billing {
             .await
             .map_err(|_| Error::Conflict("the Pro runtime has stopped".into()))?;
         rx.await
-            .map_err(|_| Error::Conflict("the Pro runtime has stopped".into()))??;
+            .map_err(|_| Error::Conflict("the Pro runtime has stopped".into()))?
+            .map_err(meter_error)?;
         self.lease_view(session)
             .await?
             .ok_or(Error::NotFound("running Pro runtime"))
@@ -337,7 +312,7 @@ impl Billing {
         for (meter, account) in meters {
             if let Ok(snap) = meter.send(Snapshot).await {
                 views.push((
-                    LeaseView::new(&snap.lease, snap.status, snap.used_ms, snap.charged),
+                    LeaseView::new(&snap.lease, snap.status.into(), snap.used_ms, snap.charged),
                     account,
                 ));
             }
@@ -360,7 +335,7 @@ impl Billing {
             if let Ok(snap) = meter.send(Snapshot).await {
                 return Ok(Some(LeaseView::new(
                     &snap.lease,
-                    snap.status,
+                    snap.status.into(),
                     snap.used_ms,
                     snap.charged,
                 )));
@@ -389,7 +364,7 @@ impl Billing {
                 .await;
             if sent.is_ok() {
                 if let Ok(result) = rx.await {
-                    return result;
+                    return result.map(Settlement::from).map_err(meter_error);
                 }
             }
         }
@@ -516,6 +491,15 @@ impl Billing {
                 tracing::error!(%session, %error, "a lease could not be settled on shutdown; it will be recovered at the next start");
             }
         }
+    }
+}
+
+/// A meter's refusal as the API says it.
+fn meter_error(error: MeterError) -> Error {
+    match error {
+        MeterError::Stopping => Error::Conflict(error.to_string()),
+        MeterError::NotSettledYet(_) => Error::Internal(error.to_string()),
+        MeterError::Ledger(error) => error.into(),
     }
 }
 

@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 
 use super::prices;
 use crate::db::leases::{LeaseStatus, RuntimeLease};
+use atelier_actors::meter::MeteredLease;
 
 /// The running lease a job may use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +57,7 @@ pub struct LeaseView {
 
 impl LeaseView {
     pub(super) fn new(
-        lease: &RuntimeLease,
+        lease: &MeteredLease,
         status: LeaseStatus,
         used_ms: i64,
         charged: i64,
@@ -84,7 +85,8 @@ impl LeaseView {
     }
 
     pub(super) fn stored(lease: &RuntimeLease) -> Self {
-        LeaseView::new(lease, lease.status, lease.used_ms, lease.charged)
+        let metered = MeteredLease::from(lease.clone());
+        LeaseView::new(&metered, lease.status, lease.used_ms, lease.charged)
     }
 }
 

@@ -118,7 +118,7 @@ impl Handler<ReleaseWorker> for WorkerLeaseActor {
 }
 
 /// Milliseconds since the Unix epoch (as the server stores times).
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();

@@ -8,6 +8,7 @@
 //! Idempotency keys: `lease:{id}:hold`, `lease:{id}:charge:{seq}` for the checkpoint numbered
 //! `seq`, `lease:{id}:charge:final` and `lease:{id}:release` for the settlement.
 
+mod meter_ledger;
 mod types;
 
 use atelier_protocol::ids::{AccountId, LeaseId, SessionId, WorkerId};

@@ -14,12 +14,17 @@
 //!    worker lost (`worker_lost`, billed to its last heartbeat), asked to (`stopped_by_user`,
 //!    `session_deleted`, `account_deleted`, `payment_reversed`, `server_shutdown`; a checkpoint
 //!    that finds the session gone stops it with `session_deleted` too) — by interrupting the session's
-//!    jobs through [`RuntimeHooks`](super::RuntimeHooks), giving the worker back, and settling:
+//!    jobs through its [`MeterHost`], giving the worker back, and settling:
 //!    the used part charged, the rest of the hold released, `runtime.stopped` to everyone.
+//!
+//! It reaches the database through the [`Ledger`] port, the billing service (and the job system
+//! behind it) through [`MeterHost`], the participants through [`EventSink`] and workers through
+//! [`WorkerPool`] ([`MeterPorts`]).
 //!
 //! Used time is `segment_base_ms + (billable_until − segment_started_at)`, capped at the
 //! prepaid time, where `billable_until` is now (or the worker's last heartbeat, if older).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -27,37 +32,18 @@ use atelier_protocol::events::StudioEvent;
 use atelier_protocol::ids::WorkerId;
 use tokio::sync::{oneshot, watch};
 
-use super::prices::cost;
-use super::Billing;
-use crate::db::leases::{LeaseStatus, RuntimeLease, Settlement};
-use crate::db::now_ms;
-use crate::error::{Error, Result};
-use atelier_actors::lease::{LeaseNews, ReleaseWorker, WorkerHeartbeat, WorkerLeaseActor};
+use super::cost::cost;
+use super::host::MeterHost;
+use super::ledger::{LeaseStatus, Ledger, LedgerError, MeteredLease, Settlement};
+use super::messages::{ExtendLease, JobActivity, LeaseSnapshot, MeterError, Snapshot, StopLease};
+use super::reason;
+use crate::events::EventSink;
+use crate::lease::worker::now_ms;
+use crate::lease::{LeaseNews, ReleaseWorker, WorkerHeartbeat, WorkerLeaseActor, WorkerPool};
 
 /// How long a failed settlement waits before it is tried again (doubling up to the maximum).
 const SETTLE_RETRY_MIN: Duration = Duration::from_millis(500);
 const SETTLE_RETRY_MAX: Duration = Duration::from_secs(30);
-
-/// Stop reasons, as `runtime.stopped {reason}` carries them.
-pub mod reason {
-    pub const STOPPED_BY_USER: &str = "stopped_by_user";
-    /// The lease's prepaid time is used up (the payer may still have credits).
-    pub const PREPAID_TIME_USED: &str = "prepaid_time_used";
-    /// An admin stopped it (their reason is in the audit log).
-    pub const STOPPED_BY_ADMIN: &str = "stopped_by_admin";
-    /// An admin suspended the payer's account.
-    pub const ACCOUNT_SUSPENDED: &str = "account_suspended";
-    pub const IDLE: &str = "idle";
-    pub const WORKER_LOST: &str = "worker_lost";
-    pub const NO_WORKER: &str = "no_worker";
-    pub const SESSION_DELETED: &str = "session_deleted";
-    pub const ACCOUNT_DELETED: &str = "account_deleted";
-    pub const PAYMENT_REVERSED: &str = "payment_reversed";
-    pub const SERVER_SHUTDOWN: &str = "server_shutdown";
-    pub const SERVER_RESTARTED: &str = "server_restarted";
-    pub const LEASE_DELETED: &str = "lease_deleted";
-    pub const INTERNAL_ERROR: &str = "internal_error";
-}
 
 /// Timing of every meter.
 #[derive(Debug, Clone, Copy)]
@@ -72,40 +58,13 @@ pub struct MeterSettings {
     pub low_balance_warning: Duration,
 }
 
-/// Stops the lease; the reply carries the settlement.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StopLease {
-    pub reason: String,
-    pub reply: oneshot::Sender<Result<Settlement>>,
-}
-
-/// The payer adds prepaid time: a further hold; the lease and its job go on. The reply is the
-/// lease as extended (402 when the credits are not there, 409 once it is stopping).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ExtendLease {
-    pub add_ms: i64,
-    pub max_prepaid_ms: i64,
-    pub reply: oneshot::Sender<Result<RuntimeLease>>,
-}
-
-/// A job started, progressed or finished: the lease is not idle.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct JobActivity;
-
-/// The lease as the meter sees it now.
-#[derive(Message)]
-#[rtype(result = "LeaseSnapshot")]
-pub struct Snapshot;
-
-#[derive(Debug, Clone)]
-pub struct LeaseSnapshot {
-    pub lease: RuntimeLease,
-    pub status: LeaseStatus,
-    pub used_ms: i64,
-    pub charged: i64,
+/// What a meter needs from the rest of the server.
+#[derive(Clone)]
+pub struct MeterPorts {
+    pub ledger: Arc<dyn Ledger>,
+    pub host: Arc<dyn MeterHost>,
+    pub events: Arc<dyn EventSink>,
+    pub pool: Arc<dyn WorkerPool>,
 }
 
 #[derive(Message)]
@@ -125,8 +84,9 @@ enum Phase {
 }
 
 pub struct BillingMeterActor {
-    billing: Billing,
-    lease: RuntimeLease,
+    ports: MeterPorts,
+    settings: MeterSettings,
+    lease: MeteredLease,
     phase: Phase,
     /// Used time before the current segment.
     base_ms: i64,
@@ -148,16 +108,23 @@ pub struct BillingMeterActor {
     warned_for_prepaid_ms: Option<i64>,
     last_activity: i64,
     lease_actor: Option<Addr<WorkerLeaseActor>>,
-    waiters: Vec<oneshot::Sender<Result<Settlement>>>,
+    waiters: Vec<oneshot::Sender<Result<Settlement, MeterError>>>,
     settle_retry: Duration,
 }
 
 impl BillingMeterActor {
     /// A meter for a stored lease that is not stopped (new, or recovered after a restart).
-    pub fn new(billing: Billing, lease: RuntimeLease, balance: i64, payer_name: String) -> Self {
+    pub fn new(
+        ports: MeterPorts,
+        settings: MeterSettings,
+        lease: MeteredLease,
+        balance: i64,
+        payer_name: String,
+    ) -> Self {
         let now = now_ms();
         BillingMeterActor {
-            billing,
+            ports,
+            settings,
             base_ms: lease.used_ms,
             checkpoint_seq: lease.checkpoint_seq,
             checkpointed_used_ms: lease.used_ms,
@@ -232,13 +199,10 @@ impl BillingMeterActor {
         }
         let at = now_ms();
         self.heartbeat = Some(heartbeat);
-        let db = self.billing.db().clone();
-        let lease_id = self.lease.id;
-        let device_for_db = device.clone();
-        let fut = async move {
-            db.lease_segment_started(lease_id, worker_id, &device_for_db, at)
-                .await
-        };
+        let fut = self
+            .ports
+            .ledger
+            .segment_started(self.lease.id, worker_id, &device, at);
         // Nothing else happens to this lease until its segment is stored.
         ctx.wait(fut.into_actor(self).map(move |result, act, ctx| {
             match result {
@@ -248,20 +212,17 @@ impl BillingMeterActor {
                     act.last_activity = at;
                     act.lease = lease;
                     act.phase = Phase::Running;
-                    act.billing.note_assigned(
-                        act.lease.session_id,
-                        act.lease.id,
-                        worker_id,
-                        device,
-                    );
-                    act.billing.send_event(
+                    act.ports
+                        .host
+                        .assigned(act.lease.session_id, act.lease.id, worker_id, device);
+                    act.ports.events.send(
                         act.lease.session_id,
                         StudioEvent::RuntimeStarted {
                             lease_id: act.lease.id,
                             gpu_class: act.lease.gpu_class.clone(),
                         },
                     );
-                    ctx.run_interval(act.billing.settings().meter_interval, |_, ctx| {
+                    ctx.run_interval(act.settings.meter_interval, |_, ctx| {
                         ctx.notify(Tick);
                     });
                 }
@@ -292,11 +253,11 @@ impl BillingMeterActor {
             return;
         }
         let remaining_ms = self.lease.prepaid_ms - used;
-        let lead_ms = i64::try_from(self.billing.settings().low_balance_warning.as_millis())
-            .unwrap_or(i64::MAX);
+        let lead_ms =
+            i64::try_from(self.settings.low_balance_warning.as_millis()).unwrap_or(i64::MAX);
         if remaining_ms <= lead_ms && self.warned_for_prepaid_ms != Some(self.lease.prepaid_ms) {
             self.warned_for_prepaid_ms = Some(self.lease.prepaid_ms);
-            self.billing.send_event(
+            self.ports.events.send(
                 self.lease.session_id,
                 StudioEvent::RuntimeLowBalance {
                     lease_id: self.lease.id,
@@ -304,14 +265,13 @@ impl BillingMeterActor {
                 },
             );
         }
-        let idle_ms =
-            i64::try_from(self.billing.settings().idle_timeout.as_millis()).unwrap_or(i64::MAX);
+        let idle_ms = i64::try_from(self.settings.idle_timeout.as_millis()).unwrap_or(i64::MAX);
         if now - self.last_activity >= idle_ms {
             self.begin_stop(reason::IDLE.into(), None, ctx);
             return;
         }
         let charged = self.cost(used).max(self.checkpointed_charged);
-        self.billing.send_event(
+        self.ports.events.send(
             self.lease.session_id,
             StudioEvent::RuntimeMeter {
                 lease_id: self.lease.id,
@@ -325,8 +285,8 @@ impl BillingMeterActor {
                 balance: Some(self.balance - (charged - self.checkpointed_charged)),
             },
         );
-        let every = i64::try_from(self.billing.settings().checkpoint_interval.as_millis())
-            .unwrap_or(i64::MAX);
+        let every =
+            i64::try_from(self.settings.checkpoint_interval.as_millis()).unwrap_or(i64::MAX);
         if !self.checkpointing && now - self.checkpointed_at >= every {
             self.checkpoint(used, ctx);
         }
@@ -338,11 +298,12 @@ impl BillingMeterActor {
             return;
         }
         self.checkpointing = true;
-        let db = self.billing.db().clone();
-        let lease_id = self.lease.id;
         let seq = self.checkpoint_seq + 1;
         let charged = self.cost(used_ms);
-        let fut = async move { db.lease_checkpoint(lease_id, seq, used_ms, charged).await };
+        let fut = self
+            .ports
+            .ledger
+            .checkpoint(self.lease.id, seq, used_ms, charged);
         ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
             act.checkpointing = false;
             act.checkpointed_at = now_ms();
@@ -351,7 +312,7 @@ impl BillingMeterActor {
                     act.checkpoint_seq = cp.lease.checkpoint_seq;
                     act.checkpointed_used_ms = act.checkpointed_used_ms.max(cp.lease.used_ms);
                     act.checkpointed_charged = act.checkpointed_charged.max(cp.lease.charged);
-                    act.balance = cp.balance.balance;
+                    act.balance = cp.balance;
                     if cp.lease.status == LeaseStatus::Stopped && act.phase == Phase::Running {
                         // Settled behind our back (cannot happen with one meter per lease).
                         act.begin_stop(reason::STOPPED_BY_USER.into(), None, ctx);
@@ -361,7 +322,7 @@ impl BillingMeterActor {
                         act.begin_stop(reason::SESSION_DELETED.into(), None, ctx);
                     }
                 }
-                Err(Error::NotFound(_)) => {
+                Err(LedgerError::Gone(_)) => {
                     // The payer's account (and with it the lease) was deleted.
                     act.begin_stop(reason::LEASE_DELETED.into(), None, ctx);
                 }
@@ -385,9 +346,12 @@ impl BillingMeterActor {
             reason: reason.clone(),
             used_ms,
         };
-        self.billing
-            .note_stopping(self.lease.session_id, self.lease.id);
-        self.billing.interrupt_jobs(self.lease.session_id, &reason);
+        self.ports
+            .host
+            .stopping(self.lease.session_id, self.lease.id);
+        self.ports
+            .host
+            .interrupt_jobs(self.lease.session_id, &reason);
         if let Some(lease_actor) = self.lease_actor.take() {
             lease_actor.do_send(ReleaseWorker);
         }
@@ -398,13 +362,14 @@ impl BillingMeterActor {
         let Phase::Stopping { reason, used_ms } = self.phase.clone() else {
             return;
         };
-        let db = self.billing.db().clone();
-        let lease_id = self.lease.id;
         let charged = self.cost(used_ms);
-        let fut = async move { db.settle_lease(lease_id, used_ms, charged, &reason).await };
+        let fut = self
+            .ports
+            .ledger
+            .settle(self.lease.id, used_ms, charged, &reason);
         ctx.spawn(fut.into_actor(self).map(|result, act, ctx| match result {
             Ok(settlement) => act.finish(settlement, ctx),
-            Err(Error::NotFound(_)) => {
+            Err(LedgerError::Gone(_)) => {
                 let settlement = Settlement {
                     lease_id: act.lease.id,
                     session_id: act.lease.session_id,
@@ -420,9 +385,7 @@ impl BillingMeterActor {
             Err(error) => {
                 tracing::error!(lease = %act.lease.id, %error, retry_in = ?act.settle_retry, "settling a lease failed");
                 for waiter in act.waiters.drain(..) {
-                    let _ = waiter.send(Err(Error::Internal(format!(
-                        "the lease could not be settled yet ({error}); it will be retried"
-                    ))));
+                    let _ = waiter.send(Err(MeterError::NotSettledYet(error.to_string())));
                 }
                 let delay = act.settle_retry;
                 act.settle_retry = (act.settle_retry * 2).min(SETTLE_RETRY_MAX);
@@ -435,7 +398,7 @@ impl BillingMeterActor {
         self.phase = Phase::Stopped;
         self.checkpointed_used_ms = settlement.used_ms;
         self.checkpointed_charged = settlement.charged;
-        self.billing.send_event(
+        self.ports.events.send(
             settlement.session_id,
             StudioEvent::RuntimeStopped {
                 lease_id: settlement.lease_id,
@@ -445,7 +408,7 @@ impl BillingMeterActor {
                 refunded: settlement.refunded,
             },
         );
-        self.billing.forget(self.lease.session_id, self.lease.id);
+        self.ports.host.forget(self.lease.session_id, self.lease.id);
         for waiter in self.waiters.drain(..) {
             let _ = waiter.send(Ok(settlement.clone()));
         }
@@ -460,14 +423,14 @@ impl Actor for BillingMeterActor {
         let lease_actor = WorkerLeaseActor::new(
             self.lease.id,
             self.lease.gpu_class.clone(),
-            self.billing.worker_pool(),
+            self.ports.pool.clone(),
             ctx.address().recipient(),
         )
         .start();
         self.lease_actor = Some(lease_actor);
         // No worker of the class within the idle timeout: stop with `no_worker` (nothing used,
         // the whole hold released) rather than keep the credits reserved for nothing.
-        ctx.run_later(self.billing.settings().idle_timeout, |act, ctx| {
+        ctx.run_later(self.settings.idle_timeout, |act, ctx| {
             if act.phase == Phase::Waiting {
                 act.begin_stop(reason::NO_WORKER.into(), None, ctx);
             }
@@ -532,15 +495,14 @@ impl Handler<ExtendLease> for BillingMeterActor {
 
     fn handle(&mut self, msg: ExtendLease, ctx: &mut Self::Context) {
         if !matches!(self.phase, Phase::Waiting | Phase::Running) {
-            let _ = msg.reply.send(Err(Error::Conflict(
-                "the Pro runtime is stopping; start a new one".into(),
-            )));
+            let _ = msg.reply.send(Err(MeterError::Stopping));
             return;
         }
-        let db = self.billing.db().clone();
-        let lease_id = self.lease.id;
-        let (add_ms, max_prepaid_ms, reply) = (msg.add_ms, msg.max_prepaid_ms, msg.reply);
-        let fut = async move { db.extend_lease(lease_id, add_ms, max_prepaid_ms).await };
+        let fut = self
+            .ports
+            .ledger
+            .extend(self.lease.id, msg.add_ms, msg.max_prepaid_ms);
+        let reply = msg.reply;
         // Nothing else (no tick, no stop) happens to the lease until the extension is stored.
         ctx.wait(fut.into_actor(self).map(move |result, act, _ctx| {
             if let Ok(extended) = &result {
@@ -552,7 +514,7 @@ impl Handler<ExtendLease> for BillingMeterActor {
                     _ => act.base_ms,
                 };
                 tracing::info!(lease = %act.lease.id, prepaid_ms = extended.prepaid_ms, hold = extended.hold_amount, "runtime lease extended");
-                act.billing.send_event(
+                act.ports.events.send(
                     act.lease.session_id,
                     StudioEvent::RuntimeExtended {
                         lease_id: act.lease.id,
@@ -561,7 +523,7 @@ impl Handler<ExtendLease> for BillingMeterActor {
                     },
                 );
             }
-            let _ = reply.send(result);
+            let _ = reply.send(result.map_err(MeterError::from));
         }));
     }
 }

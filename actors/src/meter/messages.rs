@@ -1,0 +1,57 @@
+//! What a [`BillingMeterActor`](super::BillingMeterActor) is asked (stop, extend, job activity,
+//! a snapshot) and why it may refuse ([`MeterError`]).
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use super::ledger::{LeaseStatus, LedgerError, MeteredLease, Settlement};
+
+/// Why a meter could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum MeterError {
+    /// An extension asked of a lease that is stopping.
+    #[error("the Pro runtime is stopping; start a new one")]
+    Stopping,
+    /// Settling failed; the meter tries again by itself.
+    #[error("the lease could not be settled yet ({0}); it will be retried")]
+    NotSettledYet(String),
+    /// What the ledger said.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// Stops the lease; the reply carries the settlement.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopLease {
+    pub reason: String,
+    pub reply: oneshot::Sender<Result<Settlement, MeterError>>,
+}
+
+/// The payer adds prepaid time: a further hold; the lease and its job go on. The reply is the
+/// lease as extended (402 when the credits are not there, 409 once it is stopping).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ExtendLease {
+    pub add_ms: i64,
+    pub max_prepaid_ms: i64,
+    pub reply: oneshot::Sender<Result<MeteredLease, MeterError>>,
+}
+
+/// A job started, progressed or finished: the lease is not idle.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct JobActivity;
+
+/// The lease as the meter sees it now.
+#[derive(Message)]
+#[rtype(result = "LeaseSnapshot")]
+pub struct Snapshot;
+
+#[derive(Debug, Clone)]
+pub struct LeaseSnapshot {
+    pub lease: MeteredLease,
+    pub status: LeaseStatus,
+    pub used_ms: i64,
+    pub charged: i64,
+}
