@@ -29,6 +29,9 @@
 //! - [`lease`] — Pro runtime leases: the [`lease::WorkerPool`] port (where a lease gets its
 //!   worker; the server implements it over its worker hosts), [`lease::WorkerLeaseActor`] (owns
 //!   one lease's worker) and [`lease::InProcessWorkerPool`] (a fixed pool, for tests).
+//! - [`worker_socket`] — [`WorkerSocket`], a remote worker's connection (a `WebsocketContext`
+//!   actor on a taken-over socket, like the connection actor), and the [`WorkerHub`] port it
+//!   hands the worker's messages to (the server's job system).
 //! - [`meter`] — [`meter::BillingMeterActor`] (one per lease: meters, checkpoints, stops and
 //!   settles it) and its ports: [`meter::Ledger`] (the server's database) and
 //!   [`meter::MeterHost`] (the billing service that started it); [`meter::cost`] turns time into
@@ -37,7 +40,8 @@
 //! - [`limits`] — [`ConnectionLimits`], [`SessionLimits`]; [`telemetry`] — metric names.
 //!
 //! Tests (`src/tests/`) drive sessions with fake connections and [`MemoryDocStore`],
-//! connections over real WebSockets, the lease's worker actor with fake pools, and its meter with
+//! connections over real WebSockets, a worker's socket over a real WebSocket with a fake hub
+//! (`worker_socket`), the lease's worker actor with fake pools, and its meter with
 //! a fake ledger, host and event bus (`tests/meter_fakes.rs`). The `test-hooks` feature exposes
 //! `session::messages::InjectPanic` for supervision tests elsewhere (e.g. the server's).
 //!
@@ -63,6 +67,7 @@ pub mod socket;
 pub mod store;
 pub mod telemetry;
 pub mod versions;
+pub mod worker_socket;
 
 pub use admission::{Admission, AdmissionCaps, CapExceeded, Grant, KickTarget};
 pub use connection::{start_connection, ConnectionActor, ConnectionConfig};
@@ -75,6 +80,7 @@ pub use relay::{NoRelay, Relay};
 pub use session::{Identity, Participant, SessionActor};
 pub use store::{BoxError, BoxFuture, DocStore, DocStoreError, StoredDoc, StoredUpdate};
 pub use versions::{EditBurst, NoVersions, VersionRecorder};
+pub use worker_socket::{start_worker_socket, WorkerHello, WorkerHub, WorkerSocket};
 
 #[cfg(test)]
 mod tests;

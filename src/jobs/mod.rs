@@ -10,7 +10,8 @@
 //! - [`fleet`]: what operators see and do: connected workers, unfinished jobs, draining and
 //!   disconnecting workers.
 //! - [`leasing`]: the job workers as the pool runtime leases take their worker from.
-//! - [`worker_socket`]: `GET /api/v1/workers/ws`, the remote worker's connection.
+//! - [`worker_socket`]: `GET /api/v1/workers/ws`, the remote worker's connection: the upgrade's
+//!   checks, and the job system as the `WorkerHub` port of `atelier_actors::WorkerSocket`.
 
 pub mod assignment;
 pub mod cache;

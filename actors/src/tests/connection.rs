@@ -5,18 +5,18 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use actix_codec::{Encoder, Framed};
-use actix_http::ws::{hash_key, Codec, Frame as WsFrame, Message as WsMessage};
+use actix_codec::Encoder;
+use actix_http::ws::{Frame as WsFrame, Message as WsMessage};
 use atelier_protocol::close_code;
 use atelier_protocol::ids::SessionId;
 use atelier_protocol::ysync::{decode_frame, encode_frame, Frame, SyncMessage};
 use atelier_protocol::Role;
 use bytes::{Bytes, BytesMut};
-use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use futures_util::SinkExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use yrs::{Doc, Map, ReadTxn, StateVector, Transact};
 
+use super::raw_ws::{client_codec, close_of, handshake, next, upgrade, Ws};
 use super::support::participant;
 use crate::{
     start_connection, ConnectionLimits, MemoryDocStore, RegistryConfig, SessionRegistryHandle,
@@ -60,36 +60,6 @@ fn serve(limits: ConnectionLimits) -> TestServer {
     TestServer { addr, session }
 }
 
-/// Reads the upgrade request and answers it with a `101`; returns the socket, the request head
-/// and the bytes that followed it.
-async fn upgrade(mut stream: TcpStream) -> (TcpStream, String, BytesMut) {
-    let mut buf = BytesMut::with_capacity(1024);
-    let end = loop {
-        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-        assert!(stream.read_buf(&mut buf).await.expect("read") > 0, "eof");
-    };
-    let head = String::from_utf8(buf.split_to(end).to_vec()).expect("head");
-    let key = head
-        .lines()
-        .find_map(|line| line.strip_prefix("Sec-WebSocket-Key: "))
-        .expect("key");
-    let accept = hash_key(key.trim().as_bytes());
-    let response = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {}\r\n\r\n",
-        String::from_utf8_lossy(&accept)
-    );
-    stream
-        .write_all(response.as_bytes())
-        .await
-        .expect("write 101");
-    (stream, head, buf)
-}
-
-type Ws = Framed<TcpStream, Codec>;
-
 fn request(server: &TestServer, query: &str) -> String {
     format!(
         "GET /ws?{query} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -101,25 +71,6 @@ fn request(server: &TestServer, query: &str) -> String {
 async fn connect(server: &TestServer, query: &str) -> Ws {
     let stream = TcpStream::connect(server.addr).await.expect("connect");
     handshake(stream, request(server, query).as_bytes()).await
-}
-
-/// Writes `request` (and whatever follows it), reads the `101`.
-async fn handshake(mut stream: TcpStream, request: &[u8]) -> Ws {
-    stream.write_all(request).await.expect("write");
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        head.push(stream.read_u8().await.expect("read"));
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    Framed::new(stream, client_codec())
-}
-
-fn client_codec() -> Codec {
-    Codec::new().client_mode().max_size(64 << 20)
 }
 
 async fn send(ws: &mut Ws, bytes: Vec<u8>) {
@@ -135,27 +86,6 @@ async fn next_frame(ws: &mut Ws) -> Frame {
             WsFrame::Binary(bytes) => return decode_frame(&bytes).expect("server sent garbage"),
             WsFrame::Ping(_) | WsFrame::Pong(_) => {}
             other => panic!("expected a binary frame, got {other:?}"),
-        }
-    }
-}
-
-async fn next(ws: &mut Ws) -> WsFrame {
-    tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
-        .await
-        .expect("nothing from the server within 5 s")
-        .expect("connection ended")
-        .expect("protocol error")
-}
-
-/// Skips everything until the close frame; returns its code and reason.
-async fn close_of(ws: &mut Ws) -> (u16, String) {
-    loop {
-        if let WsFrame::Close(reason) = next(ws).await {
-            let reason = reason.expect("close without a code");
-            return (
-                u16::from(reason.code),
-                reason.description.unwrap_or_default(),
-            );
         }
     }
 }
