@@ -5,10 +5,10 @@
 use atelier_protocol::ids::{AccountId, InvitationId, SessionId};
 use atelier_protocol::Role;
 use serde::Serialize;
-use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
 use super::columns::{OptUuidText, RoleText, UuidText};
+use super::sessions::{member_role_in, upsert_member_in};
 use super::{now_ms, with_retrying_tx, Db};
 use crate::error::{Error, Result};
 
@@ -272,7 +272,7 @@ impl Db {
         account: AccountId,
     ) -> Result<std::result::Result<Role, Spent>> {
         with_retrying_tx!(self, "accept invitation", |tx| {
-            let current = member_role(tx, invitation.session_id, account).await?;
+            let current = member_role_in(tx, invitation.session_id, account).await?;
             if let Some(role) = current {
                 if role_rank(role) >= role_rank(invitation.role) {
                     return Ok::<_, Error>(Ok(role));
@@ -303,7 +303,7 @@ impl Db {
                     .unwrap_or(Spent::Revoked);
                 return Ok(Err(why));
             }
-            upsert_member(tx, invitation.session_id, account, invitation.role, now).await?;
+            upsert_member_in(tx, invitation.session_id, account, invitation.role, now).await?;
             Ok(Ok(invitation.role))
         })
     }
@@ -329,7 +329,7 @@ impl Db {
             .await?;
             let mut joined = Vec::with_capacity(rows.len());
             for SessionRole { session_id, role } in rows {
-                upsert_member(tx, session_id, account, role, now).await?;
+                upsert_member_in(tx, session_id, account, role, now).await?;
                 joined.push((session_id, role));
             }
             Ok::<_, Error>(joined)
@@ -411,10 +411,10 @@ impl Db {
             else {
                 return Ok::<_, Error>(None);
             };
-            let role = match member_role(tx, session, account).await? {
+            let role = match member_role_in(tx, session, account).await? {
                 Some(current) if role_rank(current) >= role_rank(invited) => current,
                 _ => {
-                    upsert_member(tx, session, account, invited, now).await?;
+                    upsert_member_in(tx, session, account, invited, now).await?;
                     invited
                 }
             };
@@ -447,41 +447,4 @@ fn role_rank(role: Role) -> u8 {
         Role::Editor => 1,
         Role::Owner => 2,
     }
-}
-
-/// The account's role in the session, if it is a member.
-async fn member_role(
-    tx: &mut AnyConnection,
-    session: SessionId,
-    account: AccountId,
-) -> Result<Option<Role>> {
-    let role: Option<RoleText> = sqlx::query_scalar(
-        "SELECT role FROM session_members WHERE session_id = $1 AND account_id = $2",
-    )
-    .bind(session.to_string())
-    .bind(account.to_string())
-    .fetch_optional(&mut *tx)
-    .await?;
-    Ok(role.map(Role::from))
-}
-
-async fn upsert_member(
-    tx: &mut AnyConnection,
-    session: SessionId,
-    account: AccountId,
-    role: Role,
-    now: i64,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO session_members (session_id, account_id, role, added_at) \
-         VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (session_id, account_id) DO UPDATE SET role = excluded.role",
-    )
-    .bind(session.to_string())
-    .bind(account.to_string())
-    .bind(role.to_string())
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
 }

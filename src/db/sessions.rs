@@ -3,6 +3,7 @@
 use atelier_protocol::ids::{AccountId, SessionId};
 use atelier_protocol::Role;
 use serde::Serialize;
+use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
 use super::columns::{RoleText, UuidText};
@@ -126,14 +127,8 @@ impl Db {
         session: SessionId,
         account: AccountId,
     ) -> Result<Option<Role>> {
-        let role: Option<RoleText> = sqlx::query_scalar(
-            "SELECT role FROM session_members WHERE session_id = $1 AND account_id = $2",
-        )
-        .bind(session.to_string())
-        .bind(account.to_string())
-        .fetch_optional(self.pool())
-        .await?;
-        Ok(role.map(Role::from))
+        let mut conn = self.pool().acquire().await?;
+        member_role_in(&mut conn, session, account).await
     }
 
     /// Adds a member or changes an existing member's role.
@@ -143,18 +138,8 @@ impl Db {
         account: AccountId,
         role: Role,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO session_members (session_id, account_id, role, added_at) \
-             VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (session_id, account_id) DO UPDATE SET role = excluded.role",
-        )
-        .bind(session.to_string())
-        .bind(account.to_string())
-        .bind(role.to_string())
-        .bind(now_ms())
-        .execute(self.pool())
-        .await?;
-        Ok(())
+        let mut conn = self.pool().acquire().await?;
+        upsert_member_in(&mut conn, session, account, role, now_ms()).await
     }
 
     /// Removes a member; true when there was one.
@@ -179,4 +164,44 @@ impl Db {
         .await?;
         Ok(rows)
     }
+}
+
+/// The account's role in the session, if it is a member — on `conn` (e.g. inside a caller's
+/// transaction).
+pub(super) async fn member_role_in(
+    conn: &mut AnyConnection,
+    session: SessionId,
+    account: AccountId,
+) -> Result<Option<Role>> {
+    let role: Option<RoleText> = sqlx::query_scalar(
+        "SELECT role FROM session_members WHERE session_id = $1 AND account_id = $2",
+    )
+    .bind(session.to_string())
+    .bind(account.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(role.map(Role::from))
+}
+
+/// Adds a member or changes an existing member's role — on `conn` (e.g. inside a caller's
+/// transaction).
+pub(super) async fn upsert_member_in(
+    conn: &mut AnyConnection,
+    session: SessionId,
+    account: AccountId,
+    role: Role,
+    added_at: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO session_members (session_id, account_id, role, added_at) \
+         VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (session_id, account_id) DO UPDATE SET role = excluded.role",
+    )
+    .bind(session.to_string())
+    .bind(account.to_string())
+    .bind(role.to_string())
+    .bind(added_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
