@@ -30,10 +30,25 @@ fn node(i: usize) -> MapPrelim {
     ])
 }
 
+/// The `n`-th command-line argument as a positive count, or `default`; a bad one ends the
+/// program with a usage line rather than a panic.
+fn count_arg(args: &[String], n: usize, name: &str, default: usize) -> usize {
+    match args.get(n) {
+        None => default,
+        Some(a) => match a.parse::<usize>() {
+            Ok(v) if v > 0 => v,
+            _ => {
+                eprintln!("usage: version_storage [EDITS] [EDITS_PER_VERSION]: {name} must be a positive whole number, got {a:?}");
+                std::process::exit(2);
+            }
+        },
+    }
+}
+
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let edits: usize = args.next().map_or(100_000, |a| a.parse().unwrap());
-    let per_version: usize = args.next().map_or(1_000, |a| a.parse().unwrap());
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let edits = count_arg(&args, 0, "EDITS", 100_000);
+    let per_version = count_arg(&args, 1, "EDITS_PER_VERSION", 1_000);
     let editors = [Doc::with_client_id(1), Doc::with_client_id(2)];
     let mut log_bytes = 0usize;
     let sync = |from: &Doc, to: &Doc, log: &mut usize| {
