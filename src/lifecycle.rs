@@ -13,6 +13,7 @@ use atelier_actors::{KickTarget, SessionRegistryHandle};
 use atelier_protocol::close_code;
 use atelier_protocol::ids::{AccountId, SessionId, ShareLinkId};
 
+use crate::account_events::AccountEvents;
 use crate::billing::{reason, Billing};
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
@@ -126,8 +127,9 @@ pub async fn delete_account(state: &AppState, account: AccountId) -> Result<()> 
     Ok(())
 }
 
-/// What must end when the server stops: this node leaves the cluster, every runtime lease is
-/// settled (`server_shutdown`) and every live session flushed. The signal handler runs it while
+/// What must end when the server stops: this node leaves the cluster, the account channels
+/// (`/me/events`) end (so they do not hold the graceful drain up; clients reconnect to another
+/// node), every runtime lease is settled (`server_shutdown`) and every live session flushed. The signal handler runs it while
 /// the HTTP workers still run (database connections opened on a worker's runtime die with it);
 /// the server runs it again once it has stopped, for a stop that came another way — a second run
 /// waits for the first and does nothing more.
@@ -136,15 +138,22 @@ pub struct ServerShutdown {
     billing: Billing,
     live: SessionRegistryHandle,
     cluster: Option<Cluster>,
+    account_events: AccountEvents,
     done: Arc<tokio::sync::OnceCell<()>>,
 }
 
 impl ServerShutdown {
-    pub fn new(billing: Billing, live: SessionRegistryHandle, cluster: Option<Cluster>) -> Self {
+    pub fn new(
+        billing: Billing,
+        live: SessionRegistryHandle,
+        cluster: Option<Cluster>,
+        account_events: AccountEvents,
+    ) -> Self {
         ServerShutdown {
             billing,
             live,
             cluster,
+            account_events,
             done: Arc::new(tokio::sync::OnceCell::new()),
         }
     }
@@ -155,6 +164,7 @@ impl ServerShutdown {
                 if let Some(cluster) = &self.cluster {
                     cluster.leave();
                 }
+                self.account_events.close_all();
                 tracing::info!("shutting down: settling runtime leases");
                 self.billing.shutdown().await;
                 tracing::info!("shutting down: flushing live sessions");

@@ -1,0 +1,60 @@
+//! `GET /me/events`: the account's live channel as server-sent events (what `EventSource`
+//! reads). Each event is one `data:` line of JSON with a `type` ([`AccountEvent`]); the first is
+//! `ready`, and a comment line keeps idle connections open through proxies. The stream ends when
+//! the server shuts down or the client falls [`STREAM_QUEUE`](crate::account_events::STREAM_QUEUE)
+//! events behind; `EventSource` then reconnects by itself (after the `retry:` delay) and the
+//! client reads its lists again on `ready`.
+
+use std::time::Duration;
+
+use actix_web::{get, http::header, web, HttpResponse};
+use bytes::Bytes;
+use futures_util::stream;
+use tokio::time::{interval_at, Instant, Interval};
+
+use crate::account_events::{AccountEvent, Subscription};
+use crate::auth::AccountAuth;
+use crate::error::{Error, Result};
+use crate::state::AppState;
+
+/// A comment this often keeps proxies from closing a quiet stream (and finds dead clients).
+const KEEP_ALIVE: Duration = Duration::from_secs(20);
+/// What `EventSource` waits before reconnecting after the stream ends.
+const RETRY_MS: u32 = 2000;
+
+/// The account's live channel: membership added, changed or removed, invitations by email
+/// received or withdrawn (signed-in accounts; API keys need `sessions:read`). At most
+/// 8 streams per account (429 beyond).
+#[utoipa::path(security(("api_key" = ["sessions:read"])), tag = "accounts",
+    responses((status = 200, description = "`text/event-stream`; each event's data is one of these", body = AccountEvent, content_type = "text/event-stream"),
+        (status = 401), (status = 403), (status = 429)))]
+#[get("/me/events")]
+pub async fn events(state: web::Data<AppState>, auth: AccountAuth) -> Result<HttpResponse> {
+    let subscription = state.account_events.subscribe(auth.account.id).map_err(|_| {
+        Error::TooManyConnections(format!(
+            "this account already has {} live channels open; close a tab",
+            crate::account_events::MAX_STREAMS_PER_ACCOUNT
+        ))
+    })?;
+    let keep_alive = interval_at(Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
+    let first = Bytes::from(format!("retry: {RETRY_MS}\n\n"));
+    let body = stream::unfold(
+        (Some(first), subscription, keep_alive),
+        |(first, mut subscription, mut keep_alive): (Option<Bytes>, Subscription, Interval)| async move {
+            if let Some(first) = first {
+                return Some((Ok::<_, std::convert::Infallible>(first), (None, subscription, keep_alive)));
+            }
+            let chunk = tokio::select! {
+                event = subscription.events.recv() => Bytes::from(format!("data: {}\n\n", event?)),
+                _ = keep_alive.tick() => Bytes::from_static(b": keep-alive\n\n"),
+            };
+            Some((Ok(chunk), (None, subscription, keep_alive)))
+        },
+    );
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        // Proxies that buffer responses (nginx) would hold events back.
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body))
+}
