@@ -3,7 +3,9 @@
 //! withdrawn — told to every stream the account has open, on every node.
 //!
 //! [`AccountEvents`] owns the open streams of this node (one bounded queue each, at most
-//! [`MAX_STREAMS_PER_ACCOUNT`] per account). [`AccountEvents::publish`] delivers here and, in a
+//! [`MAX_STREAMS_PER_ACCOUNT`] per account: a new one closes the account's oldest, since a
+//! closed tab is noticed only at the next write, and reloading a page must never lock anyone
+//! out). [`AccountEvents::publish`] delivers here and, in a
 //! cluster, through the Redis relay's control channel to the other nodes, which deliver to the
 //! streams they hold ([`AccountEvents::deliver_here`]). Events are hints, not a log: a stream
 //! that falls [`STREAM_QUEUE`] events behind is closed, and a client that (re)connects reads
@@ -22,8 +24,8 @@ use utoipa::ToSchema;
 
 use crate::cluster::Cluster;
 
-/// Streams one account may have open at once on one node (tabs, devices); one more is refused
-/// with 429.
+/// Streams one account may have open at once on one node (tabs, devices); one more closes the
+/// oldest.
 pub const MAX_STREAMS_PER_ACCOUNT: usize = 8;
 /// Events queued for one stream before it is closed as too slow (it reconnects and refreshes).
 pub const STREAM_QUEUE: usize = 64;
@@ -36,6 +38,8 @@ pub mod telemetry {
     pub const DELIVERED: &str = "atelier_account_events_delivered_total";
     /// Counter: streams closed because they fell behind.
     pub const LAGGED: &str = "atelier_account_event_streams_lagged_total";
+    /// Counter: streams closed to make room for a newer one of the same account.
+    pub const REPLACED: &str = "atelier_account_event_streams_replaced_total";
 
     pub fn describe() {
         use metrics::{describe_counter, describe_gauge};
@@ -44,6 +48,10 @@ pub mod telemetry {
         describe_counter!(
             LAGGED,
             "Account event streams closed because they fell behind"
+        );
+        describe_counter!(
+            REPLACED,
+            "Account event streams closed for a newer one of the same account"
         );
     }
 }
@@ -127,10 +135,6 @@ impl Drop for Registration {
     }
 }
 
-/// The account already has [`MAX_STREAMS_PER_ACCOUNT`] streams open here.
-#[derive(Debug)]
-pub struct TooManyStreams;
-
 impl AccountEvents {
     /// `cluster`: where events for the other nodes go (none on a single node).
     pub fn new(cluster: Option<Cluster>) -> Self {
@@ -152,8 +156,9 @@ impl AccountEvents {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Opens a stream for the account; its first event is [`AccountEvent::Ready`].
-    pub fn subscribe(&self, account: AccountId) -> Result<Subscription, TooManyStreams> {
+    /// Opens a stream for the account (closing its oldest when it has
+    /// [`MAX_STREAMS_PER_ACCOUNT`] already); its first event is [`AccountEvent::Ready`].
+    pub fn subscribe(&self, account: AccountId) -> Subscription {
         let (queue, events) = mpsc::channel(STREAM_QUEUE);
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         {
@@ -161,7 +166,10 @@ impl AccountEvents {
             let list = streams.entry(account).or_default();
             list.retain(|s| !s.queue.is_closed());
             if list.len() >= MAX_STREAMS_PER_ACCOUNT {
-                return Err(TooManyStreams);
+                // Oldest first: dropping its queue's sender ends its response.
+                let excess = list.len() + 1 - MAX_STREAMS_PER_ACCOUNT;
+                list.drain(..excess);
+                metrics::counter!(telemetry::REPLACED).increment(excess as u64);
             }
             if let Some(ready) = encode(&AccountEvent::Ready) {
                 // The queue is new and empty: this cannot fail.
@@ -170,14 +178,14 @@ impl AccountEvents {
             list.push(Registered { id, queue });
         }
         metrics::gauge!(telemetry::STREAMS).increment(1.0);
-        Ok(Subscription {
+        Subscription {
             events,
             _registration: Registration {
                 events: self.clone(),
                 account,
                 id,
             },
-        })
+        }
     }
 
     /// Tells every stream of the account, on this node and (in a cluster) on the others.
@@ -258,9 +266,9 @@ mod tests {
     async fn events_reach_every_stream_of_the_account_only() {
         let hub = AccountEvents::new(None);
         let (a, b) = (AccountId::new_random(), AccountId::new_random());
-        let mut a1 = hub.subscribe(a).unwrap();
-        let mut a2 = hub.subscribe(a).unwrap();
-        let mut b1 = hub.subscribe(b).unwrap();
+        let mut a1 = hub.subscribe(a);
+        let mut a2 = hub.subscribe(a);
+        let mut b1 = hub.subscribe(b);
         for s in [&mut a1, &mut a2, &mut b1] {
             assert_eq!(&*s.events.recv().await.unwrap(), r#"{"type":"ready"}"#);
         }
@@ -282,10 +290,16 @@ mod tests {
     async fn streams_are_capped_per_account_and_slow_ones_closed() {
         let hub = AccountEvents::new(None);
         let a = AccountId::new_random();
-        let mut open: Vec<Subscription> = (0..MAX_STREAMS_PER_ACCOUNT)
-            .map(|_| hub.subscribe(a).unwrap())
+        let mut oldest = hub.subscribe(a);
+        let mut open: Vec<Subscription> = (1..MAX_STREAMS_PER_ACCOUNT)
+            .map(|_| hub.subscribe(a))
             .collect();
-        assert!(hub.subscribe(a).is_err());
+        assert_eq!(hub.open_streams(a), MAX_STREAMS_PER_ACCOUNT);
+        // One more closes the oldest (after what it had queued).
+        open.push(hub.subscribe(a));
+        assert_eq!(hub.open_streams(a), MAX_STREAMS_PER_ACCOUNT);
+        assert!(oldest.events.recv().await.is_some());
+        assert!(oldest.events.recv().await.is_none());
         let session_id = SessionId::new_random();
         for _ in 0..STREAM_QUEUE {
             hub.publish(a, &AccountEvent::MembershipRemoved { session_id });
@@ -298,14 +312,13 @@ mod tests {
             seen += 1;
         }
         assert_eq!(seen, STREAM_QUEUE);
-        assert!(hub.subscribe(a).is_ok());
     }
 
     #[test]
     fn relayed_garbage_is_dropped() {
         let hub = AccountEvents::new(None);
         let a = AccountId::new_random();
-        let mut s = hub.subscribe(a).unwrap();
+        let mut s = hub.subscribe(a);
         let _ = s.events.try_recv();
         hub.deliver_here(a, "{\"type\":\"ready\"}\n\ndata: injected");
         hub.deliver_here(a, r#"{"type":"nope"}"#);
