@@ -273,10 +273,7 @@ mod tests {
             assert_eq!(&*s.events.recv().await.unwrap(), r#"{"type":"ready"}"#);
         }
         let session_id = SessionId::new_random();
-        hub.publish(
-            a,
-            &AccountEvent::MembershipRemoved { session_id },
-        );
+        hub.publish(a, &AccountEvent::MembershipRemoved { session_id });
         for s in [&mut a1, &mut a2] {
             let got: AccountEvent = serde_json::from_str(&s.events.recv().await.unwrap()).unwrap();
             assert_eq!(got, AccountEvent::MembershipRemoved { session_id });

@@ -72,7 +72,9 @@ impl EventStream {
                     return Some(serde_json::from_str(&data.join("\n")).unwrap());
                 }
             }
-            let chunk = tokio::time::timeout_at(until, self.body.next()).await.ok()??;
+            let chunk = tokio::time::timeout_at(until, self.body.next())
+                .await
+                .ok()??;
             self.buffer
                 .push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
         }
@@ -89,7 +91,13 @@ impl EventStream {
     }
 }
 
-async fn call_ok(server: &TestServer, method: Method, path: &str, token: &str, body: Option<Value>) -> Value {
+async fn call_ok(
+    server: &TestServer,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> Value {
     let (status, res) = server.call(method, path, Some(token), body).await;
     assert!(status.is_success(), "{path}: {status} {res}");
     res
@@ -106,54 +114,140 @@ async fn dashboard_follows_every_change(backend: Backend) {
     let mut others = EventStream::open(&server, &other.token).await;
 
     // An invitation by email to Bea's address.
-    call_ok(&server, Method::POST, &format!("/sessions/{session}/members"), &owner.token,
-        Some(json!({"email": bea.email, "role": "editor"}))).await;
+    call_ok(
+        &server,
+        Method::POST,
+        &format!("/sessions/{session}/members"),
+        &owner.token,
+        Some(json!({"email": bea.email, "role": "editor"})),
+    )
+    .await;
     let mine = call_ok(&server, Method::GET, "/me/invitations", &bea.token, None).await;
     let invitation = mine[0]["id"].as_str().unwrap().to_owned();
-    let received = json!({"type": "invitation.received", "invitation_id": invitation, "session_id": session});
+    let received =
+        json!({"type": "invitation.received", "invitation_id": invitation, "session_id": session});
     tab1.expect(received.clone()).await;
     tab2.expect(received).await;
 
     // Accepted in one tab: every tab lists the session.
-    call_ok(&server, Method::POST, &format!("/me/invitations/{invitation}/accept"), &bea.token, None).await;
+    call_ok(
+        &server,
+        Method::POST,
+        &format!("/me/invitations/{invitation}/accept"),
+        &bea.token,
+        None,
+    )
+    .await;
     let added = json!({"type": "membership.added", "session_id": session, "role": "editor"});
     tab1.expect(added.clone()).await;
     tab2.expect(added).await;
 
     // The owner changes her role, then removes her.
-    call_ok(&server, Method::PATCH, &format!("/sessions/{session}/members/{}", bea.id), &owner.token,
-        Some(json!({"role": "viewer"}))).await;
-    tab1.expect(json!({"type": "membership.changed", "session_id": session, "role": "viewer"})).await;
-    call_ok(&server, Method::DELETE, &format!("/sessions/{session}/members/{}", bea.id), &owner.token, None).await;
-    tab1.expect(json!({"type": "membership.removed", "session_id": session})).await;
+    call_ok(
+        &server,
+        Method::PATCH,
+        &format!("/sessions/{session}/members/{}", bea.id),
+        &owner.token,
+        Some(json!({"role": "viewer"})),
+    )
+    .await;
+    tab1.expect(json!({"type": "membership.changed", "session_id": session, "role": "viewer"}))
+        .await;
+    call_ok(
+        &server,
+        Method::DELETE,
+        &format!("/sessions/{session}/members/{}", bea.id),
+        &owner.token,
+        None,
+    )
+    .await;
+    tab1.expect(json!({"type": "membership.removed", "session_id": session}))
+        .await;
 
     // An invitation link accepted in another tab.
-    let link = call_ok(&server, Method::POST, &format!("/sessions/{session}/invitations"), &owner.token,
-        Some(json!({"role": "editor"}))).await;
-    call_ok(&server, Method::POST, &format!("/invitations/{}/accept", link["token"].as_str().unwrap()), &bea.token, None).await;
-    tab1.expect(json!({"type": "membership.added", "session_id": session, "role": "editor"})).await;
+    let link = call_ok(
+        &server,
+        Method::POST,
+        &format!("/sessions/{session}/invitations"),
+        &owner.token,
+        Some(json!({"role": "editor"})),
+    )
+    .await;
+    call_ok(
+        &server,
+        Method::POST,
+        &format!("/invitations/{}/accept", link["token"].as_str().unwrap()),
+        &bea.token,
+        None,
+    )
+    .await;
+    tab1.expect(json!({"type": "membership.added", "session_id": session, "role": "editor"}))
+        .await;
 
     // An invitation withdrawn by the owner, one declined by Bea.
     let second = server.create_session(&owner.token, "Second").await;
     for _ in 0..2 {
-        call_ok(&server, Method::POST, &format!("/sessions/{second}/members"), &owner.token,
-            Some(json!({"email": bea.email, "role": "viewer"}))).await;
+        call_ok(
+            &server,
+            Method::POST,
+            &format!("/sessions/{second}/members"),
+            &owner.token,
+            Some(json!({"email": bea.email, "role": "viewer"})),
+        )
+        .await;
     }
     // Re-inviting replaces the open invitation: two received events, one open invitation.
     let first_id = tab1.next(LIVE).await.unwrap()["invitation_id"].clone();
     let open_id = tab1.next(LIVE).await.unwrap()["invitation_id"].clone();
     assert_ne!(first_id, open_id);
-    call_ok(&server, Method::DELETE, &format!("/sessions/{second}/invitations/{}", open_id.as_str().unwrap()), &owner.token, None).await;
-    tab1.expect(json!({"type": "invitation.withdrawn", "invitation_id": open_id, "session_id": second})).await;
-    call_ok(&server, Method::POST, &format!("/sessions/{second}/members"), &owner.token,
-        Some(json!({"email": bea.email, "role": "viewer"}))).await;
+    call_ok(
+        &server,
+        Method::DELETE,
+        &format!(
+            "/sessions/{second}/invitations/{}",
+            open_id.as_str().unwrap()
+        ),
+        &owner.token,
+        None,
+    )
+    .await;
+    tab1.expect(
+        json!({"type": "invitation.withdrawn", "invitation_id": open_id, "session_id": second}),
+    )
+    .await;
+    call_ok(
+        &server,
+        Method::POST,
+        &format!("/sessions/{second}/members"),
+        &owner.token,
+        Some(json!({"email": bea.email, "role": "viewer"})),
+    )
+    .await;
     let third_id = tab1.next(LIVE).await.unwrap()["invitation_id"].clone();
-    call_ok(&server, Method::POST, &format!("/me/invitations/{}/decline", third_id.as_str().unwrap()), &bea.token, None).await;
-    tab1.expect(json!({"type": "invitation.withdrawn", "invitation_id": third_id, "session_id": second})).await;
+    call_ok(
+        &server,
+        Method::POST,
+        &format!("/me/invitations/{}/decline", third_id.as_str().unwrap()),
+        &bea.token,
+        None,
+    )
+    .await;
+    tab1.expect(
+        json!({"type": "invitation.withdrawn", "invitation_id": third_id, "session_id": second}),
+    )
+    .await;
 
     // The session is deleted: its members hear it.
-    call_ok(&server, Method::DELETE, &format!("/sessions/{session}"), &owner.token, None).await;
-    tab1.expect(json!({"type": "membership.removed", "session_id": session})).await;
+    call_ok(
+        &server,
+        Method::DELETE,
+        &format!("/sessions/{session}"),
+        &owner.token,
+        None,
+    )
+    .await;
+    tab1.expect(json!({"type": "membership.removed", "session_id": session}))
+        .await;
 
     // Nothing of this reached another account.
     others.expect_quiet().await;
@@ -165,7 +259,12 @@ async fn the_channel_is_authenticated_and_capped(backend: Backend) {
     let bea = server.signup("Bea").await;
     let (status, _) = EventStream::try_open(&server, "atl_not-a-token").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let res = server.client.get(server.api("/me/events")).send().await.unwrap();
+    let res = server
+        .client
+        .get(server.api("/me/events"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     // API keys need sessions:read.
     let (_, reader) = server.api_key(&bea.token, &["sessions:read"]).await;
@@ -190,12 +289,21 @@ async fn the_channel_is_authenticated_and_capped(backend: Backend) {
     // The others still hear events.
     let owner = server.signup("Owner").await;
     let theirs = server.create_session(&owner.token, "Theirs").await;
-    call_ok(&server, Method::POST, &format!("/sessions/{theirs}/members"), &owner.token,
-        Some(json!({"email": bea.email, "role": "viewer"}))).await;
+    call_ok(
+        &server,
+        Method::POST,
+        &format!("/sessions/{theirs}/members"),
+        &owner.token,
+        Some(json!({"email": bea.email, "role": "viewer"})),
+    )
+    .await;
     let received = newest.next(LIVE).await.unwrap();
     assert_eq!(received["type"], "invitation.received");
     assert_eq!(received["session_id"], theirs.as_str());
     assert_eq!(open[0].next(LIVE).await.unwrap(), received);
 }
 
-on_both_backends!(dashboard_follows_every_change, the_channel_is_authenticated_and_capped);
+on_both_backends!(
+    dashboard_follows_every_change,
+    the_channel_is_authenticated_and_capped
+);

@@ -51,7 +51,10 @@ async fn add_member(server: &TestServer, owner: &str, session: &str, email: &str
 fn link_token(message: &Received) -> String {
     let text = message.text();
     let prefix = format!("{PUBLIC_URL}/#/invite/");
-    let start = text.find(&prefix).unwrap_or_else(|| panic!("no link in {text}")) + prefix.len();
+    let start = text
+        .find(&prefix)
+        .unwrap_or_else(|| panic!("no link in {text}"))
+        + prefix.len();
     text[start..]
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
@@ -59,7 +62,9 @@ fn link_token(message: &Received) -> String {
 }
 
 async fn listed_role(server: &TestServer, token: &str, session: &str) -> Option<String> {
-    let (_, list) = server.call(Method::GET, "/sessions", Some(token), None).await;
+    let (_, list) = server
+        .call(Method::GET, "/sessions", Some(token), None)
+        .await;
     list.as_array()
         .unwrap()
         .iter()
@@ -100,8 +105,9 @@ async fn wait_metric(server: &TestServer, line_prefix: &str, at_least: f64) -> f
 async fn emailed_invitations_land_in_the_session(backend: Backend) {
     let relay = SmtpStandIn::start().await;
     let server = server_with_relay(backend, &relay, &[]).await;
-    let owner = {
-        let (status, body) = server
+    let owner =
+        {
+            let (status, body) = server
             .call(
                 Method::POST,
                 "/auth/signup",
@@ -110,9 +116,9 @@ async fn emailed_invitations_land_in_the_session(backend: Backend) {
                     "password": PASSWORD, "name": "Ann Inviter"})),
             )
             .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        body["token"].as_str().unwrap().to_owned()
-    };
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+            body["token"].as_str().unwrap().to_owned()
+        };
     let known = server.signup("Known").await;
     let session = server.create_session(&owner, "Dünen — étude").await;
     let newcomer = format!("newcomer-{}@example.com", uuid::Uuid::new_v4().simple());
@@ -134,8 +140,15 @@ async fn emailed_invitations_land_in_the_session(backend: Backend) {
     };
     let (new_mail, known_mail) = (of(&newcomer), of(&known.email));
     for (mail, address) in [(&new_mail, &newcomer), (&known_mail, &known.email)] {
-        assert!(mail.mail_from.contains("atelier@example.test"), "{}", mail.mail_from);
-        assert!(mail.header("From").unwrap().contains("atelier@example.test"));
+        assert!(
+            mail.mail_from.contains("atelier@example.test"),
+            "{}",
+            mail.mail_from
+        );
+        assert!(mail
+            .header("From")
+            .unwrap()
+            .contains("atelier@example.test"));
         assert!(mail.header("To").unwrap().contains(address.as_str()));
         let subject = mail.header("Subject").unwrap();
         assert!(!subject.is_empty());
@@ -146,8 +159,12 @@ async fn emailed_invitations_land_in_the_session(backend: Backend) {
         assert!(link_token(mail).starts_with("ati_"));
     }
     // Apart from the address and the token, the two emails say the same.
-    let scrub = |m: &Received, address: &str| m.text().replace(address, "…").replace(&link_token(m), "…");
-    assert_eq!(scrub(&new_mail, &newcomer), scrub(&known_mail, &known.email));
+    let scrub =
+        |m: &Received, address: &str| m.text().replace(address, "…").replace(&link_token(m), "…");
+    assert_eq!(
+        scrub(&new_mail, &newcomer),
+        scrub(&known_mail, &known.email)
+    );
 
     // The newcomer follows the link: signs up with the address, and the link lands them in
     // the session (they joined at signup; the link says so and accepting changes nothing).
@@ -163,40 +180,81 @@ async fn emailed_invitations_land_in_the_session(backend: Backend) {
     assert_eq!(status, StatusCode::CREATED, "{signed_up}");
     let newcomer_token = signed_up["token"].as_str().unwrap().to_owned();
     let (status, preview) = server
-        .call(Method::GET, &format!("/invitations/{new_token}"), Some(&newcomer_token), None)
+        .call(
+            Method::GET,
+            &format!("/invitations/{new_token}"),
+            Some(&newcomer_token),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{preview}");
     assert_eq!(preview["session_id"], session.as_str());
     assert_eq!(preview["member"], true);
     let (status, accepted) = server
-        .call(Method::POST, &format!("/invitations/{new_token}/accept"), Some(&newcomer_token), None)
+        .call(
+            Method::POST,
+            &format!("/invitations/{new_token}/accept"),
+            Some(&newcomer_token),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{accepted}");
     assert_eq!(accepted["role"], "editor");
-    assert_eq!(listed_role(&server, &newcomer_token, &session).await.as_deref(), Some("editor"));
+    assert_eq!(
+        listed_role(&server, &newcomer_token, &session)
+            .await
+            .as_deref(),
+        Some("editor")
+    );
 
     // The existing account's link works for that address only.
     let known_token = link_token(&known_mail);
     let stranger = server.signup("Stranger").await;
-    for path in [format!("/invitations/{known_token}"), format!("/invitations/{known_token}/accept")] {
-        let method = if path.ends_with("accept") { Method::POST } else { Method::GET };
-        let (status, body) = server.call(method, &path, Some(&stranger.token), None).await;
+    for path in [
+        format!("/invitations/{known_token}"),
+        format!("/invitations/{known_token}/accept"),
+    ] {
+        let method = if path.ends_with("accept") {
+            Method::POST
+        } else {
+            Method::GET
+        };
+        let (status, body) = server
+            .call(method, &path, Some(&stranger.token), None)
+            .await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     }
     assert_eq!(listed_role(&server, &stranger.token, &session).await, None);
     let (status, preview) = server
-        .call(Method::GET, &format!("/invitations/{known_token}"), Some(&known.token), None)
+        .call(
+            Method::GET,
+            &format!("/invitations/{known_token}"),
+            Some(&known.token),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{preview}");
     assert_eq!(preview["member"], false);
     assert_eq!(preview["role"], "editor");
     let (status, accepted) = server
-        .call(Method::POST, &format!("/invitations/{known_token}/accept"), Some(&known.token), None)
+        .call(
+            Method::POST,
+            &format!("/invitations/{known_token}/accept"),
+            Some(&known.token),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{accepted}");
-    assert_eq!(listed_role(&server, &known.token, &session).await.as_deref(), Some("editor"));
+    assert_eq!(
+        listed_role(&server, &known.token, &session)
+            .await
+            .as_deref(),
+        Some("editor")
+    );
     // Accepted through the link, it is no longer pending on the dashboard.
-    let (_, mine) = server.call(Method::GET, "/me/invitations", Some(&known.token), None).await;
+    let (_, mine) = server
+        .call(Method::GET, "/me/invitations", Some(&known.token), None)
+        .await;
     assert_eq!(mine, json!([]));
     assert_eq!(metric(&server, "atelier_emails_sent_total ").await, 2.0);
 }
@@ -218,17 +276,33 @@ async fn a_failing_relay_changes_nothing_for_the_caller(backend: Backend) {
     let started = std::time::Instant::now();
     let first = address(1);
     let body = add_member(&server, &owner.token, &session, &first).await;
-    assert_eq!(body, json!({"email": first, "role": "editor", "invited": true}));
+    assert_eq!(
+        body,
+        json!({"email": first, "role": "editor", "invited": true})
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
-    wait_metric(&server, "atelier_emails_failed_total{reason=\"refused\"} ", 1.0).await;
+    wait_metric(
+        &server,
+        "atelier_emails_failed_total{reason=\"refused\"} ",
+        1.0,
+    )
+    .await;
     assert_eq!(relay.rcpt_attempts(), 1);
 
     // A temporary failure (451): retried up to the attempts allowed, then given up.
     relay.answer(Answer::TryLater);
     let second = address(2);
     let body = add_member(&server, &owner.token, &session, &second).await;
-    assert_eq!(body, json!({"email": second, "role": "editor", "invited": true}));
-    wait_metric(&server, "atelier_emails_failed_total{reason=\"attempts\"} ", 1.0).await;
+    assert_eq!(
+        body,
+        json!({"email": second, "role": "editor", "invited": true})
+    );
+    wait_metric(
+        &server,
+        "atelier_emails_failed_total{reason=\"attempts\"} ",
+        1.0,
+    )
+    .await;
     assert_eq!(metric(&server, "atelier_email_retries_total ").await, 2.0);
     assert_eq!(relay.rcpt_attempts(), 4);
     assert!(relay.received().is_empty());
@@ -242,7 +316,12 @@ async fn a_failing_relay_changes_nothing_for_the_caller(backend: Backend) {
     assert_eq!(metric(&server, "atelier_emails_sent_total ").await, 1.0);
     // The invitations themselves were all recorded.
     let (_, invitations) = server
-        .call(Method::GET, &format!("/sessions/{session}/invitations"), Some(&owner.token), None)
+        .call(
+            Method::GET,
+            &format!("/sessions/{session}/invitations"),
+            Some(&owner.token),
+            None,
+        )
         .await;
     assert_eq!(invitations.as_array().unwrap().len(), 3, "{invitations}");
 }
@@ -265,7 +344,10 @@ fn refused_start(args: &[&str]) -> String {
     let out = cmd
         .arg("serve")
         .args(["--bind", "127.0.0.1:0"])
-        .args(["--database-url", &format!("sqlite://{}/a.db", dir.path().display())])
+        .args([
+            "--database-url",
+            &format!("sqlite://{}/a.db", dir.path().display()),
+        ])
         .args(["--storage-url", "memory://", "--in-process-worker", "off"])
         .args(args)
         .current_dir(dir.path())
@@ -278,7 +360,12 @@ fn refused_start(args: &[&str]) -> String {
 
 #[test]
 fn a_malformed_relay_stops_start_up() {
-    for url in ["http://mail.example.test", "smtp://", "smtp://[broken", "mail.example.test:25"] {
+    for url in [
+        "http://mail.example.test",
+        "smtp://",
+        "smtp://[broken",
+        "mail.example.test:25",
+    ] {
         let stderr = refused_start(&["--smtp-url", url, "--smtp-from", FROM]);
         assert!(stderr.contains("ATELIER_SMTP_URL"), "{url}: {stderr}");
     }
@@ -287,6 +374,11 @@ fn a_malformed_relay_stops_start_up() {
     assert!(!stderr.contains("s3cret-pw"), "{stderr}");
     let stderr = refused_start(&["--smtp-url", "smtp://127.0.0.1:2525"]);
     assert!(stderr.contains("ATELIER_SMTP_FROM"), "{stderr}");
-    let stderr = refused_start(&["--smtp-url", "smtp://127.0.0.1:2525", "--smtp-from", "not an address"]);
+    let stderr = refused_start(&[
+        "--smtp-url",
+        "smtp://127.0.0.1:2525",
+        "--smtp-from",
+        "not an address",
+    ]);
     assert!(stderr.contains("ATELIER_SMTP_FROM"), "{stderr}");
 }

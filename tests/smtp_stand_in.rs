@@ -169,7 +169,11 @@ impl SmtpStandIn {
 async fn session(socket: TcpStream, state: Arc<Mutex<State>>) {
     let (read, mut write) = socket.into_split();
     let mut lines = BufReader::new(read);
-    if write.write_all(b"220 stand-in ESMTP ready\r\n").await.is_err() {
+    if write
+        .write_all(b"220 stand-in ESMTP ready\r\n")
+        .await
+        .is_err()
+    {
         return;
     }
     let mut mail_from = String::new();

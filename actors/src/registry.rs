@@ -551,7 +551,8 @@ impl SessionRegistryHandle {
             ),
             // Liveness is the cluster's business (it calls `node_gone`); account events go to
             // the server's account channels, not to sessions.
-            RelayMessage::Heartbeat | RelayMessage::Leaving | RelayMessage::AccountEvent { .. } => {}
+            RelayMessage::Heartbeat | RelayMessage::Leaving | RelayMessage::AccountEvent { .. } => {
+            }
         }
     }
 

@@ -38,8 +38,8 @@ use atelier_protocol::SessionId;
 use tokio::sync::{mpsc, oneshot};
 
 use self::channels::Channels;
-use crate::account_events::AccountEvents;
 use self::subscriber::Command;
+use crate::account_events::AccountEvents;
 use crate::db::Db;
 
 /// Metric names of the cluster (the session-side `atelier_cluster_gap_repairs_total` lives in

@@ -22,8 +22,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::membership::Membership;
-use crate::account_events::AccountEvents;
 use super::{now_ms, telemetry, Cluster};
+use crate::account_events::AccountEvents;
 
 /// Pause between attempts to reach Redis.
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
@@ -72,7 +72,15 @@ pub async fn run(
                     account_events: &account_events,
                     membership: &membership,
                 };
-                let ended = serve(&cluster, sink, stream, &mut commands, &mut wanted, receivers).await;
+                let ended = serve(
+                    &cluster,
+                    sink,
+                    stream,
+                    &mut commands,
+                    &mut wanted,
+                    receivers,
+                )
+                .await;
                 cluster.set_subscriber_up(false);
                 if let Ended::Closed = ended {
                     return;

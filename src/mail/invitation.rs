@@ -90,7 +90,10 @@ mod tests {
 
     #[test]
     fn names_and_titles_become_one_bounded_line() {
-        assert_eq!(one_line("  Terrain\r\nBcc: x@evil.test\tstudy "), "Terrain Bcc: x@evil.test study");
+        assert_eq!(
+            one_line("  Terrain\r\nBcc: x@evil.test\tstudy "),
+            "Terrain Bcc: x@evil.test study"
+        );
         assert_eq!(one_line("\r\n"), "");
         let long = "a".repeat(500);
         assert_eq!(one_line(&long).chars().count(), MAX_FIELD_CHARS + 1);
@@ -108,8 +111,14 @@ mod tests {
         .email()
         .unwrap();
         assert!(!email.subject.contains('\n') && !email.subject.contains('\r'));
-        assert!(email.subject.contains("Ann Bcc: x@evil.test"), "{}", email.subject);
-        assert!(email.body.contains("https://atelier.example/#/invite/ati_abc"));
+        assert!(
+            email.subject.contains("Ann Bcc: x@evil.test"),
+            "{}",
+            email.subject
+        );
+        assert!(email
+            .body
+            .contains("https://atelier.example/#/invite/ati_abc"));
         assert!(email.body.contains("as editor"));
         assert!(!email.body.contains("\nX-Injected"));
         assert!(Invitation {

@@ -137,7 +137,9 @@ impl Mailer {
         let Some(queue) = &self.queue else { return };
         if queue.try_send(email).is_err() {
             metrics::counter!(telemetry::DROPPED).increment(1);
-            tracing::warn!("the email queue is full (is the SMTP relay down?); an email was dropped");
+            tracing::warn!(
+                "the email queue is full (is the SMTP relay down?); an email was dropped"
+            );
         }
     }
 }

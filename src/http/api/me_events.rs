@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use actix_web::{get, http::header, web, HttpResponse};
 use bytes::Bytes;
-use futures_util::stream;
+use futures_util::{stream, StreamExt};
 use tokio::time::{interval_at, Instant, Interval};
 
 use crate::account_events::{AccountEvent, Subscription};
@@ -32,20 +32,21 @@ const RETRY_MS: u32 = 2000;
 pub async fn events(state: web::Data<AppState>, auth: AccountAuth) -> Result<HttpResponse> {
     let subscription = state.account_events.subscribe(auth.account.id);
     let keep_alive = interval_at(Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
-    let first = Bytes::from(format!("retry: {RETRY_MS}\n\n"));
-    let body = stream::unfold(
-        (Some(first), subscription, keep_alive),
-        |(first, mut subscription, mut keep_alive): (Option<Bytes>, Subscription, Interval)| async move {
-            if let Some(first) = first {
-                return Some((Ok::<_, std::convert::Infallible>(first), (None, subscription, keep_alive)));
-            }
+    let retry = Bytes::from(format!("retry: {RETRY_MS}\n\n"));
+    // Ends when the subscription's queue closes (shutdown, fell behind, replaced).
+    let events = stream::unfold(
+        (subscription, keep_alive),
+        |(mut subscription, mut keep_alive): (Subscription, Interval)| async move {
             let chunk = tokio::select! {
                 event = subscription.events.recv() => Bytes::from(format!("data: {}\n\n", event?)),
                 _ = keep_alive.tick() => Bytes::from_static(b": keep-alive\n\n"),
             };
-            Some((Ok(chunk), (None, subscription, keep_alive)))
+            Some((chunk, (subscription, keep_alive)))
         },
     );
+    let body = stream::once(std::future::ready(retry))
+        .chain(events)
+        .map(Ok::<_, std::convert::Infallible>);
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-store"))

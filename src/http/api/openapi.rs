@@ -14,8 +14,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     admin, api_keys, auth, billing, graph, invitations, jobs, me, me_events, media, ops, runtime,
-    sessions,
-    share_links, versions, webhooks,
+    sessions, share_links, versions, webhooks,
 };
 
 struct Security;

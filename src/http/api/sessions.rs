@@ -237,7 +237,7 @@ pub async fn add_member(
             session_id: session.id,
         },
     )
-    .await?;
+    .await;
     if state.mailer.is_on() {
         let link = invite_url(&state, &token);
         let invitation = crate::mail::invitation::Invitation {
@@ -249,7 +249,9 @@ pub async fn add_member(
         };
         match invitation.email() {
             Some(email) => state.mailer.send(email),
-            None => tracing::warn!(%invitation_id, "the invited address is not one SMTP takes; no email sent"),
+            None => {
+                tracing::warn!(%invitation_id, "the invited address is not one SMTP takes; no email sent")
+            }
         }
     }
     Ok(web::Json(MemberAdded {
