@@ -256,7 +256,10 @@ async fn emailed_invitations_land_in_the_session(backend: Backend) {
         .call(Method::GET, "/me/invitations", Some(&known.token), None)
         .await;
     assert_eq!(mine, json!([]));
-    assert_eq!(metric(&server, "atelier_emails_sent_total ").await, 2.0);
+    assert_eq!(
+        wait_metric(&server, "atelier_emails_sent_total ", 2.0).await,
+        2.0
+    );
 }
 
 async fn a_failing_relay_changes_nothing_for_the_caller(backend: Backend) {
@@ -313,7 +316,11 @@ async fn a_failing_relay_changes_nothing_for_the_caller(backend: Backend) {
     add_member(&server, &owner.token, &session, &third).await;
     let got = relay.wait_for(1, Duration::from_secs(10)).await;
     assert_eq!(got[0].rcpt_to, [third]);
-    assert_eq!(metric(&server, "atelier_emails_sent_total ").await, 1.0);
+    // Counted once the relay has answered the whole exchange (after the message, QUIT).
+    assert_eq!(
+        wait_metric(&server, "atelier_emails_sent_total ", 1.0).await,
+        1.0
+    );
     // The invitations themselves were all recorded.
     let (_, invitations) = server
         .call(
