@@ -113,7 +113,10 @@ async fn emailed_invitations_land_in_the_session(backend: Backend) {
                 "/auth/signup",
                 None,
                 Some(json!({"email": format!("ann-{}@example.com", uuid::Uuid::new_v4().simple()),
-                    "password": PASSWORD, "name": "Ann Inviter"})),
+                    "password": PASSWORD,
+                    // A line separator (not a control character, so accepted as a name) must not
+                    // start a header of its own.
+                    "name": "Ann Inviter\u{2028}Bcc: evil@example.test"})),
             )
             .await;
             assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -152,8 +155,17 @@ async fn emailed_invitations_land_in_the_session(backend: Backend) {
         assert!(mail.header("To").unwrap().contains(address.as_str()));
         let subject = mail.header("Subject").unwrap();
         assert!(!subject.is_empty());
+        assert!(
+            !mail.header_names().contains(&"bcc".to_owned()),
+            "{}",
+            mail.data
+        );
+        assert_eq!(mail.rcpt_to, [address.clone()]);
         let text = mail.text();
-        assert!(text.contains("Ann Inviter"), "{text}");
+        assert!(
+            text.contains("Ann Inviter Bcc: evil@example.test invited you"),
+            "{text}"
+        );
         assert!(text.contains("Dünen — étude"), "{text}");
         assert!(text.contains("as editor"), "{text}");
         assert!(link_token(mail).starts_with("ati_"));
