@@ -266,6 +266,11 @@ async fn the_channel_is_authenticated_and_capped(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    // A share link is no account.
+    let session = server.create_session(&bea.token, "Linked").await;
+    let (_, link) = server.share_link(&bea.token, &session, None).await;
+    let (status, _) = EventStream::try_open(&server, &link).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
     // API keys need sessions:read.
     let (_, reader) = server.api_key(&bea.token, &["sessions:read"]).await;
     let (_, billing) = server.api_key(&bea.token, &["billing:read"]).await;
