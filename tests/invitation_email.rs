@@ -160,7 +160,7 @@ async fn emailed_invitations_land_in_the_session(backend: Backend) {
             "{}",
             mail.data
         );
-        assert_eq!(mail.rcpt_to, [address.clone()]);
+        assert_eq!(mail.rcpt_to, std::slice::from_ref(address));
         let text = mail.text();
         assert!(
             text.contains("Ann Inviter Bcc: evil@example.test invited you"),
