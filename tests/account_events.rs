@@ -1,7 +1,7 @@
 //! The account's live channel (`GET /api/v1/me/events`, server-sent events) against the real
 //! binary, on SQLite and PostgreSQL: an invitation by email to the account's address, accepting
 //! it, an invitation link accepted in another tab, a role change, a removal, a withdrawn
-//! invitation and a deleted session each reach every open stream of that account — and no
+//! invitation, a deleted session and its owner's deleted account each reach every open stream of that account — and no
 //! other account's — within a second; the channel needs a login (or a key with
 //! `sessions:read`) and is capped per account (a ninth stream ends the oldest). (Across cluster nodes: `tests/node/test/cluster.test.mjs`.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -247,6 +247,31 @@ async fn dashboard_follows_every_change(backend: Backend) {
     )
     .await;
     tab1.expect(json!({"type": "membership.removed", "session_id": session}))
+        .await;
+
+    // The owner of a session she is in deletes their account: it goes from her dashboard too.
+    let leaving = server.signup("Leaving").await;
+    let theirs = server.create_session(&leaving.token, "Theirs").await;
+    let link = call_ok(
+        &server,
+        Method::POST,
+        &format!("/sessions/{theirs}/invitations"),
+        &leaving.token,
+        Some(json!({"role": "viewer"})),
+    )
+    .await;
+    call_ok(
+        &server,
+        Method::POST,
+        &format!("/invitations/{}/accept", link["token"].as_str().unwrap()),
+        &bea.token,
+        None,
+    )
+    .await;
+    tab1.expect(json!({"type": "membership.added", "session_id": theirs, "role": "viewer"}))
+        .await;
+    call_ok(&server, Method::DELETE, "/me", &leaving.token, None).await;
+    tab1.expect(json!({"type": "membership.removed", "session_id": theirs}))
         .await;
 
     // Nothing of this reached another account.

@@ -137,19 +137,18 @@ pub async fn delete_one(
     id: web::Path<SessionId>,
 ) -> Result<HttpResponse> {
     let (session, _) = authorize(&state, &auth.principal, *id, Action::Delete).await?;
-    let had_access = state.db.members(session.id).await?;
+    let had_access: Vec<AccountId> = state
+        .db
+        .members(session.id)
+        .await?
+        .into_iter()
+        .map(|m| m.account_id)
+        .collect();
     // Cached node results are media of the session: they go with it (other media stay their
     // owner's).
     crate::jobs::cache::purge_session(&state.db, &state.blobs, session.id).await;
     state.db.delete_session(session.id).await?;
-    for member in had_access {
-        state.account_events.publish(
-            member.account_id,
-            &AccountEvent::MembershipRemoved {
-                session_id: session.id,
-            },
-        );
-    }
+    crate::lifecycle::members_lost_session(&state, session.id, &had_access);
     // Its Pro runtime settled (the payer refunded the unused part), its sockets closed.
     crate::lifecycle::session_deleted(&state, session.id).await;
     Ok(HttpResponse::NoContent().finish())
