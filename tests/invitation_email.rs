@@ -1,5 +1,5 @@
 //! Invitation emails through an SMTP relay, against the real binary and a stand-in relay
-//! (`tests/smtp_stand_in.rs`), on SQLite and PostgreSQL: adding a member by email sends one
+//! (`tests/smtp_stand_in/`), on SQLite and PostgreSQL: adding a member by email sends one
 //! message to that address — the same words whether or not it has an account — naming the
 //! inviter and the session, with a link; the link's token, after signing up with that address,
 //! lands in the session (and works for that address only); a relay that refuses (5xx) or fails
