@@ -134,9 +134,13 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub stripe: StripeConfig,
 
-    /// Base URL that links (share links) are built from; defaults to `http://<bind>`.
+    /// Base URL that links (share links, invitation links and emails) are built from;
+    /// defaults to `http://<bind>` (the port actually bound when it is 0).
     #[arg(long, env = "ATELIER_PUBLIC_URL")]
     pub public_url: Option<String>,
+
+    #[command(flatten)]
+    pub mail: MailConfig,
 
     /// Mark the session cookie `Secure` (set this when served over HTTPS).
     #[arg(long, env = "ATELIER_SECURE_COOKIES", default_value_t = false)]
@@ -667,4 +671,37 @@ pub struct VersionsConfig {
     #[arg(long, env = "ATELIER_VERSIONS_MAX_BYTES_PER_SESSION", default_value_t = 64 * 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(1024..))]
     pub versions_max_bytes_per_session: u64,
+}
+
+/// Invitation emails. Without `ATELIER_SMTP_URL` the server sends no email at all: invitations
+/// by email wait on the invited person's dashboard (and join at signup).
+#[derive(Debug, Clone, Args)]
+pub struct MailConfig {
+    /// SMTP relay: `smtp://[user:pass@]host[:port]` (plain; add `?tls=required` for STARTTLS,
+    /// `?tls=opportunistic` for STARTTLS when offered) or `smtps://[user:pass@]host[:port]`
+    /// (TLS from the start, port 465 by default). Credentials percent-encoded. Unset: no email.
+    #[arg(long, env = "ATELIER_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+
+    /// The `From` of the emails, e.g. `Atelier <atelier@example.com>`; required with
+    /// ATELIER_SMTP_URL.
+    #[arg(long, env = "ATELIER_SMTP_FROM")]
+    pub smtp_from: Option<String>,
+
+    /// Attempts per email before it is given up (a relay's permanent refusal, 5xx, is not
+    /// retried).
+    #[arg(long, env = "ATELIER_SMTP_MAX_ATTEMPTS", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub smtp_max_attempts: u32,
+
+    /// Delay before the first retry, in milliseconds; each further retry waits twice as long.
+    #[arg(long, env = "ATELIER_SMTP_RETRY_BASE_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub smtp_retry_base_ms: u64,
+
+    /// How long one delivery attempt may take (connect, greeting, each command), in
+    /// milliseconds.
+    #[arg(long, env = "ATELIER_SMTP_TIMEOUT_MS", default_value_t = 20_000,
+          value_parser = clap::value_parser!(u64).range(100..=300_000))]
+    pub smtp_timeout_ms: u64,
 }

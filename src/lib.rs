@@ -19,6 +19,8 @@
 //! - [`auth`]: passwords, tokens, API keys and their scopes, the request principal, CSRF and
 //!   rate limits.
 //! - [`authz`]: the one place that decides who may do what in a studio session.
+//! - [`account_events`]: the account-wide live channel (`GET /me/events`) and its relay.
+//! - [`mail`]: emails through an SMTP relay (invitations), queued and retried off the request.
 //! - [`billing`]: credits, Pro runtime leases, payment webhooks. The lease's actors are in
 //!   `atelier-actors` (the worker lease actor and its `WorkerPool` port in `lease`, the billing
 //!   meter actor and its `Ledger` and `MeterHost` ports in `meter`): billing is the meter's host,
@@ -47,6 +49,7 @@
 //!
 //! The wire types live in `atelier-protocol`; the actors and their ports in `atelier-actors`.
 
+pub mod account_events;
 pub mod admin_cli;
 pub mod auth;
 pub mod authz;
@@ -61,6 +64,7 @@ pub mod http;
 pub mod inference;
 pub mod jobs;
 pub mod lifecycle;
+pub mod mail;
 pub mod state;
 pub mod storage;
 pub mod telemetry;

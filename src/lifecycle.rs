@@ -13,6 +13,7 @@ use atelier_actors::{KickTarget, SessionRegistryHandle};
 use atelier_protocol::close_code;
 use atelier_protocol::ids::{AccountId, SessionId, ShareLinkId};
 
+use crate::account_events::{AccountEvent, AccountEvents};
 use crate::billing::{reason, Billing};
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
@@ -42,6 +43,18 @@ pub async fn session_deleted(state: &AppState, session: SessionId) {
         .live
         .close_session(session, "the session was deleted")
         .await;
+}
+
+/// These accounts lost a session (it was deleted): their dashboards drop it at once.
+pub fn members_lost_session(state: &AppState, session: SessionId, members: &[AccountId]) {
+    for account in members {
+        state.account_events.publish(
+            *account,
+            &AccountEvent::MembershipRemoved {
+                session_id: session,
+            },
+        );
+    }
 }
 
 /// Share links that stopped working: their sockets close (4403).
@@ -97,6 +110,18 @@ pub async fn delete_account(state: &AppState, account: AccountId) -> Result<()> 
         .filter(|(session, _)| session.owner_id == account)
         .map(|(session, _)| session.id)
         .collect();
+    let mut members_of_owned = Vec::with_capacity(owned.len());
+    for session in &owned {
+        let others: Vec<AccountId> = state
+            .db
+            .members(*session)
+            .await?
+            .into_iter()
+            .map(|m| m.account_id)
+            .filter(|id| *id != account)
+            .collect();
+        members_of_owned.push(others);
+    }
     let links = state.db.share_links_created_by(account).await?;
     // Its leases are settled while its ledger still exists.
     state
@@ -108,8 +133,9 @@ pub async fn delete_account(state: &AppState, account: AccountId) -> Result<()> 
     state
         .live
         .kick_account(account, close_code::CREDENTIAL_ENDED, "account deleted");
-    for session in owned {
+    for (session, members) in owned.into_iter().zip(members_of_owned) {
         session_deleted(state, session).await;
+        members_lost_session(state, session, &members);
     }
     share_links_ended(state, &links, "the link's creator deleted their account");
     // Rows first, then objects: a failure in between leaves unreachable objects, never rows that
@@ -126,8 +152,9 @@ pub async fn delete_account(state: &AppState, account: AccountId) -> Result<()> 
     Ok(())
 }
 
-/// What must end when the server stops: this node leaves the cluster, every runtime lease is
-/// settled (`server_shutdown`) and every live session flushed. The signal handler runs it while
+/// What must end when the server stops: this node leaves the cluster, the account channels
+/// (`/me/events`) end (so they do not hold the graceful drain up; clients reconnect to another
+/// node), every runtime lease is settled (`server_shutdown`) and every live session flushed. The signal handler runs it while
 /// the HTTP workers still run (database connections opened on a worker's runtime die with it);
 /// the server runs it again once it has stopped, for a stop that came another way — a second run
 /// waits for the first and does nothing more.
@@ -136,15 +163,22 @@ pub struct ServerShutdown {
     billing: Billing,
     live: SessionRegistryHandle,
     cluster: Option<Cluster>,
+    account_events: AccountEvents,
     done: Arc<tokio::sync::OnceCell<()>>,
 }
 
 impl ServerShutdown {
-    pub fn new(billing: Billing, live: SessionRegistryHandle, cluster: Option<Cluster>) -> Self {
+    pub fn new(
+        billing: Billing,
+        live: SessionRegistryHandle,
+        cluster: Option<Cluster>,
+        account_events: AccountEvents,
+    ) -> Self {
         ServerShutdown {
             billing,
             live,
             cluster,
+            account_events,
             done: Arc::new(tokio::sync::OnceCell::new()),
         }
     }
@@ -155,6 +189,7 @@ impl ServerShutdown {
                 if let Some(cluster) = &self.cluster {
                     cluster.leave();
                 }
+                self.account_events.close_all();
                 tracing::info!("shutting down: settling runtime leases");
                 self.billing.shutdown().await;
                 tracing::info!("shutting down: flushing live sessions");

@@ -35,6 +35,12 @@ pub struct AppState {
     pub catalog: Arc<crate::inference::ModelCatalog>,
     /// The other nodes (cluster mode), `None` on a single node.
     pub cluster: Option<crate::cluster::Cluster>,
+    /// The account-wide live channels (`GET /me/events`) open on this node.
+    pub account_events: crate::account_events::AccountEvents,
+    /// Emails (invitations) through the SMTP relay, when one is configured.
+    pub mailer: crate::mail::Mailer,
+    /// Base of the links the server hands out: ATELIER_PUBLIC_URL, else the address listened on.
+    pub public_url: String,
     /// One permit per export being built (`ATELIER_MAX_CONCURRENT_EXPORTS`).
     pub exports: Arc<tokio::sync::Semaphore>,
 }

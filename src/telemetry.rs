@@ -26,5 +26,7 @@ pub fn init_metrics() -> Result<PrometheusHandle, String> {
         .map_err(|e| format!("could not install the metrics recorder: {e}"))?;
     atelier_actors::telemetry::describe_metrics();
     crate::cluster::telemetry::describe();
+    crate::account_events::telemetry::describe();
+    crate::mail::telemetry::describe();
     Ok(handle)
 }

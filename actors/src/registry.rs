@@ -549,8 +549,10 @@ impl SessionRegistryHandle {
                     role: Some(role),
                 },
             ),
-            // Liveness is the cluster's business (it calls `node_gone`).
-            RelayMessage::Heartbeat | RelayMessage::Leaving => {}
+            // Liveness is the cluster's business (it calls `node_gone`); account events go to
+            // the server's account channels, not to sessions.
+            RelayMessage::Heartbeat | RelayMessage::Leaving | RelayMessage::AccountEvent { .. } => {
+            }
         }
     }
 

@@ -2,8 +2,8 @@
 //!
 //! Every message travels in an [`Envelope`] naming the node that sent it (so a node skips its
 //! own) and when (relay lag). Live-session messages go on the session's channel, to the nodes
-//! that hold that session live; [`RelayMessage::Kick`] and the node heartbeats go on the cluster's
-//! control channel, to every node.
+//! that hold that session live; [`RelayMessage::Kick`], account events and the node heartbeats
+//! go on the cluster's control channel, to every node.
 //!
 //! Document updates are relayed only after they are committed, with their `seq` from the
 //! durable log, so a receiving node can tell a duplicate from a gap: Redis pub/sub drops
@@ -38,6 +38,7 @@ const KIND_PREVIEW: u64 = 4;
 const KIND_KICK: u64 = 5;
 const KIND_HEARTBEAT: u64 = 6;
 const KIND_LEAVING: u64 = 7;
+const KIND_ACCOUNT_EVENT: u64 = 8;
 
 const KICK_CLOSE: u64 = 0;
 const KICK_ROLE: u64 = 1;
@@ -84,6 +85,8 @@ pub enum RelayMessage {
     Heartbeat,
     /// The sender is shutting down: its clients' presence is gone now.
     Leaving,
+    /// An event for one account's live channel (`GET /me/events`), whichever node it is on.
+    AccountEvent { account: AccountId, json: String },
 }
 
 /// Access that ended somewhere: the matching sockets close on every node.
@@ -128,7 +131,7 @@ impl RelayMessage {
             | Self::QueryAwareness { session }
             | Self::Event { session, .. }
             | Self::Preview { session, .. } => Some(*session),
-            Self::Kick(_) | Self::Heartbeat | Self::Leaving => None,
+            Self::Kick(_) | Self::Heartbeat | Self::Leaving | Self::AccountEvent { .. } => None,
         }
     }
 }
@@ -179,6 +182,11 @@ impl Envelope {
             }
             RelayMessage::Heartbeat => out.write_var(KIND_HEARTBEAT),
             RelayMessage::Leaving => out.write_var(KIND_LEAVING),
+            RelayMessage::AccountEvent { account, json } => {
+                out.write_var(KIND_ACCOUNT_EVENT);
+                write_id(&mut out, account);
+                out.write_string(json);
+            }
         }
         out
     }
@@ -231,6 +239,10 @@ impl Envelope {
             KIND_KICK => RelayMessage::Kick(decode_kick(&mut r)?),
             KIND_HEARTBEAT => RelayMessage::Heartbeat,
             KIND_LEAVING => RelayMessage::Leaving,
+            KIND_ACCOUNT_EVENT => RelayMessage::AccountEvent {
+                account: read_id(&mut r)?,
+                json: r.var_str()?.to_owned(),
+            },
             other => return Err(FrameError::UnknownType(other)),
         };
         r.finish()?;
@@ -385,6 +397,10 @@ mod tests {
         }));
         round_trip(RelayMessage::Heartbeat);
         round_trip(RelayMessage::Leaving);
+        round_trip(RelayMessage::AccountEvent {
+            account,
+            json: r#"{"type":"membership.added"}"#.into(),
+        });
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! - [`channels`]: Redis channel and key names under the configured prefix;
 //! - [`publisher`]: one task publishing what this node's sessions relay (bounded queue);
 //! - [`subscriber`]: one task owning the pub/sub connection — session channels follow the
-//!   sessions loaded here, messages go to the registry, reconnects trigger a resync;
+//!   sessions loaded here, messages go to the registry (account events to the account
+//!   channels), reconnects trigger a resync;
 //! - [`membership`]: heartbeats, and withdrawing a silent node's presence;
 //! - [`heads`]: the periodic check of live sessions against the durable log;
 //! - [`rate_limit`]: counters shared by all nodes (signup/login attempts per IP).
@@ -38,6 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::channels::Channels;
 use self::subscriber::Command;
+use crate::account_events::AccountEvents;
 use crate::db::Db;
 
 /// Metric names of the cluster (the session-side `atelier_cluster_gap_repairs_total` lives in
@@ -160,6 +162,7 @@ impl Cluster {
         &self,
         tasks: ClusterTasks,
         registry: SessionRegistryHandle,
+        account_events: AccountEvents,
         db: Db,
         head_check_interval: Duration,
     ) {
@@ -170,6 +173,7 @@ impl Cluster {
             self.clone(),
             tasks.commands,
             registry.clone(),
+            account_events,
             membership.clone(),
         ));
         tokio::spawn(membership::run(self.clone(), membership));

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use super::membership::Membership;
 use super::{now_ms, telemetry, Cluster};
+use crate::account_events::AccountEvents;
 
 /// Pause between attempts to reach Redis.
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
@@ -50,6 +51,7 @@ pub async fn run(
     cluster: Cluster,
     mut commands: mpsc::UnboundedReceiver<Command>,
     registry: SessionRegistryHandle,
+    account_events: AccountEvents,
     membership: Membership,
 ) {
     let mut wanted: HashSet<SessionId> = HashSet::new();
@@ -65,14 +67,18 @@ pub async fn run(
                 connected_before = true;
                 // Whatever was published while this node was not subscribed is lost.
                 registry.resync_all();
+                let receivers = Receivers {
+                    registry: &registry,
+                    account_events: &account_events,
+                    membership: &membership,
+                };
                 let ended = serve(
                     &cluster,
                     sink,
                     stream,
                     &mut commands,
                     &mut wanted,
-                    &registry,
-                    &membership,
+                    receivers,
                 )
                 .await;
                 cluster.set_subscriber_up(false);
@@ -144,14 +150,21 @@ fn timeout_error() -> redis::RedisError {
     ))
 }
 
+/// Where relayed messages go on this node.
+#[derive(Clone, Copy)]
+struct Receivers<'a> {
+    registry: &'a SessionRegistryHandle,
+    account_events: &'a AccountEvents,
+    membership: &'a Membership,
+}
+
 async fn serve(
     cluster: &Cluster,
     mut sink: PubSubSink,
     mut stream: PubSubStream,
     commands: &mut mpsc::UnboundedReceiver<Command>,
     wanted: &mut HashSet<SessionId>,
-    registry: &SessionRegistryHandle,
-    membership: &Membership,
+    receivers: Receivers<'_>,
 ) -> Ended {
     let mut last_echo = Instant::now();
     let mut liveness = tokio::time::interval(Duration::from_secs(1));
@@ -159,7 +172,7 @@ async fn serve(
         tokio::select! {
             message = stream.next() => {
                 let Some(message) = message else { return Ended::Lost };
-                if dispatch(cluster, message.get_payload_bytes(), registry, membership) {
+                if dispatch(cluster, message.get_payload_bytes(), receivers) {
                     last_echo = Instant::now();
                 }
             }
@@ -196,12 +209,12 @@ async fn serve(
 }
 
 /// Handles one pub/sub payload; returns whether it was this node's own heartbeat coming back.
-fn dispatch(
-    cluster: &Cluster,
-    payload: &[u8],
-    registry: &SessionRegistryHandle,
-    membership: &Membership,
-) -> bool {
+fn dispatch(cluster: &Cluster, payload: &[u8], receivers: Receivers<'_>) -> bool {
+    let Receivers {
+        registry,
+        account_events,
+        membership,
+    } = receivers;
     let envelope = match Envelope::decode(payload) {
         Ok(envelope) => envelope,
         Err(error) => {
@@ -217,6 +230,10 @@ fn dispatch(
         RelayMessage::Heartbeat => return false,
         RelayMessage::Leaving => {
             membership.left(&envelope.node);
+            return false;
+        }
+        RelayMessage::AccountEvent { account, json } => {
+            account_events.deliver_here(*account, json);
             return false;
         }
         RelayMessage::Updates { .. } => {

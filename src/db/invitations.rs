@@ -207,6 +207,22 @@ impl Db {
         Ok(row.map(Invitation::from))
     }
 
+    /// One invitation of the session.
+    pub async fn invitation(
+        &self,
+        session: SessionId,
+        invitation: InvitationId,
+    ) -> Result<Option<Invitation>> {
+        let row: Option<InvitationRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM session_invitations WHERE id = $1 AND session_id = $2"
+        )))
+        .bind(invitation.to_string())
+        .bind(session.to_string())
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(Invitation::from))
+    }
+
     /// Revokes an invitation of the session; false when the session has no such invitation.
     pub async fn revoke_invitation(
         &self,
@@ -226,14 +242,17 @@ impl Db {
     }
 
     /// Records (or re-affirms with a new role) a pending email invitation: one open invitation
-    /// per session and address.
+    /// per session and address. `token_hash`: the hash of the secret the invitation email's
+    /// link carries (accepted by the invited address only). Returns the new invitation's id.
     pub async fn invite_email(
         &self,
         session: SessionId,
         created_by: AccountId,
         email: &str,
         role: Role,
-    ) -> Result<()> {
+        token_hash: &str,
+    ) -> Result<InvitationId> {
+        let id = InvitationId::new_random();
         with_retrying_tx!(self, "invite by email", |tx| {
             sqlx::query(
                 "UPDATE session_invitations SET revoked_at = $1 \
@@ -246,19 +265,21 @@ impl Db {
             .await?;
             sqlx::query(
                 "INSERT INTO session_invitations \
-             (id, session_id, role, email, created_by, created_at, max_uses) \
-             VALUES ($1, $2, $3, $4, $5, $6, 1)",
+             (id, session_id, role, token_hash, email, created_by, created_at, max_uses) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 1)",
             )
-            .bind(InvitationId::new_random().to_string())
+            .bind(id.to_string())
             .bind(session.to_string())
             .bind(role.to_string())
+            .bind(token_hash)
             .bind(email)
             .bind(created_by.to_string())
             .bind(now_ms())
             .execute(&mut *tx)
             .await?;
             Ok::<(), Error>(())
-        })
+        })?;
+        Ok(id)
     }
 
     /// Accepts a link invitation for `account`: counts one use (atomically, so a single-use link
@@ -423,21 +444,32 @@ impl Db {
     }
 
     /// Declines the open email invitation `id` addressed to `email` (the owner sees it
-    /// revoked); false when there is no such open invitation for this address.
-    pub async fn decline_email_invitation(&self, id: InvitationId, email: &str) -> Result<bool> {
+    /// revoked); returns its session, or none when there is no such open invitation for this
+    /// address.
+    pub async fn decline_email_invitation(
+        &self,
+        id: InvitationId,
+        email: &str,
+    ) -> Result<Option<SessionId>> {
         let now = now_ms();
-        let res = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let row: Option<(UuidText,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "UPDATE session_invitations SET revoked_at = $1 \
-             WHERE id = $2 AND {}",
+             WHERE id = $2 AND {} RETURNING session_id",
             open_email("", "$3", "$1")
         )))
         .bind(now)
         .bind(id.to_string())
         .bind(email)
-        .execute(self.pool())
+        .fetch_optional(self.pool())
         .await?;
-        Ok(res.rows_affected() > 0)
+        Ok(row.map(|(session,)| SessionId::from(session)))
     }
+}
+
+/// Whether a member with role `current` already has everything an invitation with role
+/// `invited` gives (so accepting it changes nothing).
+pub fn role_covers(current: Role, invited: Role) -> bool {
+    role_rank(current) >= role_rank(invited)
 }
 
 /// How much a role may do, for "keep the stronger role".

@@ -20,6 +20,7 @@ use atelier_actors::{RegistryConfig, SessionRegistryHandle};
 use atelier_protocol::events::StudioEvent;
 
 use super::{api, upgrade, ws};
+use crate::account_events::AccountEvents;
 use crate::auth::rate_limit::AuthRateLimit;
 use crate::billing::checkout::Checkout;
 use crate::billing::{Billing, BillingSettings};
@@ -32,6 +33,7 @@ use crate::db::Db;
 use crate::inference::{Engine, ModelCatalog};
 use crate::jobs::{JobBoard, JobService};
 use crate::lifecycle::ServerShutdown;
+use crate::mail::{MailSettings, Mailer};
 use crate::state::AppState;
 use crate::storage::Blobs;
 use crate::telemetry;
@@ -65,6 +67,8 @@ pub enum StartError {
     Jobs(String),
     #[error("{0}")]
     Cluster(String),
+    #[error("{0}")]
+    Mail(String),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -74,6 +78,8 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         .cluster
         .settings(&config.database.database_url, &config.storage_url)
         .map_err(StartError::Cluster)?;
+    // A malformed relay stops start-up before anything else starts.
+    let mail_settings = MailSettings::from_config(&config.mail).map_err(StartError::Mail)?;
     let cluster = match &cluster_settings {
         Some(settings) => {
             let (cluster, tasks) = Cluster::new(settings, config.cluster.drop_relay_every)
@@ -134,13 +140,27 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         registry.relay = Arc::new(cluster.clone());
     }
     let live = SessionRegistryHandle::new(registry);
+    let account_events = AccountEvents::new(cluster.as_ref().map(|(c, _)| c.clone()));
     let cluster = cluster.map(|(cluster, tasks)| {
         let interval = cluster_settings
             .as_ref()
             .map_or(Duration::from_secs(5), |s| s.head_check_interval);
-        cluster.start(tasks, live.clone(), db.clone(), interval);
+        cluster.start(
+            tasks,
+            live.clone(),
+            account_events.clone(),
+            db.clone(),
+            interval,
+        );
         cluster
     });
+    let mailer = match mail_settings {
+        Some(settings) => Mailer::start(settings),
+        None => {
+            tracing::info!("no SMTP relay (ATELIER_SMTP_URL): invitations are not emailed");
+            Mailer::off()
+        }
+    };
     // Billing: meters run on this (the system) arbiter. Leases left open by a crash are resumed
     // or settled at their last checkpoint before the first request.
     let billing = Billing::new(
@@ -187,12 +207,13 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         source,
     })?;
     let addr = listener.local_addr()?;
-    // Stripe sends the user back here: the configured public URL, else the address listened on
-    // (the port actually bound, when it was 0).
-    let return_url = match &config.public_url {
+    // Links (invitations, emails) and Stripe's way back: the configured public URL, else the
+    // address listened on (the port actually bound, when it was 0).
+    let public_url = match &config.public_url {
         Some(_) => config.public_url(),
         None => format!("http://{addr}"),
     };
+    let return_url = public_url.clone();
     let checkout = Checkout::new(
         &config.stripe.stripe_api_base,
         config.stripe.stripe_secret_key.clone(),
@@ -221,6 +242,9 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         versions,
         catalog,
         cluster: cluster.clone(),
+        account_events: account_events.clone(),
+        mailer,
+        public_url,
         exports: Arc::new(tokio::sync::Semaphore::new(
             usize::try_from(config.max_concurrent_exports).unwrap_or(1),
         )),
@@ -293,7 +317,12 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
                 .tcp()
         })?;
     let server = server.run();
-    let shutdown = ServerShutdown::new(billing.clone(), live.clone(), cluster.clone());
+    let shutdown = ServerShutdown::new(
+        billing.clone(),
+        live.clone(),
+        cluster.clone(),
+        account_events,
+    );
     let before_stop = {
         let shutdown = shutdown.clone();
         async move { shutdown.run().await }

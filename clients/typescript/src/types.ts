@@ -74,7 +74,18 @@ export interface InvitationPreview {
   session_title: string
   role: Role
   expires_at: number | null
+  /** The caller is already a member with at least this role (accepting changes nothing). */
+  member: boolean
 }
+
+/** One event of the account's live channel (`GET /me/events`, server-sent events). */
+export type AccountEvent =
+  | { type: 'ready' }
+  | { type: 'membership.added'; session_id: string; role: Role }
+  | { type: 'membership.changed'; session_id: string; role: Role }
+  | { type: 'membership.removed'; session_id: string }
+  | { type: 'invitation.received'; invitation_id: string; session_id: string }
+  | { type: 'invitation.withdrawn'; invitation_id: string; session_id: string }
 
 /** A pending email invitation addressed to the caller (`GET /me/invitations`). */
 export interface InvitationToMe {

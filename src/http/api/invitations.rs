@@ -4,7 +4,11 @@
 //! member by address (`POST /sessions/{id}/members`), whether or not the address has an
 //! account; they are listed and revoked here too. The invited person sees them under
 //! `/me/invitations` and accepts or declines them there (or, without an account yet, joins at
-//! signup).
+//! signup). When an SMTP relay is configured, an email invitation is also emailed with a link
+//! (`#/invite/{token}`) that only the invited address can accept.
+//!
+//! Every change of who may see a session, and every invitation by email received or withdrawn,
+//! is told to the account concerned on its live channel (`GET /me/events`).
 
 use actix_web::{delete, get, post, web, HttpResponse};
 use atelier_protocol::ids::{InvitationId, SessionId};
@@ -12,9 +16,11 @@ use atelier_protocol::Role;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::account_events::AccountEvent;
 use crate::auth::{tokens, AccountAuth, Auth};
 use crate::authz::{authorize, Action};
-use crate::db::invitations::{Invitation, InvitationToMe, NewInvitation};
+use crate::db::accounts::Account;
+use crate::db::invitations::{role_covers, Invitation, InvitationToMe, NewInvitation};
 use crate::db::now_ms;
 use crate::error::{Error, Result};
 use crate::state::AppState;
@@ -53,6 +59,9 @@ pub struct InvitationPreview {
     pub session_title: String,
     pub role: Role,
     pub expires_at: Option<i64>,
+    /// The caller is already a member with at least this role: accepting changes nothing
+    /// (e.g. the invited address signed up and joined already).
+    pub member: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -110,7 +119,7 @@ pub async fn create(
             expires_at,
         )
         .await?;
-    let url = format!("{}/#/invite/{token}", state.config.public_url());
+    let url = invite_url(&state, &token);
     Ok(HttpResponse::Created().json(CreatedInvitation {
         invitation,
         token,
@@ -144,6 +153,11 @@ pub async fn revoke(
     let (session_id, invitation_id) = path.into_inner();
     let (session, _) =
         authorize(&state, &auth.principal, session_id, Action::ManageMembers).await?;
+    let invitation = state
+        .db
+        .invitation(session.id, invitation_id)
+        .await?
+        .ok_or(Error::NotFound("invitation"))?;
     if !state
         .db
         .revoke_invitation(session.id, invitation_id)
@@ -151,12 +165,47 @@ pub async fn revoke(
     {
         return Err(Error::NotFound("invitation"));
     }
+    if invitation.spent(now_ms()).is_none() {
+        if let Some(email) = &invitation.email {
+            tell_address(
+                &state,
+                email,
+                &AccountEvent::InvitationWithdrawn {
+                    invitation_id,
+                    session_id: session.id,
+                },
+            )
+            .await;
+        }
+    }
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// The invitation a token names, usable now; 404 when there is none, 410 with the reason when
-/// it was revoked, has expired or is used up.
-async fn usable(state: &AppState, token: &str) -> Result<Invitation> {
+/// The studio page that accepts an invitation with this token.
+pub fn invite_url(state: &AppState, token: &str) -> String {
+    format!("{}/#/invite/{token}", state.public_url)
+}
+
+/// Tells the account with this address, if there is one, on its live channel. Nothing of it
+/// reaches the caller: the answer is the same whether or not the address has an account, and a
+/// failed lookup only costs the live hint (the dashboard reads its lists on reconnect).
+pub async fn tell_address(state: &AppState, email: &str, event: &AccountEvent) {
+    match state.db.account_by_email(email).await {
+        Ok(Some(account)) => state.account_events.publish(account.id, event),
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error, "could not look up an invited address to tell it"),
+    }
+}
+
+/// The invitation a token names, for `account`: 404 when there is none; 403 when it is an
+/// email invitation to another address; 410 with the reason when it was revoked, has expired
+/// or is used up — unless the account is already a member with at least its role (the second
+/// value), as after signing up with the invited address.
+async fn for_account(
+    state: &AppState,
+    token: &str,
+    account: &Account,
+) -> Result<(Invitation, Option<Role>)> {
     let invitation = state
         .db
         .invitation_by_token(&tokens::hash(token))
@@ -164,10 +213,27 @@ async fn usable(state: &AppState, token: &str) -> Result<Invitation> {
         .ok_or_else(|| {
             Error::Missing("no invitation has this link; check that it was copied whole".into())
         })?;
-    match invitation.spent(now_ms()) {
-        Some(why) => Err(Error::Gone(why.explain().into())),
-        None => Ok(invitation),
+    if invitation
+        .email
+        .as_deref()
+        .is_some_and(|addressee| addressee != account.email)
+    {
+        return Err(Error::forbidden(
+            "this invitation was sent to another email address; log in (or sign up) with the \
+             address it was sent to",
+        ));
     }
+    let covered = state
+        .db
+        .member_role(invitation.session_id, account.id)
+        .await?
+        .filter(|current| role_covers(*current, invitation.role));
+    if covered.is_none() {
+        if let Some(why) = invitation.spent(now_ms()) {
+            return Err(Error::Gone(why.explain().into()));
+        }
+    }
+    Ok((invitation, covered))
 }
 
 /// What an invitation link offers (any signed-in account holding it).
@@ -176,10 +242,10 @@ async fn usable(state: &AppState, token: &str) -> Result<Invitation> {
 #[get("/invitations/{token}")]
 pub async fn preview(
     state: web::Data<AppState>,
-    _auth: AccountAuth,
+    auth: AccountAuth,
     token: web::Path<String>,
 ) -> Result<web::Json<InvitationPreview>> {
-    let invitation = usable(&state, &token).await?;
+    let (invitation, member) = for_account(&state, &token, &auth.account).await?;
     let session = state
         .db
         .session(invitation.session_id)
@@ -190,20 +256,28 @@ pub async fn preview(
         session_title: session.title,
         role: invitation.role,
         expires_at: invitation.expires_at,
+        member: member.is_some(),
     }))
 }
 
 /// Accept an invitation link: the signed-in caller becomes a member with its role (a stronger
-/// role they already have is kept).
+/// role they already have is kept). The link of an invitation by email works for the invited
+/// address only (403 for another account).
 #[utoipa::path(tag = "invitations", params(("token" = String, Path,)),
-    responses((status = 200, body = AcceptedInvitation), (status = 401), (status = 404), (status = 410)))]
+    responses((status = 200, body = AcceptedInvitation), (status = 401), (status = 403), (status = 404), (status = 410)))]
 #[post("/invitations/{token}/accept")]
 pub async fn accept(
     state: web::Data<AppState>,
     auth: AccountAuth,
     token: web::Path<String>,
 ) -> Result<web::Json<AcceptedInvitation>> {
-    let invitation = usable(&state, &token).await?;
+    let (invitation, member) = for_account(&state, &token, &auth.account).await?;
+    if let Some(role) = member {
+        return Ok(web::Json(AcceptedInvitation {
+            session_id: invitation.session_id,
+            role,
+        }));
+    }
     let role = state
         .db
         .accept_invitation(&invitation, auth.account.id)
@@ -214,6 +288,14 @@ pub async fn accept(
         .live
         .set_role(invitation.session_id, auth.account.id, Some(role))
         .await;
+    // The account's other tabs and devices list the session at once.
+    state.account_events.publish(
+        auth.account.id,
+        &AccountEvent::MembershipAdded {
+            session_id: invitation.session_id,
+            role,
+        },
+    );
     tracing::info!(session = %invitation.session_id, account = %auth.account.id, %role, "invitation accepted");
     Ok(web::Json(AcceptedInvitation {
         session_id: invitation.session_id,
@@ -255,6 +337,10 @@ pub async fn accept_mine(
         .live
         .set_role(session_id, auth.account.id, Some(role))
         .await;
+    state.account_events.publish(
+        auth.account.id,
+        &AccountEvent::MembershipAdded { session_id, role },
+    );
     tracing::info!(session = %session_id, account = %auth.account.id, %role, "email invitation accepted");
     Ok(web::Json(AcceptedInvitation { session_id, role }))
 }
@@ -269,12 +355,19 @@ pub async fn decline_mine(
     auth: AccountAuth,
     id: web::Path<InvitationId>,
 ) -> Result<HttpResponse> {
-    if !state
+    let Some(session_id) = state
         .db
         .decline_email_invitation(*id, &auth.account.email)
         .await?
-    {
+    else {
         return Err(Error::NotFound("invitation"));
-    }
+    };
+    state.account_events.publish(
+        auth.account.id,
+        &AccountEvent::InvitationWithdrawn {
+            invitation_id: *id,
+            session_id,
+        },
+    );
     Ok(HttpResponse::NoContent().finish())
 }

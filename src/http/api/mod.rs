@@ -10,6 +10,7 @@ pub mod graph;
 pub mod invitations;
 pub mod jobs;
 pub mod me;
+pub mod me_events;
 pub mod media;
 pub mod media_upload;
 pub mod openapi;
@@ -44,6 +45,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
             .service(auth::login)
             .service(auth::logout)
             .service(me::me)
+            .service(me_events::events)
             .service(me::usage)
             .service(me::export)
             .service(me::delete_me)

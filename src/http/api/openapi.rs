@@ -13,8 +13,8 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    admin, api_keys, auth, billing, graph, invitations, jobs, me, media, ops, runtime, sessions,
-    share_links, versions, webhooks,
+    admin, api_keys, auth, billing, graph, invitations, jobs, me, me_events, media, ops, runtime,
+    sessions, share_links, versions, webhooks,
 };
 
 struct Security;
@@ -61,7 +61,7 @@ impl Modify for Security {
     security(("bearer" = []), ("cookie" = [])),
     paths(
         auth::signup, auth::login, auth::logout,
-        me::me, me::usage, me::export, me::delete_me,
+        me::me, me::usage, me::export, me::delete_me, me_events::events,
         api_keys::create, api_keys::list, api_keys::revoke,
         sessions::create, sessions::list, sessions::get_one, sessions::update, sessions::delete_one,
         sessions::members, sessions::add_member, sessions::change_role, sessions::remove_member,

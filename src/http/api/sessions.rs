@@ -1,4 +1,5 @@
-//! Studio sessions and their members.
+//! Studio sessions and their members. Whoever gains, loses or changes access to a session is
+//! told on their live channel (`GET /me/events`), so their dashboard follows at once.
 
 use actix_web::{delete, get, patch, post, web, HttpResponse};
 use atelier_protocol::ids::{AccountId, SessionId};
@@ -7,7 +8,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::normalize_email;
-use crate::auth::{AccountAuth, Auth};
+use super::invitations::{invite_url, tell_address};
+use crate::account_events::AccountEvent;
+use crate::auth::principal::Principal;
+use crate::auth::{tokens, AccountAuth, Auth};
 use crate::authz::{authorize, Action};
 use crate::db::sessions::{Member, StudioSession};
 use crate::error::{Error, Result};
@@ -133,10 +137,18 @@ pub async fn delete_one(
     id: web::Path<SessionId>,
 ) -> Result<HttpResponse> {
     let (session, _) = authorize(&state, &auth.principal, *id, Action::Delete).await?;
+    let had_access: Vec<AccountId> = state
+        .db
+        .members(session.id)
+        .await?
+        .into_iter()
+        .map(|m| m.account_id)
+        .collect();
     // Cached node results are media of the session: they go with it (other media stay their
     // owner's).
     crate::jobs::cache::purge_session(&state.db, &state.blobs, session.id).await;
     state.db.delete_session(session.id).await?;
+    crate::lifecycle::members_lost_session(&state, session.id, &had_access);
     // Its Pro runtime settled (the payer refunded the unused part), its sockets closed.
     crate::lifecycle::session_deleted(&state, session.id).await;
     Ok(HttpResponse::NoContent().finish())
@@ -162,8 +174,9 @@ pub struct MemberAdded {
     /// The address, normalised.
     pub email: String,
     pub role: Role,
-    /// Always `true`: a pending invitation now waits for the address (no email is sent). A
-    /// person with an account accepts it from their dashboard; a new account joins at signup.
+    /// Always `true`: a pending invitation now waits for the address. A person with an account
+    /// accepts it from their dashboard; a new account joins at signup. With an SMTP relay
+    /// configured, the address is also emailed a link to it (whether or not it has an account).
     pub invited: bool,
 }
 
@@ -174,10 +187,12 @@ pub struct ChangeRole {
 }
 
 /// Invite someone by email (owners only). Whatever the address, this records a pending email
-/// invitation (listed under `GET /sessions/{id}/invitations`) and nothing else: a person with an
-/// account becomes a member only by accepting it (`POST /me/invitations/{id}/accept`), an
-/// address without one joins at signup. So neither this answer nor the member and invitation
-/// lists tell whether the address has an account. A member's role is changed with `PATCH`.
+/// invitation (listed under `GET /sessions/{id}/invitations`) and, when an SMTP relay is
+/// configured, queues an email with a link that accepts it (sent in the background: its fate
+/// never changes this answer). A person with an account becomes a member only by accepting it
+/// (`POST /me/invitations/{id}/accept`, or the emailed link), an address without one joins at
+/// signup. So neither this answer nor the member and invitation lists tell whether the address
+/// has an account. A member's role is changed with `PATCH`.
 #[utoipa::path(security(("api_key" = ["sessions:write"])), tag = "sessions", params(("id" = SessionId, Path,)), request_body = AddMember,
     responses((status = 200, body = MemberAdded), (status = 400), (status = 403), (status = 404)))]
 #[post("/sessions/{id}/members")]
@@ -188,10 +203,9 @@ pub async fn add_member(
     body: web::Json<AddMember>,
 ) -> Result<web::Json<MemberAdded>> {
     let (session, _) = authorize(&state, &auth.principal, *id, Action::ManageMembers).await?;
-    let inviter = auth
-        .principal
-        .account_id()
-        .ok_or_else(|| Error::forbidden("share links cannot add members"))?;
+    let Principal::Account(inviter) = &auth.principal else {
+        return Err(Error::forbidden("share links cannot add members"));
+    };
     let email = normalize_email(&body.email)?;
     // The creator's address is in the member list for every member to see, so refusing it
     // tells nobody anything new.
@@ -203,10 +217,42 @@ pub async fn add_member(
             ));
         }
     }
-    state
+    let token = tokens::generate(tokens::INVITATION_PREFIX);
+    let invitation_id = state
         .db
-        .invite_email(session.id, inviter, &email, body.role)
+        .invite_email(
+            session.id,
+            inviter.id,
+            &email,
+            body.role,
+            &tokens::hash(&token),
+        )
         .await?;
+    tell_address(
+        &state,
+        &email,
+        &AccountEvent::InvitationReceived {
+            invitation_id,
+            session_id: session.id,
+        },
+    )
+    .await;
+    if state.mailer.is_on() {
+        let link = invite_url(&state, &token);
+        let invitation = crate::mail::invitation::Invitation {
+            to: &email,
+            inviter: &inviter.name,
+            session_title: &session.title,
+            role: body.role,
+            link: &link,
+        };
+        match invitation.email() {
+            Some(email) => state.mailer.send(email),
+            None => {
+                tracing::warn!(%invitation_id, "the invited address is not one SMTP takes; no email sent")
+            }
+        }
+    }
     Ok(web::Json(MemberAdded {
         email,
         role: body.role,
@@ -230,6 +276,13 @@ async fn set_member_role(
     // Open sockets follow the new role at once (a downgrade makes them read-only), and a
     // viewer's share links stop working.
     state.live.set_role(session.id, account, Some(role)).await;
+    state.account_events.publish(
+        account,
+        &AccountEvent::MembershipChanged {
+            session_id: session.id,
+            role,
+        },
+    );
     if role == Role::Viewer {
         crate::lifecycle::member_lost_sharing(state, session.id, account).await?;
     }
@@ -287,6 +340,12 @@ pub async fn remove_member(
         return Err(Error::NotFound("member"));
     }
     state.live.set_role(session.id, account_id, None).await;
+    state.account_events.publish(
+        account_id,
+        &AccountEvent::MembershipRemoved {
+            session_id: session.id,
+        },
+    );
     crate::lifecycle::member_lost_sharing(&state, session.id, account_id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -1,6 +1,7 @@
 // (11) The history panel: an editor names the current state, previews it (its size and what
 // restoring it would change), restores it — and the restore reaches the other editor within
-// 1 s — then undoes the restore. A viewer sees the history but cannot restore.
+// 1 s — then undoes the restore. Ctrl/Cmd+Z undoes a restore too (until its author edits again,
+// when it undoes that edit first). A viewer sees the history but cannot restore.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { Server, withModels, PASSWORD } from '../lib/server.mjs'
@@ -69,6 +70,48 @@ test('an editor names, previews and restores a version; the other editor has it 
     await a.page.getByRole('button', { name: 'Undo this restore' }).click()
     await until(async () => await has(b.page, later), WITHIN_MS, 'the undone restore at Bob')
     await a.page.screenshot({ path: artifact('11-history.png') })
+    assert.deepEqual([...a.problems, ...b.problems], [])
+  } finally {
+    await a.context.close()
+    await b.context.close()
+  }
+})
+
+test('Ctrl/Cmd+Z undoes a restore, until its author edits again', async () => {
+  const a = await openPage(browser, server.base, { name: 'ada' })
+  const b = await openPage(browser, server.base, { name: 'bob' })
+  try {
+    await loginViaUi(a.page, { email: ada.email, password: PASSWORD })
+    await loginViaUi(b.page, { email: bob.email, password: PASSWORD })
+    await openStudio(a.page, session)
+    await openStudio(b.page, session)
+    const named = await server.call('POST', `/sessions/${session}/versions`, { token: ada.token, body: { name: 'before Bob' } })
+    assert.equal(named.status, 201, JSON.stringify(named.body))
+    const bobs = await addNode(b.page, 1)
+    await until(async () => await has(a.page, bobs), WITHIN_MS, "Bob's node at Ada")
+
+    const restore = async () => {
+      await a.page.getByRole('button', { name: 'History', exact: true }).click()
+      await a.page.locator(`[data-version-id="${named.body.id}"]`).getByRole('button', { name: /^Preview version/ }).click()
+      await a.page.locator(`[data-preview-version="${named.body.id}"]`).getByRole('button', { name: 'Restore this version' }).click()
+      await until(async () => !(await has(b.page, bobs)), WITHIN_MS, 'the restore at Bob')
+      await a.page.getByRole('button', { name: 'Close history' }).click()
+    }
+    // Restored, then Ctrl+Z on the canvas: Bob's node is back, at Bob too.
+    await restore()
+    await a.page.locator('.react-flow__pane').click()
+    await a.page.keyboard.press('Control+z')
+    await until(async () => await has(b.page, bobs), WITHIN_MS, 'the restore undone at Bob')
+
+    // Restored again, then Ada edits: Ctrl+Z undoes her edit, not the restore.
+    await restore()
+    const hers = await addNode(a.page, 0)
+    await until(async () => await has(b.page, hers), WITHIN_MS, "Ada's new node at Bob")
+    await a.page.locator('.react-flow__pane').click()
+    await a.page.keyboard.press('Control+z')
+    await until(async () => !(await has(b.page, hers)), WITHIN_MS, "Ada's node undone at Bob")
+    await a.page.waitForTimeout(300)
+    assert.equal(await has(b.page, bobs), false, 'the restore stays')
     assert.deepEqual([...a.problems, ...b.problems], [])
   } finally {
     await a.context.close()

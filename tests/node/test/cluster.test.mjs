@@ -140,6 +140,57 @@ test('removal, logout and session deletion on node 1 close sockets on nodes 2 an
   }
 })
 
+/** The account's live channel (`GET /me/events`) on one node: its events as they come. */
+async function accountEvents (node, token) {
+  const stop = new AbortController()
+  const res = await fetch(`${node.base}/api/v1/me/events`, { headers: { authorization: `Bearer ${token}` }, signal: stop.signal })
+  assert.equal(res.status, 200)
+  const events = []
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader()
+  void (async () => {
+    let buffer = ''
+    try {
+      for (;;) {
+        const { value, done } = await reader.read()
+        if (done) return
+        buffer += value
+        let end
+        while ((end = buffer.indexOf('\n\n')) >= 0) {
+          const data = buffer.slice(0, end).split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n')
+          buffer = buffer.slice(end + 2)
+          if (data) events.push(JSON.parse(data))
+        }
+      }
+    } catch {}
+  })()
+  await until(() => events.some((e) => e.type === 'ready'), 3000, 'the channel ready')
+  return { events, close: () => stop.abort() }
+}
+
+test('account events reach the account\'s channel on another node within 1 s', async () => {
+  const [n1, n2, n3] = cluster.nodes
+  const owner = await n1.signup('Owner')
+  const bea = await n2.signup('Bea')
+  const session = await n1.createSession(owner.token)
+  const channel = await accountEvents(n3, bea.token)
+  try {
+    const invited = await n1.call('POST', `/sessions/${session}/members`, { token: owner.token, body: { email: bea.email, role: 'editor' } })
+    assert.equal(invited.status, 200)
+    await until(() => channel.events.some((e) => e.type === 'invitation.received' && e.session_id === session), 1000, 'invitation.received on node 3')
+    const mine = await n2.call('GET', '/me/invitations', { token: bea.token })
+    const accepted = await n2.call('POST', `/me/invitations/${mine.body[0].id}/accept`, { token: bea.token })
+    assert.equal(accepted.status, 200)
+    await until(() => channel.events.some((e) => e.type === 'membership.added' && e.session_id === session && e.role === 'editor'), 1000, 'membership.added on node 3')
+    const removed = await n1.call('DELETE', `/sessions/${session}/members/${bea.id}`, { token: owner.token })
+    assert.equal(removed.status, 204)
+    await until(() => channel.events.some((e) => e.type === 'membership.removed' && e.session_id === session), 1000, 'membership.removed on node 3')
+    // Each event arrived once, though every node hears the control channel.
+    assert.equal(channel.events.filter((e) => e.type === 'membership.added').length, 1)
+  } finally {
+    channel.close()
+  }
+})
+
 test('relayed updates that Redis loses are repaired from the database', async () => {
   // Every second published batch is dropped on purpose by these two nodes.
   const lossy = new Cluster({ nodes: 2, env: { ATELIER_CLUSTER_DROP_RELAY_EVERY: '2' } })

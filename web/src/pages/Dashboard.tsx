@@ -1,8 +1,9 @@
 // Your sessions (create, open, rename, delete), invitations addressed to your email (accept or
-// decline), credits (balance, buying packs, a statement
+// decline) — both kept current by the account's live channel — credits (balance, buying packs, a statement
 // with one line per runtime, usage per session and day), the API request log, and account
 // settings (password, export, deletion).
 import { useCallback, useEffect, useState } from 'react'
+import { watchAccountEvents } from '../lib/accountEvents'
 import { api, client, errorMessage, type Account, type InvitationToMe, type SessionView, type UsageEntry } from '../lib/api'
 import { dateTime, shortId } from '../lib/format'
 import { AccountSettings } from './AccountSettings'
@@ -152,14 +153,10 @@ export function Dashboard({ account, onLogout }: { account: Account; onLogout: (
     }
   }, [])
 
-  // Sessions shared with you and invitations addressed to you appear without a reload: there is no account-wide live channel
-  // (the live socket is per session), so the list is polled every few seconds.
-  useEffect(() => {
-    const every = window.setInterval(() => {
-      if (document.visibilityState === 'visible') void load()
-    }, 4000)
-    return () => window.clearInterval(every)
-  }, [load])
+  // Sessions shared with you (or taken away) and invitations addressed to you appear without a
+  // reload: the account's live channel says when something changed, and the lists are read again
+  // (also on every reconnection, its `ready` event, for whatever happened while it was down).
+  useEffect(() => watchAccountEvents(() => void load()), [load])
 
   useEffect(() => {
     void load()

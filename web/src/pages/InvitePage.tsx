@@ -13,7 +13,12 @@ export function InvitePage({ token }: { token: string }) {
   useEffect(() => {
     let live = true
     client.invitation(token).then(
-      (p) => live && setPreview(p),
+      (p) => {
+        if (!live) return
+        // Already in (e.g. signed up with the invited address, which joined it): go there.
+        if (p.member) navigate(`/s/${p.session_id}`)
+        else setPreview(p)
+      },
       (e) => live && setError(errorMessage(e)),
     )
     return () => {

@@ -5,6 +5,7 @@ import { useCallback, useEffect, useMemo, useState } from 'react'
 import { ReactFlowProvider } from '@xyflow/react'
 import { api, ApiError, errorMessage, type Account, type SessionView } from '../lib/api'
 import { LOCAL_ORIGIN, nodesOf, readGraph, setParam, undoManagerOf, type GraphState } from '../lib/graph'
+import { hasRestoreToUndo, undoLastRestore, watchRestoreUndo } from '../lib/restoreUndo'
 import { loadNodeTypes, type NodeTypesResult } from '../lib/nodeTypes'
 import { navigate } from '../lib/router'
 import { Graph } from '../studio/Graph'
@@ -212,15 +213,17 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
   const [undoable, setUndoable] = useState({ undo: false, redo: false })
   useEffect(() => {
     const um = undoManagerOf(live.doc)
-    const update = () => setUndoable({ undo: um.undoStack.length > 0, redo: um.redoStack.length > 0 })
+    const update = () => setUndoable({ undo: um.undoStack.length > 0 || hasRestoreToUndo(live.doc), redo: um.redoStack.length > 0 })
     um.on('stack-item-added', update)
     um.on('stack-item-popped', update)
     um.on('stack-cleared', update)
+    const unwatch = watchRestoreUndo(live.doc, update)
     update()
     return () => {
       um.off('stack-item-added', update)
       um.off('stack-item-popped', update)
       um.off('stack-cleared', update)
+      unwatch()
     }
   }, [live.doc])
 
@@ -371,7 +374,7 @@ export function Studio({ sessionId, token, account, shareLink, onLogout }: Studi
           <div className="bar-actions">
             {!readOnly && (
               <>
-                <button type="button" className="subtle" disabled={!undoable.undo} onClick={() => undoManagerOf(live.doc).undo()} aria-label="Undo my last change" title="Undo (Ctrl/Cmd+Z)">
+                <button type="button" className="subtle" disabled={!undoable.undo} onClick={() => undoLastRestore(live.doc, (e) => console.warn('could not undo the restore', e)) || undoManagerOf(live.doc).undo()} aria-label="Undo my last change" title="Undo (Ctrl/Cmd+Z)">
                   Undo
                 </button>
                 <button type="button" className="subtle" disabled={!undoable.redo} onClick={() => undoManagerOf(live.doc).redo()} aria-label="Redo" title="Redo (Shift+Ctrl/Cmd+Z)">

@@ -1,6 +1,7 @@
 // The node graph, bound to the Y.Doc: React Flow shows it, and every edit (move, connect,
 // delete) is written to the document, which is what the other participants receive.
-// Keyboard (outside text fields): Ctrl/Cmd+Z undo and Shift+Ctrl/Cmd+Z (or Ctrl+Y) redo of this
+// Keyboard (outside text fields): Ctrl/Cmd+Z undo (of a restore this person just made, else of
+// their last edit) and Shift+Ctrl/Cmd+Z (or Ctrl+Y) redo of this
 // person's own edits, Delete/Backspace removes the selection, Ctrl/Cmd+C/V copies and pastes the
 // selected nodes with the edges among them and their params, Ctrl/Cmd+A selects every node,
 // Escape clears the selection. React Flow's own delete key is off so that a deletion of nodes
@@ -22,6 +23,7 @@ import {
 } from '@xyflow/react'
 import type * as Y from 'yjs'
 import { beginDrag, connect, copyFragment, deleteEdges, deleteNodes, deleteSelection, endDrag, moveNode, pasteFragment, undoManagerOf, type Fragment, type GraphState } from '../lib/graph'
+import { undoLastRestore } from '../lib/restoreUndo'
 import type { NodeTypeDef, PortDef } from '../lib/nodeTypes'
 import { compatible } from '../lib/portTypes'
 import { StudioNode, type StudioFlowNode } from './StudioNode'
@@ -209,7 +211,7 @@ export function Graph({ doc, graph, defs, readOnly, selectedId, onSelect, remote
         e.preventDefault()
         const um = undoManagerOf(doc)
         if (e.shiftKey) um.redo()
-        else um.undo()
+        else if (!undoLastRestore(doc, (err) => console.warn('could not undo the restore', err))) um.undo()
       } else if (mod && key === 'y' && !k.readOnly) {
         e.preventDefault()
         undoManagerOf(doc).redo()

@@ -4,6 +4,7 @@
 import { useCallback, useEffect, useRef, useState } from 'react'
 import type * as Y from 'yjs'
 import { client, errorMessage, type VersionContent, type VersionRecord } from '../lib/api'
+import { forgetRestore, rememberRestore } from '../lib/restoreUndo'
 import { dateTime, shortId } from '../lib/format'
 import { readGraph } from '../lib/graph'
 
@@ -119,7 +120,15 @@ export function HistoryPanel({
     setError(null)
     try {
       const done = await client.restoreVersion(sessionId, id)
-      setNotice({ text: `Restored version ${shortId(id)} for everyone.`, undo: done.undo })
+      // Undoing a restore (this button, or Ctrl/Cmd+Z) ends there; a new restore is what
+      // Ctrl/Cmd+Z undoes next.
+      if (id === notice?.undo) {
+        forgetRestore(doc)
+        setNotice({ text: `Undid the restore: back to version ${shortId(id)} for everyone.` })
+      } else {
+        rememberRestore(doc, sessionId, done.undo)
+        setNotice({ text: `Restored version ${shortId(id)} for everyone (Ctrl/Cmd+Z undoes it).`, undo: done.undo })
+      }
       setPreview(null)
       await load()
     } catch (e) {
