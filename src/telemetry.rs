@@ -26,5 +26,6 @@ pub fn init_metrics() -> Result<PrometheusHandle, String> {
         .map_err(|e| format!("could not install the metrics recorder: {e}"))?;
     atelier_actors::telemetry::describe_metrics();
     crate::cluster::telemetry::describe();
+    crate::billing::telemetry::describe();
     Ok(handle)
 }
