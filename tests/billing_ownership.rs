@@ -192,3 +192,95 @@ async fn a_stale_owner_stops_charging_and_the_new_owner_settles_once(backend: Ba
 }
 
 on_both_backends!(a_stale_owner_stops_charging_and_the_new_owner_settles_once);
+
+/// Waits until the lease has at least `n` charge entries.
+async fn until_charges(server: &TestServer, token: &str, lease: &str, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while charges(&server.ledger(token).await, lease).2 < n {
+        assert!(std::time::Instant::now() < deadline, "fewer than {n} checkpoints");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Two meters race for one lease: a second server on the same database (its start-up recovery
+/// claims every open lease, as a restarted single node does) takes the lease over while the
+/// first still meters it. The first is fenced at its next checkpoint and stops charging; the
+/// second meters on from the last committed checkpoint; one settlement, every key once.
+async fn two_meters_racing_for_a_lease_charge_it_once(backend: Backend) {
+    let args = args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let first = TestServer::start_with(backend, &args).await;
+    let owner = first.signup("Owner").await;
+    let session = first.create_session(&owner.token, "Raced").await;
+    let t0 = std::time::Instant::now();
+    let (status, started) = first
+        .call(
+            Method::POST,
+            &format!("/sessions/{session}/runtime"),
+            Some(&owner.token),
+            Some(json!({"gpu_class": "cpu", "prepaid_minutes": 1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{started}");
+    let lease_id = started["lease_id"].as_str().unwrap().to_string();
+    let first_node = started["owner_node"].as_str().unwrap().to_string();
+    until_charges(&first, &owner.token, &lease_id, 1).await;
+
+    // The second server, same database, its own node id and in-process worker.
+    let mut second = TestServer {
+        base: String::new(),
+        dir: tempfile::tempdir().unwrap(),
+        database_url: first.database_url.clone(),
+        child: std::process::Command::new("true").spawn().unwrap(),
+        pg: None,
+        client: reqwest::Client::new(),
+    };
+    second.spawn(&args);
+    let claimed = lease_of(&second, &owner.token, &session).await;
+    assert_eq!(claimed["epoch"], 2, "{claimed}");
+    let second_node = claimed["owner_node"].as_str().unwrap().to_string();
+    assert_ne!(second_node, first_node);
+
+    // The first meter's next checkpoint is refused: it stops; the second one charges on.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric(&first, "atelier_lease_fenced_total").await < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "the first meter was not fenced");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after_fence = charges(&first.ledger(&owner.token).await, &lease_id).2;
+    until_charges(&second, &owner.token, &lease_id, after_fence + 2).await;
+    let view = lease_of(&first, &owner.token, &session).await;
+    assert_eq!(view["owner_node"], second_node.as_str(), "{view}");
+
+    let (status, settled) = second
+        .call(
+            Method::DELETE,
+            &format!("/sessions/{session}/runtime"),
+            Some(&owner.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{settled}");
+    let wall_ms = i64::try_from(t0.elapsed().as_millis()).unwrap();
+    let entries = second.ledger(&owner.token).await;
+    let (charged, usage_ms, _) = charges(&entries, &lease_id);
+    let used = settled["used_ms"].as_i64().unwrap();
+    assert_eq!(charged, settled["charged"].as_i64().unwrap(), "{entries:#?}");
+    assert_eq!(usage_ms, used, "charges cover exactly the used time");
+    assert!(used <= wall_ms, "used {used} ms of {wall_ms} ms wall time");
+    assert_eq!(charged, PRICE * used / 60_000);
+    assert_eq!(charged + settled["refunded"].as_i64().unwrap(), HOLD);
+    let mut keys: Vec<&str> = entries
+        .iter()
+        .map(|e| e["idempotency_key"].as_str().unwrap())
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), entries.len(), "a ledger key charged twice");
+    assert_eq!(
+        second.balance(&owner.token).await,
+        (CREDITS - charged, 0, CREDITS - charged)
+    );
+}
+
+on_both_backends!(two_meters_racing_for_a_lease_charge_it_once);
