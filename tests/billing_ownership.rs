@@ -169,8 +169,16 @@ async fn a_stale_owner_stops_charging_and_the_new_owner_settles_once(backend: Ba
     let entries = server.ledger(&owner.token).await;
     let (charged, usage_ms, _) = charges(&entries, &lease_id);
     let used = settled["used_ms"].as_i64().unwrap();
-    assert_eq!(charged, settled["charged"].as_i64().unwrap(), "{entries:#?}");
-    assert_eq!((charged, usage_ms), (at_claim.0, at_claim.1), "settled at the claim's checkpoint");
+    assert_eq!(
+        charged,
+        settled["charged"].as_i64().unwrap(),
+        "{entries:#?}"
+    );
+    assert_eq!(
+        (charged, usage_ms),
+        (at_claim.0, at_claim.1),
+        "settled at the claim's checkpoint"
+    );
     assert_eq!(usage_ms, used);
     assert_eq!(charged, PRICE * used / 60_000);
     assert_eq!(charged + settled["refunded"].as_i64().unwrap(), HOLD);
@@ -197,7 +205,10 @@ on_both_backends!(a_stale_owner_stops_charging_and_the_new_owner_settles_once);
 async fn until_charges(server: &TestServer, token: &str, lease: &str, n: usize) {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while charges(&server.ledger(token).await, lease).2 < n {
-        assert!(std::time::Instant::now() < deadline, "fewer than {n} checkpoints");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fewer than {n} checkpoints"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -244,7 +255,10 @@ async fn two_meters_racing_for_a_lease_charge_it_once(backend: Backend) {
     // The first meter's next checkpoint is refused: it stops; the second one charges on.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while metric(&first, "atelier_lease_fenced_total").await < 1.0 {
-        assert!(std::time::Instant::now() < deadline, "the first meter was not fenced");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first meter was not fenced"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let after_fence = charges(&first.ledger(&owner.token).await, &lease_id).2;
@@ -265,7 +279,11 @@ async fn two_meters_racing_for_a_lease_charge_it_once(backend: Backend) {
     let entries = second.ledger(&owner.token).await;
     let (charged, usage_ms, _) = charges(&entries, &lease_id);
     let used = settled["used_ms"].as_i64().unwrap();
-    assert_eq!(charged, settled["charged"].as_i64().unwrap(), "{entries:#?}");
+    assert_eq!(
+        charged,
+        settled["charged"].as_i64().unwrap(),
+        "{entries:#?}"
+    );
     assert_eq!(usage_ms, used, "charges cover exactly the used time");
     assert!(used <= wall_ms, "used {used} ms of {wall_ms} ms wall time");
     assert_eq!(charged, PRICE * used / 60_000);

@@ -561,8 +561,10 @@ impl Billing {
             .stale_leases(self.node_id(), self.stale_before())
             .await?
         {
-            if self.leases().get(&stored.session_id).is_some_and(|a| a.lease_id == stored.id) {
-                continue; // Metered here already (its heartbeat is only late).
+            // This node's own leases are its meters' (a lease being started is owned before its
+            // meter is listed); only start-up recovery claims its own back.
+            if stored.owner_node.as_deref() == Some(self.node_id()) {
+                continue;
             }
             let previous_owner = stored.owner_node.clone();
             if let Some(lease) = self

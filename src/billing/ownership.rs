@@ -19,7 +19,10 @@ pub mod telemetry {
 
     pub fn describe() {
         use metrics::{describe_counter, describe_gauge};
-        describe_counter!(LEASE_TAKEOVERS, "Runtime leases taken over from a silent node");
+        describe_counter!(
+            LEASE_TAKEOVERS,
+            "Runtime leases taken over from a silent node"
+        );
         describe_counter!(
             LEASES_FENCED,
             "Runtime leases this node stopped metering because another node claimed them"
@@ -41,7 +44,9 @@ pub async fn run(billing: Billing) {
         tick.tick().await;
         match billing.db().heartbeat_owned_leases(billing.node_id()).await {
             Ok(owned) => metrics::gauge!(telemetry::LEASES_OWNED).set(owned as f64),
-            Err(error) => tracing::warn!(%error, "could not refresh the ownership of this node's leases"),
+            Err(error) => {
+                tracing::warn!(%error, "could not refresh the ownership of this node's leases")
+            }
         }
         if billing.shared.settings.clustered {
             if let Err(error) = billing.take_over_stale().await {

@@ -473,9 +473,15 @@ async fn recovery_resumes_recent_leases_and_settles_old_ones_at_their_checkpoint
             })
             .await
             .unwrap();
-        db.lease_segment_started(lease.id, lease.epoch, WorkerId::new_random(), "cpu", now_ms() - 2_500)
-            .await
-            .unwrap();
+        db.lease_segment_started(
+            lease.id,
+            lease.epoch,
+            WorkerId::new_random(),
+            "cpu",
+            now_ms() - 2_500,
+        )
+        .await
+        .unwrap();
         let cp = db
             .lease_checkpoint(lease.id, lease.epoch, 1, 2_000, 2_000)
             .await
@@ -530,9 +536,15 @@ async fn recovery_resumes_recent_leases_and_settles_old_ones_at_their_checkpoint
         })
         .await
         .unwrap();
-    db.lease_segment_started(lease.id, lease.epoch, WorkerId::new_random(), "cpu", now_ms() - 10_000)
-        .await
-        .unwrap();
+    db.lease_segment_started(
+        lease.id,
+        lease.epoch,
+        WorkerId::new_random(),
+        "cpu",
+        now_ms() - 10_000,
+    )
+    .await
+    .unwrap();
     db.lease_checkpoint(lease.id, lease.epoch, 1, 3_000, 3_000)
         .await
         .unwrap();
@@ -579,7 +591,10 @@ async fn writes_at_a_stale_epoch_change_nothing_and_one_claim_wins() {
         })
         .await
         .unwrap();
-    assert_eq!((lease.owner_node.as_deref(), lease.epoch), (Some("node-a"), 1));
+    assert_eq!(
+        (lease.owner_node.as_deref(), lease.epoch),
+        (Some("node-a"), 1)
+    );
     db.lease_segment_started(lease.id, 1, WorkerId::new_random(), "cpu", now_ms())
         .await
         .unwrap();
@@ -599,19 +614,37 @@ async fn writes_at_a_stale_epoch_change_nothing_and_one_claim_wins() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((claimed.owner_node.as_deref(), claimed.epoch), (Some("node-b"), 2));
+    assert_eq!(
+        (claimed.owner_node.as_deref(), claimed.epoch),
+        (Some("node-b"), 2)
+    );
     let entries = db.ledger_entries(f.account, None, 100).await.unwrap().len();
     // node-a, at epoch 1, can neither charge, extend nor settle.
     let fenced = |r: crate::error::Result<_>| matches!(r, Err(Error::LeaseFenced(_)));
-    assert!(fenced(db.lease_checkpoint(lease.id, 1, 2, 5_000, 5_000).await.map(|_| ())));
-    assert!(fenced(db.extend_lease(lease.id, 1, 60_000, 3_600_000).await.map(|_| ())));
-    assert!(fenced(db.settle_lease(lease.id, 1, 9_000, 9_000, "x").await.map(|_| ())));
+    assert!(fenced(
+        db.lease_checkpoint(lease.id, 1, 2, 5_000, 5_000)
+            .await
+            .map(|_| ())
+    ));
+    assert!(fenced(
+        db.extend_lease(lease.id, 1, 60_000, 3_600_000)
+            .await
+            .map(|_| ())
+    ));
+    assert!(fenced(
+        db.settle_lease(lease.id, 1, 9_000, 9_000, "x")
+            .await
+            .map(|_| ())
+    ));
     assert!(fenced(
         db.lease_segment_started(lease.id, 1, WorkerId::new_random(), "cpu", now_ms())
             .await
             .map(|_| ())
     ));
-    assert_eq!(db.ledger_entries(f.account, None, 100).await.unwrap().len(), entries);
+    assert_eq!(
+        db.ledger_entries(f.account, None, 100).await.unwrap().len(),
+        entries
+    );
     // Two nodes racing for epoch 2: exactly one gets epoch 3.
     let (a, b) = tokio::join!(
         db.claim_lease(lease.id, "node-c", 2, i64::MAX),

@@ -211,7 +211,9 @@ impl BillingMeterActor {
             status,
             used_ms,
             charged: self.cost(used_ms).max(self.checkpointed_charged),
-            segment_started_at: self.segment_started_at.filter(|_| status == LeaseStatus::Running),
+            segment_started_at: self
+                .segment_started_at
+                .filter(|_| status == LeaseStatus::Running),
             checkpointed_at: Some(self.checkpointed_at),
             at: now_ms(),
         };
@@ -254,10 +256,13 @@ impl BillingMeterActor {
         }
         let at = now_ms();
         self.heartbeat = Some(heartbeat);
-        let fut = self
-            .ports
-            .ledger
-            .segment_started(self.lease.id, self.lease.epoch, worker_id, &device, at);
+        let fut = self.ports.ledger.segment_started(
+            self.lease.id,
+            self.lease.epoch,
+            worker_id,
+            &device,
+            at,
+        );
         // Nothing else happens to this lease until its segment is stored.
         ctx.wait(fut.into_actor(self).map(move |result, act, ctx| {
             match result {
@@ -355,10 +360,10 @@ impl BillingMeterActor {
         self.checkpointing = true;
         let seq = self.checkpoint_seq + 1;
         let charged = self.cost(used_ms);
-        let fut = self
-            .ports
-            .ledger
-            .checkpoint(self.lease.id, self.lease.epoch, seq, used_ms, charged);
+        let fut =
+            self.ports
+                .ledger
+                .checkpoint(self.lease.id, self.lease.epoch, seq, used_ms, charged);
         ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
             act.checkpointing = false;
             act.checkpointed_at = now_ms();
@@ -417,10 +422,10 @@ impl BillingMeterActor {
             return;
         };
         let charged = self.cost(used_ms);
-        let fut = self
-            .ports
-            .ledger
-            .settle(self.lease.id, self.lease.epoch, used_ms, charged, &reason);
+        let fut =
+            self.ports
+                .ledger
+                .settle(self.lease.id, self.lease.epoch, used_ms, charged, &reason);
         ctx.spawn(fut.into_actor(self).map(|result, act, ctx| match result {
             Ok(settlement) => act.finish(settlement, ctx),
             Err(LedgerError::Gone(_)) => {
@@ -559,10 +564,12 @@ impl Handler<ExtendLease> for BillingMeterActor {
             let _ = msg.reply.send(Err(MeterError::Stopping));
             return;
         }
-        let fut = self
-            .ports
-            .ledger
-            .extend(self.lease.id, self.lease.epoch, msg.add_ms, msg.max_prepaid_ms);
+        let fut = self.ports.ledger.extend(
+            self.lease.id,
+            self.lease.epoch,
+            msg.add_ms,
+            msg.max_prepaid_ms,
+        );
         let reply = msg.reply;
         // Nothing else (no tick, no stop) happens to the lease until the extension is stored.
         ctx.wait(fut.into_actor(self).map(move |result, act, ctx| {

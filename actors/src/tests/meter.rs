@@ -16,8 +16,8 @@ use super::meter_fakes::{
 use crate::lease::{InProcessWorkerPool, WorkerHeartbeat, WorkerPool};
 use crate::meter::cost::{cost, hold_for};
 use crate::meter::{
-    reason, BillingMeterActor, ExtendLease, LeaseStatus, MeterError, MeterPorts, MeterSettings,
-    LeaseState, MeteredLease, StopLease,
+    reason, BillingMeterActor, ExtendLease, LeaseState, LeaseStatus, MeterError, MeterPorts,
+    MeterSettings, MeteredLease, StopLease,
 };
 
 /// A lease's price: one millicredit per millisecond, so charges read as times.

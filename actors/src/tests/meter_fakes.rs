@@ -106,7 +106,9 @@ impl FakeLedger {
 
     fn refused<T: Send + 'static>(&self) -> Option<BoxFuture<'static, Result<T, LedgerError>>> {
         if *self.fenced.lock().unwrap() {
-            Some(Box::pin(async { Err(LedgerError::Fenced(Box::new(StaleEpoch))) }))
+            Some(Box::pin(async {
+                Err(LedgerError::Fenced(Box::new(StaleEpoch)))
+            }))
         } else {
             None
         }
