@@ -573,12 +573,14 @@ impl Handler<ExtendLease> for BillingMeterActor {
         let reply = msg.reply;
         // Nothing else (no tick, no stop) happens to the lease until the extension is stored.
         ctx.wait(fut.into_actor(self).map(move |result, act, ctx| {
-            if let Err(LedgerError::Fenced(_)) = &result {
-                let _ = reply.send(Err(MeterError::TakenOver));
-                let error = LedgerError::Fenced("an extension was refused at a stale epoch".into());
-                act.fenced(&error, ctx);
-                return;
-            }
+            let result = match result {
+                Err(error @ LedgerError::Fenced(_)) => {
+                    // Another node owns the lease: it may be extended there; here it stops.
+                    act.fenced(&error, ctx);
+                    Err(error)
+                }
+                other => other,
+            };
             if let Ok(extended) = &result {
                 act.lease.prepaid_ms = extended.prepaid_ms;
                 act.lease.hold_amount = extended.hold_amount;
@@ -598,7 +600,10 @@ impl Handler<ExtendLease> for BillingMeterActor {
                     },
                 );
             }
-            let _ = reply.send(result.map_err(MeterError::from));
+            let _ = reply.send(result.map_err(|error| match error {
+                LedgerError::Fenced(_) => MeterError::TakenOver,
+                other => MeterError::from(other),
+            }));
         }));
     }
 }
