@@ -427,6 +427,14 @@ pub struct BillingConfig {
     /// seconds before; older ones are settled at their last checkpoint. Downtime is never billed.
     #[arg(long, env = "ATELIER_LEASE_RESUME_WINDOW_S", default_value_t = 120)]
     pub lease_resume_window_s: u64,
+
+    /// How long (milliseconds) the node metering a runtime lease may go without refreshing its
+    /// ownership before another node takes the lease over (cluster mode). The owner refreshes
+    /// every third of it; a lease is taken over this long, plus at most a third, after its node
+    /// died.
+    #[arg(long, env = "ATELIER_LEASE_TAKEOVER_AFTER_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(300..=600_000))]
+    pub lease_takeover_after_ms: u64,
 }
 
 /// The inference engine (ONNX Runtime) of a worker, in-process or remote.

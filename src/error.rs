@@ -38,6 +38,10 @@ pub enum Error {
     Missing(String),
     #[error("{0}")]
     Conflict(String),
+    /// 409: a write about a runtime lease by a node that no longer owns it (its epoch is
+    /// stale: another node took the lease over, or it was settled elsewhere).
+    #[error("{0}")]
+    LeaseFenced(String),
     /// 410: something that existed and can no longer be used (a revoked, expired or used-up
     /// invitation).
     #[error("{0}")]
@@ -115,7 +119,7 @@ impl Error {
             Error::InsufficientScope(_) => "insufficient_scope",
             Error::PreconditionFailed(_) => "precondition_failed",
             Error::NotFound(_) | Error::NoRoute(_) | Error::Missing(_) => "not_found",
-            Error::Conflict(_) => "conflict",
+            Error::Conflict(_) | Error::LeaseFenced(_) => "conflict",
             Error::Gone(_) => "gone",
             Error::PayloadTooLarge(_) => "payload_too_large",
             Error::QuotaExceeded(_) => "quota_exceeded",
@@ -160,7 +164,7 @@ impl ResponseError for Error {
             Error::PaymentsNotConfigured(_) => StatusCode::CONFLICT,
             Error::PaymentProvider(_) => StatusCode::BAD_GATEWAY,
             Error::NotFound(_) | Error::NoRoute(_) | Error::Missing(_) => StatusCode::NOT_FOUND,
-            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::Conflict(_) | Error::LeaseFenced(_) => StatusCode::CONFLICT,
             Error::Gone(_) => StatusCode::GONE,
             Error::PayloadTooLarge(_) | Error::QuotaExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -28,5 +28,6 @@ pub fn init_metrics() -> Result<PrometheusHandle, String> {
     crate::cluster::telemetry::describe();
     crate::account_events::telemetry::describe();
     crate::mail::telemetry::describe();
+    crate::billing::telemetry::describe();
     Ok(handle)
 }

@@ -1,31 +1,16 @@
-//! Billing as its meters' [`MeterHost`]: a meter's news updates the session's entry in the map
-//! of active leases, and a stopping lease interrupts the session's jobs through the
-//! [`RuntimeHooks`](super::RuntimeHooks).
+//! Billing as its meters' [`MeterHost`]: a settled (or taken-over) lease's meter is forgotten,
+//! and a stopping lease interrupts the session's jobs through the
+//! [`RuntimeHooks`](super::RuntimeHooks). The lease's state is not mirrored here: its meter
+//! publishes it.
 
 use std::sync::PoisonError;
 
 use atelier_actors::meter::MeterHost;
-use atelier_protocol::ids::{LeaseId, SessionId, WorkerId};
+use atelier_protocol::ids::{LeaseId, SessionId};
 
-use super::Billing;
+use super::{telemetry, Billing};
 
 impl MeterHost for Billing {
-    fn assigned(&self, session: SessionId, lease: LeaseId, worker: WorkerId, device: String) {
-        if let Some(active) = self.leases().get_mut(&session) {
-            if active.lease_id == lease {
-                active.worker = Some((worker, device));
-            }
-        }
-    }
-
-    fn stopping(&self, session: SessionId, lease: LeaseId) {
-        if let Some(active) = self.leases().get_mut(&session) {
-            if active.lease_id == lease {
-                active.stopping = true;
-            }
-        }
-    }
-
     fn forget(&self, session: SessionId, lease: LeaseId) {
         let mut leases = self.leases();
         if leases.get(&session).is_some_and(|a| a.lease_id == lease) {
@@ -41,5 +26,9 @@ impl MeterHost for Billing {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         hooks.interrupt_session_jobs(session, reason);
+    }
+
+    fn fenced(&self, _lease: LeaseId) {
+        metrics::counter!(telemetry::LEASES_FENCED).increment(1);
     }
 }

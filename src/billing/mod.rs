@@ -17,9 +17,15 @@
 //!   `settings.rs`: [`BillingSettings`]; `views.rs`: what callers get back ([`LeaseView`], …).
 //! - The ledger and lease queries are in [`crate::db::ledger`] and [`crate::db::leases`].
 //!
-//! [`Billing`] is the cheap-to-clone handle the API and the job system use. It keeps the active
-//! lease of each session in a std `Mutex`ed map (short synchronous sections, never held across
-//! an `.await`); each lease's state is owned by its meter actor and reached by messages.
+//! [`Billing`] is the cheap-to-clone handle the API and the job system use. It keeps the meter of
+//! each session's active lease in a std `Mutex`ed map (short synchronous sections, never held
+//! across an `.await`); each lease's state is owned by its meter actor, which publishes it
+//! ([`LeaseState`] over a `watch`, read here and by the views) and is asked by messages.
+//!
+//! Ownership (`ownership.rs`): a lease is metered by the node that owns it in the database, at
+//! an epoch its meter's every write is conditional on. Each node heartbeats its leases; in a
+//! cluster a node claims the leases of an owner silent for the takeover delay and continues
+//! (or, its worker gone with the dead node, settles) them — see [`Billing::take_over_stale`].
 //!
 //! For the job system: call [`Billing::require_active_lease`] before running a job (402
 //! `payment_required` without a running lease), [`Billing::note_job_activity`] when a job
@@ -29,6 +35,7 @@
 
 pub mod checkout;
 mod host;
+mod ownership;
 pub mod packs;
 mod payments;
 mod ports;
@@ -43,11 +50,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use actix::prelude::*;
 use atelier_protocol::events::StudioEvent;
-use atelier_protocol::ids::{AccountId, LeaseId, SessionId, WorkerId};
-use tokio::sync::oneshot;
+use atelier_protocol::ids::{AccountId, LeaseId, SessionId};
+use tokio::sync::{oneshot, watch};
 
 use atelier_actors::meter::{
-    BillingMeterActor, ExtendLease, JobActivity, MeterError, MeterPorts, Snapshot, StopLease,
+    BillingMeterActor, ExtendLease, JobActivity, LeaseState, MeterError, MeterPorts, StopLease,
 };
 
 pub use atelier_actors::events::EventSink;
@@ -55,6 +62,7 @@ pub use atelier_actors::lease::{
     InProcessWorkerPool, PoolError, WorkerAssignment, WorkerHeartbeat, WorkerPool,
 };
 pub use atelier_actors::meter::{reason, MeterSettings};
+pub use ownership::telemetry;
 pub use ports::{NoJobs, RuntimeHooks};
 pub use settings::BillingSettings;
 pub use views::{LeaseInfo, LeaseView, PaymentOutcome, Recovery};
@@ -64,13 +72,19 @@ use crate::db::leases::{LeaseStatus, NewLease, RuntimeLease, Settlement};
 use crate::db::{now_ms, Db};
 use crate::error::{Error, Result};
 
+/// A lease this node meters: its meter, and what the meter publishes about it.
 struct ActiveLease {
     lease_id: LeaseId,
     account_id: AccountId,
-    gpu_class: String,
     meter: Addr<BillingMeterActor>,
-    worker: Option<(WorkerId, String)>,
-    stopping: bool,
+    state: watch::Receiver<LeaseState>,
+}
+
+impl ActiveLease {
+    /// The lease as its meter last published it (a copy; the borrow is not held).
+    fn state(&self) -> LeaseState {
+        self.state.borrow().clone()
+    }
 }
 
 struct Shared {
@@ -142,6 +156,11 @@ impl Billing {
         &self.shared.settings.meter
     }
 
+    /// This node's name as a lease owner.
+    pub fn node_id(&self) -> &str {
+        &self.shared.settings.node_id
+    }
+
     pub fn max_prepaid_minutes(&self) -> u32 {
         self.shared.settings.max_prepaid_minutes
     }
@@ -172,7 +191,6 @@ impl Billing {
         let session = lease.session_id;
         let entry_lease = lease.id;
         let account_id = lease.account_id;
-        let gpu_class = lease.gpu_class.clone();
         let ports = MeterPorts {
             ledger: Arc::new(self.shared.db.clone()),
             host: Arc::new(self.clone()),
@@ -180,19 +198,17 @@ impl Billing {
             pool: self.worker_pool(),
         };
         let settings = *self.settings();
+        let actor = BillingMeterActor::new(ports, settings, lease.into(), balance, payer_name);
+        let state = actor.state();
         // Started under the map's lock so the meter cannot `forget` itself before it is listed.
-        let meter = BillingMeterActor::start_in_arbiter(&self.shared.arbiter, move |_| {
-            BillingMeterActor::new(ports, settings, lease.into(), balance, payer_name)
-        });
+        let meter = BillingMeterActor::start_in_arbiter(&self.shared.arbiter, move |_| actor);
         leases.insert(
             session,
             ActiveLease {
                 lease_id: entry_lease,
                 account_id,
-                gpu_class,
                 meter,
-                worker: None,
-                stopping: false,
+                state,
             },
         );
     }
@@ -238,6 +254,7 @@ impl Billing {
                 price_per_minute: price,
                 prepaid_ms,
                 hold_amount: hold_for(price, prepaid_ms),
+                owner_node: self.node_id(),
             })
             .await?;
         tracing::info!(lease = %lease.id, %session, %account, gpu_class, prepaid_ms, hold = lease.hold_amount, "runtime lease started");
@@ -274,7 +291,7 @@ impl Billing {
         let active = self
             .leases()
             .get(&session)
-            .filter(|a| !a.stopping)
+            .filter(|a| a.state.borrow().is_open())
             .map(|a| (a.meter.clone(), a.account_id));
         let Some((meter, payer)) = active else {
             return Err(Error::NotFound("running Pro runtime"));
@@ -296,28 +313,19 @@ impl Billing {
         rx.await
             .map_err(|_| Error::Conflict("the Pro runtime has stopped".into()))?
             .map_err(meter_error)?;
+        // The meter published the extension before it replied.
         self.lease_view(session)
             .await?
             .ok_or(Error::NotFound("running Pro runtime"))
     }
 
-    /// Every lease with a live meter, with live numbers (the admin page).
+    /// Every lease with a live meter on this node, as its meter last published it (the admin
+    /// page; in a cluster each node lists the leases it owns).
     pub async fn running_leases(&self) -> Vec<(LeaseView, AccountId)> {
-        let meters: Vec<(Addr<BillingMeterActor>, AccountId)> = self
-            .leases()
+        self.leases()
             .values()
-            .map(|a| (a.meter.clone(), a.account_id))
-            .collect();
-        let mut views = Vec::with_capacity(meters.len());
-        for (meter, account) in meters {
-            if let Ok(snap) = meter.send(Snapshot).await {
-                views.push((
-                    LeaseView::new(&snap.lease, snap.status.into(), snap.used_ms, snap.charged),
-                    account,
-                ));
-            }
-        }
-        views
+            .map(|a| (LeaseView::published(&a.state()), a.account_id))
+            .collect()
     }
 
     /// The session whose live lease has this id.
@@ -328,23 +336,20 @@ impl Billing {
             .map(|(s, _)| *s)
     }
 
-    /// The session's active lease (live numbers), else its latest stopped one, else `None`.
+    /// The session's active lease (live numbers, when metered here), else its latest stopped
+    /// one, else `None`.
     pub async fn lease_view(&self, session: SessionId) -> Result<Option<LeaseView>> {
-        let meter = self.leases().get(&session).map(|a| a.meter.clone());
-        if let Some(meter) = meter {
-            if let Ok(snap) = meter.send(Snapshot).await {
-                return Ok(Some(LeaseView::new(
-                    &snap.lease,
-                    snap.status.into(),
-                    snap.used_ms,
-                    snap.charged,
-                )));
-            }
+        let published = self.leases().get(&session).map(ActiveLease::state);
+        if let Some(state) = published {
+            return Ok(Some(LeaseView::published(&state)));
         }
         Ok(self.db().latest_lease(session).await?.map(|lease| {
             let mut view = LeaseView::stored(&lease);
-            if lease.status != LeaseStatus::Stopped {
-                // Open in the database without a meter: being recovered or settled.
+            if lease.status != LeaseStatus::Stopped
+                && lease.owner_node.as_deref() == Some(self.node_id())
+            {
+                // Ours in the database without a meter: being recovered or settled. (Owned by
+                // another node: metered there, shown as of its last checkpoint.)
                 view.status = LeaseStatus::Stopping;
             }
             view
@@ -363,17 +368,35 @@ impl Billing {
                 })
                 .await;
             if sent.is_ok() {
-                if let Ok(result) = rx.await {
-                    return result.map(Settlement::from).map_err(meter_error);
+                match rx.await {
+                    // Taken over meanwhile: settled below, like a lease metered elsewhere.
+                    Ok(Err(MeterError::TakenOver)) | Err(_) => {}
+                    Ok(result) => return result.map(Settlement::from).map_err(meter_error),
                 }
             }
         }
-        // No live meter: settle what is stored (idempotent), at its last checkpoint.
+        // No live meter here: claim the lease (fencing whichever node meters it, which then
+        // stops without charging) and settle what is stored, at its last checkpoint.
         match self.db().latest_lease(session).await? {
             Some(lease) if lease.status != LeaseStatus::Stopped => {
+                let Some(claimed) = self
+                    .db()
+                    .claim_lease(lease.id, self.node_id(), lease.epoch, i64::MAX)
+                    .await?
+                else {
+                    return Err(Error::Conflict(
+                        "the Pro runtime changed while stopping it; try again".into(),
+                    ));
+                };
                 let s = self
                     .db()
-                    .settle_lease(lease.id, lease.used_ms, lease.charged, reason)
+                    .settle_lease(
+                        claimed.id,
+                        claimed.epoch,
+                        claimed.used_ms,
+                        claimed.charged,
+                        reason,
+                    )
                     .await?;
                 self.send_event(session, stopped_event(&s));
                 Ok(s)
@@ -386,17 +409,22 @@ impl Billing {
     /// `payment_required` (409 while the lease waits for its worker).
     pub fn require_active_lease(&self, session: SessionId) -> Result<LeaseInfo> {
         let leases = self.leases();
-        let Some(active) = leases
-            .get(&session)
-            .filter(|a| !a.stopping && a.meter.connected())
-        else {
+        let Some(active) = leases.get(&session).filter(|a| a.meter.connected()) else {
             return Err(Error::PaymentRequired(
                 "this session has no Pro runtime: start one (POST /api/v1/sessions/{id}/runtime) \
                  to run jobs"
                     .into(),
             ));
         };
-        let Some((worker_id, device)) = active.worker.clone() else {
+        let state = active.state.borrow();
+        if !state.is_open() {
+            return Err(Error::PaymentRequired(
+                "this session's Pro runtime is stopping: start a new one \
+                 (POST /api/v1/sessions/{id}/runtime) to run jobs"
+                    .into(),
+            ));
+        }
+        let Some((worker_id, device)) = state.worker() else {
             return Err(Error::Conflict(
                 "the Pro runtime is starting (no worker assigned yet); try again in a moment"
                     .into(),
@@ -406,9 +434,9 @@ impl Billing {
             lease_id: active.lease_id,
             session_id: session,
             account_id: active.account_id,
-            gpu_class: active.gpu_class.clone(),
+            gpu_class: state.lease.gpu_class.clone(),
             worker_id,
-            device,
+            device: device.to_owned(),
         })
     }
 
@@ -441,15 +469,47 @@ impl Billing {
         }
     }
 
-    /// At start-up: every lease left open by the previous run is resumed (a new metering
-    /// segment from when its worker is assigned again, so the downtime is not billed) if it was
-    /// alive within the resume window, else settled at its last checkpoint.
+    /// At start-up: every lease left open by the previous run of this node — on a single node
+    /// every open lease; in a cluster those this node id owned and those whose owner has been
+    /// silent for the takeover delay (the others are metered by live nodes) — is claimed at a
+    /// new epoch, then resumed (a new metering segment from when its worker is assigned again,
+    /// so the downtime is not billed) if it was alive within the resume window, else settled at
+    /// its last checkpoint. Leases of another (dead) node go through [`Self::take_over`].
     pub async fn recover(&self) -> Result<Recovery> {
         let mut recovery = Recovery::default();
+        let open = if self.shared.settings.clustered {
+            self.db()
+                .stale_leases(self.node_id(), self.stale_before())
+                .await?
+        } else {
+            self.db().open_leases().await?
+        };
         let now = now_ms();
         let window =
             i64::try_from(self.shared.settings.resume_window.as_millis()).unwrap_or(i64::MAX);
-        for lease in self.db().open_leases().await? {
+        for stored in open {
+            let previous_owner = stored.owner_node.clone();
+            // One node: every open lease is this node's to claim, whatever its stored owner.
+            let stale_before = if self.shared.settings.clustered {
+                self.stale_before()
+            } else {
+                i64::MAX
+            };
+            let Some(lease) = self
+                .db()
+                .claim_lease(stored.id, self.node_id(), stored.epoch, stale_before)
+                .await?
+            else {
+                continue; // Another node claimed it first.
+            };
+            let ours_before = previous_owner.is_none()
+                || previous_owner.as_deref() == Some(self.node_id())
+                || !self.shared.settings.clustered;
+            if !ours_before {
+                self.take_over(lease, previous_owner.as_deref()).await?;
+                recovery.taken_over += 1;
+                continue;
+            }
             let last_alive = [
                 Some(lease.created_at),
                 lease.segment_started_at,
@@ -461,7 +521,7 @@ impl Billing {
             .unwrap_or(lease.created_at);
             let resumable = now - last_alive <= window && lease.used_ms < lease.prepaid_ms;
             if resumable {
-                tracing::info!(lease = %lease.id, used_ms = lease.used_ms, "resuming a runtime lease after a restart");
+                tracing::info!(lease = %lease.id, used_ms = lease.used_ms, epoch = lease.epoch, "resuming a runtime lease after a restart");
                 let balance = self.db().balance(lease.account_id).await?.balance;
                 let payer_name = self.payer_name(lease.account_id).await?;
                 self.start_meter(lease, balance, payer_name);
@@ -471,6 +531,7 @@ impl Billing {
                     .db()
                     .settle_lease(
                         lease.id,
+                        lease.epoch,
                         lease.used_ms,
                         lease.charged,
                         reason::SERVER_RESTARTED,
@@ -481,6 +542,72 @@ impl Billing {
             }
         }
         Ok(recovery)
+    }
+
+    /// Ownership heartbeats older than this (epoch ms) are stale: their owner is taken for dead.
+    fn stale_before(&self) -> i64 {
+        let delay =
+            i64::try_from(self.shared.settings.takeover_delay.as_millis()).unwrap_or(i64::MAX);
+        now_ms().saturating_sub(delay)
+    }
+
+    /// Cluster mode, every ownership heartbeat: claims the open leases whose owner has been
+    /// silent for the takeover delay (of nodes racing for one, exactly one wins the epoch) and
+    /// takes each over. How many this node took.
+    pub async fn take_over_stale(&self) -> Result<usize> {
+        let mut taken = 0;
+        for stored in self
+            .db()
+            .stale_leases(self.node_id(), self.stale_before())
+            .await?
+        {
+            // This node's own leases are its meters' (a lease being started is owned before its
+            // meter is listed); only start-up recovery claims its own back.
+            if stored.owner_node.as_deref() == Some(self.node_id()) {
+                continue;
+            }
+            let previous_owner = stored.owner_node.clone();
+            if let Some(lease) = self
+                .db()
+                .claim_lease(stored.id, self.node_id(), stored.epoch, self.stale_before())
+                .await?
+            {
+                self.take_over(lease, previous_owner.as_deref()).await?;
+                taken += 1;
+            }
+        }
+        Ok(taken)
+    }
+
+    /// A lease just claimed from a dead node, at its new epoch. Its worker was one the dead node
+    /// leased (workers are leased by the node they are connected to): when it had one, it is
+    /// gone with that node, so the lease is settled at its last checkpoint — the time since is
+    /// not billed, the rest of the hold released — with `worker_lost`, as when a worker stops
+    /// heartbeating. A lease still waiting for a worker goes on waiting here, metered from
+    /// when a worker of this node is assigned.
+    async fn take_over(&self, lease: RuntimeLease, previous_owner: Option<&str>) -> Result<()> {
+        metrics::counter!(telemetry::LEASE_TAKEOVERS).increment(1);
+        tracing::warn!(lease = %lease.id, session = %lease.session_id, previous_owner, epoch = lease.epoch,
+            status = lease.status.as_str(), used_ms = lease.used_ms, "took over a runtime lease from a silent node");
+        if lease.status == LeaseStatus::Running {
+            let s = self
+                .db()
+                .settle_lease(
+                    lease.id,
+                    lease.epoch,
+                    lease.used_ms,
+                    lease.charged,
+                    reason::WORKER_LOST,
+                )
+                .await?;
+            tracing::info!(lease = %lease.id, used_ms = s.used_ms, charged = s.charged, refunded = s.refunded, "settled a taken-over lease whose worker was lost with its node");
+            self.send_event(lease.session_id, stopped_event(&s));
+        } else {
+            let balance = self.db().balance(lease.account_id).await?.balance;
+            let payer_name = self.payer_name(lease.account_id).await?;
+            self.start_meter(lease, balance, payer_name);
+        }
+        Ok(())
     }
 
     /// Graceful shutdown: stops and settles every lease (`server_shutdown`).
@@ -497,7 +624,7 @@ impl Billing {
 /// A meter's refusal as the API says it.
 fn meter_error(error: MeterError) -> Error {
     match error {
-        MeterError::Stopping => Error::Conflict(error.to_string()),
+        MeterError::Stopping | MeterError::TakenOver => Error::Conflict(error.to_string()),
         MeterError::NotSettledYet(_) => Error::Internal(error.to_string()),
         MeterError::Ledger(error) => error.into(),
     }

@@ -14,6 +14,14 @@ pub struct BillingSettings {
     /// Open leases whose last sign of life is older than this at start-up are settled at their
     /// last checkpoint instead of resumed.
     pub resume_window: Duration,
+    /// This node's name as a lease owner (`ATELIER_NODE_ID`, else generated per start; the
+    /// cluster's node id in cluster mode).
+    pub node_id: String,
+    /// Cluster mode: leases of a node silent for `takeover_delay` are taken over by another.
+    pub clustered: bool,
+    /// How long a lease's owner may go without an ownership heartbeat before another node
+    /// takes the lease over (it heartbeats every third of it).
+    pub takeover_delay: Duration,
     /// Millicredits granted at signup (`ATELIER_SIGNUP_CREDITS`, by default an hour of the
     /// cheapest class).
     pub signup_credits: i64,
@@ -32,6 +40,13 @@ impl BillingSettings {
             },
             max_prepaid_minutes: b.max_prepaid_minutes,
             resume_window: Duration::from_secs(b.lease_resume_window_s),
+            node_id: config
+                .cluster
+                .node_id
+                .clone()
+                .unwrap_or_else(crate::cluster::generate_node_id),
+            clustered: config.cluster.redis_url.is_some(),
+            takeover_delay: Duration::from_millis(b.lease_takeover_after_ms),
             signup_credits: config.signup_credits(),
         }
     }

@@ -104,6 +104,9 @@ fn settings(idle: Duration) -> BillingSettings {
         },
         max_prepaid_minutes: 60,
         resume_window: Duration::from_secs(60),
+        node_id: "test-node".into(),
+        clustered: false,
+        takeover_delay: Duration::from_secs(5),
         signup_credits: 0,
     }
 }
@@ -466,20 +469,27 @@ async fn recovery_resumes_recent_leases_and_settles_old_ones_at_their_checkpoint
                 price_per_minute: 60_000,
                 prepaid_ms: 60_000,
                 hold_amount: 60_000,
+                owner_node: "previous-run",
             })
             .await
             .unwrap();
-        db.lease_segment_started(lease.id, WorkerId::new_random(), "cpu", now_ms() - 2_500)
-            .await
-            .unwrap();
+        db.lease_segment_started(
+            lease.id,
+            lease.epoch,
+            WorkerId::new_random(),
+            "cpu",
+            now_ms() - 2_500,
+        )
+        .await
+        .unwrap();
         let cp = db
-            .lease_checkpoint(lease.id, 1, 2_000, 2_000)
+            .lease_checkpoint(lease.id, lease.epoch, 1, 2_000, 2_000)
             .await
             .unwrap();
         assert!(cp.applied);
         // The same checkpoint again (a retry after an unknown commit) charges nothing more.
         let again = db
-            .lease_checkpoint(lease.id, 1, 2_400, 2_400)
+            .lease_checkpoint(lease.id, lease.epoch, 1, 2_400, 2_400)
             .await
             .unwrap();
         assert!(!again.applied);
@@ -497,7 +507,8 @@ async fn recovery_resumes_recent_leases_and_settles_old_ones_at_their_checkpoint
         recovered,
         Recovery {
             resumed: 0,
-            settled: 2
+            settled: 2,
+            taken_over: 0,
         }
     );
     for lease in &leases {
@@ -521,13 +532,20 @@ async fn recovery_resumes_recent_leases_and_settles_old_ones_at_their_checkpoint
             price_per_minute: 60_000,
             prepaid_ms: 60_000,
             hold_amount: 60_000,
+            owner_node: "previous-run",
         })
         .await
         .unwrap();
-    db.lease_segment_started(lease.id, WorkerId::new_random(), "cpu", now_ms() - 10_000)
-        .await
-        .unwrap();
-    db.lease_checkpoint(lease.id, 1, 3_000, 3_000)
+    db.lease_segment_started(
+        lease.id,
+        lease.epoch,
+        WorkerId::new_random(),
+        "cpu",
+        now_ms() - 10_000,
+    )
+    .await
+    .unwrap();
+    db.lease_checkpoint(lease.id, lease.epoch, 1, 3_000, 3_000)
         .await
         .unwrap();
     let resumed = f.billing.recover().await.unwrap();
@@ -535,7 +553,8 @@ async fn recovery_resumes_recent_leases_and_settles_old_ones_at_their_checkpoint
         resumed,
         Recovery {
             resumed: 1,
-            settled: 0
+            settled: 0,
+            taken_over: 0,
         }
     );
     until("resumed assignment", Duration::from_secs(5), || {
@@ -553,6 +572,95 @@ async fn recovery_resumes_recent_leases_and_settles_old_ones_at_their_checkpoint
     assert!((3_400..4_500).contains(&s.used_ms), "{s:?}");
     assert_eq!(s.charged, s.used_ms);
     assert_ledger_settled(&f, lease.id, 60_000, &s).await;
+}
+
+#[actix::test]
+async fn writes_at_a_stale_epoch_change_nothing_and_one_claim_wins() {
+    let f = fixture(settings(Duration::from_secs(600)), in_process(), 200_000).await;
+    let db = &f.t.db;
+    let lease = db
+        .create_lease(&NewLease {
+            id: LeaseId::new_random(),
+            session_id: f.session,
+            account_id: f.account,
+            gpu_class: "cpu",
+            price_per_minute: 60_000,
+            prepaid_ms: 60_000,
+            hold_amount: 60_000,
+            owner_node: "node-a",
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (lease.owner_node.as_deref(), lease.epoch),
+        (Some("node-a"), 1)
+    );
+    db.lease_segment_started(lease.id, 1, WorkerId::new_random(), "cpu", now_ms())
+        .await
+        .unwrap();
+    db.lease_checkpoint(lease.id, 1, 1, 1_000, 1_000)
+        .await
+        .unwrap();
+    // node-a is alive (fresh heartbeat): node-b may not claim it as stale...
+    let stale_before = now_ms() - 5_000;
+    assert!(db
+        .claim_lease(lease.id, "node-b", 1, stale_before)
+        .await
+        .unwrap()
+        .is_none());
+    // ...but may claim it whoever owns it (a stop on node-b): epoch 2.
+    let claimed = db
+        .claim_lease(lease.id, "node-b", 1, i64::MAX)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (claimed.owner_node.as_deref(), claimed.epoch),
+        (Some("node-b"), 2)
+    );
+    let entries = db.ledger_entries(f.account, None, 100).await.unwrap().len();
+    // node-a, at epoch 1, can neither charge, extend nor settle.
+    let fenced = |r: crate::error::Result<_>| matches!(r, Err(Error::LeaseFenced(_)));
+    assert!(fenced(
+        db.lease_checkpoint(lease.id, 1, 2, 5_000, 5_000)
+            .await
+            .map(|_| ())
+    ));
+    assert!(fenced(
+        db.extend_lease(lease.id, 1, 60_000, 3_600_000)
+            .await
+            .map(|_| ())
+    ));
+    assert!(fenced(
+        db.settle_lease(lease.id, 1, 9_000, 9_000, "x")
+            .await
+            .map(|_| ())
+    ));
+    assert!(fenced(
+        db.lease_segment_started(lease.id, 1, WorkerId::new_random(), "cpu", now_ms())
+            .await
+            .map(|_| ())
+    ));
+    assert_eq!(
+        db.ledger_entries(f.account, None, 100).await.unwrap().len(),
+        entries
+    );
+    // Two nodes racing for epoch 2: exactly one gets epoch 3.
+    let (a, b) = tokio::join!(
+        db.claim_lease(lease.id, "node-c", 2, i64::MAX),
+        db.claim_lease(lease.id, "node-d", 2, i64::MAX),
+    );
+    let winners: Vec<_> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
+    assert_eq!(winners.len(), 1);
+    assert_eq!(winners[0].epoch, 3);
+    let s = db
+        .settle_lease(lease.id, 3, 1_500, 1_500, "stopped_by_user")
+        .await
+        .unwrap();
+    assert_eq!((s.used_ms, s.charged, s.refunded), (1_500, 1_500, 58_500));
+    let b = db.verify_balance(f.account).await.unwrap();
+    assert!(b.agrees());
+    assert_eq!((b.materialised.balance, b.materialised.held), (198_500, 0));
 }
 
 #[actix::test]

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use super::prices;
 use crate::db::leases::{LeaseStatus, RuntimeLease};
-use atelier_actors::meter::MeteredLease;
+use atelier_actors::meter::{LeaseState, MeteredLease};
 
 /// The running lease a job may use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +53,11 @@ pub struct LeaseView {
     pub assigned_at: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<i64>,
+    /// The node metering the lease (in a cluster, the one whose death would hand it over).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_node: Option<String>,
+    /// The lease's ownership epoch: 1 when started, one more at every takeover or restart.
+    pub epoch: i64,
 }
 
 impl LeaseView {
@@ -81,7 +86,19 @@ impl LeaseView {
             created_at: lease.created_at,
             assigned_at: lease.assigned_at,
             stopped_at: lease.stopped_at,
+            owner_node: lease.owner_node.clone(),
+            epoch: lease.epoch,
         }
+    }
+
+    /// As the lease's meter last published it.
+    pub(super) fn published(state: &LeaseState) -> Self {
+        LeaseView::new(
+            &state.lease,
+            state.status.into(),
+            state.used_ms,
+            state.charged,
+        )
     }
 
     pub(super) fn stored(lease: &RuntimeLease) -> Self {
@@ -106,4 +123,6 @@ pub enum PaymentOutcome {
 pub struct Recovery {
     pub resumed: usize,
     pub settled: usize,
+    /// Leases of a dead node this node took over at start-up.
+    pub taken_over: usize,
 }

@@ -163,9 +163,14 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     };
     // Billing: meters run on this (the system) arbiter. Leases left open by a crash are resumed
     // or settled at their last checkpoint before the first request.
+    let mut billing_settings = BillingSettings::from_config(&config);
+    if let Some(cluster) = &cluster_settings {
+        // Leases are owned under the node's cluster name.
+        billing_settings.node_id = cluster.node_id.clone();
+    }
     let billing = Billing::new(
         db.clone(),
-        BillingSettings::from_config(&config),
+        billing_settings,
         Arc::new(live.clone()),
         // Leases take their worker from the job workers (in-process and remote).
         Arc::new(board.clone()),
@@ -175,13 +180,15 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
             "could not recover the runtime leases left open: {e}"
         ))
     })?;
-    if recovery.resumed + recovery.settled > 0 {
+    if recovery.resumed + recovery.settled + recovery.taken_over > 0 {
         tracing::info!(
             resumed = recovery.resumed,
             settled = recovery.settled,
+            taken_over = recovery.taken_over,
             "runtime leases recovered"
         );
     }
+    billing.start_ownership();
     let webhooks = crate::webhooks::Webhooks::start(db.clone(), config.webhooks.clone())
         .map_err(|e| StartError::Jobs(e.to_string()))?;
     // Their webhooks hear how the jobs cut short by the restart ended.

@@ -17,6 +17,13 @@
 //!    jobs through its [`MeterHost`], giving the worker back, and settling:
 //!    the used part charged, the rest of the hold released, `runtime.stopped` to everyone.
 //!
+//! 4. It publishes the lease's state ([`LeaseState`]) over a `watch` at every change and tick:
+//!    [`BillingMeterActor::state`] hands out receivers; nobody else keeps a copy.
+//! 5. Every write carries the lease's epoch. When one is refused as fenced — another node
+//!    claimed the lease (its owner looked dead) — this meter stops at once without charging or
+//!    settling: it interrupts the session's jobs here, gives the worker back and forgets the
+//!    lease; the new owner meters it from the last checkpoint.
+//!
 //! It reaches the database through the [`Ledger`] port, the billing service (and the job system
 //! behind it) through [`MeterHost`], the participants through [`EventSink`] and workers through
 //! [`WorkerPool`] ([`MeterPorts`]).
@@ -35,8 +42,9 @@ use tokio::sync::{oneshot, watch};
 use super::cost::cost;
 use super::host::MeterHost;
 use super::ledger::{LeaseStatus, Ledger, LedgerError, MeteredLease, Settlement};
-use super::messages::{ExtendLease, JobActivity, LeaseSnapshot, MeterError, Snapshot, StopLease};
+use super::messages::{ExtendLease, JobActivity, MeterError, StopLease};
 use super::reason;
+use super::state::LeaseState;
 use crate::events::EventSink;
 use crate::lease::worker::now_ms;
 use crate::lease::{LeaseNews, ReleaseWorker, WorkerHeartbeat, WorkerLeaseActor, WorkerPool};
@@ -110,6 +118,8 @@ pub struct BillingMeterActor {
     lease_actor: Option<Addr<WorkerLeaseActor>>,
     waiters: Vec<oneshot::Sender<Result<Settlement, MeterError>>>,
     settle_retry: Duration,
+    /// The lease's state as published; the only sender.
+    published: watch::Sender<LeaseState>,
 }
 
 impl BillingMeterActor {
@@ -122,7 +132,17 @@ impl BillingMeterActor {
         payer_name: String,
     ) -> Self {
         let now = now_ms();
+        let (published, _) = watch::channel(LeaseState {
+            lease: lease.clone(),
+            status: LeaseStatus::Starting,
+            used_ms: lease.used_ms,
+            charged: lease.charged,
+            segment_started_at: None,
+            checkpointed_at: None,
+            at: now,
+        });
         BillingMeterActor {
+            published,
             ports,
             settings,
             base_ms: lease.used_ms,
@@ -172,19 +192,56 @@ impl BillingMeterActor {
         cost(self.lease.price_per_minute, used_ms).min(self.lease.hold_amount)
     }
 
-    fn snapshot(&self) -> LeaseSnapshot {
+    /// A receiver of the lease's published state (taken before the actor starts, or any time
+    /// from another receiver's `clone`).
+    pub fn state(&self) -> watch::Receiver<LeaseState> {
+        self.published.subscribe()
+    }
+
+    /// Publishes the lease's state as of now.
+    fn publish(&self) {
         let (status, used_ms) = match &self.phase {
             Phase::Waiting => (LeaseStatus::Starting, self.base_ms),
             Phase::Running => (LeaseStatus::Running, self.used_ms_now()),
             Phase::Stopping { used_ms, .. } => (LeaseStatus::Stopping, *used_ms),
             Phase::Stopped => (LeaseStatus::Stopped, self.checkpointed_used_ms),
         };
-        LeaseSnapshot {
+        let state = LeaseState {
             lease: self.lease.clone(),
             status,
             used_ms,
             charged: self.cost(used_ms).max(self.checkpointed_charged),
+            segment_started_at: self
+                .segment_started_at
+                .filter(|_| status == LeaseStatus::Running),
+            checkpointed_at: Some(self.checkpointed_at),
+            at: now_ms(),
+        };
+        self.published.send_replace(state);
+    }
+
+    /// Another node owns the lease now (a write was refused at this meter's epoch): stop
+    /// metering it here without charging or settling anything.
+    fn fenced(&mut self, error: &LedgerError, ctx: &mut Context<Self>) {
+        if self.phase == Phase::Stopped {
+            return;
         }
+        tracing::warn!(lease = %self.lease.id, session = %self.lease.session_id, epoch = self.lease.epoch, %error,
+            "runtime lease taken over by another node; this node stops metering it without charging");
+        self.phase = Phase::Stopped;
+        self.ports.host.fenced(self.lease.id);
+        self.ports
+            .host
+            .interrupt_jobs(self.lease.session_id, reason::TAKEN_OVER);
+        if let Some(lease_actor) = self.lease_actor.take() {
+            lease_actor.do_send(ReleaseWorker);
+        }
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.send(Err(MeterError::TakenOver));
+        }
+        self.publish();
+        self.ports.host.forget(self.lease.session_id, self.lease.id);
+        ctx.stop();
     }
 
     fn on_assigned(
@@ -199,10 +256,13 @@ impl BillingMeterActor {
         }
         let at = now_ms();
         self.heartbeat = Some(heartbeat);
-        let fut = self
-            .ports
-            .ledger
-            .segment_started(self.lease.id, worker_id, &device, at);
+        let fut = self.ports.ledger.segment_started(
+            self.lease.id,
+            self.lease.epoch,
+            worker_id,
+            &device,
+            at,
+        );
         // Nothing else happens to this lease until its segment is stored.
         ctx.wait(fut.into_actor(self).map(move |result, act, ctx| {
             match result {
@@ -212,9 +272,7 @@ impl BillingMeterActor {
                     act.last_activity = at;
                     act.lease = lease;
                     act.phase = Phase::Running;
-                    act.ports
-                        .host
-                        .assigned(act.lease.session_id, act.lease.id, worker_id, device);
+                    act.publish();
                     act.ports.events.send(
                         act.lease.session_id,
                         StudioEvent::RuntimeStarted {
@@ -230,6 +288,7 @@ impl BillingMeterActor {
                     // Settled elsewhere (a concurrent stop): nothing to meter.
                     act.begin_stop(reason::STOPPED_BY_USER.into(), None, ctx);
                 }
+                Err(error @ LedgerError::Fenced(_)) => act.fenced(&error, ctx),
                 Err(error) => {
                     tracing::error!(lease = %act.lease.id, %error, "could not start metering");
                     act.begin_stop(reason::INTERNAL_ERROR.into(), None, ctx);
@@ -271,6 +330,7 @@ impl BillingMeterActor {
             return;
         }
         let charged = self.cost(used).max(self.checkpointed_charged);
+        self.publish();
         self.ports.events.send(
             self.lease.session_id,
             StudioEvent::RuntimeMeter {
@@ -300,10 +360,10 @@ impl BillingMeterActor {
         self.checkpointing = true;
         let seq = self.checkpoint_seq + 1;
         let charged = self.cost(used_ms);
-        let fut = self
-            .ports
-            .ledger
-            .checkpoint(self.lease.id, seq, used_ms, charged);
+        let fut =
+            self.ports
+                .ledger
+                .checkpoint(self.lease.id, self.lease.epoch, seq, used_ms, charged);
         ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
             act.checkpointing = false;
             act.checkpointed_at = now_ms();
@@ -326,6 +386,7 @@ impl BillingMeterActor {
                     // The payer's account (and with it the lease) was deleted.
                     act.begin_stop(reason::LEASE_DELETED.into(), None, ctx);
                 }
+                Err(error @ LedgerError::Fenced(_)) => act.fenced(&error, ctx),
                 Err(error) => {
                     tracing::warn!(lease = %act.lease.id, %error, "checkpoint failed; will retry");
                 }
@@ -346,9 +407,7 @@ impl BillingMeterActor {
             reason: reason.clone(),
             used_ms,
         };
-        self.ports
-            .host
-            .stopping(self.lease.session_id, self.lease.id);
+        self.publish();
         self.ports
             .host
             .interrupt_jobs(self.lease.session_id, &reason);
@@ -363,10 +422,10 @@ impl BillingMeterActor {
             return;
         };
         let charged = self.cost(used_ms);
-        let fut = self
-            .ports
-            .ledger
-            .settle(self.lease.id, used_ms, charged, &reason);
+        let fut =
+            self.ports
+                .ledger
+                .settle(self.lease.id, self.lease.epoch, used_ms, charged, &reason);
         ctx.spawn(fut.into_actor(self).map(|result, act, ctx| match result {
             Ok(settlement) => act.finish(settlement, ctx),
             Err(LedgerError::Gone(_)) => {
@@ -382,6 +441,7 @@ impl BillingMeterActor {
                 };
                 act.finish(settlement, ctx);
             }
+            Err(error @ LedgerError::Fenced(_)) => act.fenced(&error, ctx),
             Err(error) => {
                 tracing::error!(lease = %act.lease.id, %error, retry_in = ?act.settle_retry, "settling a lease failed");
                 for waiter in act.waiters.drain(..) {
@@ -398,6 +458,12 @@ impl BillingMeterActor {
         self.phase = Phase::Stopped;
         self.checkpointed_used_ms = settlement.used_ms;
         self.checkpointed_charged = settlement.charged;
+        self.lease.status = LeaseStatus::Stopped;
+        self.lease.used_ms = settlement.used_ms;
+        self.lease.charged = settlement.charged;
+        self.lease.refunded = Some(settlement.refunded);
+        self.lease.stop_reason = Some(settlement.reason.clone());
+        self.publish();
         self.ports.events.send(
             settlement.session_id,
             StudioEvent::RuntimeStopped {
@@ -498,13 +564,23 @@ impl Handler<ExtendLease> for BillingMeterActor {
             let _ = msg.reply.send(Err(MeterError::Stopping));
             return;
         }
-        let fut = self
-            .ports
-            .ledger
-            .extend(self.lease.id, msg.add_ms, msg.max_prepaid_ms);
+        let fut = self.ports.ledger.extend(
+            self.lease.id,
+            self.lease.epoch,
+            msg.add_ms,
+            msg.max_prepaid_ms,
+        );
         let reply = msg.reply;
         // Nothing else (no tick, no stop) happens to the lease until the extension is stored.
-        ctx.wait(fut.into_actor(self).map(move |result, act, _ctx| {
+        ctx.wait(fut.into_actor(self).map(move |result, act, ctx| {
+            let result = match result {
+                Err(error @ LedgerError::Fenced(_)) => {
+                    // Another node owns the lease: it may be extended there; here it stops.
+                    act.fenced(&error, ctx);
+                    Err(error)
+                }
+                other => other,
+            };
             if let Ok(extended) = &result {
                 act.lease.prepaid_ms = extended.prepaid_ms;
                 act.lease.hold_amount = extended.hold_amount;
@@ -514,6 +590,7 @@ impl Handler<ExtendLease> for BillingMeterActor {
                     _ => act.base_ms,
                 };
                 tracing::info!(lease = %act.lease.id, prepaid_ms = extended.prepaid_ms, hold = extended.hold_amount, "runtime lease extended");
+                act.publish();
                 act.ports.events.send(
                     act.lease.session_id,
                     StudioEvent::RuntimeExtended {
@@ -523,7 +600,10 @@ impl Handler<ExtendLease> for BillingMeterActor {
                     },
                 );
             }
-            let _ = reply.send(result.map_err(MeterError::from));
+            let _ = reply.send(result.map_err(|error| match error {
+                LedgerError::Fenced(_) => MeterError::TakenOver,
+                other => MeterError::from(other),
+            }));
         }));
     }
 }
@@ -533,13 +613,5 @@ impl Handler<JobActivity> for BillingMeterActor {
 
     fn handle(&mut self, _msg: JobActivity, _ctx: &mut Self::Context) {
         self.last_activity = now_ms();
-    }
-}
-
-impl Handler<Snapshot> for BillingMeterActor {
-    type Result = MessageResult<Snapshot>;
-
-    fn handle(&mut self, _msg: Snapshot, _ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(self.snapshot())
     }
 }

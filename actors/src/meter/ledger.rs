@@ -49,6 +49,11 @@ pub struct MeteredLease {
     pub refunded: Option<i64>,
     /// How many times the payer added prepaid time.
     pub extensions: i64,
+    /// The node metering the lease.
+    pub owner_node: Option<String>,
+    /// The fencing token this meter holds: every write below is refused
+    /// ([`LedgerError::Fenced`]) once another node has claimed the lease at a later epoch.
+    pub epoch: i64,
 }
 
 /// The result of a checkpoint.
@@ -86,6 +91,10 @@ pub enum LedgerError {
     /// The lease (or its payer's account) no longer exists.
     #[error("{0}")]
     Gone(BoxError),
+    /// The lease's epoch is no longer the one the meter holds: another node owns it now. The
+    /// write changed nothing; the meter must stop metering without charging.
+    #[error("{0}")]
+    Fenced(BoxError),
     /// Refused (not enough credits, too long, already stopped) or failed (the database).
     #[error("{0}")]
     Failed(BoxError),
@@ -95,13 +104,17 @@ impl LedgerError {
     /// The adapter's error, whichever kind.
     pub fn into_inner(self) -> BoxError {
         match self {
-            LedgerError::Gone(error) | LedgerError::Failed(error) => error,
+            LedgerError::Gone(error) | LedgerError::Fenced(error) | LedgerError::Failed(error) => {
+                error
+            }
         }
     }
 }
 
 /// What the meter records. Every call is one transaction of the adapter's; all are idempotent
-/// (a retried checkpoint or settlement changes nothing the first one did).
+/// (a retried checkpoint or settlement changes nothing the first one did), and all carry the
+/// `epoch` the meter holds: a write at a stale epoch is [`LedgerError::Fenced`] and changes
+/// nothing.
 pub trait Ledger: Send + Sync + 'static {
     /// A worker was assigned (or the lease resumed after a restart): metering starts a new
     /// segment at `at` (epoch ms) on top of the time already checkpointed. `None` if the lease
@@ -109,6 +122,7 @@ pub trait Ledger: Send + Sync + 'static {
     fn segment_started(
         &self,
         lease: LeaseId,
+        epoch: i64,
         worker: WorkerId,
         device: &str,
         at: i64,
@@ -119,6 +133,7 @@ pub trait Ledger: Send + Sync + 'static {
     fn checkpoint(
         &self,
         lease: LeaseId,
+        epoch: i64,
         seq: i64,
         used_ms: i64,
         charged_total: i64,
@@ -129,6 +144,7 @@ pub trait Ledger: Send + Sync + 'static {
     fn settle(
         &self,
         lease: LeaseId,
+        epoch: i64,
         used_ms: i64,
         charged_total: i64,
         reason: &str,
@@ -139,6 +155,7 @@ pub trait Ledger: Send + Sync + 'static {
     fn extend(
         &self,
         lease: LeaseId,
+        epoch: i64,
         add_ms: i64,
         max_prepaid_ms: i64,
     ) -> BoxFuture<'static, Result<MeteredLease, LedgerError>>;

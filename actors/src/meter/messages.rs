@@ -1,10 +1,10 @@
-//! What a [`BillingMeterActor`](super::BillingMeterActor) is asked (stop, extend, job activity,
-//! a snapshot) and why it may refuse ([`MeterError`]).
+//! What a [`BillingMeterActor`](super::BillingMeterActor) is asked (stop, extend, job activity)
+//! and why it may refuse ([`MeterError`]). What it publishes is in [`super::state`].
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::ledger::{LeaseStatus, LedgerError, MeteredLease, Settlement};
+use super::ledger::{LedgerError, MeteredLease, Settlement};
 
 /// Why a meter could not do what it was asked.
 #[derive(Debug, thiserror::Error)]
@@ -12,6 +12,10 @@ pub enum MeterError {
     /// An extension asked of a lease that is stopping.
     #[error("the Pro runtime is stopping; start a new one")]
     Stopping,
+    /// Another node took the lease over: this node no longer meters it (nothing was charged
+    /// here); ask again, the new owner answers.
+    #[error("the Pro runtime is now metered by another node; try again")]
+    TakenOver,
     /// Settling failed; the meter tries again by itself.
     #[error("the lease could not be settled yet ({0}); it will be retried")]
     NotSettledYet(String),
@@ -42,16 +46,3 @@ pub struct ExtendLease {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct JobActivity;
-
-/// The lease as the meter sees it now.
-#[derive(Message)]
-#[rtype(result = "LeaseSnapshot")]
-pub struct Snapshot;
-
-#[derive(Debug, Clone)]
-pub struct LeaseSnapshot {
-    pub lease: MeteredLease,
-    pub status: LeaseStatus,
-    pub used_ms: i64,
-    pub charged: i64,
-}

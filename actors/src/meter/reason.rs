@@ -17,3 +17,5 @@ pub const SERVER_SHUTDOWN: &str = "server_shutdown";
 pub const SERVER_RESTARTED: &str = "server_restarted";
 pub const LEASE_DELETED: &str = "lease_deleted";
 pub const INTERNAL_ERROR: &str = "internal_error";
+/// Jobs interrupted on a node that lost the lease to another node (the lease goes on there).
+pub const TAKEN_OVER: &str = "lease_taken_over";

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use atelier_protocol::events::StudioEvent;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::meter_fakes::{
     new_lease, FakeHost, FakeLedger, HostCall, LedgerCall, LosablePool, RecordedEvents, BALANCE,
@@ -16,8 +16,8 @@ use super::meter_fakes::{
 use crate::lease::{InProcessWorkerPool, WorkerHeartbeat, WorkerPool};
 use crate::meter::cost::{cost, hold_for};
 use crate::meter::{
-    reason, BillingMeterActor, ExtendLease, LeaseStatus, MeterError, MeterPorts, MeterSettings,
-    MeteredLease, Snapshot, StopLease,
+    reason, BillingMeterActor, ExtendLease, LeaseState, LeaseStatus, MeterError, MeterPorts,
+    MeterSettings, MeteredLease, StopLease,
 };
 
 /// A lease's price: one millicredit per millisecond, so charges read as times.
@@ -38,6 +38,7 @@ struct Meter {
     ledger: Arc<FakeLedger>,
     host: Arc<FakeHost>,
     events: Arc<RecordedEvents>,
+    state: watch::Receiver<LeaseState>,
 }
 
 impl Meter {
@@ -56,9 +57,11 @@ impl Meter {
             events: events.clone(),
             pool,
         };
-        let addr =
-            BillingMeterActor::new(ports, settings, lease.clone(), BALANCE, "Ada".into()).start();
+        let actor = BillingMeterActor::new(ports, settings, lease.clone(), BALANCE, "Ada".into());
+        let state = actor.state();
+        let addr = actor.start();
         Meter {
+            state,
             addr,
             lease,
             ledger,
@@ -128,10 +131,10 @@ async fn assignment_starts_a_segment_and_tells_the_session() {
         matches!(&calls[0], LedgerCall::SegmentStarted { device, .. } if device == "cuda:0"),
         "{calls:?}"
     );
-    assert!(matches!(&meter.host.calls()[0], HostCall::Assigned(_, device) if device == "cuda:0"));
-    let snapshot = meter.addr.send(Snapshot).await.unwrap();
-    assert_eq!(snapshot.status, LeaseStatus::Running);
-    assert_eq!(snapshot.lease.device.as_deref(), Some("cuda:0"));
+    let state = meter.state.borrow().clone();
+    assert_eq!(state.status, LeaseStatus::Running);
+    assert_eq!(state.lease.device.as_deref(), Some("cuda:0"));
+    assert!(state.worker().is_some());
     assert_eq!(pool.assigned(), 1);
 }
 
@@ -216,9 +219,8 @@ async fn prepaid_time_used_up_stops_and_settles_within_the_hold() {
     );
     let host = meter.host.calls();
     assert_eq!(
-        host[1..],
+        host[..],
         [
-            HostCall::Stopping,
             HostCall::InterruptJobs(reason::PREPAID_TIME_USED.into()),
             HostCall::Forget,
         ]
@@ -331,9 +333,9 @@ async fn an_extension_adds_prepaid_time_and_tells_the_session() {
         .unwrap();
     let extended = extended.await.unwrap().unwrap();
     assert_eq!(extended.prepaid_ms, 90_000);
-    let snapshot = meter.addr.send(Snapshot).await.unwrap();
-    assert_eq!(snapshot.lease.prepaid_ms, 90_000);
-    assert_eq!(snapshot.lease.hold_amount, hold_for(PRICE, 90_000));
+    let state = meter.state.borrow().clone();
+    assert_eq!(state.lease.prepaid_ms, 90_000);
+    assert_eq!(state.lease.hold_amount, hold_for(PRICE, 90_000));
     assert!(matches!(
         meter.sent("runtime.extended")[..],
         [StudioEvent::RuntimeExtended {
@@ -341,4 +343,44 @@ async fn an_extension_adds_prepaid_time_and_tells_the_session() {
             ..
         }]
     ));
+}
+
+#[actix::test]
+async fn a_fenced_meter_stops_without_charging_or_settling() {
+    let pool = in_process_pool();
+    let meter = Meter::start(
+        new_lease(PRICE, 60_000),
+        0,
+        pool.clone(),
+        settings(Duration::from_millis(30)),
+    );
+    meter
+        .until("a checkpoint", |m| {
+            m.ledger
+                .calls()
+                .iter()
+                .any(|c| matches!(c, LedgerCall::Checkpoint { .. }))
+        })
+        .await;
+    // Another node claims the lease: the next checkpoint is refused at this meter's epoch.
+    meter.ledger.fence();
+    let calls_before = meter.ledger.calls();
+    meter
+        .until("the meter to stop and the worker to go back", |m| {
+            !m.addr.connected() && pool.assigned() == 0
+        })
+        .await;
+    // Nothing recorded after the fence: no charge, no settlement (the new owner settles).
+    assert_eq!(meter.ledger.calls(), calls_before);
+    assert!(meter.ledger.settlements().is_empty());
+    assert!(meter.sent("runtime.stopped").is_empty());
+    assert_eq!(
+        meter.host.calls(),
+        [
+            HostCall::Fenced,
+            HostCall::InterruptJobs(reason::TAKEN_OVER.into()),
+            HostCall::Forget,
+        ]
+    );
+    assert_eq!(meter.state.borrow().status, LeaseStatus::Stopped);
 }

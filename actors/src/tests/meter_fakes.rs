@@ -63,6 +63,8 @@ pub fn new_lease(price_per_minute: i64, prepaid_ms: i64) -> MeteredLease {
         stop_reason: None,
         refunded: None,
         extensions: 0,
+        owner_node: Some("node-a".into()),
+        epoch: 1,
     }
 }
 
@@ -75,11 +77,17 @@ pub struct FakeLedger {
     calls: Mutex<Vec<LedgerCall>>,
     /// How many settlements fail before one succeeds.
     failing_settlements: Mutex<u32>,
+    /// Set: another node claimed the lease; every write is refused as fenced.
+    fenced: Mutex<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("the database is down")]
 struct DatabaseDown;
+
+#[derive(Debug, thiserror::Error)]
+#[error("the lease's epoch is stale")]
+struct StaleEpoch;
 
 impl FakeLedger {
     pub fn new(lease: &MeteredLease, failing_settlements: u32) -> Arc<FakeLedger> {
@@ -87,7 +95,23 @@ impl FakeLedger {
             lease: Mutex::new(lease.clone()),
             calls: Mutex::new(Vec::new()),
             failing_settlements: Mutex::new(failing_settlements),
+            fenced: Mutex::new(false),
         })
+    }
+
+    /// Another node claims the lease: from now on every write is refused (and not recorded).
+    pub fn fence(&self) {
+        *self.fenced.lock().unwrap() = true;
+    }
+
+    fn refused<T: Send + 'static>(&self) -> Option<BoxFuture<'static, Result<T, LedgerError>>> {
+        if *self.fenced.lock().unwrap() {
+            Some(Box::pin(async {
+                Err(LedgerError::Fenced(Box::new(StaleEpoch)))
+            }))
+        } else {
+            None
+        }
     }
 
     pub fn calls(&self) -> Vec<LedgerCall> {
@@ -117,10 +141,14 @@ impl Ledger for FakeLedger {
     fn segment_started(
         &self,
         _lease: LeaseId,
+        _epoch: i64,
         worker: WorkerId,
         device: &str,
         at: i64,
     ) -> BoxFuture<'static, Result<Option<MeteredLease>, LedgerError>> {
+        if let Some(refused) = self.refused() {
+            return refused;
+        }
         self.record(LedgerCall::SegmentStarted {
             worker,
             device: device.into(),
@@ -139,10 +167,14 @@ impl Ledger for FakeLedger {
     fn checkpoint(
         &self,
         _lease: LeaseId,
+        _epoch: i64,
         seq: i64,
         used_ms: i64,
         charged_total: i64,
     ) -> BoxFuture<'static, Result<Checkpointed, LedgerError>> {
+        if let Some(refused) = self.refused() {
+            return refused;
+        }
         self.record(LedgerCall::Checkpoint {
             seq,
             used_ms,
@@ -165,10 +197,14 @@ impl Ledger for FakeLedger {
     fn settle(
         &self,
         _lease: LeaseId,
+        _epoch: i64,
         used_ms: i64,
         charged_total: i64,
         reason: &str,
     ) -> BoxFuture<'static, Result<Settlement, LedgerError>> {
+        if let Some(refused) = self.refused() {
+            return refused;
+        }
         self.record(LedgerCall::Settle {
             used_ms,
             charged: charged_total,
@@ -196,9 +232,13 @@ impl Ledger for FakeLedger {
     fn extend(
         &self,
         _lease: LeaseId,
+        _epoch: i64,
         add_ms: i64,
         _max_prepaid_ms: i64,
     ) -> BoxFuture<'static, Result<MeteredLease, LedgerError>> {
+        if let Some(refused) = self.refused() {
+            return refused;
+        }
         self.record(LedgerCall::Extend { add_ms });
         let mut lease = self.lease.lock().unwrap();
         lease.prepaid_ms += add_ms;
@@ -212,10 +252,9 @@ impl Ledger for FakeLedger {
 /// What the meter told its host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostCall {
-    Assigned(WorkerId, String),
-    Stopping,
     Forget,
     InterruptJobs(String),
+    Fenced,
 }
 
 #[derive(Default)]
@@ -228,17 +267,6 @@ impl FakeHost {
 }
 
 impl MeterHost for FakeHost {
-    fn assigned(&self, _session: SessionId, _lease: LeaseId, worker: WorkerId, device: String) {
-        self.0
-            .lock()
-            .unwrap()
-            .push(HostCall::Assigned(worker, device));
-    }
-
-    fn stopping(&self, _session: SessionId, _lease: LeaseId) {
-        self.0.lock().unwrap().push(HostCall::Stopping);
-    }
-
     fn forget(&self, _session: SessionId, _lease: LeaseId) {
         self.0.lock().unwrap().push(HostCall::Forget);
     }
@@ -248,6 +276,10 @@ impl MeterHost for FakeHost {
             .lock()
             .unwrap()
             .push(HostCall::InterruptJobs(reason.into()));
+    }
+
+    fn fenced(&self, _lease: LeaseId) {
+        self.0.lock().unwrap().push(HostCall::Fenced);
     }
 }
 

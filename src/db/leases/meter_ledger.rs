@@ -55,6 +55,8 @@ impl From<RuntimeLease> for MeteredLease {
             stop_reason: lease.stop_reason,
             refunded: lease.refunded,
             extensions: lease.extensions,
+            owner_node: lease.owner_node,
+            epoch: lease.epoch,
         }
     }
 }
@@ -89,10 +91,12 @@ impl From<meter::Settlement> for Settlement {
     }
 }
 
-/// A missing lease (or payer) is `Gone`: the meter stops; anything else is `Failed`.
+/// A missing lease (or payer) is `Gone`: the meter stops; a stale epoch is `Fenced`: the meter
+/// stops without charging; anything else is `Failed`.
 fn ledger_error(error: Error) -> LedgerError {
     match error {
         Error::NotFound(_) => LedgerError::Gone(Box::new(error)),
+        Error::LeaseFenced(_) => LedgerError::Fenced(Box::new(error)),
         other => LedgerError::Failed(Box::new(other)),
     }
 }
@@ -101,6 +105,7 @@ impl Ledger for Db {
     fn segment_started(
         &self,
         lease: LeaseId,
+        epoch: i64,
         worker: WorkerId,
         device: &str,
         at: i64,
@@ -108,7 +113,7 @@ impl Ledger for Db {
         let db = self.clone();
         let device = device.to_string();
         Box::pin(async move {
-            db.lease_segment_started(lease, worker, &device, at)
+            db.lease_segment_started(lease, epoch, worker, &device, at)
                 .await
                 .map(|lease| lease.map(MeteredLease::from))
                 .map_err(ledger_error)
@@ -118,6 +123,7 @@ impl Ledger for Db {
     fn checkpoint(
         &self,
         lease: LeaseId,
+        epoch: i64,
         seq: i64,
         used_ms: i64,
         charged_total: i64,
@@ -125,7 +131,7 @@ impl Ledger for Db {
         let db = self.clone();
         Box::pin(async move {
             let cp = db
-                .lease_checkpoint(lease, seq, used_ms, charged_total)
+                .lease_checkpoint(lease, epoch, seq, used_ms, charged_total)
                 .await
                 .map_err(ledger_error)?;
             Ok(Checkpointed {
@@ -139,6 +145,7 @@ impl Ledger for Db {
     fn settle(
         &self,
         lease: LeaseId,
+        epoch: i64,
         used_ms: i64,
         charged_total: i64,
         reason: &str,
@@ -146,7 +153,7 @@ impl Ledger for Db {
         let db = self.clone();
         let reason = reason.to_string();
         Box::pin(async move {
-            db.settle_lease(lease, used_ms, charged_total, &reason)
+            db.settle_lease(lease, epoch, used_ms, charged_total, &reason)
                 .await
                 .map(meter::Settlement::from)
                 .map_err(ledger_error)
@@ -156,12 +163,13 @@ impl Ledger for Db {
     fn extend(
         &self,
         lease: LeaseId,
+        epoch: i64,
         add_ms: i64,
         max_prepaid_ms: i64,
     ) -> BoxFuture<'static, Result<MeteredLease, LedgerError>> {
         let db = self.clone();
         Box::pin(async move {
-            db.extend_lease(lease, add_ms, max_prepaid_ms)
+            db.extend_lease(lease, epoch, add_ms, max_prepaid_ms)
                 .await
                 .map(MeteredLease::from)
                 .map_err(ledger_error)

@@ -5,6 +5,16 @@
 //! [`super::ledger`]) and re-reads the lease row inside it, so a checkpoint racing a settlement
 //! cannot charge twice: whichever commits second sees the other's result.
 //!
+//! Ownership: every open lease has one owner node and an `epoch` (the fencing token). Creating
+//! a lease makes its node the owner at epoch 1; [`Db::claim_lease`] makes another node (or the
+//! same node after a restart) the owner at the next epoch — one conditional UPDATE, so of
+//! nodes racing for a lease exactly one wins. Every write of a meter (segment, checkpoint,
+//! extension, settlement) carries the epoch it holds and is an UPDATE `WHERE epoch = $n` in the
+//! same transaction as its ledger postings: when the lease was claimed meanwhile it fails with
+//! [`Error::LeaseFenced`] and the whole transaction — postings included — rolls back, so a stale
+//! owner can never charge. The owner refreshes `owner_heartbeat_at` of its leases
+//! ([`Db::heartbeat_owned_leases`]); leases whose owner went silent are [`Db::stale_leases`].
+//!
 //! Idempotency keys: `lease:{id}:hold`, `lease:{id}:charge:{seq}` for the checkpoint numbered
 //! `seq`, `lease:{id}:charge:final` and `lease:{id}:release` for the settlement.
 
@@ -27,7 +37,24 @@ use crate::error::{Error, Result};
 const LEASE_COLUMNS: &str = "id, session_id, account_id, gpu_class, price_per_minute, \
      prepaid_ms, hold_id, hold_amount, status, worker_id, device, created_at, assigned_at, \
      segment_started_at, segment_base_ms, used_ms, charged, checkpoint_seq, checkpointed_at, \
-     stopped_at, stop_reason, refunded, extensions";
+     stopped_at, stop_reason, refunded, extensions, owner_node, epoch, owner_heartbeat_at";
+
+/// The error of a write by a meter whose epoch is no longer the lease's.
+fn fenced(id: LeaseId, epoch: i64) -> Error {
+    Error::LeaseFenced(format!(
+        "runtime lease {id}: epoch {epoch} is stale (another node owns the lease now)"
+    ))
+}
+
+/// Refuses (before any posting) a write by a meter holding a stale epoch. The conditional
+/// UPDATE at the end of each write is what guarantees it; this only fails early.
+fn check_epoch(lease: &RuntimeLease, epoch: i64) -> Result<()> {
+    if lease.epoch == epoch {
+        Ok(())
+    } else {
+        Err(fenced(lease.id, epoch))
+    }
+}
 
 /// Whether the session exists, read inside a transaction. On PostgreSQL the row is locked
 /// (`FOR SHARE`) until commit, so the session cannot be deleted under a lease being created
@@ -96,8 +123,9 @@ impl Db {
             let now = now_ms();
             sqlx::query(
                 "INSERT INTO runtime_leases (id, session_id, account_id, gpu_class, \
-                 price_per_minute, prepaid_ms, hold_id, hold_amount, status, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'starting', $9)",
+                 price_per_minute, prepaid_ms, hold_id, hold_amount, status, created_at, \
+                 owner_node, epoch, owner_heartbeat_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'starting', $9, $10, 1, $9)",
             )
             .bind(new.id.to_string())
             .bind(new.session_id.to_string())
@@ -108,6 +136,7 @@ impl Db {
             .bind(hold_id.to_string())
             .bind(new.hold_amount)
             .bind(now)
+            .bind(new.owner_node)
             .execute(&mut *tx)
             .await?;
             let lease = lease_in(tx, new.id)
@@ -118,10 +147,12 @@ impl Db {
     }
 
     /// A worker was assigned (or the lease resumed after a restart): metering starts a new
-    /// segment at `at` on top of the time already checkpointed. `None` if the lease is stopped.
+    /// segment at `at` on top of the time already checkpointed. `None` if the lease is stopped;
+    /// [`Error::LeaseFenced`] if `epoch` is no longer the lease's.
     pub async fn lease_segment_started(
         &self,
         id: LeaseId,
+        epoch: i64,
         worker: WorkerId,
         device: &str,
         at: i64,
@@ -129,26 +160,33 @@ impl Db {
         let res = sqlx::query(
             "UPDATE runtime_leases SET status = 'running', worker_id = $1, device = $2, \
              assigned_at = COALESCE(assigned_at, $3), segment_started_at = $3, \
-             segment_base_ms = used_ms WHERE id = $4 AND status <> 'stopped'",
+             segment_base_ms = used_ms WHERE id = $4 AND epoch = $5 AND status <> 'stopped'",
         )
         .bind(worker.to_string())
         .bind(device)
         .bind(at)
         .bind(id.to_string())
+        .bind(epoch)
         .execute(self.pool())
         .await?;
         if res.rows_affected() == 0 {
-            return Ok(None);
+            return match self.lease(id).await? {
+                Some(lease) if lease.status == LeaseStatus::Stopped => Ok(None),
+                Some(_) => Err(fenced(id, epoch)),
+                None => Err(Error::NotFound("lease")),
+            };
         }
         self.lease(id).await
     }
 
     /// Records that the lease has used `used_ms` in total and owes `charged_total`: charges the
     /// difference from its hold under the key `lease:{id}:charge:{seq}`. A checkpoint whose
-    /// `seq` was already applied, or on a stopped lease, changes nothing.
+    /// `seq` was already applied, or on a stopped lease, changes nothing. Only the owner at
+    /// `epoch` may charge: [`Error::LeaseFenced`] otherwise, with nothing posted.
     pub async fn lease_checkpoint(
         &self,
         id: LeaseId,
+        epoch: i64,
         seq: i64,
         used_ms: i64,
         charged_total: i64,
@@ -162,6 +200,9 @@ impl Db {
             let mut bal = lock_account(tx, account).await?;
             let lease = lease_in(tx, id).await?.ok_or(Error::NotFound("lease"))?;
             let session_exists = session_exists_in(tx, self.dialect(), lease.session_id).await?;
+            if lease.status != LeaseStatus::Stopped {
+                check_epoch(&lease, epoch)?;
+            }
             if lease.status == LeaseStatus::Stopped || lease.checkpoint_seq >= seq {
                 return Ok(Checkpoint {
                     lease,
@@ -190,17 +231,24 @@ impl Db {
                 .await?;
             }
             let now = now_ms();
-            sqlx::query(
+            // Conditional on the epoch: a claim committed since the read above makes this
+            // update nothing, and the error rolls the charge back with it.
+            let res = sqlx::query(
                 "UPDATE runtime_leases SET used_ms = $1, charged = $2, checkpoint_seq = $3, \
-                 checkpointed_at = $4 WHERE id = $5",
+                 checkpointed_at = $4, owner_heartbeat_at = $4 \
+                 WHERE id = $5 AND epoch = $6 AND status <> 'stopped'",
             )
             .bind(used)
             .bind(total)
             .bind(seq)
             .bind(now)
             .bind(id.to_string())
+            .bind(epoch)
             .execute(&mut *tx)
             .await?;
+            if res.rows_affected() == 0 {
+                return Err(fenced(id, epoch));
+            }
             let lease = lease_in(tx, id).await?.ok_or(Error::NotFound("lease"))?;
             Ok(Checkpoint {
                 lease,
@@ -213,10 +261,12 @@ impl Db {
 
     /// Stops a lease once: charges up to `charged_total` in all (never less than already
     /// charged, never more than the hold), releases the rest of the hold and records the final
-    /// used time. Settling a stopped lease returns its recorded settlement.
+    /// used time. Settling a stopped lease returns its recorded settlement. Only the owner at
+    /// `epoch` may settle an open lease: [`Error::LeaseFenced`] otherwise, with nothing posted.
     pub async fn settle_lease(
         &self,
         id: LeaseId,
+        epoch: i64,
         used_ms: i64,
         charged_total: i64,
         reason: &str,
@@ -232,6 +282,7 @@ impl Db {
             if lease.status == LeaseStatus::Stopped {
                 return Ok(lease.settlement(bal.balance));
             }
+            check_epoch(&lease, epoch)?;
             let used = used_ms.clamp(lease.used_ms, lease.prepaid_ms);
             let total = charged_total.clamp(lease.charged, lease.hold_amount);
             let mut hold = hold_in(tx, lease.hold_id)
@@ -251,9 +302,10 @@ impl Db {
             )
             .await?;
             let now = now_ms();
-            sqlx::query(
+            let res = sqlx::query(
                 "UPDATE runtime_leases SET status = 'stopped', used_ms = $1, charged = $2, \
-                 refunded = $3, stopped_at = $4, stop_reason = $5 WHERE id = $6",
+                 refunded = $3, stopped_at = $4, stop_reason = $5 \
+                 WHERE id = $6 AND epoch = $7 AND status <> 'stopped'",
             )
             .bind(used)
             .bind(settled.hold.charged)
@@ -261,8 +313,12 @@ impl Db {
             .bind(now)
             .bind(reason)
             .bind(id.to_string())
+            .bind(epoch)
             .execute(&mut *tx)
             .await?;
+            if res.rows_affected() == 0 {
+                return Err(fenced(id, epoch));
+            }
             let lease = lease_in(tx, id).await?.ok_or(Error::NotFound("lease"))?;
             Ok(lease.settlement(bal.balance))
         })
@@ -276,6 +332,7 @@ impl Db {
     pub async fn extend_lease(
         &self,
         id: LeaseId,
+        epoch: i64,
         add_ms: i64,
         max_prepaid_ms: i64,
     ) -> Result<RuntimeLease> {
@@ -292,6 +349,7 @@ impl Db {
                     "the Pro runtime has already stopped".into(),
                 ));
             }
+            check_epoch(&lease, epoch)?;
             let prepaid_ms = lease.prepaid_ms.saturating_add(add_ms);
             if prepaid_ms > max_prepaid_ms {
                 return Err(Error::invalid(format!(
@@ -309,19 +367,85 @@ impl Db {
                 let key = format!("lease:{id}:extend:{seq}");
                 extend_hold_in(tx, &mut bal, &mut hold, extra, &key, Some(id)).await?;
             }
-            sqlx::query(
+            let res = sqlx::query(
                 "UPDATE runtime_leases SET prepaid_ms = $1, hold_amount = $2, extensions = $3 \
-                 WHERE id = $4",
+                 WHERE id = $4 AND epoch = $5 AND status <> 'stopped'",
             )
             .bind(prepaid_ms)
             .bind(hold_amount)
             .bind(seq)
             .bind(id.to_string())
+            .bind(epoch)
             .execute(&mut *tx)
             .await?;
+            if res.rows_affected() == 0 {
+                return Err(fenced(id, epoch));
+            }
             let lease = lease_in(tx, id).await?.ok_or(Error::NotFound("lease"))?;
             Ok(lease)
         })
+    }
+
+    /// Makes `node` the owner of an open lease at the next epoch, if its epoch is still
+    /// `expected_epoch` and its owner is `node` itself or has been silent since before
+    /// `stale_before` (epoch ms; `i64::MAX` claims it whoever owns it). Of nodes racing for a
+    /// lease exactly one gets it back; the others get `None`.
+    pub async fn claim_lease(
+        &self,
+        id: LeaseId,
+        node: &str,
+        expected_epoch: i64,
+        stale_before: i64,
+    ) -> Result<Option<RuntimeLease>> {
+        let res = sqlx::query(
+            "UPDATE runtime_leases SET owner_node = $1, epoch = epoch + 1, \
+             owner_heartbeat_at = $2 \
+             WHERE id = $3 AND epoch = $4 AND status <> 'stopped' \
+             AND (owner_node = $1 OR owner_node IS NULL OR owner_heartbeat_at IS NULL \
+                  OR owner_heartbeat_at < $5)",
+        )
+        .bind(node)
+        .bind(now_ms())
+        .bind(id.to_string())
+        .bind(expected_epoch)
+        .bind(stale_before)
+        .execute(self.pool())
+        .await?;
+        if res.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.lease(id).await
+    }
+
+    /// `node` still meters its open leases: refreshes their ownership heartbeat. Leases it lost
+    /// to another node are not touched (their owner changed). How many were refreshed.
+    pub async fn heartbeat_owned_leases(&self, node: &str) -> Result<u64> {
+        let res = sqlx::query(
+            "UPDATE runtime_leases SET owner_heartbeat_at = $1 \
+             WHERE owner_node = $2 AND status <> 'stopped'",
+        )
+        .bind(now_ms())
+        .bind(node)
+        .execute(self.pool())
+        .await?;
+        Ok(res.rows_affected())
+    }
+
+    /// Open leases that `node` may claim: its own (left by a previous run of the same node id)
+    /// and those whose owner has been silent since before `stale_before` (epoch ms).
+    pub async fn stale_leases(&self, node: &str, stale_before: i64) -> Result<Vec<RuntimeLease>> {
+        let sql = format!(
+            "SELECT {LEASE_COLUMNS} FROM runtime_leases WHERE status <> 'stopped' \
+             AND (owner_node = $1 OR owner_node IS NULL OR owner_heartbeat_at IS NULL \
+                  OR owner_heartbeat_at < $2) \
+             ORDER BY created_at"
+        );
+        let rows: Vec<RuntimeLease> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(node)
+            .bind(stale_before)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows)
     }
 
     /// Every lease the account paid for, with its session's title, for the statement.

@@ -85,6 +85,13 @@ pub struct RuntimeLease {
     pub refunded: Option<i64>,
     /// How many times the payer added prepaid time.
     pub extensions: i64,
+    /// The node metering the lease (see `mod.rs`: ownership and epochs).
+    pub owner_node: Option<String>,
+    /// The fencing token: bumped by every claim of the lease; every write of its meter is
+    /// conditional on it.
+    pub epoch: i64,
+    /// When the owner last said it still meters the lease (epoch ms).
+    pub owner_heartbeat_at: Option<i64>,
 }
 
 /// What starting a lease needs.
@@ -96,6 +103,8 @@ pub struct NewLease<'a> {
     pub price_per_minute: i64,
     pub prepaid_ms: i64,
     pub hold_amount: i64,
+    /// The node starting it: its first owner (epoch 1).
+    pub owner_node: &'a str,
 }
 
 /// The result of a checkpoint.

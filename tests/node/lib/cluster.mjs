@@ -54,10 +54,11 @@ export class TestRedis {
 }
 
 export class Cluster {
-  /** `env`: extra settings for every node. */
-  constructor ({ nodes = 3, env = {} } = {}) {
+  /** `env`: extra settings for every node; `nodeEnv(i)`: for node i (1-based) only. */
+  constructor ({ nodes = 3, env = {}, nodeEnv = () => ({}) } = {}) {
     this.size = nodes
     this.env = env
+    this.nodeEnv = nodeEnv
     this.dir = mkdtempSync(join(tmpdir(), 'atelier-cluster-'))
     this.database = `atelier_test_${Math.floor(Date.now() / 1000)}_cluster_${randomUUID().replaceAll('-', '')}`
     this.prefix = `atelier-test-${randomUUID()}`
@@ -92,7 +93,8 @@ export class Cluster {
         ATELIER_NODE_ID: `node-${i}`,
         ATELIER_CLUSTER_HEAD_CHECK_INTERVAL_S: '1',
         ATELIER_IN_PROCESS_WORKER: 'off',
-        ...this.env
+        ...this.env,
+        ...this.nodeEnv(i)
       }
     })
   }

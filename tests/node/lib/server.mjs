@@ -58,7 +58,8 @@ export class Server {
 
   /** SIGKILL: no chance to flush anything. */
   async kill (signal = 'SIGKILL') {
-    if (!this.proc || this.proc.exitCode !== null) return
+    // Exited, or killed by a signal (a killed process keeps `exitCode` null).
+    if (!this.proc || this.proc.exitCode !== null || this.proc.signalCode !== null) return
     const exited = new Promise((resolve) => this.proc.once('exit', resolve))
     this.proc.kill(signal)
     await exited
