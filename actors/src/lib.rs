@@ -16,9 +16,9 @@
 //!   actix-web-actors `WebsocketContext` actor: heartbeat, rate and size limits, decoding.
 //! - [`socket`] — how `WebsocketContext` actors are served on a socket the server took over after
 //!   the HTTP upgrade ([`socket::serve`]): the context's input is [`socket::SocketReader`] (the
-//!   socket's bytes, one frame at a time), its encoded frames are written by a vectored writer
-//!   that keeps what the actor holds ([`socket::UntilWritten`]) until written. The server's
-//!   worker socket actor is served the same way.
+//!   socket's bytes, one frame at a time), its encoded frames — and the binary messages the actor
+//!   hands the writer directly ([`socket::DirectBinary`], not copied per connection) — are
+//!   written by a vectored writer. The server's worker socket actor is served the same way.
 //! - [`outbound`] — [`Outbound`], what a session sends a connection, and the [`Outbox`], bounded
 //!   in frames and bytes.
 //! - [`store`] — the [`DocStore`] port; [`memory_store`] — [`MemoryDocStore`] for tests.

@@ -16,7 +16,7 @@ use bytes::BytesMut;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::socket::{self, CloseCode, Message, ProtocolError, UntilWritten, WebsocketContext};
+use crate::socket::{self, CloseCode, DirectBinary, Message, ProtocolError, WebsocketContext};
 use crate::store::BoxFuture;
 
 /// How often the server pings a worker and re-checks its token.
@@ -82,13 +82,13 @@ pub fn start_worker_socket(
         last_heard: Instant::now(),
         closing: false,
     };
-    // Nothing of the worker's needs keeping until written.
+    // Its messages are few and small: they go through the context.
     socket::serve(
         io,
         leftover,
         MAX_WORKER_FRAME_BYTES,
         actor,
-        UntilWritten::<()>::new(),
+        DirectBinary::<()>::new(),
     );
 }
 

@@ -1,12 +1,16 @@
 //! Session documents on SQLite/PostgreSQL: the `DocStore` port of the live-session actors.
 //!
-//! Appends are group commits: one transaction per batch, sequence numbers taken from the
-//! document's `last_seq` (whose row update also serialises concurrent appends to one session).
+//! Appends are group commits: one transaction for the batches of every session waiting at the
+//! time ([`super::doc_writer`]), sequence numbers taken from each document's `last_seq` (whose
+//! row update also serialises concurrent appends to one session).
+
+use std::sync::Arc;
 
 use atelier_actors::store::{BoxFuture, DocStore, DocStoreError, StoredDoc, StoredUpdate};
 use atelier_protocol::ids::SessionId;
 
 use super::columns::UuidText;
+use super::doc_writer::DocWriter;
 use super::with_retrying_tx;
 use super::{Db, Dialect};
 
@@ -131,26 +135,83 @@ impl Db {
                 }
                 Err(e) => return Err(backend(e)),
             };
-            let mut seq = last - n;
-            for chunk in updates.chunks(INSERT_CHUNK) {
-                let mut sql =
-                    String::from("INSERT INTO doc_updates (session_id, seq, data) VALUES ");
-                for i in 0..chunk.len() {
-                    if i > 0 {
-                        sql.push_str(", ");
-                    }
-                    let p = i * 3;
-                    sql.push_str(&format!("(${}, ${}, ${})", p + 1, p + 2, p + 3));
-                }
-                // Only placeholders are formatted in; every value is bound.
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for update in chunk {
-                    seq += 1;
-                    query = query.bind(sid.clone()).bind(seq).bind(update.clone());
-                }
-                query.execute(&mut *tx).await.map_err(backend)?;
+            let rows: Vec<(&str, i64, &[u8])> = (last - n + 1..)
+                .zip(updates.iter())
+                .map(|(seq, update)| (sid.as_str(), seq, update.as_slice()))
+                .collect();
+            for chunk in rows.chunks(INSERT_CHUNK) {
+                insert_rows(tx, chunk).await?;
             }
             Ok(last)
+        })
+    }
+
+    /// Appends the batches of several sessions in ONE transaction (the cross-session group
+    /// commit of [`super::doc_writer`]): `batches` holds each session once, with its updates in
+    /// order. Returns each session's last `seq`, in the order of `batches`.
+    ///
+    /// Two statements whatever the number of sessions (plus one per [`INSERT_CHUNK`] rows): one
+    /// upsert of every session's `last_seq`, then the rows. The upsert's rows are taken in the
+    /// order given, so callers pass the sessions sorted: two nodes of a cluster committing
+    /// groups that share sessions then lock their `documents` rows in the same order.
+    ///
+    /// A foreign-key violation (a session deleted meanwhile) fails the whole group; the caller
+    /// then appends the batches one by one to find out which.
+    pub async fn append_group(
+        &self,
+        batches: &[(SessionId, &[Vec<u8>])],
+    ) -> Result<Vec<i64>, DocStoreError> {
+        let sessions: Vec<(String, i64)> = batches
+            .iter()
+            .map(|(session, updates)| {
+                let n = i64::try_from(updates.len())
+                    .map_err(|e| DocStoreError::backend(e.to_string()))?;
+                Ok((session.to_string(), n))
+            })
+            .collect::<Result<_, DocStoreError>>()?;
+        let sessions = &sessions;
+        with_retrying_tx!(self, "append updates", pool = self.doc_writer(), |tx| {
+            let mut sql = String::from("INSERT INTO documents (session_id, last_seq) VALUES ");
+            for i in 0..sessions.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("(${}, ${})", 2 * i + 1, 2 * i + 2));
+            }
+            sql.push_str(
+                " ON CONFLICT (session_id) DO UPDATE SET last_seq = documents.last_seq + \
+                 excluded.last_seq RETURNING session_id, last_seq",
+            );
+            // Only placeholders are formatted in; every value is bound.
+            let mut upsert = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql));
+            for (sid, n) in sessions {
+                upsert = upsert.bind(sid.as_str()).bind(*n);
+            }
+            let heads: std::collections::HashMap<String, i64> = upsert
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(backend)?
+                .into_iter()
+                .collect();
+            let mut lasts = Vec::with_capacity(sessions.len());
+            let mut rows: Vec<(&str, i64, &[u8])> = Vec::new();
+            for ((sid, n), (_, updates)) in sessions.iter().zip(batches) {
+                let Some(&last) = heads.get(sid) else {
+                    return Err(DocStoreError::backend(format!(
+                        "no seq returned for session {sid}"
+                    )));
+                };
+                lasts.push(last);
+                rows.extend(
+                    (last - n + 1..)
+                        .zip(updates.iter())
+                        .map(|(seq, update)| (sid.as_str(), seq, update.as_slice())),
+                );
+            }
+            for chunk in rows.chunks(INSERT_CHUNK) {
+                insert_rows(tx, chunk).await?;
+            }
+            Ok(lasts)
         })
     }
 
@@ -202,6 +263,28 @@ impl Db {
     }
 }
 
+/// Inserts `(session_id, seq, data)` rows into the log with one statement.
+async fn insert_rows(
+    tx: &mut sqlx::AnyConnection,
+    rows: &[(&str, i64, &[u8])],
+) -> Result<(), DocStoreError> {
+    let mut sql = String::from("INSERT INTO doc_updates (session_id, seq, data) VALUES ");
+    for i in 0..rows.len() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        let p = i * 3;
+        sql.push_str(&format!("(${}, ${}, ${})", p + 1, p + 2, p + 3));
+    }
+    // Only placeholders are formatted in; every value is bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (sid, seq, data) in rows {
+        query = query.bind(*sid).bind(*seq).bind(*data);
+    }
+    query.execute(&mut *tx).await.map_err(backend)?;
+    Ok(())
+}
+
 /// `(seq, update)` of a session after `after_seq`, ascending.
 async fn fetch_updates(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -218,13 +301,24 @@ async fn fetch_updates(
     .map_err(backend)
 }
 
-/// The `DocStore` port over the database.
+/// The `DocStore` port over the database; appends go through the cross-session group commit
+/// ([`DocWriter`]).
 #[derive(Clone)]
-pub struct SqlDocStore(pub Db);
+pub struct SqlDocStore {
+    db: Db,
+    writer: Arc<DocWriter>,
+}
+
+impl SqlDocStore {
+    pub fn new(db: Db) -> Self {
+        let writer = Arc::new(DocWriter::new(db.clone()));
+        Self { db, writer }
+    }
+}
 
 impl DocStore for SqlDocStore {
     fn load(&self, session: SessionId) -> BoxFuture<'_, Result<StoredDoc, DocStoreError>> {
-        Box::pin(self.0.load_document(session))
+        Box::pin(self.db.load_document(session))
     }
 
     fn append(
@@ -232,7 +326,7 @@ impl DocStore for SqlDocStore {
         session: SessionId,
         updates: Vec<Vec<u8>>,
     ) -> BoxFuture<'_, Result<i64, DocStoreError>> {
-        Box::pin(self.0.append_updates(session, updates))
+        Box::pin(self.writer.append(session, updates))
     }
 
     fn updates_since(
@@ -240,7 +334,7 @@ impl DocStore for SqlDocStore {
         session: SessionId,
         after_seq: i64,
     ) -> BoxFuture<'_, Result<Option<Vec<StoredUpdate>>, DocStoreError>> {
-        Box::pin(self.0.updates_since(session, after_seq))
+        Box::pin(self.db.updates_since(session, after_seq))
     }
 
     fn compact(
@@ -249,6 +343,6 @@ impl DocStore for SqlDocStore {
         snapshot: Vec<u8>,
         upto_seq: i64,
     ) -> BoxFuture<'_, Result<(), DocStoreError>> {
-        Box::pin(self.0.compact_document(session, snapshot, upto_seq))
+        Box::pin(self.db.compact_document(session, snapshot, upto_seq))
     }
 }

@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod admin;
 pub mod api_keys;
 mod columns;
+mod doc_writer;
 pub mod documents;
 pub mod invitations;
 pub mod jobs;
@@ -45,10 +46,12 @@ const SQLITE_CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct Db {
     pool: AnyPool,
-    /// Session-document appends and compactions: the live path. On SQLite one connection, so
-    /// that appends from different sessions queue in order instead of contending for SQLite's
-    /// write lock (a loser sleeps in SQLite's busy handler, 1 ms and more, then retries); on
-    /// PostgreSQL the main pool, whose row locks let sessions commit in parallel.
+    /// Session-document appends and compactions: the live path. Appends of all sessions are
+    /// committed together by one task (`doc_writer`, one transaction per round); compactions
+    /// run beside it. On SQLite one connection, so that they queue in order instead of
+    /// contending for SQLite's write lock (a loser sleeps in SQLite's busy handler, 1 ms and
+    /// more, then retries); on PostgreSQL the main pool, whose row locks let a compaction run
+    /// beside a group commit.
     doc_writer: AnyPool,
     dialect: Dialect,
 }

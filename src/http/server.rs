@@ -123,7 +123,7 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     }
     let (catalog, engine) = load_models(&config).await?;
     let board = JobBoard::default();
-    let mut registry = RegistryConfig::new(Arc::new(SqlDocStore(db.clone())));
+    let mut registry = RegistryConfig::new(Arc::new(SqlDocStore::new(db.clone())));
     registry.limits = config.live.session_limits();
     (
         registry.limits.version_settle,

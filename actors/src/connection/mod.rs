@@ -35,7 +35,7 @@ use crate::registry::SessionRegistryHandle;
 use crate::session::messages::{Inbound, JoinError, Leave};
 use crate::session::{Participant, SessionActor};
 use crate::socket::{
-    self, CloseCode, Item, Message, ProtocolError, UntilWritten, WebsocketContext,
+    self, CloseCode, DirectBinary, Item, Message, ProtocolError, WebsocketContext,
 };
 use crate::telemetry;
 
@@ -74,16 +74,21 @@ pub fn start_connection(
         participant,
         limits,
     };
-    let until_written = UntilWritten::new();
-    let actor = ConnectionActor::new(config, until_written.clone());
-    socket::serve(io, leftover, max_frame_bytes, actor, until_written);
+    let direct = DirectBinary::new();
+    let actor = ConnectionActor::new(config, direct.clone());
+    socket::serve(io, leftover, max_frame_bytes, actor, direct);
 }
 
 /// One participant's WebSocket.
 pub struct ConnectionActor {
     config: ConnectionConfig,
-    /// Frames from the session keep their queue slot here until they were written.
-    until_written: UntilWritten<QueueSlot>,
+    /// Frames from the session go straight to the socket's writer (encoded once by the session
+    /// for all its connections, not copied here), each with its queue slot, kept until written.
+    direct: DirectBinary<QueueSlot>,
+    /// The byte counters (`telemetry::WS_BYTES_IN`, `WS_BYTES_OUT`), looked up once, not per
+    /// frame.
+    bytes_in: metrics::Counter,
+    bytes_out: metrics::Counter,
     /// Set once the session accepted the join.
     session: Option<(Addr<SessionActor>, ConnectionId)>,
     last_heard: Instant,
@@ -94,16 +99,18 @@ pub struct ConnectionActor {
 }
 
 impl ConnectionActor {
-    /// A connection whose sent frames' queue slots go to `until_written`, the handle its socket's
-    /// writer releases them from ([`crate::socket::serve`], as [`start_connection`] does).
-    pub fn new(config: ConnectionConfig, until_written: UntilWritten<QueueSlot>) -> Self {
+    /// A connection whose session frames go to `direct`, the handle its socket's writer takes
+    /// them from ([`crate::socket::serve`], as [`start_connection`] does).
+    pub fn new(config: ConnectionConfig, direct: DirectBinary<QueueSlot>) -> Self {
         let rate = TokenBucket::new(
             config.limits.max_messages_per_sec,
             config.limits.message_burst,
         );
         Self {
             config,
-            until_written,
+            direct,
+            bytes_in: metrics::counter!(telemetry::WS_BYTES_IN),
+            bytes_out: metrics::counter!(telemetry::WS_BYTES_OUT),
             session: None,
             last_heard: Instant::now(),
             rate,
@@ -176,7 +183,7 @@ impl ConnectionActor {
             self.close(ctx, close_code::MESSAGE_TOO_BIG, &reason);
             return;
         }
-        metrics::counter!(telemetry::WS_BYTES_IN).increment(bytes.len() as u64);
+        self.bytes_in.increment(bytes.len() as u64);
         let frame = match decode_frame(bytes) {
             Ok(frame) => frame,
             Err(error) => {
@@ -326,12 +333,10 @@ impl Handler<Outbound> for ConnectionActor {
                 if self.closing {
                     return;
                 }
-                metrics::counter!(telemetry::WS_BYTES_OUT).increment(frame.bytes().len() as u64);
-                // The context encodes (copies) the frame; its slot in the session's count is kept
-                // until that copy was written.
+                self.bytes_out.increment(frame.bytes().len() as u64);
+                // Its slot in the session's count is kept until the frame was written.
                 let (bytes, slot) = frame.into_parts();
-                ctx.binary(bytes);
-                self.until_written.hold(slot);
+                self.direct.send(bytes, slot);
             }
             Outbound::Close { code, reason } => self.close(ctx, code, &reason),
         }

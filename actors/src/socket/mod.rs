@@ -12,11 +12,12 @@
 //!   faster than its session takes), frames over the limit refused from their header. What it
 //!   reads waits in a buffer only until it is handed on.
 //! - The writer ([`writer::run`], a task on the actor's arbiter) polls the stream of encoded
-//!   frames the context returns — which is what runs the actor — and writes each chunk with one
-//!   vectored write, several chunks per system call when the socket was full. What the socket
-//!   does not take waits in its queue; payloads, and what the actor asked to keep with them
-//!   ([`UntilWritten`], such as a queue slot), are dropped once written. When the actor stops
-//!   (after a close frame) it writes what is left, shuts our end, and lets the client close its.
+//!   frames the context returns — which is what runs the actor — and the binary messages the
+//!   actor handed it directly ([`DirectBinary`]: framed by the writer, their payloads written
+//!   from the shared `Bytes` they came in, not copied), several frames per vectored write. What
+//!   the socket does not take waits in its queue; payloads, and what the actor asked to keep
+//!   with them (such as a queue slot), are dropped once written. When the actor stops (after a
+//!   close frame) it writes what is left, shuts our end, and lets the client close its.
 //!
 //! Idle, a connection holds the actor and its context, the decoder's buffer (as large as the
 //! largest frame the client sent: actix-web-actors keeps it) and the socket; no write buffer.
@@ -36,20 +37,20 @@ pub use actix_http::ws::{Codec, Item};
 pub use actix_web_actors::ws::{CloseCode, CloseReason, Message, ProtocolError, WebsocketContext};
 
 pub use self::reader::SocketReader;
-pub use self::writer::UntilWritten;
+pub use self::writer::DirectBinary;
 
 /// Serves a socket taken over after a WebSocket handshake with `actor`, on the current arbiter.
 ///
 /// `leftover`: bytes read along with the HTTP request that belong to the WebSocket (frames the
 /// client sent right after its request). `max_frame_bytes`: larger frames end the input with an
-/// error for which [`is_oversize`] holds. `until_written`: the actor's handle for things to keep
-/// until the frames it sent are written.
+/// error for which [`is_oversize`] holds. `direct`: the actor's handle for binary messages it
+/// hands straight to the writer.
 pub fn serve<A, T>(
     io: TcpStream,
     leftover: BytesMut,
     max_frame_bytes: usize,
     actor: A,
-    until_written: UntilWritten<T>,
+    direct: DirectBinary<T>,
 ) where
     A: Actor<Context = WebsocketContext<A>> + StreamHandler<Result<Message, ProtocolError>>,
     T: 'static,
@@ -58,7 +59,7 @@ pub fn serve<A, T>(
     let input = SocketReader::new(io.clone(), leftover, max_frame_bytes);
     let codec = Codec::new().max_size(max_frame_bytes);
     let frames = WebsocketContext::with_codec(actor, input, codec);
-    actix::spawn(writer::Writer::new(io, frames, until_written));
+    actix::spawn(writer::Writer::new(io, frames, direct));
 }
 
 /// A close reason must fit a control frame (125 bytes, 2 of them for the code).

@@ -1,5 +1,6 @@
 //! The writing half: a task that drives a `WebsocketContext` actor — whose context is the stream
-//! of the frames it encodes — and writes those frames to the socket with vectored writes.
+//! of the frames it encodes — and writes those frames, and the binary messages the actor sent
+//! with [`DirectBinary`], to the socket with vectored writes.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -16,8 +17,9 @@ use actix::prelude::Stream;
 use bytes::Bytes;
 use tokio::net::TcpStream;
 
-/// Chunks written with one vectored write, at most.
-const MAX_CHUNKS_PER_WRITE: usize = 64;
+/// Slices written with one vectored write, at most (a frame sent with [`DirectBinary`] takes
+/// two: its header and its payload).
+const MAX_SLICES_PER_WRITE: usize = 128;
 
 /// Chunks taken from the context before the queue is written, at most (the actor's mailbox can be
 /// refilled from other threads while it runs; writing must not wait for it to run dry).
@@ -32,54 +34,133 @@ const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// (what it still sends is read and discarded) before the socket is closed anyway.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
-/// Things an actor wants kept until the frames it has sent so far are written to the socket —
-/// such as a frame's slot in a bounded queue ([`crate::outbound`]), so that frames waiting for a
-/// client that does not read keep counting against the bound.
+/// Binary messages an actor hands straight to its socket's writer instead of writing them to its
+/// context: the context's encoder copies every payload into a buffer of its own (one copy per
+/// connection of a frame the session encoded once for all of them), while the writer frames these
+/// itself — a header of 2 to 10 bytes written beside the payload, which is written from the
+/// `Bytes` it was given, shared by every connection — and drops what came with each (`T`, such
+/// as a frame's slot in a bounded queue, [`crate::outbound`]) once its last byte is written, so
+/// frames waiting for a client that does not read keep counting against the bound.
 ///
-/// The actor runs only inside the writer's poll of its context, and every message the actor
-/// wrote is encoded into the chunk that poll returns; so whatever was held when a chunk comes out
-/// belongs to that chunk (or an earlier one) and is released when the chunk has been written.
-pub struct UntilWritten<T>(Rc<RefCell<Vec<T>>>);
+/// Order: the actor runs only inside the writer's poll of its context, and the writer queues what
+/// was sent here before the chunk that poll returns. So these frames go out in the order they
+/// were sent, and before everything the actor wrote to its context *after* them in the same
+/// turn — in particular before a close frame, after which an actor sends nothing. Control frames
+/// (pings, pongs) written to the context in the same turn may go out after frames sent here that
+/// followed them, which WebSocket allows.
+pub struct DirectBinary<T>(Rc<RefCell<VecDeque<(Bytes, T)>>>);
 
-impl<T> UntilWritten<T> {
+impl<T> DirectBinary<T> {
     pub fn new() -> Self {
-        Self(Rc::new(RefCell::new(Vec::new())))
+        Self(Rc::new(RefCell::new(VecDeque::new())))
     }
 
-    /// Keeps `item` until every frame sent so far has been written.
-    pub fn hold(&self, item: T) {
-        self.0.borrow_mut().push(item);
+    /// Sends `payload` as one binary message; `keep` is dropped once it has been written (or the
+    /// connection is gone).
+    pub fn send(&self, payload: Bytes, keep: T) {
+        self.0.borrow_mut().push_back((payload, keep));
     }
 
-    /// Everything held since the last call (no allocation left behind).
-    fn take(&self) -> Vec<T> {
+    /// Everything sent since the last call (no allocation left behind).
+    fn take(&self) -> VecDeque<(Bytes, T)> {
         std::mem::take(&mut *self.0.borrow_mut())
     }
 }
 
-impl<T> Clone for UntilWritten<T> {
+impl<T> Clone for DirectBinary<T> {
     fn clone(&self) -> Self {
         Self(self.0.clone())
     }
 }
 
-impl<T> Default for UntilWritten<T> {
+impl<T> Default for DirectBinary<T> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-/// One chunk of encoded frames from the context, not yet (completely) written.
+/// The header of an unmasked, final binary frame (RFC 6455 §5.2) with a payload of `len` bytes.
+#[derive(Clone, Copy)]
+struct BinaryHeader {
+    bytes: [u8; 10],
+    len: u8,
+}
+
+impl BinaryHeader {
+    const NONE: Self = Self {
+        bytes: [0; 10],
+        len: 0,
+    };
+
+    fn for_payload(len: usize) -> Self {
+        let mut bytes = [0u8; 10];
+        bytes[0] = 0x82; // FIN + binary
+        let header_len = if len < 126 {
+            bytes[1] = len as u8;
+            2
+        } else if let Ok(short) = u16::try_from(len) {
+            bytes[1] = 126;
+            bytes[2..4].copy_from_slice(&short.to_be_bytes());
+            4
+        } else {
+            bytes[1] = 127;
+            bytes[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            10
+        };
+        Self {
+            bytes,
+            len: header_len,
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        self.bytes.get(..usize::from(self.len)).unwrap_or_default()
+    }
+}
+
+/// One chunk of frames encoded by the context, or one frame sent with [`DirectBinary`] (its
+/// header apart), not yet (completely) written.
 struct Queued<T> {
+    header: BinaryHeader,
     bytes: Bytes,
     /// Released once the chunk is written.
-    _held: Vec<T>,
+    _held: Option<T>,
+    /// Bytes written so far, the header's first.
     written: usize,
 }
 
 impl<T> Queued<T> {
-    fn remaining(&self) -> &[u8] {
-        self.bytes.get(self.written..).unwrap_or_default()
+    fn encoded(bytes: Bytes) -> Self {
+        Self {
+            header: BinaryHeader::NONE,
+            bytes,
+            _held: None,
+            written: 0,
+        }
+    }
+
+    fn direct(payload: Bytes, held: T) -> Self {
+        Self {
+            header: BinaryHeader::for_payload(payload.len()),
+            bytes: payload,
+            _held: Some(held),
+            written: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.header.len) + self.bytes.len()
+    }
+
+    /// What is left to write: of the header, then of the bytes.
+    fn remaining(&self) -> [&[u8]; 2] {
+        let header = self.header.as_slice();
+        let in_header = self.written.min(header.len());
+        let in_bytes = self.written - in_header;
+        [
+            header.get(in_header..).unwrap_or_default(),
+            self.bytes.get(in_bytes..).unwrap_or_default(),
+        ]
     }
 }
 
@@ -95,7 +176,7 @@ pub(super) struct Writer<S, T> {
     /// the actor if it still runs — when writing failed because the client is gone).
     frames: Option<S>,
     queue: VecDeque<Queued<T>>,
-    until_written: UntilWritten<T>,
+    direct: DirectBinary<T>,
 }
 
 impl<S, E, T> Writer<S, T>
@@ -104,12 +185,12 @@ where
     E: std::fmt::Display,
     T: 'static,
 {
-    pub(super) fn new(io: Arc<TcpStream>, frames: S, until_written: UntilWritten<T>) -> Self {
+    pub(super) fn new(io: Arc<TcpStream>, frames: S, direct: DirectBinary<T>) -> Self {
         Self {
             io,
             frames: Some(frames),
             queue: VecDeque::new(),
-            until_written,
+            direct,
         }
     }
 
@@ -119,12 +200,11 @@ where
             return Poll::Ready(Ok(()));
         };
         for _ in 0..MAX_CHUNKS_PER_TURN {
-            match Pin::new(&mut *frames).poll_next(task) {
-                Poll::Ready(Some(Ok(bytes))) => self.queue.push_back(Queued {
-                    bytes,
-                    _held: self.until_written.take(),
-                    written: 0,
-                }),
+            let polled = Pin::new(&mut *frames).poll_next(task);
+            // What the actor sent directly in this turn goes before what the turn encoded.
+            queue_direct(&self.direct, &mut self.queue);
+            match polled {
+                Poll::Ready(Some(Ok(bytes))) => self.queue.push_back(Queued::encoded(bytes)),
                 Poll::Ready(Some(Err(error))) => {
                     tracing::warn!(%error, "WebSocket frame could not be encoded");
                     return Poll::Ready(Err(io::Error::other(error.to_string())));
@@ -177,6 +257,16 @@ where
     }
 }
 
+/// Queues the frames the actor sent with [`DirectBinary`] so far.
+fn queue_direct<T>(direct: &DirectBinary<T>, queue: &mut VecDeque<Queued<T>>) {
+    queue.extend(
+        direct
+            .take()
+            .into_iter()
+            .map(|(payload, held)| Queued::direct(payload, held)),
+    );
+}
+
 /// Writes queued chunks until the queue is empty (ready) or the socket is full (pending).
 fn poll_write<T>(
     io: &TcpStream,
@@ -194,10 +284,14 @@ fn poll_write<T>(
             Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
             Poll::Ready(Ok(())) => {}
         }
-        let mut slices = [IoSlice::new(&[]); MAX_CHUNKS_PER_WRITE];
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES_PER_WRITE];
         let mut count = 0;
-        for (slot, chunk) in slices.iter_mut().zip(queue.iter()) {
-            *slot = IoSlice::new(chunk.remaining());
+        let parts = queue
+            .iter()
+            .flat_map(|chunk| chunk.remaining())
+            .filter(|part| !part.is_empty());
+        for (slot, part) in slices.iter_mut().zip(parts) {
+            *slot = IoSlice::new(part);
             count += 1;
         }
         match io.try_write_vectored(slices.get(..count).unwrap_or_default()) {
@@ -218,7 +312,7 @@ fn advance<T>(queue: &mut VecDeque<Queued<T>>, mut written: usize) {
         let Some(front) = queue.front_mut() else {
             return;
         };
-        let left = front.remaining().len();
+        let left = front.len() - front.written;
         if written >= left {
             written -= left;
             queue.pop_front();
@@ -280,40 +374,68 @@ mod tests {
         }
     }
 
-    fn chunk(bytes: &'static [u8], held: Vec<Counted>) -> Queued<Counted> {
-        Queued {
-            bytes: Bytes::from_static(bytes),
-            _held: held,
-            written: 0,
-        }
+    fn chunk(bytes: &'static [u8], held: Counted) -> Queued<Counted> {
+        Queued::direct(Bytes::from_static(bytes), held)
     }
 
-    /// What a chunk holds is released when its last byte is written, not before.
+    fn remaining(chunk: &Queued<Counted>) -> Vec<u8> {
+        chunk.remaining().concat()
+    }
+
+    /// What a frame holds is released when its last byte is written, not before; its header is
+    /// written first.
     #[test]
-    fn advance_keeps_partial_chunks_and_what_they_hold() {
+    fn advance_keeps_partial_frames_and_what_they_hold() {
         let released = Arc::new(AtomicUsize::new(0));
         let mut queue = VecDeque::new();
-        queue.push_back(chunk(b"abcde", vec![Counted(released.clone())]));
-        queue.push_back(chunk(
-            b"fghi",
-            vec![Counted(released.clone()), Counted(released.clone())],
-        ));
+        queue.push_back(chunk(b"abcde", Counted(released.clone())));
+        queue.push_back(chunk(b"fghi", Counted(released.clone())));
+        queue.push_back(Queued::encoded(Bytes::from_static(b"jk")));
+        assert_eq!(
+            queue.front().map(remaining),
+            Some(b"\x82\x05abcde".to_vec())
+        );
+        advance(&mut queue, 1);
+        assert_eq!(queue.front().map(remaining), Some(b"\x05abcde".to_vec()));
         advance(&mut queue, 4);
         assert_eq!(released.load(Ordering::SeqCst), 0);
-        advance(&mut queue, 2);
+        assert_eq!(queue.front().map(remaining), Some(b"de".to_vec()));
+        advance(&mut queue, 2 + 2 + 2);
         assert_eq!(released.load(Ordering::SeqCst), 1);
-        assert_eq!(queue.front().map(Queued::remaining), Some(&b"ghi"[..]));
-        advance(&mut queue, 3);
+        assert_eq!(queue.front().map(remaining), Some(b"hi".to_vec()));
+        advance(&mut queue, 2 + 1);
+        assert_eq!(released.load(Ordering::SeqCst), 2);
+        assert_eq!(queue.front().map(remaining), Some(b"k".to_vec()));
+        advance(&mut queue, 1);
         assert!(queue.is_empty());
-        assert_eq!(released.load(Ordering::SeqCst), 3);
+    }
+
+    /// The header of every payload size a binary frame can have, as RFC 6455 lays it out.
+    #[test]
+    fn binary_headers_follow_the_payload_length() {
+        assert_eq!(BinaryHeader::for_payload(0).as_slice(), &[0x82, 0]);
+        assert_eq!(BinaryHeader::for_payload(125).as_slice(), &[0x82, 125]);
+        assert_eq!(
+            BinaryHeader::for_payload(126).as_slice(),
+            &[0x82, 126, 0, 126]
+        );
+        assert_eq!(
+            BinaryHeader::for_payload(65_535).as_slice(),
+            &[0x82, 126, 0xff, 0xff]
+        );
+        assert_eq!(
+            BinaryHeader::for_payload(65_536).as_slice(),
+            &[0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]
+        );
     }
 
     #[test]
-    fn held_items_go_with_the_next_chunk_only() {
-        let until_written = UntilWritten::new();
-        until_written.hold(1);
-        until_written.hold(2);
-        assert_eq!(until_written.take(), vec![1, 2]);
-        assert!(until_written.take().is_empty());
+    fn direct_frames_are_taken_once() {
+        let direct = DirectBinary::new();
+        direct.send(Bytes::from_static(b"a"), 1);
+        direct.send(Bytes::from_static(b"b"), 2);
+        let taken: Vec<i32> = direct.take().into_iter().map(|(_, held)| held).collect();
+        assert_eq!(taken, vec![1, 2]);
+        assert!(direct.take().is_empty());
     }
 }
