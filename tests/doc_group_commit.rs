@@ -97,5 +97,40 @@ async fn appends_of_many_sessions_at_once_are_all_stored(backend: Backend) {
         lasts,
         vec![expected[0].len() as i64 + 2, expected[1].len() as i64 + 1]
     );
+    expected[0].extend_from_slice(first);
+    expected[1].extend_from_slice(second);
+
+    // A group with a deleted session fails whole and stores nothing (on SQLite the script stops
+    // with its transaction open and its connection is closed); the next group is stored.
+    let kept: &[Vec<u8>] = &[update(2, 500)];
+    let failed = db
+        .append_group(&[(sessions[2], kept), (doomed, kept)])
+        .await;
+    assert!(failed.is_err(), "{failed:?}");
+    let stored = store.load(sessions[2]).await.unwrap();
+    assert_eq!(stored.updates.len(), expected[2].len());
+
+    // More rows than one INSERT statement holds (200), beside a small batch: every row gets its
+    // seq, in order.
+    let big: Vec<Vec<u8>> = (0..450).map(|n| update(3, 1000 + n)).collect();
+    let small: &[Vec<u8>] = &[update(4, 1000)];
+    let lasts = db
+        .append_group(&[(sessions[3], &big), (sessions[4], small)])
+        .await
+        .unwrap();
+    expected[3].extend(big.iter().cloned());
+    expected[4].extend_from_slice(small);
+    assert_eq!(
+        lasts,
+        vec![expected[3].len() as i64, expected[4].len() as i64]
+    );
+    for i in [0, 1, 2, 3, 4] {
+        let stored = store.load(sessions[i]).await.unwrap();
+        let seqs: Vec<i64> = stored.updates.iter().map(|(seq, _)| *seq).collect();
+        let want: Vec<i64> = (1..=expected[i].len() as i64).collect();
+        assert_eq!(seqs, want, "session {i} after the direct groups");
+        let updates: Vec<Vec<u8>> = stored.updates.into_iter().map(|(_, u)| u).collect();
+        assert_eq!(updates, expected[i], "session {i} after the direct groups");
+    }
     db.close().await;
 }

@@ -140,6 +140,10 @@ fn pool_options(dialect: Dialect, max_connections: u32) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
+        // sqlx pings an idle connection before lending it; on SQLite that ping is a round trip
+        // to the connection's worker thread (two context switches) in front of every acquire,
+        // and there is no server to have gone away.
+        .test_before_acquire(dialect == Dialect::Postgres)
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 if dialect == Dialect::Sqlite {
