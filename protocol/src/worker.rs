@@ -87,6 +87,11 @@ pub enum WorkerMessage {
         /// first device's execution provider (`cpu`, `cuda`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         gpu_class: Option<String>,
+        /// How many runtime leases it can serve at once, each holding one slot exclusively
+        /// (added with exclusive leases; a worker that does not say offers one per device).
+        /// The server caps it at 64.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        slots: Option<u32>,
     },
     Heartbeat,
     /// A denoising step of a node finished.

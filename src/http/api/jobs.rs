@@ -169,8 +169,7 @@ pub async fn run(
         let lease = if plan.steps.iter().all(|s| s.cached) {
             None
         } else {
-            let lease = state.billing.require_active_lease(session.id)?;
-            Some((lease.lease_id, lease.worker_id))
+            Some(state.billing.require_active_lease(session.id)?.lease_id)
         };
         let inputs = JobInputs {
             resolution,
