@@ -371,12 +371,13 @@ impl State {
         self.serve_lease_lines()
     }
 
-    /// A lease left its line (it stopped while waiting); the leases behind it move up.
-    pub(super) fn leave_line(&mut self, lease: LeaseId) -> Vec<LineMove> {
+    /// A lease withdrew its request (it stopped while waiting): it leaves its line, and gives
+    /// back the slot it may have been given in the meantime; the leases behind it move up.
+    pub(super) fn withdraw(&mut self, lease: LeaseId) -> (Vec<LineMove>, bool) {
         for line in self.lines.values_mut() {
             line.retain(|w| w.lease != lease);
         }
-        self.serve_lease_lines().0
+        self.release_lease(lease)
     }
 
     /// A lease gives its slot back; the next lease of the class in line takes it.

@@ -38,8 +38,8 @@ impl LeaveLineOnDrop {
 impl Drop for LeaveLineOnDrop {
     fn drop(&mut self) {
         if !self.served {
-            let moves = self.board.lock().leave_line(self.lease);
-            self.board.tell(moves, false);
+            let (moves, assigned) = self.board.lock().withdraw(self.lease);
+            self.board.tell(moves, assigned);
         }
     }
 }
