@@ -9,6 +9,7 @@ pub mod admin;
 pub mod api_keys;
 mod columns;
 pub mod documents;
+pub mod idempotency;
 pub mod invitations;
 pub mod jobs;
 pub mod leases;
