@@ -195,13 +195,22 @@ impl State {
         self.jobs.insert(job, view);
     }
 
+    /// Whether a running job may go back to the queue (it never did): its session if so.
+    pub(super) fn requeue_allowed(&self, job: JobId) -> Option<SessionId> {
+        self.jobs
+            .get(&job)
+            .filter(|v| v.status == JobStatus::Running && v.requeues == 0)
+            .map(|v| v.session)
+    }
+
     /// A job whose worker was lost before it produced anything goes back to the head of its
-    /// account's line, once. False (and nothing changes) when it was re-queued before.
+    /// account's line, once (see [`State::requeue_allowed`]). False (and nothing changes) when
+    /// it was re-queued before.
     pub(super) fn requeue(&mut self, job: JobId) -> bool {
         let Some(view) = self.jobs.get_mut(&job) else {
             return false;
         };
-        if view.requeues > 0 {
+        if view.requeues > 0 || view.status != JobStatus::Running {
             return false;
         }
         view.requeues += 1;

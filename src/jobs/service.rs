@@ -445,15 +445,9 @@ impl JobService {
     /// the queue (`job.requeued {reason}`), once: false when it was re-queued before (it then
     /// fails as usual).
     pub(super) async fn requeue(&self, job: JobId, worker: WorkerId, reason: String) -> bool {
-        let session = {
-            let mut state = self.board.lock();
-            if !state.requeue(job) {
-                return false;
-            }
-            state.release_job_slot(job, worker, true);
-            state.jobs.get(&job).map(|v| v.session)
-        };
-        let Some(session) = session else {
+        // Recorded and announced before the job is back on the board, where a dispatch may
+        // start it at once: `job.requeued` always comes before its next `job.started`.
+        let Some(session) = self.board.lock().requeue_allowed(job) else {
             return false;
         };
         tracing::warn!(%job, %worker, %reason, "worker lost before the job produced anything: re-queued");
@@ -461,6 +455,11 @@ impl JobService {
             tracing::error!(%job, error = %e, "could not record the re-queue");
         }
         self.announce(session, StudioEvent::JobRequeued { job_id: job, reason });
+        {
+            let mut state = self.board.lock();
+            state.release_job_slot(job, worker, true);
+            state.requeue(job);
+        }
         self.announce_positions();
         self.dispatch().await;
         true

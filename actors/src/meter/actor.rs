@@ -204,6 +204,8 @@ impl BillingMeterActor {
         self.base_ms = self.used_ms_at(self.billable_until(now).min(last_heartbeat_ms));
         self.segment_started_at = Some(now);
         self.heartbeat = Some(heartbeat);
+        self.lease.worker_id = Some(worker_id);
+        self.lease.device = Some(device.clone());
         self.ports
             .host
             .assigned(self.lease.session_id, self.lease.id, worker_id, device);
