@@ -477,13 +477,12 @@ async fn a_lost_worker_before_output_requeues_the_job(backend: Backend) {
     assert_eq!(moved["status"], "running", "{moved}");
     assert_eq!(moved["worker_id"], restarted["worker_id"]);
 
-    // Killed after a preview: the job fails "worker lost" (never re-queued).
+    // Killed once it reported progress (and its preview): the job fails "worker lost" (never
+    // re-queued).
     let (status, body) = submit(&server, &owner.token, &session, json!({})).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let job_id = body["id"].as_str().unwrap().to_string();
     job_event(&mut events, "job.progress", &job_id).await;
-    // Progress and its preview leave the worker together; give the preview its moment.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let second = 1 - first;
     workers[second].kill();
     let failed = job_event(&mut events, "job.failed", &job_id).await;

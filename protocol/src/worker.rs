@@ -2,7 +2,8 @@
 //! worker host. Binary payloads (previews, outputs) travel base64-encoded inside the JSON so that
 //! one frame is always one self-describing message.
 //!
-//! A worker connects with `Authorization: Bearer <worker token>`, sends [`WorkerMessage::Hello`],
+//! A worker connects with `Authorization: Bearer <worker token>`, sends [`WorkerMessage::Hello`]
+//! (with its `slots`: how many runtime leases it serves at once, one job per lease at a time),
 //! gets [`ServerMessage::Welcome`], then heartbeats and takes jobs. Each job is one
 //! [`ServerMessage::Assign`]; the worker answers with progress, previews and node outputs, and
 //! ends it with exactly one of `Succeeded`, `Failed` or `Cancelled`.

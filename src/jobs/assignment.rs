@@ -2,8 +2,8 @@
 //! place that turns the worker's messages into studio events, media and document outputs, so
 //! every participant sees them in one order. It ends the job exactly once: succeeded, failed
 //! (including "worker lost" when heartbeats stop), or cancelled — except that a job whose worker
-//! is lost before it sent anything of the job (no preview, no node output) goes back to the
-//! head of the queue, once (`job.requeued`), and a new assignment takes it from there.
+//! is lost before it sent anything of the job (no progress, preview or node output) goes back to
+//! the head of the queue, once (`job.requeued`), and a new assignment takes it from there.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -106,8 +106,8 @@ struct Assignment {
     outputs: BTreeMap<String, Vec<MediaId>>,
     last_preview: Option<Instant>,
     cancel_reason: Option<Option<String>>,
-    /// The worker sent a preview or a node output of this job: it cannot be re-queued any more
-    /// (its previews were seen, its outputs stored).
+    /// The worker reported progress, a preview or a node output of this job: it cannot be
+    /// re-queued any more (participants saw it run; its previews and outputs are not sent twice).
     produced: bool,
 }
 
@@ -188,7 +188,9 @@ impl Assignment {
         let live = self.service.live.clone();
         if matches!(
             msg,
-            WorkerMessage::Preview { .. } | WorkerMessage::NodeOutput { .. }
+            WorkerMessage::Progress { .. }
+                | WorkerMessage::Preview { .. }
+                | WorkerMessage::NodeOutput { .. }
         ) {
             self.produced = true;
         }

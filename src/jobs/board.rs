@@ -195,12 +195,12 @@ impl State {
         self.jobs.insert(job, view);
     }
 
-    /// Whether a running job may go back to the queue (it never did): its session if so.
-    pub(super) fn requeue_allowed(&self, job: JobId) -> Option<SessionId> {
-        self.jobs
-            .get(&job)
-            .filter(|v| v.status == JobStatus::Running && v.requeues == 0)
-            .map(|v| v.session)
+    /// Whether a running job may go back to the queue (it never did, and it runs under a
+    /// lease): its session and lease if so.
+    pub(super) fn requeue_allowed(&self, job: JobId) -> Option<(SessionId, LeaseId)> {
+        let view = self.jobs.get(&job)?;
+        let lease = view.lease?;
+        (view.status == JobStatus::Running && view.requeues == 0).then_some((view.session, lease))
     }
 
     /// A job whose worker was lost before it produced anything goes back to the head of its

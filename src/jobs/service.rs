@@ -447,18 +447,29 @@ impl JobService {
     pub(super) async fn requeue(&self, job: JobId, worker: WorkerId, reason: String) -> bool {
         // Recorded and announced before the job is back on the board, where a dispatch may
         // start it at once: `job.requeued` always comes before its next `job.started`.
-        let Some(session) = self.board.lock().requeue_allowed(job) else {
+        let Some((session, lease)) = self.board.lock().requeue_allowed(job) else {
             return false;
         };
+        // Only under the lease it ran under: a lease that stopped meanwhile interrupted the
+        // session's jobs (this one, still running, was not on its list).
+        if self.still_leased(session, lease).is_err() {
+            return false;
+        }
         tracing::warn!(%job, %worker, %reason, "worker lost before the job produced anything: re-queued");
         if let Err(e) = self.db.requeue_job(job).await {
             tracing::error!(%job, error = %e, "could not record the re-queue");
         }
         self.announce(session, StudioEvent::JobRequeued { job_id: job, reason });
-        {
+        let requeued = {
             let mut state = self.board.lock();
+            // Checked again under the board lock, as `submit` does: either this sees the lease
+            // stopping, or the stopping lease's sweep sees the job queued and cancels it.
+            let leased = self.still_leased(session, lease).is_ok();
             state.release_job_slot(job, worker, true);
-            state.requeue(job);
+            leased && state.requeue(job)
+        };
+        if !requeued {
+            return false;
         }
         self.announce_positions();
         self.dispatch().await;
