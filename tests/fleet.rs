@@ -68,7 +68,12 @@ async fn session_with_graph(server: &TestServer, user: &User, title: &str, graph
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), StatusCode::OK, "{}", res.text().await.unwrap());
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "{}",
+        res.text().await.unwrap()
+    );
     session
 }
 
@@ -123,7 +128,12 @@ async fn stop_lease(server: &TestServer, token: &str, session: &str) -> Value {
     body
 }
 
-async fn submit(server: &TestServer, token: &str, session: &str, body: Value) -> (StatusCode, Value) {
+async fn submit(
+    server: &TestServer,
+    token: &str,
+    session: &str,
+    body: Value,
+) -> (StatusCode, Value) {
     server
         .call(
             Method::POST,
@@ -221,17 +231,26 @@ async fn two_sessions_share_the_only_slot(backend: Backend) {
     let mut dave_events = EventsClient::connect(&server, &sd, &dave.token).await;
     start_lease(&server, &carol.token, &sc).await;
     start_lease(&server, &dave.token, &sd).await;
-    assert_eq!(event(&mut dave_events, "runtime.queued").await["position"], 3);
+    assert_eq!(
+        event(&mut dave_events, "runtime.queued").await["position"],
+        3
+    );
     let left = stop_lease(&server, &carol.token, &sc).await;
     assert_eq!(left["charged"], 0, "{left}");
     assert_eq!(server.balance(&carol.token).await, (CREDITS, 0, CREDITS));
-    assert_eq!(event(&mut dave_events, "runtime.queued").await["position"], 2);
+    assert_eq!(
+        event(&mut dave_events, "runtime.queued").await["position"],
+        2
+    );
 
     // Alice stops: Bob gets the slot (and is billed from then on); Dave moves up to 1.
     stop_lease(&server, &alice.token, &sa).await;
     let started = event(&mut bob_events, "runtime.started").await;
     assert_eq!(started["lease_id"], bobs["lease_id"]);
-    assert_eq!(event(&mut dave_events, "runtime.queued").await["position"], 1);
+    assert_eq!(
+        event(&mut dave_events, "runtime.queued").await["position"],
+        1
+    );
     wait_until_running(&server, &bob.token, &sb).await;
     let (status, body) = submit(&server, &bob.token, &sb, json!({})).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -241,9 +260,18 @@ async fn two_sessions_share_the_only_slot(backend: Backend) {
     // Billed only from the assignment: far less than the time since the lease was asked for.
     let used = settled["used_ms"].as_i64().unwrap();
     let since_asked = i64::try_from(asked.elapsed().as_millis()).unwrap();
-    assert!(used > 0 && used + 2500 <= since_asked, "{settled} ({since_asked} ms)");
-    assert_eq!(charged(&server, &bob.token).await, settled["charged"].as_i64().unwrap());
-    assert_eq!(event(&mut dave_events, "runtime.started").await["type"], "runtime.started");
+    assert!(
+        used > 0 && used + 2500 <= since_asked,
+        "{settled} ({since_asked} ms)"
+    );
+    assert_eq!(
+        charged(&server, &bob.token).await,
+        settled["charged"].as_i64().unwrap()
+    );
+    assert_eq!(
+        event(&mut dave_events, "runtime.started").await["type"],
+        "runtime.started"
+    );
     stop_lease(&server, &dave.token, &sd).await;
     // Dave never held a slot while waiting: nothing charged beyond his own running time.
     assert_eq!(server.balance(&dave.token).await.1, 0);
@@ -287,7 +315,10 @@ async fn queued_jobs_survive_a_restart(backend: Backend) {
         .iter()
         .map(|j| j["started_at"].as_i64().unwrap())
         .collect();
-    assert!(started.windows(2).all(|w| w[0] <= w[1]), "out of order: {ends:#?}");
+    assert!(
+        started.windows(2).all(|w| w[0] <= w[1]),
+        "out of order: {ends:#?}"
+    );
     stop_lease(&server, &owner.token, &session).await;
 }
 
@@ -316,7 +347,12 @@ async fn an_idempotent_submit_makes_one_job(backend: Backend) {
     let again: Value = again.json().await.unwrap();
     assert_eq!(again["id"], first["id"], "a retry made a second job");
     let (_, jobs) = server
-        .call(Method::GET, &format!("/sessions/{session}/jobs"), Some(&owner.token), None)
+        .call(
+            Method::GET,
+            &format!("/sessions/{session}/jobs"),
+            Some(&owner.token),
+            None,
+        )
         .await;
     assert_eq!(jobs.as_array().unwrap().len(), 1, "{jobs}");
 
@@ -325,7 +361,10 @@ async fn an_idempotent_submit_makes_one_job(backend: Backend) {
     assert_eq!(other.status(), StatusCode::CONFLICT);
     let other: Value = other.json().await.unwrap();
     assert_eq!(error_code(&other), "conflict");
-    assert!(other["error"]["message"].as_str().unwrap().contains("different request body"));
+    assert!(other["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("different request body"));
     // Keys are bounded.
     let long = "k".repeat(256);
     let refused = post(&long, json!({})).await.unwrap();
@@ -333,11 +372,19 @@ async fn an_idempotent_submit_makes_one_job(backend: Backend) {
     let ok = post(&"k".repeat(255), json!({})).await.unwrap();
     assert_eq!(ok.status(), StatusCode::CREATED);
     // Another key, or none, makes another job.
-    assert_eq!(post("retry-2", json!({})).await.unwrap().status(), StatusCode::CREATED);
+    assert_eq!(
+        post("retry-2", json!({})).await.unwrap().status(),
+        StatusCode::CREATED
+    );
     let (status, _) = submit(&server, &owner.token, &session, json!({})).await;
     assert_eq!(status, StatusCode::CREATED);
     let (_, jobs) = server
-        .call(Method::GET, &format!("/sessions/{session}/jobs"), Some(&owner.token), None)
+        .call(
+            Method::GET,
+            &format!("/sessions/{session}/jobs"),
+            Some(&owner.token),
+            None,
+        )
         .await;
     assert_eq!(jobs.as_array().unwrap().len(), 4, "{jobs}");
     // Finished jobs are replayed as they are now.
@@ -351,9 +398,26 @@ async fn an_idempotent_submit_makes_one_job(backend: Backend) {
     assert_eq!(replay["id"], first["id"]);
     assert_eq!(replay["status"], "succeeded", "{replay}");
     // A retried batch gets the same batch.
-    let batch = post("batch-1", json!({"batch": 2})).await.unwrap().json::<Value>().await.unwrap();
-    let batch_again = post("batch-1", json!({"batch": 2})).await.unwrap().json::<Value>().await.unwrap();
-    let ids = |b: &Value| -> Vec<Value> { b["jobs"].as_array().unwrap().iter().map(|j| j["id"].clone()).collect() };
+    let batch = post("batch-1", json!({"batch": 2}))
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let batch_again = post("batch-1", json!({"batch": 2}))
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let ids = |b: &Value| -> Vec<Value> {
+        b["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].clone())
+            .collect()
+    };
     assert_eq!(ids(&batch).len(), 2);
     assert_eq!(ids(&batch), ids(&batch_again));
     stop_lease(&server, &owner.token, &session).await;
@@ -376,7 +440,15 @@ impl RemoteWorker {
             }
         }
         let child = cmd
-            .args(["worker", "--server", &server.base, "--token", token, "--name", name])
+            .args([
+                "worker",
+                "--server",
+                &server.base,
+                "--token",
+                token,
+                "--name",
+                name,
+            ])
             .args(["--models-dir", &models.path().display().to_string()])
             .args(["--execution-provider", "cpu", "--gpu-class", "cpu"])
             .env("RUST_LOG", "warn")
@@ -437,7 +509,7 @@ async fn a_lost_worker_before_output_requeues_the_job(backend: Backend) {
     let (ok, token, err) = server.admin_cli(&["create-worker-token", "--name", "fleet"], &[]);
     assert!(ok, "{err}");
     let token = token.trim().to_string();
-    let mut workers = vec![
+    let mut workers = [
         RemoteWorker::spawn(&server, &token, "w1"),
         RemoteWorker::spawn(&server, &token, "w2"),
     ];
@@ -467,9 +539,15 @@ async fn a_lost_worker_before_output_requeues_the_job(backend: Backend) {
     assert_eq!(started["worker_id"], running["worker_id"]);
     workers[first].kill();
     let requeued = job_event(&mut events, "job.requeued", &job_id).await;
-    assert!(requeued["reason"].as_str().unwrap().contains("worker lost"), "{requeued}");
+    assert!(
+        requeued["reason"].as_str().unwrap().contains("worker lost"),
+        "{requeued}"
+    );
     let restarted = job_event(&mut events, "job.started", &job_id).await;
-    assert_ne!(restarted["worker_id"], running["worker_id"], "ran on the lost worker");
+    assert_ne!(
+        restarted["worker_id"], running["worker_id"],
+        "ran on the lost worker"
+    );
     let done = finished(&server, &owner.token, &job_id).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     // The lease moved with the job; it is still running, on the other worker.
@@ -486,7 +564,10 @@ async fn a_lost_worker_before_output_requeues_the_job(backend: Backend) {
     let second = 1 - first;
     workers[second].kill();
     let failed = job_event(&mut events, "job.failed", &job_id).await;
-    assert!(failed["error"].as_str().unwrap().contains("worker lost"), "{failed}");
+    assert!(
+        failed["error"].as_str().unwrap().contains("worker lost"),
+        "{failed}"
+    );
     let done = finished(&server, &owner.token, &job_id).await;
     assert_eq!(done["status"], "failed");
     // No slot left: the lease stops, billed to the last heartbeat.

@@ -244,13 +244,15 @@ impl Db {
             .map_err(|e| Error::Internal(format!("job output nodes: {e}")))?;
         let media = serde_json::to_string(media_ids)
             .map_err(|e| Error::Internal(format!("job media: {e}")))?;
-        sqlx::query("UPDATE jobs SET lease_id = $1, output_nodes = $2, media_ids = $3 WHERE id = $4")
-            .bind(lease.map(|l| l.to_string()))
-            .bind(outputs)
-            .bind(media)
-            .bind(id.to_string())
-            .execute(self.pool())
-            .await?;
+        sqlx::query(
+            "UPDATE jobs SET lease_id = $1, output_nodes = $2, media_ids = $3 WHERE id = $4",
+        )
+        .bind(lease.map(|l| l.to_string()))
+        .bind(outputs)
+        .bind(media)
+        .bind(id.to_string())
+        .execute(self.pool())
+        .await?;
         Ok(())
     }
 

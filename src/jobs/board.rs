@@ -246,7 +246,11 @@ impl State {
     pub(super) fn next_assignment(&mut self, max_running: usize) -> Option<Started> {
         let mut running_per_account: HashMap<AccountId, usize> = HashMap::new();
         let mut running_leases = Vec::new();
-        for v in self.jobs.values().filter(|v| v.status == JobStatus::Running) {
+        for v in self
+            .jobs
+            .values()
+            .filter(|v| v.status == JobStatus::Running)
+        {
             *running_per_account.entry(v.account).or_default() += 1;
             running_leases.extend(v.lease);
         }
@@ -400,7 +404,11 @@ impl State {
     }
 
     /// An admin drained or undrained a worker. False when it is not connected.
-    pub(super) fn set_draining(&mut self, worker: WorkerId, draining: bool) -> Option<Vec<LineMove>> {
+    pub(super) fn set_draining(
+        &mut self,
+        worker: WorkerId,
+        draining: bool,
+    ) -> Option<Vec<LineMove>> {
         self.workers.get_mut(&worker)?.draining = draining;
         Some(self.serve_lease_lines().0)
     }

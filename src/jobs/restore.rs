@@ -34,7 +34,11 @@ pub struct Restored {
 /// billing recovered its leases and before workers connect.
 pub async fn requeue_after_restart(service: &JobService) -> Result<Restored> {
     let mut restored = Restored::default();
-    for (job_id, session) in service.db.fail_running_jobs(RESTARTED_WHILE_RUNNING).await? {
+    for (job_id, session) in service
+        .db
+        .fail_running_jobs(RESTARTED_WHILE_RUNNING)
+        .await?
+    {
         restored.failed += 1;
         let error = RESTARTED_WHILE_RUNNING.to_owned();
         service.announce(session, StudioEvent::JobFailed { job_id, error });
@@ -56,7 +60,10 @@ pub async fn requeue_after_restart(service: &JobService) -> Result<Restored> {
                 {
                     tracing::error!(%job, error = %e, "could not record the job's end");
                 }
-                let event = StudioEvent::JobFailed { job_id: job, error: reason };
+                let event = StudioEvent::JobFailed {
+                    job_id: job,
+                    error: reason,
+                };
                 service.announce(session, event);
             }
         }

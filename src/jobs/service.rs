@@ -140,8 +140,8 @@ impl JobService {
     ) -> Result<JobId> {
         let JobOptions { webhook, batch } = options;
         let job = JobId::new_random();
-        let plan_json = serde_json::to_value(&plan.steps)
-            .map_err(|e| Error::Internal(format!("plan: {e}")))?;
+        let plan_json =
+            serde_json::to_value(&plan.steps).map_err(|e| Error::Internal(format!("plan: {e}")))?;
         if plan.steps.iter().all(|s| s.cached) {
             self.db
                 .insert_job(job, session, account, &plan_json, webhook, batch)
@@ -459,7 +459,13 @@ impl JobService {
         if let Err(e) = self.db.requeue_job(job).await {
             tracing::error!(%job, error = %e, "could not record the re-queue");
         }
-        self.announce(session, StudioEvent::JobRequeued { job_id: job, reason });
+        self.announce(
+            session,
+            StudioEvent::JobRequeued {
+                job_id: job,
+                reason,
+            },
+        );
         let requeued = {
             let mut state = self.board.lock();
             // Checked again under the board lock, as `submit` does: either this sees the lease

@@ -50,7 +50,9 @@ impl WorkerHub for JobSystemHub {
         token: WorkerId,
         link: mpsc::UnboundedSender<ServerMessage>,
     ) -> WorkerId {
-        let per_device = u32::try_from(hello.devices.len()).unwrap_or(u32::MAX).max(1);
+        let per_device = u32::try_from(hello.devices.len())
+            .unwrap_or(u32::MAX)
+            .max(1);
         let join = super::WorkerJoin {
             name: hello.name,
             devices: hello.devices,

@@ -22,8 +22,7 @@ use crate::jobs::{JobService, WorkerJoin};
 pub fn start_in_process(engine: Arc<Engine>, jobs: JobService, slots: u32) {
     let (to_worker, inbox) = mpsc::unbounded_channel::<ServerMessage>();
     let (outbox, mut from_worker) = mpsc::unbounded_channel::<WorkerMessage>();
-    let Some(join) = WorkerJoin::from_hello(host::hello(&engine, "in-process", None, slots))
-    else {
+    let Some(join) = WorkerJoin::from_hello(host::hello(&engine, "in-process", None, slots)) else {
         return;
     };
     let slots = join.slots;

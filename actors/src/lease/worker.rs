@@ -117,11 +117,14 @@ impl WorkerLeaseActor {
                 }
             }
         };
-        ctx.spawn(lost.into_actor(self).map(move |last_heartbeat_ms, act, ctx| {
-            if act.worker == Some(worker) {
-                act.on_lost(worker, last_heartbeat_ms, ctx);
-            }
-        }));
+        ctx.spawn(
+            lost.into_actor(self)
+                .map(move |last_heartbeat_ms, act, ctx| {
+                    if act.worker == Some(worker) {
+                        act.on_lost(worker, last_heartbeat_ms, ctx);
+                    }
+                }),
+        );
     }
 
     /// The worker is lost: its slot goes back; a free slot of the class elsewhere, if there is

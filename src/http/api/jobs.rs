@@ -1,9 +1,9 @@
 //! Jobs: the node types workers can run, running a session's graph, following and cancelling.
 
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
-use sha2::{Digest, Sha256};
 use atelier_protocol::ids::{JobId, SessionId};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use std::collections::BTreeSet;
@@ -14,8 +14,8 @@ use base64::Engine as _;
 
 use crate::auth::Auth;
 use crate::authz::{authorize, Action};
-use crate::db::jobs::BatchPlace;
 use crate::db::idempotency::{Claim, KeyOwner};
+use crate::db::jobs::BatchPlace;
 use crate::db::jobs::JobRecord;
 use crate::db::versions::{NewVersion, VersionKind};
 use crate::error::{Error, Result};
@@ -245,7 +245,7 @@ async fn make_jobs(
     let version = match state
         .versions
         .record(NewVersion {
-            session: session,
+            session,
             kind: VersionKind::Job,
             name: None,
             created_by: Some(account),
