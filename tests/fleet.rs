@@ -581,3 +581,38 @@ on_both_backends!(
     an_idempotent_submit_makes_one_job,
     a_lost_worker_before_output_requeues_the_job,
 );
+
+/// Submit → `job.started` on one node with the in-process worker and the tiny model (README,
+/// Benchmarks): `cargo nextest run -p atelier --test fleet --run-ignored only submit_to_started`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn submit_to_started_latency() {
+    let server = start(Backend::Sqlite, true).await;
+    let owner = server.signup("Owner").await;
+    let session = session_with_graph(&server, &owner, "Bench", graph(1, 8)).await;
+    let mut events = EventsClient::connect(&server, &session, &owner.token).await;
+    start_lease(&server, &owner.token, &session).await;
+    wait_until_running(&server, &owner.token, &session).await;
+    let mut samples = Vec::new();
+    for i in 0..60 {
+        let sent = std::time::Instant::now();
+        let (status, body) = submit(&server, &owner.token, &session, json!({"from": "tiny"})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let id = body["id"].as_str().unwrap().to_string();
+        job_event(&mut events, "job.started", &id).await;
+        let ms = sent.elapsed().as_secs_f64() * 1000.0;
+        job_event(&mut events, "job.succeeded", &id).await;
+        if i >= 10 {
+            samples.push(ms); // after warm-up
+        }
+    }
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "submit → job.started, one node, {} jobs: p50 {:.1} ms, p99 {:.1} ms",
+        samples.len(),
+        at(0.5),
+        at(0.99)
+    );
+    stop_lease(&server, &owner.token, &session).await;
+}
