@@ -58,6 +58,28 @@ fn graph(steps: u32, size: u32) -> Value {
     })
 }
 
+/// `n` independent tiny denoisers, each into its own output: a job that runs a while.
+fn wide_graph(n: u32, steps: u32, size: u32) -> Value {
+    let (mut nodes, mut edges) = (serde_json::Map::new(), serde_json::Map::new());
+    for i in 0..n {
+        nodes.insert(
+            format!("tiny{i}"),
+            json!({"type": "tiny-denoiser", "x": 0, "y": i * 100,
+                   "params": {"steps": steps, "width": size, "height": size}}),
+        );
+        nodes.insert(
+            format!("out{i}"),
+            json!({"type": "output", "x": 200, "y": i * 100, "params": {}}),
+        );
+        edges.insert(
+            format!("e{i}"),
+            json!({"source": format!("tiny{i}"), "source_port": "image",
+                   "target": format!("out{i}"), "target_port": "image"}),
+        );
+    }
+    json!({"nodes": nodes, "edges": edges})
+}
+
 async fn session_with_graph(server: &TestServer, user: &User, title: &str, graph: Value) -> String {
     let session = server.create_session(&user.token, title).await;
     let res = server
@@ -516,7 +538,7 @@ async fn a_lost_worker_before_output_requeues_the_job(backend: Backend) {
     let listed = connected_workers(&server, &admin.token, 2).await;
     assert!(listed.iter().all(|w| w["slots"] == 1), "{listed:?}");
     let owner = server.signup("Owner").await;
-    let session = session_with_graph(&server, &owner, "Lost", graph(16, 512)).await;
+    let session = session_with_graph(&server, &owner, "Lost", wide_graph(4, 16, 512)).await;
     let mut events = EventsClient::connect(&server, &session, &owner.token).await;
     start_lease(&server, &owner.token, &session).await;
     let running = wait_until_running(&server, &owner.token, &session).await;
@@ -561,17 +583,31 @@ async fn a_lost_worker_before_output_requeues_the_job(backend: Backend) {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let job_id = body["id"].as_str().unwrap().to_string();
     job_event(&mut events, "job.progress", &job_id).await;
+    // Frozen at once (the job has three more nodes to run), then killed.
     let second = 1 - first;
+    workers[second].signal("-STOP");
     workers[second].kill();
-    let failed = job_event(&mut events, "job.failed", &job_id).await;
+    // The job fails and the lease stops (no slot left), in either order.
+    let (mut failed, mut stopped) = (None, None);
+    while failed.is_none() || stopped.is_none() {
+        let e = events
+            .next_event(Duration::from_secs(30))
+            .await
+            .expect("job.failed and runtime.stopped");
+        match e["type"].as_str().unwrap() {
+            "job.failed" if e["job_id"] == job_id.as_str() => failed = Some(e),
+            "runtime.stopped" => stopped = Some(e),
+            _ => {}
+        }
+    }
+    let (failed, stopped) = (failed.unwrap(), stopped.unwrap());
     assert!(
         failed["error"].as_str().unwrap().contains("worker lost"),
         "{failed}"
     );
     let done = finished(&server, &owner.token, &job_id).await;
     assert_eq!(done["status"], "failed");
-    // No slot left: the lease stops, billed to the last heartbeat.
-    let stopped = event(&mut events, "runtime.stopped").await;
+    // Billed to the last heartbeat.
     assert_eq!(stopped["reason"], "worker_lost", "{stopped}");
 }
 

@@ -11,6 +11,7 @@ mod columns;
 pub mod documents;
 pub mod idempotency;
 pub mod invitations;
+mod job_queue;
 pub mod jobs;
 pub mod leases;
 pub mod ledger;

@@ -154,6 +154,8 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     let jobs = JobService::new(
         board,
         db.clone(),
+        // The durable queue: the jobs table.
+        Arc::new(db.clone()),
         blobs.clone(),
         live.clone(),
         billing.clone(),

@@ -9,7 +9,9 @@
 //! - [`queue`]: the fair per-account queue (part of the board).
 //! - [`service`]: [`JobService`] — the I/O around the board: submit, cancel, dispatch, workers
 //!   joining and leaving, studio events.
-//! - [`restore`]: at start-up, the jobs queued before a restart go back on the board.
+//! - [`restore`]: at start-up, the jobs queued before a restart go back on the board. The
+//!   durable copy of the queue is behind the `atelier_actors::JobQueue` port (the jobs table on
+//!   one node: `crate::db::job_queue`; a Redis Streams adapter next).
 //! - [`assignment`]: one job on one worker (the worker lease of a job): heartbeat deadline,
 //!   events, previews, outputs into media and the document.
 //! - [`fleet`]: what operators see and do: connected workers, unfinished jobs, draining and

@@ -14,10 +14,12 @@ use atelier_protocol::events::StudioEvent;
 use atelier_protocol::worker::{JobStep, MediaBytes};
 use base64::Engine as _;
 
+use atelier_actors::QueuedJob;
+
 use super::board::JobView;
 use super::graph::Plan;
 use super::service::JobService;
-use crate::db::jobs::{JobStatus, QueuedJobRow};
+use crate::db::jobs::JobStatus;
 use crate::error::{Error, Result};
 
 /// Why a running job ended at a restart.
@@ -34,18 +36,18 @@ pub struct Restored {
 /// billing recovered its leases and before workers connect.
 pub async fn requeue_after_restart(service: &JobService) -> Result<Restored> {
     let mut restored = Restored::default();
-    for (job_id, session) in service
-        .db
-        .fail_running_jobs(RESTARTED_WHILE_RUNNING)
-        .await?
-    {
+    let recovered = service
+        .queue
+        .recover(RESTARTED_WHILE_RUNNING.into())
+        .await
+        .map_err(|e| Error::Internal(format!("reading the durable queue: {e}")))?;
+    for (job_id, session, error) in recovered.ended {
         restored.failed += 1;
-        let error = RESTARTED_WHILE_RUNNING.to_owned();
         service.announce(session, StudioEvent::JobFailed { job_id, error });
     }
-    for row in service.db.queued_jobs().await? {
-        let (job, session) = (row.id, row.session_id);
-        match rebuild(service, row).await {
+    for queued in recovered.queued {
+        let (job, session) = (queued.id, queued.session);
+        match rebuild(service, queued).await {
             Ok(view) => {
                 service.restore_queued(job, view);
                 restored.requeued += 1;
@@ -73,51 +75,43 @@ pub async fn requeue_after_restart(service: &JobService) -> Result<Restored> {
 }
 
 /// The board's view of a stored queued job, or why it cannot run any more.
-async fn rebuild(service: &JobService, row: QueuedJobRow) -> std::result::Result<JobView, String> {
-    let lease = row
-        .lease_id
-        .filter(|lease| service.billing.session_of_lease(*lease) == Some(row.session_id))
+async fn rebuild(service: &JobService, job: QueuedJob) -> std::result::Result<JobView, String> {
+    let lease = job
+        .lease
+        .filter(|lease| service.billing.session_of_lease(*lease) == Some(job.session))
         .ok_or("the server restarted and the job's Pro runtime had ended")?;
     let mut steps: Vec<JobStep> =
-        serde_json::from_str(&row.plan).map_err(|e| format!("stored plan: {e}"))?;
+        serde_json::from_value(job.steps).map_err(|e| format!("stored plan: {e}"))?;
     // The cache is asked again below: what was cached at submit time may be gone.
     for step in &mut steps {
         step.cached = false;
     }
-    let output_nodes: BTreeSet<String> = match &row.output_nodes {
-        Some(json) => serde_json::from_str(json).map_err(|e| format!("stored outputs: {e}"))?,
-        None => return Err("the job was queued by an older server".into()),
-    };
-    let media_ids: Vec<String> = match &row.media_ids {
-        Some(json) => serde_json::from_str(json).map_err(|e| format!("stored media: {e}"))?,
-        None => Vec::new(),
-    };
     let mut plan = Plan {
         steps,
-        output_nodes,
+        output_nodes: job.output_nodes.into_iter().collect(),
     };
     let resolution = super::cache::resolve(
         &service.db,
         &service.blobs,
-        row.session_id,
+        job.session,
         &mut plan,
         &BTreeSet::new(),
         service.limits.node_cache_max_bytes > 0,
     )
     .await
     .map_err(|e| format!("reading the node cache: {e}"))?;
-    let media = media_bytes(service, &media_ids)
+    let media = media_bytes(service, &job.media_ids)
         .await
         .map_err(|e| e.to_string())?;
     let mut view = JobView::queued(
-        row.session_id,
-        row.account_id,
+        job.session,
+        job.account,
         Some(lease),
         plan,
         resolution,
         media,
     );
-    view.requeues = u32::try_from(row.requeues).unwrap_or(u32::MAX);
+    view.requeues = job.requeues;
     Ok(view)
 }
 

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use atelier_actors::{BoxError, BoxFuture, JobsSnapshot, SessionRegistryHandle};
+use atelier_actors::{
+    BoxError, BoxFuture, JobQueue, JobsSnapshot, QueuedJob, SessionRegistryHandle,
+};
 use atelier_protocol::events::StudioEvent;
 use atelier_protocol::ids::{AccountId, JobId, LeaseId, SessionId, WorkerId};
 use atelier_protocol::worker::{Device, MediaBytes, ServerMessage, WorkerMessage};
@@ -85,6 +87,8 @@ impl JobsSnapshot for JobBoard {
 pub struct JobService {
     pub(super) board: JobBoard,
     pub(super) db: Db,
+    /// The durable copy of the queue (the jobs table on one node).
+    pub(super) queue: Arc<dyn JobQueue>,
     pub(super) blobs: Blobs,
     pub(super) live: SessionRegistryHandle,
     pub(super) billing: Billing,
@@ -96,6 +100,7 @@ impl JobService {
     pub fn new(
         board: JobBoard,
         db: Db,
+        queue: Arc<dyn JobQueue>,
         blobs: Blobs,
         live: SessionRegistryHandle,
         billing: Billing,
@@ -105,6 +110,7 @@ impl JobService {
         let service = JobService {
             board,
             db,
+            queue,
             blobs,
             live,
             billing,
@@ -160,10 +166,19 @@ impl JobService {
         self.db
             .insert_job(job, session, account, &plan_json, webhook, batch)
             .await?;
-        let media_ids: Vec<String> = inputs.media.iter().map(|m| m.media_id.clone()).collect();
-        self.db
-            .set_job_queue_fields(job, lease, &plan.output_nodes, &media_ids)
-            .await?;
+        self.queue
+            .enqueue(QueuedJob {
+                id: job,
+                session,
+                account,
+                lease,
+                steps: plan_json,
+                output_nodes: plan.output_nodes.iter().cloned().collect(),
+                media_ids: inputs.media.iter().map(|m| m.media_id.clone()).collect(),
+                requeues: 0,
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("queuing the job: {e}")))?;
         {
             let mut state = self.board.lock();
             // The lease may have stopped while the job row was written. Checked under the board
@@ -242,7 +257,7 @@ impl JobService {
             else {
                 break;
             };
-            if let Err(e) = self.db.mark_job_running(job, worker, &device).await {
+            if let Err(e) = self.queue.claimed(job, worker, device.clone()).await {
                 tracing::error!(%job, error = %e, "could not record the job start");
             }
             if let Some(lease) = view.lease {
@@ -456,7 +471,7 @@ impl JobService {
             return false;
         }
         tracing::warn!(%job, %worker, %reason, "worker lost before the job produced anything: re-queued");
-        if let Err(e) = self.db.requeue_job(job).await {
+        if let Err(e) = self.queue.requeued(job).await {
             tracing::error!(%job, error = %e, "could not record the re-queue");
         }
         self.announce(
