@@ -97,6 +97,8 @@ pub struct JobService {
 }
 
 impl JobService {
+    /// Every collaborator the service talks to, each a port or a handle (built once, in `main`).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         board: JobBoard,
         db: Db,
