@@ -71,7 +71,7 @@ pub mod worker_socket;
 
 pub use admission::{Admission, AdmissionCaps, CapExceeded, Grant, KickTarget};
 pub use connection::{start_connection, ConnectionActor, ConnectionConfig};
-pub use jobs::{JobsSnapshot, NoJobs};
+pub use jobs::{JobQueue, JobsSnapshot, NoJobs, QueuedJob, RecoveredQueue};
 pub use limits::{ConnectionLimits, SessionLimits};
 pub use memory_store::MemoryDocStore;
 pub use outbound::{Outbound, OutboundFrame, Outbox, OutboxBudget};

@@ -31,6 +31,8 @@ pub struct WorkerHello {
     pub devices: Vec<Device>,
     pub models: Vec<String>,
     pub gpu_class: Option<String>,
+    /// Runtime leases it can hold at once; absent: one per device.
+    pub slots: Option<u32>,
 }
 
 /// The job system, as a worker's socket sees it.
@@ -216,6 +218,7 @@ impl StreamHandler<Result<Message, ProtocolError>> for WorkerSocket {
                     devices,
                     models,
                     gpu_class,
+                    slots,
                     ..
                 },
             ) => {
@@ -234,6 +237,7 @@ impl StreamHandler<Result<Message, ProtocolError>> for WorkerSocket {
                     devices,
                     models,
                     gpu_class,
+                    slots,
                 };
                 self.worker = Some(self.hub.register(hello, self.token_id, tx));
             }

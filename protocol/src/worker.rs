@@ -2,7 +2,8 @@
 //! worker host. Binary payloads (previews, outputs) travel base64-encoded inside the JSON so that
 //! one frame is always one self-describing message.
 //!
-//! A worker connects with `Authorization: Bearer <worker token>`, sends [`WorkerMessage::Hello`],
+//! A worker connects with `Authorization: Bearer <worker token>`, sends [`WorkerMessage::Hello`]
+//! (with its `slots`: how many runtime leases it serves at once, one job per lease at a time),
 //! gets [`ServerMessage::Welcome`], then heartbeats and takes jobs. Each job is one
 //! [`ServerMessage::Assign`]; the worker answers with progress, previews and node outputs, and
 //! ends it with exactly one of `Succeeded`, `Failed` or `Cancelled`.
@@ -87,6 +88,11 @@ pub enum WorkerMessage {
         /// first device's execution provider (`cpu`, `cuda`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         gpu_class: Option<String>,
+        /// How many runtime leases it can serve at once, each holding one slot exclusively
+        /// (added with exclusive leases; a worker that does not say offers one per device).
+        /// The server caps it at 64.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        slots: Option<u32>,
     },
     Heartbeat,
     /// A denoising step of a node finished.

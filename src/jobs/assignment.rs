@@ -1,7 +1,9 @@
 //! One job on one worker — the job's worker lease. A task owns the assignment: it is the only
 //! place that turns the worker's messages into studio events, media and document outputs, so
 //! every participant sees them in one order. It ends the job exactly once: succeeded, failed
-//! (including "worker lost" when heartbeats stop), or cancelled.
+//! (including "worker lost" when heartbeats stop), or cancelled — except that a job whose worker
+//! is lost before it sent anything of the job (no progress, preview or node output) goes back to
+//! the head of the queue, once (`job.requeued`), and a new assignment takes it from there.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -52,6 +54,7 @@ pub(super) fn start(
             outputs: BTreeMap::new(),
             last_preview: None,
             cancel_reason: None,
+            produced: false,
         };
         let end = match run.announce_cached(&cached).await {
             Ok(()) => None,
@@ -85,6 +88,7 @@ pub(super) async fn finish_cached(
         outputs: BTreeMap::new(),
         last_preview: None,
         cancel_reason: None,
+        produced: false,
     };
     let end = match run.announce_cached(cached).await {
         Ok(()) => End::Succeeded,
@@ -102,6 +106,9 @@ struct Assignment {
     outputs: BTreeMap<String, Vec<MediaId>>,
     last_preview: Option<Instant>,
     cancel_reason: Option<Option<String>>,
+    /// The worker reported progress, a preview or a node output of this job: it cannot be
+    /// re-queued any more (participants saw it run; its previews and outputs are not sent twice).
+    produced: bool,
 }
 
 impl Assignment {
@@ -171,13 +178,7 @@ impl Assignment {
     }
 
     fn send_to_worker(&self, msg: ServerMessage) {
-        let link = self
-            .service
-            .board
-            .0
-            .lock()
-            .ok()
-            .and_then(|s| s.workers_link(self.worker));
+        let link = self.service.board.lock().workers_link(self.worker);
         if let Some(link) = link {
             let _ = link.send(msg);
         }
@@ -185,6 +186,14 @@ impl Assignment {
 
     async fn on_worker(&mut self, msg: WorkerMessage) -> Option<End> {
         let live = self.service.live.clone();
+        if matches!(
+            msg,
+            WorkerMessage::Progress { .. }
+                | WorkerMessage::Preview { .. }
+                | WorkerMessage::NodeOutput { .. }
+        ) {
+            self.produced = true;
+        }
         match msg {
             WorkerMessage::Hello { .. } | WorkerMessage::Heartbeat => None,
             WorkerMessage::Progress {
@@ -375,6 +384,15 @@ impl Assignment {
     async fn finish(self, end: End, worker_lost: bool) {
         let (job, worker) = (self.job, self.worker);
         let service = self.service.clone();
+        if worker_lost && !self.produced && self.cancel_reason.is_none() {
+            let reason = match &end {
+                End::Failed(reason) => reason.clone(),
+                _ => "worker lost".into(),
+            };
+            if service.requeue(job, worker, reason).await {
+                return;
+            }
+        }
         self.record_end(end).await;
         service.finished(job, worker, worker_lost).await;
     }

@@ -50,14 +50,17 @@ impl WorkerHub for JobSystemHub {
         token: WorkerId,
         link: mpsc::UnboundedSender<ServerMessage>,
     ) -> WorkerId {
-        self.service.register_worker(
-            hello.name,
-            &hello.devices,
-            hello.models,
-            hello.gpu_class,
-            Some(token),
-            link,
-        )
+        let per_device = u32::try_from(hello.devices.len())
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let join = super::WorkerJoin {
+            name: hello.name,
+            devices: hello.devices,
+            models: hello.models,
+            gpu_class: hello.gpu_class,
+            slots: hello.slots.unwrap_or(per_device),
+        };
+        self.service.register_worker(join, Some(token), link)
     }
 
     fn message(&self, worker: WorkerId, msg: WorkerMessage) {

@@ -2,7 +2,7 @@
 //! blocking thread, and reports progress, previews, outputs and the result. Transport-agnostic:
 //! the in-process worker feeds it from channels, `atelier worker` from a WebSocket.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,12 +20,14 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// Runs until `inbox` closes. Heartbeats every `heartbeat` while connected.
+/// Runs until `inbox` closes. Heartbeats every `heartbeat` while connected. Runs up to `slots`
+/// jobs at once (the server gives each of its slots at most one job at a time).
 pub async fn run(
     engine: Arc<Engine>,
     mut inbox: mpsc::UnboundedReceiver<ServerMessage>,
     outbox: Outbox,
     heartbeat: Duration,
+    slots: u32,
 ) {
     let beat = outbox.clone();
     let heartbeats = tokio::spawn(async move {
@@ -37,20 +39,21 @@ pub async fn run(
             }
         }
     });
-    // One job at a time: the current job's cancel token.
-    let mut current: Option<(JobId, CancelToken)> = None;
+    // The jobs running now, each with its cancel token.
+    let mut current: HashMap<JobId, CancelToken> = HashMap::new();
+    let slots = usize::try_from(slots.max(1)).unwrap_or(usize::MAX);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<JobId>();
     loop {
         tokio::select! {
             msg = inbox.recv() => match msg {
                 None => break,
                 Some(ServerMessage::Assign { job_id, steps, provided, media, .. }) => {
-                    if current.is_some() {
+                    if current.len() >= slots || current.contains_key(&job_id) {
                         let _ = outbox.send(WorkerMessage::Failed { job_id, error: "worker is busy".into() });
                         continue;
                     }
                     let cancel = CancelToken::new();
-                    current = Some((job_id, cancel.clone()));
+                    current.insert(job_id, cancel.clone());
                     let engine = engine.clone();
                     let out = outbox.clone();
                     let done = done_tx.clone();
@@ -63,10 +66,8 @@ pub async fn run(
                     });
                 }
                 Some(ServerMessage::Cancel { job_id }) => {
-                    if let Some((id, cancel)) = &current {
-                        if *id == job_id {
-                            cancel.cancel();
-                        }
+                    if let Some(cancel) = current.get(&job_id) {
+                        cancel.cancel();
                     }
                 }
                 Some(ServerMessage::Welcome { .. }) => {}
@@ -76,13 +77,11 @@ pub async fn run(
                 }
             },
             Some(job) = done_rx.recv() => {
-                if current.as_ref().is_some_and(|(id, _)| *id == job) {
-                    current = None;
-                }
+                current.remove(&job);
             }
         }
     }
-    if let Some((_, cancel)) = current {
+    for cancel in current.values() {
         cancel.cancel();
     }
     heartbeats.abort();
@@ -218,8 +217,8 @@ fn run_job(engine: &Engine, job: Job<'_>, cancel: &CancelToken, out: &Outbox) ->
     WorkerMessage::Succeeded { job_id }
 }
 
-/// What this worker offers, for its hello.
-pub fn hello(engine: &Engine, name: &str, gpu_class: Option<String>) -> WorkerMessage {
+/// What this worker offers, for its hello: its device, models, class and slots.
+pub fn hello(engine: &Engine, name: &str, gpu_class: Option<String>, slots: u32) -> WorkerMessage {
     let device = engine.device();
     WorkerMessage::Hello {
         name: name.to_string(),
@@ -238,5 +237,6 @@ pub fn hello(engine: &Engine, name: &str, gpu_class: Option<String>) -> WorkerMe
         }],
         models: engine.catalog().names(),
         gpu_class,
+        slots: Some(slots.max(1)),
     }
 }

@@ -14,26 +14,21 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::config::WorkerConfig;
 use crate::inference::Engine;
-use crate::jobs::JobService;
+use crate::jobs::{JobService, WorkerJoin};
 
 /// Starts the worker that lives inside the server: the same host loop as a remote worker,
-/// connected by channels instead of a socket.
-pub fn start_in_process(engine: Arc<Engine>, jobs: JobService) {
+/// connected by channels instead of a socket. It offers `slots` slots (runtime leases served at
+/// once).
+pub fn start_in_process(engine: Arc<Engine>, jobs: JobService, slots: u32) {
     let (to_worker, inbox) = mpsc::unbounded_channel::<ServerMessage>();
     let (outbox, mut from_worker) = mpsc::unbounded_channel::<WorkerMessage>();
-    let WorkerMessage::Hello {
-        name,
-        devices,
-        models,
-        gpu_class,
-        ..
-    } = host::hello(&engine, "in-process", None)
-    else {
+    let Some(join) = WorkerJoin::from_hello(host::hello(&engine, "in-process", None, slots)) else {
         return;
     };
-    let id = jobs.register_worker(name, &devices, models, gpu_class, None, to_worker);
+    let slots = join.slots;
+    let id = jobs.register_worker(join, None, to_worker);
     let heartbeat = jobs.limits().heartbeat_interval;
-    actix_web::rt::spawn(host::run(engine, inbox, outbox, heartbeat));
+    actix_web::rt::spawn(host::run(engine, inbox, outbox, heartbeat, slots));
     actix_web::rt::spawn(async move {
         while let Some(msg) = from_worker.recv().await {
             jobs.worker_message(id, msg);
@@ -89,8 +84,20 @@ pub async fn run_remote(config: WorkerConfig) -> Result<(), WorkerError> {
 
     let (to_host, inbox) = mpsc::unbounded_channel::<ServerMessage>();
     let (outbox, mut from_host) = mpsc::unbounded_channel::<WorkerMessage>();
-    let _ = outbox.send(host::hello(&engine, &config.name, config.gpu_class.clone()));
-    let host = tokio::spawn(host::run(engine, inbox, outbox, Duration::from_secs(2)));
+    let slots = config.slots;
+    let _ = outbox.send(host::hello(
+        &engine,
+        &config.name,
+        config.gpu_class.clone(),
+        slots,
+    ));
+    let host = tokio::spawn(host::run(
+        engine,
+        inbox,
+        outbox,
+        Duration::from_secs(2),
+        slots,
+    ));
     let writer = tokio::spawn(async move {
         while let Some(msg) = from_host.recv().await {
             let Ok(text) = serde_json::to_string(&msg) else {

@@ -110,6 +110,7 @@ fn hello() -> WorkerMessage {
         devices: vec![],
         models: vec!["terrain".into()],
         gpu_class: Some("t4".into()),
+        slots: None,
     }
 }
 
