@@ -252,6 +252,7 @@ impl BillingMeterActor {
         worker_id: WorkerId,
         device: String,
         heartbeat: watch::Receiver<WorkerHeartbeat>,
+        ctx: &mut Context<Self>,
     ) {
         if self.phase != Phase::Running {
             return;
@@ -263,9 +264,25 @@ impl BillingMeterActor {
         self.heartbeat = Some(heartbeat);
         self.lease.worker_id = Some(worker_id);
         self.lease.device = Some(device.clone());
-        self.ports
-            .host
-            .assigned(self.lease.session_id, self.lease.id, worker_id, device);
+        // Billing and the job system read the lease's worker from the published state.
+        self.publish();
+        // Record the new segment so a node taking the lease over meters from the new worker,
+        // not across the gap. The stored base is the last checkpoint (never more than this
+        // meter's own base), so a takeover can under-bill the moved part but never charge twice.
+        let fut = self.ports.ledger.segment_started(
+            self.lease.id,
+            self.lease.epoch,
+            worker_id,
+            &device,
+            now,
+        );
+        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| match result {
+            Ok(_) => {}
+            Err(error @ LedgerError::Fenced(_)) => act.fenced(&error, ctx),
+            Err(error) => {
+                tracing::warn!(lease = %act.lease.id, %error, "could not record the moved segment")
+            }
+        }));
     }
 
     fn on_assigned(
@@ -554,7 +571,7 @@ impl Handler<LeaseNews> for BillingMeterActor {
                 worker_id,
                 device,
                 heartbeat,
-            } => self.on_moved(last_heartbeat_ms, worker_id, device, heartbeat),
+            } => self.on_moved(last_heartbeat_ms, worker_id, device, heartbeat, ctx),
             LeaseNews::WorkerLost { last_heartbeat_ms } => {
                 tracing::warn!(lease = %self.lease.id, last_heartbeat_ms, "worker lost");
                 self.lost_at = Some(last_heartbeat_ms);
