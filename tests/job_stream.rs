@@ -117,6 +117,40 @@ async fn a_dead_nodes_claim_is_taken_over_after_min_idle_and_runs_once() {
 }
 
 #[tokio::test]
+async fn a_live_node_keeps_its_claims_and_learns_which_it_lost() {
+    let cluster = Cluster::new();
+    let (n1, n2) = (cluster.node("n1").await, cluster.node("n2").await);
+    let (long, stalled) = (JobId::new_random(), JobId::new_random());
+    n1.push("t4", long).await.expect("push");
+    n1.push("t4", stalled).await.expect("push");
+    let claims = n1.claim("t4", 2).await.expect("claim");
+    let min_idle = Duration::from_millis(400);
+    // n1 keeps the long job alive past min_idle; the other one it lets go idle.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let lost = n1.keep_alive("t4", &claims[..1]).await.expect("keep alive");
+        assert!(lost.is_empty());
+    }
+    let taken = n2.take_over("t4", min_idle, 10).await.expect("autoclaim");
+    assert_eq!(
+        taken.iter().map(|c| c.job).collect::<Vec<_>>(),
+        vec![stalled],
+        "only the idle claim moves"
+    );
+    // n1 wakes up: its keep-alive does not steal the stalled job back, and tells it it lost it.
+    let lost = n1.keep_alive("t4", &claims).await.expect("keep alive");
+    assert_eq!(lost.iter().map(|c| c.job).collect::<Vec<_>>(), vec![stalled]);
+    tokio::time::sleep(min_idle + Duration::from_millis(100)).await;
+    let back = n1.take_over("t4", min_idle, 10).await.expect("autoclaim");
+    assert_eq!(
+        back.iter().map(|c| c.job).collect::<Vec<_>>(),
+        vec![long, stalled],
+        "without keep-alives both are idle again"
+    );
+    cluster.clean().await;
+}
+
+#[tokio::test]
 async fn acknowledged_entries_are_trimmed_and_waiting_ones_kept() {
     let cluster = Cluster::new();
     let node = cluster.node("n1").await;

@@ -7,6 +7,9 @@
 //! - [`JobStream::push`]: the submitting node adds the job (`XADD … MAXLEN ~`).
 //! - [`JobStream::claim`]: a node with a free slot of the class reads new entries for itself
 //!   (`XREADGROUP GROUP nodes {node} … >`); each becomes pending under that node.
+//! - [`JobStream::keep_alive`]: while its jobs wait or run, the claiming node refreshes their idle
+//!   time (only of the entries still pending under it), so a live node's long job is never taken
+//!   over; the entries it no longer holds tell it another node took them.
 //! - [`JobStream::ack`]: the job ended (finished, failed or cancelled): `XACK`, then trim.
 //! - [`JobStream::take_over`]: entries pending longer than `min_idle` under a node that stopped
 //!   answering move to the caller (`XAUTOCLAIM`), so a queued job outlives its node's death. The
@@ -37,6 +40,20 @@ pub const DEFAULT_MAX_LEN: usize = 100_000;
 
 /// GPU class names as keys: what a worker announces, so bounded and restricted here.
 const MAX_CLASS_LEN: usize = 64;
+
+/// Refreshes the idle time of the entries still pending under the consumer `ARGV[1]` (an
+/// `XCLAIM` alone would steal back an entry another node took over); returns their ids.
+const KEEP_ALIVE: &str = r#"
+local kept = {}
+for i = 2, #ARGV do
+  local pending = redis.call('XPENDING', KEYS[1], 'nodes', ARGV[i], ARGV[i], 1)
+  if pending[1] and pending[1][2] == ARGV[1] then
+    redis.call('XCLAIM', KEYS[1], 'nodes', ARGV[1], 0, ARGV[i], 'JUSTID')
+    table.insert(kept, ARGV[i])
+  end
+end
+return kept
+"#;
 
 /// A job this node holds in a stream (pending under its consumer until [`JobStream::ack`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,6 +188,32 @@ impl JobStream {
             )
             .await?;
         Ok(self.claims(class, reply.claimed.into_iter()).await?)
+    }
+
+    /// Resets the idle time of `claims` (all of one class) that this node still holds; returns
+    /// those it no longer holds (taken over by another node: it must stop running them).
+    pub async fn keep_alive(
+        &self,
+        class: &str,
+        claims: &[StreamClaim],
+    ) -> Result<Vec<StreamClaim>, JobStreamError> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = self.key(class)?;
+        let script = redis::Script::new(KEEP_ALIVE);
+        let mut invocation = script.key(&key);
+        invocation.arg(&self.node_id);
+        for claim in claims {
+            invocation.arg(&claim.entry);
+        }
+        let mut conn = self.connection.clone();
+        let kept: Vec<String> = invocation.invoke_async(&mut conn).await?;
+        Ok(claims
+            .iter()
+            .filter(|claim| !kept.contains(&claim.entry))
+            .cloned()
+            .collect())
     }
 
     /// Entries → claims. An entry without a readable job id (not written by us) is acknowledged
