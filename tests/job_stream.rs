@@ -65,7 +65,10 @@ async fn a_job_pushed_on_one_node_is_claimed_by_exactly_one_node_in_order() {
         jobs[..2].to_vec(),
         "first come, first served"
     );
-    assert_eq!(on_n2.iter().map(|c| c.job).collect::<Vec<_>>(), vec![jobs[2]]);
+    assert_eq!(
+        on_n2.iter().map(|c| c.job).collect::<Vec<_>>(),
+        vec![jobs[2]]
+    );
     assert!(again.is_empty(), "a claimed job is not handed out twice");
     assert!(
         n1.claim("a100", 10).await.expect("claim").is_empty(),
@@ -139,7 +142,10 @@ async fn a_live_node_keeps_its_claims_and_learns_which_it_lost() {
     );
     // n1 wakes up: its keep-alive does not steal the stalled job back, and tells it it lost it.
     let lost = n1.keep_alive("t4", &claims).await.expect("keep alive");
-    assert_eq!(lost.iter().map(|c| c.job).collect::<Vec<_>>(), vec![stalled]);
+    assert_eq!(
+        lost.iter().map(|c| c.job).collect::<Vec<_>>(),
+        vec![stalled]
+    );
     tokio::time::sleep(min_idle + Duration::from_millis(100)).await;
     let back = n1.take_over("t4", min_idle, 10).await.expect("autoclaim");
     assert_eq!(
@@ -191,7 +197,10 @@ async fn the_stream_is_bounded_even_if_nobody_acknowledges() {
         node.push("t4", JobId::new_random()).await.expect("push");
     }
     let len = node.len("t4").await.expect("len");
-    assert!(len < 300, "MAXLEN ~ 100 keeps the stream near 100, got {len}");
+    assert!(
+        len < 300,
+        "MAXLEN ~ 100 keeps the stream near 100, got {len}"
+    );
     cluster.clean().await;
 }
 

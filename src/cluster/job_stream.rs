@@ -116,7 +116,10 @@ impl JobStream {
     /// Creates the class's stream and group if they do not exist (every node may race here).
     async fn ensure_group(&self, key: &str) -> RedisResult<()> {
         let mut conn = self.connection.clone();
-        match conn.xgroup_create_mkstream::<_, _, _, ()>(key, GROUP, "0").await {
+        match conn
+            .xgroup_create_mkstream::<_, _, _, ()>(key, GROUP, "0")
+            .await
+        {
             Ok(()) => Ok(()),
             Err(error) if error.code() == Some("BUSYGROUP") => Ok(()),
             Err(error) => Err(error),
@@ -156,8 +159,7 @@ impl JobStream {
         let options = StreamReadOptions::default()
             .group(GROUP, &self.node_id)
             .count(count);
-        let reply: Option<StreamReadReply> =
-            conn.xread_options(&[&key], &[">"], &options).await?;
+        let reply: Option<StreamReadReply> = conn.xread_options(&[&key], &[">"], &options).await?;
         let entries = reply
             .into_iter()
             .flat_map(|reply| reply.keys)
