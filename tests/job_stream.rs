@@ -3,6 +3,8 @@
 //! claimed by exactly one node, a dead node's claim is taken over after `min_idle` and runs
 //! once, acknowledged entries are trimmed away, and hostile class names are refused.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use atelier::cluster::job_stream::{JobStream, JobStreamError, DEFAULT_MAX_LEN};
