@@ -17,8 +17,8 @@ pub const KIND_NODE_OUTPUT: u8 = 2;
 
 /// Largest image one frame carries.
 pub const MAX_IMAGE_BYTES: usize = 32 * 1024 * 1024;
-/// Largest tensor one frame carries (a 1024×1024 latent in f32 is 16 MiB).
-pub const MAX_TENSOR_BYTES: usize = 64 * 1024 * 1024;
+/// Largest tensor one frame carries.
+pub const MAX_TENSOR_BYTES: usize = 32 * 1024 * 1024;
 /// Most output ports one node output carries.
 pub const MAX_TENSORS: usize = 16;
 const MAX_NODE_ID: usize = 128;
