@@ -80,7 +80,9 @@ pub use relay::{NoRelay, Relay};
 pub use session::{Identity, Participant, SessionActor};
 pub use store::{BoxError, BoxFuture, DocStore, DocStoreError, StoredDoc, StoredUpdate};
 pub use versions::{EditBurst, NoVersions, VersionRecorder};
-pub use worker_socket::{start_worker_socket, WorkerHello, WorkerHub, WorkerSocket};
+pub use worker_socket::{
+    start_worker_socket, MediaBudget, MediaPermit, WorkerHello, WorkerHub, WorkerSocket,
+};
 
 #[cfg(test)]
 mod tests;

@@ -8,10 +8,11 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use atelier_actors::MediaPermit;
 use atelier_protocol::events::StudioEvent;
 use atelier_protocol::ids::{JobId, MediaId, SessionId, WorkerId};
 use atelier_protocol::worker::{ServerMessage, WorkerMessage};
-use base64::Engine as _;
+use atelier_protocol::worker_frame::{MediaFrame, MediaKind};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
@@ -20,11 +21,11 @@ use super::service::JobService;
 use crate::db::jobs::JobStatus;
 use crate::db::media::NewMedia;
 
-/// Largest image a worker may send as one output or preview.
-pub const MAX_IMAGE_BYTES: usize = 32 * 1024 * 1024;
-
 pub enum AssignmentEvent {
     FromWorker(WorkerMessage),
+    /// A preview or node output, with its share of the worker's media budget: held until it
+    /// is relayed or stored, so a worker cannot queue more than its budget here.
+    Media(MediaFrame, MediaPermit),
     Cancel(Option<String>),
     WorkerLost,
 }
@@ -173,6 +174,13 @@ impl Assignment {
                         return (end, false);
                     }
                 }
+                AssignmentEvent::Media(frame, permit) => {
+                    let end = self.on_media(frame).await;
+                    drop(permit);
+                    if let Some(end) = end {
+                        return (end, false);
+                    }
+                }
             }
         }
     }
@@ -185,13 +193,7 @@ impl Assignment {
     }
 
     async fn on_worker(&mut self, msg: WorkerMessage) -> Option<End> {
-        let live = self.service.live.clone();
-        if matches!(
-            msg,
-            WorkerMessage::Progress { .. }
-                | WorkerMessage::Preview { .. }
-                | WorkerMessage::NodeOutput { .. }
-        ) {
+        if matches!(msg, WorkerMessage::Progress { .. }) {
             self.produced = true;
         }
         match msg {
@@ -214,35 +216,41 @@ impl Assignment {
                 );
                 None
             }
-            WorkerMessage::Preview {
-                step, mime, data, ..
-            } => {
+            WorkerMessage::Succeeded { .. } => Some(End::Succeeded),
+            WorkerMessage::Failed { error, .. } => Some(End::Failed(error)),
+            WorkerMessage::Cancelled { .. } => {
+                Some(End::Cancelled(self.cancel_reason.clone().flatten()))
+            }
+        }
+    }
+
+    async fn on_media(&mut self, frame: MediaFrame) -> Option<End> {
+        self.produced = true;
+        let live = self.service.live.clone();
+        let MediaFrame {
+            node_id,
+            mime,
+            kind,
+            image,
+            ..
+        } = frame;
+        match kind {
+            MediaKind::Preview { step } => {
                 // Previews are ephemeral: beyond the configured rate they are skipped so that a
                 // fast model cannot flood slow viewers. Progress events are never skipped.
                 let min = self.service.limits().preview_min_interval;
                 if self.last_preview.is_some_and(|t| t.elapsed() < min) {
                     return None;
                 }
-                match decode_image(&data) {
-                    Ok(image) => {
-                        self.last_preview = Some(Instant::now());
-                        live.broadcast_preview(self.session, self.job, step, mime, image);
-                    }
-                    Err(e) => {
-                        tracing::warn!(job = %self.job, error = %e, "bad preview from worker")
-                    }
-                }
+                self.last_preview = Some(Instant::now());
+                live.broadcast_preview(self.session, self.job, step, mime, image);
                 None
             }
-            WorkerMessage::NodeOutput {
-                node_id,
-                mime,
-                data,
+            MediaKind::NodeOutput {
                 tensors,
                 run_us,
                 inference_us,
-                ..
-            } => match self.store_output(&node_id, &mime, &data).await {
+            } => match self.store_output(&node_id, &mime, image).await {
                 Ok(media) => {
                     self.keep_in_cache(&node_id, media, tensors).await;
                     live.broadcast_event(
@@ -262,11 +270,6 @@ impl Assignment {
                     Some(End::Failed(format!("node {node_id}: {e}")))
                 }
             },
-            WorkerMessage::Succeeded { .. } => Some(End::Succeeded),
-            WorkerMessage::Failed { error, .. } => Some(End::Failed(error)),
-            WorkerMessage::Cancelled { .. } => {
-                Some(End::Cancelled(self.cancel_reason.clone().flatten()))
-            }
         }
     }
 
@@ -276,12 +279,11 @@ impl Assignment {
         &mut self,
         node_id: &str,
         mime: &str,
-        data: &str,
+        bytes: Vec<u8>,
     ) -> Result<MediaId, String> {
         if !self.plan.steps.iter().any(|s| s.node_id == node_id) {
             return Err("output for a node that is not part of the job".into());
         }
-        let bytes = decode_image(data)?;
         if crate::http::api::media::sniff(&bytes) != Some("image/png") || mime != "image/png" {
             return Err("the worker's output is not a PNG".into());
         }
@@ -321,7 +323,7 @@ impl Assignment {
         &self,
         node_id: &str,
         display: MediaId,
-        tensors: BTreeMap<String, String>,
+        tensors: BTreeMap<String, Vec<u8>>,
     ) {
         let Some(step) = self.plan.steps.iter().find(|s| s.node_id == node_id) else {
             return;
@@ -330,12 +332,10 @@ impl Assignment {
             return;
         };
         let mut decoded = Vec::with_capacity(tensors.len());
-        for (port, data) in tensors {
-            match decode_image(&data) {
-                Ok(bytes) if crate::inference::Tensor::from_bytes(&bytes).is_ok() => {
-                    decoded.push((port, bytes))
-                }
-                _ => {
+        for (port, bytes) in tensors {
+            match crate::inference::Tensor::from_bytes(&bytes) {
+                Ok(_) => decoded.push((port, bytes)),
+                Err(_) => {
                     tracing::warn!(job = %self.job, node = node_id, "unreadable tensor from the worker");
                     return;
                 }
@@ -441,13 +441,4 @@ impl Assignment {
         }
         self.service.announce(self.session, event);
     }
-}
-
-fn decode_image(data: &str) -> Result<Vec<u8>, String> {
-    if data.len() > MAX_IMAGE_BYTES / 3 * 4 + 4 {
-        return Err(format!("image larger than {MAX_IMAGE_BYTES} bytes"));
-    }
-    base64::engine::general_purpose::STANDARD
-        .decode(data)
-        .map_err(|e| format!("image is not base64: {e}"))
 }

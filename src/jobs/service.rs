@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atelier_actors::{
-    BoxError, BoxFuture, JobQueue, JobsSnapshot, QueuedJob, SessionRegistryHandle,
+    BoxError, BoxFuture, JobQueue, JobsSnapshot, MediaPermit, QueuedJob, SessionRegistryHandle,
 };
 use atelier_protocol::events::StudioEvent;
 use atelier_protocol::ids::{AccountId, JobId, LeaseId, SessionId, WorkerId};
 use atelier_protocol::worker::{Device, MediaBytes, ServerMessage, WorkerMessage};
+use atelier_protocol::worker_frame::MediaFrame;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
@@ -434,6 +435,34 @@ impl JobService {
         };
         for (_, tx) in targets {
             let _ = tx.send(AssignmentEvent::FromWorker(msg.clone()));
+        }
+    }
+
+    /// A worker's preview or node output: to the assignment of its job, holding its share of
+    /// the worker's media budget until handled. A frame about a job the worker no longer runs
+    /// (it was cancelled a moment ago) is dropped.
+    pub fn worker_media(&self, worker: WorkerId, frame: MediaFrame, permit: MediaPermit) {
+        let target = {
+            let state = self.board.lock();
+            let Some(entry) = state.workers.get(&worker) else {
+                return;
+            };
+            entry.heartbeat.send_if_modified(|h| match h {
+                WorkerHeartbeat::At(t) => {
+                    *t = crate::db::now_ms();
+                    true
+                }
+                _ => false,
+            });
+            entry.running.get(&frame.job_id).cloned()
+        };
+        match target {
+            Some(tx) => {
+                let _ = tx.send(AssignmentEvent::Media(frame, permit));
+            }
+            None => {
+                tracing::warn!(%worker, job = %frame.job_id, "media about a job this worker does not run")
+            }
         }
     }
 

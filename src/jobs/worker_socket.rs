@@ -11,9 +11,10 @@ use std::time::Duration;
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::{get, web, HttpRequest, HttpResponse};
 use atelier_actors::store::BoxFuture;
-use atelier_actors::{start_worker_socket, WorkerHello, WorkerHub};
+use atelier_actors::{start_worker_socket, MediaPermit, WorkerHello, WorkerHub};
 use atelier_protocol::ids::WorkerId;
 use atelier_protocol::worker::{ServerMessage, WorkerMessage};
+use atelier_protocol::worker_frame::MediaFrame;
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -65,6 +66,10 @@ impl WorkerHub for JobSystemHub {
 
     fn message(&self, worker: WorkerId, msg: WorkerMessage) {
         self.service.worker_message(worker, msg);
+    }
+
+    fn media(&self, worker: WorkerId, frame: MediaFrame, permit: MediaPermit) {
+        self.service.worker_media(worker, frame, permit);
     }
 
     fn gone(&self, worker: WorkerId) {

@@ -1,6 +1,9 @@
 //! The worker host loop: takes job assignments, runs their steps with the inference engine on a
 //! blocking thread, and reports progress, previews, outputs and the result. Transport-agnostic:
 //! the in-process worker feeds it from channels, `atelier worker` from a WebSocket.
+//!
+//! What it reports goes through a bounded [`Outbox`]: when the transport falls behind, the engine
+//! waits before its next progress or output, and previews (ephemeral) are skipped.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -8,16 +11,29 @@ use std::time::{Duration, Instant};
 
 use atelier_protocol::ids::JobId;
 use atelier_protocol::worker::{JobStep, MediaBytes, ProvidedTensor, ServerMessage, WorkerMessage};
+use atelier_protocol::worker_frame::{MediaFrame, MediaKind};
 use base64::Engine as _;
 use tokio::sync::mpsc;
 
 use crate::inference::{CancelToken, Engine, NodeRequest, Params, RunError, Tensor};
 
-/// Where the worker's messages go (a channel into the server, or a socket).
-pub type Outbox = mpsc::UnboundedSender<WorkerMessage>;
+/// What a worker host reports: JSON messages, and previews and outputs as media frames (binary
+/// frames on a socket).
+#[derive(Debug)]
+pub enum HostOutput {
+    Message(WorkerMessage),
+    Media(MediaFrame),
+}
 
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+/// Where the worker's reports go (a channel into the server, or a socket's writer).
+pub type Outbox = mpsc::Sender<HostOutput>;
+
+/// Reports that may wait for the transport: a few previews' worth.
+pub const OUTBOX_CAPACITY: usize = 8;
+
+/// A bounded outbox and its other end.
+pub fn outbox() -> (Outbox, mpsc::Receiver<HostOutput>) {
+    mpsc::channel(OUTBOX_CAPACITY)
 }
 
 /// Runs until `inbox` closes. Heartbeats every `heartbeat` while connected. Runs up to `slots`
@@ -34,7 +50,11 @@ pub async fn run(
         let mut tick = tokio::time::interval(heartbeat);
         loop {
             tick.tick().await;
-            if beat.send(WorkerMessage::Heartbeat).is_err() {
+            if beat
+                .send(HostOutput::Message(WorkerMessage::Heartbeat))
+                .await
+                .is_err()
+            {
                 break;
             }
         }
@@ -49,7 +69,8 @@ pub async fn run(
                 None => break,
                 Some(ServerMessage::Assign { job_id, steps, provided, media, .. }) => {
                     if current.len() >= slots || current.contains_key(&job_id) {
-                        let _ = outbox.send(WorkerMessage::Failed { job_id, error: "worker is busy".into() });
+                        let busy = WorkerMessage::Failed { job_id, error: "worker is busy".into() };
+                        let _ = outbox.send(HostOutput::Message(busy)).await;
                         continue;
                     }
                     let cancel = CancelToken::new();
@@ -61,7 +82,7 @@ pub async fn run(
                     tokio::task::spawn_blocking(move || {
                         let job = Job { id: job_id, steps: &steps, provided, media };
                         let result = run_job(&engine, job, &cancel, &out);
-                        let _ = out.send(result);
+                        let _ = out.blocking_send(HostOutput::Message(result));
                         let _ = done.send(job_id);
                     });
                 }
@@ -170,19 +191,20 @@ fn run_job(engine: &Engine, job: Job<'_>, cancel: &CancelToken, out: &Outbox) ->
                 media: &media,
             },
             |p| {
-                let _ = out.send(WorkerMessage::Progress {
+                let _ = out.blocking_send(HostOutput::Message(WorkerMessage::Progress {
                     job_id,
                     node_id: node_id.clone(),
                     step: p.step,
                     total: p.total,
-                });
-                let _ = out.send(WorkerMessage::Preview {
+                }));
+                // Skipped when the transport is behind: the next step brings a newer one.
+                let _ = out.try_send(HostOutput::Media(MediaFrame {
                     job_id,
                     node_id: node_id.clone(),
-                    step: p.step,
                     mime: "image/png".into(),
-                    data: b64(&p.preview_png),
-                });
+                    kind: MediaKind::Preview { step: p.step },
+                    image: p.preview_png.clone(),
+                }));
             },
             cancel,
         );
@@ -192,7 +214,7 @@ fn run_job(engine: &Engine, job: Job<'_>, cancel: &CancelToken, out: &Outbox) ->
                 let tensors = output
                     .ports
                     .iter()
-                    .map(|(port, t)| (port.clone(), b64(&t.to_bytes())))
+                    .map(|(port, t)| (port.clone(), t.to_bytes()))
                     .collect();
                 for (port, t) in output.ports {
                     let key = (node_id.clone(), port);
@@ -200,15 +222,17 @@ fn run_job(engine: &Engine, job: Job<'_>, cancel: &CancelToken, out: &Outbox) ->
                         values.insert(key, Arc::new(t));
                     }
                 }
-                let _ = out.send(WorkerMessage::NodeOutput {
+                let _ = out.blocking_send(HostOutput::Media(MediaFrame {
                     job_id,
                     node_id: node_id.clone(),
                     mime: "image/png".into(),
-                    data: b64(&output.png),
-                    tensors,
-                    run_us: started.elapsed().as_micros() as u64,
-                    inference_us: output.inference.as_micros() as u64,
-                });
+                    kind: MediaKind::NodeOutput {
+                        tensors,
+                        run_us: started.elapsed().as_micros() as u64,
+                        inference_us: output.inference.as_micros() as u64,
+                    },
+                    image: output.png,
+                }));
             }
             Err(RunError::Cancelled) => return WorkerMessage::Cancelled { job_id },
             Err(e) => return fail(format!("node {node_id}: {e}")),
