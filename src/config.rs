@@ -482,6 +482,12 @@ pub struct JobsConfig {
     #[arg(long, env = "ATELIER_IN_PROCESS_WORKER", value_enum, default_value_t = InProcessWorker::Auto)]
     pub in_process_worker: InProcessWorker,
 
+    /// Slots of the in-process worker: how many runtime leases it serves at once, each holding
+    /// one slot exclusively (further leases of its class wait in line).
+    #[arg(long, env = "ATELIER_WORKER_SLOTS", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub worker_slots: u32,
+
     #[command(flatten)]
     pub engine: EngineArgs,
 
@@ -548,6 +554,12 @@ pub struct WorkerConfig {
     /// ATELIER_GPU_PRICES, e.g. `t4`). Default: its execution provider, `cuda` or `cpu`.
     #[arg(long, env = "ATELIER_WORKER_GPU_CLASS")]
     pub gpu_class: Option<String>,
+
+    /// Runtime leases this worker serves at once, each holding one slot exclusively (one per
+    /// device by default).
+    #[arg(long, env = "ATELIER_WORKER_SLOTS", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub slots: u32,
 
     #[command(flatten)]
     pub engine: EngineArgs,

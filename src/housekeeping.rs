@@ -1,5 +1,6 @@
 //! Background chores that keep what clients leave behind bounded: usage-log entries past their
-//! retention, and upload reservations whose upload died with a crashed process. Each runs at
+//! retention, upload reservations whose upload died with a crashed process, and job
+//! `Idempotency-Key`s older than a day. Each runs at
 //! start-up and then periodically, until the server stops.
 
 use std::time::Duration;
@@ -43,5 +44,11 @@ async fn run_once(db: &Db, usage_retention_days: u32) {
         Ok(0) => {}
         Ok(n) => tracing::info!(reservations = n, "stale upload reservations released"),
         Err(error) => tracing::warn!(%error, "could not release stale upload reservations"),
+    }
+    let keys_cutoff = now_ms().saturating_sub(crate::db::idempotency::KEEP_MS);
+    match db.purge_keys_before(keys_cutoff).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(keys = n, "job idempotency keys older than a day forgotten"),
+        Err(error) => tracing::warn!(%error, "could not purge job idempotency keys"),
     }
 }

@@ -595,10 +595,83 @@ async fn starter_credits_follow_the_prices(backend: Backend) {
     assert!(server.ledger(&user.token).await.is_empty());
 }
 
+/// A remote worker's binary media frames are parsed strictly: a kind the server does not know
+/// closes it with 1003, a truncated frame with 1002, an image declared beyond the limit with
+/// 1009, media before its hello with 1008; a well-formed preview about a job it does not run
+/// (one cancelled a moment ago, say) is dropped and the worker stays connected.
+async fn hostile_worker_media_frames_close_the_worker(backend: Backend) {
+    use atelier_protocol::ids::JobId;
+    use atelier_protocol::worker_frame::{self, MediaFrame, MediaKind};
+
+    let server = TestServer::start(backend).await;
+    let admin = server.admin("Admin").await;
+    let (status, created) = server
+        .call(
+            Method::POST,
+            "/admin/worker-tokens",
+            Some(&admin.token),
+            Some(json!({"name": "hostile"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let token = created["token"].as_str().unwrap();
+    let preview = worker_frame::encode(&MediaFrame {
+        job_id: JobId::new_random(),
+        node_id: "n1".into(),
+        mime: "image/png".into(),
+        kind: MediaKind::Preview { step: 1 },
+        image: vec![0x89, b'P', b'N', b'G'],
+    });
+
+    let mut wrong_kind = preview.clone();
+    wrong_kind[0] = 9;
+    let mut oversize = preview.clone();
+    let at = oversize.len() - 4 - 4;
+    oversize[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+    let truncated = preview[..preview.len() - 1].to_vec();
+    for (frame, code) in [(wrong_kind, 1003), (truncated, 1002), (oversize, 1009)] {
+        let mut ws = connect_worker(&server, token).await.unwrap();
+        ws.send(Message::Binary(frame.into())).await.unwrap();
+        assert_eq!(
+            worker_closed(&mut ws, Duration::from_secs(5)).await,
+            Some(code)
+        );
+    }
+
+    // Media before the hello.
+    let url = format!(
+        "{}/api/v1/workers/ws",
+        server.base.replacen("http://", "ws://", 1)
+    );
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    ws.send(Message::Binary(preview.clone().into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        worker_closed(&mut ws, Duration::from_secs(5)).await,
+        Some(1008)
+    );
+
+    // A well-formed preview of a job it does not run: dropped, the worker stays.
+    let mut ws = connect_worker(&server, token).await.unwrap();
+    ws.send(Message::Binary(preview.into())).await.unwrap();
+    ws.send(Message::Text(
+        json!({"type": "heartbeat"}).to_string().into(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(worker_closed(&mut ws, Duration::from_secs(1)).await, None);
+}
+
 on_both_backends!(
     cli_creates_the_admin_and_grants_reach_the_ledger,
     suspension_closes_sockets_and_settles_leases,
     admins_stop_leases_and_list_what_runs,
     revoked_worker_tokens_are_refused_and_disconnected,
+    hostile_worker_media_frames_close_the_worker,
     starter_credits_follow_the_prices,
 );

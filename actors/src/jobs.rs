@@ -1,8 +1,61 @@
-//! The `JobsSnapshot` port: what `session.hello` reports about unfinished jobs.
+//! The job system's ports: [`JobsSnapshot`], what `session.hello` reports about unfinished jobs,
+//! and [`JobQueue`], where queued jobs are kept durably.
 
+use atelier_protocol::ids::{AccountId, JobId, LeaseId, WorkerId};
 use atelier_protocol::SessionId;
 
 use crate::store::{BoxError, BoxFuture};
+
+/// A queued job as the durable queue keeps it: enough to queue it again in another process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedJob {
+    pub id: JobId,
+    pub session: SessionId,
+    pub account: AccountId,
+    /// The runtime lease it runs under (its slot's holder).
+    pub lease: Option<LeaseId>,
+    /// The compiled steps (`[JobStep]` as JSON).
+    pub steps: serde_json::Value,
+    /// Nodes whose images are the job's outputs.
+    pub output_nodes: Vec<String>,
+    /// Uploaded images its nodes read.
+    pub media_ids: Vec<String>,
+    /// Times a lost worker sent it back to the queue.
+    pub requeues: u32,
+}
+
+/// What the durable queue held when the process started.
+#[derive(Debug, Default)]
+pub struct RecoveredQueue {
+    /// Jobs that cannot be queued again, ended now — claimed by a worker of the previous
+    /// process (with the given reason), or never fully queued: (job, session, reason).
+    pub ended: Vec<(JobId, SessionId, String)>,
+    /// Still queued, in their queue order.
+    pub queued: Vec<QueuedJob>,
+}
+
+/// The durable job queue. The job board holds the live queue in memory (its order, fairness,
+/// which slot a job goes to); this port keeps each transition durable, so queued jobs outlive
+/// the process. Single node: the jobs table (`atelier::db`). A Redis Streams adapter maps
+/// `enqueue` to `XADD`, `claimed` to a consumer group's delivery, `requeued` to a re-add at the
+/// head, and `recover` to `XAUTOCLAIM` of a dead consumer's entries; the job's end is its
+/// acknowledgement (the job record's final status).
+pub trait JobQueue: Send + Sync + 'static {
+    /// Keeps a queued job — before anyone is told it is queued.
+    fn enqueue(&self, job: QueuedJob) -> BoxFuture<'_, Result<(), BoxError>>;
+    /// A queued job was handed to a worker.
+    fn claimed(
+        &self,
+        job: JobId,
+        worker: WorkerId,
+        device: String,
+    ) -> BoxFuture<'_, Result<(), BoxError>>;
+    /// A claimed job goes back to the head of the queue (its worker was lost).
+    fn requeued(&self, job: JobId) -> BoxFuture<'_, Result<(), BoxError>>;
+    /// At start-up: the jobs the previous process had handed to workers end with `reason`
+    /// (their workers' connections are gone); the queued ones come back in order.
+    fn recover(&self, reason: String) -> BoxFuture<'_, Result<RecoveredQueue, BoxError>>;
+}
 
 /// Reports the current state of every unfinished job of a session, as the JSON objects the job
 /// system also uses in its events. Called once per events-enabled connection, on join.

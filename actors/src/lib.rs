@@ -71,7 +71,7 @@ pub mod worker_socket;
 
 pub use admission::{Admission, AdmissionCaps, CapExceeded, Grant, KickTarget};
 pub use connection::{start_connection, ConnectionActor, ConnectionConfig};
-pub use jobs::{JobsSnapshot, NoJobs};
+pub use jobs::{JobQueue, JobsSnapshot, NoJobs, QueuedJob, RecoveredQueue};
 pub use limits::{ConnectionLimits, SessionLimits};
 pub use memory_store::MemoryDocStore;
 pub use outbound::{Outbound, OutboundFrame, Outbox, OutboxBudget};
@@ -80,7 +80,9 @@ pub use relay::{NoRelay, Relay};
 pub use session::{Identity, Participant, SessionActor};
 pub use store::{BoxError, BoxFuture, DocStore, DocStoreError, StoredDoc, StoredUpdate};
 pub use versions::{EditBurst, NoVersions, VersionRecorder};
-pub use worker_socket::{start_worker_socket, WorkerHello, WorkerHub, WorkerSocket};
+pub use worker_socket::{
+    start_worker_socket, MediaBudget, MediaPermit, WorkerHello, WorkerHub, WorkerSocket,
+};
 
 #[cfg(test)]
 mod tests;

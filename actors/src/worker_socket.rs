@@ -2,9 +2,15 @@
 //! actor served on a socket taken over after the upgrade ([`crate::socket::serve`]), like the
 //! live-session [`crate::ConnectionActor`]. JSON text frames both ways
 //! (`atelier_protocol::worker`): the worker says hello first, then heartbeats, progress and
-//! results. What the worker's messages mean is the job system's business, reached through the
-//! [`WorkerHub`] port (the server implements it over its job service and worker tokens). The
-//! socket's end is the worker's end: [`WorkerHub::gone`].
+//! results; its previews and node outputs come as binary frames
+//! (`atelier_protocol::worker_frame`). What the worker's messages mean is the job system's
+//! business, reached through the [`WorkerHub`] port (the server implements it over its job
+//! service and worker tokens). The socket's end is the worker's end: [`WorkerHub::gone`].
+//!
+//! Media is bounded: each frame handed on holds permits of a per-connection [`MediaBudget`]
+//! (one per byte) until the job system has handled it. A worker that sends faster than previews
+//! are relayed and outputs stored runs out: its previews are skipped, and an output it sends
+//! then closes it with 1008 — memory stays under the budget plus one frame.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,17 +18,53 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use atelier_protocol::ids::WorkerId;
 use atelier_protocol::worker::{Device, ServerMessage, WorkerMessage};
+use atelier_protocol::worker_frame::{self, MediaFrame, MediaKind};
 use bytes::BytesMut;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::socket::{self, CloseCode, DirectBinary, Message, ProtocolError, WebsocketContext};
 use crate::store::BoxFuture;
 
 /// How often the server pings a worker and re-checks its token.
 const PING_EVERY: Duration = Duration::from_secs(5);
-/// Largest message a worker may send (outputs travel base64 inside JSON).
+/// Largest message a worker may send (an output image plus its tensors).
 pub const MAX_WORKER_FRAME_BYTES: usize = 48 * 1024 * 1024;
+/// Bytes of one worker's media that may wait to be handled (relayed, stored) at once.
+pub const MEDIA_IN_FLIGHT_BYTES: usize = 96 * 1024 * 1024;
+
+/// Bytes of a worker's media handed on and not yet handled: one permit per byte, held by the
+/// frame's [`MediaPermit`] until the job system drops it.
+#[derive(Clone)]
+pub struct MediaBudget(Arc<Semaphore>);
+
+/// A frame's share of its worker's [`MediaBudget`], given back when dropped.
+pub type MediaPermit = OwnedSemaphorePermit;
+
+impl MediaBudget {
+    pub fn new(bytes: usize) -> Self {
+        Self(Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS))))
+    }
+
+    /// Permits for a frame of `len` bytes (a frame larger than the whole budget takes all of it).
+    fn permits(len: usize) -> u32 {
+        u32::try_from(len.min(MEDIA_IN_FLIGHT_BYTES))
+            .unwrap_or(u32::MAX)
+            .max(1)
+    }
+
+    /// The frame's share now, or `None` when the budget is spent.
+    pub fn try_take(&self, frame: &MediaFrame) -> Option<MediaPermit> {
+        let n = Self::permits(frame.payload_len());
+        self.0.clone().try_acquire_many_owned(n).ok()
+    }
+
+    /// The frame's share, waiting for it (the in-process worker: its host waits in turn).
+    pub async fn take(&self, frame: &MediaFrame) -> Option<MediaPermit> {
+        let n = Self::permits(frame.payload_len());
+        self.0.clone().acquire_many_owned(n).await.ok()
+    }
+}
 
 /// What a worker announces in its hello.
 #[derive(Debug, Clone)]
@@ -31,6 +73,8 @@ pub struct WorkerHello {
     pub devices: Vec<Device>,
     pub models: Vec<String>,
     pub gpu_class: Option<String>,
+    /// Runtime leases it can hold at once; absent: one per device.
+    pub slots: Option<u32>,
 }
 
 /// The job system, as a worker's socket sees it.
@@ -47,6 +91,9 @@ pub trait WorkerHub: Send + Sync + 'static {
     ) -> WorkerId;
     /// Any message of a registered worker after its hello.
     fn message(&self, worker: WorkerId, msg: WorkerMessage);
+    /// A preview or node output of a registered worker; `permit` is its share of the worker's
+    /// media budget, to hold until the frame is handled.
+    fn media(&self, worker: WorkerId, frame: MediaFrame, permit: MediaPermit);
     /// The worker's connection ended: its running job fails with "worker lost".
     fn gone(&self, worker: WorkerId);
     /// Whether the token it connected with is still valid: re-checked on every ping, so a
@@ -61,6 +108,7 @@ pub struct WorkerSocket {
     token_id: WorkerId,
     checking_token: bool,
     worker: Option<WorkerId>,
+    media: MediaBudget,
     last_heard: Instant,
     /// A close frame was sent: nothing more is.
     closing: bool,
@@ -79,6 +127,7 @@ pub fn start_worker_socket(
         token_id,
         checking_token: false,
         worker: None,
+        media: MediaBudget::new(MEDIA_IN_FLIGHT_BYTES),
         last_heard: Instant::now(),
         closing: false,
     };
@@ -161,6 +210,37 @@ impl WorkerSocket {
         }));
     }
 
+    /// A binary frame: a preview or node output, handed on within the media budget.
+    fn on_media(&mut self, bytes: &[u8], ctx: &mut WebsocketContext<Self>) {
+        let Some(worker) = self.worker else {
+            return Self::refuse(ctx, self, CloseCode::Policy, "say hello first".into());
+        };
+        let frame = match worker_frame::decode(bytes) {
+            Ok(frame) => frame,
+            Err(e) => {
+                let code = CloseCode::from(e.close_code());
+                return Self::refuse(ctx, self, code, format!("bad media frame: {e}"));
+            }
+        };
+        match (self.media.try_take(&frame), &frame.kind) {
+            (Some(permit), _) => self.hub.media(worker, frame, permit),
+            // Previews are ephemeral: skipped while the worker is ahead of its viewers.
+            (None, MediaKind::Preview { .. }) => {
+                tracing::debug!(%worker, job = %frame.job_id, "media budget spent: preview skipped")
+            }
+            (None, MediaKind::NodeOutput { .. }) => Self::refuse(
+                ctx,
+                self,
+                CloseCode::Policy,
+                format!(
+                    "more than {} MiB of media waiting to be stored: the worker sends faster \
+                     than the server stores",
+                    MEDIA_IN_FLIGHT_BYTES / (1024 * 1024)
+                ),
+            ),
+        }
+    }
+
     /// Sends a close frame (after everything queued) and stops.
     fn refuse(ctx: &mut WebsocketContext<Self>, act: &mut Self, code: CloseCode, reason: String) {
         if act.closing {
@@ -187,12 +267,13 @@ impl StreamHandler<Result<Message, ProtocolError>> for WorkerSocket {
                 ctx.close(reason);
                 return ctx.stop();
             }
+            Ok(Message::Binary(bytes)) => return self.on_media(&bytes, ctx),
             Ok(_) => {
                 return Self::refuse(
                     ctx,
                     self,
                     CloseCode::Unsupported,
-                    "text JSON frames only".into(),
+                    "JSON text frames and binary media frames only".into(),
                 )
             }
             Err(e) => return Self::refuse(ctx, self, CloseCode::Protocol, e.to_string()),
@@ -216,6 +297,7 @@ impl StreamHandler<Result<Message, ProtocolError>> for WorkerSocket {
                     devices,
                     models,
                     gpu_class,
+                    slots,
                     ..
                 },
             ) => {
@@ -234,6 +316,7 @@ impl StreamHandler<Result<Message, ProtocolError>> for WorkerSocket {
                     devices,
                     models,
                     gpu_class,
+                    slots,
                 };
                 self.worker = Some(self.hub.register(hello, self.token_id, tx));
             }

@@ -82,11 +82,23 @@ pub enum StudioEvent {
     },
     #[serde(rename = "job.failed")]
     JobFailed { job_id: JobId, error: String },
+    /// The job's worker was lost before the job produced anything: it is back at the head of
+    /// the queue (once; a second loss fails it).
+    #[serde(rename = "job.requeued")]
+    JobRequeued { job_id: JobId, reason: String },
     #[serde(rename = "job.cancelled")]
     JobCancelled {
         job_id: JobId,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+    },
+    /// Every worker slot of the lease's class is taken: the lease waits in its class's line,
+    /// `position` 1 being next. Sent again whenever the position moves; unbilled while waiting.
+    #[serde(rename = "runtime.queued")]
+    RuntimeQueued {
+        lease_id: LeaseId,
+        gpu_class: String,
+        position: u32,
     },
     #[serde(rename = "runtime.started")]
     RuntimeStarted {
@@ -156,7 +168,9 @@ impl StudioEvent {
             Self::JobNodeCached { .. } => "job.node_cached",
             Self::JobSucceeded { .. } => "job.succeeded",
             Self::JobFailed { .. } => "job.failed",
+            Self::JobRequeued { .. } => "job.requeued",
             Self::JobCancelled { .. } => "job.cancelled",
+            Self::RuntimeQueued { .. } => "runtime.queued",
             Self::RuntimeStarted { .. } => "runtime.started",
             Self::RuntimeMeter { .. } => "runtime.meter",
             Self::RuntimeLowBalance { .. } => "runtime.low_balance",

@@ -32,6 +32,7 @@ mod lib0;
 pub mod relay;
 pub mod role;
 pub mod worker;
+pub mod worker_frame;
 pub mod ysync;
 
 pub use ids::{AccountId, ConnectionId, JobId, LeaseId, MediaId, SessionId, ShareLinkId, WorkerId};

@@ -1,10 +1,11 @@
 //! The worker protocol: JSON text frames on `GET /api/v1/workers/ws` between the server and a
-//! worker host. Binary payloads (previews, outputs) travel base64-encoded inside the JSON so that
-//! one frame is always one self-describing message.
+//! worker host, except for images: a worker's previews and node outputs are binary frames
+//! ([`crate::worker_frame`]).
 //!
-//! A worker connects with `Authorization: Bearer <worker token>`, sends [`WorkerMessage::Hello`],
+//! A worker connects with `Authorization: Bearer <worker token>`, sends [`WorkerMessage::Hello`]
+//! (with its `slots`: how many runtime leases it serves at once, one job per lease at a time),
 //! gets [`ServerMessage::Welcome`], then heartbeats and takes jobs. Each job is one
-//! [`ServerMessage::Assign`]; the worker answers with progress, previews and node outputs, and
+//! [`ServerMessage::Assign`]; the worker answers with progress, previews and node outputs (binary frames), and
 //! ends it with exactly one of `Succeeded`, `Failed` or `Cancelled`.
 
 use std::collections::BTreeMap;
@@ -87,6 +88,11 @@ pub enum WorkerMessage {
         /// first device's execution provider (`cpu`, `cuda`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         gpu_class: Option<String>,
+        /// How many runtime leases it can serve at once, each holding one slot exclusively
+        /// (added with exclusive leases; a worker that does not say offers one per device).
+        /// The server caps it at 64.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        slots: Option<u32>,
     },
     Heartbeat,
     /// A denoising step of a node finished.
@@ -95,31 +101,6 @@ pub enum WorkerMessage {
         node_id: String,
         step: u32,
         total: u32,
-    },
-    Preview {
-        job_id: JobId,
-        node_id: String,
-        step: u32,
-        mime: String,
-        /// base64 (standard alphabet, padded).
-        data: String,
-    },
-    /// A node produced its output image.
-    NodeOutput {
-        job_id: JobId,
-        node_id: String,
-        mime: String,
-        /// base64 (standard alphabet, padded).
-        data: String,
-        /// Every output port's tensor bytes, base64: the server keeps them as the node's cache
-        /// entry.
-        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-        tensors: BTreeMap<String, String>,
-        /// Microseconds the node took on the worker, and how many of them ONNX Runtime ran.
-        #[serde(default)]
-        run_us: u64,
-        #[serde(default)]
-        inference_us: u64,
     },
     Succeeded {
         job_id: JobId,
@@ -166,8 +147,6 @@ impl WorkerMessage {
         match self {
             Self::Hello { .. } | Self::Heartbeat => None,
             Self::Progress { job_id, .. }
-            | Self::Preview { job_id, .. }
-            | Self::NodeOutput { job_id, .. }
             | Self::Succeeded { job_id }
             | Self::Failed { job_id, .. }
             | Self::Cancelled { job_id } => Some(*job_id),

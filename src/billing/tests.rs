@@ -61,14 +61,22 @@ impl Recorder {
 struct RemotePool {
     senders: Mutex<Vec<watch::Sender<WorkerHeartbeat>>>,
     released: Mutex<Vec<LeaseId>>,
+    /// Leases given a worker: each gets one (a lease that lost it finds no other).
+    served: Mutex<Vec<LeaseId>>,
 }
 
 impl WorkerPool for RemotePool {
     fn acquire(
         &self,
-        _lease: LeaseId,
+        lease: LeaseId,
         _gpu_class: &str,
     ) -> BoxFuture<'static, Result<WorkerAssignment, PoolError>> {
+        let mut served = self.served.lock().unwrap();
+        if served.contains(&lease) {
+            return Box::pin(std::future::pending());
+        }
+        served.push(lease);
+        drop(served);
         let (tx, rx) = watch::channel(WorkerHeartbeat::At(now_ms()));
         self.senders.lock().unwrap().push(tx);
         Box::pin(async move {

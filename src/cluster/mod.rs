@@ -23,6 +23,7 @@
 
 pub mod channels;
 pub mod heads;
+pub mod job_stream;
 pub mod membership;
 pub mod publisher;
 pub mod rate_limit;

@@ -1,6 +1,6 @@
 //! Jobs and worker tokens.
 
-use atelier_protocol::ids::{AccountId, JobId, MediaId, SessionId, VersionId, WorkerId};
+use atelier_protocol::ids::{AccountId, JobId, LeaseId, MediaId, SessionId, VersionId, WorkerId};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -85,6 +85,26 @@ pub struct JobRecord {
     /// The batch this job is a variation of (`{"batch": N}` runs), if any.
     #[sqlx(flatten, try_from = "BatchColumns")]
     pub batch: Option<BatchPlace>,
+}
+
+/// A queued job as stored: what the board needs to queue it again after a restart.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct QueuedJobRow {
+    #[sqlx(try_from = "UuidText")]
+    pub id: JobId,
+    #[sqlx(try_from = "UuidText")]
+    pub session_id: SessionId,
+    #[sqlx(try_from = "UuidText")]
+    pub account_id: AccountId,
+    #[sqlx(try_from = "OptUuidText")]
+    pub lease_id: Option<LeaseId>,
+    /// The compiled steps (JSON).
+    pub plan: String,
+    /// JSON array of node ids; NULL for rows from before the durable queue.
+    pub output_nodes: Option<String>,
+    /// JSON array of media ids.
+    pub media_ids: Option<String>,
+    pub requeues: i64,
 }
 
 /// The two columns a job's batch place is stored in: both set, or both NULL.
@@ -211,14 +231,52 @@ impl Db {
         Ok(res.rows_affected() > 0)
     }
 
-    /// At start-up: jobs that were queued or running when the server stopped cannot continue
-    /// (the in-process queue is gone); end them with a reason.
-    /// Marks every unfinished job failed; returns them (job, session), so that their webhooks
-    /// still hear how they ended.
-    pub async fn fail_unfinished_jobs(&self, reason: &str) -> Result<Vec<(JobId, SessionId)>> {
+    /// What a queued job needs to go back on the board after a restart, besides its plan:
+    /// its lease, its output nodes and the uploaded images it reads.
+    pub async fn set_job_queue_fields(
+        &self,
+        id: JobId,
+        lease: Option<LeaseId>,
+        output_nodes: &std::collections::BTreeSet<String>,
+        media_ids: &[String],
+    ) -> Result<()> {
+        let outputs = serde_json::to_string(output_nodes)
+            .map_err(|e| Error::Internal(format!("job output nodes: {e}")))?;
+        let media = serde_json::to_string(media_ids)
+            .map_err(|e| Error::Internal(format!("job media: {e}")))?;
+        sqlx::query(
+            "UPDATE jobs SET lease_id = $1, output_nodes = $2, media_ids = $3 WHERE id = $4",
+        )
+        .bind(lease.map(|l| l.to_string()))
+        .bind(outputs)
+        .bind(media)
+        .bind(id.to_string())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// A running job whose worker was lost before it produced anything goes back to the queue
+    /// (counted; the board allows it once).
+    pub async fn requeue_job(&self, id: JobId) -> Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET status = 'queued', worker_id = NULL, device = NULL, \
+             started_at = NULL, requeues = requeues + 1 WHERE id = $1 AND status = 'running'",
+        )
+        .bind(id.to_string())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// At start-up: jobs that were running when the server stopped cannot continue (their
+    /// worker's connection is gone); end them with a reason. Returns them (job, session), so that
+    /// their webhooks still hear how they ended. Queued jobs are not touched: see
+    /// [`Db::queued_jobs`].
+    pub async fn fail_running_jobs(&self, reason: &str) -> Result<Vec<(JobId, SessionId)>> {
         let rows: Vec<(UuidText, UuidText)> = sqlx::query_as(
             "UPDATE jobs SET status = 'failed', error = $1, finished_at = $2 \
-             WHERE status IN ('queued', 'running') RETURNING id, session_id",
+             WHERE status = 'running' RETURNING id, session_id",
         )
         .bind(reason)
         .bind(now_ms())
@@ -228,6 +286,18 @@ impl Db {
             .into_iter()
             .map(|(job, session)| (JobId::from(job), SessionId::from(session)))
             .collect())
+    }
+
+    /// Every queued job, in the order they were submitted (the durable queue, read at
+    /// start-up).
+    pub async fn queued_jobs(&self) -> Result<Vec<QueuedJobRow>> {
+        let rows: Vec<QueuedJobRow> = sqlx::query_as(
+            "SELECT id, session_id, account_id, lease_id, plan, output_nodes, media_ids, requeues \
+             FROM jobs WHERE status = 'queued' ORDER BY created_at, id",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows)
     }
 
     pub async fn insert_worker_token(&self, name: &str, token_hash: &str) -> Result<WorkerId> {

@@ -17,7 +17,6 @@ use actix_web::http::header;
 use actix_web::{web, App, HttpResponse};
 
 use atelier_actors::{RegistryConfig, SessionRegistryHandle};
-use atelier_protocol::events::StudioEvent;
 
 use super::{api, upgrade, ws};
 use crate::account_events::AccountEvents;
@@ -109,18 +108,6 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
             .as_ref()
             .map(|(c, _)| SharedRateLimit::new(c.clone())),
     );
-    // Jobs that were queued or running when the server last stopped cannot continue.
-    const RESTARTED: &str = "the server restarted while the job was unfinished";
-    let ended = db
-        .fail_unfinished_jobs(RESTARTED)
-        .await
-        .map_err(|e| StartError::Jobs(e.to_string()))?;
-    if !ended.is_empty() {
-        tracing::warn!(
-            jobs = ended.len(),
-            "unfinished jobs from before the restart marked failed"
-        );
-    }
     let (catalog, engine) = load_models(&config).await?;
     let board = JobBoard::default();
     let mut registry = RegistryConfig::new(Arc::new(SqlDocStore::new(db.clone())));
@@ -191,14 +178,11 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     billing.start_ownership();
     let webhooks = crate::webhooks::Webhooks::start(db.clone(), config.webhooks.clone())
         .map_err(|e| StartError::Jobs(e.to_string()))?;
-    // Their webhooks hear how the jobs cut short by the restart ended.
-    for (job_id, session) in ended {
-        let error = RESTARTED.to_owned();
-        webhooks.job_event(session, &StudioEvent::JobFailed { job_id, error });
-    }
     let jobs = JobService::new(
         board,
         db.clone(),
+        // The durable queue: the jobs table.
+        Arc::new(db.clone()),
         blobs.clone(),
         live.clone(),
         billing.clone(),
@@ -206,8 +190,20 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         webhooks.clone(),
     );
     billing.set_hooks(Arc::new(jobs.clone()));
+    // The durable queue: jobs queued before the restart are queued again (under their resumed
+    // leases); those that were running failed. Before any worker connects.
+    let restored = crate::jobs::restore::requeue_after_restart(&jobs)
+        .await
+        .map_err(|e| StartError::Jobs(format!("could not restore the job queue: {e}")))?;
+    if restored.requeued + restored.failed > 0 {
+        tracing::info!(
+            requeued = restored.requeued,
+            failed = restored.failed,
+            "unfinished jobs from before the restart"
+        );
+    }
     if let Some(engine) = engine {
-        crate::worker::start_in_process(engine, jobs.clone());
+        crate::worker::start_in_process(engine, jobs.clone(), config.jobs.worker_slots);
     }
     let listener = listen(config.bind).map_err(|source| StartError::Bind {
         addr: config.bind,

@@ -1,15 +1,18 @@
 //! One job on one worker — the job's worker lease. A task owns the assignment: it is the only
 //! place that turns the worker's messages into studio events, media and document outputs, so
 //! every participant sees them in one order. It ends the job exactly once: succeeded, failed
-//! (including "worker lost" when heartbeats stop), or cancelled.
+//! (including "worker lost" when heartbeats stop), or cancelled — except that a job whose worker
+//! is lost before it sent anything of the job (no progress, preview or node output) goes back to
+//! the head of the queue, once (`job.requeued`), and a new assignment takes it from there.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use atelier_actors::MediaPermit;
 use atelier_protocol::events::StudioEvent;
 use atelier_protocol::ids::{JobId, MediaId, SessionId, WorkerId};
 use atelier_protocol::worker::{ServerMessage, WorkerMessage};
-use base64::Engine as _;
+use atelier_protocol::worker_frame::{MediaFrame, MediaKind};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
@@ -18,11 +21,11 @@ use super::service::JobService;
 use crate::db::jobs::JobStatus;
 use crate::db::media::NewMedia;
 
-/// Largest image a worker may send as one output or preview.
-pub const MAX_IMAGE_BYTES: usize = 32 * 1024 * 1024;
-
 pub enum AssignmentEvent {
     FromWorker(WorkerMessage),
+    /// A preview or node output, with its share of the worker's media budget: held until it
+    /// is relayed or stored, so a worker cannot queue more than its budget here.
+    Media(MediaFrame, MediaPermit),
     Cancel(Option<String>),
     WorkerLost,
 }
@@ -52,6 +55,7 @@ pub(super) fn start(
             outputs: BTreeMap::new(),
             last_preview: None,
             cancel_reason: None,
+            produced: false,
         };
         let end = match run.announce_cached(&cached).await {
             Ok(()) => None,
@@ -85,6 +89,7 @@ pub(super) async fn finish_cached(
         outputs: BTreeMap::new(),
         last_preview: None,
         cancel_reason: None,
+        produced: false,
     };
     let end = match run.announce_cached(cached).await {
         Ok(()) => End::Succeeded,
@@ -102,6 +107,9 @@ struct Assignment {
     outputs: BTreeMap<String, Vec<MediaId>>,
     last_preview: Option<Instant>,
     cancel_reason: Option<Option<String>>,
+    /// The worker reported progress, a preview or a node output of this job: it cannot be
+    /// re-queued any more (participants saw it run; its previews and outputs are not sent twice).
+    produced: bool,
 }
 
 impl Assignment {
@@ -166,25 +174,28 @@ impl Assignment {
                         return (end, false);
                     }
                 }
+                AssignmentEvent::Media(frame, permit) => {
+                    let end = self.on_media(frame).await;
+                    drop(permit);
+                    if let Some(end) = end {
+                        return (end, false);
+                    }
+                }
             }
         }
     }
 
     fn send_to_worker(&self, msg: ServerMessage) {
-        let link = self
-            .service
-            .board
-            .0
-            .lock()
-            .ok()
-            .and_then(|s| s.workers_link(self.worker));
+        let link = self.service.board.lock().workers_link(self.worker);
         if let Some(link) = link {
             let _ = link.send(msg);
         }
     }
 
     async fn on_worker(&mut self, msg: WorkerMessage) -> Option<End> {
-        let live = self.service.live.clone();
+        if matches!(msg, WorkerMessage::Progress { .. }) {
+            self.produced = true;
+        }
         match msg {
             WorkerMessage::Hello { .. } | WorkerMessage::Heartbeat => None,
             WorkerMessage::Progress {
@@ -205,35 +216,41 @@ impl Assignment {
                 );
                 None
             }
-            WorkerMessage::Preview {
-                step, mime, data, ..
-            } => {
+            WorkerMessage::Succeeded { .. } => Some(End::Succeeded),
+            WorkerMessage::Failed { error, .. } => Some(End::Failed(error)),
+            WorkerMessage::Cancelled { .. } => {
+                Some(End::Cancelled(self.cancel_reason.clone().flatten()))
+            }
+        }
+    }
+
+    async fn on_media(&mut self, frame: MediaFrame) -> Option<End> {
+        self.produced = true;
+        let live = self.service.live.clone();
+        let MediaFrame {
+            node_id,
+            mime,
+            kind,
+            image,
+            ..
+        } = frame;
+        match kind {
+            MediaKind::Preview { step } => {
                 // Previews are ephemeral: beyond the configured rate they are skipped so that a
                 // fast model cannot flood slow viewers. Progress events are never skipped.
                 let min = self.service.limits().preview_min_interval;
                 if self.last_preview.is_some_and(|t| t.elapsed() < min) {
                     return None;
                 }
-                match decode_image(&data) {
-                    Ok(image) => {
-                        self.last_preview = Some(Instant::now());
-                        live.broadcast_preview(self.session, self.job, step, mime, image);
-                    }
-                    Err(e) => {
-                        tracing::warn!(job = %self.job, error = %e, "bad preview from worker")
-                    }
-                }
+                self.last_preview = Some(Instant::now());
+                live.broadcast_preview(self.session, self.job, step, mime, image);
                 None
             }
-            WorkerMessage::NodeOutput {
-                node_id,
-                mime,
-                data,
+            MediaKind::NodeOutput {
                 tensors,
                 run_us,
                 inference_us,
-                ..
-            } => match self.store_output(&node_id, &mime, &data).await {
+            } => match self.store_output(&node_id, &mime, image).await {
                 Ok(media) => {
                     self.keep_in_cache(&node_id, media, tensors).await;
                     live.broadcast_event(
@@ -253,11 +270,6 @@ impl Assignment {
                     Some(End::Failed(format!("node {node_id}: {e}")))
                 }
             },
-            WorkerMessage::Succeeded { .. } => Some(End::Succeeded),
-            WorkerMessage::Failed { error, .. } => Some(End::Failed(error)),
-            WorkerMessage::Cancelled { .. } => {
-                Some(End::Cancelled(self.cancel_reason.clone().flatten()))
-            }
         }
     }
 
@@ -267,12 +279,11 @@ impl Assignment {
         &mut self,
         node_id: &str,
         mime: &str,
-        data: &str,
+        bytes: Vec<u8>,
     ) -> Result<MediaId, String> {
         if !self.plan.steps.iter().any(|s| s.node_id == node_id) {
             return Err("output for a node that is not part of the job".into());
         }
-        let bytes = decode_image(data)?;
         if crate::http::api::media::sniff(&bytes) != Some("image/png") || mime != "image/png" {
             return Err("the worker's output is not a PNG".into());
         }
@@ -312,7 +323,7 @@ impl Assignment {
         &self,
         node_id: &str,
         display: MediaId,
-        tensors: BTreeMap<String, String>,
+        tensors: BTreeMap<String, Vec<u8>>,
     ) {
         let Some(step) = self.plan.steps.iter().find(|s| s.node_id == node_id) else {
             return;
@@ -321,12 +332,10 @@ impl Assignment {
             return;
         };
         let mut decoded = Vec::with_capacity(tensors.len());
-        for (port, data) in tensors {
-            match decode_image(&data) {
-                Ok(bytes) if crate::inference::Tensor::from_bytes(&bytes).is_ok() => {
-                    decoded.push((port, bytes))
-                }
-                _ => {
+        for (port, bytes) in tensors {
+            match crate::inference::Tensor::from_bytes(&bytes) {
+                Ok(_) => decoded.push((port, bytes)),
+                Err(_) => {
                     tracing::warn!(job = %self.job, node = node_id, "unreadable tensor from the worker");
                     return;
                 }
@@ -375,6 +384,15 @@ impl Assignment {
     async fn finish(self, end: End, worker_lost: bool) {
         let (job, worker) = (self.job, self.worker);
         let service = self.service.clone();
+        if worker_lost && !self.produced && self.cancel_reason.is_none() {
+            let reason = match &end {
+                End::Failed(reason) => reason.clone(),
+                _ => "worker lost".into(),
+            };
+            if service.requeue(job, worker, reason).await {
+                return;
+            }
+        }
         self.record_end(end).await;
         service.finished(job, worker, worker_lost).await;
     }
@@ -423,13 +441,4 @@ impl Assignment {
         }
         self.service.announce(self.session, event);
     }
-}
-
-fn decode_image(data: &str) -> Result<Vec<u8>, String> {
-    if data.len() > MAX_IMAGE_BYTES / 3 * 4 + 4 {
-        return Err(format!("image larger than {MAX_IMAGE_BYTES} bytes"));
-    }
-    base64::engine::general_purpose::STANDARD
-        .decode(data)
-        .map_err(|e| format!("image is not base64: {e}"))
 }

@@ -21,12 +21,15 @@ pub struct WorkerInfo {
     /// The worker token it connected with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_id: Option<WorkerId>,
-    /// Jobs it can run at once.
+    /// Runtime leases it can hold at once, each exclusively (one per device by default).
     pub slots: u32,
+    /// One of the jobs it runs now (the first, when it runs several).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_job: Option<JobId>,
-    /// Runtime leases on it.
-    pub leases: usize,
+    /// Every job it runs now (at most one per lease).
+    pub running_jobs: Vec<JobId>,
+    /// Runtime leases holding one of its slots.
+    pub leases: u32,
     /// Drained: no new runtime leases go to it.
     pub draining: bool,
     pub connected_at: i64,
@@ -64,8 +67,13 @@ impl JobService {
                 models: w.models.clone(),
                 in_process: w.token_id.is_none(),
                 token_id: w.token_id,
-                slots: 1,
-                current_job: w.busy.as_ref().map(|(job, _)| *job),
+                slots: w.slots,
+                current_job: w.running.keys().min().copied(),
+                running_jobs: {
+                    let mut jobs: Vec<JobId> = w.running.keys().copied().collect();
+                    jobs.sort();
+                    jobs
+                },
                 leases: w.leases,
                 draining: w.draining,
                 connected_at: w.connected_at,
@@ -99,14 +107,10 @@ impl JobService {
     /// Drains (or undrains) a worker: leases already on it go on, no new ones come. False when
     /// no such worker is connected.
     pub fn set_draining(&self, worker: WorkerId, draining: bool) -> bool {
-        let mut state = self.board.lock();
-        let Some(entry) = state.workers.get_mut(&worker) else {
+        let Some(moves) = self.board.lock().set_draining(worker, draining) else {
             return false;
         };
-        entry.draining = draining;
-        if !draining {
-            state.serve_lease_waiters();
-        }
+        self.board.tell(moves, true);
         true
     }
 

@@ -1,67 +1,46 @@
-//! The connected job workers as the [`WorkerPool`] runtime leases take their worker from.
+//! The job workers' slots as the [`WorkerPool`] runtime leases take their worker from.
 //!
-//! A lease asks for a GPU class; it gets the connected worker of that class with the fewest
-//! leases (workers are shared: the server's in-process worker serves every session), or waits
-//! until one connects. The session's jobs then run only on that worker. The worker's liveness
-//! goes to the lease as a `watch` of [`WorkerHeartbeat`]s: every message a remote worker sends
-//! moves its heartbeat forward; when it disconnects or misses its heartbeat deadline the watch
-//! turns `Lost` at its last heartbeat, and the lease's meter stops billing there.
+//! A lease asks for a GPU class and holds one slot of a connected worker of that class
+//! exclusively until it gives it back; when every slot of the class is held it waits in the
+//! class's line (first come, first served), hearing its position as it moves
+//! (`runtime.queued`), and is not billed while it waits: its meter starts on the assignment.
+//! Dropping the request (the lease stopped while waiting) takes it out of line. The session's
+//! jobs then run only on that slot. The state is the board's ([`super::board`]).
+//!
+//! The worker's liveness goes to the lease as a `watch` of [`WorkerHeartbeat`]s: every message a
+//! remote worker sends moves its heartbeat forward; when it disconnects or misses its heartbeat
+//! deadline the watch turns `Lost` at its last heartbeat, and the lease's meter stops billing
+//! there.
 
 use atelier_protocol::ids::{LeaseId, WorkerId};
 use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
 
-use super::service::{JobBoard, State, WorkerEntry};
-use crate::billing::{PoolError, WorkerAssignment, WorkerHeartbeat, WorkerPool};
+use super::board::JobBoard;
+use crate::billing::{PoolError, WorkerAssignment, WorkerPool};
 
-/// A lease waiting for a worker of its class.
-pub(super) struct Waiter {
+#[cfg(test)]
+use crate::billing::WorkerHeartbeat;
+
+/// Takes a waiting lease out of its line when its request is dropped before it was served.
+struct LeaveLineOnDrop {
+    board: JobBoard,
     lease: LeaseId,
-    gpu_class: String,
-    reply: oneshot::Sender<WorkerAssignment>,
+    served: bool,
 }
 
-impl State {
-    /// Gives waiting leases a worker of their class where one is connected.
-    pub(super) fn serve_lease_waiters(&mut self) {
-        let waiters = std::mem::take(&mut self.lease_waiters);
-        for waiter in waiters {
-            if waiter.reply.is_closed() {
-                continue; // the lease stopped waiting
-            }
-            let chosen = self
-                .workers
-                .iter()
-                .filter(|(_, w)| w.gpu_class == waiter.gpu_class && !w.draining)
-                .min_by_key(|(_, w)| w.leases)
-                .map(|(id, _)| *id);
-            let Some((id, entry)) = chosen.and_then(|id| Some((id, self.workers.get_mut(&id)?)))
-            else {
-                self.lease_waiters.push(waiter);
-                continue;
-            };
-            let assignment = WorkerAssignment {
-                worker_id: id,
-                device: entry.device.clone(),
-                heartbeat: entry.heartbeat.subscribe(),
-            };
-            if waiter.reply.send(assignment).is_ok() {
-                entry.leases += 1;
-                self.lease_workers.insert(waiter.lease, id);
-            }
-        }
+impl LeaveLineOnDrop {
+    fn disarm(mut self) {
+        self.served = true;
     }
+}
 
-    /// Takes a worker off the board; the leases on it learn it is lost as of its last heartbeat.
-    pub(super) fn remove_worker(&mut self, worker: WorkerId) -> Option<WorkerEntry> {
-        let entry = self.workers.remove(&worker)?;
-        entry.heartbeat.send_modify(|h| {
-            let last = h.billable_until(crate::db::now_ms());
-            *h = WorkerHeartbeat::Lost {
-                last_heartbeat_ms: last,
-            };
-        });
-        Some(entry)
+impl Drop for LeaveLineOnDrop {
+    fn drop(&mut self) {
+        if !self.served {
+            let (moves, assigned) = self.board.lock().withdraw(self.lease);
+            self.board.tell(moves, assigned);
+        }
     }
 }
 
@@ -72,29 +51,25 @@ impl WorkerPool for JobBoard {
         gpu_class: &str,
     ) -> BoxFuture<'static, Result<WorkerAssignment, PoolError>> {
         let (reply, assigned) = oneshot::channel();
-        {
-            let mut state = self.lock();
-            state.lease_waiters.push(Waiter {
-                lease,
-                gpu_class: gpu_class.to_string(),
-                reply,
-            });
-            state.serve_lease_waiters();
-        }
+        let (moves, served) = self.lock().join_line(lease, gpu_class, reply);
+        self.tell(moves, served);
+        let guard = LeaveLineOnDrop {
+            board: self.clone(),
+            lease,
+            served: false,
+        };
         Box::pin(async move {
-            assigned
+            let result = assigned
                 .await
-                .map_err(|_| PoolError::Unavailable("the job system stopped".into()))
+                .map_err(|_| PoolError::Unavailable("the job system stopped".into()));
+            guard.disarm();
+            result
         })
     }
 
-    fn release(&self, lease: LeaseId, worker: WorkerId) {
-        let mut state = self.lock();
-        if state.lease_workers.remove(&lease).is_some() {
-            if let Some(entry) = state.workers.get_mut(&worker) {
-                entry.leases = entry.leases.saturating_sub(1);
-            }
-        }
+    fn release(&self, lease: LeaseId, _worker: WorkerId) {
+        let (moves, assigned) = self.lock().release_lease(lease);
+        self.tell(moves, assigned);
     }
 }
 
@@ -104,18 +79,26 @@ mod tests {
 
     use super::*;
 
-    fn add_worker(board: &JobBoard, gpu_class: &str, heartbeat: WorkerHeartbeat) -> WorkerId {
+    use crate::jobs::board::WorkerEntry;
+
+    fn add_worker_with(
+        board: &JobBoard,
+        gpu_class: &str,
+        slots: u32,
+        heartbeat: WorkerHeartbeat,
+    ) -> WorkerId {
         let id = WorkerId::new_random();
-        let mut state = board.lock();
-        state
-            .workers
-            .insert(id, WorkerEntry::idle_for_test(gpu_class, heartbeat));
-        state.serve_lease_waiters();
+        let entry = WorkerEntry::idle_for_test(gpu_class, slots, heartbeat);
+        board.lock().add_worker(id, entry);
         id
     }
 
-    fn leases_on(board: &JobBoard, worker: WorkerId) -> usize {
-        board.lock().workers.get(&worker).map_or(0, |w| w.leases)
+    fn add_worker(board: &JobBoard, gpu_class: &str, heartbeat: WorkerHeartbeat) -> WorkerId {
+        add_worker_with(board, gpu_class, 2, heartbeat)
+    }
+
+    fn leases_on(board: &JobBoard, worker: WorkerId) -> u32 {
+        board.lock().leases_on(worker)
     }
 
     #[tokio::test]
@@ -156,7 +139,26 @@ mod tests {
         drop(board.acquire(LeaseId::new_random(), "cpu"));
         let worker = add_worker(&board, "cpu", WorkerHeartbeat::InProcess);
         assert_eq!(leases_on(&board, worker), 0);
-        assert!(board.lock().lease_waiters.is_empty());
+        assert_eq!(board.lock().waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_slot_is_held_exclusively_and_the_line_moves_up() {
+        let board = JobBoard::default();
+        let worker = add_worker_with(&board, "cpu", 1, WorkerHeartbeat::InProcess);
+        let first = LeaseId::new_random();
+        board.acquire(first, "cpu").await.unwrap();
+        let second = tokio::spawn(board.acquire(LeaseId::new_random(), "cpu"));
+        let third_lease = LeaseId::new_random();
+        let third = board.acquire(third_lease, "cpu");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!second.is_finished(), "the only slot is held");
+        assert_eq!(board.lock().waiting(), 2);
+        drop(third); // leaves the line
+        assert_eq!(board.lock().waiting(), 1);
+        board.release(first, worker);
+        assert_eq!(second.await.unwrap().unwrap().worker_id, worker);
+        assert_eq!(leases_on(&board, worker), 1);
     }
 
     #[tokio::test]

@@ -2,8 +2,8 @@
 //!
 //! Jobs wait in one FIFO per account; dispatch takes the accounts in turn (round robin), so one
 //! account's burst cannot starve another's single job. The queue is a plain data structure: the
-//! job service owns it behind its lock, and a distributed queue (Redis Streams) can replace it
-//! behind the same operations.
+//! job board ([`super::board`]) owns it, and a distributed queue (Redis Streams) can replace it
+//! behind the same operations. The durable copy of a queued job is its database row.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -91,6 +91,31 @@ impl FairQueue {
         None
     }
 
+    /// Takes the first job, in dispatch order, for which `pick` finds a place (e.g. a worker);
+    /// its account moves to the back of the turns. Jobs that cannot start now keep their place.
+    pub fn take_first<T>(
+        &mut self,
+        mut pick: impl FnMut(AccountId, JobId) -> Option<T>,
+    ) -> Option<(JobId, T)> {
+        let owner = |q: &Self, job: JobId| {
+            q.per_account
+                .iter()
+                .find(|(_, jobs)| jobs.contains(&job))
+                .map(|(a, _)| *a)
+        };
+        let (job, found) = self.positions().into_iter().find_map(|(job, _)| {
+            let account = owner(self, job)?;
+            pick(account, job).map(|found| (job, found))
+        })?;
+        let account = owner(self, job)?;
+        self.remove(job);
+        if self.per_account.contains_key(&account) {
+            self.turns.retain(|a| *a != account);
+            self.turns.push_back(account);
+        }
+        Some((job, found))
+    }
+
     /// The dispatch order if nothing changes: (job, 1-based position).
     pub fn positions(&self) -> Vec<(JobId, u32)> {
         let mut cursors: BTreeMap<AccountId, usize> = BTreeMap::new();
@@ -144,5 +169,27 @@ mod tests {
         assert_eq!(q.pop_next(|acct| acct != a), Some((b, j2)));
         assert_eq!(q.pop_next(|acct| acct != a), None);
         assert_eq!(q.pop_next(|_| true), Some((a, j1)));
+    }
+
+    #[test]
+    fn take_first_skips_jobs_that_cannot_start() {
+        let (a, b) = (AccountId::new_random(), AccountId::new_random());
+        let jobs: Vec<JobId> = (0..3).map(|_| JobId::new_random()).collect();
+        let mut q = FairQueue::default();
+        q.push(a, jobs[0]);
+        q.push(a, jobs[1]);
+        q.push(b, jobs[2]);
+        // a's head job waits (its lease is busy); b's job goes first, then a's second.
+        let blocked = jobs[0];
+        assert_eq!(
+            q.take_first(|_, j| (j != blocked).then_some(())),
+            Some((jobs[2], ()))
+        );
+        assert_eq!(
+            q.take_first(|_, j| (j != blocked).then_some(())),
+            Some((jobs[1], ()))
+        );
+        assert_eq!(q.take_first(|_, _| None::<()>), None);
+        assert_eq!(q.positions(), vec![(jobs[0], 1)]);
     }
 }

@@ -1,24 +1,25 @@
-//! The job service: one cheap-to-clone handle over the queue, the unfinished jobs and the
-//! connected workers.
-//!
-//! The state sits behind a std `Mutex`: every operation is a short, synchronous update (no
-//! `.await` while it is held); I/O (database, events, worker messages) happens after the lock is
-//! released.
+//! The job service: the cheap-to-clone handle the API, the worker sockets and billing use. It
+//! does the I/O around the job board ([`super::board`], which owns the state and every change
+//! to it): the database row of each job, studio events, messages to workers, billing's idle
+//! timer.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use atelier_actors::{BoxError, BoxFuture, JobsSnapshot, SessionRegistryHandle};
+use atelier_actors::{
+    BoxError, BoxFuture, JobQueue, JobsSnapshot, MediaPermit, QueuedJob, SessionRegistryHandle,
+};
 use atelier_protocol::events::StudioEvent;
-use atelier_protocol::ids::{AccountId, JobId, LeaseId, MediaId, SessionId, WorkerId};
-use atelier_protocol::worker::{Device, MediaBytes, ProvidedTensor, ServerMessage, WorkerMessage};
+use atelier_protocol::ids::{AccountId, JobId, LeaseId, SessionId, WorkerId};
+use atelier_protocol::worker::{Device, MediaBytes, ServerMessage, WorkerMessage};
+use atelier_protocol::worker_frame::MediaFrame;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
 use super::assignment::{self, AssignmentEvent};
+use super::board::{JobBoard, JobView, LineMove, LineNews, Started, WorkerEntry};
 use super::graph::Plan;
-use super::queue::FairQueue;
 use crate::billing::{Billing, WorkerHeartbeat};
 use crate::db::jobs::JobStatus;
 use crate::db::Db;
@@ -38,29 +39,6 @@ pub struct JobLimits {
     pub test_models: bool,
 }
 
-/// What `session.hello` and `GET` report about an unfinished job.
-#[derive(Debug, Clone)]
-pub(super) struct JobView {
-    pub(super) session: SessionId,
-    pub(super) account: AccountId,
-    lease: Option<LeaseId>,
-    /// The worker of the job's lease: the only one that may run it.
-    pinned: Option<WorkerId>,
-    pub(super) status: JobStatus,
-    pub(super) position: u32,
-    pub(super) worker: Option<WorkerId>,
-    device: Option<String>,
-    pub(super) node_id: Option<String>,
-    pub(super) step: u32,
-    pub(super) total: u32,
-    plan: Plan,
-    /// Cached nodes → their PNG.
-    cached: BTreeMap<String, MediaId>,
-    /// Handed to the worker with the assignment (then dropped here).
-    provided: Vec<ProvidedTensor>,
-    media: Vec<MediaBytes>,
-}
-
 /// Where events about a job go besides the session, and the batch it belongs to.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct JobOptions<'a> {
@@ -73,77 +51,6 @@ pub struct JobOptions<'a> {
 pub struct JobInputs {
     pub resolution: super::cache::Resolution,
     pub media: Vec<MediaBytes>,
-}
-
-pub(super) struct WorkerEntry {
-    pub(super) name: String,
-    pub(super) device: String,
-    pub(super) models: Vec<String>,
-    pub(super) link: mpsc::UnboundedSender<ServerMessage>,
-    pub(super) busy: Option<(JobId, mpsc::UnboundedSender<AssignmentEvent>)>,
-    /// The worker token it connected with; `None` for the in-process worker.
-    pub(super) token_id: Option<WorkerId>,
-    /// An admin drained it: no new runtime leases are placed on it.
-    pub(super) draining: bool,
-    pub(super) connected_at: i64,
-    /// The GPU class runtime leases take it as.
-    pub(super) gpu_class: String,
-    /// Its liveness for the leases on it (see [`super::leasing`]).
-    pub(super) heartbeat: watch::Sender<WorkerHeartbeat>,
-    /// Runtime leases on it now.
-    pub(super) leases: usize,
-}
-
-#[cfg(test)]
-impl WorkerEntry {
-    /// An idle worker of `gpu_class` that runs nothing, for tests of the board.
-    pub(super) fn idle_for_test(gpu_class: &str, heartbeat: WorkerHeartbeat) -> Self {
-        let (link, _) = mpsc::unbounded_channel();
-        WorkerEntry {
-            name: "test".into(),
-            device: "cpu".into(),
-            models: Vec::new(),
-            link,
-            busy: None,
-            token_id: None,
-            draining: false,
-            connected_at: 0,
-            gpu_class: gpu_class.into(),
-            heartbeat: watch::Sender::new(heartbeat),
-            leases: 0,
-        }
-    }
-}
-
-#[derive(Default)]
-pub(super) struct State {
-    queue: FairQueue,
-    pub(super) jobs: HashMap<JobId, JobView>,
-    pub(super) workers: HashMap<WorkerId, WorkerEntry>,
-    /// Leases waiting for a worker of their class to connect.
-    pub(super) lease_waiters: Vec<super::leasing::Waiter>,
-    /// Which worker each lease is on.
-    pub(super) lease_workers: HashMap<LeaseId, WorkerId>,
-}
-
-/// The shared table of unfinished jobs; the session actors read it for `session.hello`.
-#[derive(Clone, Default)]
-pub struct JobBoard(pub(super) Arc<Mutex<State>>);
-
-impl State {
-    pub(super) fn workers_link(
-        &self,
-        worker: WorkerId,
-    ) -> Option<mpsc::UnboundedSender<ServerMessage>> {
-        self.workers.get(&worker).map(|w| w.link.clone())
-    }
-}
-
-impl JobBoard {
-    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
-        // Each operation leaves the state consistent before it can panic.
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
 }
 
 fn view_json(id: JobId, v: &JobView) -> serde_json::Value {
@@ -181,6 +88,8 @@ impl JobsSnapshot for JobBoard {
 pub struct JobService {
     pub(super) board: JobBoard,
     pub(super) db: Db,
+    /// The durable copy of the queue (the jobs table on one node).
+    pub(super) queue: Arc<dyn JobQueue>,
     pub(super) blobs: Blobs,
     pub(super) live: SessionRegistryHandle,
     pub(super) billing: Billing,
@@ -189,24 +98,32 @@ pub struct JobService {
 }
 
 impl JobService {
+    /// Every collaborator the service talks to, each a port or a handle (built once, in `main`).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         board: JobBoard,
         db: Db,
+        queue: Arc<dyn JobQueue>,
         blobs: Blobs,
         live: SessionRegistryHandle,
         billing: Billing,
         limits: JobLimits,
         webhooks: crate::webhooks::Webhooks,
     ) -> Self {
-        JobService {
+        let service = JobService {
             board,
             db,
+            queue,
             blobs,
             live,
             billing,
             limits: Arc::new(limits),
             webhooks,
-        }
+        };
+        // The board tells the service when leases move in line or get their slot. (The board
+        // and the service live as long as the server: the cycle is never collected, by design.)
+        service.board.attach_news(Arc::new(service.clone()));
+        service
     }
 
     /// Tells the session's participants about a job event, and the job's webhook.
@@ -225,42 +142,52 @@ impl JobService {
         &self,
         session: SessionId,
         account: AccountId,
-        lease: Option<(LeaseId, WorkerId)>,
+        lease: Option<LeaseId>,
         plan: Plan,
         inputs: JobInputs,
         options: JobOptions<'_>,
     ) -> Result<JobId> {
         let JobOptions { webhook, batch } = options;
         let job = JobId::new_random();
+        let plan_json =
+            serde_json::to_value(&plan.steps).map_err(|e| Error::Internal(format!("plan: {e}")))?;
         if plan.steps.iter().all(|s| s.cached) {
-            let plan_json = serde_json::to_value(&plan.steps)
-                .map_err(|e| Error::Internal(format!("plan: {e}")))?;
             self.db
                 .insert_job(job, session, account, &plan_json, webhook, batch)
                 .await?;
             assignment::finish_cached(self, job, session, &plan, &inputs.resolution.cached).await;
             return Ok(job);
         }
-        {
-            let state = self.board.lock();
-            if state.queue.queued_for(account) >= self.limits.max_queued_per_account {
-                return Err(Error::TooManyJobs(format!(
-                    "you already have {} jobs waiting (the limit); wait for one to start or cancel one",
-                    self.limits.max_queued_per_account
-                )));
-            }
+        if self.board.lock().queued_for(account) >= self.limits.max_queued_per_account {
+            return Err(Error::TooManyJobs(format!(
+                "you already have {} jobs waiting (the limit); wait for one to start or cancel one",
+                self.limits.max_queued_per_account
+            )));
         }
-        let plan_json =
-            serde_json::to_value(&plan.steps).map_err(|e| Error::Internal(format!("plan: {e}")))?;
+        // The row is the durable copy of the queued job: written before the job is on the board,
+        // so a restart finds every job anyone was told about (see `requeue_after_restart`).
         self.db
             .insert_job(job, session, account, &plan_json, webhook, batch)
             .await?;
+        self.queue
+            .enqueue(QueuedJob {
+                id: job,
+                session,
+                account,
+                lease,
+                steps: plan_json,
+                output_nodes: plan.output_nodes.iter().cloned().collect(),
+                media_ids: inputs.media.iter().map(|m| m.media_id.clone()).collect(),
+                requeues: 0,
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("queuing the job: {e}")))?;
         {
             let mut state = self.board.lock();
             // The lease may have stopped while the job row was written. Checked under the board
             // lock: a stopping lease marks itself stopping before it sweeps the board for the
             // session's jobs, so either this sees it stopping or its sweep sees this job.
-            if let Some((lease, _)) = lease {
+            if let Some(lease) = lease {
                 if let Err(refused) = self.still_leased(session, lease) {
                     drop(state);
                     let reason = refused.to_string();
@@ -274,31 +201,25 @@ impl JobService {
                     return Err(refused);
                 }
             }
-            state.queue.push(account, job);
-            state.jobs.insert(
-                job,
-                JobView {
-                    session,
-                    account,
-                    lease: lease.map(|(id, _)| id),
-                    pinned: lease.map(|(_, worker)| worker),
-                    status: JobStatus::Queued,
-                    position: 0,
-                    worker: None,
-                    device: None,
-                    node_id: None,
-                    step: 0,
-                    total: 0,
-                    plan,
-                    cached: inputs.resolution.cached,
-                    provided: inputs.resolution.provided,
-                    media: inputs.media,
-                },
+            let view = JobView::queued(
+                session,
+                account,
+                lease,
+                plan,
+                inputs.resolution,
+                inputs.media,
             );
+            state.enqueue(job, view);
         }
         self.announce_positions();
         self.dispatch().await;
         Ok(job)
+    }
+
+    /// Puts a job found queued in the database at start-up back on the board, behind the ones
+    /// put back before it (call in their submission order).
+    pub(super) fn restore_queued(&self, job: JobId, view: JobView) {
+        self.board.lock().enqueue(job, view);
     }
 
     /// Ok while `lease` is still the session's running lease.
@@ -313,102 +234,33 @@ impl JobService {
     }
 
     /// Tells every queued job's session its current place in line.
-    fn announce_positions(&self) {
-        let updates: Vec<(SessionId, JobId, u32)> = {
-            let mut state = self.board.lock();
-            let positions = state.queue.positions();
-            positions
-                .into_iter()
-                .filter_map(|(job, pos)| {
-                    let view = state.jobs.get_mut(&job)?;
-                    (view.position != pos).then(|| {
-                        view.position = pos;
-                        (view.session, job, pos)
-                    })
-                })
-                .collect()
-        };
+    pub(super) fn announce_positions(&self) {
+        let updates = self.board.lock().moved_positions();
         for (session, job_id, position) in updates {
             self.live
                 .broadcast_event(session, StudioEvent::JobQueued { job_id, position });
         }
     }
 
-    /// Starts queued jobs on idle workers that have their models.
+    /// Starts every queued job that can start now (see [`super::board::State::next_assignment`]).
     pub async fn dispatch(&self) {
         loop {
-            let started = {
-                let mut state = self.board.lock();
-                let state = &mut *state;
-                let running: HashMap<AccountId, usize> = state
-                    .jobs
-                    .values()
-                    .filter(|v| v.status == JobStatus::Running)
-                    .fold(HashMap::new(), |mut m, v| {
-                        *m.entry(v.account).or_default() += 1;
-                        m
-                    });
-                let idle: Vec<WorkerId> = state
-                    .workers
-                    .iter()
-                    .filter(|(_, w)| w.busy.is_none())
-                    .map(|(id, _)| *id)
-                    .collect();
-                if idle.is_empty() {
-                    None
-                } else {
-                    let max = self.limits.max_running_per_account;
-                    let jobs = &state.jobs;
-                    let workers = &state.workers;
-                    // A job is eligible when its account is under its running limit and an idle
-                    // worker has every model it needs.
-                    let fits = |job: &JobView, id: WorkerId, worker: &WorkerEntry| {
-                        job.pinned.is_none_or(|pinned| pinned == id)
-                            && job
-                                .plan
-                                .steps
-                                .iter()
-                                .filter(|s| !s.cached)
-                                .all(|s| worker.models.contains(&s.model))
-                    };
-                    let mut picked = None;
-                    let candidate = state
-                        .queue
-                        .pop_next(|account| running.get(&account).copied().unwrap_or(0) < max);
-                    if let Some((account, job)) = candidate {
-                        match jobs.get(&job).and_then(|v| {
-                            idle.iter()
-                                .find(|w| workers.get(w).is_some_and(|we| fits(v, **w, we)))
-                        }) {
-                            Some(worker) => picked = Some((job, *worker)),
-                            None => {
-                                // No capable idle worker now: back to the head of its line.
-                                state.queue.push_front(account, job);
-                            }
-                        }
-                    }
-                    picked.and_then(|(job, worker)| {
-                        let (tx, rx) = mpsc::unbounded_channel();
-                        let w = state.workers.get_mut(&worker)?;
-                        w.busy = Some((job, tx));
-                        let device = w.device.clone();
-                        let link = w.link.clone();
-                        let view = state.jobs.get_mut(&job)?;
-                        view.status = JobStatus::Running;
-                        view.worker = Some(worker);
-                        view.device = Some(device.clone());
-                        let payload = (
-                            std::mem::take(&mut view.provided),
-                            std::mem::take(&mut view.media),
-                        );
-                        Some((job, worker, device, link, rx, view.clone(), payload))
-                    })
-                }
-            };
-            let Some((job, worker, device, link, rx, view, (provided, media))) = started else {
+            let started = self
+                .board
+                .lock()
+                .next_assignment(self.limits.max_running_per_account);
+            let Some(Started {
+                job,
+                worker,
+                device,
+                link,
+                inbox,
+                view,
+            }) = started
+            else {
                 break;
             };
-            if let Err(e) = self.db.mark_job_running(job, worker, &device).await {
+            if let Err(e) = self.queue.claimed(job, worker, device.clone()).await {
                 tracing::error!(%job, error = %e, "could not record the job start");
             }
             if let Some(lease) = view.lease {
@@ -426,8 +278,8 @@ impl JobService {
                 job_id: job,
                 session_id: view.session,
                 steps: view.plan.to_run(),
-                provided,
-                media,
+                provided: view.provided,
+                media: view.media,
             });
             assignment::start(
                 self.clone(),
@@ -436,7 +288,7 @@ impl JobService {
                 view.session,
                 view.plan,
                 view.cached,
-                rx,
+                inbox,
             );
             self.announce_positions();
         }
@@ -445,53 +297,34 @@ impl JobService {
     /// Cancels a job: a queued one at once, a running one within one step (its worker
     /// terminates the running model step). False when the job is not unfinished.
     pub async fn cancel(&self, job: JobId, reason: Option<String>) -> bool {
-        enum Was {
-            Queued(SessionId),
-            Running(mpsc::UnboundedSender<AssignmentEvent>),
-            Gone,
-        }
-        let was = {
+        let (queued, running) = {
             let mut state = self.board.lock();
-            match state
-                .jobs
-                .get(&job)
-                .map(|v| (v.status, v.session, v.worker))
-            {
-                Some((JobStatus::Queued, session, _)) => {
-                    state.queue.remove(job);
-                    state.jobs.remove(&job);
-                    Was::Queued(session)
-                }
-                Some((JobStatus::Running, _, Some(worker))) => {
-                    match state.workers.get(&worker).and_then(|w| w.busy.clone()) {
-                        Some((busy, tx)) if busy == job => Was::Running(tx),
-                        _ => Was::Gone,
-                    }
-                }
-                _ => Was::Gone,
+            match state.remove_queued(job) {
+                Some(session) => (Some(session), None),
+                None => (None, state.running_inbox(job)),
             }
         };
-        match was {
-            Was::Queued(session) => {
-                if let Err(e) = self
-                    .db
-                    .finish_job(job, JobStatus::Cancelled, reason.as_deref(), &[])
-                    .await
-                {
-                    tracing::error!(%job, error = %e, "could not record the cancellation");
-                }
-                self.announce(
-                    session,
-                    StudioEvent::JobCancelled {
-                        job_id: job,
-                        reason,
-                    },
-                );
-                self.announce_positions();
-                true
+        if let Some(session) = queued {
+            if let Err(e) = self
+                .db
+                .finish_job(job, JobStatus::Cancelled, reason.as_deref(), &[])
+                .await
+            {
+                tracing::error!(%job, error = %e, "could not record the cancellation");
             }
-            Was::Running(tx) => tx.send(AssignmentEvent::Cancel(reason)).is_ok(),
-            Was::Gone => false,
+            self.announce(
+                session,
+                StudioEvent::JobCancelled {
+                    job_id: job,
+                    reason,
+                },
+            );
+            self.announce_positions();
+            return true;
+        }
+        match running {
+            Some(tx) => tx.send(AssignmentEvent::Cancel(reason)).is_ok(),
+            None => false,
         }
     }
 
@@ -511,16 +344,21 @@ impl JobService {
     }
 
     /// A worker said hello. Returns its id; `link` carries messages to it. `token_id`: the
-    /// worker token it connected with (`None`: the in-process worker).
+    /// worker token it connected with (`None`: the in-process worker). `slots`: how many leases
+    /// it holds at once (at least 1).
     pub fn register_worker(
         &self,
-        name: String,
-        devices: &[Device],
-        models: Vec<String>,
-        gpu_class: Option<String>,
+        hello: WorkerJoin,
         token_id: Option<WorkerId>,
         link: mpsc::UnboundedSender<ServerMessage>,
     ) -> WorkerId {
+        let WorkerJoin {
+            name,
+            devices,
+            models,
+            gpu_class,
+            slots,
+        } = hello;
         let in_process = token_id.is_none();
         let id = WorkerId::new_random();
         let device = devices
@@ -531,7 +369,8 @@ impl JobService {
                 .first()
                 .map_or_else(|| "cpu".to_string(), |d| d.execution_provider.clone())
         });
-        tracing::info!(worker = %id, %name, %device, %gpu_class, ?models, "worker joined");
+        let slots = slots.clamp(1, MAX_WORKER_SLOTS);
+        tracing::info!(worker = %id, %name, %device, %gpu_class, slots, ?models, "worker joined");
         let _ = link.send(ServerMessage::Welcome {
             worker_id: id,
             heartbeat_interval_ms: u64::try_from(self.limits.heartbeat_interval.as_millis())
@@ -542,93 +381,151 @@ impl JobService {
         } else {
             WorkerHeartbeat::At(crate::db::now_ms())
         };
-        {
-            let mut state = self.board.lock();
-            state.workers.insert(
-                id,
-                WorkerEntry {
-                    name,
-                    device,
-                    models,
-                    link,
-                    busy: None,
-                    token_id,
-                    draining: false,
-                    connected_at: crate::db::now_ms(),
-                    gpu_class,
-                    heartbeat: watch::Sender::new(heartbeat),
-                    leases: 0,
-                },
-            );
-            state.serve_lease_waiters();
-        }
+        let entry = WorkerEntry {
+            name,
+            device,
+            models,
+            link,
+            running: HashMap::new(),
+            slots,
+            token_id,
+            draining: false,
+            connected_at: crate::db::now_ms(),
+            gpu_class,
+            heartbeat: watch::Sender::new(heartbeat),
+            leases: 0,
+        };
+        let moves = self.board.lock().add_worker(id, entry);
+        self.board.tell(moves, false);
         let this = self.clone();
         actix_web::rt::spawn(async move { this.dispatch().await });
         id
     }
 
-    /// A message from a worker: routed to the assignment of its current job.
+    /// A message from a worker: routed to the assignment of the job it is about; a heartbeat
+    /// to every job the worker runs (it proves them alive).
     pub fn worker_message(&self, worker: WorkerId, msg: WorkerMessage) {
+        let targets: Vec<(JobId, mpsc::UnboundedSender<AssignmentEvent>)> = {
+            let state = self.board.lock();
+            let Some(entry) = state.workers.get(&worker) else {
+                return;
+            };
+            // Any message proves the worker alive: its leases bill up to now.
+            entry.heartbeat.send_if_modified(|h| match h {
+                WorkerHeartbeat::At(t) => {
+                    *t = crate::db::now_ms();
+                    true
+                }
+                _ => false,
+            });
+            match msg.job_id() {
+                Some(job) => match entry.running.get(&job) {
+                    Some(tx) => vec![(job, tx.clone())],
+                    None => {
+                        tracing::warn!(%worker, %job, "message about a job this worker does not run");
+                        Vec::new()
+                    }
+                },
+                None => entry
+                    .running
+                    .iter()
+                    .map(|(job, tx)| (*job, tx.clone()))
+                    .collect(),
+            }
+        };
+        for (_, tx) in targets {
+            let _ = tx.send(AssignmentEvent::FromWorker(msg.clone()));
+        }
+    }
+
+    /// A worker's preview or node output: to the assignment of its job, holding its share of
+    /// the worker's media budget until handled. A frame about a job the worker no longer runs
+    /// (it was cancelled a moment ago) is dropped.
+    pub fn worker_media(&self, worker: WorkerId, frame: MediaFrame, permit: MediaPermit) {
         let target = {
             let state = self.board.lock();
-            let entry = state.workers.get(&worker);
-            if let Some(entry) = entry {
-                // Any message proves the worker alive: its leases bill up to now.
-                entry.heartbeat.send_if_modified(|h| match h {
-                    WorkerHeartbeat::At(t) => {
-                        *t = crate::db::now_ms();
-                        true
-                    }
-                    _ => false,
-                });
-            }
-            entry.and_then(|w| w.busy.clone())
+            let Some(entry) = state.workers.get(&worker) else {
+                return;
+            };
+            entry.heartbeat.send_if_modified(|h| match h {
+                WorkerHeartbeat::At(t) => {
+                    *t = crate::db::now_ms();
+                    true
+                }
+                _ => false,
+            });
+            entry.running.get(&frame.job_id).cloned()
         };
-        if let Some((job, tx)) = target {
-            match msg.job_id() {
-                Some(id) if id != job => {
-                    tracing::warn!(%worker, %id, "message about a job this worker does not run")
-                }
-                _ => {
-                    let _ = tx.send(AssignmentEvent::FromWorker(msg));
-                }
+        match target {
+            Some(tx) => {
+                let _ = tx.send(AssignmentEvent::Media(frame, permit));
+            }
+            None => {
+                tracing::warn!(%worker, job = %frame.job_id, "media about a job this worker does not run")
             }
         }
     }
 
-    /// A worker disconnected: its job (if any) fails with "worker lost".
+    /// A worker disconnected: each job it ran learns its worker is lost.
     pub fn worker_gone(&self, worker: WorkerId) {
         let entry = self.board.lock().remove_worker(worker);
         if let Some(entry) = entry {
             tracing::warn!(%worker, name = %entry.name, "worker left");
-            if let Some((_, tx)) = entry.busy {
+            for tx in entry.running.values() {
                 let _ = tx.send(AssignmentEvent::WorkerLost);
             }
         }
     }
 
-    /// Called by an assignment when its job has ended: frees the worker (unless it is gone) and
-    /// starts the next job.
+    /// Called by an assignment when its job has ended: frees the worker's slot (unless the
+    /// worker is gone) and starts the next job.
     pub(super) async fn finished(&self, job: JobId, worker: WorkerId, worker_lost: bool) {
-        let lease = {
-            let mut state = self.board.lock();
-            let lease = state.jobs.remove(&job).and_then(|v| v.lease);
-            if worker_lost {
-                // Do not hand a lost worker another job; it must reconnect.
-                if let Some(w) = state.remove_worker(worker) {
-                    let _ = w.link.send(ServerMessage::Refused {
-                        reason: "heartbeat timeout".into(),
-                    });
-                }
-            } else if let Some(w) = state.workers.get_mut(&worker) {
-                w.busy = None;
-            }
-            lease
-        };
+        let lease = self.board.lock().finish(job, worker, worker_lost);
         if let Some(lease) = lease {
             self.billing.note_job_activity(lease);
         }
         self.dispatch().await;
+    }
+
+    /// A running job whose worker was lost before it produced anything goes back to the head of
+    /// the queue (`job.requeued {reason}`), once: false when it was re-queued before (it then
+    /// fails as usual).
+    pub(super) async fn requeue(&self, job: JobId, worker: WorkerId, reason: String) -> bool {
+        // Recorded and announced before the job is back on the board, where a dispatch may
+        // start it at once: `job.requeued` always comes before its next `job.started`.
+        let Some((session, lease)) = self.board.lock().requeue_allowed(job) else {
+            return false;
+        };
+        // Only under the lease it ran under: a lease that stopped meanwhile interrupted the
+        // session's jobs (this one, still running, was not on its list).
+        if self.still_leased(session, lease).is_err() {
+            return false;
+        }
+        tracing::warn!(%job, %worker, %reason, "worker lost before the job produced anything: re-queued");
+        if let Err(e) = self.queue.requeued(job).await {
+            tracing::error!(%job, error = %e, "could not record the re-queue");
+        }
+        self.announce(
+            session,
+            StudioEvent::JobRequeued {
+                job_id: job,
+                reason,
+            },
+        );
+        let requeued = {
+            let mut state = self.board.lock();
+            // Checked again under the board lock, as `submit` does: either this sees the lease
+            // stopping, or the stopping lease's sweep sees the job queued and cancels it.
+            let leased = self.still_leased(session, lease).is_ok();
+            state.release_job_slot(job, worker, true);
+            leased && state.requeue(job)
+        };
+        if !requeued {
+            return false;
+        }
+        self.announce_positions();
+        self.dispatch().await;
+        true
     }
 
     /// Records progress for `session.hello`.
@@ -654,6 +551,74 @@ impl JobService {
     /// Whether a job is still unfinished (queued or running).
     pub fn is_active(&self, job: JobId) -> bool {
         self.board.lock().jobs.contains_key(&job)
+    }
+}
+
+/// Most slots one worker may announce.
+pub const MAX_WORKER_SLOTS: u32 = 64;
+
+/// What a worker announces when it joins.
+#[derive(Debug, Clone)]
+pub struct WorkerJoin {
+    pub name: String,
+    pub devices: Vec<Device>,
+    pub models: Vec<String>,
+    pub gpu_class: Option<String>,
+    /// Leases it can hold at once (one per device unless configured).
+    pub slots: u32,
+}
+
+impl WorkerJoin {
+    /// From a worker's hello; `None` for any other message.
+    pub fn from_hello(msg: WorkerMessage) -> Option<WorkerJoin> {
+        let WorkerMessage::Hello {
+            name,
+            devices,
+            models,
+            gpu_class,
+            slots,
+            ..
+        } = msg
+        else {
+            return None;
+        };
+        let per_device = u32::try_from(devices.len()).unwrap_or(u32::MAX).max(1);
+        Some(WorkerJoin {
+            name,
+            devices,
+            models,
+            gpu_class,
+            slots: slots.unwrap_or(per_device),
+        })
+    }
+}
+
+/// The lease lines' news: positions to the waiting leases' sessions, and a lease that got its
+/// slot may start its session's queued jobs.
+impl LineNews for JobService {
+    fn moved(&self, moves: Vec<LineMove>) {
+        for LineMove {
+            lease,
+            gpu_class,
+            position,
+        } in moves
+        {
+            if let Some(session) = self.billing.session_of_lease(lease) {
+                self.live.broadcast_event(
+                    session,
+                    StudioEvent::RuntimeQueued {
+                        lease_id: lease,
+                        gpu_class,
+                        position,
+                    },
+                );
+            }
+        }
+    }
+
+    fn slot_assigned(&self) {
+        let this = self.clone();
+        actix_web::rt::spawn(async move { this.dispatch().await });
     }
 }
 

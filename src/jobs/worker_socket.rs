@@ -11,9 +11,10 @@ use std::time::Duration;
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::{get, web, HttpRequest, HttpResponse};
 use atelier_actors::store::BoxFuture;
-use atelier_actors::{start_worker_socket, WorkerHello, WorkerHub};
+use atelier_actors::{start_worker_socket, MediaPermit, WorkerHello, WorkerHub};
 use atelier_protocol::ids::WorkerId;
 use atelier_protocol::worker::{ServerMessage, WorkerMessage};
+use atelier_protocol::worker_frame::MediaFrame;
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -50,18 +51,25 @@ impl WorkerHub for JobSystemHub {
         token: WorkerId,
         link: mpsc::UnboundedSender<ServerMessage>,
     ) -> WorkerId {
-        self.service.register_worker(
-            hello.name,
-            &hello.devices,
-            hello.models,
-            hello.gpu_class,
-            Some(token),
-            link,
-        )
+        let per_device = u32::try_from(hello.devices.len())
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let join = super::WorkerJoin {
+            name: hello.name,
+            devices: hello.devices,
+            models: hello.models,
+            gpu_class: hello.gpu_class,
+            slots: hello.slots.unwrap_or(per_device),
+        };
+        self.service.register_worker(join, Some(token), link)
     }
 
     fn message(&self, worker: WorkerId, msg: WorkerMessage) {
         self.service.worker_message(worker, msg);
+    }
+
+    fn media(&self, worker: WorkerId, frame: MediaFrame, permit: MediaPermit) {
+        self.service.worker_media(worker, frame, permit);
     }
 
     fn gone(&self, worker: WorkerId) {

@@ -1,56 +1,80 @@
 //! The worker host loop: takes job assignments, runs their steps with the inference engine on a
 //! blocking thread, and reports progress, previews, outputs and the result. Transport-agnostic:
 //! the in-process worker feeds it from channels, `atelier worker` from a WebSocket.
+//!
+//! What it reports goes through a bounded [`Outbox`]: when the transport falls behind, the engine
+//! waits before its next progress or output, and previews (ephemeral) are skipped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use atelier_protocol::ids::JobId;
 use atelier_protocol::worker::{JobStep, MediaBytes, ProvidedTensor, ServerMessage, WorkerMessage};
+use atelier_protocol::worker_frame::{MediaFrame, MediaKind};
 use base64::Engine as _;
 use tokio::sync::mpsc;
 
 use crate::inference::{CancelToken, Engine, NodeRequest, Params, RunError, Tensor};
 
-/// Where the worker's messages go (a channel into the server, or a socket).
-pub type Outbox = mpsc::UnboundedSender<WorkerMessage>;
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+/// What a worker host reports: JSON messages, and previews and outputs as media frames (binary
+/// frames on a socket).
+#[derive(Debug)]
+pub enum HostOutput {
+    Message(WorkerMessage),
+    Media(MediaFrame),
 }
 
-/// Runs until `inbox` closes. Heartbeats every `heartbeat` while connected.
+/// Where the worker's reports go (a channel into the server, or a socket's writer).
+pub type Outbox = mpsc::Sender<HostOutput>;
+
+/// Reports that may wait for the transport: a few previews' worth.
+pub const OUTBOX_CAPACITY: usize = 8;
+
+/// A bounded outbox and its other end.
+pub fn outbox() -> (Outbox, mpsc::Receiver<HostOutput>) {
+    mpsc::channel(OUTBOX_CAPACITY)
+}
+
+/// Runs until `inbox` closes. Heartbeats every `heartbeat` while connected. Runs up to `slots`
+/// jobs at once (the server gives each of its slots at most one job at a time).
 pub async fn run(
     engine: Arc<Engine>,
     mut inbox: mpsc::UnboundedReceiver<ServerMessage>,
     outbox: Outbox,
     heartbeat: Duration,
+    slots: u32,
 ) {
     let beat = outbox.clone();
     let heartbeats = tokio::spawn(async move {
         let mut tick = tokio::time::interval(heartbeat);
         loop {
             tick.tick().await;
-            if beat.send(WorkerMessage::Heartbeat).is_err() {
+            if beat
+                .send(HostOutput::Message(WorkerMessage::Heartbeat))
+                .await
+                .is_err()
+            {
                 break;
             }
         }
     });
-    // One job at a time: the current job's cancel token.
-    let mut current: Option<(JobId, CancelToken)> = None;
+    // The jobs running now, each with its cancel token.
+    let mut current: HashMap<JobId, CancelToken> = HashMap::new();
+    let slots = usize::try_from(slots.max(1)).unwrap_or(usize::MAX);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<JobId>();
     loop {
         tokio::select! {
             msg = inbox.recv() => match msg {
                 None => break,
                 Some(ServerMessage::Assign { job_id, steps, provided, media, .. }) => {
-                    if current.is_some() {
-                        let _ = outbox.send(WorkerMessage::Failed { job_id, error: "worker is busy".into() });
+                    if current.len() >= slots || current.contains_key(&job_id) {
+                        let busy = WorkerMessage::Failed { job_id, error: "worker is busy".into() };
+                        let _ = outbox.send(HostOutput::Message(busy)).await;
                         continue;
                     }
                     let cancel = CancelToken::new();
-                    current = Some((job_id, cancel.clone()));
+                    current.insert(job_id, cancel.clone());
                     let engine = engine.clone();
                     let out = outbox.clone();
                     let done = done_tx.clone();
@@ -58,15 +82,13 @@ pub async fn run(
                     tokio::task::spawn_blocking(move || {
                         let job = Job { id: job_id, steps: &steps, provided, media };
                         let result = run_job(&engine, job, &cancel, &out);
-                        let _ = out.send(result);
+                        let _ = out.blocking_send(HostOutput::Message(result));
                         let _ = done.send(job_id);
                     });
                 }
                 Some(ServerMessage::Cancel { job_id }) => {
-                    if let Some((id, cancel)) = &current {
-                        if *id == job_id {
-                            cancel.cancel();
-                        }
+                    if let Some(cancel) = current.get(&job_id) {
+                        cancel.cancel();
                     }
                 }
                 Some(ServerMessage::Welcome { .. }) => {}
@@ -76,13 +98,11 @@ pub async fn run(
                 }
             },
             Some(job) = done_rx.recv() => {
-                if current.as_ref().is_some_and(|(id, _)| *id == job) {
-                    current = None;
-                }
+                current.remove(&job);
             }
         }
     }
-    if let Some((_, cancel)) = current {
+    for cancel in current.values() {
         cancel.cancel();
     }
     heartbeats.abort();
@@ -171,19 +191,20 @@ fn run_job(engine: &Engine, job: Job<'_>, cancel: &CancelToken, out: &Outbox) ->
                 media: &media,
             },
             |p| {
-                let _ = out.send(WorkerMessage::Progress {
+                let _ = out.blocking_send(HostOutput::Message(WorkerMessage::Progress {
                     job_id,
                     node_id: node_id.clone(),
                     step: p.step,
                     total: p.total,
-                });
-                let _ = out.send(WorkerMessage::Preview {
+                }));
+                // Skipped when the transport is behind: the next step brings a newer one.
+                let _ = out.try_send(HostOutput::Media(MediaFrame {
                     job_id,
                     node_id: node_id.clone(),
-                    step: p.step,
                     mime: "image/png".into(),
-                    data: b64(&p.preview_png),
-                });
+                    kind: MediaKind::Preview { step: p.step },
+                    image: p.preview_png.clone(),
+                }));
             },
             cancel,
         );
@@ -193,7 +214,7 @@ fn run_job(engine: &Engine, job: Job<'_>, cancel: &CancelToken, out: &Outbox) ->
                 let tensors = output
                     .ports
                     .iter()
-                    .map(|(port, t)| (port.clone(), b64(&t.to_bytes())))
+                    .map(|(port, t)| (port.clone(), t.to_bytes()))
                     .collect();
                 for (port, t) in output.ports {
                     let key = (node_id.clone(), port);
@@ -201,15 +222,17 @@ fn run_job(engine: &Engine, job: Job<'_>, cancel: &CancelToken, out: &Outbox) ->
                         values.insert(key, Arc::new(t));
                     }
                 }
-                let _ = out.send(WorkerMessage::NodeOutput {
+                let _ = out.blocking_send(HostOutput::Media(MediaFrame {
                     job_id,
                     node_id: node_id.clone(),
                     mime: "image/png".into(),
-                    data: b64(&output.png),
-                    tensors,
-                    run_us: started.elapsed().as_micros() as u64,
-                    inference_us: output.inference.as_micros() as u64,
-                });
+                    kind: MediaKind::NodeOutput {
+                        tensors,
+                        run_us: started.elapsed().as_micros() as u64,
+                        inference_us: output.inference.as_micros() as u64,
+                    },
+                    image: output.png,
+                }));
             }
             Err(RunError::Cancelled) => return WorkerMessage::Cancelled { job_id },
             Err(e) => return fail(format!("node {node_id}: {e}")),
@@ -218,8 +241,8 @@ fn run_job(engine: &Engine, job: Job<'_>, cancel: &CancelToken, out: &Outbox) ->
     WorkerMessage::Succeeded { job_id }
 }
 
-/// What this worker offers, for its hello.
-pub fn hello(engine: &Engine, name: &str, gpu_class: Option<String>) -> WorkerMessage {
+/// What this worker offers, for its hello: its device, models, class and slots.
+pub fn hello(engine: &Engine, name: &str, gpu_class: Option<String>, slots: u32) -> WorkerMessage {
     let device = engine.device();
     WorkerMessage::Hello {
         name: name.to_string(),
@@ -238,5 +261,6 @@ pub fn hello(engine: &Engine, name: &str, gpu_class: Option<String>) -> WorkerMe
         }],
         models: engine.catalog().names(),
         gpu_class,
+        slots: Some(slots.max(1)),
     }
 }

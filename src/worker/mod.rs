@@ -6,7 +6,10 @@ pub mod host;
 use std::sync::Arc;
 use std::time::Duration;
 
-use atelier_protocol::worker::{ServerMessage, WorkerMessage};
+use atelier_actors::worker_socket::MEDIA_IN_FLIGHT_BYTES;
+use atelier_actors::MediaBudget;
+use atelier_protocol::worker::ServerMessage;
+use atelier_protocol::worker_frame;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -14,29 +17,34 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::config::WorkerConfig;
 use crate::inference::Engine;
-use crate::jobs::JobService;
+use crate::jobs::{JobService, WorkerJoin};
 
 /// Starts the worker that lives inside the server: the same host loop as a remote worker,
-/// connected by channels instead of a socket.
-pub fn start_in_process(engine: Arc<Engine>, jobs: JobService) {
+/// connected by channels instead of a socket. It offers `slots` slots (runtime leases served at
+/// once). Its media holds a budget like a remote worker's, but waits for it instead of being
+/// closed: the host, behind its bounded outbox, waits in turn.
+pub fn start_in_process(engine: Arc<Engine>, jobs: JobService, slots: u32) {
     let (to_worker, inbox) = mpsc::unbounded_channel::<ServerMessage>();
-    let (outbox, mut from_worker) = mpsc::unbounded_channel::<WorkerMessage>();
-    let WorkerMessage::Hello {
-        name,
-        devices,
-        models,
-        gpu_class,
-        ..
-    } = host::hello(&engine, "in-process", None)
-    else {
+    let (outbox, mut from_worker) = host::outbox();
+    let Some(join) = WorkerJoin::from_hello(host::hello(&engine, "in-process", None, slots)) else {
         return;
     };
-    let id = jobs.register_worker(name, &devices, models, gpu_class, None, to_worker);
+    let slots = join.slots;
+    let id = jobs.register_worker(join, None, to_worker);
     let heartbeat = jobs.limits().heartbeat_interval;
-    actix_web::rt::spawn(host::run(engine, inbox, outbox, heartbeat));
+    actix_web::rt::spawn(host::run(engine, inbox, outbox, heartbeat, slots));
     actix_web::rt::spawn(async move {
-        while let Some(msg) = from_worker.recv().await {
-            jobs.worker_message(id, msg);
+        let budget = MediaBudget::new(MEDIA_IN_FLIGHT_BYTES);
+        while let Some(output) = from_worker.recv().await {
+            match output {
+                host::HostOutput::Message(msg) => jobs.worker_message(id, msg),
+                host::HostOutput::Media(frame) => {
+                    let Some(permit) = budget.take(&frame).await else {
+                        break;
+                    };
+                    jobs.worker_media(id, frame, permit);
+                }
+            }
         }
         jobs.worker_gone(id);
     });
@@ -88,15 +96,27 @@ pub async fn run_remote(config: WorkerConfig) -> Result<(), WorkerError> {
     let (mut sink, mut stream) = socket.split();
 
     let (to_host, inbox) = mpsc::unbounded_channel::<ServerMessage>();
-    let (outbox, mut from_host) = mpsc::unbounded_channel::<WorkerMessage>();
-    let _ = outbox.send(host::hello(&engine, &config.name, config.gpu_class.clone()));
-    let host = tokio::spawn(host::run(engine, inbox, outbox, Duration::from_secs(2)));
+    let (outbox, mut from_host) = host::outbox();
+    let slots = config.slots;
+    let hello = host::hello(&engine, &config.name, config.gpu_class.clone(), slots);
+    let _ = outbox.send(host::HostOutput::Message(hello)).await;
+    let host = tokio::spawn(host::run(
+        engine,
+        inbox,
+        outbox,
+        Duration::from_secs(2),
+        slots,
+    ));
     let writer = tokio::spawn(async move {
-        while let Some(msg) = from_host.recv().await {
-            let Ok(text) = serde_json::to_string(&msg) else {
-                continue;
+        while let Some(output) = from_host.recv().await {
+            let frame = match output {
+                host::HostOutput::Message(msg) => match serde_json::to_string(&msg) {
+                    Ok(text) => Message::text(text),
+                    Err(_) => continue,
+                },
+                host::HostOutput::Media(frame) => Message::binary(worker_frame::encode(&frame)),
             };
-            if sink.send(Message::text(text)).await.is_err() {
+            if sink.send(frame).await.is_err() {
                 break;
             }
         }

@@ -244,6 +244,47 @@ impl BillingMeterActor {
         ctx.stop();
     }
 
+    /// The lease's worker was lost and the lease moved to another one: the time up to the lost
+    /// worker's last heartbeat stays used, the gap is not billed, a new segment starts now.
+    fn on_moved(
+        &mut self,
+        last_heartbeat_ms: i64,
+        worker_id: WorkerId,
+        device: String,
+        heartbeat: watch::Receiver<WorkerHeartbeat>,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        tracing::warn!(lease = %self.lease.id, last_heartbeat_ms, %worker_id, "worker lost; the lease moved to another worker");
+        let now = now_ms();
+        self.base_ms = self.used_ms_at(self.billable_until(now).min(last_heartbeat_ms));
+        self.segment_started_at = Some(now);
+        self.heartbeat = Some(heartbeat);
+        self.lease.worker_id = Some(worker_id);
+        self.lease.device = Some(device.clone());
+        // Billing and the job system read the lease's worker from the published state.
+        self.publish();
+        // Record the new segment so a node taking the lease over meters from the new worker,
+        // not across the gap. The stored base is the last checkpoint (never more than this
+        // meter's own base), so a takeover can under-bill the moved part but never charge twice.
+        let fut = self.ports.ledger.segment_started(
+            self.lease.id,
+            self.lease.epoch,
+            worker_id,
+            &device,
+            now,
+        );
+        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| match result {
+            Ok(_) => {}
+            Err(error @ LedgerError::Fenced(_)) => act.fenced(&error, ctx),
+            Err(error) => {
+                tracing::warn!(lease = %act.lease.id, %error, "could not record the moved segment")
+            }
+        }));
+    }
+
     fn on_assigned(
         &mut self,
         worker_id: WorkerId,
@@ -525,6 +566,12 @@ impl Handler<LeaseNews> for BillingMeterActor {
                 tracing::warn!(lease = %self.lease.id, %error, "no worker for the lease");
                 self.begin_stop(reason::NO_WORKER.into(), None, ctx);
             }
+            LeaseNews::Moved {
+                last_heartbeat_ms,
+                worker_id,
+                device,
+                heartbeat,
+            } => self.on_moved(last_heartbeat_ms, worker_id, device, heartbeat, ctx),
             LeaseNews::WorkerLost { last_heartbeat_ms } => {
                 tracing::warn!(lease = %self.lease.id, last_heartbeat_ms, "worker lost");
                 self.lost_at = Some(last_heartbeat_ms);

@@ -304,7 +304,8 @@ impl EventSink for RecordedEvents {
     }
 }
 
-/// One remote worker, heartbeating at `now` until the test says it is lost.
+/// One remote worker, heartbeating at `now` until the test says it is lost. It is offered once:
+/// a lease that lost it finds no other worker (it does not move).
 pub struct LosablePool {
     pub worker: WorkerId,
     heartbeat: Mutex<Option<watch::Sender<WorkerHeartbeat>>>,
@@ -331,8 +332,13 @@ impl WorkerPool for LosablePool {
         _lease: LeaseId,
         _gpu_class: &str,
     ) -> BoxFuture<'static, Result<WorkerAssignment, PoolError>> {
+        let mut offered = self.heartbeat.lock().unwrap();
+        if offered.is_some() {
+            return Box::pin(std::future::pending());
+        }
         let (tx, rx) = watch::channel(WorkerHeartbeat::At(i64::MAX));
-        *self.heartbeat.lock().unwrap() = Some(tx);
+        *offered = Some(tx);
+        drop(offered);
         let assignment = WorkerAssignment {
             worker_id: self.worker,
             device: "cuda:0".into(),

@@ -30,19 +30,27 @@ impl Handler<LeaseNews> for MeterProbe {
 }
 
 /// A pool of one remote worker whose heartbeats the test sends; `hold` keeps every acquire
-/// pending (no worker free).
+/// pending (no worker free); `spare` offers a second worker after the first.
 struct RemotePool {
     worker: WorkerId,
     hold: bool,
+    spare: Option<WorkerId>,
+    acquired: Mutex<usize>,
     heartbeats: Mutex<Vec<watch::Sender<WorkerHeartbeat>>>,
     released: Mutex<Vec<(LeaseId, WorkerId)>>,
 }
 
 impl RemotePool {
     fn new(hold: bool) -> Arc<RemotePool> {
+        Self::with_spare(hold, None)
+    }
+
+    fn with_spare(hold: bool, spare: Option<WorkerId>) -> Arc<RemotePool> {
         Arc::new(RemotePool {
             worker: WorkerId::new_random(),
             hold,
+            spare,
+            acquired: Mutex::new(0),
             heartbeats: Mutex::new(Vec::new()),
             released: Mutex::new(Vec::new()),
         })
@@ -65,13 +73,21 @@ impl WorkerPool for RemotePool {
         _lease: LeaseId,
         _gpu_class: &str,
     ) -> BoxFuture<'static, Result<WorkerAssignment, PoolError>> {
-        if self.hold {
+        let worker = {
+            let mut acquired = self.acquired.lock().unwrap();
+            *acquired += 1;
+            match *acquired {
+                1 => Some(self.worker),
+                _ => self.spare,
+            }
+        };
+        let Some(worker) = worker.filter(|_| !self.hold) else {
             return Box::pin(std::future::pending());
-        }
+        };
         let (tx, rx) = watch::channel(WorkerHeartbeat::At(1_000));
         self.heartbeats.lock().unwrap().push(tx);
         let assignment = WorkerAssignment {
-            worker_id: self.worker,
+            worker_id: worker,
             device: "cuda:0".into(),
             heartbeat: rx,
         };
@@ -161,6 +177,33 @@ async fn a_lost_worker_is_reported_with_its_last_heartbeat() {
     actor.send(ReleaseWorker).await.unwrap();
     assert!(stopped(&actor).await);
     assert_eq!(pool.released(), vec![(lease, pool.worker)]);
+}
+
+#[actix::test]
+async fn a_lost_worker_with_a_free_slot_elsewhere_moves_the_lease() {
+    let spare = WorkerId::new_random();
+    let pool = RemotePool::with_spare(false, Some(spare));
+    let lease = LeaseId::new_random();
+    let (actor, mut news) = start(lease, "t4", pool.clone());
+    assert!(matches!(next(&mut news).await, LeaseNews::Assigned { .. }));
+    pool.heartbeats.lock().unwrap()[0]
+        .send(WorkerHeartbeat::Lost {
+            last_heartbeat_ms: 4_000,
+        })
+        .unwrap();
+    match next(&mut news).await {
+        LeaseNews::Moved {
+            last_heartbeat_ms,
+            worker_id,
+            ..
+        } => assert_eq!((last_heartbeat_ms, worker_id), (4_000, spare)),
+        _ => panic!("expected the lease to move"),
+    }
+    // The lost worker's slot went back at once; the spare's when the lease ends.
+    assert_eq!(pool.released(), vec![(lease, pool.worker)]);
+    actor.send(ReleaseWorker).await.unwrap();
+    assert!(stopped(&actor).await);
+    assert_eq!(pool.released(), vec![(lease, pool.worker), (lease, spare)]);
 }
 
 #[actix::test]

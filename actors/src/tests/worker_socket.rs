@@ -5,21 +5,26 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_http::ws::{Frame as WsFrame, Message as WsMessage};
+use atelier_protocol::ids::JobId;
 use atelier_protocol::ids::WorkerId;
 use atelier_protocol::worker::{ServerMessage, WorkerMessage};
+use atelier_protocol::worker_frame::{self, MediaFrame, MediaKind};
 use futures_util::SinkExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use super::raw_ws::{close_of, handshake, next, upgrade, Ws};
 use crate::store::BoxFuture;
-use crate::{start_worker_socket, WorkerHello, WorkerHub};
+use crate::{start_worker_socket, MediaPermit, WorkerHello, WorkerHub};
 
 #[derive(Default)]
 struct FakeHub {
     registered: Mutex<Vec<(WorkerHello, WorkerId)>>,
     links: Mutex<Vec<mpsc::UnboundedSender<ServerMessage>>>,
     messages: Mutex<Vec<(WorkerId, WorkerMessage)>>,
+    /// Media frames handed on, with their permits: held, as a job system that never gets to
+    /// store them would.
+    media: Mutex<Vec<(MediaFrame, MediaPermit)>>,
     gone: Mutex<Vec<WorkerId>>,
     token_revoked: Mutex<bool>,
 }
@@ -47,6 +52,10 @@ impl WorkerHub for FakeHub {
 
     fn message(&self, worker: WorkerId, msg: WorkerMessage) {
         self.messages.lock().unwrap().push((worker, msg));
+    }
+
+    fn media(&self, _worker: WorkerId, frame: MediaFrame, permit: MediaPermit) {
+        self.media.lock().unwrap().push((frame, permit));
     }
 
     fn gone(&self, worker: WorkerId) {
@@ -110,6 +119,7 @@ fn hello() -> WorkerMessage {
         devices: vec![],
         models: vec!["terrain".into()],
         gpu_class: Some("t4".into()),
+        slots: None,
     }
 }
 
@@ -211,9 +221,67 @@ async fn garbage_and_binary_frames_close_with_their_codes() {
     ws.send(WsMessage::Binary(vec![1, 2, 3].into()))
         .await
         .expect("send");
-    assert_eq!(
-        close_of(&mut ws).await,
-        (1003, "text JSON frames only".into())
-    );
+    assert_eq!(close_of(&mut ws).await, (1008, "say hello first".into()));
     assert!(hub.registered.lock().unwrap().is_empty());
+
+    let mut ws = connect(addr).await;
+    send_json(&mut ws, &hello()).await;
+    next_message(&mut ws).await;
+    ws.send(WsMessage::Binary(vec![9, 2, 3].into()))
+        .await
+        .expect("send");
+    let (code, reason) = close_of(&mut ws).await;
+    assert_eq!(code, 1003, "{reason}");
+    assert!(reason.contains("unknown media frame kind 9"), "{reason}");
+}
+
+fn output(image_bytes: usize) -> MediaFrame {
+    MediaFrame {
+        job_id: JobId::new_random(),
+        node_id: "n1".into(),
+        mime: "image/png".into(),
+        kind: MediaKind::NodeOutput {
+            tensors: Default::default(),
+            run_us: 1,
+            inference_us: 1,
+        },
+        image: vec![7; image_bytes],
+    }
+}
+
+#[actix::test]
+async fn a_worker_that_outruns_its_media_budget_is_closed() {
+    let hub = Arc::new(FakeHub::default());
+    let addr = serve(hub.clone(), WorkerId::new_random());
+    let mut ws = connect(addr).await;
+    send_json(&mut ws, &hello()).await;
+    next_message(&mut ws).await;
+    // The hub holds every frame's permits: three 30 MiB outputs fit in the 96 MiB budget,
+    // a preview after them is skipped, the fourth output closes the worker.
+    let big = worker_frame::encode(&output(30 * 1024 * 1024));
+    for _ in 0..3 {
+        ws.send(WsMessage::Binary(big.clone().into()))
+            .await
+            .expect("send");
+    }
+    let preview = MediaFrame {
+        kind: MediaKind::Preview { step: 1 },
+        ..output(16 * 1024 * 1024)
+    };
+    ws.send(WsMessage::Binary(worker_frame::encode(&preview).into()))
+        .await
+        .expect("send");
+    ws.send(WsMessage::Binary(big.into())).await.expect("send");
+    let (code, reason) = close_of(&mut ws).await;
+    assert_eq!(code, 1008, "{reason}");
+    assert!(reason.contains("faster than the server stores"), "{reason}");
+    let media = hub.media.lock().unwrap();
+    assert_eq!(
+        media.len(),
+        3,
+        "the preview was skipped, the last output refused"
+    );
+    assert!(media
+        .iter()
+        .all(|(f, _)| matches!(f.kind, MediaKind::NodeOutput { .. })));
 }

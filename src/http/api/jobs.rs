@@ -1,8 +1,9 @@
 //! Jobs: the node types workers can run, running a session's graph, following and cancelling.
 
-use actix_web::{get, post, web, HttpResponse};
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use atelier_protocol::ids::{JobId, SessionId};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use std::collections::BTreeSet;
@@ -13,6 +14,7 @@ use base64::Engine as _;
 
 use crate::auth::Auth;
 use crate::authz::{authorize, Action};
+use crate::db::idempotency::{Claim, KeyOwner};
 use crate::db::jobs::BatchPlace;
 use crate::db::jobs::JobRecord;
 use crate::db::versions::{NewVersion, VersionKind};
@@ -77,14 +79,24 @@ pub async fn node_types(state: web::Data<AppState>) -> HttpResponse {
 /// naming the node or edge (404 for a media input that is not the session's), before any GPU
 /// time is used. Nodes whose stored result still applies are cached; the rest needs a running
 /// Pro runtime (402 otherwise). A job with every node cached finishes at once, free.
-#[utoipa::path(security(("api_key" = ["jobs:run"])), tag = "jobs", params(("id" = SessionId, Path,)), request_body = RunJob,
+///
+/// `Idempotency-Key` (optional, 1 to 255 printable ASCII characters): a retried request with
+/// the same key, account, session and body makes no new job — it is answered `201` with the
+/// jobs the first one made (as they are now) and `Idempotency-Replayed: true`; the same key with
+/// another body is a 409, as is a retry while the first request is still running. Keys are kept
+/// at least 24 hours; a request that failed frees its key.
+#[utoipa::path(security(("api_key" = ["jobs:run"])), tag = "jobs", request_body = RunJob,
+    params(("id" = SessionId, Path,),
+           ("Idempotency-Key" = Option<String>, Header,
+            description = "Makes a retried submit return the first one's jobs (1 to 255 printable ASCII characters, kept at least 24 h)")),
     responses((status = 201, body = JobRecord), (status = 400), (status = 402), (status = 403),
-              (status = 404), (status = 429)))]
+              (status = 404), (status = 409), (status = 429)))]
 #[post("/sessions/{id}/jobs")]
 pub async fn run(
     state: web::Data<AppState>,
     auth: Auth,
     id: web::Path<SessionId>,
+    req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse> {
     let (session, _) = authorize(&state, &auth.principal, *id, Action::RunJobs).await?;
@@ -92,7 +104,105 @@ pub async fn run(
         .principal
         .account_id()
         .ok_or_else(|| Error::forbidden("share links cannot run jobs"))?;
-    let body = run_body(&super::body::read_limited(&state, payload).await?)?;
+    let key = idempotency_key(&req)?;
+    let raw = super::body::read_limited(&state, payload).await?;
+    let body = run_body(&raw)?;
+    let batch = body.batch.is_some();
+    let Some(key) = key else {
+        let jobs = make_jobs(&state, session.id, account, body).await?;
+        return respond(jobs, batch, false);
+    };
+    // A retried submit (same account, session, key and body) gets the jobs the first one made.
+    let owner = KeyOwner {
+        account,
+        session: session.id,
+        key: &key,
+    };
+    let request_hash = hex::encode(Sha256::digest(&raw));
+    match state.db.claim_key(owner, &request_hash, batch).await? {
+        Claim::New => {}
+        Claim::Done { jobs, batch } => {
+            let mut records = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                records.push(state.db.job(job).await?.ok_or(Error::NotFound("job"))?);
+            }
+            return respond(records, batch, true);
+        }
+        Claim::InProgress => {
+            return Err(Error::Conflict(
+                "a request with this Idempotency-Key is still being processed; retry in a moment"
+                    .into(),
+            ))
+        }
+        Claim::OtherRequest => {
+            return Err(Error::Conflict(
+                "this Idempotency-Key was already used with a different request body; use a new \
+                 key for a new request"
+                    .into(),
+            ))
+        }
+    }
+    match make_jobs(&state, session.id, account, body).await {
+        Ok(jobs) => {
+            let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+            state.db.complete_key(owner, &ids).await?;
+            respond(jobs, batch, false)
+        }
+        Err(e) => {
+            // Nothing to replay: the key is free for the retry.
+            if let Err(release) = state.db.release_key(owner).await {
+                tracing::error!(error = %release, "could not release an idempotency key");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The answer to a run: `201` with the job, or `{"jobs": [...]}` for a batch;
+/// `Idempotency-Replayed: true` when these are the jobs of an earlier request with its key.
+fn respond(mut jobs: Vec<JobRecord>, batch: bool, replayed: bool) -> Result<HttpResponse> {
+    let mut response = HttpResponse::Created();
+    if replayed {
+        response.insert_header(("Idempotency-Replayed", "true"));
+    }
+    if batch {
+        return Ok(response.json(serde_json::json!({ "jobs": jobs })));
+    }
+    let record = jobs.pop().ok_or(Error::NotFound("job"))?;
+    Ok(response.json(record))
+}
+
+/// Longest `Idempotency-Key` accepted.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// The request's `Idempotency-Key`: 1 to 255 printable ASCII characters, else 400.
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>> {
+    let Some(value) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| {
+            !k.is_empty()
+                && k.len() <= MAX_IDEMPOTENCY_KEY_LEN
+                && k.bytes().all(|b| (0x20..0x7f).contains(&b))
+        })
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters"
+            ))
+        })?;
+    Ok(Some(key.to_string()))
+}
+
+/// Validates a run and makes its job (or its batch's jobs).
+async fn make_jobs(
+    state: &AppState,
+    session: SessionId,
+    account: AccountId,
+    body: RunJob,
+) -> Result<Vec<JobRecord>> {
     if let Some(webhook) = &body.webhook {
         state.webhooks.validate(webhook).await?;
     }
@@ -110,8 +220,8 @@ pub async fn run(
     }
     // The cheap refusal first: without a running runtime, only a run whose every node is cached
     // can go ahead, so a session with nothing cached is refused before its document is read.
-    if let Err(refused) = state.billing.require_active_lease(session.id) {
-        if state.db.cache_bytes(session.id).await? == 0 {
+    if let Err(refused) = state.billing.require_active_lease(session) {
+        if state.db.cache_bytes(session).await? == 0 {
             return Err(refused);
         }
     }
@@ -119,7 +229,7 @@ pub async fn run(
     // the editors see is what runs.
     let view = state
         .live
-        .graph_view(session.id)
+        .graph_view(session)
         .await
         .map_err(|e| Error::Internal(format!("could not read the session's document: {e}")))?;
     let graph = Graph::from_json(&view.graph).map_err(Error::InvalidInput)?;
@@ -128,14 +238,14 @@ pub async fn run(
         .compile(&state.catalog, body.nodes.as_deref(), seed)
         .map_err(Error::InvalidInput)?;
     let forced = run_from(&plan, body.from.as_deref())?;
-    let media = media_inputs(&state, &plan, session.id, account).await?;
+    let media = media_inputs(state, &plan, session, account).await?;
     // The document the job runs, kept as a version (one for all the jobs of a batch). A job
     // still runs when its version cannot be kept (the session's version storage is full of
     // named versions): it then has none.
     let version = match state
         .versions
         .record(NewVersion {
-            session: session.id,
+            session,
             kind: VersionKind::Job,
             name: None,
             created_by: Some(account),
@@ -147,7 +257,7 @@ pub async fn run(
     {
         Ok(version) => Some(version),
         Err(e) => {
-            tracing::warn!(session = %session.id, error = %e, "job runs without a version");
+            tracing::warn!(session = %session, error = %e, "job runs without a version");
             None
         }
     };
@@ -159,7 +269,7 @@ pub async fn run(
         let resolution = cache::resolve(
             &state.db,
             &state.blobs,
-            session.id,
+            session,
             &mut plan,
             &forced,
             state.jobs.limits().node_cache_max_bytes > 0,
@@ -169,8 +279,7 @@ pub async fn run(
         let lease = if plan.steps.iter().all(|s| s.cached) {
             None
         } else {
-            let lease = state.billing.require_active_lease(session.id)?;
-            Some((lease.lease_id, lease.worker_id))
+            Some(state.billing.require_active_lease(session)?.lease_id)
         };
         let inputs = JobInputs {
             resolution,
@@ -179,7 +288,7 @@ pub async fn run(
         let job = state
             .jobs
             .submit(
-                session.id,
+                session,
                 account,
                 lease,
                 plan,
@@ -198,11 +307,7 @@ pub async fn run(
         }
         jobs.push(state.db.job(job).await?.ok_or(Error::NotFound("job"))?);
     }
-    if body.batch.is_some() {
-        return Ok(HttpResponse::Created().json(serde_json::json!({ "jobs": jobs })));
-    }
-    let record = jobs.pop().ok_or(Error::NotFound("job"))?;
-    Ok(HttpResponse::Created().json(record))
+    Ok(jobs)
 }
 
 /// The body of a run: none (or empty) runs the whole graph; anything else must be a valid

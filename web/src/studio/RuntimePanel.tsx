@@ -259,7 +259,13 @@ export function RuntimePanel({ sessionId, token, canManage, isAccount, accountId
               <div>
                 <dt>State</dt>
                 <dd data-runtime-state={runtime.status ?? (runtime.running ? 'running' : 'stopped')}>
-                  {runtime.running ? (runtime.status === 'starting' ? 'Starting — waiting for a machine' : 'Running') : stopReasonText(runtime.reason)}
+                  {runtime.running
+                    ? runtime.status === 'starting'
+                      ? runtime.queuePosition !== undefined
+                        ? `In line for a machine: position ${runtime.queuePosition} (not billed while waiting; stop to leave the line)`
+                        : 'Starting — waiting for a machine'
+                      : 'Running'
+                    : stopReasonText(runtime.reason)}
                 </dd>
               </div>
               {runtime.pricePerMinute !== undefined && (

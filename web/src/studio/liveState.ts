@@ -43,6 +43,9 @@ export interface RuntimeState {
   remainingMs?: number
   /** Set by `runtime.low_balance`: the prepaid time is about to run out. */
   lowBalance?: boolean
+  /** Set by `runtime.queued`: every machine of the class is taken; the lease's place in line
+   * (1 = next). Not billed while it waits. */
+  queuePosition?: number
   payerId?: string
   payerName?: string
 }
@@ -144,6 +147,10 @@ export function liveReducer(state: LiveState, action: LiveAction): LiveState {
       const next = action.runtime
       if (next && prev && prev.leaseId === next.leaseId && next.running && prev.running && prev.status === 'running' && next.status === 'starting') {
         return { ...state, runtime: { ...next, status: 'running', gpuClass: next.gpuClass ?? prev.gpuClass } }
+      }
+      // runtime.queued can overtake it too: keep the place in line.
+      if (next && prev && prev.leaseId === next.leaseId && next.status === 'starting' && prev.queuePosition !== undefined) {
+        return { ...state, runtime: { ...next, queuePosition: prev.queuePosition } }
       }
       return { ...state, runtime: next }
     }
@@ -253,10 +260,20 @@ function applyEvent(state: LiveState, e: StudioEvent): LiveState {
     case 'job.cancelled':
       if (!jobId) return state
       return withJob(state, jobId, (j) => ({ ...j, status: 'cancelled', position: undefined, reason: s(e.reason) }))
+    case 'job.requeued':
+      // Its worker was lost before it ran anything: back in the queue, to run elsewhere.
+      if (!jobId) return state
+      return withJob(state, jobId, (j) => ({ ...j, status: 'queued', position: undefined, device: undefined, workerId: undefined }))
+    case 'runtime.queued': {
+      const leaseId = s(e.lease_id) ?? ''
+      const prev = state.runtime && state.runtime.leaseId === leaseId ? state.runtime : null
+      if (prev && prev.status === 'running') return state
+      return { ...state, runtime: { ...(prev ?? { usedMs: 0, charged: 0 }), leaseId, gpuClass: s(e.gpu_class), running: true, status: 'starting', queuePosition: n(e.position) } }
+    }
     case 'runtime.started': {
       const leaseId = s(e.lease_id) ?? ''
       const prev = state.runtime && state.runtime.leaseId === leaseId ? state.runtime : null
-      return { ...state, runtime: { ...(prev ?? { usedMs: 0, charged: 0 }), leaseId, gpuClass: s(e.gpu_class), running: true, status: 'running', reason: undefined, refunded: undefined } }
+      return { ...state, runtime: { ...(prev ?? { usedMs: 0, charged: 0 }), leaseId, gpuClass: s(e.gpu_class), running: true, status: 'running', reason: undefined, refunded: undefined, queuePosition: undefined } }
     }
     case 'runtime.meter': {
       const leaseId = s(e.lease_id) ?? state.runtime?.leaseId ?? ''
