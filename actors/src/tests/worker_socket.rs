@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_http::ws::{Frame as WsFrame, Message as WsMessage};
-use atelier_protocol::ids::WorkerId;
 use atelier_protocol::ids::JobId;
+use atelier_protocol::ids::WorkerId;
 use atelier_protocol::worker::{ServerMessage, WorkerMessage};
 use atelier_protocol::worker_frame::{self, MediaFrame, MediaKind};
 use futures_util::SinkExt;
@@ -276,7 +276,11 @@ async fn a_worker_that_outruns_its_media_budget_is_closed() {
     assert_eq!(code, 1008, "{reason}");
     assert!(reason.contains("faster than the server stores"), "{reason}");
     let media = hub.media.lock().unwrap();
-    assert_eq!(media.len(), 3, "the preview was skipped, the last output refused");
+    assert_eq!(
+        media.len(),
+        3,
+        "the preview was skipped, the last output refused"
+    );
     assert!(media
         .iter()
         .all(|(f, _)| matches!(f.kind, MediaKind::NodeOutput { .. })));
