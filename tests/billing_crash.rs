@@ -7,6 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::billing::{charges, lease_of};
 use common::{Backend, TestServer};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -30,32 +31,6 @@ fn args(resume_window_s: &'static str) -> Vec<&'static str> {
     ];
     args.extend(worker.iter().map(String::as_str));
     args
-}
-
-async fn lease_of(server: &TestServer, token: &str, session: &str) -> Value {
-    let (status, body) = server
-        .call(
-            Method::GET,
-            &format!("/sessions/{session}/runtime"),
-            Some(token),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["lease"].clone()
-}
-
-/// Charges recorded for the lease: (sum, usage_ms sum, number of charge entries).
-fn charges(entries: &[Value], lease: &str) -> (i64, i64, usize) {
-    let of: Vec<&Value> = entries
-        .iter()
-        .filter(|e| e["lease_id"] == lease && e["kind"] == "charge")
-        .collect();
-    (
-        of.iter().map(|e| -e["amount"].as_i64().unwrap()).sum(),
-        of.iter().map(|e| e["usage_ms"].as_i64().unwrap()).sum(),
-        of.len(),
-    )
 }
 
 /// No double charge, no stuck hold: the ledger and the lease agree.

@@ -9,9 +9,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::billing::{charges, lease_of};
 use common::{Backend, TestServer};
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::json;
 
 const PRICE: i64 = 6000; // 100 millicredits per second
 const HOLD: i64 = 6000; // one minute
@@ -43,32 +44,6 @@ async fn sql(server: &TestServer, statement: &str, binds: &[&str]) -> u64 {
     let done = q.execute(&pool).await.unwrap().rows_affected();
     pool.close().await;
     done
-}
-
-async fn lease_of(server: &TestServer, token: &str, session: &str) -> Value {
-    let (status, body) = server
-        .call(
-            Method::GET,
-            &format!("/sessions/{session}/runtime"),
-            Some(token),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["lease"].clone()
-}
-
-/// The lease's charge entries: (sum, usage_ms sum, count).
-fn charges(entries: &[Value], lease: &str) -> (i64, i64, usize) {
-    let of: Vec<&Value> = entries
-        .iter()
-        .filter(|e| e["lease_id"] == lease && e["kind"] == "charge")
-        .collect();
-    (
-        of.iter().map(|e| -e["amount"].as_i64().unwrap()).sum(),
-        of.iter().map(|e| e["usage_ms"].as_i64().unwrap()).sum(),
-        of.len(),
-    )
 }
 
 async fn metric(server: &TestServer, name: &str) -> f64 {

@@ -2,6 +2,8 @@
 //! PostgreSQL (a fresh database per server, dropped afterwards), and talks HTTP to it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod billing;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
