@@ -65,6 +65,11 @@ pub async fn run(
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<JobId>();
     loop {
         tokio::select! {
+            // Finished jobs first: an `assign` that follows a result must see its slot free.
+            biased;
+            Some(job) = done_rx.recv() => {
+                current.remove(&job);
+            }
             msg = inbox.recv() => match msg {
                 None => break,
                 Some(ServerMessage::Assign { job_id, steps, provided, media, .. }) => {
@@ -82,8 +87,11 @@ pub async fn run(
                     tokio::task::spawn_blocking(move || {
                         let job = Job { id: job_id, steps: &steps, provided, media };
                         let result = run_job(&engine, job, &cancel, &out);
-                        let _ = out.blocking_send(HostOutput::Message(result));
+                        // The slot is free before the server can hear so: it assigns the slot's
+                        // next job as soon as the result arrives, and that `assign` must not
+                        // find this job still counted.
                         let _ = done.send(job_id);
+                        let _ = out.blocking_send(HostOutput::Message(result));
                     });
                 }
                 Some(ServerMessage::Cancel { job_id }) => {
@@ -97,9 +105,6 @@ pub async fn run(
                     break;
                 }
             },
-            Some(job) = done_rx.recv() => {
-                current.remove(&job);
-            }
         }
     }
     for cancel in current.values() {
