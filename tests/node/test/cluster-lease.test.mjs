@@ -80,8 +80,10 @@ test('kill -9 of the node metering a lease: another node takes it over, nothing 
   const watchers = [watch(n2, session, owner.token), watch(n3, session, owner.token)]
   await Promise.all(watchers.map((w) => w.open))
 
-  const started = await json(n1, 'POST', `/sessions/${session}/runtime`, owner.token, { gpu_class: 'cpu', prepaid_minutes: 1 })
+  // The lease's wall time starts no later than the request is sent: the server starts metering
+  // before it answers, so a clock started at the answer would miss up to the answer's latency.
   const startedAt = Date.now()
+  const started = await json(n1, 'POST', `/sessions/${session}/runtime`, owner.token, { gpu_class: 'cpu', prepaid_minutes: 1 })
   assert.equal(started.status, 201, JSON.stringify(started.body))
   const leaseId = started.body.lease_id
   assert.equal(started.body.owner_node, 'node-1')
