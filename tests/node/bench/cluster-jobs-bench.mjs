@@ -1,0 +1,405 @@
+// Job benchmarks through a cluster of real nodes (issue 12): real `atelier serve` nodes on a
+// fresh PostgreSQL database and a redis-server of their own (tests/node/lib/cluster.mjs), real
+// `atelier worker` processes (one slot each, the tiny denoiser only, the CPU provider, one ONNX
+// Runtime thread), every job under a Pro runtime lease on its lease's slot, timed by a
+// participant's WebSocket events:
+//   1. submit → `job.started`, p50/p99, sequential submits: (a) on one node whose worker holds the
+//      lease; (b) across nodes: submitted on node 1, the lease's worker connected to node 2;
+//   2. jobs/s with every slot busy (closed loop: each session submits its next job when its last
+//      one ended): 1 node × 4 workers vs 2 nodes × 4 workers, submits on the lease's node or
+//      spread over both nodes; with p50/p99 submit → end.
+// Each case is a function that answers either its figures or why this build cannot run it (a
+// lease that never gets a worker of another node, a submit another node refuses), so the same
+// script runs against `ATELIER_BIN` of any build. Prints a markdown table on stdout, progress on
+// stderr.
+//
+//   ATELIER_BIN=…/release/atelier node bench/cluster-jobs-bench.mjs
+//   BENCH_SAMPLES (200), BENCH_WARMUP (20), BENCH_THROUGHPUT_S (20), BENCH_THROUGHPUT_WARMUP_S (5),
+//   BENCH_CROSS_NODE_TIMEOUT_S (15): how long a cross-node lease or job may wait before the row
+//   says "n/a", BENCH_CASES (all; comma-separated of: latency-local, latency-cross,
+//   throughput-1, throughput-2, throughput-2-spread).
+import { spawn, execFileSync } from 'node:child_process'
+import { cpSync, mkdtempSync, rmSync } from 'node:fs'
+import { cpus, loadavg, tmpdir, homedir } from 'node:os'
+import { join, dirname } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import WebSocket from 'ws'
+import * as decoding from 'lib0/decoding'
+import { Cluster } from '../lib/cluster.mjs'
+
+const repo = join(dirname(fileURLToPath(import.meta.url)), '../../..')
+process.env.ORT_DYLIB_PATH ||= join(repo, '.tools/onnxruntime/libonnxruntime.so.1.31.1')
+const BIN = process.env.ATELIER_BIN ||
+  join(process.env.CARGO_TARGET_DIR || join(homedir(), '.cache/atelier/target'), 'debug/atelier')
+const modelsDir = process.env.ATELIER_MODELS_DIR || join(repo, 'models')
+
+const num = (name, fallback) => {
+  const v = Number(process.env[name] ?? fallback)
+  if (!Number.isFinite(v) || v < 0) throw new Error(`${name} must be a non-negative number`)
+  return v
+}
+const SAMPLES = Math.max(1, num('BENCH_SAMPLES', 200))
+const WARMUP = num('BENCH_WARMUP', 20)
+const THROUGHPUT_MS = Math.max(1, num('BENCH_THROUGHPUT_S', 20)) * 1000
+const THROUGHPUT_WARMUP_MS = num('BENCH_THROUGHPUT_WARMUP_S', 5) * 1000
+const CROSS_NODE_TIMEOUT_MS = num('BENCH_CROSS_NODE_TIMEOUT_S', 15) * 1000
+const ALL_CASES = ['latency-local', 'latency-cross', 'throughput-1', 'throughput-2', 'throughput-2-spread']
+const CASES = (process.env.BENCH_CASES || ALL_CASES.join(',')).split(',').map((s) => s.trim()).filter(Boolean)
+for (const c of CASES) if (!ALL_CASES.includes(c)) throw new Error(`unknown case ${c} (known: ${ALL_CASES.join(', ')})`)
+/** A local lease gets its worker within this (workers start ONNX Runtime and connect first). */
+const LOCAL_LEASE_TIMEOUT_MS = 60_000
+/** One tiny job, even on a debug build with every core busy. */
+const JOB_TIMEOUT_MS = 60_000
+const WORKERS_PER_NODE = 4
+const PREPAID_MINUTES = 30
+
+const log = (...args) => console.error('[cluster-jobs-bench]', ...args)
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+/** Nearest-rank percentile (the jobs bench's). */
+const pct = (xs, p) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor(p / 100 * s.length))] }
+const ms = (x) => x.toFixed(1)
+
+/** Says a case cannot run on this build: the table shows `reason` in its row. */
+class NotSupported extends Error {}
+
+/** Polls `predicate` every 10 ms; false after `ms` instead of throwing (callers decide). */
+async function waitFor (predicate, ms) {
+  const deadline = Date.now() + ms
+  while (Date.now() < deadline) {
+    if (await predicate()) return true
+    await sleep(10)
+  }
+  return false
+}
+
+// The tiny denoiser, 1 step at 8×8, into an output: the smallest job that still goes through a
+// worker, so the server path (queue, board, relay, events) dominates the time measured.
+const GRAPH = {
+  nodes: {
+    tiny: { type: 'tiny-denoiser', x: 0, y: 0, params: { steps: 1, width: 8, height: 8 } },
+    out: { type: 'output', x: 200, y: 0, params: {} }
+  },
+  edges: { e1: { source: 'tiny', source_port: 'image', target: 'out', target_port: 'image' } }
+}
+// `from` runs the node again: without it the node cache would answer and no worker would run.
+const JOB = { from: 'tiny' }
+
+/** A models directory with the tiny denoiser only: workers load nothing else. */
+function tinyModelsDir () {
+  const dir = mkdtempSync(join(tmpdir(), 'atelier-bench-tiny-'))
+  cpSync(join(modelsDir, 'tiny-denoiser'), join(dir, 'tiny-denoiser'), { recursive: true })
+  return dir
+}
+
+/** `atelier worker` processes (each one slot) connected to the nodes they are given. */
+class Workers {
+  constructor (cluster, models) { this.cluster = cluster; this.models = models; this.procs = []; this.token = null }
+
+  start (node, name) {
+    this.token ||= execFileSync(BIN, ['admin', 'create-worker-token', '--database-url', this.cluster.databaseUrl, '--name', 'bench'],
+      { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim()
+    const env = { PATH: process.env.PATH, RUST_LOG: 'warn', ORT_DYLIB_PATH: process.env.ORT_DYLIB_PATH }
+    const proc = spawn(BIN, ['worker', '--server', node.base, '--token', this.token, '--name', name,
+      '--slots', '1', '--gpu-class', 'cpu', '--execution-provider', 'cpu', '--intra-threads', '1',
+      '--models-dir', this.models], { env, stdio: ['ignore', 'ignore', 'inherit'] })
+    proc.on('exit', (code, signal) => { if (!this.stopping) log(`worker ${name} exited (${code ?? signal})`) })
+    this.procs.push(proc)
+  }
+
+  async stop () {
+    this.stopping = true
+    await Promise.all(this.procs.filter((p) => p.exitCode === null && p.signalCode === null).map((p) => {
+      const exited = new Promise((resolve) => p.once('exit', resolve))
+      p.kill('SIGKILL')
+      return exited
+    }))
+  }
+}
+
+/** A cluster of `nodes` nodes on the tiny model, every node without an in-process worker. */
+async function startCluster (nodes, models) {
+  return new Cluster({
+    nodes,
+    env: {
+      ATELIER_MODELS_DIR: models,
+      ATELIER_EXECUTION_PROVIDER: 'cpu',
+      ATELIER_SIGNUP_CREDITS: '100000000',
+      ATELIER_GPU_PRICES: 'cpu=100',
+      ATELIER_PREVIEW_MIN_INTERVAL_MS: '0',
+      ATELIER_LEASE_IDLE_TIMEOUT_S: '3600'
+    }
+  }).start()
+}
+
+/** A participant's studio events (type 100) on `node`: each job's first arrival of each event
+ *  type, and `waitEnd(id, ms)`, which resolves as the job's end arrives (no polling delay
+ *  between a job's end and the next submit) or with false after `ms`. */
+async function watchJobs (node, session, token) {
+  const jobs = new Map()
+  const waiters = new Map()
+  const ended = (id) => {
+    const row = jobs.get(id)
+    return row && (row['job.succeeded'] ?? row['job.failed'] ?? row['job.cancelled'])
+  }
+  const ws = new WebSocket(`${node.wsUrl}/${session}?token=${token}&events=1`)
+  ws.binaryType = 'nodebuffer'
+  ws.on('message', (data) => {
+    const t = performance.now()
+    const d = decoding.createDecoder(new Uint8Array(data))
+    if (decoding.readVarUint(d) !== 100) return
+    const e = JSON.parse(decoding.readVarString(d))
+    if (!e.job_id) return
+    const row = jobs.get(e.job_id) || {}
+    if (!(e.type in row)) row[e.type] = t
+    if (e.type === 'job.failed' || e.type === 'job.cancelled') row.error ??= e.error || e.reason
+    jobs.set(e.job_id, row)
+    if (ended(e.job_id)) waiters.get(e.job_id)?.(true)
+  })
+  ws.on('error', () => {})
+  await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject) })
+  const waitEnd = (id, ms) => ended(id)
+    ? Promise.resolve(true)
+    : new Promise((resolve) => {
+      const timer = setTimeout(() => { waiters.delete(id); resolve(false) }, ms)
+      waiters.set(id, (v) => { clearTimeout(timer); waiters.delete(id); resolve(v) })
+    })
+  return { jobs, ended, waitEnd, close: () => ws.close() }
+}
+
+/** A session of a new account (signed up on `node`) with the tiny graph. */
+async function newSession (node, name) {
+  const user = await node.signup(name)
+  const session = await node.createSession(user.token, name)
+  const put = await node.call('PUT', `/sessions/${session}/graph`, { token: user.token, body: GRAPH })
+  if (put.status !== 200) throw new Error(`graph: ${put.status} ${JSON.stringify(put.body)}`)
+  return { user, session }
+}
+
+/** Starts the session's lease through `node`; resolves with the lease once it runs, or throws
+ *  `NotSupported(reason)` when it has not left the line within `timeoutMs` (then stops it). */
+async function runningLease (node, { user, session }, timeoutMs, reason) {
+  const res = await node.call('POST', `/sessions/${session}/runtime`, { token: user.token, body: { gpu_class: 'cpu', prepaid_minutes: PREPAID_MINUTES } })
+  if (res.status !== 201) throw new Error(`runtime: ${res.status} ${JSON.stringify(res.body)}`)
+  let lease = null
+  const ran = await waitFor(async () => {
+    lease = (await node.call('GET', `/sessions/${session}/runtime`, { token: user.token })).body?.lease
+    return lease?.status === 'running' || lease?.status === 'stopped'
+  }, timeoutMs)
+  if (ran && lease.status === 'running') return lease
+  await stopLease(node, { user, session })
+  if (!ran) throw new NotSupported(reason)
+  throw new Error(`the lease stopped before running: ${JSON.stringify(lease)}`)
+}
+
+async function stopLease (node, { user, session }) {
+  await node.call('DELETE', `/sessions/${session}/runtime`, { token: user.token })
+}
+
+/** The node that meters `lease` (its `owner_node`, `node-i`), else the one it was started on. */
+function leaseNode (cluster, lease, fallback) {
+  const m = /^node-(\d+)$/.exec(lease.owner_node || '')
+  return (m && cluster.nodes[Number(m[1]) - 1]) || fallback
+}
+
+/** Submits one job through `node`; its id, or `NotSupported` when `crossNode` and refused. */
+async function submit (node, { user, session }, crossNode) {
+  const res = await node.call('POST', `/sessions/${session}/jobs`, { token: user.token, body: JOB })
+  if (res.status === 201) return res.body.id
+  const why = `${res.status} ${res.body?.error?.code || res.body?.code || JSON.stringify(res.body)}`
+  if (crossNode) throw new NotSupported(`n/a (no cross-node job routing in this build: a submit on another node than the lease's answered ${why})`)
+  throw new Error(`submit: ${why}`)
+}
+
+/** Sequential submits through `submitNode`, timed by a participant on `submitNode`: after
+ *  `WARMUP` discarded jobs, `SAMPLES` of submit → job.started (and → job end). */
+async function sequentialLatency (submitNode, s, crossNode) {
+  const watcher = await watchJobs(submitNode, s.session, s.user.token)
+  try {
+    const started = []; const ended = []; let failed = 0
+    for (let i = 0; i < WARMUP + SAMPLES; i++) {
+      const t0 = performance.now()
+      const id = await submit(submitNode, s, crossNode)
+      // A cross-node job that is accepted but never starts is a build without routing too.
+      const limit = crossNode && i === 0 ? CROSS_NODE_TIMEOUT_MS : JOB_TIMEOUT_MS
+      if (!await watcher.waitEnd(id, limit)) {
+        if (crossNode && i === 0) {
+          await submitNode.call('POST', `/jobs/${id}/cancel`, { token: s.user.token })
+          throw new NotSupported('n/a (no cross-node job routing in this build: the job never started)')
+        }
+        throw new Error(`job ${id} did not end within ${limit} ms`)
+      }
+      const row = watcher.jobs.get(id)
+      if (!row['job.succeeded']) { failed++; log(`job ${id} did not succeed: ${row.error}`) }
+      if (i < WARMUP || !row['job.started']) continue
+      started.push(row['job.started'] - t0)
+      ended.push(watcher.ended(id) - t0)
+    }
+    return { started, ended, failed }
+  } finally { watcher.close() }
+}
+
+/** 1a: the lease, its worker, the submits and the participant all on node 2. */
+async function latencyLocal (ctx) {
+  const [, n2] = ctx.cluster.nodes
+  const s = await newSession(n2, 'Local')
+  await runningLease(n2, s, LOCAL_LEASE_TIMEOUT_MS, 'the worker of node 2 never took the lease')
+  try { return await sequentialLatency(n2, s, false) } finally { await stopLease(n2, s) }
+}
+
+/** 1b: the lease started through node 1, which has no worker: it must get node 2's (the only
+ *  slot of the cluster); the jobs are submitted on node 1 and timed by a participant there. */
+async function latencyCross (ctx) {
+  const [n1, n2] = ctx.cluster.nodes
+  const s = await newSession(n1, 'Cross')
+  const lease = await runningLease(n1, s, CROSS_NODE_TIMEOUT_MS,
+    `n/a (no cross-node placement in this build: a lease started on node 1 did not get node 2's free worker within ${CROSS_NODE_TIMEOUT_MS / 1000} s)`)
+  try {
+    if (leaseNode(ctx.cluster, lease, n1) !== n2) throw new Error(`the lease runs on ${lease.owner_node}, not node-2`)
+    return await sequentialLatency(n1, s, true)
+  } finally { await stopLease(n1, s) }
+}
+
+/** Every session submits its next job as soon as its last one ended, for the warm-up and then
+ *  the measured window; `route(session, k)` is the node its k-th job is submitted on. Counts the
+ *  jobs that ended inside the window; submit → end of the jobs submitted inside it. */
+async function closedLoop (sessions, route, crossNode) {
+  const t0 = performance.now()
+  const windowStart = t0 + THROUGHPUT_WARMUP_MS
+  const windowEnd = windowStart + THROUGHPUT_MS
+  const latencies = []; let done = 0; let failed = 0
+  // The first failing loop stops the others (the leases are stopped right after).
+  let abort = false
+  await Promise.all(sessions.map(async (s) => {
+    try {
+      for (let k = 0; !abort && performance.now() < windowEnd; k++) {
+        const node = route(s, k)
+        const sent = performance.now()
+        const id = await submit(node, s, crossNode && node !== s.node)
+        const limit = crossNode && k < 2 ? CROSS_NODE_TIMEOUT_MS : JOB_TIMEOUT_MS
+        if (!await s.watcher.waitEnd(id, limit)) {
+          if (crossNode && k < 2) throw new NotSupported('n/a (no cross-node job routing in this build: the job never started)')
+          throw new Error(`job ${id} did not end within ${limit} ms`)
+        }
+        const end = s.watcher.ended(id)
+        if (!s.watcher.jobs.get(id)['job.succeeded']) failed++
+        if (end >= windowStart && end < windowEnd) done++
+        if (sent >= windowStart && end < windowEnd) latencies.push(end - sent)
+      }
+    } catch (e) { abort = true; throw e }
+  }))
+  return { jobsPerS: done / (THROUGHPUT_MS / 1000), done, failed, latencies }
+}
+
+/** Throughput through `ctx.cluster` (all its nodes, `WORKERS_PER_NODE` workers each, already
+ *  connected): one session and lease per slot, started round-robin over the nodes. `spread`:
+ *  each session's submits alternate over the nodes; else they go to the lease's node. */
+async function throughput (ctx, spread) {
+  const nodes = ctx.cluster.nodes
+  const sessions = []
+  try {
+    for (let i = 0; i < nodes.length * WORKERS_PER_NODE; i++) {
+      const via = nodes[i % nodes.length]
+      const s = await newSession(via, `Load${i}`)
+      s.via = via
+      sessions.push(s)
+    }
+    await Promise.all(sessions.map(async (s) => {
+      const lease = await runningLease(s.via, s, LOCAL_LEASE_TIMEOUT_MS, `a lease started on ${s.via.base} got no worker`)
+      s.leased = true
+      s.node = leaseNode(ctx.cluster, lease, s.via)
+      s.watcher = await watchJobs(s.node, s.session, s.user.token)
+    }))
+    const route = spread
+      ? (s, k) => nodes[(sessions.indexOf(s) + k) % nodes.length]
+      : (s) => s.node
+    return await closedLoop(sessions, route, spread)
+  } finally {
+    for (const s of sessions) {
+      s.watcher?.close()
+      if (s.leased) await stopLease(s.via, s)
+    }
+  }
+}
+
+/** Runs `body` on a fresh cluster of `nodes` nodes with `workersPerNode[i]` workers on node i+1. */
+async function withCluster (nodes, workersPerNode, body) {
+  const models = tinyModelsDir()
+  let cluster; let workers
+  try {
+    cluster = await startCluster(nodes, models)
+    workers = new Workers(cluster, models)
+    cluster.nodes.forEach((node, i) => {
+      for (let w = 0; w < workersPerNode[i]; w++) workers.start(node, `node${i + 1}-w${w + 1}`)
+    })
+    return await body({ cluster })
+  } finally {
+    await workers?.stop()
+    await cluster?.stop()
+    rmSync(models, { recursive: true, force: true })
+  }
+}
+
+/** The case's figures, or its `NotSupported` reason as a string. */
+async function attempt (name, fn) {
+  if (!CASES.includes(name)) return null
+  log(`${name}…`)
+  const started = Date.now()
+  try {
+    const r = await fn()
+    log(`${name}: done in ${((Date.now() - started) / 1000).toFixed(0)} s`)
+    return r
+  } catch (e) {
+    if (e instanceof NotSupported) { log(`${name}: ${e.message}`); return e.message }
+    throw e
+  }
+}
+
+const load = loadavg().map((x) => x.toFixed(2)).join(' ')
+log(`binary ${BIN}; load average ${load} on ${cpus().length} CPUs`)
+
+// 1. Latency: 2 nodes, one worker (one slot) on node 2.
+let local = null; let cross = null
+if (CASES.includes('latency-local') || CASES.includes('latency-cross')) {
+  await withCluster(2, [0, 1], async (ctx) => {
+    local = await attempt('latency-local', () => latencyLocal(ctx))
+    cross = await attempt('latency-cross', () => latencyCross(ctx))
+  })
+}
+
+// 2. Throughput: 1 node × 4 workers, then 2 nodes × 4 workers.
+let one = null; let two = null; let twoSpread = null
+if (CASES.includes('throughput-1')) {
+  await withCluster(1, [WORKERS_PER_NODE], async (ctx) => {
+    one = await attempt('throughput-1', () => throughput(ctx, false))
+  })
+}
+if (CASES.includes('throughput-2') || CASES.includes('throughput-2-spread')) {
+  await withCluster(2, [WORKERS_PER_NODE, WORKERS_PER_NODE], async (ctx) => {
+    two = await attempt('throughput-2', () => throughput(ctx, false))
+    twoSpread = await attempt('throughput-2-spread', () => throughput(ctx, true))
+  })
+}
+
+const cpu = cpus().length
+console.log(`\n| cluster jobs (tiny model: 1 step, 8×8; PostgreSQL + Redis; ${cpu} CPUs, load average ${load} at the start) | p50 | p99 | notes |`)
+console.log('|---|---|---|---|')
+const latencyRow = (label, r) => {
+  if (r === null) return
+  if (typeof r === 'string') { console.log(`| ${label} | — | — | ${r} |`); return }
+  console.log(`| ${label} | ${ms(pct(r.started, 50))} ms | ${ms(pct(r.started, 99))} ms | ${r.started.length} sequential jobs after ${WARMUP} warm-up; submit → end p50 ${ms(pct(r.ended, 50))} ms, p99 ${ms(pct(r.ended, 99))} ms${r.failed ? `; ${r.failed} failed` : ''} |`)
+}
+latencyRow('submit → `job.started`, one node (lease, worker, submit and participant on node 2)', local)
+latencyRow('submit → `job.started` across nodes (submitted and watched on node 1, the lease\'s worker on node 2)', cross)
+const throughputRow = (label, workers, r) => {
+  if (r === null) return
+  if (typeof r === 'string') { console.log(`| ${label} | — | — | ${r} |`); return }
+  console.log(`| ${label}: **${r.jobsPerS.toFixed(1)} jobs/s** | submit → end ${ms(pct(r.latencies, 50))} ms | ${ms(pct(r.latencies, 99))} ms | ${r.done} jobs ended in ${THROUGHPUT_MS / 1000} s after ${THROUGHPUT_WARMUP_MS / 1000} s warm-up, ${workers} sessions each with its own lease and slot, one job in flight each${r.failed ? `; ${r.failed} failed` : ''} |`)
+}
+throughputRow('1 node × 4 workers', WORKERS_PER_NODE, one)
+throughputRow('2 nodes × 4 workers, submits on the lease\'s node', 2 * WORKERS_PER_NODE, two)
+throughputRow('2 nodes × 4 workers, submits spread over both nodes', 2 * WORKERS_PER_NODE, twoSpread)
+if (one || two || twoSpread) {
+  console.log(`\nThroughput caveat: ${cpu} CPUs run everything — the nodes, PostgreSQL, Redis, this load generator and ` +
+    `${WORKERS_PER_NODE} (1 node) or ${2 * WORKERS_PER_NODE} (2 nodes) worker processes, one ONNX Runtime thread each. ` +
+    'With more worker processes than cores, a second node adds no CPU: the 2-node rows measure the cluster path\'s cost, not its scaling.')
+}
