@@ -5,21 +5,21 @@
 // participant's WebSocket events:
 //   1. submit → `job.started`, p50/p99, sequential submits: (a) on one node whose worker holds the
 //      lease; (b) across nodes: submitted on node 1, the lease's worker connected to node 2;
-//   2. jobs/s with every slot busy (closed loop: each session submits its next job when its last
-//      one ended): 1 node × 4 workers vs 2 nodes × 4 workers, submits on the lease's node or
+//   2. jobs/s, closed loop: one session, lease and slot per worker, each session submitting its
+//      next job as soon as its last one ended: 1 node × 4 workers vs 2 nodes × 4 workers, submits on the lease's node or
 //      spread over both nodes; with p50/p99 submit → end.
 // Each case is a function that answers either its figures or why this build cannot run it (a
 // lease that never gets a worker of another node, a submit another node refuses), so the same
-// script runs against `ATELIER_BIN` of any build. Prints a markdown table on stdout, progress on
+// script runs against `ATELIER_BIN` of any build. Prints markdown tables on stdout, progress on
 // stderr.
 //
 //   ATELIER_BIN=…/release/atelier node bench/cluster-jobs-bench.mjs
 //   BENCH_SAMPLES (200), BENCH_WARMUP (20), BENCH_THROUGHPUT_S (20), BENCH_THROUGHPUT_WARMUP_S (5),
 //   BENCH_CROSS_NODE_TIMEOUT_S (15): how long a cross-node lease or job may wait before the row
 //   says "n/a", BENCH_CASES (all; comma-separated of: latency-local, latency-cross,
-//   throughput-1, throughput-2, throughput-2-spread).
+//   throughput-1, throughput-2, throughput-2-spread), BENCH_JSON (a file for every sample).
 import { spawn, execFileSync } from 'node:child_process'
-import { cpSync, mkdtempSync, rmSync } from 'node:fs'
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg, tmpdir, homedir } from 'node:os'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -70,6 +70,47 @@ async function waitFor (predicate, ms) {
     await sleep(10)
   }
   return false
+}
+
+/** CPU seconds `pids` have used (user + system, from /proc/<pid>/stat), and the machine's busy
+ *  and total CPU seconds (from /proc/stat): what the throughput window cost, and where. */
+const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100
+function processCpu (pids) {
+  let ticks = 0
+  for (const pid of pids) {
+    try {
+      // The command name may hold spaces: the fields that follow start after its ')'.
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(')').pop().trim().split(' ')
+      ticks += Number(fields[11]) + Number(fields[12]) // utime, stime
+    } catch {} // exited
+  }
+  return ticks / CLK_TCK
+}
+function machineCpu () {
+  const [, ...f] = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/)
+  const v = f.map(Number)
+  const total = v.slice(0, 8).reduce((a, b) => a + b, 0)
+  return { busy: (total - v[3] - v[4]) / CLK_TCK, total: total / CLK_TCK } // minus idle, iowait
+}
+function cpuSample (ctx) {
+  return {
+    nodes: processCpu(ctx.cluster.nodes.map((n) => n.proc.pid)),
+    workers: processCpu(ctx.workers.procs.map((p) => p.pid)),
+    bench: (({ user, system }) => (user + system) / 1e6)(process.cpuUsage()),
+    machine: machineCpu(),
+    at: performance.now()
+  }
+}
+/** CPU use between two samples, in % of one core (nodes, workers, this load generator) and %
+ *  of the machine (everything: PostgreSQL, Redis and any neighbour too). */
+function cpuUse (a, b) {
+  const wall = (b.at - a.at) / 1000
+  return {
+    nodes: 100 * (b.nodes - a.nodes) / wall,
+    workers: 100 * (b.workers - a.workers) / wall,
+    bench: 100 * (b.bench - a.bench) / wall,
+    machine: 100 * (b.machine.busy - a.machine.busy) / (b.machine.total - a.machine.total)
+  }
 }
 
 // The tiny denoiser, 1 step at 8×8, into an output: the smallest job that still goes through a
@@ -262,13 +303,15 @@ async function latencyCross (ctx) {
 /** Every session submits its next job as soon as its last one ended, for the warm-up and then
  *  the measured window; `route(session, k)` is the node its k-th job is submitted on. Counts the
  *  jobs that ended inside the window; submit → end of the jobs submitted inside it. */
-async function closedLoop (sessions, route, crossNode) {
+async function closedLoop (ctx, sessions, route, crossNode) {
   const t0 = performance.now()
   const windowStart = t0 + THROUGHPUT_WARMUP_MS
   const windowEnd = windowStart + THROUGHPUT_MS
   const latencies = []; let done = 0; let failed = 0
   // The first failing loop stops the others (the leases are stopped right after).
   let abort = false
+  const samples = []
+  const timers = [windowStart, windowEnd].map((t) => setTimeout(() => samples.push(cpuSample(ctx)), t - performance.now()))
   await Promise.all(sessions.map(async (s) => {
     try {
       for (let k = 0; !abort && performance.now() < windowEnd; k++) {
@@ -286,8 +329,9 @@ async function closedLoop (sessions, route, crossNode) {
         if (sent >= windowStart && end < windowEnd) latencies.push(end - sent)
       }
     } catch (e) { abort = true; throw e }
-  }))
-  return { jobsPerS: done / (THROUGHPUT_MS / 1000), done, failed, latencies }
+  })).finally(() => timers.forEach(clearTimeout))
+  const cpu = samples.length === 2 ? cpuUse(...samples) : null
+  return { jobsPerS: done / (THROUGHPUT_MS / 1000), done, failed, latencies, cpu }
 }
 
 /** Throughput through `ctx.cluster` (all its nodes, `WORKERS_PER_NODE` workers each, already
@@ -312,7 +356,7 @@ async function throughput (ctx, spread) {
     const route = spread
       ? (s, k) => nodes[(sessions.indexOf(s) + k) % nodes.length]
       : (s) => s.node
-    return await closedLoop(sessions, route, spread)
+    return await closedLoop(ctx, sessions, route, spread)
   } finally {
     for (const s of sessions) {
       s.watcher?.close()
@@ -331,7 +375,7 @@ async function withCluster (nodes, workersPerNode, body) {
     cluster.nodes.forEach((node, i) => {
       for (let w = 0; w < workersPerNode[i]; w++) workers.start(node, `node${i + 1}-w${w + 1}`)
     })
-    return await body({ cluster })
+    return await body({ cluster, workers })
   } finally {
     await workers?.stop()
     await cluster?.stop()
@@ -381,25 +425,35 @@ if (CASES.includes('throughput-2') || CASES.includes('throughput-2-spread')) {
 }
 
 const cpu = cpus().length
-console.log(`\n| cluster jobs (tiny model: 1 step, 8×8; PostgreSQL + Redis; ${cpu} CPUs, load average ${load} at the start) | p50 | p99 | notes |`)
-console.log('|---|---|---|---|')
-const latencyRow = (label, r) => {
-  if (r === null) return
-  if (typeof r === 'string') { console.log(`| ${label} | — | — | ${r} |`); return }
-  console.log(`| ${label} | ${ms(pct(r.started, 50))} ms | ${ms(pct(r.started, 99))} ms | ${r.started.length} sequential jobs after ${WARMUP} warm-up; submit → end p50 ${ms(pct(r.ended, 50))} ms, p99 ${ms(pct(r.ended, 99))} ms${r.failed ? `; ${r.failed} failed` : ''} |`)
+const na = (r) => typeof r === 'string'
+if (local !== null || cross !== null) {
+  console.log(`\n| submit → \`job.started\` (tiny model: 1 step, 8×8; 2 nodes, PostgreSQL + Redis; ${SAMPLES} sequential jobs after ${WARMUP} warm-up) | p50 | p99 | submit → end p50 / p99 |`)
+  console.log('|---|---|---|---|')
+  const row = (label, r) => {
+    if (r === null) return
+    if (na(r)) { console.log(`| ${label} | ${r} | | |`); return }
+    console.log(`| ${label} | ${ms(pct(r.started, 50))} ms | ${ms(pct(r.started, 99))} ms | ${ms(pct(r.ended, 50))} / ${ms(pct(r.ended, 99))} ms${r.failed ? ` (${r.failed} failed)` : ''} |`)
+  }
+  row('one node: lease, worker, submits and participant on node 2', local)
+  row('across nodes: submitted and watched on node 1, the lease\'s worker on node 2', cross)
 }
-latencyRow('submit → `job.started`, one node (lease, worker, submit and participant on node 2)', local)
-latencyRow('submit → `job.started` across nodes (submitted and watched on node 1, the lease\'s worker on node 2)', cross)
-const throughputRow = (label, workers, r) => {
-  if (r === null) return
-  if (typeof r === 'string') { console.log(`| ${label} | — | — | ${r} |`); return }
-  console.log(`| ${label}: **${r.jobsPerS.toFixed(1)} jobs/s** | submit → end ${ms(pct(r.latencies, 50))} ms | ${ms(pct(r.latencies, 99))} ms | ${r.done} jobs ended in ${THROUGHPUT_MS / 1000} s after ${THROUGHPUT_WARMUP_MS / 1000} s warm-up, ${workers} sessions each with its own lease and slot, one job in flight each${r.failed ? `; ${r.failed} failed` : ''} |`)
+if (one !== null || two !== null || twoSpread !== null) {
+  console.log(`\n| jobs/s (tiny model; one session, lease and worker slot per worker, one job in flight each; ${THROUGHPUT_MS / 1000} s after ${THROUGHPUT_WARMUP_MS / 1000} s warm-up) | jobs/s | submit → end p50 / p99 | CPU in the window: nodes / workers / load generator (% of one core); machine busy |`)
+  console.log('|---|---|---|---|')
+  const row = (label, r) => {
+    if (r === null) return
+    if (na(r)) { console.log(`| ${label} | ${r} | | |`); return }
+    const c = r.cpu
+    console.log(`| ${label} | **${r.jobsPerS.toFixed(1)}** (${r.done} jobs${r.failed ? `, ${r.failed} failed` : ''}) | ${ms(pct(r.latencies, 50))} / ${ms(pct(r.latencies, 99))} ms | ${c ? `${c.nodes.toFixed(0)} / ${c.workers.toFixed(0)} / ${c.bench.toFixed(0)} %; ${c.machine.toFixed(0)} %` : '—'} |`)
+  }
+  row(`1 node × ${WORKERS_PER_NODE} workers`, one)
+  row(`2 nodes × ${WORKERS_PER_NODE} workers, submits on the lease's node`, two)
+  row(`2 nodes × ${WORKERS_PER_NODE} workers, submits spread over both nodes`, twoSpread)
+  console.log(`\n${cpu} CPUs run everything: the nodes, PostgreSQL, Redis, this load generator and ` +
+    `${WORKERS_PER_NODE} (1 node) or ${2 * WORKERS_PER_NODE} (2 nodes) worker processes, one ONNX Runtime thread each — ` +
+    `${2 * WORKERS_PER_NODE} worker processes share ${cpu} cores. A second node adds no CPU here, so the 2-node rows measure ` +
+    'what the cluster path costs, not how it scales; the tiny model keeps the workers\' share small so the server path dominates.')
 }
-throughputRow('1 node × 4 workers', WORKERS_PER_NODE, one)
-throughputRow('2 nodes × 4 workers, submits on the lease\'s node', 2 * WORKERS_PER_NODE, two)
-throughputRow('2 nodes × 4 workers, submits spread over both nodes', 2 * WORKERS_PER_NODE, twoSpread)
-if (one || two || twoSpread) {
-  console.log(`\nThroughput caveat: ${cpu} CPUs run everything — the nodes, PostgreSQL, Redis, this load generator and ` +
-    `${WORKERS_PER_NODE} (1 node) or ${2 * WORKERS_PER_NODE} (2 nodes) worker processes, one ONNX Runtime thread each. ` +
-    'With more worker processes than cores, a second node adds no CPU: the 2-node rows measure the cluster path\'s cost, not its scaling.')
+if (process.env.BENCH_JSON) {
+  writeFileSync(process.env.BENCH_JSON, JSON.stringify({ binary: BIN, cpus: cpu, load, samples: SAMPLES, warmup: WARMUP, local, cross, one, two, twoSpread }, null, 1))
 }
