@@ -17,7 +17,7 @@
 //   BENCH_SAMPLES (200), BENCH_WARMUP (20), BENCH_THROUGHPUT_S (20), BENCH_THROUGHPUT_WARMUP_S (5),
 //   BENCH_CROSS_NODE_TIMEOUT_S (15): how long a cross-node lease or job may wait before the row
 //   says "n/a", BENCH_CASES (all; comma-separated of: latency-local, latency-cross,
-//   throughput-1, throughput-2, throughput-2-spread), BENCH_JSON (a file for every sample).
+//   throughput-1, throughput-1x8, throughput-2, throughput-2-spread), BENCH_JSON (a file for every sample).
 import { spawn, execFileSync } from 'node:child_process'
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg, tmpdir, homedir } from 'node:os'
@@ -43,7 +43,7 @@ const WARMUP = num('BENCH_WARMUP', 20)
 const THROUGHPUT_MS = Math.max(1, num('BENCH_THROUGHPUT_S', 20)) * 1000
 const THROUGHPUT_WARMUP_MS = num('BENCH_THROUGHPUT_WARMUP_S', 5) * 1000
 const CROSS_NODE_TIMEOUT_MS = num('BENCH_CROSS_NODE_TIMEOUT_S', 15) * 1000
-const ALL_CASES = ['latency-local', 'latency-cross', 'throughput-1', 'throughput-2', 'throughput-2-spread']
+const ALL_CASES = ['latency-local', 'latency-cross', 'throughput-1', 'throughput-1x8', 'throughput-2', 'throughput-2-spread']
 const CASES = (process.env.BENCH_CASES || ALL_CASES.join(',')).split(',').map((s) => s.trim()).filter(Boolean)
 for (const c of CASES) if (!ALL_CASES.includes(c)) throw new Error(`unknown case ${c} (known: ${ALL_CASES.join(', ')})`)
 /** A local lease gets its worker within this (workers start ONNX Runtime and connect first). */
@@ -334,14 +334,14 @@ async function closedLoop (ctx, sessions, route, crossNode) {
   return { jobsPerS: done / (THROUGHPUT_MS / 1000), done, failed, latencies, cpu }
 }
 
-/** Throughput through `ctx.cluster` (all its nodes, `WORKERS_PER_NODE` workers each, already
+/** Throughput through `ctx.cluster` (all its nodes and `ctx.slots` workers, already
  *  connected): one session and lease per slot, started round-robin over the nodes. `spread`:
  *  each session's submits alternate over the nodes; else they go to the lease's node. */
 async function throughput (ctx, spread) {
   const nodes = ctx.cluster.nodes
   const sessions = []
   try {
-    for (let i = 0; i < nodes.length * WORKERS_PER_NODE; i++) {
+    for (let i = 0; i < ctx.slots; i++) {
       const via = nodes[i % nodes.length]
       const s = await newSession(via, `Load${i}`)
       s.via = via
@@ -375,7 +375,7 @@ async function withCluster (nodes, workersPerNode, body) {
     cluster.nodes.forEach((node, i) => {
       for (let w = 0; w < workersPerNode[i]; w++) workers.start(node, `node${i + 1}-w${w + 1}`)
     })
-    return await body({ cluster, workers })
+    return await body({ cluster, workers, slots: workersPerNode.reduce((a, b) => a + b, 0) })
   } finally {
     await workers?.stop()
     await cluster?.stop()
@@ -410,11 +410,17 @@ if (CASES.includes('latency-local') || CASES.includes('latency-cross')) {
   })
 }
 
-// 2. Throughput: 1 node × 4 workers, then 2 nodes × 4 workers.
-let one = null; let two = null; let twoSpread = null
+// 2. Throughput: 1 node × 4 workers, 1 node × 8 workers (the 2-node rows' concurrency on one
+// node: what the second node changes, apart from having twice the sessions), 2 nodes × 4.
+let one = null; let oneEight = null; let two = null; let twoSpread = null
 if (CASES.includes('throughput-1')) {
   await withCluster(1, [WORKERS_PER_NODE], async (ctx) => {
     one = await attempt('throughput-1', () => throughput(ctx, false))
+  })
+}
+if (CASES.includes('throughput-1x8')) {
+  await withCluster(1, [2 * WORKERS_PER_NODE], async (ctx) => {
+    oneEight = await attempt('throughput-1x8', () => throughput(ctx, false))
   })
 }
 if (CASES.includes('throughput-2') || CASES.includes('throughput-2-spread')) {
@@ -437,7 +443,7 @@ if (local !== null || cross !== null) {
   row('one node: lease, worker, submits and participant on node 2', local)
   row('across nodes: submitted and watched on node 1, the lease\'s worker on node 2', cross)
 }
-if (one !== null || two !== null || twoSpread !== null) {
+if (one !== null || oneEight !== null || two !== null || twoSpread !== null) {
   console.log(`\n| jobs/s (tiny model; one session, lease and worker slot per worker, one job in flight each; ${THROUGHPUT_MS / 1000} s after ${THROUGHPUT_WARMUP_MS / 1000} s warm-up) | jobs/s | submit → end p50 / p99 | CPU in the window: nodes / workers / load generator (% of one core); machine busy |`)
   console.log('|---|---|---|---|')
   const row = (label, r) => {
@@ -447,13 +453,14 @@ if (one !== null || two !== null || twoSpread !== null) {
     console.log(`| ${label} | **${r.jobsPerS.toFixed(1)}** (${r.done} jobs${r.failed ? `, ${r.failed} failed` : ''}) | ${ms(pct(r.latencies, 50))} / ${ms(pct(r.latencies, 99))} ms | ${c ? `${c.nodes.toFixed(0)} / ${c.workers.toFixed(0)} / ${c.bench.toFixed(0)} %; ${c.machine.toFixed(0)} %` : '—'} |`)
   }
   row(`1 node × ${WORKERS_PER_NODE} workers`, one)
+  row(`1 node × ${2 * WORKERS_PER_NODE} workers (the 2-node rows' concurrency on one node)`, oneEight)
   row(`2 nodes × ${WORKERS_PER_NODE} workers, submits on the lease's node`, two)
   row(`2 nodes × ${WORKERS_PER_NODE} workers, submits spread over both nodes`, twoSpread)
   console.log(`\n${cpu} CPUs run everything: the nodes, PostgreSQL, Redis, this load generator and ` +
-    `${WORKERS_PER_NODE} (1 node) or ${2 * WORKERS_PER_NODE} (2 nodes) worker processes, one ONNX Runtime thread each — ` +
+    `${WORKERS_PER_NODE} or ${2 * WORKERS_PER_NODE} worker processes, one ONNX Runtime thread each — ` +
     `${2 * WORKERS_PER_NODE} worker processes share ${cpu} cores. A second node adds no CPU here, so the 2-node rows measure ` +
     'what the cluster path costs, not how it scales; the tiny model keeps the workers\' share small so the server path dominates.')
 }
 if (process.env.BENCH_JSON) {
-  writeFileSync(process.env.BENCH_JSON, JSON.stringify({ binary: BIN, cpus: cpu, load, samples: SAMPLES, warmup: WARMUP, local, cross, one, two, twoSpread }, null, 1))
+  writeFileSync(process.env.BENCH_JSON, JSON.stringify({ binary: BIN, cpus: cpu, load, samples: SAMPLES, warmup: WARMUP, local, cross, one, oneEight, two, twoSpread }, null, 1))
 }
