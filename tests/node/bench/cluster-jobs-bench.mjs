@@ -15,6 +15,7 @@
 //
 //   ATELIER_BIN=…/release/atelier node bench/cluster-jobs-bench.mjs
 //   BENCH_SAMPLES (200), BENCH_WARMUP (20), BENCH_THROUGHPUT_S (20), BENCH_THROUGHPUT_WARMUP_S (5),
+//   BENCH_IN_FLIGHT (1 or 2 jobs per session at once in the throughput cases),
 //   BENCH_CROSS_NODE_TIMEOUT_S (15): how long a cross-node lease or job may wait before the row
 //   says "n/a", BENCH_CASES (all; comma-separated of: latency-local, latency-cross,
 //   throughput-1, throughput-1x8, throughput-2, throughput-2-spread), BENCH_JSON (a file for every sample).
@@ -42,6 +43,10 @@ const SAMPLES = Math.max(1, num('BENCH_SAMPLES', 200))
 const WARMUP = num('BENCH_WARMUP', 20)
 const THROUGHPUT_MS = Math.max(1, num('BENCH_THROUGHPUT_S', 20)) * 1000
 const THROUGHPUT_WARMUP_MS = num('BENCH_THROUGHPUT_WARMUP_S', 5) * 1000
+// Jobs each session keeps submitted at once in the throughput cases: 1 leaves its slot idle from
+// a job's end to the next submit's assignment; 2 keeps one queued behind the running one.
+// (Within the server's per-account limits: ATELIER_MAX_RUNNING_JOBS 2, _QUEUED_JOBS 10.)
+const IN_FLIGHT = Math.min(2, Math.max(1, Math.floor(num('BENCH_IN_FLIGHT', 1))))
 const CROSS_NODE_TIMEOUT_MS = num('BENCH_CROSS_NODE_TIMEOUT_S', 15) * 1000
 const ALL_CASES = ['latency-local', 'latency-cross', 'throughput-1', 'throughput-1x8', 'throughput-2', 'throughput-2-spread']
 const CASES = (process.env.BENCH_CASES || ALL_CASES.join(',')).split(',').map((s) => s.trim()).filter(Boolean)
@@ -307,8 +312,9 @@ async function latencyCross (ctx) {
   } finally { await stopLease(n1, s) }
 }
 
-/** Every session submits its next job as soon as its last one ended, for the warm-up and then
- *  the measured window; `route(session, k)` is the node its k-th job is submitted on. Counts the
+/** Every session keeps `IN_FLIGHT` jobs submitted, each loop submitting its next job as soon as
+ *  its last one ended, for the warm-up and then the measured window; `route(session, k)` is the
+ *  node the session's k-th job is submitted on. Counts the
  *  jobs that ended inside the window; submit → end of the jobs submitted inside it. */
 async function closedLoop (ctx, sessions, route, crossNode) {
   const t0 = performance.now()
@@ -319,9 +325,12 @@ async function closedLoop (ctx, sessions, route, crossNode) {
   let abort = false
   const samples = []
   const timers = [windowStart, windowEnd].map((t) => setTimeout(() => samples.push(cpuSample(ctx)), t - performance.now()))
-  await Promise.all(sessions.map(async (s) => {
+  const loops = sessions.flatMap((s) => Array.from({ length: IN_FLIGHT }, () => s))
+  for (const s of sessions) s.submitted = 0
+  await Promise.all(loops.map(async (s) => {
     try {
-      for (let k = 0; !abort && performance.now() < windowEnd; k++) {
+      while (!abort && performance.now() < windowEnd) {
+        const k = s.submitted++
         const node = route(s, k)
         const sent = performance.now()
         // Each session's first two submits reach both nodes: only they may say "not supported".
@@ -455,7 +464,7 @@ if (local !== null || cross !== null) {
   row('across nodes: submitted and watched on node 1, the lease\'s worker on node 2', cross)
 }
 if (one !== null || oneEight !== null || two !== null || twoSpread !== null) {
-  console.log(`\n| jobs/s (tiny model; one session, lease and worker slot per worker, one job in flight each; ${THROUGHPUT_MS / 1000} s after ${THROUGHPUT_WARMUP_MS / 1000} s warm-up) | jobs/s | submit → end p50 / p99 | CPU in the window: nodes / workers / load generator (% of one core); machine busy |`)
+  console.log(`\n| jobs/s (tiny model; one session, lease and worker slot per worker, ${IN_FLIGHT === 1 ? 'one job' : `${IN_FLIGHT} jobs`} in flight each; ${THROUGHPUT_MS / 1000} s after ${THROUGHPUT_WARMUP_MS / 1000} s warm-up) | jobs/s | submit → end p50 / p99 | CPU in the window: nodes / workers / load generator (% of one core); machine busy |`)
   console.log('|---|---|---|---|')
   const row = (label, r) => {
     if (r === null) return
