@@ -221,8 +221,9 @@ async function newSession (node, name) {
   return { user, session }
 }
 
-/** Starts the session's lease through `node`; resolves with the lease once it runs, or throws
- *  `NotSupported(reason)` when it has not left the line within `timeoutMs` (then stops it). */
+/** Starts the session's lease through `node`; resolves with the lease once it runs, or, when it
+ *  has not left the line within `timeoutMs`, stops it and throws `reason` (as `NotSupported`
+ *  when the lease needs another node's worker). */
 async function runningLease (node, { user, session }, timeoutMs, reason, crossNode = false) {
   const res = await node.call('POST', `/sessions/${session}/runtime`, { token: user.token, body: { gpu_class: 'cpu', prepaid_minutes: PREPAID_MINUTES } })
   if (res.status !== 201) {
@@ -237,7 +238,8 @@ async function runningLease (node, { user, session }, timeoutMs, reason, crossNo
   }, timeoutMs)
   if (ran && lease.status === 'running') return lease
   await stopLease(node, { user, session })
-  if (!ran) throw new NotSupported(reason)
+  // A lease on a node with a free worker that does not run is a failure, not a missing feature.
+  if (!ran) throw crossNode ? new NotSupported(reason) : new Error(reason)
   throw new Error(`the lease stopped before running: ${JSON.stringify(lease)}`)
 }
 
