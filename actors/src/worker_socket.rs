@@ -195,7 +195,11 @@ fn frames_of(msg: &ToWorker) -> (Option<String>, Vec<InputFrame>) {
 
 /// Writes what comes through the worker's link, a frame at a time, until the link ends, the
 /// worker is refused, or a frame is not taken within `stall`.
-async fn forward(mut inbox: LinkInbox, direct: DirectBinary<Written>, stall: Duration) -> ForwardEnd {
+async fn forward(
+    mut inbox: LinkInbox,
+    direct: DirectBinary<Written>,
+    stall: Duration,
+) -> ForwardEnd {
     let too_slow = || {
         format!(
             "too slow: a message waited {} s for the worker to read it",

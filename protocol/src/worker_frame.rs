@@ -509,7 +509,10 @@ mod tests {
         // An empty input is allowed (an empty tensor port).
         let mut empty = tensor_input();
         empty.data = Bytes::new();
-        assert_eq!(decode_input(&Bytes::from(encode_input(&empty))).unwrap(), empty);
+        assert_eq!(
+            decode_input(&Bytes::from(encode_input(&empty))).unwrap(),
+            empty
+        );
     }
 
     #[test]
@@ -574,7 +577,10 @@ mod tests {
             let at = bytes.len() - 6 - 4;
             bytes[at..at + 4].copy_from_slice(&declared.to_be_bytes());
             let err = decode_input(&Bytes::from(bytes)).unwrap_err();
-            assert!(matches!(err, MediaFrameError::TooLarge { what: "input", .. }));
+            assert!(matches!(
+                err,
+                MediaFrameError::TooLarge { what: "input", .. }
+            ));
             assert_eq!(err.close_code(), close_code::MESSAGE_TOO_BIG);
         }
         let mut long = tensor_input();
@@ -625,7 +631,15 @@ mod tests {
     #[test]
     fn a_one_mib_input_costs_a_quarter_less_on_the_wire() {
         use crate::worker::{Assignment, JobStep, MediaBytes};
-        let ws_header = |len: usize| if len < 126 { 2 } else if len < 65_536 { 4 } else { 10 };
+        let ws_header = |len: usize| {
+            if len < 126 {
+                2
+            } else if len < 65_536 {
+                4
+            } else {
+                10
+            }
+        };
         let image = Bytes::from(vec![7u8; 1024 * 1024]);
         let assignment = Assignment {
             job_id: JobId::new_random(),

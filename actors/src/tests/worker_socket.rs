@@ -4,15 +4,15 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_http::ws::{Frame as WsFrame, Message as WsMessage};
-use bytes::BytesMut;
 use actix_http::ws::Codec;
+use actix_http::ws::{Frame as WsFrame, Message as WsMessage};
 use atelier_protocol::ids::{JobId, SessionId, WorkerId};
 use atelier_protocol::worker::{
     Assignment, InputRef, MediaBytes, ProvidedTensor, ServerMessage, ToWorker, WorkerMessage,
 };
 use atelier_protocol::worker_frame::{self, InputKey, MediaFrame, MediaKind};
 use bytes::Bytes;
+use bytes::BytesMut;
 use futures_util::SinkExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -393,7 +393,10 @@ async fn an_assign_goes_out_as_text_then_one_binary_frame_per_input() {
             panic!("expected an input frame");
         };
         let frame = worker_frame::decode_input(&bytes).expect("an input frame");
-        assert_eq!((frame.job_id, &frame.key, &frame.data), (job.job_id, &key, data));
+        assert_eq!(
+            (frame.job_id, &frame.key, &frame.data),
+            (job.job_id, &key, data)
+        );
     }
     // What was sent after the assign comes after its inputs.
     assert_eq!(
@@ -442,8 +445,11 @@ async fn a_worker_that_stops_reading_is_closed_as_too_slow() {
     let link = hub.links.lock().unwrap()[0].clone();
     // 3 × 32 MiB of input: more than any socket buffer takes.
     for _ in 0..3 {
-        link.send(ToWorker::Assign(Box::new(assignment(24 * 1024 * 1024, 8 * 1024 * 1024))))
-            .expect("queued");
+        link.send(ToWorker::Assign(Box::new(assignment(
+            24 * 1024 * 1024,
+            8 * 1024 * 1024,
+        ))))
+        .expect("queued");
     }
     for _ in 0..500 {
         if hub.gone.lock().unwrap().len() == 1 {
