@@ -424,9 +424,7 @@ impl JobService {
     ) -> Option<BoxFuture<'static, ()>> {
         let targets: Vec<(JobId, mpsc::Sender<AssignmentEvent>)> = {
             let state = self.board.lock();
-            let Some(entry) = state.workers.get(&worker) else {
-                return None;
-            };
+            let entry = state.workers.get(&worker)?;
             // Any message proves the worker alive: its leases bill up to now.
             entry.heartbeat.send_if_modified(|h| match h {
                 WorkerHeartbeat::At(t) => {
@@ -482,9 +480,7 @@ impl JobService {
     ) -> Option<BoxFuture<'static, ()>> {
         let target = {
             let state = self.board.lock();
-            let Some(entry) = state.workers.get(&worker) else {
-                return None;
-            };
+            let entry = state.workers.get(&worker)?;
             entry.heartbeat.send_if_modified(|h| match h {
                 WorkerHeartbeat::At(t) => {
                     *t = crate::db::now_ms();
