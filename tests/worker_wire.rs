@@ -467,6 +467,154 @@ fn server_frames(mut wire: &[u8]) -> Vec<(u8, Vec<u8>)> {
     frames
 }
 
+/// A stand-in server that speaks the worker protocol to a real `atelier worker`: hostile
+/// `assign`s fail their jobs with a reason, and the worker goes on taking jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_assign_fails_its_job_never_the_worker() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let models = image_input_models();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_atelier"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ATELIER_") {
+            cmd.env_remove(key);
+        }
+    }
+    let child = cmd
+        .args([
+            "worker",
+            "--server",
+            &format!("http://{addr}"),
+            "--token",
+            "atw_x",
+        ])
+        .args([
+            "--name",
+            "w",
+            "--gpu-class",
+            "cpu",
+            "--execution-provider",
+            "cpu",
+        ])
+        .args(["--models-dir", &models.path().display().to_string()])
+        .env("RUST_LOG", "warn")
+        .env(
+            "ORT_DYLIB_PATH",
+            std::env::var_os("ORT_DYLIB_PATH").expect("ORT_DYLIB_PATH"),
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _worker = RemoteWorker(child);
+    let (stream, _) = tokio::time::timeout(Duration::from_secs(60), listener.accept())
+        .await
+        .expect("the worker connects")
+        .unwrap();
+    let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+    // The worker's next message other than a heartbeat.
+    async fn next_json<S>(ws: &mut S) -> Value
+    where
+        S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
+            + Unpin,
+    {
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(30), ws.next())
+                .await
+                .expect("a message from the worker")
+                .expect("open")
+                .expect("readable");
+            if let Message::Text(text) = msg {
+                let v: Value = serde_json::from_str(&text).unwrap();
+                if v["type"] != "heartbeat" {
+                    return v;
+                }
+            }
+        }
+    }
+    assert_eq!(next_json(&mut ws).await["type"], "hello");
+    let welcome = json!({"type": "welcome", "worker_id": uuid(), "heartbeat_interval_ms": 1000});
+    ws.send(Message::text(welcome.to_string())).await.unwrap();
+    let session = uuid();
+    let assign = |job: &str, inputs: Value| {
+        Message::text(
+            json!({"type": "assign", "job_id": job, "session_id": session, "steps": [],
+                   "inputs": inputs})
+            .to_string(),
+        )
+    };
+    // kind 3 frame: job id, media id, bytes.
+    let media_frame = |job: &str, media: &str, data: &[u8]| {
+        let mut f = vec![3u8];
+        f.extend_from_slice(uuid::Uuid::parse_str(job).unwrap().as_bytes());
+        f.push(media.len() as u8);
+        f.extend_from_slice(media.as_bytes());
+        f.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        f.extend_from_slice(data);
+        Message::binary(f)
+    };
+
+    // Over the worker's budget: refused before anything arrives.
+    let a = uuid();
+    ws.send(assign(
+        &a,
+        json!([{"kind": "media", "media_id": "m", "bytes": 200u64 << 20}]),
+    ))
+    .await
+    .unwrap();
+    let failed = next_json(&mut ws).await;
+    assert_eq!(
+        (&failed["type"], &failed["job_id"]),
+        (&json!("failed"), &json!(a))
+    );
+    assert!(
+        failed["error"].as_str().unwrap().contains("at most"),
+        "{failed}"
+    );
+
+    // A frame of another size than declared; then frames of no waiting job, one unreadable.
+    let b = uuid();
+    ws.send(assign(
+        &b,
+        json!([{"kind": "media", "media_id": "m", "bytes": 10}]),
+    ))
+    .await
+    .unwrap();
+    ws.send(media_frame(&b, "m", &[0; 11])).await.unwrap();
+    let failed = next_json(&mut ws).await;
+    assert_eq!(failed["job_id"], b.as_str(), "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("its assign said 10"),
+        "{failed}"
+    );
+    ws.send(media_frame(&b, "m", &[0; 10])).await.unwrap();
+    ws.send(Message::binary(vec![3u8, 1, 2])).await.unwrap();
+    ws.send(Message::binary(vec![1u8; 40])).await.unwrap();
+
+    // A valid assign with a 20 MiB input (more than a WebSocket library's default frame limit):
+    // assembled and run (no steps: it succeeds at once).
+    let c = uuid();
+    let big = vec![7u8; 20 << 20];
+    ws.send(assign(
+        &c,
+        json!([{"kind": "media", "media_id": "m", "bytes": big.len()}]),
+    ))
+    .await
+    .unwrap();
+    ws.send(media_frame(&c, "m", &big)).await.unwrap();
+    let done = next_json(&mut ws).await;
+    assert_eq!(done, json!({"type": "succeeded", "job_id": c}));
+}
+
+fn uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
 on_both_backends!(
     a_large_image_input_reaches_a_remote_worker_as_binary,
     a_worker_that_stops_reading_is_closed_as_too_slow,
