@@ -3,8 +3,8 @@
 //! live-session [`crate::ConnectionActor`]. JSON text frames both ways
 //! (`atelier_protocol::worker`): the worker says hello first, then heartbeats, progress and
 //! results; its previews and node outputs come as binary frames, and an `assign`'s inputs go to
-//! it as binary frames right after the `assign` (`atelier_protocol::worker_frame`). What the worker's messages mean is the job system's
-//! business, reached through the [`WorkerHub`] port (the server implements it over its job
+//! it as binary frames right after the `assign` (`atelier_protocol::worker_frame`). What the
+//! worker's messages mean is the job system's business, reached through the [`WorkerHub`] port (the server implements it over its job
 //! service and worker tokens). The socket's end is the worker's end: [`WorkerHub::gone`].
 //!
 //! Media is bounded: each frame handed on holds permits of a per-connection [`MediaBudget`]
@@ -155,13 +155,22 @@ type Written = oneshot::Sender<()>;
 enum ForwardEnd {
     /// The worker is off the board (its link dropped).
     Closed,
-    /// Close the worker with 1008 and this reason.
-    Close(String),
+    /// The server refused the worker (the refusal was written): close with 1008 and this reason.
+    Refused(String),
+    /// The worker does not read: close with 1008 and this reason.
+    TooSlow(String),
 }
 
-/// One message to the worker as frames: its JSON text, then (an `assign`'s) input frames, each
-/// encoded only when the previous one was written.
-fn frames_of(msg: &ToWorker) -> (Option<String>, Vec<InputFrame>) {
+/// One WebSocket message to the worker.
+enum Outgoing {
+    Text(String),
+    /// Encoded only when the message before it was written.
+    Input(InputFrame),
+}
+
+/// One message to the worker as WebSocket messages: its JSON text, then (an `assign`'s) input
+/// frames.
+fn outgoing(msg: &ToWorker) -> Vec<Outgoing> {
     let (message, inputs) = match msg {
         ToWorker::Message(message) => (message.clone(), Vec::new()),
         ToWorker::Assign(a) => {
@@ -185,10 +194,12 @@ fn frames_of(msg: &ToWorker) -> (Option<String>, Vec<InputFrame>) {
         }
     };
     match serde_json::to_string(&message) {
-        Ok(text) => (Some(text), inputs),
+        Ok(text) => std::iter::once(Outgoing::Text(text))
+            .chain(inputs.into_iter().map(Outgoing::Input))
+            .collect(),
         Err(e) => {
             tracing::error!(error = %e, "cannot encode a worker message");
-            (None, Vec::new())
+            Vec::new()
         }
     }
 }
@@ -211,26 +222,26 @@ async fn forward(
             Ok(msg) => msg,
             Err(LinkEnd::Closed) => return ForwardEnd::Closed,
             Err(LinkEnd::Overflow) => {
-                return ForwardEnd::Close(format!(
+                return ForwardEnd::TooSlow(format!(
                     "too slow: more than {WORKER_LINK_CAPACITY} messages waiting for the worker"
                 ))
             }
         };
-        let (text, inputs) = frames_of(&msg);
-        let mut frames = text.map(Ok).into_iter().chain(inputs.into_iter().map(Err));
-        for frame in &mut frames {
+        for frame in outgoing(&msg) {
             let (written, taken) = oneshot::channel();
             match frame {
-                Ok(text) => direct.send_text(text, written),
-                Err(input) => direct.send(Bytes::from(worker_frame::encode_input(&input)), written),
+                Outgoing::Text(text) => direct.send_text(text, written),
+                Outgoing::Input(input) => {
+                    direct.send(Bytes::from(worker_frame::encode_input(&input)), written)
+                }
             }
             // Resolves (with the sender dropped) once the writer wrote the frame.
             if tokio::time::timeout(stall, taken).await.is_err() {
-                return ForwardEnd::Close(too_slow());
+                return ForwardEnd::TooSlow(too_slow());
             }
         }
         if let ToWorker::Message(ServerMessage::Refused { reason }) = msg {
-            return ForwardEnd::Close(reason);
+            return ForwardEnd::Refused(reason);
         }
     }
 }
@@ -265,20 +276,24 @@ impl WorkerSocket {
     fn start_forwarding(&mut self, inbox: LinkInbox, ctx: &mut WebsocketContext<Self>) {
         let stall = self.hub.heartbeat_timeout();
         let forwarding = forward(inbox, self.direct.clone(), stall);
-        ctx.spawn(forwarding.into_actor(self).map(|end, act, ctx| {
-            if let ForwardEnd::Close(reason) = end {
-                if reason.starts_with("too slow") {
-                    tracing::warn!(worker = ?act.worker, %reason, "closing a worker");
-                }
+        ctx.spawn(forwarding.into_actor(self).map(|end, act, ctx| match end {
+            ForwardEnd::Closed => {}
+            ForwardEnd::Refused(reason) => Self::refuse(ctx, act, CloseCode::Policy, reason),
+            ForwardEnd::TooSlow(reason) => {
+                tracing::warn!(worker = ?act.worker, %reason, "closing a worker");
                 Self::refuse(ctx, act, CloseCode::Policy, reason);
             }
         }));
     }
 
-    /// Pauses reading the worker until `wait` is done (its job's assignment is behind).
+    /// Pauses reading the worker until `wait` is done (its job's assignment is behind). The
+    /// worker's silence meanwhile is ours: its heartbeat clock restarts after.
     fn wait_for(&mut self, wait: Option<BoxFuture<'static, ()>>, ctx: &mut WebsocketContext<Self>) {
         if let Some(wait) = wait {
-            ctx.wait(wait.into_actor(self));
+            ctx.wait(
+                wait.into_actor(self)
+                    .map(|(), act, _| act.last_heard = Instant::now()),
+            );
         }
     }
 
