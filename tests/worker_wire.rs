@@ -393,7 +393,10 @@ async fn a_worker_that_stops_reading_is_closed_as_too_slow(backend: Backend) {
     let took = sent.elapsed();
     let reason = lost["reason"].as_str().or(lost["error"].as_str()).unwrap();
     // Lost because its connection closed (its heartbeats kept coming until then).
-    assert!(reason.contains("worker lost: its connection closed"), "{lost}");
+    assert!(
+        reason.contains("worker lost: its connection closed"),
+        "{lost}"
+    );
     assert!(
         took < Duration::from_secs(HEARTBEAT_TIMEOUT_S * 5),
         "closed after {took:?}"
