@@ -20,6 +20,11 @@ const HEARTBEAT_TIMEOUT_S: u64 = 3;
 
 /// A models directory with the image-input node only.
 fn image_input_models() -> tempfile::TempDir {
+    models_with(&["image-input"])
+}
+
+/// A models directory with these models of `ATELIER_MODELS_DIR`.
+fn models_with(names: &[&str]) -> tempfile::TempDir {
     let models = std::env::var_os("ATELIER_MODELS_DIR")
         .filter(|p| !p.is_empty())
         .map_or_else(
@@ -27,11 +32,13 @@ fn image_input_models() -> tempfile::TempDir {
             std::path::PathBuf::from,
         );
     let tmp = tempfile::tempdir().unwrap();
-    let dst = tmp.path().join("image-input");
-    std::fs::create_dir_all(&dst).unwrap();
-    for f in std::fs::read_dir(models.join("image-input")).expect("models/image-input") {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), dst.join(f.file_name())).unwrap();
+    for name in names {
+        let dst = tmp.path().join(name);
+        std::fs::create_dir_all(&dst).unwrap();
+        for f in std::fs::read_dir(models.join(name)).expect("the model (scripts/fetch-models)") {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), dst.join(f.file_name())).unwrap();
+        }
     }
     tmp
 }
@@ -139,12 +146,16 @@ async fn start_lease(server: &TestServer, token: &str, session: &str, events: &m
 }
 
 async fn submit(server: &TestServer, token: &str, session: &str) -> String {
+    submit_with(server, token, session, json!({})).await
+}
+
+async fn submit_with(server: &TestServer, token: &str, session: &str, body: Value) -> String {
     let (status, body) = server
         .call(
             Method::POST,
             &format!("/sessions/{session}/jobs"),
             Some(token),
-            Some(json!({})),
+            Some(body),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -280,6 +291,91 @@ async fn a_large_image_input_reaches_a_remote_worker_as_binary(backend: Backend)
         .flat_map(|p| [p[0], p[1], p[2]])
         .collect();
     assert!(rgb == expected, "the output differs from the input image");
+}
+
+/// The job's events up to its end (in order); the last is `job.succeeded`, `job.failed` or
+/// `job.cancelled`.
+async fn events_until_end(events: &mut EventsClient, job: &str) -> Vec<Value> {
+    let mut seen = Vec::new();
+    loop {
+        let e = events
+            .next_event(Duration::from_secs(60))
+            .await
+            .expect("the job ends");
+        if e["job_id"] != job {
+            continue;
+        }
+        let end = ["job.succeeded", "job.failed", "job.cancelled"]
+            .contains(&e["type"].as_str().unwrap_or_default());
+        seen.push(e);
+        if end {
+            return seen;
+        }
+    }
+}
+
+/// A cached node's output tensor (12 MiB: a 1024² RGB image as floats) goes to a remote worker
+/// as a binary input frame when a job re-runs only what follows it, and gives the same result.
+async fn a_cached_tensor_reaches_a_remote_worker_as_binary(backend: Backend) {
+    let models = models_with(&["image-input", "blur"]);
+    let server = start(backend, &models).await;
+    let admin = server.admin("Admin").await;
+    let token = worker_token(&server);
+    let _worker = RemoteWorker::spawn(&server, &token, &models);
+    until_workers(&server, &admin.token, 1).await;
+    let owner = server.signup("Owner").await;
+    let session = server.create_session(&owner.token, "Tensor").await;
+    let (status, media) = server
+        .upload(&owner.token, noise_png(7).0, "noise.png", Some(&session))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{media}");
+    let graph = json!({
+        "nodes": {
+            "in": {"type": "image-input", "x": 0, "y": 0, "params": {"media": media["id"]}},
+            "soft": {"type": "blur", "x": 100, "y": 0, "params": {"radius": 1.0}},
+            "out": {"type": "output", "x": 200, "y": 0, "params": {}}
+        },
+        "edges": {
+            "e1": {"source": "in", "source_port": "image", "target": "soft", "target_port": "in"},
+            "e2": {"source": "soft", "source_port": "out", "target": "out", "target_port": "image"}
+        }
+    });
+    let (status, body) = server
+        .call(
+            Method::PUT,
+            &format!("/sessions/{session}/graph"),
+            Some(&owner.token),
+            Some(graph),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut events = EventsClient::connect(&server, &session, &owner.token).await;
+    start_lease(&server, &owner.token, &session, &mut events).await;
+    let first = submit(&server, &owner.token, &session).await;
+    let evs = events_until_end(&mut events, &first).await;
+    let end = evs.last().unwrap().clone();
+    assert_eq!(end["type"], "job.succeeded", "{evs:#?}");
+    // Again from the blur: the image input comes from the cache, its tensor sent to the worker.
+    let second = submit_with(&server, &owner.token, &session, json!({"from": "soft"})).await;
+    let evs = events_until_end(&mut events, &second).await;
+    let again = evs.last().unwrap().clone();
+    assert_eq!(again["type"], "job.succeeded", "{evs:#?}");
+    let kinds = |kind: &str| -> Vec<String> {
+        evs.iter()
+            .filter(|e| e["type"] == kind)
+            .map(|e| e["node_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(kinds("job.node_cached"), ["in"], "{evs:#?}");
+    assert_eq!(kinds("job.node_done"), ["soft"], "{evs:#?}");
+    let image = |end: &Value| end["outputs"][0].as_str().unwrap().to_string();
+    let (_, before) = server.media_bytes(&owner.token, &image(&end)).await;
+    let (_, after) = server.media_bytes(&owner.token, &image(&again)).await;
+    assert!(!before.is_empty());
+    assert!(
+        before == after,
+        "the re-run from the cached tensor gives the same image"
+    );
 }
 
 /// The server's resident memory, in KiB.
@@ -621,5 +717,6 @@ fn uuid() -> String {
 
 on_both_backends!(
     a_large_image_input_reaches_a_remote_worker_as_binary,
+    a_cached_tensor_reaches_a_remote_worker_as_binary,
     a_worker_that_stops_reading_is_closed_as_too_slow,
 );
