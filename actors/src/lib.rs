@@ -67,6 +67,7 @@ pub mod socket;
 pub mod store;
 pub mod telemetry;
 pub mod versions;
+pub mod worker_link;
 pub mod worker_socket;
 
 pub use admission::{Admission, AdmissionCaps, CapExceeded, Grant, KickTarget};
@@ -80,6 +81,7 @@ pub use relay::{NoRelay, Relay};
 pub use session::{Identity, Participant, SessionActor};
 pub use store::{BoxError, BoxFuture, DocStore, DocStoreError, StoredDoc, StoredUpdate};
 pub use versions::{EditBurst, NoVersions, VersionRecorder};
+pub use worker_link::{worker_link, LinkEnd, LinkError, LinkInbox, WorkerLink};
 pub use worker_socket::{
     start_worker_socket, MediaBudget, MediaPermit, WorkerHello, WorkerHub, WorkerSocket,
 };

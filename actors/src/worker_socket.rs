@@ -2,29 +2,37 @@
 //! actor served on a socket taken over after the upgrade ([`crate::socket::serve`]), like the
 //! live-session [`crate::ConnectionActor`]. JSON text frames both ways
 //! (`atelier_protocol::worker`): the worker says hello first, then heartbeats, progress and
-//! results; its previews and node outputs come as binary frames
-//! (`atelier_protocol::worker_frame`). What the worker's messages mean is the job system's
-//! business, reached through the [`WorkerHub`] port (the server implements it over its job
+//! results; its previews and node outputs come as binary frames, and an `assign`'s inputs go to
+//! it as binary frames right after the `assign` (`atelier_protocol::worker_frame`). What the
+//! worker's messages mean is the job system's business, reached through the [`WorkerHub`] port (the server implements it over its job
 //! service and worker tokens). The socket's end is the worker's end: [`WorkerHub::gone`].
 //!
 //! Media is bounded: each frame handed on holds permits of a per-connection [`MediaBudget`]
 //! (one per byte) until the job system has handled it. A worker that sends faster than previews
 //! are relayed and outputs stored runs out: its previews are skipped, and an output it sends
-//! then closes it with 1008 — memory stays under the budget plus one frame.
+//! then closes it with 1008 — memory stays under the budget plus one frame. A message the
+//! worker sends about a job whose assignment is behind (its bounded inbox is full) pauses the
+//! reading of this socket until the assignment took it: backpressure, not loss.
+//!
+//! What goes to the worker comes through its bounded [`WorkerLink`] and is written one frame at
+//! a time: the next frame is encoded only when the socket took the previous one. A frame the
+//! socket has not taken within the heartbeat timeout (the worker stopped reading), or a full link,
+//! closes the worker with 1008 "too slow…"; its jobs are then handled as a lost worker's.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use atelier_protocol::ids::WorkerId;
-use atelier_protocol::worker::{Device, ServerMessage, WorkerMessage};
-use atelier_protocol::worker_frame::{self, MediaFrame, MediaKind};
-use bytes::BytesMut;
+use atelier_protocol::worker::{Device, ServerMessage, ToWorker, WorkerMessage};
+use atelier_protocol::worker_frame::{self, InputFrame, InputKey, MediaFrame, MediaKind};
+use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::socket::{self, CloseCode, DirectBinary, Message, ProtocolError, WebsocketContext};
 use crate::store::BoxFuture;
+use crate::worker_link::{worker_link, LinkEnd, LinkInbox, WorkerLink, WORKER_LINK_CAPACITY};
 
 /// How often the server pings a worker and re-checks its token.
 const PING_EVERY: Duration = Duration::from_secs(5);
@@ -83,17 +91,18 @@ pub trait WorkerHub: Send + Sync + 'static {
     fn heartbeat_timeout(&self) -> Duration;
     /// A worker said hello with the token `token`: it joins the pool; what the server sends it
     /// comes through `link`. Returns its id for this connection.
-    fn register(
-        &self,
-        hello: WorkerHello,
-        token: WorkerId,
-        link: mpsc::UnboundedSender<ServerMessage>,
-    ) -> WorkerId;
-    /// Any message of a registered worker after its hello.
-    fn message(&self, worker: WorkerId, msg: WorkerMessage);
+    fn register(&self, hello: WorkerHello, token: WorkerId, link: WorkerLink) -> WorkerId;
+    /// Any message of a registered worker after its hello. `Some`: the job it is about cannot
+    /// take it now; the socket reads nothing more from the worker until the future is done.
+    fn message(&self, worker: WorkerId, msg: WorkerMessage) -> Option<BoxFuture<'static, ()>>;
     /// A preview or node output of a registered worker; `permit` is its share of the worker's
-    /// media budget, to hold until the frame is handled.
-    fn media(&self, worker: WorkerId, frame: MediaFrame, permit: MediaPermit);
+    /// media budget, to hold until the frame is handled. `Some`: as for [`WorkerHub::message`].
+    fn media(
+        &self,
+        worker: WorkerId,
+        frame: MediaFrame,
+        permit: MediaPermit,
+    ) -> Option<BoxFuture<'static, ()>>;
     /// The worker's connection ended: its running job fails with "worker lost".
     fn gone(&self, worker: WorkerId);
     /// Whether the token it connected with is still valid: re-checked on every ping, so a
@@ -109,6 +118,8 @@ pub struct WorkerSocket {
     checking_token: bool,
     worker: Option<WorkerId>,
     media: MediaBudget,
+    /// Where what the server sends the worker is written, each frame signalled once written.
+    direct: DirectBinary<Written>,
     last_heard: Instant,
     /// A close frame was sent: nothing more is.
     closing: bool,
@@ -122,28 +133,118 @@ pub fn start_worker_socket(
     token_id: WorkerId,
     hub: Arc<dyn WorkerHub>,
 ) {
+    let direct = DirectBinary::new();
     let actor = WorkerSocket {
         hub,
         token_id,
         checking_token: false,
         worker: None,
         media: MediaBudget::new(MEDIA_IN_FLIGHT_BYTES),
+        direct: direct.clone(),
         last_heard: Instant::now(),
         closing: false,
     };
-    // Its messages are few and small: they go through the context.
-    socket::serve(
-        io,
-        leftover,
-        MAX_WORKER_FRAME_BYTES,
-        actor,
-        DirectBinary::<()>::new(),
-    );
+    socket::serve(io, leftover, MAX_WORKER_FRAME_BYTES, actor, direct);
 }
 
-#[derive(Message)]
-#[rtype(result = "()")]
-struct ToWorker(ServerMessage);
+/// Held with a frame handed to the writer; dropped (which its receiver sees) once the frame is
+/// written, or the connection is gone.
+type Written = oneshot::Sender<()>;
+
+/// Why the forwarding of a worker's link stopped.
+enum ForwardEnd {
+    /// The worker is off the board (its link dropped).
+    Closed,
+    /// The server refused the worker (the refusal was written): close with 1008 and this reason.
+    Refused(String),
+    /// The worker does not read: close with 1008 and this reason.
+    TooSlow(String),
+}
+
+/// One WebSocket message to the worker.
+enum Outgoing {
+    Text(String),
+    /// Encoded only when the message before it was written.
+    Input(InputFrame),
+}
+
+/// One message to the worker as WebSocket messages: its JSON text, then (an `assign`'s) input
+/// frames.
+fn outgoing(msg: &ToWorker) -> Vec<Outgoing> {
+    let (message, inputs) = match msg {
+        ToWorker::Message(message) => (message.clone(), Vec::new()),
+        ToWorker::Assign(a) => {
+            // In the order `Assignment::input_refs` names them: media, then tensors.
+            let media = a.media.iter().map(|m| InputFrame {
+                job_id: a.job_id,
+                key: InputKey::Media {
+                    media_id: m.media_id.clone(),
+                },
+                data: m.data.clone(),
+            });
+            let tensors = a.provided.iter().map(|t| InputFrame {
+                job_id: a.job_id,
+                key: InputKey::Tensor {
+                    node_id: t.node_id.clone(),
+                    port: t.port.clone(),
+                },
+                data: t.data.clone(),
+            });
+            (a.message(), media.chain(tensors).collect())
+        }
+    };
+    match serde_json::to_string(&message) {
+        Ok(text) => std::iter::once(Outgoing::Text(text))
+            .chain(inputs.into_iter().map(Outgoing::Input))
+            .collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode a worker message");
+            Vec::new()
+        }
+    }
+}
+
+/// Writes what comes through the worker's link, a frame at a time, until the link ends, the
+/// worker is refused, or a frame is not taken within `stall`.
+async fn forward(
+    mut inbox: LinkInbox,
+    direct: DirectBinary<Written>,
+    stall: Duration,
+) -> ForwardEnd {
+    let too_slow = || {
+        format!(
+            "too slow: a message waited {} s for the worker to read it",
+            stall.as_secs()
+        )
+    };
+    loop {
+        let msg = match inbox.recv().await {
+            Ok(msg) => msg,
+            Err(LinkEnd::Closed) => return ForwardEnd::Closed,
+            Err(LinkEnd::Overflow) => {
+                return ForwardEnd::TooSlow(format!(
+                    "too slow: more than {WORKER_LINK_CAPACITY} messages waiting for the worker"
+                ))
+            }
+        };
+        for frame in outgoing(&msg) {
+            let (written, taken) = oneshot::channel();
+            match frame {
+                Outgoing::Text(text) => direct.send_text(text, written),
+                Outgoing::Input(input) => {
+                    direct.send(Bytes::from(worker_frame::encode_input(&input)), written)
+                }
+            }
+            // Resolves (with the sender dropped) once the writer wrote the frame.
+            if tokio::time::timeout(stall, taken).await.is_err() {
+                return ForwardEnd::TooSlow(too_slow());
+            }
+        }
+        if let ToWorker::Message(ServerMessage::Refused { reason }) = msg {
+            return ForwardEnd::Refused(reason);
+        }
+    }
+}
 
 impl Actor for WorkerSocket {
     type Context = WebsocketContext<Self>;
@@ -170,22 +271,32 @@ impl Actor for WorkerSocket {
     }
 }
 
-impl Handler<ToWorker> for WorkerSocket {
-    type Result = ();
+impl WorkerSocket {
+    /// Starts writing what the server sends through the worker's link (see [`forward`]).
+    fn start_forwarding(&mut self, inbox: LinkInbox, ctx: &mut WebsocketContext<Self>) {
+        let stall = self.hub.heartbeat_timeout();
+        let forwarding = forward(inbox, self.direct.clone(), stall);
+        ctx.spawn(forwarding.into_actor(self).map(|end, act, ctx| match end {
+            ForwardEnd::Closed => {}
+            ForwardEnd::Refused(reason) => Self::refuse(ctx, act, CloseCode::Policy, reason),
+            ForwardEnd::TooSlow(reason) => {
+                tracing::warn!(worker = ?act.worker, %reason, "closing a worker");
+                Self::refuse(ctx, act, CloseCode::Policy, reason);
+            }
+        }));
+    }
 
-    fn handle(&mut self, msg: ToWorker, ctx: &mut Self::Context) {
-        match serde_json::to_string(&msg.0) {
-            Ok(text) if !self.closing => ctx.text(text),
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "cannot encode a worker message"),
-        }
-        if let ServerMessage::Refused { reason } = msg.0 {
-            Self::refuse(ctx, self, CloseCode::Policy, reason);
+    /// Pauses reading the worker until `wait` is done (its job's assignment is behind). The
+    /// worker's silence meanwhile is ours: its heartbeat clock restarts after.
+    fn wait_for(&mut self, wait: Option<BoxFuture<'static, ()>>, ctx: &mut WebsocketContext<Self>) {
+        if let Some(wait) = wait {
+            ctx.wait(
+                wait.into_actor(self)
+                    .map(|(), act, _| act.last_heard = Instant::now()),
+            );
         }
     }
-}
 
-impl WorkerSocket {
     fn check_token(&mut self, ctx: &mut WebsocketContext<Self>) {
         if self.checking_token {
             return;
@@ -223,7 +334,10 @@ impl WorkerSocket {
             }
         };
         match (self.media.try_take(&frame), &frame.kind) {
-            (Some(permit), _) => self.hub.media(worker, frame, permit),
+            (Some(permit), _) => {
+                let wait = self.hub.media(worker, frame, permit);
+                self.wait_for(wait, ctx);
+            }
             // Previews are ephemeral: skipped while the worker is ahead of its viewers.
             (None, MediaKind::Preview { .. }) => {
                 tracing::debug!(%worker, job = %frame.job_id, "media budget spent: preview skipped")
@@ -301,16 +415,8 @@ impl StreamHandler<Result<Message, ProtocolError>> for WorkerSocket {
                     ..
                 },
             ) => {
-                let (tx, mut rx) = mpsc::unbounded_channel::<ServerMessage>();
-                let addr = ctx.address();
-                ctx.spawn(
-                    async move {
-                        while let Some(msg) = rx.recv().await {
-                            addr.do_send(ToWorker(msg));
-                        }
-                    }
-                    .into_actor(self),
-                );
+                let (link, inbox) = worker_link();
+                self.start_forwarding(inbox, ctx);
                 let hello = WorkerHello {
                     name,
                     devices,
@@ -318,7 +424,7 @@ impl StreamHandler<Result<Message, ProtocolError>> for WorkerSocket {
                     gpu_class,
                     slots,
                 };
-                self.worker = Some(self.hub.register(hello, self.token_id, tx));
+                self.worker = Some(self.hub.register(hello, self.token_id, link));
             }
             (None, _) => Self::refuse(ctx, self, CloseCode::Policy, "say hello first".into()),
             (Some(_), WorkerMessage::Hello { .. }) => Self::refuse(
@@ -327,7 +433,10 @@ impl StreamHandler<Result<Message, ProtocolError>> for WorkerSocket {
                 CloseCode::Policy,
                 "hello was already said".into(),
             ),
-            (Some(worker), msg) => self.hub.message(worker, msg),
+            (Some(worker), msg) => {
+                let wait = self.hub.message(worker, msg);
+                self.wait_for(wait, ctx);
+            }
         }
     }
 }

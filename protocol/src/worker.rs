@@ -1,18 +1,24 @@
 //! The worker protocol: JSON text frames on `GET /api/v1/workers/ws` between the server and a
-//! worker host, except for images: a worker's previews and node outputs are binary frames
-//! ([`crate::worker_frame`]).
+//! worker host, except for images and tensors, which are binary frames
+//! ([`crate::worker_frame`]) both ways: a worker's previews and node outputs, and the inputs of
+//! an `assign` (uploaded images, cached tensors), which follow it, one frame each.
 //!
 //! A worker connects with `Authorization: Bearer <worker token>`, sends [`WorkerMessage::Hello`]
 //! (with its `slots`: how many runtime leases it serves at once, one job per lease at a time),
 //! gets [`ServerMessage::Welcome`], then heartbeats and takes jobs. Each job is one
-//! [`ServerMessage::Assign`]; the worker answers with progress, previews and node outputs (binary frames), and
-//! ends it with exactly one of `Succeeded`, `Failed` or `Cancelled`.
+//! [`ServerMessage::Assign`] followed by its inputs' binary frames; the worker answers with
+//! progress, previews and node outputs (binary frames), and ends it with exactly one of
+//! `Succeeded`, `Failed` or `Cancelled`.
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{JobId, SessionId, WorkerId};
+
+/// Most slots one worker may announce (the server caps `hello.slots` here).
+pub const MAX_SLOTS: u32 = 64;
 
 /// A compute device a worker offers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,20 +65,89 @@ pub struct PortRef {
 }
 
 /// A tensor the server hands the worker with an assignment: a cached node's output that a step
-/// of the job consumes. `data` is the tensor's bytes (see the server's `inference::tensor`),
-/// base64.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// of the job consumes. `data` is the tensor's bytes (see the server's `inference::tensor`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProvidedTensor {
     pub node_id: String,
     pub port: String,
-    pub data: String,
+    pub data: Bytes,
 }
 
-/// An uploaded image a step's media parameter names: its bytes, base64.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// An uploaded image a step's media parameter names, with its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediaBytes {
     pub media_id: String,
-    pub data: String,
+    pub data: Bytes,
+}
+
+/// An input an `assign` names: its bytes follow the `assign` on the socket as one binary input
+/// frame ([`crate::worker_frame::InputFrame`]) of exactly `bytes` bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum InputRef {
+    /// An uploaded image ([`MediaBytes`]).
+    Media { media_id: String, bytes: u64 },
+    /// A cached node's output tensor ([`ProvidedTensor`]).
+    Tensor {
+        node_id: String,
+        port: String,
+        bytes: u64,
+    },
+}
+
+/// One job as the server assigns it, its inputs' bytes included: what the job system hands a
+/// worker's link. Over a socket it travels as an `assign` text frame naming the inputs
+/// ([`Assignment::message`]) followed by one binary input frame per input; the in-process worker
+/// gets it as it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assignment {
+    pub job_id: JobId,
+    pub session_id: SessionId,
+    /// The steps to run, in order (cached nodes are not among them).
+    pub steps: Vec<JobStep>,
+    pub provided: Vec<ProvidedTensor>,
+    pub media: Vec<MediaBytes>,
+}
+
+impl Assignment {
+    /// The inputs, in the order their frames follow the `assign`: media, then tensors.
+    pub fn input_refs(&self) -> Vec<InputRef> {
+        let media = self.media.iter().map(|m| InputRef::Media {
+            media_id: m.media_id.clone(),
+            bytes: m.data.len() as u64,
+        });
+        let tensors = self.provided.iter().map(|t| InputRef::Tensor {
+            node_id: t.node_id.clone(),
+            port: t.port.clone(),
+            bytes: t.data.len() as u64,
+        });
+        media.chain(tensors).collect()
+    }
+
+    /// The `assign` text message: the steps, and the inputs by name and size.
+    pub fn message(&self) -> ServerMessage {
+        ServerMessage::Assign {
+            job_id: self.job_id,
+            session_id: self.session_id,
+            steps: self.steps.clone(),
+            inputs: self.input_refs(),
+        }
+    }
+
+    /// Bytes of input the assignment carries.
+    pub fn input_bytes(&self) -> usize {
+        let media: usize = self.media.iter().map(|m| m.data.len()).sum();
+        let tensors: usize = self.provided.iter().map(|t| t.data.len()).sum();
+        media + tensors
+    }
+}
+
+/// What the job system sends a worker over its link: a message, or an assignment with its inputs
+/// (encoded as an `assign` and its input frames on a socket).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToWorker {
+    Message(ServerMessage),
+    Assign(Box<Assignment>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,10 +202,10 @@ pub enum ServerMessage {
         session_id: SessionId,
         /// The steps to run, in order (cached nodes are not among them).
         steps: Vec<JobStep>,
+        /// The inputs whose binary frames follow this message, in this order (uploaded images,
+        /// then cached tensors). The job starts once all of them arrived.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        provided: Vec<ProvidedTensor>,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        media: Vec<MediaBytes>,
+        inputs: Vec<InputRef>,
     },
     Cancel {
         job_id: JobId,

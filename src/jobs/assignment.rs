@@ -21,6 +21,11 @@ use super::service::JobService;
 use crate::db::jobs::JobStatus;
 use crate::db::media::NewMedia;
 
+/// Events that may wait for one assignment: a few steps' progress and previews while it stores a
+/// node output (the slowest thing it does). Beyond it the worker's socket stops being read
+/// (backpressure on the worker, not loss): previews are dropped then, nothing else.
+pub const ASSIGNMENT_INBOX_CAPACITY: usize = 32;
+
 pub enum AssignmentEvent {
     FromWorker(WorkerMessage),
     /// A preview or node output, with its share of the worker's media budget: held until it
@@ -43,7 +48,7 @@ pub(super) fn start(
     session: SessionId,
     plan: Plan,
     cached: BTreeMap<String, MediaId>,
-    rx: mpsc::UnboundedReceiver<AssignmentEvent>,
+    rx: mpsc::Receiver<AssignmentEvent>,
 ) {
     actix_web::rt::spawn(async move {
         let mut run = Assignment {
@@ -140,13 +145,20 @@ impl Assignment {
         Ok(())
     }
 
-    async fn drive(&mut self, mut rx: mpsc::UnboundedReceiver<AssignmentEvent>) -> (End, bool) {
+    async fn drive(&mut self, mut rx: mpsc::Receiver<AssignmentEvent>) -> (End, bool) {
         let timeout = self.service.limits().heartbeat_timeout;
         loop {
             // Any message from the worker (heartbeats included) proves it is alive.
             let event = match tokio::time::timeout(timeout, rx.recv()).await {
                 Ok(Some(event)) => event,
-                Ok(None) | Err(_) => {
+                // Its worker left the board (a full inbox did not take `WorkerLost`).
+                Ok(None) => {
+                    return (
+                        End::Failed("worker lost: its connection closed".into()),
+                        true,
+                    )
+                }
+                Err(_) => {
                     return (
                         End::Failed(format!(
                             "worker lost: no heartbeat for {} s",
@@ -188,7 +200,7 @@ impl Assignment {
     fn send_to_worker(&self, msg: ServerMessage) {
         let link = self.service.board.lock().workers_link(self.worker);
         if let Some(link) = link {
-            let _ = link.send(msg);
+            let _ = link.message(msg);
         }
     }
 

@@ -17,11 +17,12 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
+use atelier_actors::WorkerLink;
 use atelier_protocol::ids::{AccountId, JobId, LeaseId, MediaId, SessionId, WorkerId};
 use atelier_protocol::worker::{MediaBytes, ProvidedTensor, ServerMessage};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::assignment::AssignmentEvent;
+use super::assignment::{AssignmentEvent, ASSIGNMENT_INBOX_CAPACITY};
 use super::graph::Plan;
 use super::queue::FairQueue;
 use crate::billing::{WorkerAssignment, WorkerHeartbeat};
@@ -84,10 +85,11 @@ pub(super) struct WorkerEntry {
     pub(super) name: String,
     pub(super) device: String,
     pub(super) models: Vec<String>,
-    pub(super) link: mpsc::UnboundedSender<ServerMessage>,
+    /// What the server sends it (bounded: a worker that does not read is closed as too slow).
+    pub(super) link: WorkerLink,
     /// Jobs it runs now (at most one per lease, so at most `slots`), each with its
-    /// assignment's inbox.
-    pub(super) running: HashMap<JobId, mpsc::UnboundedSender<AssignmentEvent>>,
+    /// assignment's (bounded) inbox.
+    pub(super) running: HashMap<JobId, mpsc::Sender<AssignmentEvent>>,
     /// How many runtime leases it can hold at once (one per device).
     pub(super) slots: u32,
     /// The worker token it connected with; `None` for the in-process worker.
@@ -130,8 +132,8 @@ pub(super) struct Started {
     pub(super) job: JobId,
     pub(super) worker: WorkerId,
     pub(super) device: String,
-    pub(super) link: mpsc::UnboundedSender<ServerMessage>,
-    pub(super) inbox: mpsc::UnboundedReceiver<AssignmentEvent>,
+    pub(super) link: WorkerLink,
+    pub(super) inbox: mpsc::Receiver<AssignmentEvent>,
     pub(super) view: JobView,
 }
 
@@ -276,7 +278,7 @@ impl State {
             }
             jobs.get(&job).and_then(&worker_for)
         })?;
-        let (tx, inbox) = mpsc::unbounded_channel();
+        let (tx, inbox) = mpsc::channel(ASSIGNMENT_INBOX_CAPACITY);
         let entry = self.workers.get_mut(&worker)?;
         entry.running.insert(job, tx);
         let device = entry.device.clone();
@@ -309,10 +311,7 @@ impl State {
     }
 
     /// The inbox of a running job's assignment.
-    pub(super) fn running_inbox(
-        &self,
-        job: JobId,
-    ) -> Option<mpsc::UnboundedSender<AssignmentEvent>> {
+    pub(super) fn running_inbox(&self, job: JobId) -> Option<mpsc::Sender<AssignmentEvent>> {
         let worker = self.jobs.get(&job)?.worker?;
         self.workers.get(&worker)?.running.get(&job).cloned()
     }
@@ -331,7 +330,7 @@ impl State {
         if lost {
             // Do not hand a lost worker another job; it must reconnect.
             if let Some(w) = self.remove_worker(worker) {
-                let _ = w.link.send(ServerMessage::Refused {
+                let _ = w.link.message(ServerMessage::Refused {
                     reason: "heartbeat timeout".into(),
                 });
             }
@@ -340,10 +339,7 @@ impl State {
         }
     }
 
-    pub(super) fn workers_link(
-        &self,
-        worker: WorkerId,
-    ) -> Option<mpsc::UnboundedSender<ServerMessage>> {
+    pub(super) fn workers_link(&self, worker: WorkerId) -> Option<WorkerLink> {
         self.workers.get(&worker).map(|w| w.link.clone())
     }
 
@@ -482,7 +478,7 @@ impl WorkerEntry {
     /// An idle worker of `gpu_class` with `slots` slots that runs nothing, for tests of the
     /// board.
     pub(super) fn idle_for_test(gpu_class: &str, slots: u32, heartbeat: WorkerHeartbeat) -> Self {
-        let (link, _) = mpsc::unbounded_channel();
+        let (link, _) = atelier_actors::worker_link();
         WorkerEntry {
             name: "test".into(),
             device: "cpu".into(),

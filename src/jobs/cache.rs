@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use atelier_protocol::ids::{AccountId, MediaId, SessionId};
 use atelier_protocol::worker::ProvidedTensor;
-use base64::Engine as _;
 use bytes::Bytes;
 
 use super::graph::Plan;
@@ -57,7 +56,7 @@ pub async fn resolve(
     }
     // From the last step back: a running step's inputs come from earlier steps, so a cached
     // source that has to run after all is visited later in this loop.
-    let mut provided: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut provided: BTreeMap<(String, String), Bytes> = BTreeMap::new();
     for i in (0..plan.steps.len()).rev() {
         if plan.steps[i].cached {
             continue;
@@ -80,10 +79,7 @@ pub async fn resolve(
             };
             match loaded {
                 Some(bytes) => {
-                    provided.insert(
-                        (node, port),
-                        base64::engine::general_purpose::STANDARD.encode(bytes),
-                    );
+                    provided.insert((node, port), bytes);
                 }
                 None => {
                     tracing::warn!(%session, node = %node, "cached tensor unreadable: the node runs again");

@@ -126,7 +126,7 @@ impl JobService {
             .map(|w| w.link.clone())
             .collect();
         for link in &links {
-            let _ = link.send(ServerMessage::Refused {
+            let _ = link.message(ServerMessage::Refused {
                 reason: "the worker token was revoked".into(),
             });
         }

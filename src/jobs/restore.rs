@@ -12,7 +12,6 @@ use std::collections::BTreeSet;
 
 use atelier_protocol::events::StudioEvent;
 use atelier_protocol::worker::{JobStep, MediaBytes};
-use base64::Engine as _;
 
 use atelier_actors::QueuedJob;
 
@@ -134,7 +133,7 @@ async fn media_bytes(service: &JobService, ids: &[String]) -> Result<Vec<MediaBy
         let bytes = service.blobs.get(&media.object_key).await?;
         out.push(MediaBytes {
             media_id: id.clone(),
-            data: base64::engine::general_purpose::STANDARD.encode(&bytes),
+            data: bytes,
         });
     }
     Ok(out)

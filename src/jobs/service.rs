@@ -9,12 +9,16 @@ use std::time::Duration;
 
 use atelier_actors::{
     BoxError, BoxFuture, JobQueue, JobsSnapshot, MediaPermit, QueuedJob, SessionRegistryHandle,
+    WorkerLink,
 };
 use atelier_protocol::events::StudioEvent;
 use atelier_protocol::ids::{AccountId, JobId, LeaseId, SessionId, WorkerId};
-use atelier_protocol::worker::{Device, MediaBytes, ServerMessage, WorkerMessage};
-use atelier_protocol::worker_frame::MediaFrame;
+use atelier_protocol::worker::{
+    Assignment, Device, MediaBytes, ServerMessage, ToWorker, WorkerMessage,
+};
+use atelier_protocol::worker_frame::{MediaFrame, MediaKind};
 use serde_json::json;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 
 use super::assignment::{self, AssignmentEvent};
@@ -274,13 +278,18 @@ impl JobService {
                     device: device.clone(),
                 },
             );
-            let _ = link.send(ServerMessage::Assign {
+            let assign = Assignment {
                 job_id: job,
                 session_id: view.session,
                 steps: view.plan.to_run(),
                 provided: view.provided,
                 media: view.media,
-            });
+            };
+            // A failed send: the worker is being closed (too slow: a full link raises its
+            // overflow) or is gone, and its end fails or re-queues the job as a lost worker's.
+            if let Err(e) = link.send(ToWorker::Assign(Box::new(assign))) {
+                tracing::warn!(%job, %worker, error = %e, "the assign did not go out");
+            }
             assignment::start(
                 self.clone(),
                 job,
@@ -323,7 +332,8 @@ impl JobService {
             return true;
         }
         match running {
-            Some(tx) => tx.send(AssignmentEvent::Cancel(reason)).is_ok(),
+            // Waits while the assignment is behind: a cancel is never dropped.
+            Some(tx) => tx.send(AssignmentEvent::Cancel(reason)).await.is_ok(),
             None => false,
         }
     }
@@ -350,7 +360,7 @@ impl JobService {
         &self,
         hello: WorkerJoin,
         token_id: Option<WorkerId>,
-        link: mpsc::UnboundedSender<ServerMessage>,
+        link: WorkerLink,
     ) -> WorkerId {
         let WorkerJoin {
             name,
@@ -371,7 +381,7 @@ impl JobService {
         });
         let slots = slots.clamp(1, MAX_WORKER_SLOTS);
         tracing::info!(worker = %id, %name, %device, %gpu_class, slots, ?models, "worker joined");
-        let _ = link.send(ServerMessage::Welcome {
+        let _ = link.message(ServerMessage::Welcome {
             worker_id: id,
             heartbeat_interval_ms: u64::try_from(self.limits.heartbeat_interval.as_millis())
                 .unwrap_or(u64::MAX),
@@ -403,13 +413,18 @@ impl JobService {
     }
 
     /// A message from a worker: routed to the assignment of the job it is about; a heartbeat
-    /// to every job the worker runs (it proves them alive).
-    pub fn worker_message(&self, worker: WorkerId, msg: WorkerMessage) {
-        let targets: Vec<(JobId, mpsc::UnboundedSender<AssignmentEvent>)> = {
+    /// to every job the worker runs (it proves them alive). `Some` when an assignment's inbox is
+    /// full: the future delivers the message once there is room, and the worker's socket reads
+    /// nothing more until then (backpressure). A heartbeat is dropped instead (what fills the
+    /// inbox proves the worker alive just as well).
+    pub fn worker_message(
+        &self,
+        worker: WorkerId,
+        msg: WorkerMessage,
+    ) -> Option<BoxFuture<'static, ()>> {
+        let targets: Vec<(JobId, mpsc::Sender<AssignmentEvent>)> = {
             let state = self.board.lock();
-            let Some(entry) = state.workers.get(&worker) else {
-                return;
-            };
+            let entry = state.workers.get(&worker)?;
             // Any message proves the worker alive: its leases bill up to now.
             entry.heartbeat.send_if_modified(|h| match h {
                 WorkerHeartbeat::At(t) => {
@@ -433,20 +448,39 @@ impl JobService {
                     .collect(),
             }
         };
+        let heartbeat = msg.job_id().is_none();
+        let mut behind = Vec::new();
         for (_, tx) in targets {
-            let _ = tx.send(AssignmentEvent::FromWorker(msg.clone()));
+            match tx.try_send(AssignmentEvent::FromWorker(msg.clone())) {
+                Err(TrySendError::Full(event)) if !heartbeat => behind.push((tx, event)),
+                // Sent; a heartbeat to an assignment that is behind; or the job just ended.
+                _ => {}
+            }
         }
+        if behind.is_empty() {
+            return None;
+        }
+        Some(Box::pin(async move {
+            for (tx, event) in behind {
+                let _ = tx.send(event).await;
+            }
+        }))
     }
 
     /// A worker's preview or node output: to the assignment of its job, holding its share of
     /// the worker's media budget until handled. A frame about a job the worker no longer runs
-    /// (it was cancelled a moment ago) is dropped.
-    pub fn worker_media(&self, worker: WorkerId, frame: MediaFrame, permit: MediaPermit) {
+    /// (it was cancelled a moment ago) is dropped. When the assignment is behind, a preview is
+    /// dropped (the next one replaces it) and a node output waits, as in
+    /// [`JobService::worker_message`].
+    pub fn worker_media(
+        &self,
+        worker: WorkerId,
+        frame: MediaFrame,
+        permit: MediaPermit,
+    ) -> Option<BoxFuture<'static, ()>> {
         let target = {
             let state = self.board.lock();
-            let Some(entry) = state.workers.get(&worker) else {
-                return;
-            };
+            let entry = state.workers.get(&worker)?;
             entry.heartbeat.send_if_modified(|h| match h {
                 WorkerHeartbeat::At(t) => {
                     *t = crate::db::now_ms();
@@ -456,13 +490,16 @@ impl JobService {
             });
             entry.running.get(&frame.job_id).cloned()
         };
-        match target {
-            Some(tx) => {
-                let _ = tx.send(AssignmentEvent::Media(frame, permit));
-            }
-            None => {
-                tracing::warn!(%worker, job = %frame.job_id, "media about a job this worker does not run")
-            }
+        let Some(tx) = target else {
+            tracing::warn!(%worker, job = %frame.job_id, "media about a job this worker does not run");
+            return None;
+        };
+        let preview = matches!(frame.kind, MediaKind::Preview { .. });
+        match tx.try_send(AssignmentEvent::Media(frame, permit)) {
+            Err(TrySendError::Full(event)) if !preview => Some(Box::pin(async move {
+                let _ = tx.send(event).await;
+            })),
+            _ => None,
         }
     }
 
@@ -471,8 +508,10 @@ impl JobService {
         let entry = self.board.lock().remove_worker(worker);
         if let Some(entry) = entry {
             tracing::warn!(%worker, name = %entry.name, "worker left");
+            // An assignment whose inbox is full learns it when the inbox runs dry: its
+            // sender is dropped with the entry.
             for tx in entry.running.values() {
-                let _ = tx.send(AssignmentEvent::WorkerLost);
+                let _ = tx.try_send(AssignmentEvent::WorkerLost);
             }
         }
     }
@@ -555,7 +594,7 @@ impl JobService {
 }
 
 /// Most slots one worker may announce.
-pub const MAX_WORKER_SLOTS: u32 = 64;
+pub const MAX_WORKER_SLOTS: u32 = atelier_protocol::worker::MAX_SLOTS;
 
 /// What a worker announces when it joins.
 #[derive(Debug, Clone)]

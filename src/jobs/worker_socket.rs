@@ -11,13 +11,12 @@ use std::time::Duration;
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::{get, web, HttpRequest, HttpResponse};
 use atelier_actors::store::BoxFuture;
-use atelier_actors::{start_worker_socket, MediaPermit, WorkerHello, WorkerHub};
+use atelier_actors::{start_worker_socket, MediaPermit, WorkerHello, WorkerHub, WorkerLink};
 use atelier_protocol::ids::WorkerId;
-use atelier_protocol::worker::{ServerMessage, WorkerMessage};
+use atelier_protocol::worker::WorkerMessage;
 use atelier_protocol::worker_frame::MediaFrame;
 use bytes::BytesMut;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 
 use super::JobService;
 use crate::auth::tokens;
@@ -45,12 +44,7 @@ impl WorkerHub for JobSystemHub {
         self.service.limits().heartbeat_timeout
     }
 
-    fn register(
-        &self,
-        hello: WorkerHello,
-        token: WorkerId,
-        link: mpsc::UnboundedSender<ServerMessage>,
-    ) -> WorkerId {
+    fn register(&self, hello: WorkerHello, token: WorkerId, link: WorkerLink) -> WorkerId {
         let per_device = u32::try_from(hello.devices.len())
             .unwrap_or(u32::MAX)
             .max(1);
@@ -64,12 +58,17 @@ impl WorkerHub for JobSystemHub {
         self.service.register_worker(join, Some(token), link)
     }
 
-    fn message(&self, worker: WorkerId, msg: WorkerMessage) {
-        self.service.worker_message(worker, msg);
+    fn message(&self, worker: WorkerId, msg: WorkerMessage) -> Option<BoxFuture<'static, ()>> {
+        self.service.worker_message(worker, msg)
     }
 
-    fn media(&self, worker: WorkerId, frame: MediaFrame, permit: MediaPermit) {
-        self.service.worker_media(worker, frame, permit);
+    fn media(
+        &self,
+        worker: WorkerId,
+        frame: MediaFrame,
+        permit: MediaPermit,
+    ) -> Option<BoxFuture<'static, ()>> {
+        self.service.worker_media(worker, frame, permit)
     }
 
     fn gone(&self, worker: WorkerId) {

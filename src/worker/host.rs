@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use atelier_protocol::ids::JobId;
-use atelier_protocol::worker::{JobStep, MediaBytes, ProvidedTensor, ServerMessage, WorkerMessage};
+use atelier_protocol::worker::{
+    Assignment, JobStep, MediaBytes, ProvidedTensor, ServerMessage, ToWorker, WorkerMessage,
+};
 use atelier_protocol::worker_frame::{MediaFrame, MediaKind};
-use base64::Engine as _;
 use tokio::sync::mpsc;
 
 use crate::inference::{CancelToken, Engine, NodeRequest, Params, RunError, Tensor};
@@ -36,11 +37,17 @@ pub fn outbox() -> (Outbox, mpsc::Receiver<HostOutput>) {
     mpsc::channel(OUTBOX_CAPACITY)
 }
 
+/// Messages from the server that may wait for the host loop (a remote worker's socket reader
+/// waits for room, so the socket is read no faster than the host takes): the host takes them at
+/// once, except while it waits to report a refused `assign`.
+pub const INBOX_CAPACITY: usize = 16;
+
 /// Runs until `inbox` closes. Heartbeats every `heartbeat` while connected. Runs up to `slots`
-/// jobs at once (the server gives each of its slots at most one job at a time).
+/// jobs at once (the server gives each of its slots at most one job at a time). Assignments
+/// come with their inputs (a remote worker's receive side assembled them, [`super::receive`]).
 pub async fn run(
     engine: Arc<Engine>,
-    mut inbox: mpsc::UnboundedReceiver<ServerMessage>,
+    mut inbox: mpsc::Receiver<ToWorker>,
     outbox: Outbox,
     heartbeat: Duration,
     slots: u32,
@@ -62,7 +69,8 @@ pub async fn run(
     // The jobs running now, each with its cancel token.
     let mut current: HashMap<JobId, CancelToken> = HashMap::new();
     let slots = usize::try_from(slots.max(1)).unwrap_or(usize::MAX);
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<JobId>();
+    // Each running job sends exactly one: `slots` never fill.
+    let (done_tx, mut done_rx) = mpsc::channel::<JobId>(slots);
     loop {
         tokio::select! {
             // Finished jobs first: an `assign` that follows a result must see its slot free.
@@ -72,7 +80,8 @@ pub async fn run(
             }
             msg = inbox.recv() => match msg {
                 None => break,
-                Some(ServerMessage::Assign { job_id, steps, provided, media, .. }) => {
+                Some(ToWorker::Assign(assignment)) => {
+                    let Assignment { job_id, steps, provided, media, .. } = *assignment;
                     if current.len() >= slots || current.contains_key(&job_id) {
                         let busy = WorkerMessage::Failed { job_id, error: "worker is busy".into() };
                         let _ = outbox.send(HostOutput::Message(busy)).await;
@@ -90,17 +99,22 @@ pub async fn run(
                         // The slot is free before the server can hear so: it assigns the slot's
                         // next job as soon as the result arrives, and that `assign` must not
                         // find this job still counted.
-                        let _ = done.send(job_id);
+                        let _ = done.blocking_send(job_id);
                         let _ = out.blocking_send(HostOutput::Message(result));
                     });
                 }
-                Some(ServerMessage::Cancel { job_id }) => {
+                Some(ToWorker::Message(ServerMessage::Cancel { job_id })) => {
                     if let Some(cancel) = current.get(&job_id) {
                         cancel.cancel();
                     }
                 }
-                Some(ServerMessage::Welcome { .. }) => {}
-                Some(ServerMessage::Refused { reason }) => {
+                // Only assembled assignments reach the host.
+                Some(ToWorker::Message(ServerMessage::Assign { job_id, .. })) => {
+                    let error = "the assign arrived without its inputs".to_string();
+                    let _ = outbox.send(HostOutput::Message(WorkerMessage::Failed { job_id, error })).await;
+                }
+                Some(ToWorker::Message(ServerMessage::Welcome { .. })) => {}
+                Some(ToWorker::Message(ServerMessage::Refused { reason })) => {
                     tracing::error!(%reason, "the server refused this worker");
                     break;
                 }
@@ -121,12 +135,6 @@ struct Job<'a> {
     media: Vec<MediaBytes>,
 }
 
-fn unb64(data: &str) -> Result<Vec<u8>, String> {
-    base64::engine::general_purpose::STANDARD
-        .decode(data)
-        .map_err(|e| format!("not base64: {e}"))
-}
-
 /// Runs every step of a job, each node's output tensors feeding the next steps in memory;
 /// returns the final message (succeeded, failed or cancelled).
 fn run_job(engine: &Engine, job: Job<'_>, cancel: &CancelToken, out: &Outbox) -> WorkerMessage {
@@ -135,7 +143,7 @@ fn run_job(engine: &Engine, job: Job<'_>, cancel: &CancelToken, out: &Outbox) ->
     // (node, port) → tensor. A tensor is dropped after its last consumer ran.
     let mut values: BTreeMap<(String, String), Arc<Tensor>> = BTreeMap::new();
     for p in job.provided {
-        match unb64(&p.data).and_then(|b| Tensor::from_bytes(&b)) {
+        match Tensor::from_bytes(&p.data) {
             Ok(t) => {
                 values.insert((p.node_id, p.port), Arc::new(t));
             }
@@ -147,15 +155,11 @@ fn run_job(engine: &Engine, job: Job<'_>, cancel: &CancelToken, out: &Outbox) ->
             }
         }
     }
-    let mut media = BTreeMap::new();
-    for m in job.media {
-        match unb64(&m.data) {
-            Ok(bytes) => {
-                media.insert(m.media_id, bytes);
-            }
-            Err(e) => return fail(format!("media {}: {e}", m.media_id)),
-        }
-    }
+    let media: BTreeMap<String, Vec<u8>> = job
+        .media
+        .into_iter()
+        .map(|m| (m.media_id, m.data.to_vec()))
+        .collect();
     let mut uses: BTreeMap<(String, String), usize> = BTreeMap::new();
     for step in job.steps {
         for r in step.inputs.values() {

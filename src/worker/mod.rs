@@ -1,18 +1,20 @@
 //! Worker hosts: the loop that runs jobs ([`host`]), the in-process worker of `atelier serve`, and
 //! `atelier worker`, which connects to a server over WebSocket.
 
+pub mod assembly;
 pub mod host;
+pub mod receive;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use atelier_actors::worker_socket::MEDIA_IN_FLIGHT_BYTES;
-use atelier_actors::MediaBudget;
-use atelier_protocol::worker::ServerMessage;
+use atelier_actors::{worker_link, MediaBudget};
 use atelier_protocol::worker_frame;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::config::WorkerConfig;
@@ -22,9 +24,12 @@ use crate::jobs::{JobService, WorkerJoin};
 /// Starts the worker that lives inside the server: the same host loop as a remote worker,
 /// connected by channels instead of a socket. It offers `slots` slots (runtime leases served at
 /// once). Its media holds a budget like a remote worker's, but waits for it instead of being
-/// closed: the host, behind its bounded outbox, waits in turn.
+/// closed: the host, behind its bounded outbox, waits in turn; so does a message for a job whose
+/// assignment is behind. Its link is bounded like a remote worker's; should it ever fill (the
+/// host stopped taking), the worker is taken off the board as lost.
 pub fn start_in_process(engine: Arc<Engine>, jobs: JobService, slots: u32) {
-    let (to_worker, inbox) = mpsc::unbounded_channel::<ServerMessage>();
+    let (to_worker, inbox) = worker_link();
+    let (inbox, overflow) = inbox.into_parts();
     let (outbox, mut from_worker) = host::outbox();
     let Some(join) = WorkerJoin::from_hello(host::hello(&engine, "in-process", None, slots)) else {
         return;
@@ -35,15 +40,26 @@ pub fn start_in_process(engine: Arc<Engine>, jobs: JobService, slots: u32) {
     actix_web::rt::spawn(host::run(engine, inbox, outbox, heartbeat, slots));
     actix_web::rt::spawn(async move {
         let budget = MediaBudget::new(MEDIA_IN_FLIGHT_BYTES);
-        while let Some(output) = from_worker.recv().await {
-            match output {
-                host::HostOutput::Message(msg) => jobs.worker_message(id, msg),
-                host::HostOutput::Media(frame) => {
+        loop {
+            let output = tokio::select! {
+                output = from_worker.recv() => output,
+                () = overflow.notified() => {
+                    tracing::error!("the in-process worker stopped taking messages");
+                    None
+                }
+            };
+            let wait = match output {
+                None => break,
+                Some(host::HostOutput::Message(msg)) => jobs.worker_message(id, msg),
+                Some(host::HostOutput::Media(frame)) => {
                     let Some(permit) = budget.take(&frame).await else {
                         break;
                     };
-                    jobs.worker_media(id, frame, permit);
+                    jobs.worker_media(id, frame, permit)
                 }
+            };
+            if let Some(wait) = wait {
+                wait.await;
             }
         }
         jobs.worker_gone(id);
@@ -89,14 +105,19 @@ pub async fn run_remote(config: WorkerConfig) -> Result<(), WorkerError> {
         .parse()
         .map_err(|_| connect_err("the token is not a valid header value".into()))?;
     request.headers_mut().insert("authorization", auth);
-    let (socket, _) = tokio_tungstenite::connect_async(request)
+    // An input frame of an assign may be larger than tungstenite's default frame limit.
+    let ws_config = WebSocketConfig::default()
+        .max_frame_size(Some(receive::MAX_SERVER_MESSAGE_BYTES))
+        .max_message_size(Some(receive::MAX_SERVER_MESSAGE_BYTES));
+    let (socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), false)
         .await
         .map_err(|e| connect_err(e.to_string()))?;
     tracing::info!(%url, "connected");
-    let (mut sink, mut stream) = socket.split();
+    let (mut sink, stream) = socket.split();
 
-    let (to_host, inbox) = mpsc::unbounded_channel::<ServerMessage>();
+    let (to_host, inbox) = mpsc::channel(host::INBOX_CAPACITY);
     let (outbox, mut from_host) = host::outbox();
+    let failures = outbox.clone();
     let slots = config.slots;
     let hello = host::hello(&engine, &config.name, config.gpu_class.clone(), slots);
     let _ = outbox.send(host::HostOutput::Message(hello)).await;
@@ -121,28 +142,7 @@ pub async fn run_remote(config: WorkerConfig) -> Result<(), WorkerError> {
             }
         }
     });
-    while let Some(frame) = stream.next().await {
-        match frame {
-            Ok(Message::Text(text)) => match serde_json::from_str::<ServerMessage>(&text) {
-                Ok(msg) => {
-                    if to_host.send(msg).is_err() {
-                        break;
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "unreadable message from the server"),
-            },
-            Ok(Message::Close(reason)) => {
-                tracing::warn!(?reason, "the server closed the connection");
-                break;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "connection lost");
-                break;
-            }
-        }
-    }
-    drop(to_host);
+    receive::run(stream, to_host, failures).await;
     host.abort();
     writer.abort();
     Ok(())

@@ -12,12 +12,13 @@
 //!   faster than its session takes), frames over the limit refused from their header. What it
 //!   reads waits in a buffer only until it is handed on.
 //! - The writer ([`writer::run`], a task on the actor's arbiter) polls the stream of encoded
-//!   frames the context returns — which is what runs the actor — and the binary messages the
-//!   actor handed it directly ([`DirectBinary`]: framed by the writer, their payloads written
-//!   from the shared `Bytes` they came in, not copied), several frames per vectored write. What
-//!   the socket does not take waits in its queue; payloads, and what the actor asked to keep
-//!   with them (such as a queue slot), are dropped once written. When the actor stops (after a
-//!   close frame) it writes what is left, shuts our end, and lets the client close its.
+//!   frames the context returns — which is what runs the actor — and the binary (or text)
+//!   messages the actor handed it directly ([`DirectBinary`]: framed by the writer, their
+//!   payloads written from the shared `Bytes` they came in, not copied), several frames per
+//!   vectored write. What the socket does not take waits in its queue; payloads, and what the
+//!   actor asked to keep with them (such as a queue slot, or a signal that it was written), are
+//!   dropped once written. When the actor stops (after a close frame) it writes what is left,
+//!   shuts our end, and lets the client close its.
 //!
 //! Idle, a connection holds the actor and its context, the decoder's buffer (as large as the
 //! largest frame the client sent: actix-web-actors keeps it) and the socket; no write buffer.

@@ -48,7 +48,18 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// turn — in particular before a close frame, after which an actor sends nothing. Control frames
 /// (pings, pongs) written to the context in the same turn may go out after frames sent here that
 /// followed them, which WebSocket allows.
-pub struct DirectBinary<T>(Rc<RefCell<VecDeque<(Bytes, T)>>>);
+///
+/// Text messages can go the same way ([`DirectBinary::send_text`]), for an actor that needs a
+/// text message in order among its binary ones (the worker socket: an `assign`, then its input
+/// frames) or to know when it was written.
+pub struct DirectBinary<T>(Rc<RefCell<VecDeque<(Opcode, Bytes, T)>>>);
+
+/// The frame opcode of a message sent with [`DirectBinary`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Opcode {
+    Text = 0x1,
+    Binary = 0x2,
+}
 
 impl<T> DirectBinary<T> {
     pub fn new() -> Self {
@@ -58,11 +69,21 @@ impl<T> DirectBinary<T> {
     /// Sends `payload` as one binary message; `keep` is dropped once it has been written (or the
     /// connection is gone).
     pub fn send(&self, payload: Bytes, keep: T) {
-        self.0.borrow_mut().push_back((payload, keep));
+        self.0
+            .borrow_mut()
+            .push_back((Opcode::Binary, payload, keep));
+    }
+
+    /// Sends `text` (UTF-8, which the caller guarantees: a `String`'s bytes) as one text
+    /// message, like [`DirectBinary::send`].
+    pub fn send_text(&self, text: String, keep: T) {
+        self.0
+            .borrow_mut()
+            .push_back((Opcode::Text, Bytes::from(text), keep));
     }
 
     /// Everything sent since the last call (no allocation left behind).
-    fn take(&self) -> VecDeque<(Bytes, T)> {
+    fn take(&self) -> VecDeque<(Opcode, Bytes, T)> {
         std::mem::take(&mut *self.0.borrow_mut())
     }
 }
@@ -92,9 +113,14 @@ impl BinaryHeader {
         len: 0,
     };
 
+    #[cfg(test)]
     fn for_payload(len: usize) -> Self {
+        Self::for_frame(Opcode::Binary, len)
+    }
+
+    fn for_frame(opcode: Opcode, len: usize) -> Self {
         let mut bytes = [0u8; 10];
-        bytes[0] = 0x82; // FIN + binary
+        bytes[0] = 0x80 | opcode as u8; // FIN + opcode
         let header_len = if len < 126 {
             bytes[1] = len as u8;
             2
@@ -139,9 +165,9 @@ impl<T> Queued<T> {
         }
     }
 
-    fn direct(payload: Bytes, held: T) -> Self {
+    fn direct(opcode: Opcode, payload: Bytes, held: T) -> Self {
         Self {
-            header: BinaryHeader::for_payload(payload.len()),
+            header: BinaryHeader::for_frame(opcode, payload.len()),
             bytes: payload,
             _held: Some(held),
             written: 0,
@@ -263,7 +289,7 @@ fn queue_direct<T>(direct: &DirectBinary<T>, queue: &mut VecDeque<Queued<T>>) {
         direct
             .take()
             .into_iter()
-            .map(|(payload, held)| Queued::direct(payload, held)),
+            .map(|(opcode, payload, held)| Queued::direct(opcode, payload, held)),
     );
 }
 
@@ -375,7 +401,7 @@ mod tests {
     }
 
     fn chunk(bytes: &'static [u8], held: Counted) -> Queued<Counted> {
-        Queued::direct(Bytes::from_static(bytes), held)
+        Queued::direct(Opcode::Binary, Bytes::from_static(bytes), held)
     }
 
     fn remaining(chunk: &Queued<Counted>) -> Vec<u8> {
@@ -414,6 +440,10 @@ mod tests {
     #[test]
     fn binary_headers_follow_the_payload_length() {
         assert_eq!(BinaryHeader::for_payload(0).as_slice(), &[0x82, 0]);
+        assert_eq!(
+            BinaryHeader::for_frame(Opcode::Text, 5).as_slice(),
+            &[0x81, 5]
+        );
         assert_eq!(BinaryHeader::for_payload(125).as_slice(), &[0x82, 125]);
         assert_eq!(
             BinaryHeader::for_payload(126).as_slice(),
@@ -434,8 +464,16 @@ mod tests {
         let direct = DirectBinary::new();
         direct.send(Bytes::from_static(b"a"), 1);
         direct.send(Bytes::from_static(b"b"), 2);
-        let taken: Vec<i32> = direct.take().into_iter().map(|(_, held)| held).collect();
-        assert_eq!(taken, vec![1, 2]);
+        direct.send_text("c".into(), 3);
+        let taken: Vec<(Opcode, i32)> = direct
+            .take()
+            .into_iter()
+            .map(|(opcode, _, held)| (opcode, held))
+            .collect();
+        assert_eq!(
+            taken,
+            vec![(Opcode::Binary, 1), (Opcode::Binary, 2), (Opcode::Text, 3)]
+        );
         assert!(direct.take().is_empty());
     }
 }

@@ -10,7 +10,6 @@ use std::collections::BTreeSet;
 
 use atelier_protocol::ids::{AccountId, MediaId};
 use atelier_protocol::worker::MediaBytes;
-use base64::Engine as _;
 
 use crate::auth::Auth;
 use crate::authz::{authorize, Action};
@@ -401,7 +400,7 @@ async fn media_inputs(
             let bytes = state.blobs.get(&media.object_key).await?;
             out.push(MediaBytes {
                 media_id: id.to_string(),
-                data: base64::engine::general_purpose::STANDARD.encode(&bytes),
+                data: bytes,
             });
         }
     }
