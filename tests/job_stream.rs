@@ -252,6 +252,19 @@ async fn a_lease_line_reports_places_among_the_undelivered_entries() {
     assert_eq!(n1.waiting(&line, 10).await.unwrap(), all[1..].to_vec());
     n2.ack(&taken[0]).await.unwrap();
     assert_eq!(n1.waiting(&line, 10).await.unwrap(), all[1..].to_vec());
+    // The second leaves the line (stopped while it waited): the third moves up, and is the
+    // next one delivered.
+    assert!(n1.withdraw(&line, all[1], 10).await.unwrap());
+    assert!(
+        !n1.withdraw(&line, all[1], 10).await.unwrap(),
+        "gone already"
+    );
+    assert_eq!(n2.waiting(&line, 10).await.unwrap(), all[2..].to_vec());
+    let next = n2.claim(&line, 10).await.unwrap();
+    assert_eq!(
+        next.iter().map(|c| c.item).collect::<Vec<_>>(),
+        all[2..].to_vec()
+    );
     cluster.clean().await;
 }
 

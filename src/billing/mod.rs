@@ -457,6 +457,11 @@ impl Billing {
                         reason,
                     )
                     .await?;
+                if lease.status == LeaseStatus::Starting {
+                    if let Some(placement) = self.placement() {
+                        placement.left_line(lease.id, &lease.gpu_class).await;
+                    }
+                }
                 self.send_event(session, stopped_event(&s));
                 Ok(s)
             }

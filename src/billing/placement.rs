@@ -33,4 +33,7 @@ pub trait LeasePlacement: Send + Sync + 'static {
     /// This node owns a waiting lease (it started it, or took it over from a silent node): it
     /// tells the session the lease's place in line as it moves (`runtime.queued`).
     fn waiting_here(&self, lease: LeaseId, session: SessionId, gpu_class: &str);
+
+    /// A waiting lease was stopped: it leaves its line (the leases behind it move up).
+    fn left_line(&self, lease: LeaseId, gpu_class: &str) -> BoxFuture<'_, ()>;
 }

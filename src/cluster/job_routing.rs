@@ -129,19 +129,20 @@ impl JobRouting {
         self.inner.cluster.node_id()
     }
 
-    /// Starts reading this node's stream, the housekeeping, and relayed cancellations.
+    /// Starts reading this node's stream, the housekeeping, and relayed cancellations (on the
+    /// server's local task set, where the job service spawns its assignments).
     pub fn start(&self, service: JobService) {
         let _ = self.inner.service.set(service.clone());
         let (cancels, mut inbox) = mpsc::channel(CANCEL_QUEUE);
         self.inner.cluster.attach_job_cancels(cancels);
         let this = self.clone();
-        tokio::spawn(async move {
+        actix_web::rt::spawn(async move {
             while let Some((job, reason)) = inbox.recv().await {
                 this.cancel_here(&service, job, reason).await;
             }
         });
-        tokio::spawn(self.clone().read_own_stream());
-        tokio::spawn(self.clone().housekeeping());
+        actix_web::rt::spawn(self.clone().read_own_stream());
+        actix_web::rt::spawn(self.clone().housekeeping());
     }
 
     /// Asks the node running `job` to cancel it (this node does not have it on its board).
@@ -365,7 +366,7 @@ impl JobRouting {
 
     fn spawn_ack(&self, claim: StreamClaim) {
         let this = self.clone();
-        tokio::spawn(async move { this.ack(&claim).await });
+        actix_web::rt::spawn(async move { this.ack(&claim).await });
     }
 
     async fn housekeeping(self) {

@@ -445,6 +445,15 @@ impl JobStream {
     /// The items of `line` not delivered to any node yet, oldest first, up to `count`: a
     /// waiting item's place in line is its index here plus one.
     pub async fn waiting(&self, line: &Line, count: usize) -> Result<Vec<Item>, JobStreamError> {
+        Ok(self
+            .waiting_entries(line, count)
+            .await?
+            .into_iter()
+            .map(|(_, item)| item)
+            .collect())
+    }
+
+    async fn waiting_entries(&self, line: &Line, count: usize) -> RedisResult<Vec<(String, Item)>> {
         let key = self.key(line);
         let Some(last) = self.last_delivered(&key).await? else {
             return Ok(Vec::new());
@@ -454,7 +463,34 @@ impl JobStream {
         let reply: StreamRangeReply = conn
             .xrange_count(&key, format!("({last}"), "+", count)
             .await?;
-        Ok(reply.ids.iter().filter_map(Item::parse).collect())
+        Ok(reply
+            .ids
+            .iter()
+            .filter_map(|entry| Item::parse(entry).map(|item| (entry.id.clone(), item)))
+            .collect())
+    }
+
+    /// Takes `item` out of the line while it waits (among the first `count` undelivered
+    /// entries), so the items behind it move up. Returns whether it was there.
+    pub async fn withdraw(
+        &self,
+        line: &Line,
+        item: Item,
+        count: usize,
+    ) -> Result<bool, JobStreamError> {
+        let entries: Vec<String> = self
+            .waiting_entries(line, count)
+            .await?
+            .into_iter()
+            .filter(|(_, waiting)| *waiting == item)
+            .map(|(entry, _)| entry)
+            .collect();
+        if entries.is_empty() {
+            return Ok(false);
+        }
+        let mut conn = self.connection.clone();
+        let removed: usize = conn.xdel(self.key(line), &entries).await?;
+        Ok(removed > 0)
     }
 
     /// Entries in the line's stream (waiting, running, and not yet trimmed).

@@ -302,6 +302,25 @@ impl LeasePlacement for LeaseLine {
         })
     }
 
+    fn left_line(&self, lease: LeaseId, gpu_class: &str) -> BoxFuture<'_, ()> {
+        let gpu_class = gpu_class.to_owned();
+        Box::pin(async move {
+            self.waiting().remove(&lease);
+            let Ok(line) = Line::leases(&gpu_class) else {
+                return;
+            };
+            // Left there (Redis unreachable), its entry is dropped when read: the claim fails.
+            if let Err(error) = self
+                .inner
+                .streams
+                .withdraw(&line, Item::Lease(lease), MAX_PLACES)
+                .await
+            {
+                tracing::warn!(%error, %lease, "could not take a stopped lease out of its line");
+            }
+        })
+    }
+
     fn waiting_here(&self, lease: LeaseId, session: SessionId, gpu_class: &str) {
         self.waiting().insert(
             lease,

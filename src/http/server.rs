@@ -242,7 +242,8 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     }
     let job_routing = job_routing.map(|(routing, lease_line)| {
         routing.start(jobs.clone());
-        tokio::spawn(lease_line.run());
+        // On the server's local task set: taking a lease starts dispatching jobs there.
+        actix_web::rt::spawn(lease_line.run());
         routing
     });
     if let Some(engine) = engine {
