@@ -47,6 +47,8 @@ struct Waiting {
     gpu_class: String,
     /// The place it was last told (0: none yet).
     announced: u32,
+    /// Since when this node reports it (it waits at most the idle timeout from then).
+    since: tokio::time::Instant,
 }
 
 /// This node's side of the lease lines (cheap to clone).
@@ -110,6 +112,7 @@ impl LeaseLine {
             if let Err(error) = self.report_places().await {
                 tracing::warn!(%error, "could not report the places of waiting leases");
             }
+            self.stop_overdue().await;
         }
     }
 
@@ -245,6 +248,30 @@ impl LeaseLine {
         Ok(())
     }
 
+    /// A lease waits at most the idle timeout for a slot (as on one node, where its meter
+    /// stops it): then it stops `no_worker`, nothing charged.
+    async fn stop_overdue(&self) {
+        let limit = self.inner.billing.settings().idle_timeout;
+        let overdue: Vec<(LeaseId, SessionId)> = self
+            .waiting()
+            .iter()
+            .filter(|(_, w)| w.since.elapsed() > limit)
+            .map(|(id, w)| (*id, w.session))
+            .collect();
+        for (lease, session) in overdue {
+            self.waiting().remove(&lease);
+            tracing::info!(%lease, %session, "a waiting lease found no slot in time");
+            if let Err(error) = self
+                .inner
+                .billing
+                .stop_lease(session, crate::billing::reason::NO_WORKER)
+                .await
+            {
+                tracing::warn!(%lease, %error, "could not stop a lease that waited too long");
+            }
+        }
+    }
+
     fn announce(&self, lease: LeaseId, position: u32) {
         let event = {
             let mut waiting = self.waiting();
@@ -328,6 +355,7 @@ impl LeasePlacement for LeaseLine {
                 session,
                 gpu_class: gpu_class.to_owned(),
                 announced: 0,
+                since: tokio::time::Instant::now(),
             },
         );
     }

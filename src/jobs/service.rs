@@ -264,6 +264,11 @@ impl JobService {
     fn still_leased(&self, session: SessionId, lease: LeaseId) -> Result<()> {
         match self.billing.require_active_lease(session) {
             Ok(active) if active.lease_id == lease => Ok(()),
+            // Open, its slot not (yet, or again) assigned: the job waits on the board for it
+            // (a job routed to a node whose lease is resuming after a restart).
+            Err(Error::Conflict(_)) if self.billing.session_of_lease(lease) == Some(session) => {
+                Ok(())
+            }
             Ok(_) => Err(Error::PaymentRequired(
                 "the Pro runtime this job was started under has stopped; run it again".into(),
             )),
