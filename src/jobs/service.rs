@@ -222,7 +222,7 @@ impl JobService {
             // lock: a stopping lease marks itself stopping before it sweeps the board for the
             // session's jobs, so either this sees it stopping or its sweep sees this job.
             if let Some(lease) = view.lease {
-                if let Err(refused) = self.still_leased(view.session, lease) {
+                if let Err(refused) = self.may_queue_under(view.session, lease) {
                     drop(state);
                     self.record_end(job, JobStatus::Cancelled, &refused.to_string())
                         .await;
@@ -260,15 +260,22 @@ impl JobService {
         self.board.lock().enqueue(job, view);
     }
 
+    /// Ok while `lease` is still open as the session's lease here, even when its slot is not
+    /// (yet) assigned: a job may wait on the board for it (a job routed to a node whose lease
+    /// resumes after a restart).
+    fn may_queue_under(&self, session: SessionId, lease: LeaseId) -> Result<()> {
+        match self.still_leased(session, lease) {
+            Err(Error::Conflict(_)) if self.billing.session_of_lease(lease) == Some(session) => {
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
     /// Ok while `lease` is still the session's running lease.
     fn still_leased(&self, session: SessionId, lease: LeaseId) -> Result<()> {
         match self.billing.require_active_lease(session) {
             Ok(active) if active.lease_id == lease => Ok(()),
-            // Open, its slot not (yet, or again) assigned: the job waits on the board for it
-            // (a job routed to a node whose lease is resuming after a restart).
-            Err(Error::Conflict(_)) if self.billing.session_of_lease(lease) == Some(session) => {
-                Ok(())
-            }
             Ok(_) => Err(Error::PaymentRequired(
                 "the Pro runtime this job was started under has stopped; run it again".into(),
             )),

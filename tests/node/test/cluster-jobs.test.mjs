@@ -189,6 +189,25 @@ test('leases and jobs across nodes: placement on another node\'s worker, one ord
     const list = await json(n2, 'GET', `/sessions/${session}/jobs`, owner.token)
     assert.ok(list.body.some((j) => j.id === jobId))
 
+    // Submit → job.started (as a participant on node 1 sees it), one job at a time: on node 1
+    // (the job goes to node 3's stream) and on node 3 itself (its own stream).
+    const latency = async (node, n) => {
+      const ms = []
+      for (let i = 0; i < n; i++) {
+        const t0 = Date.now()
+        const r = await json(node, 'POST', `/sessions/${session}/jobs`, owner.token, { nodes: ['tiny'], from: 'tiny' })
+        assert.equal(r.status, 201, JSON.stringify(r.body))
+        await until(() => jobEvents(watchers[0], r.body.id).some((e) => e.type === 'job.started'), 30_000, 'job.started')
+        ms.push(Date.now() - t0)
+        await until(() => ended(watchers[0], r.body.id), 30_000, 'the job to end')
+      }
+      ms.sort((p, q) => p - q)
+      return { p50: ms[Math.floor(n / 2)], p99: ms[n - 1] }
+    }
+    const cross = await latency(n1, 20)
+    const local = await latency(n3, 20)
+    console.log(`submit → job.started, 20 jobs each: through node 1 (routed to node 3) p50 ${cross.p50} ms, max ${cross.p99} ms; on node 3 itself p50 ${local.p50} ms, max ${local.p99} ms`)
+
     // A long job, submitted on node 2, cancelled on node 2 while it runs at node 3.
     const long = await json(n2, 'POST', `/sessions/${session}/jobs`, owner.token, { nodes: ['r12'] })
     assert.equal(long.status, 201, JSON.stringify(long.body))
