@@ -58,6 +58,12 @@ pub trait JobQueue: Send + Sync + 'static {
     fn ended(&self, _job: JobId) -> BoxFuture<'_, Result<(), BoxError>> {
         Box::pin(async { Ok(()) })
     }
+    /// Cluster: the job's lease moved to another node while the job waited here; it was taken
+    /// off this node's board and goes on to the lease's node. False when this queue cannot
+    /// hand it over (one node): it is then cancelled.
+    fn hand_over(&self, _job: JobId) -> BoxFuture<'_, Result<bool, BoxError>> {
+        Box::pin(async { Ok(false) })
+    }
     /// At start-up: the jobs the previous process had handed to workers end with `reason`
     /// (their workers' connections are gone); the queued ones come back in order.
     fn recover(&self, reason: String) -> BoxFuture<'_, Result<RecoveredQueue, BoxError>>;

@@ -512,6 +512,19 @@ impl JobQueue for JobRouting {
         })
     }
 
+    fn hand_over(&self, job: JobId) -> BoxFuture<'_, Result<bool, BoxError>> {
+        Box::pin(async move {
+            // Not held any more: an entry read from now on is routed (to the lease's node).
+            let claim = self.held().remove(&job).flatten();
+            if let Some(claim) = claim {
+                if let Some(claim) = self.route(claim).await {
+                    self.parked().push(claim);
+                }
+            }
+            Ok(true)
+        })
+    }
+
     fn recover(&self, reason: String) -> BoxFuture<'_, Result<RecoveredQueue, BoxError>> {
         Box::pin(async move {
             let mut recovered = RecoveredQueue::default();

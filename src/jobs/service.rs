@@ -380,6 +380,8 @@ impl JobService {
     }
 
     /// Cancels every unfinished job of a session (its runtime stopped).
+    /// A lease that moved to another node (`lease_taken_over`) hands its queued jobs over to
+    /// that node instead (a cluster's durable queue re-routes them).
     pub async fn cancel_session_jobs(&self, session: SessionId, reason: &str) {
         let jobs: Vec<JobId> = self
             .board
@@ -390,7 +392,46 @@ impl JobService {
             .map(|(id, _)| *id)
             .collect();
         for job in jobs {
+            if reason == crate::billing::reason::TAKEN_OVER && self.hand_over(job).await {
+                continue;
+            }
             self.cancel(job, Some(reason.to_string())).await;
+        }
+    }
+
+    /// Takes a queued job off the board and hands it to the durable queue to run on the node
+    /// its lease moved to. False (and the job stays) when it is not queued here or the queue
+    /// cannot hand it over.
+    async fn hand_over(&self, job: JobId) -> bool {
+        let view = {
+            let mut state = self.board.lock();
+            let queued = state
+                .jobs
+                .get(&job)
+                .is_some_and(|v| v.status == JobStatus::Queued);
+            if !queued {
+                return false;
+            }
+            let view = state.jobs.get(&job).cloned();
+            state.remove_queued(job);
+            view
+        };
+        match self.queue.hand_over(job).await {
+            Ok(true) => {
+                tracing::info!(%job, "queued job handed over with its lease");
+                self.announce_positions();
+                true
+            }
+            result => {
+                if let Err(e) = result {
+                    tracing::warn!(%job, error = %e, "could not hand a queued job over");
+                }
+                // Back on the board, to be cancelled as usual.
+                if let Some(view) = view {
+                    self.board.lock().enqueue(job, view);
+                }
+                false
+            }
         }
     }
 
