@@ -294,7 +294,9 @@ test('kill -9 and restart of the node holding a queued job\'s claim: the job run
   let worker3
   try {
     await Promise.all([wx.open, wy.open])
-    // Each session's lease on one worker: node 3's worker for X (node 2's is busy with Y).
+    // Each session's lease on one worker: Y on a worker of node 2 (started there: a slot of node
+    // 2 is free, or the line hands it one when node 2's new worker connects), X on node 3's.
+    startWorker(n2.base, 'gpu-at-2-again')
     const yStart = await json(n2, 'POST', `/sessions/${y.session}/runtime`, y.owner.token, { gpu_class: 'cpu', prepaid_minutes: 10 })
     assert.equal(yStart.status, 201, JSON.stringify(yStart.body))
     await until(async () => (await lease(n1, y.session, y.owner.token))?.status === 'running', 30_000, 'Y running')
@@ -306,12 +308,13 @@ test('kill -9 and restart of the node holding a queued job\'s claim: the job run
 
     // Y's long job runs at node 2; X's long job runs at node 3 and X's tiny job waits behind it.
     const yJob = (await json(n1, 'POST', `/sessions/${y.session}/jobs`, y.owner.token, { nodes: ['r12'] })).body.id
+    await until(() => jobEvents(wy, yJob).some((e) => e.type === 'job.progress'), 60_000, 'Y\'s job running')
     const running = (await json(n1, 'POST', `/sessions/${x.session}/jobs`, x.owner.token, { nodes: ['r12'] })).body.id
     const queued = await json(n1, 'POST', `/sessions/${x.session}/jobs`, x.owner.token, { nodes: ['tiny'] })
     assert.equal(queued.status, 201, JSON.stringify(queued.body))
     await until(() => jobEvents(wx, running).some((e) => e.type === 'job.progress'), 60_000, 'X\'s first job running')
     await until(() => jobEvents(wx, queued.body.id).some((e) => e.type === 'job.queued'), 10_000, 'X\'s second job on node 3\'s board')
-    await until(() => jobEvents(wy, yJob).some((e) => e.type === 'job.progress'), 60_000, 'Y\'s job running')
+    assert.ok(!ended(wx, running) && !ended(wy, yJob), 'both long jobs still run at the kill')
 
     await n3.kill('SIGKILL')
     await until(() => worker3.exitCode !== null || worker3.signalCode !== null, 10_000, 'the worker of node 3 to go')
