@@ -267,7 +267,8 @@ test('leases and jobs across nodes: placement on another node\'s worker, one ord
     await until(async () => (lc = await lease(n1, c.session, c.owner.token))?.status === 'running', 30_000, () => `C running (${JSON.stringify(lc)})`)
     assert.equal(lc.owner_node, 'node-2', JSON.stringify(lc))
     await new Promise((resolve) => setTimeout(resolve, 1500))
-    const stopC = await json(n1, 'DELETE', `/sessions/${c.session}/runtime`, c.owner.token)
+    // Stopped on its node (whose meter then gives the slot back at once).
+    const stopC = await json(n2, 'DELETE', `/sessions/${c.session}/runtime`, c.owner.token)
     assert.equal(stopC.status, 200, JSON.stringify(stopC.body))
     assert.ok(stopC.body.used_ms <= Date.now() - slotAt, `C used ${stopC.body.used_ms} ms; its slot came ${Date.now() - slotAt} ms ago`)
     assert.equal(stopC.body.charged + stopC.body.refunded, startC.body.hold)
@@ -275,7 +276,7 @@ test('leases and jobs across nodes: placement on another node\'s worker, one ord
     assert.equal((await lease(n2, b.session, b.owner.token)).status, 'stopped')
     assert.ok(!wb.events.some((e) => e.type === 'runtime.started'), 'B never started')
 
-    const stopA = await json(n2, 'DELETE', `/sessions/${session}/runtime`, owner.token)
+    const stopA = await json(n3, 'DELETE', `/sessions/${session}/runtime`, owner.token)
     assert.equal(stopA.status, 200, JSON.stringify(stopA.body))
     for (const w of [wb, wc]) w.ws.close()
     destroyAll(b.a.provider, c.a.provider)
