@@ -208,6 +208,28 @@ test('leases and jobs across nodes: placement on another node\'s worker, one ord
     const local = await latency(n3, 10)
     console.log(`submit → job.started, 10 jobs each: through node 1 (routed to node 3) p50 ${cross.p50} ms, max ${cross.p99} ms; on node 3 itself p50 ${local.p50} ms, max ${local.p99} ms`)
 
+    // A batch with an Idempotency-Key, submitted on node 1 and retried on node 2: one batch,
+    // run at node 3.
+    const submitBatch = async (node) => {
+      const r = await fetch(`${node.base}/api/v1/sessions/${session}/jobs`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${owner.token}`, 'content-type': 'application/json', 'idempotency-key': 'batch-across-nodes' },
+        body: JSON.stringify({ nodes: ['tiny'], from: 'tiny', batch: 2 })
+      })
+      return { status: r.status, replayed: r.headers.get('idempotency-replayed'), body: await r.json() }
+    }
+    const batch = await submitBatch(n1)
+    assert.equal(batch.status, 201, JSON.stringify(batch.body))
+    assert.equal(batch.body.jobs.length, 2)
+    const replay = await submitBatch(n2)
+    assert.equal(replay.status, 201, JSON.stringify(replay.body))
+    assert.equal(replay.replayed, 'true')
+    assert.deepEqual(replay.body.jobs.map((j) => j.id), batch.body.jobs.map((j) => j.id))
+    for (const j of batch.body.jobs) {
+      await until(() => ended(watchers[0], j.id), 30_000, 'a batch job to end')
+      assert.equal(ended(watchers[0], j.id).type, 'job.succeeded')
+    }
+
     // A long job, submitted on node 2, cancelled on node 2 while it runs at node 3.
     const long = await json(n2, 'POST', `/sessions/${session}/jobs`, owner.token, { nodes: ['r12'] })
     assert.equal(long.status, 201, JSON.stringify(long.body))
