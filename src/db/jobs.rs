@@ -312,6 +312,18 @@ impl Db {
             .collect())
     }
 
+    /// How many jobs of the account are queued, on every node (a cluster's submit to another
+    /// node's board is bounded by the same per-account limit).
+    pub async fn queued_count_of_account(&self, account: AccountId) -> Result<i64> {
+        let (count,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM jobs WHERE account_id = $1 AND status = 'queued'",
+        )
+        .bind(account.to_string())
+        .fetch_one(self.pool())
+        .await?;
+        Ok(count)
+    }
+
     /// One job as the durable queue keeps it, if it is still queued.
     pub async fn queued_job(&self, id: JobId) -> Result<Option<QueuedJobRow>> {
         let row: Option<QueuedJobRow> = sqlx::query_as(

@@ -166,7 +166,13 @@ impl JobService {
             return Ok(job);
         }
         let here = !matches!(lease, Some(JobLease::Elsewhere { .. }));
-        if here && self.board.lock().queued_for(account) >= self.limits.max_queued_per_account {
+        let queued = if here {
+            self.board.lock().queued_for(account)
+        } else {
+            // Queued on another node's board: counted from the database.
+            usize::try_from(self.db.queued_count_of_account(account).await?).unwrap_or(usize::MAX)
+        };
+        if queued >= self.limits.max_queued_per_account {
             return Err(Error::TooManyJobs(format!(
                 "you already have {} jobs waiting (the limit); wait for one to start or cancel one",
                 self.limits.max_queued_per_account
