@@ -35,6 +35,8 @@ pub struct AppState {
     pub catalog: Arc<crate::inference::ModelCatalog>,
     /// The other nodes (cluster mode), `None` on a single node.
     pub cluster: Option<crate::cluster::Cluster>,
+    /// Cluster mode: the job streams (jobs follow their lease to the node running it).
+    pub job_routing: Option<crate::cluster::job_routing::JobRouting>,
     /// The account-wide live channels (`GET /me/events`) open on this node.
     pub account_events: crate::account_events::AccountEvents,
     /// Emails (invitations) through the SMTP relay, when one is configured.

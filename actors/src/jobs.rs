@@ -36,10 +36,11 @@ pub struct RecoveredQueue {
 
 /// The durable job queue. The job board holds the live queue in memory (its order, fairness,
 /// which slot a job goes to); this port keeps each transition durable, so queued jobs outlive
-/// the process. Single node: the jobs table (`atelier::db`). A Redis Streams adapter maps
-/// `enqueue` to `XADD`, `claimed` to a consumer group's delivery, `requeued` to a re-add at the
-/// head, and `recover` to `XAUTOCLAIM` of a dead consumer's entries; the job's end is its
-/// acknowledgement (the job record's final status).
+/// the process. Single node: the jobs table (`atelier::db`). Cluster: the jobs table plus the
+/// job stream of the node running the job's lease (`atelier::cluster::job_routing`):
+/// `enqueue` is an `XADD` to that node's stream, its consumer's delivery puts the job on that
+/// node's board, `ended` is the `XACK`, and a dead node's entries are `XAUTOCLAIM`ed by a live
+/// node; `recover` then only concerns this node's own jobs.
 pub trait JobQueue: Send + Sync + 'static {
     /// Keeps a queued job — before anyone is told it is queued.
     fn enqueue(&self, job: QueuedJob) -> BoxFuture<'_, Result<(), BoxError>>;
@@ -52,6 +53,17 @@ pub trait JobQueue: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<(), BoxError>>;
     /// A claimed job goes back to the head of the queue (its worker was lost).
     fn requeued(&self, job: JobId) -> BoxFuture<'_, Result<(), BoxError>>;
+    /// The job ended (finished, failed or cancelled) and left this node's board: nothing to
+    /// keep any more (its record's final status is written by then).
+    fn ended(&self, _job: JobId) -> BoxFuture<'_, Result<(), BoxError>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// Cluster: the job's lease moved to another node while the job waited here; it was taken
+    /// off this node's board and goes on to the lease's node. False when this queue cannot
+    /// hand it over (one node): it is then cancelled.
+    fn hand_over(&self, _job: JobId) -> BoxFuture<'_, Result<bool, BoxError>> {
+        Box::pin(async { Ok(false) })
+    }
     /// At start-up: the jobs the previous process had handed to workers end with `reason`
     /// (their workers' connections are gone); the queued ones come back in order.
     fn recover(&self, reason: String) -> BoxFuture<'_, Result<RecoveredQueue, BoxError>>;

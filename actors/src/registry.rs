@@ -550,9 +550,12 @@ impl SessionRegistryHandle {
                 },
             ),
             // Liveness is the cluster's business (it calls `node_gone`); account events go to
-            // the server's account channels, not to sessions.
-            RelayMessage::Heartbeat | RelayMessage::Leaving | RelayMessage::AccountEvent { .. } => {
-            }
+            // the server's account channels and job cancellations to the job system, not to
+            // sessions.
+            RelayMessage::Heartbeat
+            | RelayMessage::Leaving
+            | RelayMessage::AccountEvent { .. }
+            | RelayMessage::CancelJob { .. } => {}
         }
     }
 

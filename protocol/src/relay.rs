@@ -2,8 +2,8 @@
 //!
 //! Every message travels in an [`Envelope`] naming the node that sent it (so a node skips its
 //! own) and when (relay lag). Live-session messages go on the session's channel, to the nodes
-//! that hold that session live; [`RelayMessage::Kick`], account events and the node heartbeats
-//! go on the cluster's control channel, to every node.
+//! that hold that session live; [`RelayMessage::Kick`], account events, job cancellations and
+//! the node heartbeats go on the cluster's control channel, to every node.
 //!
 //! Document updates are relayed only after they are committed, with their `seq` from the
 //! durable log, so a receiving node can tell a duplicate from a gap: Redis pub/sub drops
@@ -17,7 +17,7 @@
 
 use yrs::encoding::write::Write;
 
-use crate::ids::{AccountId, SessionId, ShareLinkId};
+use crate::ids::{AccountId, JobId, SessionId, ShareLinkId};
 use crate::lib0::Reader;
 use crate::role::Role;
 use crate::ysync::FrameError;
@@ -39,6 +39,10 @@ const KIND_KICK: u64 = 5;
 const KIND_HEARTBEAT: u64 = 6;
 const KIND_LEAVING: u64 = 7;
 const KIND_ACCOUNT_EVENT: u64 = 8;
+const KIND_CANCEL_JOB: u64 = 9;
+
+/// Longest cancellation reason relayed.
+pub const MAX_CANCEL_REASON_LEN: usize = 1024;
 
 const KICK_CLOSE: u64 = 0;
 const KICK_ROLE: u64 = 1;
@@ -87,6 +91,8 @@ pub enum RelayMessage {
     Leaving,
     /// An event for one account's live channel (`GET /me/events`), whichever node it is on.
     AccountEvent { account: AccountId, json: String },
+    /// Cancel a job, asked on another node: the node whose board has it cancels it.
+    CancelJob { job: JobId, reason: Option<String> },
 }
 
 /// Access that ended somewhere: the matching sockets close on every node.
@@ -131,7 +137,11 @@ impl RelayMessage {
             | Self::QueryAwareness { session }
             | Self::Event { session, .. }
             | Self::Preview { session, .. } => Some(*session),
-            Self::Kick(_) | Self::Heartbeat | Self::Leaving | Self::AccountEvent { .. } => None,
+            Self::Kick(_)
+            | Self::Heartbeat
+            | Self::Leaving
+            | Self::AccountEvent { .. }
+            | Self::CancelJob { .. } => None,
         }
     }
 }
@@ -186,6 +196,17 @@ impl Envelope {
                 out.write_var(KIND_ACCOUNT_EVENT);
                 write_id(&mut out, account);
                 out.write_string(json);
+            }
+            RelayMessage::CancelJob { job, reason } => {
+                out.write_var(KIND_CANCEL_JOB);
+                write_id(&mut out, job);
+                match reason {
+                    Some(reason) => {
+                        out.write_var(1u64);
+                        out.write_string(reason);
+                    }
+                    None => out.write_var(0u64),
+                }
             }
         }
         out
@@ -243,6 +264,21 @@ impl Envelope {
                 account: read_id(&mut r)?,
                 json: r.var_str()?.to_owned(),
             },
+            KIND_CANCEL_JOB => {
+                let job = read_id(&mut r)?;
+                let reason = match r.var_u64()? {
+                    0 => None,
+                    1 => {
+                        let reason = r.var_str()?;
+                        if reason.len() > MAX_CANCEL_REASON_LEN {
+                            return Err(FrameError::Malformed("cancellation reason too long"));
+                        }
+                        Some(reason.to_owned())
+                    }
+                    _ => return Err(FrameError::Malformed("bad cancellation reason flag")),
+                };
+                RelayMessage::CancelJob { job, reason }
+            }
             other => return Err(FrameError::UnknownType(other)),
         };
         r.finish()?;
@@ -397,6 +433,14 @@ mod tests {
         }));
         round_trip(RelayMessage::Heartbeat);
         round_trip(RelayMessage::Leaving);
+        round_trip(RelayMessage::CancelJob {
+            job: JobId::new_random(),
+            reason: Some("cancelled by a participant".into()),
+        });
+        round_trip(RelayMessage::CancelJob {
+            job: JobId::new_random(),
+            reason: None,
+        });
         round_trip(RelayMessage::AccountEvent {
             account,
             json: r#"{"type":"membership.added"}"#.into(),

@@ -38,6 +38,7 @@ mod host;
 mod ownership;
 pub mod packs;
 mod payments;
+mod placement;
 mod ports;
 pub mod prices;
 mod settings;
@@ -63,9 +64,10 @@ pub use atelier_actors::lease::{
 };
 pub use atelier_actors::meter::{reason, MeterSettings};
 pub use ownership::telemetry;
+pub use placement::{BindSlot, LeasePlacement, Placement};
 pub use ports::{NoJobs, RuntimeHooks};
 pub use settings::BillingSettings;
-pub use views::{LeaseInfo, LeaseView, PaymentOutcome, Recovery};
+pub use views::{JobLease, LeaseInfo, LeaseView, PaymentOutcome, Recovery};
 
 use self::prices::{hold_for, PriceTable};
 use crate::db::leases::{LeaseStatus, NewLease, RuntimeLease, Settlement};
@@ -93,6 +95,9 @@ struct Shared {
     events: Arc<dyn EventSink>,
     hooks: RwLock<Arc<dyn RuntimeHooks>>,
     pool: RwLock<Arc<dyn WorkerPool>>,
+    /// Cluster mode: the lease lines new leases wait in (`None`: leases wait on this node's
+    /// board, as on a single node).
+    placement: RwLock<Option<Arc<dyn LeasePlacement>>>,
     leases: Mutex<HashMap<SessionId, ActiveLease>>,
     /// Meters live on the system arbiter, not on an HTTP worker's (which stops first on
     /// shutdown).
@@ -120,6 +125,7 @@ impl Billing {
                 events,
                 hooks: RwLock::new(Arc::new(NoJobs)),
                 pool: RwLock::new(pool),
+                placement: RwLock::new(None),
                 leases: Mutex::new(HashMap::new()),
                 arbiter: System::current().arbiter().clone(),
             }),
@@ -142,6 +148,26 @@ impl Billing {
             .pool
             .write()
             .unwrap_or_else(PoisonError::into_inner) = pool;
+    }
+
+    /// Cluster mode: new leases find their slot through the cluster's lease lines.
+    pub fn set_placement(&self, placement: Arc<dyn LeasePlacement>) {
+        *self
+            .shared
+            .placement
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(placement);
+    }
+
+    fn placement(&self) -> Option<Arc<dyn LeasePlacement>> {
+        if !self.shared.settings.clustered {
+            return None;
+        }
+        self.shared
+            .placement
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub fn db(&self) -> &Db {
@@ -258,11 +284,40 @@ impl Billing {
             })
             .await?;
         tracing::info!(lease = %lease.id, %session, %account, gpu_class, prepaid_ms, hold = lease.hold_amount, "runtime lease started");
-        let balance = self.db().balance(account).await?.balance;
         let view = LeaseView::stored(&lease);
+        if let Some(placement) = self.placement() {
+            match placement.place(lease.id, session, gpu_class).await {
+                Ok(Placement::Here(bind)) => bind(lease.id),
+                Ok(Placement::Queued) => {
+                    placement.waiting_here(lease.id, session, gpu_class);
+                    return Ok(view);
+                }
+                Err(why) => {
+                    // Nobody could ever take it: settled at once, nothing charged.
+                    tracing::error!(lease = %lease.id, %why, "could not place a runtime lease");
+                    self.db()
+                        .settle_lease(lease.id, lease.epoch, 0, 0, reason::INTERNAL_ERROR)
+                        .await?;
+                    return Err(Error::Internal(format!(
+                        "could not queue the Pro runtime for a slot: {why}"
+                    )));
+                }
+            }
+        }
+        let balance = self.db().balance(account).await?.balance;
         let payer_name = self.payer_name(account).await?;
         self.start_meter(lease, balance, payer_name);
         Ok(view)
+    }
+
+    /// Cluster mode: this node took a waiting lease from its line and claimed it (at a new
+    /// epoch, its slot reserved and bound here): its meter starts here, from the assignment.
+    pub async fn start_claimed_lease(&self, lease: RuntimeLease) -> Result<()> {
+        let balance = self.db().balance(lease.account_id).await?.balance;
+        let payer_name = self.payer_name(lease.account_id).await?;
+        tracing::info!(lease = %lease.id, session = %lease.session_id, epoch = lease.epoch, "took a waiting runtime lease from its line");
+        self.start_meter(lease, balance, payer_name);
+        Ok(())
     }
 
     async fn payer_name(&self, account: AccountId) -> Result<String> {
@@ -345,7 +400,11 @@ impl Billing {
         }
         Ok(self.db().latest_lease(session).await?.map(|lease| {
             let mut view = LeaseView::stored(&lease);
+            // A cluster's waiting lease has no meter anywhere: it is shown waiting.
+            let waiting_in_line =
+                self.shared.settings.clustered && lease.status == LeaseStatus::Starting;
             if lease.status != LeaseStatus::Stopped
+                && !waiting_in_line
                 && lease.owner_node.as_deref() == Some(self.node_id())
             {
                 // Ours in the database without a meter: being recovered or settled. (Owned by
@@ -398,6 +457,11 @@ impl Billing {
                         reason,
                     )
                     .await?;
+                if lease.status == LeaseStatus::Starting {
+                    if let Some(placement) = self.placement() {
+                        placement.left_line(lease.id, &lease.gpu_class).await;
+                    }
+                }
                 self.send_event(session, stopped_event(&s));
                 Ok(s)
             }
@@ -438,6 +502,40 @@ impl Billing {
             worker_id,
             device: device.to_owned(),
         })
+    }
+
+    /// For the job system in a cluster: the session's running lease wherever it is metered —
+    /// here (as [`Self::require_active_lease`]), or on another live node, read from the
+    /// database (its jobs are then sent to that node). On a single node the same as
+    /// [`Self::require_active_lease`].
+    pub async fn lease_for_jobs(&self, session: SessionId) -> Result<JobLease> {
+        let refused = match self.require_active_lease(session) {
+            Ok(info) => return Ok(JobLease::Here(info)),
+            Err(refused) => refused,
+        };
+        if !self.shared.settings.clustered {
+            return Err(refused);
+        }
+        let Some(lease) = self.db().latest_lease(session).await? else {
+            return Err(refused);
+        };
+        let alive = lease
+            .owner_heartbeat_at
+            .is_some_and(|at| at >= self.stale_before());
+        match (lease.status, lease.owner_node) {
+            (LeaseStatus::Running, Some(owner)) if owner != self.node_id() && alive => {
+                Ok(JobLease::Elsewhere {
+                    lease_id: lease.id,
+                    owner_node: owner,
+                })
+            }
+            (LeaseStatus::Starting, _) => Err(Error::Conflict(
+                "the Pro runtime is waiting for a slot (no worker assigned yet); try again once \
+                 it runs"
+                    .into(),
+            )),
+            _ => Err(refused),
+        }
     }
 
     /// For the job system: a job of this lease started, progressed or finished (resets the idle
@@ -505,6 +603,10 @@ impl Billing {
             let ours_before = previous_owner.is_none()
                 || previous_owner.as_deref() == Some(self.node_id())
                 || !self.shared.settings.clustered;
+            if self.keep_waiting(&lease) {
+                recovery.resumed += 1;
+                continue;
+            }
             if !ours_before {
                 self.take_over(lease, previous_owner.as_deref()).await?;
                 recovery.taken_over += 1;
@@ -589,6 +691,9 @@ impl Billing {
         metrics::counter!(telemetry::LEASE_TAKEOVERS).increment(1);
         tracing::warn!(lease = %lease.id, session = %lease.session_id, previous_owner, epoch = lease.epoch,
             status = lease.status.as_str(), used_ms = lease.used_ms, "took over a runtime lease from a silent node");
+        if self.keep_waiting(&lease) {
+            return Ok(());
+        }
         if lease.status == LeaseStatus::Running {
             let s = self
                 .db()
@@ -608,6 +713,20 @@ impl Billing {
             self.start_meter(lease, balance, payer_name);
         }
         Ok(())
+    }
+
+    /// Cluster mode: a waiting lease this node just claimed (at start-up or from a silent
+    /// node) stays in its class's line, where its entry still is; this node reports its place.
+    /// False (nothing done) for any other lease.
+    fn keep_waiting(&self, lease: &RuntimeLease) -> bool {
+        if lease.status != LeaseStatus::Starting {
+            return false;
+        }
+        let Some(placement) = self.placement() else {
+            return false;
+        };
+        placement.waiting_here(lease.id, lease.session_id, &lease.gpu_class);
+        true
     }
 
     /// Graceful shutdown: stops and settles every lease (`server_shutdown`).

@@ -21,6 +21,27 @@ pub struct LeaseInfo {
     pub device: String,
 }
 
+/// Where the session's running lease is, for a job about to be submitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobLease {
+    /// Metered on this node: its jobs run on this node's board.
+    Here(LeaseInfo),
+    /// Cluster mode: metered by another live node, whose job stream its jobs go to.
+    Elsewhere {
+        lease_id: LeaseId,
+        owner_node: String,
+    },
+}
+
+impl JobLease {
+    pub fn lease_id(&self) -> LeaseId {
+        match self {
+            JobLease::Here(info) => info.lease_id,
+            JobLease::Elsewhere { lease_id, .. } => *lease_id,
+        }
+    }
+}
+
 /// A lease as the API shows it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct LeaseView {

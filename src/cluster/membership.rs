@@ -49,6 +49,12 @@ impl Membership {
         }
     }
 
+    /// Whether `node` was heard from within [`DEAD_AFTER`].
+    pub fn is_alive(&self, node: &str) -> bool {
+        let peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        peers.get(node).is_some_and(|at| at.elapsed() <= DEAD_AFTER)
+    }
+
     /// `node` announced its shutdown.
     pub fn left(&self, node: &str) {
         let removed = {

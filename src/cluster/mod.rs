@@ -19,21 +19,28 @@
 //!   channels), reconnects trigger a resync;
 //! - [`membership`]: heartbeats, and withdrawing a silent node's presence;
 //! - [`heads`]: the periodic check of live sessions against the durable log;
-//! - [`rate_limit`]: counters shared by all nodes (signup/login attempts per IP).
+//! - [`rate_limit`]: counters shared by all nodes (signup/login attempts per IP);
+//! - [`job_stream`]: work lines in Redis Streams (consumer group, acks, `XAUTOCLAIM`, trim);
+//! - [`lease_line`]: runtime leases find a free slot on any node through their class's line;
+//! - [`job_routing`]: jobs follow their lease — the durable queue as each node's job stream,
+//!   a dead node's queued jobs re-routed, cancellations relayed.
 
 pub mod channels;
 pub mod heads;
+pub mod job_routing;
 pub mod job_stream;
+pub mod lease_line;
 pub mod membership;
 pub mod publisher;
 pub mod rate_limit;
 pub mod subscriber;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use atelier_actors::{BoxFuture, Relay, SessionRegistryHandle};
+use atelier_protocol::ids::JobId;
 use atelier_protocol::relay::{Envelope, RelayMessage, MAX_NODE_ID_LEN};
 use atelier_protocol::SessionId;
 use tokio::sync::{mpsc, oneshot};
@@ -58,6 +65,17 @@ pub mod telemetry {
     pub const NODE_INFO: &str = "atelier_node_info";
     /// Gauge: other nodes seen alive.
     pub const PEER_NODES: &str = "atelier_cluster_peer_nodes";
+    /// Counter (label `line`: `jobs`, `leases`): entries this node added to a stream.
+    pub const STREAM_PUSHED: &str = "atelier_job_stream_pushed_total";
+    /// Counter (label `line`): entries this node read from a stream for itself.
+    pub const STREAM_CLAIMED: &str = "atelier_job_stream_claimed_total";
+    /// Counter (label `line`): entries this node took over from a silent node (`XAUTOCLAIM`,
+    /// or a dead node's undelivered entries).
+    pub const STREAM_TAKEN_OVER: &str = "atelier_job_stream_taken_over_total";
+    /// Counter: queued jobs this node sent on to the node now running their lease.
+    pub const STREAM_REROUTED: &str = "atelier_job_stream_rerouted_total";
+    /// Counter: stream entries this node acknowledged (their job or lease is done with).
+    pub const STREAM_ACKED: &str = "atelier_job_stream_acked_total";
 
     pub fn describe() {
         use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -71,6 +89,20 @@ pub mod telemetry {
         describe_gauge!(REDIS_UP, "1 while the Redis connection is up");
         describe_gauge!(NODE_INFO, "This node (label node_id)");
         describe_gauge!(PEER_NODES, "Other cluster nodes seen alive");
+        describe_counter!(
+            STREAM_PUSHED,
+            "Entries this node added to a job or lease stream"
+        );
+        describe_counter!(STREAM_CLAIMED, "Stream entries this node read for itself");
+        describe_counter!(
+            STREAM_TAKEN_OVER,
+            "Stream entries this node took over from a silent node"
+        );
+        describe_counter!(
+            STREAM_REROUTED,
+            "Queued jobs sent on to the node now running their lease"
+        );
+        describe_counter!(STREAM_ACKED, "Stream entries this node acknowledged");
     }
 }
 
@@ -115,6 +147,10 @@ struct Shared {
     /// Fault injection for tests (`ATELIER_CLUSTER_DROP_RELAY_EVERY`): every n-th document
     /// update batch is not published, as if Redis had lost it.
     drop_every: u64,
+    /// Which other nodes are alive (set by [`Cluster::start`]).
+    membership: OnceLock<membership::Membership>,
+    /// Where relayed job cancellations go (the job routing task, once started).
+    job_cancels: OnceLock<mpsc::Sender<(JobId, Option<String>)>>,
 }
 
 /// The receiving ends of the cluster's queues, handed to [`Cluster::start`].
@@ -153,6 +189,8 @@ impl Cluster {
                 subscriber_up: AtomicBool::new(false),
                 published: AtomicU64::new(0),
                 drop_every,
+                membership: OnceLock::new(),
+                job_cancels: OnceLock::new(),
             }),
         };
         Ok((cluster, ClusterTasks { outbound, commands }))
@@ -169,6 +207,7 @@ impl Cluster {
     ) {
         metrics::gauge!(telemetry::NODE_INFO, "node_id" => self.shared.node_id.clone()).set(1.0);
         let membership = membership::Membership::new(registry.clone());
+        let _ = self.shared.membership.set(membership.clone());
         tokio::spawn(publisher::run(self.clone(), tasks.outbound));
         tokio::spawn(subscriber::run(
             self.clone(),
@@ -179,6 +218,30 @@ impl Cluster {
         ));
         tokio::spawn(membership::run(self.clone(), membership));
         tokio::spawn(heads::run(registry, db, head_check_interval));
+    }
+
+    /// Whether `node` is this node or another node heard from lately.
+    pub fn is_alive(&self, node: &str) -> bool {
+        node == self.shared.node_id
+            || self
+                .shared
+                .membership
+                .get()
+                .is_some_and(|membership| membership.is_alive(node))
+    }
+
+    /// Relayed job cancellations go to `sink` (bounded: a flood is dropped, and counted).
+    pub(crate) fn attach_job_cancels(&self, sink: mpsc::Sender<(JobId, Option<String>)>) {
+        let _ = self.shared.job_cancels.set(sink);
+    }
+
+    /// A job cancellation from another node.
+    fn deliver_cancel(&self, job: JobId, reason: Option<String>) {
+        if let Some(sink) = self.shared.job_cancels.get() {
+            if sink.try_send((job, reason)).is_err() {
+                metrics::counter!(telemetry::RELAY_DROPPED).increment(1);
+            }
+        }
     }
 
     /// Tells the other nodes this one is shutting down (its clients' presence is gone now).

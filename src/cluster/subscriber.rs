@@ -236,6 +236,10 @@ fn dispatch(cluster: &Cluster, payload: &[u8], receivers: Receivers<'_>) -> bool
             account_events.deliver_here(*account, json);
             return false;
         }
+        RelayMessage::CancelJob { job, reason } => {
+            cluster.deliver_cancel(*job, reason.clone());
+            return false;
+        }
         RelayMessage::Updates { .. } => {
             let lag_ms = now_ms().saturating_sub(envelope.sent_at_ms);
             metrics::histogram!(telemetry::RELAY_LAG_SECONDS).record(lag_ms as f64 / 1000.0);

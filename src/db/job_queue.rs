@@ -67,7 +67,7 @@ impl JobQueue for Db {
 }
 
 /// A stored queued row as the queue's job; `Err` when it was never fully queued.
-fn queued_job(row: &QueuedJobRow) -> Result<QueuedJob, String> {
+pub(crate) fn queued_job(row: &QueuedJobRow) -> Result<QueuedJob, String> {
     let output_nodes: Vec<String> = match &row.output_nodes {
         Some(json) => serde_json::from_str(json).map_err(|e| format!("output nodes: {e}"))?,
         None => return Err("its queue fields were never written".into()),

@@ -288,6 +288,68 @@ impl Db {
             .collect())
     }
 
+    /// Cluster mode, at start-up: fails the running jobs of the leases `node` owns (their
+    /// workers' connections died with its previous run), not the other nodes' jobs.
+    pub async fn fail_running_jobs_of_node(
+        &self,
+        node: &str,
+        reason: &str,
+    ) -> Result<Vec<(JobId, SessionId)>> {
+        let rows: Vec<(UuidText, UuidText)> = sqlx::query_as(
+            "UPDATE jobs SET status = 'failed', error = $1, finished_at = $2 \
+             WHERE status = 'running' AND lease_id IN \
+             (SELECT id FROM runtime_leases WHERE owner_node = $3) \
+             RETURNING id, session_id",
+        )
+        .bind(reason)
+        .bind(now_ms())
+        .bind(node)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(job, session)| (JobId::from(job), SessionId::from(session)))
+            .collect())
+    }
+
+    /// How many jobs of the account are queued, on every node (a cluster's submit to another
+    /// node's board is bounded by the same per-account limit).
+    pub async fn queued_count_of_account(&self, account: AccountId) -> Result<i64> {
+        let (count,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM jobs WHERE account_id = $1 AND status = 'queued'",
+        )
+        .bind(account.to_string())
+        .fetch_one(self.pool())
+        .await?;
+        Ok(count)
+    }
+
+    /// One job as the durable queue keeps it, if it is still queued.
+    pub async fn queued_job(&self, id: JobId) -> Result<Option<QueuedJobRow>> {
+        let row: Option<QueuedJobRow> = sqlx::query_as(
+            "SELECT id, session_id, account_id, lease_id, plan, output_nodes, media_ids, requeues \
+             FROM jobs WHERE id = $1 AND status = 'queued'",
+        )
+        .bind(id.to_string())
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row)
+    }
+
+    /// The session's unfinished jobs (queued or running), oldest first (what `session.hello`
+    /// reports on a node that does not run them).
+    pub async fn unfinished_jobs_of_session(&self, session: SessionId) -> Result<Vec<JobRecord>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM jobs WHERE session_id = $1 \
+             AND status IN ('queued', 'running') ORDER BY created_at, id LIMIT 100"
+        );
+        let rows: Vec<JobRecord> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(session.to_string())
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows)
+    }
+
     /// Every queued job, in the order they were submitted (the durable queue, read at
     /// start-up).
     pub async fn queued_jobs(&self) -> Result<Vec<QueuedJobRow>> {

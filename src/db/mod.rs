@@ -12,7 +12,7 @@ mod doc_writer;
 pub mod documents;
 pub mod idempotency;
 pub mod invitations;
-mod job_queue;
+pub(crate) mod job_queue;
 pub mod jobs;
 pub mod leases;
 pub mod ledger;

@@ -122,7 +122,15 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     );
     registry.versions = Arc::new(versions.clone());
     registry.caps = config.live_caps.caps();
-    registry.jobs = Arc::new(board.clone());
+    registry.jobs = match &cluster {
+        // A session's jobs may run on another node: `session.hello` reads those from the
+        // database.
+        Some(_) => Arc::new(crate::cluster::job_routing::ClusterJobs {
+            board: board.clone(),
+            db: db.clone(),
+        }),
+        None => Arc::new(board.clone()),
+    };
     if let Some((cluster, _)) = &cluster {
         registry.relay = Arc::new(cluster.clone());
     }
@@ -162,6 +170,31 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         // Leases take their worker from the job workers (in-process and remote).
         Arc::new(board.clone()),
     );
+    // Cluster mode: leases find their slot on any node through the lease lines, and jobs
+    // follow their lease through the nodes' job streams.
+    let takeover_after = Duration::from_millis(config.billing.lease_takeover_after_ms);
+    let job_routing = match (&cluster, &cluster_settings) {
+        (Some(cluster), Some(settings)) => {
+            let routing = crate::cluster::job_routing::JobRouting::connect(
+                cluster.clone(),
+                db.clone(),
+                &settings.prefix,
+                takeover_after,
+            )
+            .await
+            .map_err(|e| StartError::Cluster(format!("Redis job streams: {e}")))?;
+            let lease_line = crate::cluster::lease_line::LeaseLine::new(
+                routing.streams().clone(),
+                board.clone(),
+                billing.clone(),
+                live.clone(),
+                takeover_after,
+            );
+            billing.set_placement(Arc::new(lease_line.clone()));
+            Some((routing, lease_line))
+        }
+        _ => None,
+    };
     let recovery = billing.recover().await.map_err(|e| {
         StartError::Billing(format!(
             "could not recover the runtime leases left open: {e}"
@@ -178,11 +211,16 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     billing.start_ownership();
     let webhooks = crate::webhooks::Webhooks::start(db.clone(), config.webhooks.clone())
         .map_err(|e| StartError::Jobs(e.to_string()))?;
+    let durable_queue: Arc<dyn atelier_actors::JobQueue> = match &job_routing {
+        // The jobs table plus the nodes' job streams.
+        Some((routing, _)) => Arc::new(routing.clone()),
+        // The jobs table.
+        None => Arc::new(db.clone()),
+    };
     let jobs = JobService::new(
         board,
         db.clone(),
-        // The durable queue: the jobs table.
-        Arc::new(db.clone()),
+        durable_queue,
         blobs.clone(),
         live.clone(),
         billing.clone(),
@@ -202,6 +240,12 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
             "unfinished jobs from before the restart"
         );
     }
+    let job_routing = job_routing.map(|(routing, lease_line)| {
+        routing.start(jobs.clone());
+        // On the server's local task set: taking a lease starts dispatching jobs there.
+        actix_web::rt::spawn(lease_line.run());
+        routing
+    });
     if let Some(engine) = engine {
         crate::worker::start_in_process(engine, jobs.clone(), config.jobs.worker_slots);
     }
@@ -245,6 +289,7 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         versions,
         catalog,
         cluster: cluster.clone(),
+        job_routing,
         account_events: account_events.clone(),
         mailer,
         public_url,

@@ -369,6 +369,21 @@ impl State {
         gpu_class: &str,
         reply: oneshot::Sender<WorkerAssignment>,
     ) -> (Vec<LineMove>, bool) {
+        // A lease taken from the cluster's lease line comes with its slot reserved and bound
+        // (see [`State::bind_reserved`]): it is served at once, without a line.
+        if let Some(entry) = self
+            .leases
+            .get(&lease)
+            .and_then(|worker| self.workers.get(worker).map(|entry| (*worker, entry)))
+        {
+            let (worker_id, entry) = entry;
+            let assignment = WorkerAssignment {
+                worker_id,
+                device: entry.device.clone(),
+                heartbeat: entry.heartbeat.subscribe(),
+            };
+            return (Vec::new(), reply.send(assignment).is_ok());
+        }
         self.lines
             .entry(gpu_class.to_string())
             .or_default()
@@ -397,6 +412,45 @@ impl State {
             }
         }
         self.serve_lease_lines()
+    }
+
+    /// Cluster mode: holds a free slot of `gpu_class` (the worker with the most free slots) for
+    /// a lease about to be taken from the class's lease line, so no other lease takes it
+    /// meanwhile. `None` when no slot of the class is free here.
+    pub(super) fn reserve_slot(&mut self, gpu_class: &str) -> Option<WorkerId> {
+        let (id, entry) = self
+            .workers
+            .iter_mut()
+            .filter(|(_, w)| w.gpu_class == gpu_class && w.free_slot())
+            .max_by_key(|(_, w)| w.slots - w.leases)?;
+        entry.leases += 1;
+        Some(*id)
+    }
+
+    /// The reserved slot is the lease's now: its meter's request is served from it at once.
+    pub(super) fn bind_reserved(&mut self, lease: LeaseId, worker: WorkerId) {
+        self.leases.insert(lease, worker);
+    }
+
+    /// A reserved slot was not used (the line was empty, or the lease could not be claimed).
+    pub(super) fn unreserve(&mut self, worker: WorkerId) -> (Vec<LineMove>, bool) {
+        if let Some(entry) = self.workers.get_mut(&worker) {
+            entry.leases = entry.leases.saturating_sub(1);
+        }
+        self.serve_lease_lines()
+    }
+
+    /// The GPU classes with a free slot on this board now.
+    pub(super) fn free_classes(&self) -> Vec<String> {
+        let mut classes: Vec<String> = self
+            .workers
+            .values()
+            .filter(|w| w.free_slot())
+            .map(|w| w.gpu_class.clone())
+            .collect();
+        classes.sort();
+        classes.dedup();
+        classes
     }
 
     /// An admin drained or undrained a worker. False when it is not connected.

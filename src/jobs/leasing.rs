@@ -73,6 +73,56 @@ impl WorkerPool for JobBoard {
     }
 }
 
+/// Cluster mode: a free slot held on this board for a lease about to be taken from its class's
+/// lease line (`crate::cluster::lease_line`), so two leases never take one slot. Bound to the
+/// lease once it is claimed (its meter's [`WorkerPool::acquire`] is then served from it at
+/// once); given back when dropped unbound.
+pub struct SlotReservation {
+    board: JobBoard,
+    worker: WorkerId,
+    bound: bool,
+}
+
+impl SlotReservation {
+    /// The slot is `lease`'s from now on (call before starting the lease's meter).
+    pub fn bind(mut self, lease: LeaseId) {
+        self.board.lock().bind_reserved(lease, self.worker);
+        self.bound = true;
+    }
+}
+
+impl Drop for SlotReservation {
+    fn drop(&mut self) {
+        if !self.bound {
+            let (moves, assigned) = self.board.lock().unreserve(self.worker);
+            self.board.tell(moves, assigned);
+        }
+    }
+}
+
+impl JobBoard {
+    /// Holds a free slot of `gpu_class`, if this board has one.
+    pub fn reserve_slot(&self, gpu_class: &str) -> Option<SlotReservation> {
+        let worker = self.lock().reserve_slot(gpu_class)?;
+        Some(SlotReservation {
+            board: self.clone(),
+            worker,
+            bound: false,
+        })
+    }
+
+    /// The slot bound to `lease` is free again (its meter could not start).
+    pub fn give_back(&self, lease: LeaseId) {
+        let (moves, assigned) = self.lock().release_lease(lease);
+        self.tell(moves, assigned);
+    }
+
+    /// The GPU classes with a free slot on this board now.
+    pub fn free_classes(&self) -> Vec<String> {
+        self.lock().free_classes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -158,6 +208,31 @@ mod tests {
         assert_eq!(board.lock().waiting(), 1);
         board.release(first, worker);
         assert_eq!(second.await.unwrap().unwrap().worker_id, worker);
+        assert_eq!(leases_on(&board, worker), 1);
+    }
+
+    #[tokio::test]
+    async fn a_reserved_slot_serves_its_lease_at_once_and_nobody_else() {
+        let board = JobBoard::default();
+        let worker = add_worker_with(&board, "cpu", 1, WorkerHeartbeat::InProcess);
+        assert_eq!(board.free_classes(), vec!["cpu".to_string()]);
+        let reservation = board.reserve_slot("cpu").unwrap();
+        assert!(board.free_classes().is_empty());
+        assert!(board.reserve_slot("cpu").is_none(), "one slot, reserved");
+        let other = tokio::spawn(board.acquire(LeaseId::new_random(), "cpu"));
+        let lease = LeaseId::new_random();
+        reservation.bind(lease);
+        let assignment = board.acquire(lease, "cpu").await.unwrap();
+        assert_eq!(assignment.worker_id, worker);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !other.is_finished(),
+            "the reserved slot is not another lease's"
+        );
+        // Dropped unbound: the slot is free again, and the waiting lease takes it.
+        board.release(lease, worker);
+        assert_eq!(other.await.unwrap().unwrap().worker_id, worker);
+        drop(board.reserve_slot("cpu"));
         assert_eq!(leases_on(&board, worker), 1);
     }
 

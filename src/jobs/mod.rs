@@ -11,7 +11,8 @@
 //!   joining and leaving, studio events.
 //! - [`restore`]: at start-up, the jobs queued before a restart go back on the board. The
 //!   durable copy of the queue is behind the `atelier_actors::JobQueue` port (the jobs table on
-//!   one node: `crate::db::job_queue`; a Redis Streams adapter next).
+//!   one node: `crate::db::job_queue`; in a cluster the jobs table plus the nodes' job streams:
+//!   `crate::cluster::job_routing`, which also puts the jobs routed to this node on the board).
 //! - [`assignment`]: one job on one worker (the worker lease of a job): heartbeat deadline,
 //!   events, previews, outputs into media and the document.
 //! - [`fleet`]: what operators see and do: connected workers, unfinished jobs, draining and

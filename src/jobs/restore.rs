@@ -46,7 +46,14 @@ pub async fn requeue_after_restart(service: &JobService) -> Result<Restored> {
     }
     for queued in recovered.queued {
         let (job, session) = (queued.id, queued.session);
-        match rebuild(service, queued).await {
+        let lease = queued
+            .lease
+            .filter(|lease| service.billing.session_of_lease(*lease) == Some(session));
+        let rebuilt = match lease {
+            Some(lease) => rebuild(service, queued, lease).await,
+            None => Err("the server restarted and the job's Pro runtime had ended".into()),
+        };
+        match rebuilt {
             Ok(view) => {
                 service.restore_queued(job, view);
                 restored.requeued += 1;
@@ -73,12 +80,29 @@ pub async fn requeue_after_restart(service: &JobService) -> Result<Restored> {
     Ok(restored)
 }
 
-/// The board's view of a stored queued job, or why it cannot run any more.
-async fn rebuild(service: &JobService, job: QueuedJob) -> std::result::Result<JobView, String> {
+/// Cluster mode: a job routed to this node through its job stream (submitted on another node,
+/// or taken over from a dead node's stream, or this node's own after a restart) joins the
+/// board as a local submit does (`JobService::put_on_board`). `Err` with the reason when it
+/// cannot run here: its lease is not metered on this node (the caller checked it is).
+pub async fn take_routed(service: &JobService, job: QueuedJob) -> std::result::Result<(), String> {
+    let id = job.id;
     let lease = job
         .lease
         .filter(|lease| service.billing.session_of_lease(*lease) == Some(job.session))
-        .ok_or("the server restarted and the job's Pro runtime had ended")?;
+        .ok_or("the job's Pro runtime is not metered on this node")?;
+    let view = rebuild(service, job, lease).await?;
+    service
+        .put_on_board(id, view)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The board's view of a stored queued job, or why it cannot run any more.
+async fn rebuild(
+    service: &JobService,
+    job: QueuedJob,
+    lease: atelier_protocol::ids::LeaseId,
+) -> std::result::Result<JobView, String> {
     let mut steps: Vec<JobStep> =
         serde_json::from_value(job.steps).map_err(|e| format!("stored plan: {e}"))?;
     // The cache is asked again below: what was cached at submit time may be gone.

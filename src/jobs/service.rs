@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, watch};
 use super::assignment::{self, AssignmentEvent};
 use super::board::{JobBoard, JobView, LineMove, LineNews, Started, WorkerEntry};
 use super::graph::Plan;
-use crate::billing::{Billing, WorkerHeartbeat};
+use crate::billing::{Billing, JobLease, WorkerHeartbeat};
 use crate::db::jobs::JobStatus;
 use crate::db::Db;
 use crate::error::{Error, Result};
@@ -131,9 +131,14 @@ impl JobService {
     }
 
     /// Tells the session's participants about a job event, and the job's webhook.
-    pub(super) fn announce(&self, session: SessionId, event: StudioEvent) {
+    pub(crate) fn announce(&self, session: SessionId, event: StudioEvent) {
         self.webhooks.job_event(session, &event);
         self.live.broadcast_event(session, event);
+    }
+
+    /// The session whose lease is metered on this node with this id.
+    pub(crate) fn session_of_lease(&self, lease: LeaseId) -> Option<SessionId> {
+        self.billing.session_of_lease(lease)
     }
 
     pub fn limits(&self) -> &JobLimits {
@@ -141,12 +146,14 @@ impl JobService {
     }
 
     /// Queues a compiled plan. 429 when the account has too many jobs waiting. A plan whose
-    /// every node is cached finishes at once, on the server: no worker, no runtime.
+    /// every node is cached finishes at once, on the server: no worker, no runtime. In a
+    /// cluster, a job whose lease is metered by another node goes to that node's job stream
+    /// (it runs on that node's board, see `crate::cluster::job_routing`).
     pub async fn submit(
         &self,
         session: SessionId,
         account: AccountId,
-        lease: Option<LeaseId>,
+        lease: Option<JobLease>,
         plan: Plan,
         inputs: JobInputs,
         options: JobOptions<'_>,
@@ -162,18 +169,27 @@ impl JobService {
             assignment::finish_cached(self, job, session, &plan, &inputs.resolution.cached).await;
             return Ok(job);
         }
-        if self.board.lock().queued_for(account) >= self.limits.max_queued_per_account {
+        let here = !matches!(lease, Some(JobLease::Elsewhere { .. }));
+        let queued = if here {
+            self.board.lock().queued_for(account)
+        } else {
+            // Queued on another node's board: counted from the database.
+            usize::try_from(self.db.queued_count_of_account(account).await?).unwrap_or(usize::MAX)
+        };
+        if queued >= self.limits.max_queued_per_account {
             return Err(Error::TooManyJobs(format!(
                 "you already have {} jobs waiting (the limit); wait for one to start or cancel one",
                 self.limits.max_queued_per_account
             )));
         }
+        let lease = lease.as_ref().map(JobLease::lease_id);
         // The row is the durable copy of the queued job: written before the job is on the board,
         // so a restart finds every job anyone was told about (see `requeue_after_restart`).
         self.db
             .insert_job(job, session, account, &plan_json, webhook, batch)
             .await?;
-        self.queue
+        let queued = self
+            .queue
             .enqueue(QueuedJob {
                 id: job,
                 session,
@@ -184,46 +200,86 @@ impl JobService {
                 media_ids: inputs.media.iter().map(|m| m.media_id.clone()).collect(),
                 requeues: 0,
             })
-            .await
-            .map_err(|e| Error::Internal(format!("queuing the job: {e}")))?;
+            .await;
+        if let Err(e) = queued {
+            let reason = format!("the job could not be queued: {e}");
+            self.record_end(job, JobStatus::Failed, &reason).await;
+            return Err(Error::Internal(reason));
+        }
+        if !here {
+            // Queued in the stream of the node that runs the lease: it takes it from there.
+            return Ok(job);
+        }
+        let view = JobView::queued(
+            session,
+            account,
+            lease,
+            plan,
+            inputs.resolution,
+            inputs.media,
+        );
+        self.put_on_board(job, view).await?;
+        Ok(job)
+    }
+
+    /// A job whose row is written and durably queued joins this node's board (a local submit,
+    /// or a job another node routed here), then whatever can start starts. Refused (and ended
+    /// `cancelled`) when its lease stopped meanwhile; a job already on the board stays as it is.
+    pub(super) async fn put_on_board(&self, job: JobId, view: JobView) -> Result<()> {
         {
             let mut state = self.board.lock();
             // The lease may have stopped while the job row was written. Checked under the board
             // lock: a stopping lease marks itself stopping before it sweeps the board for the
             // session's jobs, so either this sees it stopping or its sweep sees this job.
-            if let Some(lease) = lease {
-                if let Err(refused) = self.still_leased(session, lease) {
+            if let Some(lease) = view.lease {
+                if let Err(refused) = self.may_queue_under(view.session, lease) {
                     drop(state);
-                    let reason = refused.to_string();
-                    if let Err(e) = self
-                        .db
-                        .finish_job(job, JobStatus::Cancelled, Some(&reason), &[])
-                        .await
-                    {
-                        tracing::error!(%job, error = %e, "could not record the refused job");
-                    }
+                    self.record_end(job, JobStatus::Cancelled, &refused.to_string())
+                        .await;
                     return Err(refused);
                 }
             }
-            let view = JobView::queued(
-                session,
-                account,
-                lease,
-                plan,
-                inputs.resolution,
-                inputs.media,
-            );
+            if state.jobs.contains_key(&job) {
+                return Ok(());
+            }
             state.enqueue(job, view);
         }
         self.announce_positions();
         self.dispatch().await;
-        Ok(job)
+        Ok(())
+    }
+
+    /// Records the end of a job that never reached a worker, and lets the durable queue go.
+    async fn record_end(&self, job: JobId, status: JobStatus, reason: &str) {
+        if let Err(e) = self.db.finish_job(job, status, Some(reason), &[]).await {
+            tracing::error!(%job, error = %e, "could not record the job's end");
+        }
+        self.queue_ended(job).await;
+    }
+
+    /// The job left this node's board for good: the durable queue lets it go.
+    pub(super) async fn queue_ended(&self, job: JobId) {
+        if let Err(e) = self.queue.ended(job).await {
+            tracing::warn!(%job, error = %e, "could not release the job's queue entry");
+        }
     }
 
     /// Puts a job found queued in the database at start-up back on the board, behind the ones
     /// put back before it (call in their submission order).
     pub(super) fn restore_queued(&self, job: JobId, view: JobView) {
         self.board.lock().enqueue(job, view);
+    }
+
+    /// Ok while `lease` is still open as the session's lease here, even when its slot is not
+    /// (yet) assigned: a job may wait on the board for it (a job routed to a node whose lease
+    /// resumes after a restart).
+    fn may_queue_under(&self, session: SessionId, lease: LeaseId) -> Result<()> {
+        match self.still_leased(session, lease) {
+            Err(Error::Conflict(_)) if self.billing.session_of_lease(lease) == Some(session) => {
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Ok while `lease` is still the session's running lease.
@@ -321,6 +377,7 @@ impl JobService {
             {
                 tracing::error!(%job, error = %e, "could not record the cancellation");
             }
+            self.queue_ended(job).await;
             self.announce(
                 session,
                 StudioEvent::JobCancelled {
@@ -339,6 +396,8 @@ impl JobService {
     }
 
     /// Cancels every unfinished job of a session (its runtime stopped).
+    /// A lease that moved to another node (`lease_taken_over`) hands its queued jobs over to
+    /// that node instead (a cluster's durable queue re-routes them).
     pub async fn cancel_session_jobs(&self, session: SessionId, reason: &str) {
         let jobs: Vec<JobId> = self
             .board
@@ -349,7 +408,46 @@ impl JobService {
             .map(|(id, _)| *id)
             .collect();
         for job in jobs {
+            if reason == crate::billing::reason::TAKEN_OVER && self.hand_over(job).await {
+                continue;
+            }
             self.cancel(job, Some(reason.to_string())).await;
+        }
+    }
+
+    /// Takes a queued job off the board and hands it to the durable queue to run on the node
+    /// its lease moved to. False (and the job stays) when it is not queued here or the queue
+    /// cannot hand it over.
+    async fn hand_over(&self, job: JobId) -> bool {
+        let view = {
+            let mut state = self.board.lock();
+            let queued = state
+                .jobs
+                .get(&job)
+                .is_some_and(|v| v.status == JobStatus::Queued);
+            if !queued {
+                return false;
+            }
+            let view = state.jobs.get(&job).cloned();
+            state.remove_queued(job);
+            view
+        };
+        match self.queue.hand_over(job).await {
+            Ok(true) => {
+                tracing::info!(%job, "queued job handed over with its lease");
+                self.announce_positions();
+                true
+            }
+            result => {
+                if let Err(e) = result {
+                    tracing::warn!(%job, error = %e, "could not hand a queued job over");
+                }
+                // Back on the board, to be cancelled as usual.
+                if let Some(view) = view {
+                    self.board.lock().enqueue(job, view);
+                }
+                false
+            }
         }
     }
 
@@ -523,6 +621,7 @@ impl JobService {
         if let Some(lease) = lease {
             self.billing.note_job_activity(lease);
         }
+        self.queue_ended(job).await;
         self.dispatch().await;
     }
 

@@ -417,6 +417,29 @@ impl Db {
         self.lease(id).await
     }
 
+    /// Cluster mode: a node that took a waiting lease from its class's line (holding a free
+    /// slot for it) becomes its owner at the next epoch — only while the lease still waits
+    /// (`starting`: not stopped, not running under another node). `None` when it does not.
+    pub async fn claim_waiting_lease(
+        &self,
+        id: LeaseId,
+        node: &str,
+    ) -> Result<Option<RuntimeLease>> {
+        let res = sqlx::query(
+            "UPDATE runtime_leases SET owner_node = $1, epoch = epoch + 1, \
+             owner_heartbeat_at = $2 WHERE id = $3 AND status = 'starting'",
+        )
+        .bind(node)
+        .bind(now_ms())
+        .bind(id.to_string())
+        .execute(self.pool())
+        .await?;
+        if res.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.lease(id).await
+    }
+
     /// `node` still meters its open leases: refreshes their ownership heartbeat. Leases it lost
     /// to another node are not touched (their owner changed). How many were refreshed.
     pub async fn heartbeat_owned_leases(&self, node: &str) -> Result<u64> {

@@ -219,7 +219,8 @@ async fn make_jobs(
     }
     // The cheap refusal first: without a running runtime, only a run whose every node is cached
     // can go ahead, so a session with nothing cached is refused before its document is read.
-    if let Err(refused) = state.billing.require_active_lease(session) {
+    // (In a cluster the lease may be metered by another node: its jobs are sent there.)
+    if let Err(refused) = state.billing.lease_for_jobs(session).await {
         if state.db.cache_bytes(session).await? == 0 {
             return Err(refused);
         }
@@ -278,7 +279,7 @@ async fn make_jobs(
         let lease = if plan.steps.iter().all(|s| s.cached) {
             None
         } else {
-            Some(state.billing.require_active_lease(session)?.lease_id)
+            Some(state.billing.lease_for_jobs(session).await?)
         };
         let inputs = JobInputs {
             resolution,
@@ -458,16 +459,22 @@ pub async fn cancel(
     id: web::Path<JobId>,
 ) -> Result<HttpResponse> {
     let job = job_for(&state, &auth, *id, Action::CancelJobs).await?;
-    if job.status.is_finished()
-        || !state
-            .jobs
-            .cancel(job.id, Some("cancelled by a participant".into()))
-            .await
-    {
-        return Err(Error::Conflict(format!(
+    let reason = Some("cancelled by a participant".to_string());
+    let ended = || {
+        Error::Conflict(format!(
             "the job has already ended ({})",
             job.status.as_str()
-        )));
+        ))
+    };
+    if job.status.is_finished() {
+        return Err(ended());
+    }
+    if !state.jobs.cancel(job.id, reason.clone()).await {
+        // Not on this node's board: in a cluster, the node running it cancels it.
+        match &state.job_routing {
+            Some(routing) => routing.cancel_elsewhere(job.id, reason),
+            None => return Err(ended()),
+        }
     }
     Ok(HttpResponse::Accepted().json(CancelResponse {
         job_id: job.id,
