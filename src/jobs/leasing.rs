@@ -16,29 +16,41 @@ use atelier_protocol::ids::{LeaseId, WorkerId};
 use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
 
+
 use super::board::JobBoard;
 use crate::billing::{PoolError, WorkerAssignment, WorkerPool};
 
 #[cfg(test)]
 use crate::billing::WorkerHeartbeat;
 
-/// Takes a waiting lease out of its line when its request is dropped before it was served.
-struct LeaveLineOnDrop {
+/// A lease's request for a slot: takes the lease out of its line when it is dropped before it
+/// was answered — and gives back the slot when it was answered but the answer never read (the
+/// lease stopped at that moment).
+struct Request {
     board: JobBoard,
     lease: LeaseId,
-    served: bool,
+    answer: Option<oneshot::Receiver<WorkerAssignment>>,
 }
 
-impl LeaveLineOnDrop {
-    fn disarm(mut self) {
-        self.served = true;
+impl Request {
+    /// The answer was read: the slot is the lease's, given back by `release`.
+    fn answered(&mut self) {
+        self.answer = None;
     }
 }
 
-impl Drop for LeaveLineOnDrop {
+impl Drop for Request {
     fn drop(&mut self) {
-        if !self.served {
-            let (moves, assigned) = self.board.lock().withdraw(self.lease);
+        let Some(mut answer) = self.answer.take() else {
+            return; // read: the slot is the lease's to give back
+        };
+        let (moves, assigned) = self.board.lock().withdraw(self.lease);
+        self.board.tell(moves, assigned);
+        if let Ok(unread) = answer.try_recv() {
+            let (moves, assigned) = self
+                .board
+                .lock()
+                .release_lease(self.lease, unread.worker_id);
             self.board.tell(moves, assigned);
         }
     }
@@ -50,25 +62,30 @@ impl WorkerPool for JobBoard {
         lease: LeaseId,
         gpu_class: &str,
     ) -> BoxFuture<'static, Result<WorkerAssignment, PoolError>> {
-        let (reply, assigned) = oneshot::channel();
+        let (reply, answer) = oneshot::channel();
         let (moves, served) = self.lock().join_line(lease, gpu_class, reply);
         self.tell(moves, served);
-        let guard = LeaveLineOnDrop {
+        let mut request = Request {
             board: self.clone(),
             lease,
-            served: false,
+            answer: Some(answer),
         };
         Box::pin(async move {
-            let result = assigned
-                .await
-                .map_err(|_| PoolError::Unavailable("the job system stopped".into()));
-            guard.disarm();
+            let result = match request.answer.as_mut() {
+                Some(answer) => answer
+                    .await
+                    .map_err(|_| PoolError::Unavailable("the job system stopped".into())),
+                None => Err(PoolError::Unavailable("the request was answered".into())),
+            };
+            if result.is_ok() {
+                request.answered();
+            }
             result
         })
     }
 
-    fn release(&self, lease: LeaseId, _worker: WorkerId) {
-        let (moves, assigned) = self.lock().release_lease(lease);
+    fn release(&self, lease: LeaseId, worker: WorkerId) {
+        let (moves, assigned) = self.lock().release_lease(lease, worker);
         self.tell(moves, assigned);
     }
 }

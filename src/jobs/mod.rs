@@ -28,6 +28,7 @@ pub mod graph;
 pub mod graph_edit;
 pub mod leasing;
 pub mod queue;
+pub mod reattach;
 pub mod restore;
 pub mod service;
 pub mod worker_socket;

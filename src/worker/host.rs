@@ -99,7 +99,7 @@ pub async fn run(
                         cancel.cancel();
                     }
                 }
-                Some(ServerMessage::Welcome { .. }) => {}
+                Some(ServerMessage::Welcome { .. } | ServerMessage::Leases { .. }) => {}
                 Some(ServerMessage::Refused { reason }) => {
                     tracing::error!(%reason, "the server refused this worker");
                     break;
@@ -267,5 +267,8 @@ pub fn hello(engine: &Engine, name: &str, gpu_class: Option<String>, slots: u32)
         models: engine.catalog().names(),
         gpu_class,
         slots: Some(slots.max(1)),
+        previous_worker_id: None,
+        running_jobs: Vec::new(),
+        leases: Vec::new(),
     }
 }
