@@ -319,7 +319,9 @@ async fn a_worker_that_reconnects_keeps_its_job_and_lease(backend: Backend) {
     };
     assert_eq!(done["type"], "job.succeeded", "{done} after {seen:?}");
     assert_eq!(done["outputs"].as_array().unwrap().len(), 6, "{done}");
-    assert!(!seen.iter().any(|k| k == "job.requeued" || k == "job.started"));
+    assert!(!seen
+        .iter()
+        .any(|k| k == "job.requeued" || k == "job.started"));
     let stored = job(&server, &owner.token, &job_id).await;
     assert_eq!(stored["status"], "succeeded", "{stored}");
     // No node's output was announced twice.
@@ -360,7 +362,11 @@ async fn a_worker_that_reconnects_keeps_its_job_and_lease(backend: Backend) {
     let entries = server.ledger(&owner.token).await;
     let lease_id = before["lease_id"].as_str().unwrap();
     let (charged, _, _) = common::billing::charges(&entries, lease_id);
-    assert_eq!(charged, settled["charged"].as_i64().unwrap(), "{entries:#?}");
+    assert_eq!(
+        charged,
+        settled["charged"].as_i64().unwrap(),
+        "{entries:#?}"
+    );
     assert_eq!(
         settled["charged"].as_i64().unwrap() + settled["refunded"].as_i64().unwrap(),
         after["hold"].as_i64().unwrap(),
@@ -419,8 +425,7 @@ async fn a_worker_that_does_not_come_back_loses_its_job_and_lease(backend: Backe
     assert_eq!(settled["status"], "stopped", "{settled}");
     // Billed up to the worker's last heartbeat, not through the grace.
     let entries = server.ledger(&owner.token).await;
-    let (charged, _, _) =
-        common::billing::charges(&entries, before["lease_id"].as_str().unwrap());
+    let (charged, _, _) = common::billing::charges(&entries, before["lease_id"].as_str().unwrap());
     assert_eq!(charged, stopped["charged"].as_i64().unwrap());
     assert_eq!(server.balance(&owner.token).await.1, 0, "a hold left");
 }

@@ -81,7 +81,8 @@ pub use session::{Identity, Participant, SessionActor};
 pub use store::{BoxError, BoxFuture, DocStore, DocStoreError, StoredDoc, StoredUpdate};
 pub use versions::{EditBurst, NoVersions, VersionRecorder};
 pub use worker_socket::{
-    start_worker_socket, MediaBudget, MediaPermit, WorkerHello, WorkerHub, WorkerResume, WorkerSocket,
+    start_worker_socket, MediaBudget, MediaPermit, WorkerHello, WorkerHub, WorkerResume,
+    WorkerSocket,
 };
 
 #[cfg(test)]

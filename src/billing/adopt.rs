@@ -83,7 +83,8 @@ impl Billing {
             let (reply, answer) = oneshot::channel();
             // A meter that is gone meanwhile has nothing to hand over.
             if meter.send(HandOver { reply }).await.is_ok() {
-                if let Ok(Err(error @ (MeterError::Stopping | MeterError::TakenOver))) = answer.await
+                if let Ok(Err(error @ (MeterError::Stopping | MeterError::TakenOver))) =
+                    answer.await
                 {
                     return Err(error.to_string());
                 }

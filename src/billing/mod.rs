@@ -503,8 +503,8 @@ impl Billing {
             let previous_owner = stored.owner_node.clone();
             // One node: every open lease is this node's to claim, whatever its stored owner. In a
             // cluster another node's running lease waits the reconnect grace first.
-            let foreign = stored.owner_node.is_some()
-                && stored.owner_node.as_deref() != Some(self.node_id());
+            let foreign =
+                stored.owner_node.is_some() && stored.owner_node.as_deref() != Some(self.node_id());
             let stale_before = if !self.shared.settings.clustered {
                 i64::MAX
             } else if foreign {

@@ -258,7 +258,11 @@ impl Db {
 
     /// A job running on `worker` (as its row says), with what the board needs to re-attach it
     /// to that worker's new connection; `None` when it is not running there any more.
-    pub async fn running_job_on(&self, id: JobId, worker: WorkerId) -> Result<Option<QueuedJobRow>> {
+    pub async fn running_job_on(
+        &self,
+        id: JobId,
+        worker: WorkerId,
+    ) -> Result<Option<QueuedJobRow>> {
         let row: Option<QueuedJobRow> = sqlx::query_as(
             "SELECT id, session_id, account_id, lease_id, plan, output_nodes, media_ids, requeues \
              FROM jobs WHERE id = $1 AND status = 'running' AND worker_id = $2",

@@ -16,7 +16,6 @@ use atelier_protocol::ids::{LeaseId, WorkerId};
 use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
 
-
 use super::board::JobBoard;
 use crate::billing::{PoolError, WorkerAssignment, WorkerPool};
 

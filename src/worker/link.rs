@@ -324,7 +324,12 @@ impl Link {
                     return (Ended::Retry(format!("sending the hello: {e}")), false);
                 }
             }
-            Err(e) => return (Ended::Refused(format!("cannot encode the hello: {e}")), false),
+            Err(e) => {
+                return (
+                    Ended::Refused(format!("cannot encode the hello: {e}")),
+                    false,
+                )
+            }
         }
         tracing::info!(%url, resuming, running = self.running.len(), leases = self.leases.len(),
             pending = self.pending.len(), "connected; hello sent");
@@ -338,7 +343,7 @@ impl Link {
                     Some(Ok(Message::Text(text))) => {
                         match serde_json::from_str::<ServerMessage>(&text) {
                             Ok(msg) => {
-                                if let Some(ended) = self.from_server(msg, &mut welcomed, to_host) {
+                                if let Some(ended) = self.on_server_message(msg, &mut welcomed, to_host) {
                                     return (ended, welcomed);
                                 }
                             }
@@ -396,7 +401,7 @@ impl Link {
     }
 
     /// A message from the server; `Some` when it ends the connection.
-    fn from_server(
+    fn on_server_message(
         &mut self,
         msg: ServerMessage,
         welcomed: &mut bool,
@@ -479,9 +484,14 @@ mod tests {
         // Full: the next output pushes the oldest preview out, then the other.
         pending.push(output(job, big));
         assert!(!pending.has_room() || pending.len() <= 4);
-        pending.push(HostOutput::Message(WorkerMessage::Succeeded { job_id: job }));
+        pending.push(HostOutput::Message(WorkerMessage::Succeeded {
+            job_id: job,
+        }));
         let kept: Vec<HostOutput> = std::iter::from_fn(|| pending.pop_front()).collect();
-        assert!(kept.iter().all(|o| !is_preview(o)), "a preview was kept over an output");
+        assert!(
+            kept.iter().all(|o| !is_preview(o)),
+            "a preview was kept over an output"
+        );
         assert!(matches!(
             kept.last(),
             Some(HostOutput::Message(WorkerMessage::Succeeded { .. }))
@@ -506,7 +516,11 @@ mod tests {
             job_id: job,
             error: "x".into(),
         }));
-        assert_eq!(pending.len(), n + 1, "nothing droppable: everything is kept");
+        assert_eq!(
+            pending.len(),
+            n + 1,
+            "nothing droppable: everything is kept"
+        );
         assert!(!pending.has_room());
     }
 
@@ -518,7 +532,10 @@ mod tests {
                 .saturating_mul(2u32.saturating_pow(attempt.min(20)))
                 .min(max);
             let wait = backoff(attempt, max);
-            assert!(wait <= full && wait >= full / 2, "{attempt}: {wait:?} of {full:?}");
+            assert!(
+                wait <= full && wait >= full / 2,
+                "{attempt}: {wait:?} of {full:?}"
+            );
         }
     }
 }

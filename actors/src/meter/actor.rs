@@ -659,7 +659,11 @@ impl BillingMeterActor {
     /// Stops metering here without settling (the lease goes on under a new epoch): gives the
     /// slot back — waiting until the lease actor has, so no late release can undo the new
     /// binding — and is forgotten, then answers.
-    fn hand_over_done(&mut self, reply: oneshot::Sender<Result<(), MeterError>>, ctx: &mut Context<Self>) {
+    fn hand_over_done(
+        &mut self,
+        reply: oneshot::Sender<Result<(), MeterError>>,
+        ctx: &mut Context<Self>,
+    ) {
         self.phase = Phase::Stopped;
         self.publish();
         let release = self.lease_actor.take().map(|a| a.send(ReleaseWorker));
