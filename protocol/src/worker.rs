@@ -7,6 +7,10 @@
 //! gets [`ServerMessage::Welcome`], then heartbeats and takes jobs. Each job is one
 //! [`ServerMessage::Assign`]; the worker answers with progress, previews and node outputs (binary frames), and
 //! ends it with exactly one of `Succeeded`, `Failed` or `Cancelled`.
+//!
+//! A worker whose connection dropped reconnects with a hello that also names its previous
+//! connection (`previous_worker_id`), the jobs it still runs and the leases holding its slots
+//! (as last told by [`ServerMessage::Leases`]); the server adopts them, then welcomes it.
 
 use std::collections::BTreeMap;
 

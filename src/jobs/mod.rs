@@ -17,6 +17,8 @@
 //! - [`fleet`]: what operators see and do: connected workers, unfinished jobs, draining and
 //!   disconnecting workers.
 //! - [`leasing`]: the workers' slots as the pool runtime leases take their worker from.
+//! - [`reattach`]: a reconnected worker's leases and running jobs, adopted by the node it
+//!   reconnected to.
 //! - [`worker_socket`]: `GET /api/v1/workers/ws`, the remote worker's connection: the upgrade's
 //!   checks, and the job system as the `WorkerHub` port of `atelier_actors::WorkerSocket`.
 
