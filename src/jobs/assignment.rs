@@ -399,6 +399,12 @@ impl Assignment {
     async fn finish(self, end: End, worker_lost: bool) {
         let (job, worker) = (self.job, self.worker);
         let service = self.service.clone();
+        if worker_lost && service.reattached_elsewhere(job, worker).await {
+            // Its worker reconnected to another node, which runs it on: it ends there.
+            tracing::info!(%job, %worker, "the job's worker reconnected to another node; the job goes on there");
+            service.finished(job, worker, worker_lost).await;
+            return;
+        }
         if worker_lost && !self.produced && self.cancel_reason.is_none() {
             let reason = match &end {
                 End::Failed(reason) => reason.clone(),

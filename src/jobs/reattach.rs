@@ -249,6 +249,22 @@ impl JobService {
         Ok(())
     }
 
+    /// Whether a job this node lost the worker of runs on elsewhere: its row says it is still
+    /// running, on another worker connection (its worker reconnected to another node, which
+    /// re-attached it). Such a job is not ended or re-queued here.
+    pub(super) async fn reattached_elsewhere(&self, job: JobId, worker: WorkerId) -> bool {
+        match self.db.job(job).await {
+            Ok(Some(row)) => {
+                row.status == JobStatus::Running && row.worker_id.is_some_and(|w| w != worker)
+            }
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(%job, error = %e, "could not read the job's row");
+                false
+            }
+        }
+    }
+
     /// A job whose lease was not adopted, left running in the database by a node that is gone:
     /// it ends, cancelled. (On this node the board ends it with its previous connection.)
     async fn end_unadopted(&self, job: JobId, session: atelier_protocol::ids::SessionId) {

@@ -471,37 +471,43 @@ mod tests {
     fn a_full_buffer_drops_previews_first_and_never_a_result() {
         let job = JobId::new_random();
         let mut pending = Pending::default();
-        let big = PENDING_MAX_BYTES / 4;
-        pending.push(preview(job, big));
-        pending.push(output(job, big));
-        pending.push(preview(job, big));
-        pending.push(HostOutput::Message(WorkerMessage::Progress {
-            job_id: job,
-            node_id: "n".into(),
-            step: 1,
-            total: 2,
-        }));
-        // Full: the next output pushes the oldest preview out, then the other.
-        pending.push(output(job, big));
-        assert!(!pending.has_room() || pending.len() <= 4);
+        let quarter = PENDING_MAX_BYTES / 4;
+        let progress = || {
+            HostOutput::Message(WorkerMessage::Progress {
+                job_id: job,
+                node_id: "n".into(),
+                step: 1,
+                total: 2,
+            })
+        };
+        pending.push(preview(job, quarter));
+        pending.push(output(job, quarter));
+        pending.push(preview(job, quarter));
+        pending.push(progress());
+        // Over the bound: the oldest preview goes.
+        pending.push(output(job, quarter));
+        assert_eq!(pending.dropped_previews, 1);
+        assert_eq!(pending.len(), 4);
+        // Again: the other preview.
+        pending.push(output(job, quarter));
+        assert_eq!(pending.dropped_previews, 2);
+        // No preview left: the progress goes, and outputs are kept even over the bound.
+        pending.push(output(job, quarter));
+        assert_eq!(pending.dropped_progress, 1);
+        assert!(!pending.has_room(), "over the bound: the host must wait");
         pending.push(HostOutput::Message(WorkerMessage::Succeeded {
             job_id: job,
         }));
         let kept: Vec<HostOutput> = std::iter::from_fn(|| pending.pop_front()).collect();
-        assert!(
-            kept.iter().all(|o| !is_preview(o)),
-            "a preview was kept over an output"
-        );
-        assert!(matches!(
-            kept.last(),
-            Some(HostOutput::Message(WorkerMessage::Succeeded { .. }))
+        assert_eq!(kept.len(), 5);
+        assert!(kept[..4].iter().all(
+            |o| matches!(o, HostOutput::Media(f) if matches!(f.kind, MediaKind::NodeOutput { .. }))
         ));
-        assert_eq!(
-            kept.iter()
-                .filter(|o| matches!(o, HostOutput::Media(f) if matches!(f.kind, MediaKind::NodeOutput { .. })))
-                .count(),
-            2
-        );
+        assert!(matches!(
+            kept[4],
+            HostOutput::Message(WorkerMessage::Succeeded { .. })
+        ));
+        assert_eq!(pending.bytes, 0);
     }
 
     #[test]
