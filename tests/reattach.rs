@@ -92,30 +92,36 @@ impl Drop for Proxy {
 /// A remote `atelier worker` (the tiny denoiser, class cpu) connected to `server_url`.
 struct RemoteWorker(Child);
 
+/// `atelier worker` (the tiny denoiser, class cpu) for `server_url`, reconnecting within 300 ms.
+fn worker_command(server_url: &str, token: &str) -> Command {
+    static TINY: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let models = TINY.get_or_init(common::tiny_models_dir);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_atelier"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ATELIER_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.args(["worker", "--server", server_url, "--token", token])
+        .args(["--name", "reattach", "--reconnect-max-ms", "300"])
+        .args(["--models-dir", &models.path().display().to_string()])
+        .args(["--execution-provider", "cpu", "--gpu-class", "cpu"])
+        .env("RUST_LOG", "warn")
+        .env(
+            "ORT_DYLIB_PATH",
+            std::env::var_os("ORT_DYLIB_PATH").expect("ORT_DYLIB_PATH"),
+        )
+        .stdout(Stdio::null());
+    cmd
+}
+
 impl RemoteWorker {
     fn spawn(server_url: &str, token: &str) -> RemoteWorker {
-        static TINY: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
-        let models = TINY.get_or_init(common::tiny_models_dir);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_atelier"));
-        for (key, _) in std::env::vars() {
-            if key.starts_with("ATELIER_") {
-                cmd.env_remove(key);
-            }
-        }
-        let child = cmd
-            .args(["worker", "--server", server_url, "--token", token])
-            .args(["--name", "reattach", "--reconnect-max-ms", "300"])
-            .args(["--models-dir", &models.path().display().to_string()])
-            .args(["--execution-provider", "cpu", "--gpu-class", "cpu"])
-            .env("RUST_LOG", "warn")
-            .env(
-                "ORT_DYLIB_PATH",
-                std::env::var_os("ORT_DYLIB_PATH").expect("ORT_DYLIB_PATH"),
-            )
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start atelier worker");
-        RemoteWorker(child)
+        RemoteWorker(
+            worker_command(server_url, token)
+                .spawn()
+                .expect("start atelier worker"),
+        )
     }
 }
 
@@ -428,6 +434,66 @@ async fn a_worker_that_does_not_come_back_loses_its_job_and_lease(backend: Backe
     let (charged, _, _) = common::billing::charges(&entries, before["lease_id"].as_str().unwrap());
     assert_eq!(charged, stopped["charged"].as_i64().unwrap());
     assert_eq!(server.balance(&owner.token).await.1, 0, "a hold left");
+}
+
+/// Waits (at most `within`) for a worker process to exit; its status and what it logged.
+async fn exits(mut child: Child, within: Duration) -> (std::process::ExitStatus, String) {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut log = String::new();
+            if let Some(mut err) = child.stderr.take() {
+                use std::io::Read;
+                let _ = err.read_to_string(&mut log);
+            }
+            return (status, log);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the worker did not stop within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A worker with a token the server does not know stops with an error naming the refusal, and
+/// so does a connected worker whose token is revoked — neither reconnects forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_worker_stops_instead_of_reconnecting() {
+    let server = start(Backend::Sqlite).await;
+    let admin = server.admin("Admin").await;
+    // Its log is read for the reason.
+    let spawn = |token: &str| {
+        worker_command(&server.base, token)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start atelier worker")
+    };
+    let unknown = spawn("atw_not-a-token");
+    let (status, log) = exits(unknown, Duration::from_secs(60)).await;
+    assert!(!status.success(), "{status}");
+    assert!(log.contains("refuses this worker"), "{log}");
+
+    let (ok, token, err) = server.admin_cli(&["create-worker-token", "--name", "soon-gone"], &[]);
+    assert!(ok, "{err}");
+    let revoked = spawn(token.trim());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, fleet) = server
+            .call(Method::GET, "/admin/workers", Some(&admin.token), None)
+            .await;
+        if fleet["workers"].as_array().is_some_and(|w| w.len() == 1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{fleet}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (ok, _, err) = server.admin_cli(&["revoke-worker-token", "--token", "soon-gone"], &[]);
+    assert!(ok, "{err}");
+    // The server re-checks tokens every few seconds, then closes it with 1008.
+    let (status, log) = exits(revoked, Duration::from_secs(30)).await;
+    assert!(!status.success(), "{status}");
+    assert!(log.contains("revoked"), "{log}");
 }
 
 on_both_backends!(
