@@ -178,6 +178,62 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_answer_never_read_gives_its_slot_back() {
+        let board = JobBoard::default();
+        let worker = add_worker_with(&board, "cpu", 1, WorkerHeartbeat::InProcess);
+        // Served at once, but the lease stopped before it read the answer.
+        drop(board.acquire(LeaseId::new_random(), "cpu"));
+        assert_eq!(leases_on(&board, worker), 0);
+        let next = board.acquire(LeaseId::new_random(), "cpu").await.unwrap();
+        assert_eq!(next.worker_id, worker);
+    }
+
+    #[tokio::test]
+    async fn a_release_by_the_former_holder_does_not_undo_an_adoption() {
+        let board = JobBoard::default();
+        let old = add_worker_with(&board, "cpu", 1, WorkerHeartbeat::At(1_000));
+        let lease = LeaseId::new_random();
+        assert_eq!(board.acquire(lease, "cpu").await.unwrap().worker_id, old);
+        let new = add_worker_with(&board, "cpu", 1, WorkerHeartbeat::At(2_000));
+        // The worker reconnected as `new`: the lease's slot moves there.
+        assert!(board.lock().bind_lease(lease, new, "cpu"));
+        assert_eq!((leases_on(&board, old), leases_on(&board, new)), (0, 1));
+        // The old meter gives its slot back late: nothing changes.
+        board.release(lease, old);
+        assert!(board.lock().holds(lease, new));
+        assert_eq!(leases_on(&board, new), 1);
+        // No slot left on `new`, and never one of another class.
+        assert!(!board.lock().bind_lease(LeaseId::new_random(), new, "cpu"));
+        board.release(lease, new);
+        assert!(!board.lock().bind_lease(LeaseId::new_random(), new, "t4"));
+    }
+
+    #[tokio::test]
+    async fn an_away_worker_takes_no_lease_and_is_lost_after_its_grace() {
+        let board = JobBoard::default();
+        let worker = add_worker_with(&board, "cpu", 2, WorkerHeartbeat::At(3_000));
+        let held = board.acquire(LeaseId::new_random(), "cpu").await.unwrap();
+        assert!(board.lock().mark_away(worker).is_some());
+        // Its free slot is not offered while it is away.
+        let waiting = tokio::spawn(board.acquire(LeaseId::new_random(), "cpu"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished());
+        assert_eq!(*held.heartbeat.borrow(), WorkerHeartbeat::At(3_000));
+        // Being adopted: its grace does not end it.
+        board.lock().hold_for_adoption(worker);
+        assert!(board.lock().remove_if_away(worker).is_none());
+        board.lock().workers.get_mut(&worker).unwrap().adopting = false;
+        assert!(board.lock().remove_if_away(worker).is_some());
+        assert_eq!(
+            *held.heartbeat.borrow(),
+            WorkerHeartbeat::Lost {
+                last_heartbeat_ms: 3_000
+            }
+        );
+        waiting.abort();
+    }
+
+    #[tokio::test]
     async fn a_removed_worker_is_lost_at_its_last_heartbeat() {
         let board = JobBoard::default();
         let worker = add_worker(&board, "cpu", WorkerHeartbeat::At(5_000));
