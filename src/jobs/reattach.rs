@@ -61,6 +61,17 @@ impl JobService {
             self.adoption_done(worker, 0, 0);
             return;
         };
+        // A previous connection on this node must be the same worker's: the same token.
+        let other_token = {
+            let state = self.board.lock();
+            let token_of = |w: WorkerId| state.workers.get(&w).map(|e| e.token_id);
+            matches!((token_of(previous), token_of(worker)), (Some(a), Some(b)) if a != b)
+        };
+        if other_token {
+            tracing::warn!(%worker, %previous, "a reconnecting worker named a connection of another worker token: nothing adopted");
+            self.adoption_done(worker, 0, 0);
+            return;
+        }
         // Its previous connection, if it was on this node, waits for this adoption instead of
         // its grace. (Its drop may not be noticed yet: the worker saw it first.)
         let newly_away = self.board.lock().hold_for_adoption(previous);
