@@ -538,9 +538,17 @@ impl JobsConfig {
 
 #[derive(Debug, Clone, Args)]
 pub struct WorkerConfig {
-    /// The server's base URL, e.g. `http://127.0.0.1:8080`.
-    #[arg(long, env = "ATELIER_SERVER")]
-    pub server: String,
+    /// The server's base URL, e.g. `http://127.0.0.1:8080` (or a load balancer's). Several
+    /// (repeated, or comma-separated): when a connection ends the worker reconnects to the next,
+    /// round robin.
+    #[arg(long, env = "ATELIER_SERVER", value_delimiter = ',', required = true)]
+    pub server: Vec<String>,
+
+    /// The longest wait between two connection attempts after the connection ended (the wait
+    /// doubles from 100 ms up to this, with random jitter; it starts over once connected).
+    #[arg(long, env = "ATELIER_WORKER_RECONNECT_MAX_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub reconnect_max_ms: u64,
 
     /// A worker token from `atelier admin create-worker-token`.
     #[arg(long, env = "ATELIER_WORKER_TOKEN", hide_env_values = true)]

@@ -29,5 +29,6 @@ pub fn init_metrics() -> Result<PrometheusHandle, String> {
     crate::account_events::telemetry::describe();
     crate::mail::telemetry::describe();
     crate::billing::telemetry::describe();
+    crate::jobs::reattach::telemetry::describe();
     Ok(handle)
 }

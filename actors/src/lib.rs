@@ -83,7 +83,8 @@ pub use store::{BoxError, BoxFuture, DocStore, DocStoreError, StoredDoc, StoredU
 pub use versions::{EditBurst, NoVersions, VersionRecorder};
 pub use worker_link::{worker_link, LinkEnd, LinkError, LinkInbox, WorkerLink};
 pub use worker_socket::{
-    start_worker_socket, MediaBudget, MediaPermit, WorkerHello, WorkerHub, WorkerSocket,
+    start_worker_socket, MediaBudget, MediaPermit, WorkerHello, WorkerHub, WorkerResume,
+    WorkerSocket,
 };
 
 #[cfg(test)]

@@ -83,6 +83,18 @@ pub struct WorkerHello {
     pub gpu_class: Option<String>,
     /// Runtime leases it can hold at once; absent: one per device.
     pub slots: Option<u32>,
+    /// A reconnecting worker: what it had under its previous connection (see the protocol's
+    /// `hello`); empty for a worker that connects for the first time.
+    pub resume: WorkerResume,
+}
+
+/// What a reconnecting worker re-announces: the id it had, the jobs it still runs and the
+/// leases holding its slots.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerResume {
+    pub previous_worker_id: Option<WorkerId>,
+    pub running_jobs: Vec<atelier_protocol::ids::JobId>,
+    pub leases: Vec<atelier_protocol::ids::LeaseId>,
 }
 
 /// The job system, as a worker's socket sees it.
@@ -412,6 +424,9 @@ impl StreamHandler<Result<Message, ProtocolError>> for WorkerSocket {
                     models,
                     gpu_class,
                     slots,
+                    previous_worker_id,
+                    running_jobs,
+                    leases,
                     ..
                 },
             ) => {
@@ -423,6 +438,11 @@ impl StreamHandler<Result<Message, ProtocolError>> for WorkerSocket {
                     models,
                     gpu_class,
                     slots,
+                    resume: WorkerResume {
+                        previous_worker_id,
+                        running_jobs,
+                        leases,
+                    },
                 };
                 self.worker = Some(self.hub.register(hello, self.token_id, link));
             }

@@ -9,13 +9,17 @@
 //! [`ServerMessage::Assign`] followed by its inputs' binary frames; the worker answers with
 //! progress, previews and node outputs (binary frames), and ends it with exactly one of
 //! `Succeeded`, `Failed` or `Cancelled`.
+//!
+//! A worker whose connection dropped reconnects with a hello that also names its previous
+//! connection (`previous_worker_id`), the jobs it still runs and the leases holding its slots
+//! (as last told by [`ServerMessage::Leases`]); the server adopts them, then welcomes it.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{JobId, SessionId, WorkerId};
+use crate::ids::{JobId, LeaseId, SessionId, WorkerId};
 
 /// Most slots one worker may announce (the server caps `hello.slots` here).
 pub const MAX_SLOTS: u32 = 64;
@@ -168,6 +172,18 @@ pub enum WorkerMessage {
         /// The server caps it at 64.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         slots: Option<u32>,
+        /// A worker reconnecting after its connection dropped: the id the server gave it last
+        /// time (its `welcome`). The server adopts only leases and jobs recorded on that id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        previous_worker_id: Option<WorkerId>,
+        /// Jobs it still runs (or whose result it has not delivered yet): the server re-attaches
+        /// them, or answers `cancel` for those it cannot continue.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        running_jobs: Vec<JobId>,
+        /// The runtime leases holding its slots (as last told by [`ServerMessage::Leases`]): the
+        /// server claims each at a new epoch and meters it from now.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        leases: Vec<LeaseId>,
     },
     Heartbeat,
     /// A denoising step of a node finished.
@@ -214,6 +230,11 @@ pub enum ServerMessage {
     Refused {
         reason: String,
     },
+    /// The runtime leases holding this worker's slots now (sent whenever they change): what a
+    /// reconnecting worker re-announces in its hello.
+    Leases {
+        lease_ids: Vec<LeaseId>,
+    },
 }
 
 impl WorkerMessage {
@@ -245,5 +266,20 @@ mod tests {
         assert!(json.contains("\"type\":\"progress\""));
         assert_eq!(serde_json::from_str::<WorkerMessage>(&json).unwrap(), msg);
         assert!(serde_json::from_str::<WorkerMessage>("{\"type\":\"nope\"}").is_err());
+    }
+
+    #[test]
+    fn a_hello_without_the_reconnect_fields_still_parses() {
+        let old = r#"{"type":"hello","name":"w","version":"0","devices":[],"models":[]}"#;
+        let WorkerMessage::Hello {
+            previous_worker_id,
+            running_jobs,
+            leases,
+            ..
+        } = serde_json::from_str::<WorkerMessage>(old).unwrap()
+        else {
+            panic!("not a hello");
+        };
+        assert!(previous_worker_id.is_none() && running_jobs.is_empty() && leases.is_empty());
     }
 }

@@ -33,6 +33,7 @@
 //! [`Billing::set_hooks`] so a stopping lease can interrupt the session's jobs. Replace the
 //! in-process pool with [`Billing::set_worker_pool`].
 
+mod adopt;
 pub mod checkout;
 mod host;
 mod ownership;
@@ -213,6 +214,17 @@ impl Billing {
 
     /// Starts a meter (and through it a worker lease) for a stored open lease.
     fn start_meter(&self, lease: RuntimeLease, balance: i64, payer_name: String) {
+        self.start_meter_on(lease, balance, payer_name, self.worker_pool());
+    }
+
+    /// Starts a meter whose lease takes its worker from `pool`.
+    fn start_meter_on(
+        &self,
+        lease: RuntimeLease,
+        balance: i64,
+        payer_name: String,
+        pool: Arc<dyn WorkerPool>,
+    ) {
         let mut leases = self.leases();
         let session = lease.session_id;
         let entry_lease = lease.id;
@@ -221,7 +233,7 @@ impl Billing {
             ledger: Arc::new(self.shared.db.clone()),
             host: Arc::new(self.clone()),
             events: self.shared.events.clone(),
-            pool: self.worker_pool(),
+            pool,
         };
         let settings = *self.settings();
         let actor = BillingMeterActor::new(ports, settings, lease.into(), balance, payer_name);
@@ -587,11 +599,19 @@ impl Billing {
             i64::try_from(self.shared.settings.resume_window.as_millis()).unwrap_or(i64::MAX);
         for stored in open {
             let previous_owner = stored.owner_node.clone();
-            // One node: every open lease is this node's to claim, whatever its stored owner.
-            let stale_before = if self.shared.settings.clustered {
-                self.stale_before()
-            } else {
+            // One node: every open lease is this node's to claim, whatever its stored owner. In a
+            // cluster another node's running lease waits the reconnect grace first.
+            let foreign =
+                stored.owner_node.is_some() && stored.owner_node.as_deref() != Some(self.node_id());
+            let stale_before = if !self.shared.settings.clustered {
                 i64::MAX
+            } else if foreign {
+                match self.claimable_before(&stored) {
+                    Some(before) => before,
+                    None => continue,
+                }
+            } else {
+                self.stale_before()
             };
             let Some(lease) = self
                 .db()
@@ -653,6 +673,25 @@ impl Billing {
         now_ms().saturating_sub(delay)
     }
 
+    /// The ownership heartbeat before which a silent node's lease may be claimed now, or `None`
+    /// when it may not be yet. A waiting lease: the takeover delay. A RUNNING lease: the
+    /// reconnect grace on top of it — its worker, alive, reconnects to a live node and adopts
+    /// it there ([`Billing::adopt_lease`]); only a worker that does not come back leaves it to
+    /// be settled `worker_lost`.
+    fn claimable_before(&self, lease: &RuntimeLease) -> Option<i64> {
+        let stale_before = self.stale_before();
+        if lease.status != LeaseStatus::Running {
+            return Some(stale_before);
+        }
+        let grace =
+            i64::try_from(self.shared.settings.reconnect_grace.as_millis()).unwrap_or(i64::MAX);
+        let before = stale_before.saturating_sub(grace);
+        match lease.owner_heartbeat_at {
+            Some(at) if at >= before => None,
+            _ => Some(before),
+        }
+    }
+
     /// Cluster mode, every ownership heartbeat: claims the open leases whose owner has been
     /// silent for the takeover delay (of nodes racing for one, exactly one wins the epoch) and
     /// takes each over. How many this node took.
@@ -668,10 +707,13 @@ impl Billing {
             if stored.owner_node.as_deref() == Some(self.node_id()) {
                 continue;
             }
+            let Some(stale_before) = self.claimable_before(&stored) else {
+                continue; // its worker may still reconnect and adopt it
+            };
             let previous_owner = stored.owner_node.clone();
             if let Some(lease) = self
                 .db()
-                .claim_lease(stored.id, self.node_id(), stored.epoch, self.stale_before())
+                .claim_lease(stored.id, self.node_id(), stored.epoch, stale_before)
                 .await?
             {
                 self.take_over(lease, previous_owner.as_deref()).await?;

@@ -16,6 +16,8 @@ pub mod telemetry {
     pub const LEASES_FENCED: &str = "atelier_lease_fenced_total";
     /// Gauge: open leases whose ownership heartbeat this node refreshed last time.
     pub const LEASES_OWNED: &str = "atelier_leases_owned";
+    /// Counter: runtime leases this node adopted with their reconnected worker.
+    pub const LEASE_ADOPTIONS: &str = "atelier_lease_adoptions_total";
 
     pub fn describe() {
         use metrics::{describe_counter, describe_gauge};
@@ -28,6 +30,10 @@ pub mod telemetry {
             "Runtime leases this node stopped metering because another node claimed them"
         );
         describe_gauge!(LEASES_OWNED, "Open runtime leases this node owns");
+        describe_counter!(
+            LEASE_ADOPTIONS,
+            "Runtime leases adopted (claimed at a new epoch) with their reconnected worker"
+        );
     }
 }
 

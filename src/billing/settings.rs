@@ -22,6 +22,11 @@ pub struct BillingSettings {
     /// How long a lease's owner may go without an ownership heartbeat before another node
     /// takes the lease over (it heartbeats every third of it).
     pub takeover_delay: Duration,
+    /// How long a lease whose worker's connection dropped waits for the worker to come back
+    /// (to this node or another) before it is settled `worker_lost`: the worker heartbeat
+    /// timeout. A silent node's RUNNING leases are taken over only this much after the
+    /// takeover delay, so a reconnecting worker adopts them first.
+    pub reconnect_grace: Duration,
     /// Millicredits granted at signup (`ATELIER_SIGNUP_CREDITS`, by default an hour of the
     /// cheapest class).
     pub signup_credits: i64,
@@ -47,6 +52,7 @@ impl BillingSettings {
                 .unwrap_or_else(crate::cluster::generate_node_id),
             clustered: config.cluster.redis_url.is_some(),
             takeover_delay: Duration::from_millis(b.lease_takeover_after_ms),
+            reconnect_grace: Duration::from_secs(config.jobs.worker_heartbeat_timeout_s),
             signup_credits: config.signup_credits(),
         }
     }

@@ -115,6 +115,7 @@ fn settings(idle: Duration) -> BillingSettings {
         node_id: "test-node".into(),
         clustered: false,
         takeover_delay: Duration::from_secs(5),
+        reconnect_grace: Duration::from_secs(1),
         signup_credits: 0,
     }
 }

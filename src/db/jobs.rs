@@ -256,6 +256,46 @@ impl Db {
         Ok(())
     }
 
+    /// A job running on `worker` (as its row says), with what the board needs to re-attach it
+    /// to that worker's new connection; `None` when it is not running there any more.
+    pub async fn running_job_on(
+        &self,
+        id: JobId,
+        worker: WorkerId,
+    ) -> Result<Option<QueuedJobRow>> {
+        let row: Option<QueuedJobRow> = sqlx::query_as(
+            "SELECT id, session_id, account_id, lease_id, plan, output_nodes, media_ids, requeues \
+             FROM jobs WHERE id = $1 AND status = 'running' AND worker_id = $2",
+        )
+        .bind(id.to_string())
+        .bind(worker.to_string())
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row)
+    }
+
+    /// A running job's worker reconnected as `to`: the row follows it, if it still says `from`
+    /// (of two nodes adopting the same job, exactly one moves the row). Whether it moved.
+    pub async fn reattach_job(
+        &self,
+        id: JobId,
+        from: WorkerId,
+        to: WorkerId,
+        device: &str,
+    ) -> Result<bool> {
+        let res = sqlx::query(
+            "UPDATE jobs SET worker_id = $1, device = $2 \
+             WHERE id = $3 AND status = 'running' AND worker_id = $4",
+        )
+        .bind(to.to_string())
+        .bind(device)
+        .bind(id.to_string())
+        .bind(from.to_string())
+        .execute(self.pool())
+        .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
     /// A running job whose worker was lost before it produced anything goes back to the queue
     /// (counted; the board allows it once).
     pub async fn requeue_job(&self, id: JobId) -> Result<()> {

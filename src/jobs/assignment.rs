@@ -33,6 +33,10 @@ pub enum AssignmentEvent {
     Media(MediaFrame, MediaPermit),
     Cancel(Option<String>),
     WorkerLost,
+    /// The worker's connection dropped: the job waits for it to reconnect (the grace).
+    WorkerAway,
+    /// The worker reconnected (to this node) as this worker: the job goes on there.
+    WorkerBack(WorkerId),
 }
 
 enum End {
@@ -169,6 +173,17 @@ impl Assignment {
                 }
             };
             match event {
+                AssignmentEvent::WorkerAway => {
+                    tracing::info!(job = %self.job, worker = %self.worker, "the job's worker disconnected; waiting for it to reconnect");
+                }
+                AssignmentEvent::WorkerBack(worker) => {
+                    tracing::info!(job = %self.job, from = %self.worker, to = %worker, "the job's worker reconnected; the job goes on");
+                    self.worker = worker;
+                    // A cancel asked while it was away never reached it.
+                    if self.cancel_reason.is_some() {
+                        self.send_to_worker(ServerMessage::Cancel { job_id: self.job });
+                    }
+                }
                 AssignmentEvent::WorkerLost => {
                     return (
                         End::Failed("worker lost: its connection closed".into()),
@@ -396,6 +411,12 @@ impl Assignment {
     async fn finish(self, end: End, worker_lost: bool) {
         let (job, worker) = (self.job, self.worker);
         let service = self.service.clone();
+        if worker_lost && service.reattached_elsewhere(job, worker).await {
+            // Its worker reconnected to another node, which runs it on: it ends there.
+            tracing::info!(%job, %worker, "the job's worker reconnected to another node; the job goes on there");
+            service.finished(job, worker, worker_lost).await;
+            return;
+        }
         if worker_lost && !self.produced && self.cancel_reason.is_none() {
             let reason = match &end {
                 End::Failed(reason) => reason.clone(),

@@ -103,11 +103,22 @@ pub(super) struct WorkerEntry {
     pub(super) heartbeat: watch::Sender<WorkerHeartbeat>,
     /// Runtime leases holding one of its slots now.
     pub(super) leases: u32,
+    /// Its connection dropped: its leases and jobs wait for it to come back (the reconnect
+    /// grace, see [`super::reattach`]); it takes nothing new meanwhile.
+    pub(super) away: bool,
+    /// It just reconnected and its leases and jobs are being adopted: its slots are not
+    /// offered to waiting leases until that is done.
+    pub(super) adopting: bool,
 }
 
 impl WorkerEntry {
     fn free_slot(&self) -> bool {
-        !self.draining && self.leases < self.slots
+        !self.draining && !self.away && !self.adopting && self.leases < self.slots
+    }
+
+    /// It may be sent a job now.
+    fn reachable(&self) -> bool {
+        !self.away && !self.adopting
     }
 }
 
@@ -270,7 +281,8 @@ impl State {
                 .iter()
                 .filter(|s| !s.cached)
                 .all(|s| worker.models.contains(&s.model));
-            (capable && worker.running.len() < worker.slots as usize).then_some(worker_id)
+            (capable && worker.reachable() && worker.running.len() < worker.slots as usize)
+                .then_some(worker_id)
         };
         let (job, worker) = self.queue.take_first(|account, job| {
             if running_per_account.get(&account).copied().unwrap_or(0) >= max_running {
@@ -395,21 +407,30 @@ impl State {
         self.serve_lease_lines()
     }
 
-    /// A lease withdrew its request (it stopped while waiting): it leaves its line, and gives
-    /// back the slot it may have been given in the meantime; the leases behind it move up.
+    /// A lease withdrew its request (it stopped while waiting): it leaves its line; the leases
+    /// behind it move up. (A slot it was given in the meantime is given back by the caller,
+    /// which holds the assignment: [`State::release_lease`].)
     pub(super) fn withdraw(&mut self, lease: LeaseId) -> (Vec<LineMove>, bool) {
         for line in self.lines.values_mut() {
             line.retain(|w| w.lease != lease);
         }
-        self.release_lease(lease)
+        self.serve_lease_lines()
     }
 
-    /// A lease gives its slot back; the next lease of the class in line takes it.
-    pub(super) fn release_lease(&mut self, lease: LeaseId) -> (Vec<LineMove>, bool) {
-        if let Some(worker) = self.leases.remove(&lease) {
+    /// A lease gives back its slot on `worker`; the next lease of the class in line takes it.
+    /// Nothing happens when the lease holds a slot of another worker now (it was adopted there
+    /// by a reconnecting worker, see [`State::bind_lease`]).
+    pub(super) fn release_lease(
+        &mut self,
+        lease: LeaseId,
+        worker: WorkerId,
+    ) -> (Vec<LineMove>, bool) {
+        if self.leases.get(&lease) == Some(&worker) {
+            self.leases.remove(&lease);
             if let Some(entry) = self.workers.get_mut(&worker) {
                 entry.leases = entry.leases.saturating_sub(1);
             }
+            self.tell_leases(worker);
         }
         self.serve_lease_lines()
     }
@@ -453,6 +474,27 @@ impl State {
         classes
     }
 
+    /// The leases holding a slot of `worker` now.
+    fn leases_of(&self, worker: WorkerId) -> Vec<LeaseId> {
+        let mut leases: Vec<LeaseId> = self
+            .leases
+            .iter()
+            .filter(|(_, w)| **w == worker)
+            .map(|(l, _)| *l)
+            .collect();
+        leases.sort();
+        leases
+    }
+
+    /// Tells a worker which leases hold its slots (what it re-announces when it reconnects).
+    fn tell_leases(&self, worker: WorkerId) {
+        if let Some(entry) = self.workers.get(&worker) {
+            let _ = entry.link.message(ServerMessage::Leases {
+                lease_ids: self.leases_of(worker),
+            });
+        }
+    }
+
     /// An admin drained or undrained a worker. False when it is not connected.
     pub(super) fn set_draining(
         &mut self,
@@ -469,6 +511,7 @@ impl State {
     pub(super) fn serve_lease_lines(&mut self) -> (Vec<LineMove>, bool) {
         let mut assigned = false;
         let mut moves = Vec::new();
+        let mut told = Vec::new();
         for (class, line) in &mut self.lines {
             while let Some(front) = line.front() {
                 if front.reply.is_closed() {
@@ -495,6 +538,7 @@ impl State {
                     entry.leases += 1;
                     self.leases.insert(waiter.lease, *id);
                     assigned = true;
+                    told.push(*id);
                 }
             }
             line.retain(|w| !w.reply.is_closed());
@@ -511,7 +555,135 @@ impl State {
             }
         }
         self.lines.retain(|_, line| !line.is_empty());
+        for worker in told {
+            self.tell_leases(worker);
+        }
         (moves, assigned)
+    }
+
+    /// A worker's connection dropped: it stays on the board (its leases keep their slots, its
+    /// jobs their assignments) but takes nothing new until it comes back or its grace ends.
+    /// The inboxes of the jobs it runs, `None` when it is not on the board.
+    pub(super) fn mark_away(
+        &mut self,
+        worker: WorkerId,
+    ) -> Option<Vec<mpsc::Sender<AssignmentEvent>>> {
+        let entry = self.workers.get_mut(&worker)?;
+        entry.away = true;
+        Some(entry.running.values().cloned().collect())
+    }
+
+    /// The reconnect grace of an away worker ended: it leaves the board, and what it still
+    /// holds is lost (its leases as of its last heartbeat). `None` when it is not away (it is
+    /// gone already) or its new connection is adopting what it holds.
+    pub(super) fn remove_if_away(&mut self, worker: WorkerId) -> Option<WorkerEntry> {
+        let entry = self.workers.get(&worker)?;
+        if !entry.away || entry.adopting {
+            return None;
+        }
+        self.remove_worker(worker)
+    }
+
+    /// A worker's new connection adopts what this (previous) connection holds: its grace no
+    /// longer ends it (the adoption does). The inboxes of its jobs when it was not away yet
+    /// (its drop not noticed yet), to tell them.
+    pub(super) fn hold_for_adoption(
+        &mut self,
+        worker: WorkerId,
+    ) -> Option<Vec<mpsc::Sender<AssignmentEvent>>> {
+        let entry = self.workers.get_mut(&worker)?;
+        entry.adopting = true;
+        if entry.away {
+            return None;
+        }
+        entry.away = true;
+        Some(entry.running.values().cloned().collect())
+    }
+
+    /// A reconnected worker adopts `lease`: the lease holds one of its slots from now (taken
+    /// from the worker it held one of before, on this node). False when the worker is gone,
+    /// of another class, or has no slot left.
+    pub(super) fn bind_lease(&mut self, lease: LeaseId, worker: WorkerId, class: &str) -> bool {
+        match self.workers.get(&worker) {
+            Some(w) if w.gpu_class == class && w.leases < w.slots => {}
+            _ => return false,
+        }
+        if self.leases.get(&lease) == Some(&worker) {
+            return true;
+        }
+        if let Some(before) = self.leases.insert(lease, worker) {
+            if let Some(entry) = self.workers.get_mut(&before) {
+                entry.leases = entry.leases.saturating_sub(1);
+            }
+        }
+        if let Some(entry) = self.workers.get_mut(&worker) {
+            entry.leases += 1;
+        }
+        self.tell_leases(worker);
+        true
+    }
+
+    /// The worker whose slot `lease` holds.
+    pub(super) fn holder_of(&self, lease: LeaseId) -> Option<WorkerId> {
+        self.leases.get(&lease).copied()
+    }
+
+    /// Whether `lease` holds a slot of `worker`.
+    pub(super) fn holds(&self, lease: LeaseId, worker: WorkerId) -> bool {
+        self.leases.get(&lease) == Some(&worker)
+    }
+
+    /// A running job of this board moves from its old worker's entry (the reconnected
+    /// worker's previous connection) to the new one; its assignment's inbox, to tell it.
+    pub(super) fn move_job(
+        &mut self,
+        job: JobId,
+        from: WorkerId,
+        to: WorkerId,
+    ) -> Option<mpsc::Sender<AssignmentEvent>> {
+        if from == to || !self.workers.contains_key(&to) {
+            return None;
+        }
+        let tx = self.workers.get_mut(&from)?.running.remove(&job)?;
+        let entry = self.workers.get_mut(&to)?;
+        entry.running.insert(job, tx.clone());
+        let device = entry.device.clone();
+        if let Some(view) = self.jobs.get_mut(&job) {
+            view.worker = Some(to);
+            view.device = Some(device);
+        }
+        Some(tx)
+    }
+
+    /// A running job this board did not know (its node died; its worker reconnected here)
+    /// goes on the board as running on `worker`; the inbox of its new assignment. `None` when
+    /// the worker is gone or the job is on the board already.
+    pub(super) fn attach_job(
+        &mut self,
+        job: JobId,
+        mut view: JobView,
+        worker: WorkerId,
+    ) -> Option<mpsc::Receiver<AssignmentEvent>> {
+        if self.jobs.contains_key(&job) {
+            return None;
+        }
+        let entry = self.workers.get_mut(&worker)?;
+        let (tx, inbox) = mpsc::channel(ASSIGNMENT_INBOX_CAPACITY);
+        entry.running.insert(job, tx);
+        view.status = JobStatus::Running;
+        view.worker = Some(worker);
+        view.device = Some(entry.device.clone());
+        self.jobs.insert(job, view);
+        Some(inbox)
+    }
+
+    /// The adoption of a reconnected worker's leases and jobs is done: its free slots are
+    /// offered to waiting leases.
+    pub(super) fn adopted(&mut self, worker: WorkerId) -> (Vec<LineMove>, bool) {
+        if let Some(entry) = self.workers.get_mut(&worker) {
+            entry.adopting = false;
+        }
+        self.serve_lease_lines()
     }
 
     /// Runtime leases holding a slot of this worker now.
@@ -546,6 +718,8 @@ impl WorkerEntry {
             gpu_class: gpu_class.into(),
             heartbeat: watch::Sender::new(heartbeat),
             leases: 0,
+            away: false,
+            adopting: false,
         }
     }
 }

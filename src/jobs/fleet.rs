@@ -121,14 +121,16 @@ impl JobService {
             .board
             .lock()
             .workers
-            .values()
-            .filter(|w| w.token_id.is_some_and(|t| tokens.contains(&t)))
-            .map(|w| w.link.clone())
+            .iter()
+            .filter(|(_, w)| w.token_id.is_some_and(|t| tokens.contains(&t)))
+            .map(|(id, w)| (*id, w.link.clone()))
             .collect();
-        for link in &links {
+        for (id, link) in &links {
             let _ = link.message(ServerMessage::Refused {
                 reason: "the worker token was revoked".into(),
             });
+            // It cannot come back: lost now, without the reconnect grace.
+            self.worker_lost(*id);
         }
         links.len()
     }

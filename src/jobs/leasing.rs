@@ -22,23 +22,34 @@ use crate::billing::{PoolError, WorkerAssignment, WorkerPool};
 #[cfg(test)]
 use crate::billing::WorkerHeartbeat;
 
-/// Takes a waiting lease out of its line when its request is dropped before it was served.
-struct LeaveLineOnDrop {
+/// A lease's request for a slot: takes the lease out of its line when it is dropped before it
+/// was answered — and gives back the slot when it was answered but the answer never read (the
+/// lease stopped at that moment).
+struct Request {
     board: JobBoard,
     lease: LeaseId,
-    served: bool,
+    answer: Option<oneshot::Receiver<WorkerAssignment>>,
 }
 
-impl LeaveLineOnDrop {
-    fn disarm(mut self) {
-        self.served = true;
+impl Request {
+    /// The answer was read: the slot is the lease's, given back by `release`.
+    fn answered(&mut self) {
+        self.answer = None;
     }
 }
 
-impl Drop for LeaveLineOnDrop {
+impl Drop for Request {
     fn drop(&mut self) {
-        if !self.served {
-            let (moves, assigned) = self.board.lock().withdraw(self.lease);
+        let Some(mut answer) = self.answer.take() else {
+            return; // read: the slot is the lease's to give back
+        };
+        let (moves, assigned) = self.board.lock().withdraw(self.lease);
+        self.board.tell(moves, assigned);
+        if let Ok(unread) = answer.try_recv() {
+            let (moves, assigned) = self
+                .board
+                .lock()
+                .release_lease(self.lease, unread.worker_id);
             self.board.tell(moves, assigned);
         }
     }
@@ -50,25 +61,30 @@ impl WorkerPool for JobBoard {
         lease: LeaseId,
         gpu_class: &str,
     ) -> BoxFuture<'static, Result<WorkerAssignment, PoolError>> {
-        let (reply, assigned) = oneshot::channel();
+        let (reply, answer) = oneshot::channel();
         let (moves, served) = self.lock().join_line(lease, gpu_class, reply);
         self.tell(moves, served);
-        let guard = LeaveLineOnDrop {
+        let mut request = Request {
             board: self.clone(),
             lease,
-            served: false,
+            answer: Some(answer),
         };
         Box::pin(async move {
-            let result = assigned
-                .await
-                .map_err(|_| PoolError::Unavailable("the job system stopped".into()));
-            guard.disarm();
+            let result = match request.answer.as_mut() {
+                Some(answer) => answer
+                    .await
+                    .map_err(|_| PoolError::Unavailable("the job system stopped".into())),
+                None => Err(PoolError::Unavailable("the request was answered".into())),
+            };
+            if result.is_ok() {
+                request.answered();
+            }
             result
         })
     }
 
-    fn release(&self, lease: LeaseId, _worker: WorkerId) {
-        let (moves, assigned) = self.lock().release_lease(lease);
+    fn release(&self, lease: LeaseId, worker: WorkerId) {
+        let (moves, assigned) = self.lock().release_lease(lease, worker);
         self.tell(moves, assigned);
     }
 }
@@ -113,7 +129,13 @@ impl JobBoard {
 
     /// The slot bound to `lease` is free again (its meter could not start).
     pub fn give_back(&self, lease: LeaseId) {
-        let (moves, assigned) = self.lock().release_lease(lease);
+        let (moves, assigned) = {
+            let mut state = self.lock();
+            match state.holder_of(lease) {
+                Some(worker) => state.release_lease(lease, worker),
+                None => return,
+            }
+        };
         self.tell(moves, assigned);
     }
 
@@ -234,6 +256,62 @@ mod tests {
         assert_eq!(other.await.unwrap().unwrap().worker_id, worker);
         drop(board.reserve_slot("cpu"));
         assert_eq!(leases_on(&board, worker), 1);
+    }
+
+    #[tokio::test]
+    async fn an_answer_never_read_gives_its_slot_back() {
+        let board = JobBoard::default();
+        let worker = add_worker_with(&board, "cpu", 1, WorkerHeartbeat::InProcess);
+        // Served at once, but the lease stopped before it read the answer.
+        drop(board.acquire(LeaseId::new_random(), "cpu"));
+        assert_eq!(leases_on(&board, worker), 0);
+        let next = board.acquire(LeaseId::new_random(), "cpu").await.unwrap();
+        assert_eq!(next.worker_id, worker);
+    }
+
+    #[tokio::test]
+    async fn a_release_by_the_former_holder_does_not_undo_an_adoption() {
+        let board = JobBoard::default();
+        let old = add_worker_with(&board, "cpu", 1, WorkerHeartbeat::At(1_000));
+        let lease = LeaseId::new_random();
+        assert_eq!(board.acquire(lease, "cpu").await.unwrap().worker_id, old);
+        let new = add_worker_with(&board, "cpu", 1, WorkerHeartbeat::At(2_000));
+        // The worker reconnected as `new`: the lease's slot moves there.
+        assert!(board.lock().bind_lease(lease, new, "cpu"));
+        assert_eq!((leases_on(&board, old), leases_on(&board, new)), (0, 1));
+        // The old meter gives its slot back late: nothing changes.
+        board.release(lease, old);
+        assert!(board.lock().holds(lease, new));
+        assert_eq!(leases_on(&board, new), 1);
+        // No slot left on `new`, and never one of another class.
+        assert!(!board.lock().bind_lease(LeaseId::new_random(), new, "cpu"));
+        board.release(lease, new);
+        assert!(!board.lock().bind_lease(LeaseId::new_random(), new, "t4"));
+    }
+
+    #[tokio::test]
+    async fn an_away_worker_takes_no_lease_and_is_lost_after_its_grace() {
+        let board = JobBoard::default();
+        let worker = add_worker_with(&board, "cpu", 2, WorkerHeartbeat::At(3_000));
+        let held = board.acquire(LeaseId::new_random(), "cpu").await.unwrap();
+        assert!(board.lock().mark_away(worker).is_some());
+        // Its free slot is not offered while it is away.
+        let waiting = tokio::spawn(board.acquire(LeaseId::new_random(), "cpu"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished());
+        assert_eq!(*held.heartbeat.borrow(), WorkerHeartbeat::At(3_000));
+        // Being adopted: its grace does not end it.
+        board.lock().hold_for_adoption(worker);
+        assert!(board.lock().remove_if_away(worker).is_none());
+        board.lock().workers.get_mut(&worker).unwrap().adopting = false;
+        assert!(board.lock().remove_if_away(worker).is_some());
+        assert_eq!(
+            *held.heartbeat.borrow(),
+            WorkerHeartbeat::Lost {
+                last_heartbeat_ms: 3_000
+            }
+        );
+        waiting.abort();
     }
 
     #[tokio::test]

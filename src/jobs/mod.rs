@@ -18,6 +18,8 @@
 //! - [`fleet`]: what operators see and do: connected workers, unfinished jobs, draining and
 //!   disconnecting workers.
 //! - [`leasing`]: the workers' slots as the pool runtime leases take their worker from.
+//! - [`reattach`]: a reconnected worker's leases and running jobs, adopted by the node it
+//!   reconnected to.
 //! - [`worker_socket`]: `GET /api/v1/workers/ws`, the remote worker's connection: the upgrade's
 //!   checks, and the job system as the `WorkerHub` port of `atelier_actors::WorkerSocket`.
 
@@ -29,6 +31,7 @@ pub mod graph;
 pub mod graph_edit;
 pub mod leasing;
 pub mod queue;
+pub mod reattach;
 pub mod restore;
 pub mod service;
 pub mod worker_socket;

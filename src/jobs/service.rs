@@ -466,6 +466,7 @@ impl JobService {
             models,
             gpu_class,
             slots,
+            resume,
         } = hello;
         let in_process = token_id.is_none();
         let id = WorkerId::new_random();
@@ -478,12 +479,16 @@ impl JobService {
                 .map_or_else(|| "cpu".to_string(), |d| d.execution_provider.clone())
         });
         let slots = slots.clamp(1, MAX_WORKER_SLOTS);
-        tracing::info!(worker = %id, %name, %device, %gpu_class, slots, ?models, "worker joined");
-        let _ = link.message(ServerMessage::Welcome {
-            worker_id: id,
-            heartbeat_interval_ms: u64::try_from(self.limits.heartbeat_interval.as_millis())
-                .unwrap_or(u64::MAX),
-        });
+        let reconnecting = resume.previous_worker_id.is_some() && !in_process;
+        tracing::info!(worker = %id, %name, %device, %gpu_class, slots, ?models,
+            previous = ?resume.previous_worker_id, jobs = resume.running_jobs.len(),
+            leases = resume.leases.len(), "worker joined");
+        // A reconnecting worker is welcomed once its leases and jobs are adopted: it holds back
+        // what its jobs reported meanwhile until then, so none of it reaches a job not yet
+        // re-attached.
+        if !reconnecting {
+            let _ = link.message(self.welcome(id));
+        }
         let heartbeat = if in_process {
             WorkerHeartbeat::InProcess
         } else {
@@ -502,12 +507,27 @@ impl JobService {
             gpu_class,
             heartbeat: watch::Sender::new(heartbeat),
             leases: 0,
+            away: false,
+            adopting: reconnecting,
         };
         let moves = self.board.lock().add_worker(id, entry);
         self.board.tell(moves, false);
         let this = self.clone();
-        actix_web::rt::spawn(async move { this.dispatch().await });
+        if reconnecting {
+            actix_web::rt::spawn(async move { this.adopt(id, resume).await });
+        } else {
+            actix_web::rt::spawn(async move { this.dispatch().await });
+        }
         id
+    }
+
+    /// What a worker is told once it may send its jobs' reports.
+    pub(super) fn welcome(&self, id: WorkerId) -> ServerMessage {
+        ServerMessage::Welcome {
+            worker_id: id,
+            heartbeat_interval_ms: u64::try_from(self.limits.heartbeat_interval.as_millis())
+                .unwrap_or(u64::MAX),
+        }
     }
 
     /// A message from a worker: routed to the assignment of the job it is about; a heartbeat
@@ -601,11 +621,55 @@ impl JobService {
         }
     }
 
-    /// A worker disconnected: each job it ran learns its worker is lost.
+    /// A worker disconnected. A remote worker may come back (to this node or another) within
+    /// the reconnect grace — the heartbeat timeout — and take its leases and running jobs with
+    /// it (see [`super::reattach`]); until then they wait, billed only up to its last
+    /// heartbeat. After the grace each job it ran learns its worker is lost, and each lease on
+    /// it stops `worker_lost` at its last heartbeat. The in-process worker is lost at once.
     pub fn worker_gone(&self, worker: WorkerId) {
+        let remote = {
+            let state = self.board.lock();
+            state.workers.get(&worker).map(|w| w.token_id.is_some())
+        };
+        match remote {
+            None => {}
+            Some(false) => self.worker_lost(worker),
+            Some(true) => {
+                let Some(running) = self.board.lock().mark_away(worker) else {
+                    return;
+                };
+                let grace = self.limits.heartbeat_timeout;
+                tracing::warn!(%worker, jobs = running.len(), grace_s = grace.as_secs(),
+                    "worker disconnected; its leases and jobs wait for it to reconnect");
+                for tx in &running {
+                    // Only a log line and a restart of the job's heartbeat clock: a job whose
+                    // inbox is full is busy with its worker's last messages and does not need it.
+                    let _ = tx.try_send(AssignmentEvent::WorkerAway);
+                }
+                let this = self.clone();
+                actix_web::rt::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    let entry = this.board.lock().remove_if_away(worker);
+                    if entry.is_some() {
+                        tracing::warn!(%worker, "worker did not reconnect within the grace: lost");
+                    }
+                    this.lose(entry);
+                });
+            }
+        }
+    }
+
+    /// A worker is gone for good: each job it ran learns its worker is lost, each lease on it
+    /// that it is lost as of its last heartbeat.
+    pub(super) fn worker_lost(&self, worker: WorkerId) {
         let entry = self.board.lock().remove_worker(worker);
+        self.lose(entry);
+    }
+
+    /// A worker just taken off the board: its jobs learn it is lost.
+    fn lose(&self, entry: Option<WorkerEntry>) {
         if let Some(entry) = entry {
-            tracing::warn!(%worker, name = %entry.name, "worker left");
+            tracing::warn!(name = %entry.name, "worker left");
             // An assignment whose inbox is full learns it when the inbox runs dry: its
             // sender is dropped with the entry.
             for tx in entry.running.values() {
@@ -704,6 +768,8 @@ pub struct WorkerJoin {
     pub gpu_class: Option<String>,
     /// Leases it can hold at once (one per device unless configured).
     pub slots: u32,
+    /// What a reconnecting worker re-announces (empty for a new one).
+    pub resume: atelier_actors::WorkerResume,
 }
 
 impl WorkerJoin {
@@ -715,6 +781,9 @@ impl WorkerJoin {
             models,
             gpu_class,
             slots,
+            previous_worker_id,
+            running_jobs,
+            leases,
             ..
         } = msg
         else {
@@ -727,6 +796,11 @@ impl WorkerJoin {
             models,
             gpu_class,
             slots: slots.unwrap_or(per_device),
+            resume: atelier_actors::WorkerResume {
+                previous_worker_id,
+                running_jobs,
+                leases,
+            },
         })
     }
 }

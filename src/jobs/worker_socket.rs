@@ -54,6 +54,7 @@ impl WorkerHub for JobSystemHub {
             models: hello.models,
             gpu_class: hello.gpu_class,
             slots: hello.slots.unwrap_or(per_device),
+            resume: hello.resume,
         };
         self.service.register_worker(join, Some(token), link)
     }

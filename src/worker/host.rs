@@ -113,7 +113,7 @@ pub async fn run(
                     let error = "the assign arrived without its inputs".to_string();
                     let _ = outbox.send(HostOutput::Message(WorkerMessage::Failed { job_id, error })).await;
                 }
-                Some(ToWorker::Message(ServerMessage::Welcome { .. })) => {}
+                Some(ToWorker::Message(ServerMessage::Welcome { .. } | ServerMessage::Leases { .. })) => {}
                 Some(ToWorker::Message(ServerMessage::Refused { reason })) => {
                     tracing::error!(%reason, "the server refused this worker");
                     break;
@@ -271,5 +271,8 @@ pub fn hello(engine: &Engine, name: &str, gpu_class: Option<String>, slots: u32)
         models: engine.catalog().names(),
         gpu_class,
         slots: Some(slots.max(1)),
+        previous_worker_id: None,
+        running_jobs: Vec::new(),
+        leases: Vec::new(),
     }
 }

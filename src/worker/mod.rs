@@ -3,6 +3,7 @@
 
 pub mod assembly;
 pub mod host;
+pub mod link;
 pub mod receive;
 
 use std::sync::Arc;
@@ -10,12 +11,7 @@ use std::time::Duration;
 
 use atelier_actors::worker_socket::MEDIA_IN_FLIGHT_BYTES;
 use atelier_actors::{worker_link, MediaBudget};
-use atelier_protocol::worker_frame;
-use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::config::WorkerConfig;
 use crate::inference::Engine;
@@ -72,12 +68,23 @@ pub enum WorkerError {
     Engine(String),
     #[error("--server must be an http(s):// URL, got {0:?}")]
     BadServer(String),
-    #[error("cannot connect to {url}: {reason}")]
-    Connect { url: String, reason: String },
+    #[error("{url} refuses this worker: {reason}")]
+    Refused { url: String, reason: String },
 }
 
-/// `atelier worker`: loads the engine, connects, and serves jobs until the connection ends.
+/// `atelier worker`: loads the engine and serves jobs, connected to one of its servers; when the
+/// connection ends it connects again (see [`link`]) while its jobs keep running. It stops when a
+/// server refuses it for good (its token is unknown or revoked).
 pub async fn run_remote(config: WorkerConfig) -> Result<(), WorkerError> {
+    let urls = config
+        .server
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| link::socket_url(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    if urls.is_empty() {
+        return Err(WorkerError::BadServer(String::new()));
+    }
     let engine_config = config.engine.engine_config();
     let engine = tokio::task::spawn_blocking(move || Engine::load(&engine_config))
         .await
@@ -85,42 +92,12 @@ pub async fn run_remote(config: WorkerConfig) -> Result<(), WorkerError> {
         .map_err(|e| WorkerError::Engine(e.to_string()))?;
     let engine = Arc::new(engine);
     tracing::info!(device = %engine.device(), models = ?engine.catalog().names(), "engine ready");
-    let base = config.server.trim_end_matches('/');
-    let url = if let Some(rest) = base.strip_prefix("http://") {
-        format!("ws://{rest}/api/v1/workers/ws")
-    } else if let Some(rest) = base.strip_prefix("https://") {
-        format!("wss://{rest}/api/v1/workers/ws")
-    } else {
-        return Err(WorkerError::BadServer(config.server.clone()));
-    };
-    let connect_err = |reason: String| WorkerError::Connect {
-        url: url.clone(),
-        reason,
-    };
-    let mut request = url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| connect_err(e.to_string()))?;
-    let auth = format!("Bearer {}", config.token)
-        .parse()
-        .map_err(|_| connect_err("the token is not a valid header value".into()))?;
-    request.headers_mut().insert("authorization", auth);
-    // An input frame of an assign may be larger than tungstenite's default frame limit.
-    let ws_config = WebSocketConfig::default()
-        .max_frame_size(Some(receive::MAX_SERVER_MESSAGE_BYTES))
-        .max_message_size(Some(receive::MAX_SERVER_MESSAGE_BYTES));
-    let (socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), false)
-        .await
-        .map_err(|e| connect_err(e.to_string()))?;
-    tracing::info!(%url, "connected");
-    let (mut sink, stream) = socket.split();
 
     let (to_host, inbox) = mpsc::channel(host::INBOX_CAPACITY);
-    let (outbox, mut from_host) = host::outbox();
-    let failures = outbox.clone();
+    let (outbox, from_host) = host::outbox();
     let slots = config.slots;
     let hello = host::hello(&engine, &config.name, config.gpu_class.clone(), slots);
-    let _ = outbox.send(host::HostOutput::Message(hello)).await;
+    // The host outlives any one connection: its jobs run on while the link reconnects.
     let host = tokio::spawn(host::run(
         engine,
         inbox,
@@ -128,22 +105,13 @@ pub async fn run_remote(config: WorkerConfig) -> Result<(), WorkerError> {
         Duration::from_secs(2),
         slots,
     ));
-    let writer = tokio::spawn(async move {
-        while let Some(output) = from_host.recv().await {
-            let frame = match output {
-                host::HostOutput::Message(msg) => match serde_json::to_string(&msg) {
-                    Ok(text) => Message::text(text),
-                    Err(_) => continue,
-                },
-                host::HostOutput::Media(frame) => Message::binary(worker_frame::encode(&frame)),
-            };
-            if sink.send(frame).await.is_err() {
-                break;
-            }
-        }
-    });
-    receive::run(stream, to_host, failures).await;
+    let link = link::Link::new(
+        urls,
+        config.token.clone(),
+        Duration::from_millis(config.reconnect_max_ms),
+        hello,
+    );
+    let result = link.run(from_host, to_host).await;
     host.abort();
-    writer.abort();
-    Ok(())
+    result
 }

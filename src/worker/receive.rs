@@ -1,107 +1,109 @@
-//! The receiving half of `atelier worker`'s connection: JSON messages and the binary input frames
-//! of `assign`s off the socket, assignments put back together ([`super::assembly`]) and handed to
-//! the host loop through its bounded inbox. Waiting for room there is what keeps the socket from
-//! being read faster than the host takes (the server's socket then waits too, and closes us as
-//! too slow only if that lasts). An assignment that cannot be put together fails its job with a
-//! reason, through the host's outbox.
+//! The receiving half of one `atelier worker` connection: JSON messages and the binary input
+//! frames of `assign`s off the socket, assignments put back together ([`super::assembly`]).
+//! The link ([`super::link`]) owns one [`Inbound`] per connection and hands what it makes of
+//! each frame on: complete assignments to the host's bounded inbox (waiting for room there is
+//! what keeps the socket from being read faster than the host takes), refusals as a failed job.
+//! An assignment still waiting for its inputs when its connection ends is lost with it: the
+//! server never saw the worker start it, and handles the job as its lost worker's.
 
 use std::time::Instant;
 
-use atelier_protocol::worker::{ServerMessage, ToWorker, WorkerMessage};
+use atelier_protocol::worker::{Assignment, ServerMessage};
 use atelier_protocol::worker_frame;
-use futures_util::{Stream, StreamExt};
-use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
 
 use super::assembly::{Assembled, Assembler, Refused, INPUT_TIMEOUT};
-use super::host::{HostOutput, Outbox};
 
 /// Largest message the worker takes from the server: an input frame (at most a 32 MiB tensor
 /// plus its header), with room to spare; the same cap as the server's for a worker's messages.
 pub const MAX_SERVER_MESSAGE_BYTES: usize = 48 * 1024 * 1024;
 
-/// Reads `stream` until it ends or the host is gone.
-pub async fn run<S>(mut stream: S, to_host: mpsc::Sender<ToWorker>, outbox: Outbox)
-where
-    S: Stream<Item = Result<Message, WsError>> + Unpin,
-{
-    let mut assembler = Assembler::new(INPUT_TIMEOUT);
-    loop {
-        let deadline = assembler.next_deadline();
-        let overdue = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-                None => std::future::pending().await,
-            }
-        };
-        let frame = tokio::select! {
-            frame = stream.next() => frame,
-            () = overdue => {
-                for refused in assembler.expire(Instant::now()) {
-                    fail(&outbox, refused).await;
-                }
-                continue;
-            }
-        };
+/// What one frame from the server came to.
+#[derive(Debug)]
+pub enum Received {
+    /// A message for the link or the host (never an `assign`: those are put together first).
+    Message(ServerMessage),
+    /// An assignment with all of its inputs: for the host.
+    Assignment(Box<Assignment>),
+    /// An assignment that cannot be put together: its job fails with this reason.
+    Refused(Refused),
+    /// The server closed the connection.
+    Closed(Option<CloseFrame>),
+    /// Nothing to act on: an input of an assignment still waiting, a ping, an unreadable
+    /// message (logged).
+    Nothing,
+}
+
+/// The assignments of one connection still waiting for their input frames.
+pub struct Inbound {
+    assembler: Assembler,
+}
+
+impl Default for Inbound {
+    fn default() -> Self {
+        Inbound {
+            assembler: Assembler::new(INPUT_TIMEOUT),
+        }
+    }
+}
+
+impl Inbound {
+    /// When the assignment waiting longest for its next input frame gives up.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.assembler.next_deadline()
+    }
+
+    /// The assignments whose input frames did not come in time.
+    pub fn expire(&mut self) -> Vec<Refused> {
+        self.assembler.expire(Instant::now())
+    }
+
+    /// Decodes one frame from the server.
+    pub fn frame(&mut self, frame: Message) -> Received {
         let assembled = match frame {
-            Some(Ok(Message::Text(text))) => match serde_json::from_str::<ServerMessage>(&text) {
+            Message::Text(text) => match serde_json::from_str::<ServerMessage>(&text) {
                 Ok(ServerMessage::Assign {
                     job_id,
                     session_id,
                     steps,
                     inputs,
-                }) => assembler.assign(job_id, session_id, steps, inputs, Instant::now()),
-                Ok(msg) => {
-                    if to_host.send(ToWorker::Message(msg)).await.is_err() {
-                        break;
-                    }
-                    continue;
-                }
+                }) => self
+                    .assembler
+                    .assign(job_id, session_id, steps, inputs, Instant::now()),
+                Ok(msg) => return Received::Message(msg),
                 Err(e) => {
                     tracing::warn!(error = %e, "unreadable message from the server");
-                    continue;
+                    return Received::Nothing;
                 }
             },
-            Some(Ok(Message::Binary(bytes))) => match worker_frame::decode_input(&bytes) {
-                Ok(frame) => assembler.input(frame, Instant::now()),
+            Message::Binary(bytes) => match worker_frame::decode_input(&bytes) {
+                Ok(frame) => self.assembler.input(frame, Instant::now()),
                 Err(e) => {
                     tracing::warn!(error = %e, "unreadable input frame from the server");
                     let job = worker_frame::input_job_id(&bytes);
-                    match job.and_then(|job| assembler.unreadable(job, format!("input frame: {e}")))
+                    match job
+                        .and_then(|job| self.assembler.unreadable(job, format!("input frame: {e}")))
                     {
                         Some(refused) => Assembled::Refused(refused),
-                        None => continue,
+                        None => return Received::Nothing,
                     }
                 }
             },
-            Some(Ok(Message::Close(reason))) => {
-                tracing::warn!(?reason, "the server closed the connection");
-                break;
-            }
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "connection lost");
-                break;
-            }
-            None => break,
+            Message::Close(frame) => return Received::Closed(frame),
+            _ => return Received::Nothing,
         };
         match assembled {
-            Assembled::Complete(assignment) => {
-                if to_host.send(ToWorker::Assign(assignment)).await.is_err() {
-                    break;
-                }
+            Assembled::Complete(assignment) => Received::Assignment(assignment),
+            Assembled::Refused(refused) => {
+                tracing::warn!(job_id = %refused.job_id, error = %refused.error, "assignment refused");
+                Received::Refused(refused)
             }
-            Assembled::Refused(refused) => fail(&outbox, refused).await,
-            Assembled::Waiting => {}
+            Assembled::Waiting => Received::Nothing,
             Assembled::Stray => {
-                tracing::warn!("an input frame of no assignment waiting for it: dropped")
+                tracing::warn!("an input frame of no assignment waiting for it: dropped");
+                Received::Nothing
             }
         }
     }
-}
-
-async fn fail(outbox: &Outbox, Refused { job_id, error }: Refused) {
-    tracing::warn!(%job_id, %error, "assignment refused");
-    let failed = WorkerMessage::Failed { job_id, error };
-    let _ = outbox.send(HostOutput::Message(failed)).await;
 }

@@ -42,7 +42,7 @@ use tokio::sync::{oneshot, watch};
 use super::cost::cost;
 use super::host::MeterHost;
 use super::ledger::{LeaseStatus, Ledger, LedgerError, MeteredLease, Settlement};
-use super::messages::{ExtendLease, JobActivity, MeterError, StopLease};
+use super::messages::{ExtendLease, HandOver, JobActivity, MeterError, StopLease};
 use super::reason;
 use super::state::LeaseState;
 use crate::events::EventSink;
@@ -652,6 +652,85 @@ impl Handler<ExtendLease> for BillingMeterActor {
                 other => MeterError::from(other),
             }));
         }));
+    }
+}
+
+impl BillingMeterActor {
+    /// Stops metering here without settling (the lease goes on under a new epoch): gives the
+    /// slot back — waiting until the lease actor has, so no late release can undo the new
+    /// binding — and is forgotten, then answers.
+    fn hand_over_done(
+        &mut self,
+        reply: oneshot::Sender<Result<(), MeterError>>,
+        ctx: &mut Context<Self>,
+    ) {
+        self.phase = Phase::Stopped;
+        self.publish();
+        let release = self.lease_actor.take().map(|a| a.send(ReleaseWorker));
+        let done = async move {
+            if let Some(release) = release {
+                let _ = release.await;
+            }
+        };
+        ctx.wait(done.into_actor(self).map(move |(), act, ctx| {
+            act.ports.host.forget(act.lease.session_id, act.lease.id);
+            for waiter in act.waiters.drain(..) {
+                let _ = waiter.send(Err(MeterError::TakenOver));
+            }
+            let _ = reply.send(Ok(()));
+            ctx.stop();
+        }));
+    }
+}
+
+impl Handler<HandOver> for BillingMeterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: HandOver, ctx: &mut Self::Context) {
+        match self.phase {
+            Phase::Waiting => {
+                tracing::info!(lease = %self.lease.id, epoch = self.lease.epoch, "runtime lease handed over before metering");
+                self.hand_over_done(msg.reply, ctx);
+            }
+            Phase::Running => {
+                // Up to the worker's last heartbeat: the time it was unreachable is not billed.
+                let used_ms = self.used_ms_now();
+                let charged = self.cost(used_ms);
+                tracing::info!(lease = %self.lease.id, epoch = self.lease.epoch, used_ms,
+                    "runtime lease handed over to its reconnected worker; final checkpoint here");
+                if used_ms <= self.checkpointed_used_ms {
+                    self.hand_over_done(msg.reply, ctx);
+                    return;
+                }
+                let fut = self.ports.ledger.checkpoint(
+                    self.lease.id,
+                    self.lease.epoch,
+                    self.checkpoint_seq + 1,
+                    used_ms,
+                    charged,
+                );
+                let reply = msg.reply;
+                // Nothing else happens to the lease until the checkpoint is stored.
+                ctx.wait(fut.into_actor(self).map(move |result, act, ctx| {
+                    match result {
+                        Ok(cp) => {
+                            act.checkpoint_seq = cp.lease.checkpoint_seq;
+                            act.checkpointed_used_ms = act.checkpointed_used_ms.max(cp.lease.used_ms);
+                            act.checkpointed_charged = act.checkpointed_charged.max(cp.lease.charged);
+                        }
+                        // Claimed elsewhere meanwhile, or the database failed: what is not
+                        // checkpointed is not billed (never twice).
+                        Err(error) => {
+                            tracing::warn!(lease = %act.lease.id, %error, "the hand-over's checkpoint failed; the time since the last one is not billed")
+                        }
+                    }
+                    act.hand_over_done(reply, ctx);
+                }));
+            }
+            Phase::Stopping { .. } | Phase::Stopped => {
+                let _ = msg.reply.send(Err(MeterError::Stopping));
+            }
+        }
     }
 }
 

@@ -46,3 +46,14 @@ pub struct ExtendLease {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct JobActivity;
+
+/// The lease's worker reconnected and the lease is being adopted at a new epoch (on this node
+/// or another): the meter records what was used up to the worker's last heartbeat (a final
+/// checkpoint at its epoch), gives its slot back and stops — without settling, and without
+/// interrupting the session's jobs, which go on on the reconnected worker. Refused
+/// ([`MeterError::Stopping`]) when the lease is stopping already.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct HandOver {
+    pub reply: oneshot::Sender<Result<(), MeterError>>,
+}

@@ -26,5 +26,5 @@ pub mod state;
 pub use actor::{BillingMeterActor, MeterPorts, MeterSettings};
 pub use host::MeterHost;
 pub use ledger::{Checkpointed, LeaseStatus, Ledger, LedgerError, MeteredLease, Settlement};
-pub use messages::{ExtendLease, JobActivity, MeterError, StopLease};
+pub use messages::{ExtendLease, HandOver, JobActivity, MeterError, StopLease};
 pub use state::LeaseState;

@@ -154,6 +154,9 @@ fn hello() -> WorkerMessage {
         models: vec!["terrain".into()],
         gpu_class: Some("t4".into()),
         slots: None,
+        previous_worker_id: None,
+        running_jobs: Vec::new(),
+        leases: Vec::new(),
     }
 }
 

@@ -440,6 +440,32 @@ impl Db {
         self.lease(id).await
     }
 
+    /// A reconnected worker's node adopts the RUNNING lease on its slot: owner at the next
+    /// epoch, whoever owned it and however fresh its heartbeat (the worker is with this node
+    /// now; the old owner is fenced). `None` when the lease is stopped or no longer at
+    /// `expected_epoch` (another node claimed it first).
+    pub async fn adopt_lease(
+        &self,
+        id: LeaseId,
+        node: &str,
+        expected_epoch: i64,
+    ) -> Result<Option<RuntimeLease>> {
+        let res = sqlx::query(
+            "UPDATE runtime_leases SET owner_node = $1, epoch = epoch + 1, \
+             owner_heartbeat_at = $2 WHERE id = $3 AND epoch = $4 AND status = 'running'",
+        )
+        .bind(node)
+        .bind(now_ms())
+        .bind(id.to_string())
+        .bind(expected_epoch)
+        .execute(self.pool())
+        .await?;
+        if res.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.lease(id).await
+    }
+
     /// `node` still meters its open leases: refreshes their ownership heartbeat. Leases it lost
     /// to another node are not touched (their owner changed). How many were refreshed.
     pub async fn heartbeat_owned_leases(&self, node: &str) -> Result<u64> {
