@@ -451,6 +451,8 @@ impl State {
     /// The reserved slot is the lease's now: its meter's request is served from it at once.
     pub(super) fn bind_reserved(&mut self, lease: LeaseId, worker: WorkerId) {
         self.leases.insert(lease, worker);
+        // The worker re-announces its leases when it reconnects: it must know this one.
+        self.tell_leases(worker);
     }
 
     /// A reserved slot was not used (the line was empty, or the lease could not be claimed).
