@@ -10,7 +10,8 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{error_code, Backend, EventsClient, TestServer, User};
+use common::jobs::{job, job_event, session_with_graph, wide_graph};
+use common::{error_code, Backend, EventsClient, TestServer};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -56,47 +57,6 @@ fn graph(steps: u32, size: u32) -> Value {
             "e1": {"source": "tiny", "source_port": "image", "target": "out", "target_port": "image"}
         }
     })
-}
-
-/// `n` independent tiny denoisers, each into its own output: a job that runs a while.
-fn wide_graph(n: u32, steps: u32, size: u32) -> Value {
-    let (mut nodes, mut edges) = (serde_json::Map::new(), serde_json::Map::new());
-    for i in 0..n {
-        nodes.insert(
-            format!("tiny{i}"),
-            json!({"type": "tiny-denoiser", "x": 0, "y": i * 100,
-                   "params": {"steps": steps, "width": size, "height": size}}),
-        );
-        nodes.insert(
-            format!("out{i}"),
-            json!({"type": "output", "x": 200, "y": i * 100, "params": {}}),
-        );
-        edges.insert(
-            format!("e{i}"),
-            json!({"source": format!("tiny{i}"), "source_port": "image",
-                   "target": format!("out{i}"), "target_port": "image"}),
-        );
-    }
-    json!({"nodes": nodes, "edges": edges})
-}
-
-async fn session_with_graph(server: &TestServer, user: &User, title: &str, graph: Value) -> String {
-    let session = server.create_session(&user.token, title).await;
-    let res = server
-        .client
-        .put(server.api(&format!("/sessions/{session}/graph")))
-        .bearer_auth(&user.token)
-        .json(&graph)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        res.status(),
-        StatusCode::OK,
-        "{}",
-        res.text().await.unwrap()
-    );
-    session
 }
 
 async fn start_lease(server: &TestServer, token: &str, session: &str) -> Value {
@@ -166,14 +126,6 @@ async fn submit(
         .await
 }
 
-async fn job(server: &TestServer, token: &str, id: &str) -> Value {
-    let (status, body) = server
-        .call(Method::GET, &format!("/jobs/{id}"), Some(token), None)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body
-}
-
 /// Waits for a job to end; returns it.
 async fn finished(server: &TestServer, token: &str, id: &str) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -190,16 +142,6 @@ async fn finished(server: &TestServer, token: &str, id: &str) -> Value {
 /// The next event of `kind`, skipping others.
 async fn event(events: &mut EventsClient, kind: &str) -> Value {
     events.wait_for(kind, Duration::from_secs(30)).await
-}
-
-/// The next event of `kind` about `job`, skipping others.
-async fn job_event(events: &mut EventsClient, kind: &str, job: &str) -> Value {
-    loop {
-        let event = event(events, kind).await;
-        if event["job_id"] == job {
-            return event;
-        }
-    }
 }
 
 /// Charges to the account so far (sum of the `charge` entries, positive).

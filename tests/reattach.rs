@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::jobs::{job, job_event, session_with_graph, wide_graph};
 use common::{Backend, EventsClient, TestServer, User};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -153,42 +154,6 @@ async fn start(backend: Backend) -> TestServer {
     TestServer::start_with(backend, &all).await
 }
 
-/// `n` independent tiny denoisers of `steps` steps at `size`², each into its own output.
-fn wide_graph(n: u32, steps: u32, size: u32) -> Value {
-    let (mut nodes, mut edges) = (serde_json::Map::new(), serde_json::Map::new());
-    for i in 0..n {
-        nodes.insert(
-            format!("tiny{i}"),
-            json!({"type": "tiny-denoiser", "x": 0, "y": i * 100,
-                   "params": {"steps": steps, "width": size, "height": size}}),
-        );
-        nodes.insert(
-            format!("out{i}"),
-            json!({"type": "output", "x": 200, "y": i * 100, "params": {}}),
-        );
-        edges.insert(
-            format!("e{i}"),
-            json!({"source": format!("tiny{i}"), "source_port": "image",
-                   "target": format!("out{i}"), "target_port": "image"}),
-        );
-    }
-    json!({"nodes": nodes, "edges": edges})
-}
-
-async fn session_with_graph(server: &TestServer, user: &User, graph: Value) -> String {
-    let session = server.create_session(&user.token, "Reattach").await;
-    let res = server
-        .client
-        .put(server.api(&format!("/sessions/{session}/graph")))
-        .bearer_auth(&user.token)
-        .json(&graph)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    session
-}
-
 async fn lease(server: &TestServer, token: &str, session: &str) -> Value {
     common::billing::lease_of(server, token, session).await
 }
@@ -218,24 +183,6 @@ async fn submit(server: &TestServer, token: &str, session: &str) -> String {
     body["id"].as_str().unwrap().to_string()
 }
 
-async fn job(server: &TestServer, token: &str, id: &str) -> Value {
-    let (status, body) = server
-        .call(Method::GET, &format!("/jobs/{id}"), Some(token), None)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body
-}
-
-/// The next event of `kind` about `job` (skipping others).
-async fn job_event(events: &mut EventsClient, kind: &str, job: &str) -> Value {
-    loop {
-        let event = events.wait_for(kind, Duration::from_secs(60)).await;
-        if event["job_id"] == job {
-            return event;
-        }
-    }
-}
-
 /// Sets up a server, its proxy, a worker connected through it, a user with a running lease and
 /// a session whose job runs several seconds.
 struct Setup {
@@ -261,7 +208,7 @@ async fn setup(backend: Backend) -> Setup {
     assert!(ok, "{err}");
     let worker = RemoteWorker::spawn(&proxy.url(), token.trim());
     let owner = server.signup("Owner").await;
-    let session = session_with_graph(&server, &owner, wide_graph(6, 16, 384)).await;
+    let session = session_with_graph(&server, &owner, "Reattach", wide_graph(6, 16, 384)).await;
     // The worker connects (the engine loads first): the lease gets its slot then.
     let asked = Instant::now();
     let (status, body) = server

@@ -9,6 +9,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::jobs::job_event;
 use common::{Backend, EventsClient, TestServer, User};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -160,16 +161,6 @@ async fn submit_with(server: &TestServer, token: &str, session: &str, body: Valu
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     body["id"].as_str().unwrap().to_string()
-}
-
-/// The next event of `kind` about `job`.
-async fn job_event(events: &mut EventsClient, kind: &str, job: &str) -> Value {
-    loop {
-        let event = events.wait_for(kind, Duration::from_secs(60)).await;
-        if event["job_id"] == job {
-            return event;
-        }
-    }
 }
 
 async fn connected_workers(server: &TestServer, admin: &str) -> Vec<Value> {
