@@ -21,9 +21,9 @@
 //! - Cancelling a job another node runs goes over the control channel
 //!   (`RelayMessage::CancelJob`): the node whose board has it cancels it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use atelier_actors::{BoxError, BoxFuture, JobQueue, JobsSnapshot, QueuedJob, RecoveredQueue};
 use atelier_protocol::events::StudioEvent;
@@ -47,6 +47,14 @@ const READ_COUNT: usize = 16;
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// Relayed cancellations waiting to be applied before more are dropped.
 const CANCEL_QUEUE: usize = 1_024;
+
+/// Cancellations of jobs no node had yet (in transit: pushed to a stream, not read yet), kept
+/// for the node that reads them next; the oldest beyond this many are forgotten.
+const CANCELS_REMEMBERED: usize = 1_024;
+
+/// How long such a cancellation is kept: a pushed job is read within one blocking read (200 ms)
+/// of a live node, or taken over within the takeover delay; a minute covers both with margin.
+const CANCEL_REMEMBERED_FOR: Duration = Duration::from_secs(60);
 
 /// Why a routed job cannot run: its lease ended before it reached a worker.
 const LEASE_ENDED: &str = "the Pro runtime this job was queued under has stopped; run it again";
@@ -72,6 +80,10 @@ struct Inner {
     /// Entries read whose job cannot be placed yet (its lease's owner is silent, or its meter
     /// here has not started): retried every second, kept alive meanwhile.
     parked: Mutex<Vec<StreamClaim>>,
+    /// Cancellations that found the job nowhere (oldest first, bounded by
+    /// [`CANCELS_REMEMBERED`]): the node that reads the job's entry later ends it instead of
+    /// running it, so a cancel answered 202 is never lost in the window between push and read.
+    unseen_cancels: Mutex<VecDeque<(JobId, Option<String>, Instant)>>,
     service: OnceLock<JobService>,
 }
 
@@ -102,6 +114,7 @@ impl JobRouting {
                 takeover_after,
                 held: Mutex::new(HashMap::new()),
                 parked: Mutex::new(Vec::new()),
+                unseen_cancels: Mutex::new(VecDeque::new()),
                 service: OnceLock::new(),
             }),
         })
@@ -165,7 +178,34 @@ impl JobRouting {
         if let Some(claim) = parked {
             let reason = reason.unwrap_or_else(|| "cancelled".into());
             self.end_unrun(&claim, JobStatus::Cancelled, &reason).await;
+            return;
         }
+        // Nowhere here: in transit to this node's stream, or another node's job. Kept, so that
+        // whichever node reads it next ends it.
+        let mut unseen = self.unseen_cancels();
+        let now = Instant::now();
+        unseen.retain(|(_, _, at)| now.duration_since(*at) < CANCEL_REMEMBERED_FOR);
+        if unseen.len() >= CANCELS_REMEMBERED {
+            unseen.pop_front();
+        }
+        unseen.push_back((job, reason, now));
+    }
+
+    fn unseen_cancels(&self) -> MutexGuard<'_, VecDeque<(JobId, Option<String>, Instant)>> {
+        self.inner
+            .unseen_cancels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A cancellation of `job` that arrived before its entry: taken (the reason).
+    fn take_unseen_cancel(&self, job: JobId) -> Option<String> {
+        let mut unseen = self.unseen_cancels();
+        let at = unseen
+            .iter()
+            .position(|(j, _, at)| *j == job && at.elapsed() < CANCEL_REMEMBERED_FOR)?;
+        let (_, reason, _) = unseen.remove(at)?;
+        Some(reason.unwrap_or_else(|| "cancelled".into()))
     }
 
     async fn read_own_stream(self) {
@@ -239,6 +279,10 @@ impl JobRouting {
             self.ack(&claim).await;
             return None;
         };
+        if let Some(reason) = self.take_unseen_cancel(job) {
+            self.end_unrun(&claim, JobStatus::Cancelled, &reason).await;
+            return None;
+        }
         let row = match self.inner.db.queued_job(job).await {
             Ok(Some(row)) => row,
             // Ended, or running (a worker has it): nothing to route.
@@ -303,6 +347,9 @@ impl JobRouting {
                 if let Some(claim) = still_held {
                     self.ack(&claim).await;
                 }
+            } else if let Some(reason) = self.take_unseen_cancel(job) {
+                // Cancelled while it was being put on the board.
+                service.cancel(job, Some(reason)).await;
             }
             return None;
         }

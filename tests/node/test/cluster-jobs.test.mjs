@@ -48,7 +48,7 @@ before(async () => {
   cluster = await new Cluster({
     nodes: 3,
     env: {
-      ATELIER_GPU_PRICES: `cpu=${PRICE},moving=${PRICE}`,
+      ATELIER_GPU_PRICES: `cpu=${PRICE},moving=${PRICE},second=${PRICE},third=${PRICE}`,
       ATELIER_SIGNUP_CREDITS: String(CREDITS),
       ATELIER_CHECKPOINT_INTERVAL_S: '1',
       ATELIER_LEASE_TAKEOVER_AFTER_MS: String(TAKEOVER_AFTER_MS),
@@ -67,9 +67,9 @@ function workerToken (name) {
 }
 
 /** A remote worker process connected to `server` (a base URL). */
-function startWorker (server, name) {
+function startWorker (server, name, gpuClass = 'cpu') {
   const proc = spawn(bin, ['worker', '--server', server, '--token', workerToken(name), '--name', name,
-    '--models-dir', modelsDir, '--execution-provider', 'cpu'],
+    '--models-dir', modelsDir, '--execution-provider', 'cpu', '--gpu-class', gpuClass],
   { stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, RUST_LOG: 'warn' } })
   workers.push(proc)
   return proc
@@ -317,15 +317,15 @@ test('kill -9 and restart of the node holding a queued job\'s claim: the job run
   let worker3
   try {
     await Promise.all([wx.open, wy.open])
-    // Each session's lease on one worker: Y on a worker of node 2 (started there: a slot of node
-    // 2 is free, or the line hands it one when node 2's new worker connects), X on node 3's.
-    startWorker(n2.base, 'gpu-at-2-again')
-    const yStart = await json(n2, 'POST', `/sessions/${y.session}/runtime`, y.owner.token, { gpu_class: 'cpu', prepaid_minutes: 10 })
+    // Each session's lease on one worker: Y on node 2's new worker (a class of its own, so no
+    // free cpu slot the earlier tests left on another node takes it), X on node 3's.
+    startWorker(n2.base, 'gpu-at-2-again', 'second')
+    const yStart = await json(n2, 'POST', `/sessions/${y.session}/runtime`, y.owner.token, { gpu_class: 'second', prepaid_minutes: 10 })
     assert.equal(yStart.status, 201, JSON.stringify(yStart.body))
     await until(async () => (await lease(n1, y.session, y.owner.token))?.status === 'running', 30_000, 'Y running')
     assert.equal((await lease(n1, y.session, y.owner.token)).owner_node, 'node-2')
-    worker3 = startWorker(n3.base, 'gpu-at-3-again')
-    const xStart = await json(n1, 'POST', `/sessions/${x.session}/runtime`, x.owner.token, { gpu_class: 'cpu', prepaid_minutes: 10 })
+    worker3 = startWorker(n3.base, 'gpu-at-3-again', 'third')
+    const xStart = await json(n1, 'POST', `/sessions/${x.session}/runtime`, x.owner.token, { gpu_class: 'third', prepaid_minutes: 10 })
     assert.equal(xStart.status, 201, JSON.stringify(xStart.body))
     await until(async () => (await lease(n1, x.session, x.owner.token))?.owner_node === 'node-3', 30_000, 'X at node 3')
 
