@@ -181,9 +181,17 @@ pub fn decode(bytes: &[u8]) -> Result<MediaFrame, MediaFrameError> {
         for _ in 0..count {
             let port = r.short("port", MAX_PORT)?;
             let data = r.long("tensor", MAX_TENSOR_BYTES)?;
-            if tensors.insert(port, data.to_vec()).is_some() {
-                return Err(MediaFrameError::Malformed("a port appears twice"));
+            // One encoding per frame (the encoder writes ports in order): a port out of order
+            // or twice is refused rather than silently reordered or overwritten.
+            if tensors
+                .last_key_value()
+                .is_some_and(|(last, _)| *last >= port)
+            {
+                return Err(MediaFrameError::Malformed(
+                    "tensor ports must be in ascending order, each once",
+                ));
             }
+            tensors.insert(port, data.to_vec());
         }
         MediaKind::NodeOutput {
             tensors,
@@ -397,6 +405,33 @@ mod tests {
                     "cut {cut}: {err}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn tensor_ports_out_of_order_or_twice_are_refused() {
+        // One encoding per frame (found by the fuzzer: a reordered frame decoded, then
+        // re-encoded differently).
+        let frame = output();
+        let bytes = encode(&frame);
+        let start = 1 + 16 + 1 + 6 + 1 + 9 + 8 + 8 + 1; // the tensors, after their count
+        let image = start..start + 1 + 5 + 4;
+        let latent = image.end..image.end + 1 + 6 + 4 + 40;
+        assert_eq!(&bytes[image.start + 1..image.start + 6], b"image");
+        let with = |first: &std::ops::Range<usize>, second: &std::ops::Range<usize>| {
+            let mut out = bytes[..start].to_vec();
+            out.extend_from_slice(&bytes[first.clone()]);
+            out.extend_from_slice(&bytes[second.clone()]);
+            out.extend_from_slice(&bytes[latent.end..]);
+            out
+        };
+        assert_eq!(decode(&with(&image, &latent)).unwrap(), frame);
+        for refused in [with(&latent, &image), with(&image, &image)] {
+            assert!(
+                matches!(decode(&refused), Err(MediaFrameError::Malformed(_))),
+                "{:?}",
+                decode(&refused)
+            );
         }
     }
 
