@@ -351,6 +351,24 @@ impl State {
         }
     }
 
+    /// `job` keeps one of `worker`'s slots (it runs there, unknown to this board, until the
+    /// worker ends it); what the worker says of it goes to `inbox`. False when the worker is
+    /// gone or the job is on it already.
+    pub(super) fn hold_job_slot(
+        &mut self,
+        worker: WorkerId,
+        job: JobId,
+        inbox: mpsc::Sender<AssignmentEvent>,
+    ) -> bool {
+        match self.workers.get_mut(&worker) {
+            Some(entry) if !entry.running.contains_key(&job) => {
+                entry.running.insert(job, inbox);
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub(super) fn workers_link(&self, worker: WorkerId) -> Option<WorkerLink> {
         self.workers.get(&worker).map(|w| w.link.clone())
     }

@@ -23,9 +23,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use atelier_actors::WorkerResume;
 use atelier_protocol::events::StudioEvent;
 use atelier_protocol::ids::{JobId, LeaseId, WorkerId};
-use atelier_protocol::worker::{JobStep, ServerMessage};
+use atelier_protocol::worker::{JobStep, ServerMessage, WorkerMessage};
+use tokio::sync::mpsc;
 
-use super::assignment::{self, AssignmentEvent};
+use super::assignment::{self, AssignmentEvent, ASSIGNMENT_INBOX_CAPACITY};
 use super::board::JobView;
 use super::graph::Plan;
 use super::service::JobService;
@@ -114,12 +115,41 @@ impl JobService {
                     if let Some(link) = self.board.lock().workers_link(worker) {
                         let _ = link.message(ServerMessage::Cancel { job_id: job });
                     }
+                    self.hold_slot_until_ended(worker, job);
                 }
             }
         }
         // What the previous connection still holds here was not re-announced: lost now.
         self.worker_lost(previous);
         self.adoption_done(worker, adopted_leases, adopted_jobs);
+    }
+
+    /// A job cancelled on a reconnected worker still runs there until the cancel lands (within
+    /// a step): its slot stays taken until the worker says the job ended (or is lost), so the
+    /// next assignment never finds the worker busy.
+    fn hold_slot_until_ended(&self, worker: WorkerId, job: JobId) {
+        let (tx, mut inbox) = mpsc::channel(ASSIGNMENT_INBOX_CAPACITY);
+        if !self.board.lock().hold_job_slot(worker, job, tx) {
+            return;
+        }
+        let this = self.clone();
+        actix_web::rt::spawn(async move {
+            let timeout = this.limits.heartbeat_timeout;
+            loop {
+                match tokio::time::timeout(timeout, inbox.recv()).await {
+                    Ok(Some(AssignmentEvent::FromWorker(
+                        WorkerMessage::Succeeded { .. }
+                        | WorkerMessage::Failed { .. }
+                        | WorkerMessage::Cancelled { .. },
+                    )))
+                    | Ok(Some(AssignmentEvent::WorkerLost) | None)
+                    | Err(_) => break,
+                    Ok(Some(_)) => {}
+                }
+            }
+            this.board.lock().release_job_slot(job, worker, false);
+            this.dispatch().await;
+        });
     }
 
     /// The worker may take new leases and jobs, and is welcomed.
